@@ -1,0 +1,96 @@
+# vbas — non-recursive GNU Makefile.
+#   make            library (static + shared), CLI
+#   make check      unit, model, crash and CLI tests, plain and under ASan+UBSan
+#   make demo       the end-to-end demo on a pool in a file
+#   make bench      benchmarks (not tests)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
+O       ?= build
+SAN     ?=
+
+CC      ?= cc
+OPT     ?= -O2
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
+CFLAGS  ?= $(OPT) -g
+ALLCFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -fPIC -pthread -Iinclude -Ilib -MMD -MP
+LDLIBS  := -pthread
+ifeq ($(SAN),1)
+ALLCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS   += -fsanitize=address,undefined
+endif
+
+VERSION := $(shell sed -n 's/.*VBAS_VERSION_STRING "\(.*\)"/\1/p' include/vbas.h)
+
+LIB_SRC := $(wildcard lib/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(O)/%.o)
+CLI_SRC := $(wildcard tools/*.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(O)/%.o)
+TEST_SRC := $(wildcard tests/unit/test-*.c tests/model/test-*.c tests/crash/test-*.c)
+TEST_BIN := $(TEST_SRC:%.c=$(O)/%)
+TEST_COMMON := $(O)/tests/common.o
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:%.c=$(O)/%)
+
+all: $(O)/libvbas.a $(O)/libvbas.so $(O)/vbas $(O)/vbas.pc
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -c -o $@ $<
+
+$(O)/libvbas.a: $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(O)/libvbas.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libvbas.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/vbas: $(CLI_OBJ) $(O)/libvbas.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/vbas.pc: vbas.pc.in include/vbas.h
+	@mkdir -p $(O)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(O)/tests/%: tests/%.c $(TEST_COMMON) $(O)/libvbas.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) -Itests $(LDFLAGS) -o $@ $< $(TEST_COMMON) $(O)/libvbas.a $(LDLIBS) -lcmocka
+
+$(O)/bench/%: bench/%.c $(O)/libvbas.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLCFLAGS) $(LDFLAGS) -o $@ $< $(O)/libvbas.a $(LDLIBS)
+
+tests-bin: $(TEST_BIN) $(O)/vbas
+
+check:
+	@scripts/install-deps.sh --check-only >/dev/null 2>&1 || scripts/install-deps.sh
+	$(MAKE) --no-print-directory all tests-bin O=build
+	$(MAKE) --no-print-directory all tests-bin O=build-san SAN=1 OPT=-O1
+	tests/run-tests.sh build build-san
+
+demo: all
+	scripts/demo.sh $(O)
+
+bench: all $(BENCH_BIN)
+	bench/run.sh $(O)
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/vbas.h $(DESTDIR)$(INCDIR)/vbas.h
+	install -m 644 $(O)/libvbas.a $(DESTDIR)$(LIBDIR)/libvbas.a
+	install -m 755 $(O)/libvbas.so $(DESTDIR)$(LIBDIR)/libvbas.so.$(VERSION)
+	ln -sf libvbas.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvbas.so.0
+	ln -sf libvbas.so.0 $(DESTDIR)$(LIBDIR)/libvbas.so
+	install -m 644 $(O)/vbas.pc $(DESTDIR)$(LIBDIR)/pkgconfig/vbas.pc
+	install -m 755 $(O)/vbas $(DESTDIR)$(BINDIR)/vbas
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all check demo bench install clean tests-bin
+.SECONDARY:
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

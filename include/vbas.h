@@ -1,0 +1,249 @@
+/* vbas — virtual block address spaces on one pool.
+ *
+ * The public C API.  One file or block device (the pool) holds many
+ * thin-provisioned volumes.  Metadata is a set of copy-on-write B+trees;
+ * a commit (vbas_flush) makes every change since the previous commit
+ * durable at once, and a crash at any point shows the last commit.
+ *
+ * Conventions, for every function below:
+ *  - The return value is 0 on success or a negative errno.  Where the
+ *    failure has more to say (which name, which block, which offset),
+ *    vbas_errmsg() returns a message for the calling thread's last failure.
+ *  - Handles are thread-safe: any function may be called on the same pool
+ *    or volume from many threads at once.
+ *  - Sizes and offsets are bytes.  Volume sizes and discard ranges are
+ *    multiples of the pool's block size; reads and writes may be unaligned.
+ *
+ * Errors every function may return besides those listed:
+ *  -EINVAL   a bad argument (message says which)
+ *  -ENOMEM   out of memory
+ *  -EIO      the backing device failed
+ *  -EBADMSG  a metadata block failed its checksum (message names the block)
+ *  -EUCLEAN  metadata is structurally corrupt (message says where)
+ *  -EROFS    the pool was opened read-only, or was latched read-only after a
+ *            failed commit
+ */
+#ifndef VBAS_H
+#define VBAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VBAS_VERSION_STRING "0.1.0"
+
+struct vbas_pool;
+struct vbas_vol;
+struct vbas_resv;
+
+/* Limits. */
+#define VBAS_NAME_MAX          255               /* bytes in a volume name */
+#define VBAS_BLOCK_SIZE_MIN    4096u
+#define VBAS_BLOCK_SIZE_MAX    (1u << 20)
+#define VBAS_BLOCK_SIZE_DEFAULT 4096u
+#define VBAS_VOLUME_SIZE_MAX   (1ull << 60)      /* 1 EiB */
+#define VBAS_CACHE_DEFAULT     (64ull << 20)     /* metadata cache, bytes */
+
+/* ---- Pools ------------------------------------------------------------ */
+
+struct vbas_format_opts {
+	uint64_t size;          /* pool size; 0 = size of the existing file/device */
+	uint32_t block_size;    /* 0 = VBAS_BLOCK_SIZE_DEFAULT; power of two, 4K..1M */
+	uint32_t flags;         /* VBAS_FORMAT_* */
+	uint32_t max_fanout;    /* testing: cap on records per tree node, 0 = none */
+};
+#define VBAS_FORMAT_FORCE      0x1u   /* overwrite an existing pool */
+
+/* Create a pool in PATH (a regular file, created if missing, or a block
+ * device).  Refuses (-EEXIST) to overwrite a pool unless VBAS_FORMAT_FORCE.
+ * -ENOSPC: the size holds too few blocks for a pool. */
+int vbas_format(const char *path, const struct vbas_format_opts *opts);
+
+struct vbas_open_opts {
+	uint64_t cache_bytes;   /* metadata cache; 0 = VBAS_CACHE_DEFAULT */
+	uint32_t flags;         /* VBAS_OPEN_* */
+};
+#define VBAS_OPEN_RDONLY       0x1u
+#define VBAS_OPEN_NO_DIRECT    0x2u   /* buffered I/O even where O_DIRECT works */
+
+/* Open a pool.  -ENOENT: no such file; -EINVAL/-EUCLEAN: not a vbas pool
+ * (bad magic) or no valid superblock; -EBUSY: another opener holds the pool
+ * (it is locked for as long as it is open). */
+int vbas_open(const char *path, const struct vbas_open_opts *opts,
+	      struct vbas_pool **poolp);
+
+/* Commit and close.  Open volume handles must have been closed (-EBUSY). */
+int vbas_close(struct vbas_pool *pool);
+
+/* Commit: every change made before the call is durable when it returns. */
+int vbas_flush(struct vbas_pool *pool);
+
+struct vbas_pool_info {
+	uint64_t size;            /* bytes the pool covers */
+	uint32_t block_size;
+	uint64_t total_blocks;    /* blocks usable for data and metadata */
+	uint64_t data_used;       /* bytes of data blocks in use */
+	uint64_t metadata_used;   /* bytes of metadata blocks in use (incl. superblocks) */
+	uint64_t free;            /* bytes free (incl. the metadata reserve) */
+	uint64_t reserved;        /* bytes of reservations held */
+	uint64_t metadata_reserve;/* bytes held back so that freeing never fails */
+	uint64_t volumes;
+	uint64_t generation;      /* id of the last commit */
+	uint32_t cache_blocks;    /* size of the metadata cache, in blocks */
+};
+int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
+
+/* Message for the calling thread's last failed vbas call ("" if none). */
+const char *vbas_errmsg(void);
+
+/* ---- Volumes ---------------------------------------------------------- */
+
+struct vbas_vol_info {
+	char name[VBAS_NAME_MAX + 1];
+	uint64_t id;
+	uint64_t size;      /* bytes */
+	uint64_t mapped;    /* bytes mapped to pool blocks */
+	uint32_t flags;     /* VBAS_VOL_* */
+};
+#define VBAS_VOL_READONLY      0x1u
+
+/* Names are 1..255 bytes, no '/' and no NUL.  Sizes are multiples of the
+ * block size, 1 block .. VBAS_VOLUME_SIZE_MAX, and may exceed the pool.
+ * create: -EEXIST name taken.  delete/resize/stat/open: -ENOENT unknown.
+ * delete: -EBUSY open.  Shrinking frees the blocks past the new end. */
+int vbas_vol_create(struct vbas_pool *pool, const char *name, uint64_t size);
+int vbas_vol_delete(struct vbas_pool *pool, const char *name);
+int vbas_vol_resize(struct vbas_pool *pool, const char *name, uint64_t size);
+int vbas_vol_stat(struct vbas_pool *pool, const char *name,
+		  struct vbas_vol_info *info);
+/* Calls CB for every volume in id order; a non-zero return from CB stops
+ * the walk and is returned. */
+int vbas_vol_list(struct vbas_pool *pool,
+		  int (*cb)(const struct vbas_vol_info *info, void *arg),
+		  void *arg);
+
+int vbas_vol_open(struct vbas_pool *pool, const char *name,
+		  struct vbas_vol **volp);
+int vbas_vol_close(struct vbas_vol *vol);
+int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
+
+/* ---- Reservations ----------------------------------------------------- */
+
+/* Claim NBLOCKS free pool blocks for later writes, or fail with -ENOSPC.
+ * Writes that pass the reservation draw from it and never fail with
+ * -ENOSPC while it lasts.  vbas_resv_put() returns what was not used. */
+int vbas_reserve(struct vbas_pool *pool, uint64_t nblocks,
+		 struct vbas_resv **resvp);
+void vbas_resv_get(struct vbas_resv *resv);
+void vbas_resv_put(struct vbas_resv *resv);
+uint64_t vbas_resv_remaining(const struct vbas_resv *resv);
+
+/* ---- The mapping interface -------------------------------------------- */
+
+enum vbas_iomap_type {
+	VBAS_IOMAP_HOLE = 1,    /* nothing mapped: reads as zeros */
+	VBAS_IOMAP_MAPPED,      /* mapped; for a write, overwrite in place */
+	VBAS_IOMAP_NEW,         /* freshly allocated for a write: invisible to
+	                         * readers until vbas_map_end() */
+};
+
+#define VBAS_MAP_READ   0x1u
+#define VBAS_MAP_WRITE  0x2u
+
+struct vbas_iomap {
+	enum vbas_iomap_type type;
+	uint32_t flags;         /* VBAS_IOMAP_F_* */
+	uint64_t offset;        /* logical byte offset of the mapping */
+	uint64_t length;        /* bytes, from offset */
+	uint64_t physical;      /* byte address in the device (not for HOLE) */
+	int fd;                 /* the pool's device, for the client's own I/O */
+	/* Private to the library. */
+	uint64_t priv_blk;      /* first logical block locked */
+	uint64_t priv_nblk;     /* blocks locked */
+	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
+	struct vbas_resv *priv_resv; /* reservation the blocks came from */
+	uint32_t priv_state;
+};
+#define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */
+
+/* Map [off, off+len) for a read or a write.  The result covers a prefix of
+ * the range (map->length may be less than len); call again for the rest.
+ * The covered blocks stay locked against other writers until
+ * vbas_map_end().  For a write, a hole gets new blocks (VBAS_IOMAP_NEW)
+ * whose partial first and last blocks the client must fill completely
+ * (zeros where it writes nothing).  RESV may be NULL: the write then fails
+ * with -ENOSPC when no block is free.  -EROFS: read-only volume. */
+int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		   unsigned flags, struct vbas_resv *resv,
+		   struct vbas_iomap *map);
+
+/* Finish a mapping: ERROR 0 makes a NEW mapping visible (DONE bytes from
+ * map->offset were written; the blocks they touch are mapped, the rest are
+ * returned); ERROR non-zero abandons it.  Always releases the lock. */
+int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map,
+		 uint64_t done, int error);
+
+/* ---- Convenience I/O built on the mapping interface ------------------- */
+
+#define VBAS_IO_FUA      0x1u    /* pwrite/zeroes: commit before returning */
+#define VBAS_IO_NO_PUNCH 0x2u    /* write_zeroes: allocate, do not discard */
+
+/* All-or-nothing in space: pwrite reserves every block it needs first and
+ * fails with -ENOSPC having changed nothing.  -ERANGE: past the end. */
+int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off);
+int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len,
+		uint64_t off, unsigned flags);
+/* Unmap [off, off+len): block-aligned; the blocks return to the pool. */
+int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		 unsigned flags);
+/* Make [off, off+len) read as zeros; any alignment. */
+int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		      unsigned flags);
+
+struct vbas_extent {
+	uint64_t offset;    /* logical, bytes */
+	uint64_t length;    /* bytes */
+	uint64_t physical;  /* byte address in the device */
+	uint32_t flags;     /* VBAS_EXTENT_* */
+};
+#define VBAS_EXTENT_SHARED 0x1u
+
+/* Calls CB for each mapped extent overlapping [off, off+len), clipped to
+ * it, in logical order.  A non-zero return from CB stops and is returned. */
+int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		 int (*cb)(const struct vbas_extent *ext, void *arg), void *arg);
+
+/* ---- Checking --------------------------------------------------------- */
+
+/* Verify every invariant: checksums, tree order and keys, reference counts
+ * of every block against every reference, accounting totals, mappings
+ * within volume sizes.  Each problem is passed to CB (may be NULL) as a
+ * message that names where.  Returns 0 if clean, -EUCLEAN if any problem
+ * was found, or another negative errno if the check could not run. */
+struct vbas_check_stats {
+	uint64_t problems;
+	uint64_t nodes;         /* tree nodes visited */
+	uint64_t extents;       /* mapping records visited */
+	uint64_t refcount_records;
+	uint64_t volumes;
+};
+int vbas_check(struct vbas_pool *pool,
+	       void (*cb)(const char *problem, void *arg), void *arg,
+	       struct vbas_check_stats *stats);
+
+/* ---- Testing hooks ---------------------------------------------------- */
+
+/* Open a pool on an in-memory device (see tests/): not for production. */
+struct vbas_dev;
+int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *opts,
+		  struct vbas_pool **poolp);
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VBAS_H */

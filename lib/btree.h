@@ -1,0 +1,124 @@
+/* The generic copy-on-write B+tree.
+ *
+ * One engine serves every tree in the pool (volume table, refcount tree,
+ * per-volume mapping trees, and later the reverse map); each tree brings an
+ * ops vector with its key and value sizes, its key order, and for trees of
+ * overlapping intervals the high key of a record.
+ *
+ * Nodes are shadowed: the first change to a node in a transaction writes a
+ * copy at a newly allocated block, and the parent is pointed at the copy
+ * (itself shadowed first, up to the root).  A node written in the current
+ * transaction (header txid == the transaction's id) is changed in place.
+ * Such a node always has reference count 1: nodes are shared only right
+ * after a commit (see docs/design.md, "Sharing").  Copying a node whose
+ * reference count is above one raises the count of everything it points
+ * to: child nodes through the environment, values through ops->val_inc.
+ *
+ * Interior entries carry the exact smallest key of the child's subtree and,
+ * for overlapping trees, the exact largest high key.  Every change keeps
+ * them exact, so the interval query can prune by them and check can verify
+ * them.  Structure changes run top-down (split a full child before entering
+ * it, refill a thin child before entering it), every block a change needs is
+ * allocated before the change is made, and keys along the path are fixed up
+ * last: the tree is a valid search tree whenever the allocator reads it.
+ */
+#ifndef VBAS_BTREE_H
+#define VBAS_BTREE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BT_MAX_KEY    32
+#define BT_MAX_REC    512
+#define BT_MAX_DEPTH  16
+
+struct vbas_cache;
+
+/* What a tree needs from the transaction and space layers. */
+struct bt_env {
+	struct vbas_cache *cache;
+	uint64_t txid;             /* the running transaction */
+	uint8_t uuid[16];
+	uint32_t block_size;
+	uint32_t max_fanout;       /* 0 = as many as fit */
+	/* A new metadata block, near HINT; counted as one reference. */
+	int (*alloc_meta)(void *ctx, uint64_t hint, uint64_t *blkno);
+	/* Drop one reference to a metadata block (never recursive). */
+	int (*dec_meta)(void *ctx, uint64_t blkno);
+	/* Add one reference to a metadata block. */
+	int (*inc_meta)(void *ctx, uint64_t blkno);
+	/* Current reference count of a metadata block. */
+	int (*refcount)(void *ctx, uint64_t blkno, uint32_t *rc);
+	void *ctx;
+};
+
+struct vbas_btree_ops {
+	const char *name;
+	uint16_t tree_type;        /* enum vbas_tree_type */
+	uint16_t key_size;         /* record = key, then value */
+	uint16_t val_size;
+	uint16_t overlapping;      /* interior entries carry a high key */
+	int (*cmp)(const void *a, const void *b);
+	/* Overlapping trees: the last key a record covers. */
+	void (*high_key)(const void *rec, void *key);
+	/* A node holding REC was copied from a shared node: REC's targets
+	 * gain a reference (NULL: the values point at nothing). */
+	int (*val_inc)(void *ctx, const void *rec);
+	/* Checks one record on its own; 0 or -EUCLEAN with a message. */
+	int (*check_rec)(const void *rec, char *why, size_t whylen);
+	/* Prints a key for messages. */
+	void (*fmt_key)(const void *key, char *buf, size_t len);
+};
+
+struct vbas_btree {
+	const struct vbas_btree_ops *ops;
+	struct bt_env *env;
+	uint64_t root;             /* 0 = empty tree */
+	uint64_t owner;            /* stamped in nodes this tree creates */
+	void *val_ctx;             /* passed to ops->val_inc */
+};
+
+enum bt_lookup_mode { BT_EQ, BT_LE, BT_GE };
+
+/* 0 and the record in REC_OUT, or -ENOENT. */
+int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode,
+	      void *rec_out);
+int bt_insert(struct vbas_btree *t, const void *rec);          /* -EEXIST */
+int bt_update(struct vbas_btree *t, const void *rec);          /* -ENOENT */
+int bt_delete(struct vbas_btree *t, const void *key, void *rec_out); /* -ENOENT */
+
+/* Records with key >= START (all if NULL) in order; CB returns 0 to go on,
+ * anything else stops the walk and is returned.  CB must not change the
+ * tree. */
+typedef int (*bt_rec_cb)(void *arg, const void *rec);
+int bt_iter(struct vbas_btree *t, const void *start, bt_rec_cb cb, void *arg);
+/* Records whose [key, high key] overlaps [LO, HI] (overlapping trees). */
+int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,
+		     bt_rec_cb cb, void *arg);
+
+/* Structural check of a whole tree.  NODE_CB sees every node reference
+ * (blkno, level) and REC_CB every record; REPORT gets each problem. */
+struct bt_check_cbs {
+	void (*report)(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+	int (*node_cb)(void *arg, uint64_t blkno, unsigned level);
+	int (*rec_cb)(void *arg, const void *rec);
+	void *arg;
+};
+int bt_check(struct vbas_btree *t, const struct bt_check_cbs *cbs,
+	     uint64_t *nodes, uint64_t *recs);
+
+/* Capacity of leaves and interior nodes of this tree. */
+unsigned bt_leaf_cap(const struct vbas_btree *t);
+unsigned bt_int_cap(const struct vbas_btree *t);
+/* Levels (0 for an empty tree). */
+int bt_height(struct vbas_btree *t, unsigned *height);
+
+/* Validator for the metadata cache: checksum, magic, address, uuid. */
+struct vbas_validator;
+void bt_node_validator(struct vbas_validator *v, struct bt_env *env);
+
+/* Comparators and printers for trees keyed by one little-endian u64. */
+int bt_cmp_u64(const void *a, const void *b);
+void bt_fmt_u64(const void *key, char *buf, size_t len);
+
+#endif

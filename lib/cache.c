@@ -1,0 +1,282 @@
+#include "cache.h"
+#include "device.h"
+#include "errmsg.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vbas_cache {
+	struct vbas_dev *dev;
+	uint32_t bs;
+	size_t max, count;
+	struct vbas_validator v;
+	struct cblock **hash;
+	size_t hmask;
+	struct cblock lru;            /* sentinel */
+	struct cblock *freelist;      /* recycled entries with buffers */
+	uint64_t hits, misses, writebacks;
+};
+
+static size_t hslot(const struct vbas_cache *c, uint64_t blkno)
+{
+	return (size_t)((blkno * 0x9e3779b97f4a7c15ull) >> 20) & c->hmask;
+}
+
+static void lru_unlink(struct cblock *b)
+{
+	b->prev->next = b->next;
+	b->next->prev = b->prev;
+}
+
+static void lru_push(struct vbas_cache *c, struct cblock *b)
+{
+	b->next = c->lru.next;
+	b->prev = &c->lru;
+	c->lru.next->prev = b;
+	c->lru.next = b;
+}
+
+static void hash_remove(struct vbas_cache *c, struct cblock *b)
+{
+	struct cblock **pp = &c->hash[hslot(c, b->blkno)];
+	while (*pp != b)
+		pp = &(*pp)->hnext;
+	*pp = b->hnext;
+}
+
+static struct cblock *lookup(struct vbas_cache *c, uint64_t blkno)
+{
+	for (struct cblock *b = c->hash[hslot(c, blkno)]; b; b = b->hnext)
+		if (b->blkno == blkno)
+			return b;
+	return NULL;
+}
+
+int cache_create(struct vbas_dev *dev, uint32_t block_size, size_t max_blocks,
+		 const struct vbas_validator *v, struct vbas_cache **cachep)
+{
+	struct vbas_cache *c = calloc(1, sizeof(*c));
+	size_t h = 64;
+	if (!c)
+		return -ENOMEM;
+	if (max_blocks < 16)
+		max_blocks = 16;
+	while (h < max_blocks * 2)
+		h <<= 1;
+	c->hash = calloc(h, sizeof(*c->hash));
+	if (!c->hash) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->hmask = h - 1;
+	c->dev = dev;
+	c->bs = block_size;
+	c->max = max_blocks;
+	c->v = *v;
+	c->lru.next = c->lru.prev = &c->lru;
+	*cachep = c;
+	return 0;
+}
+
+static void free_entry(struct cblock *b)
+{
+	free(b->data);
+	free(b);
+}
+
+void cache_destroy(struct vbas_cache *c)
+{
+	if (!c)
+		return;
+	struct cblock *b = c->lru.next;
+	while (b != &c->lru) {
+		struct cblock *n = b->next;
+		free_entry(b);
+		b = n;
+	}
+	while (c->freelist) {
+		struct cblock *n = c->freelist->hnext;
+		free_entry(c->freelist);
+		c->freelist = n;
+	}
+	free(c->hash);
+	free(c);
+}
+
+static int write_block(struct vbas_cache *c, struct cblock *b)
+{
+	c->v.prepare_write(c->v.ctx, b->blkno, b->data);
+	int r = dev_pwrite(c->dev, b->data, c->bs, b->blkno * (uint64_t)c->bs);
+	if (r)
+		return vbas_err(r, "write of metadata block %llu failed",
+				(unsigned long long)b->blkno);
+	b->dirty = 0;
+	c->writebacks++;
+	return 0;
+}
+
+/* Make room for one more block: evict the least recently used unpinned
+ * block, writing it back first if dirty.  If everything is pinned the
+ * cache grows past its bound for a moment rather than fail. */
+static int make_room(struct vbas_cache *c)
+{
+	while (c->count >= c->max) {
+		struct cblock *b = c->lru.prev;
+		while (b != &c->lru && b->pins)
+			b = b->prev;
+		if (b == &c->lru)
+			return 0;
+		if (b->dirty) {
+			int r = write_block(c, b);
+			if (r)
+				return r;
+		}
+		lru_unlink(b);
+		hash_remove(c, b);
+		b->hnext = c->freelist;
+		c->freelist = b;
+		c->count--;
+	}
+	return 0;
+}
+
+static struct cblock *new_entry(struct vbas_cache *c, uint64_t blkno)
+{
+	struct cblock *b = c->freelist;
+	if (b) {
+		c->freelist = b->hnext;
+	} else {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return NULL;
+		uint32_t a = c->dev->align > 512 ? c->dev->align : 512;
+		if (posix_memalign(&b->data, a, c->bs)) {
+			free(b);
+			return NULL;
+		}
+	}
+	b->blkno = blkno;
+	b->pins = 1;
+	b->dirty = 0;
+	size_t s = hslot(c, blkno);
+	b->hnext = c->hash[s];
+	c->hash[s] = b;
+	lru_push(c, b);
+	c->count++;
+	return b;
+}
+
+static void recycle(struct vbas_cache *c, struct cblock *b)
+{
+	lru_unlink(b);
+	hash_remove(c, b);
+	b->hnext = c->freelist;
+	c->freelist = b;
+	c->count--;
+}
+
+int cache_read(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+{
+	struct cblock *b = lookup(c, blkno);
+	int r;
+	if (b) {
+		c->hits++;
+		b->pins++;
+		lru_unlink(b);
+		lru_push(c, b);
+		*out = b;
+		return 0;
+	}
+	c->misses++;
+	r = make_room(c);
+	if (r)
+		return r;
+	b = new_entry(c, blkno);
+	if (!b)
+		return -ENOMEM;
+	r = dev_pread(c->dev, b->data, c->bs, blkno * (uint64_t)c->bs);
+	if (r)
+		r = vbas_err(r, "read of metadata block %llu failed", (unsigned long long)blkno);
+	else
+		r = c->v.verify_read(c->v.ctx, blkno, b->data);
+	if (r) {
+		recycle(c, b);
+		return r;
+	}
+	*out = b;
+	return 0;
+}
+
+int cache_new(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+{
+	struct cblock *b = lookup(c, blkno);
+	if (b) {
+		/* A stale copy of a block that was freed and is reused now. */
+		b->pins++;
+		lru_unlink(b);
+		lru_push(c, b);
+	} else {
+		int r = make_room(c);
+		if (r)
+			return r;
+		b = new_entry(c, blkno);
+		if (!b)
+			return -ENOMEM;
+	}
+	memset(b->data, 0, c->bs);
+	b->dirty = 1;
+	*out = b;
+	return 0;
+}
+
+void cache_put(struct vbas_cache *c, struct cblock *b)
+{
+	(void)c;
+	b->pins--;
+}
+
+void cache_forget(struct vbas_cache *c, uint64_t blkno)
+{
+	struct cblock *b = lookup(c, blkno);
+	if (b && !b->pins)
+		recycle(c, b);
+	else if (b)
+		b->dirty = 0;
+}
+
+int cache_writeback(struct vbas_cache *c)
+{
+	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
+		if (b->dirty) {
+			int r = write_block(c, b);
+			if (r)
+				return r;
+		}
+	return make_room(c);
+}
+
+void cache_drop_all(struct vbas_cache *c)
+{
+	struct cblock *b = c->lru.next;
+	while (b != &c->lru) {
+		struct cblock *n = b->next;
+		if (!b->pins)
+			recycle(c, b);
+		b = n;
+	}
+}
+
+void cache_stats(struct vbas_cache *c, struct cache_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->blocks = c->count;
+	st->max_blocks = c->max;
+	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next) {
+		st->dirty += b->dirty != 0;
+		st->pinned += b->pins != 0;
+	}
+	st->hits = c->hits;
+	st->misses = c->misses;
+	st->writebacks = c->writebacks;
+}

@@ -1,0 +1,376 @@
+/* vbas_check: recount everything and compare.
+ *
+ * Walks every tree (volume table, refcount tree, each volume's mapping
+ * tree) through btree.c's structural check (checksums on read, key order,
+ * exact low/high keys, levels), gathers every reference to a block (each
+ * node reference counts one, each mapped block one), sweeps them into runs
+ * of equal count, and compares those with the refcount tree record by
+ * record (space.c S1, S4, S5).  Then the totals: data/metadata blocks used,
+ * mapped blocks per volume, number of volumes, volume ids and names.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_REPORTS 200
+
+struct ref {
+	uint64_t start, len;
+	uint8_t type;
+};
+
+struct ck {
+	struct vbas_pool *p;
+	void (*cb)(const char *, void *);
+	void *arg;
+	struct vbas_check_stats st;
+	struct ref *refs;
+	size_t nrefs, caprefs;
+	int oom;
+	/* per volume being walked */
+	uint64_t vol_id, vol_blocks, vol_mapped;
+	uint64_t prev_end;
+	/* refcount records */
+	struct ref *rrec;
+	uint32_t *rrc;
+	size_t nr, capr;
+	uint64_t rdata, rmeta;
+	/* volumes */
+	uint64_t *vids;
+	char (*vnames)[VBAS_NAME_MAX + 1];
+	size_t nv, capv;
+	uint64_t max_id;
+};
+
+static void problem(struct ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct ck *c, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	c->st.problems++;
+	if (c->st.problems > MAX_REPORTS || !c->cb)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	c->cb(buf, c->arg);
+}
+
+static void report_cb(void *arg, const char *fmt, ...)
+{
+	struct ck *c = arg;
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	problem(c, "%s", buf);
+}
+
+static int add_ref(struct ck *c, uint64_t start, uint64_t len, int type)
+{
+	if (c->nrefs == c->caprefs) {
+		size_t n = c->caprefs ? c->caprefs * 2 : 1024;
+		struct ref *v = realloc(c->refs, n * sizeof(*v));
+		if (!v) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		c->refs = v;
+		c->caprefs = n;
+	}
+	c->refs[c->nrefs++] = (struct ref){ start, len, (uint8_t)type };
+	return 0;
+}
+
+static int node_cb(void *arg, uint64_t blkno, unsigned level)
+{
+	struct ck *c = arg;
+	(void)level;
+	c->st.nodes++;
+	if (blkno >= c->p->nblocks) {
+		problem(c, "tree node %" PRIu64 " is past the end of the pool", blkno);
+		return 0;
+	}
+	return add_ref(c, blkno, 1, VBAS_BT_META);
+}
+
+struct map_rec {
+	struct vbas_map_key k;
+	struct vbas_map_val v;
+};
+
+static int map_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	const struct map_rec *r = rec;
+	uint64_t l = le64_get(r->k.lblk), pb = le64_get(r->v.pblk), n = le32_get(r->v.len);
+	c->st.extents++;
+	if (l < c->prev_end)
+		problem(c, "volume %" PRIu64 ": extent at block %" PRIu64 " overlaps the one before",
+			c->vol_id, l);
+	c->prev_end = l + n;
+	if (l + n > c->vol_blocks)
+		problem(c, "volume %" PRIu64 ": extent %" PRIu64 "+%" PRIu64 " maps past the end "
+			"of the volume (%" PRIu64 " blocks)", c->vol_id, l, n, c->vol_blocks);
+	if (pb + n > c->p->nblocks || pb + n < pb) {
+		problem(c, "volume %" PRIu64 ": extent at block %" PRIu64 " maps to physical %"
+			PRIu64 "+%" PRIu64 ", past the end of the pool", c->vol_id, l, pb, n);
+		return 0;
+	}
+	c->vol_mapped += n;
+	return add_ref(c, pb, n, VBAS_BT_DATA);
+}
+
+struct refc_rec {
+	struct vbas_refc_key k;
+	struct vbas_refc_val v;
+};
+
+static int refc_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	const struct refc_rec *r = rec;
+	uint64_t s = le64_get(r->k.pblk), n = le32_get(r->v.len);
+	uint32_t t = le32_get(r->v.type), rc = le32_get(r->v.refcount);
+	c->st.refcount_records++;
+	if (s < VBAS_FIRST_BLOCK || s + n > c->p->nblocks)
+		problem(c, "refcount record %" PRIu64 "+%" PRIu64 " lies outside the pool's "
+			"blocks [%u, %" PRIu64 ")", s, n, VBAS_FIRST_BLOCK, c->p->nblocks);
+	if (c->nr) {
+		struct ref *pv = &c->rrec[c->nr - 1];
+		if (pv->start + pv->len > s)
+			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " overlap",
+				pv->start, s);
+		else if (pv->start + pv->len == s && pv->type == t && c->rrc[c->nr - 1] == rc)
+			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " should be one "
+				"(same count %u and type)", pv->start, s, rc);
+	}
+	if (t == VBAS_BT_DATA)
+		c->rdata += n;
+	else if (t == VBAS_BT_META)
+		c->rmeta += n;
+	if (c->nr == c->capr) {
+		size_t nc = c->capr ? c->capr * 2 : 1024;
+		struct ref *v = realloc(c->rrec, nc * sizeof(*v));
+		uint32_t *w = v ? realloc(c->rrc, nc * sizeof(*w)) : NULL;
+		if (v)
+			c->rrec = v;
+		if (!v || !w) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		c->rrc = w;
+		c->capr = nc;
+	}
+	c->rrec[c->nr] = (struct ref){ s, n, (uint8_t)t };
+	c->rrc[c->nr] = rc;
+	c->nr++;
+	return 0;
+}
+
+struct voltab_rec {
+	struct vbas_vol_key k;
+	struct vbas_vol_rec v;
+};
+
+static int vol_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	const struct voltab_rec *r = rec;
+	if (c->nv == c->capv) {
+		size_t n = c->capv ? c->capv * 2 : 64;
+		uint64_t *ids = realloc(c->vids, n * sizeof(*ids));
+		if (ids)
+			c->vids = ids;
+		void *nm = ids ? realloc(c->vnames, n * sizeof(*c->vnames)) : NULL;
+		if (!ids || !nm) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		c->vnames = nm;
+		c->capv = n;
+	}
+	c->vids[c->nv] = le64_get(r->k.id);
+	unsigned nl = le16_get(r->v.name_len);
+	if (nl > VBAS_NAME_MAX)
+		nl = VBAS_NAME_MAX;
+	memcpy(c->vnames[c->nv], r->v.name, nl);
+	c->vnames[c->nv][nl] = 0;
+	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
+		c->vnames[c->nv][0] = 0;      /* its name is free for reuse */
+	c->nv++;
+	return 0;
+}
+
+static int cmp_ref(const void *a, const void *b)
+{
+	const struct ref *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+struct ev {
+	uint64_t pos;
+	int32_t d;
+	uint8_t type;
+};
+
+static int cmp_ev(const void *a, const void *b)
+{
+	const struct ev *x = a, *y = b;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static const char *tname(int t)
+{
+	return t == VBAS_BT_DATA ? "data" : t == VBAS_BT_META ? "metadata" : "?";
+}
+
+/* Compare the references found with the refcount tree. */
+static void compare_counts(struct ck *c)
+{
+	size_t ne = 2 * c->nrefs;
+	struct ev *ev = malloc((ne ? ne : 1) * sizeof(*ev));
+	if (!ev) {
+		c->oom = 1;
+		return;
+	}
+	for (size_t i = 0; i < c->nrefs; i++) {
+		ev[2 * i] = (struct ev){ c->refs[i].start, +1, c->refs[i].type };
+		ev[2 * i + 1] = (struct ev){ c->refs[i].start + c->refs[i].len, -1, c->refs[i].type };
+	}
+	qsort(ev, ne, sizeof(*ev), cmp_ev);
+	/* Walk both as piecewise-constant functions of the block number. */
+	size_t ei = 0, ri = 0;
+	int64_t cd = 0, cm = 0;
+	uint64_t pos = VBAS_FIRST_BLOCK, end = c->p->nblocks;
+	while (pos < end) {
+		while (ei < ne && ev[ei].pos <= pos) {
+			if (ev[ei].type == VBAS_BT_DATA)
+				cd += ev[ei].d;
+			else
+				cm += ev[ei].d;
+			ei++;
+		}
+		while (ri < c->nr && c->rrec[ri].start + c->rrec[ri].len <= pos)
+			ri++;
+		uint64_t next = end;
+		if (ei < ne && ev[ei].pos < next)
+			next = ev[ei].pos;
+		uint32_t trc = 0;
+		int ttype = 0;
+		if (ri < c->nr && c->rrec[ri].start <= pos) {
+			trc = c->rrc[ri];
+			ttype = c->rrec[ri].type;
+			if (c->rrec[ri].start + c->rrec[ri].len < next)
+				next = c->rrec[ri].start + c->rrec[ri].len;
+		} else if (ri < c->nr && c->rrec[ri].start < next) {
+			next = c->rrec[ri].start;
+		}
+		int64_t found = cd + cm;
+		if (cd && cm)
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are used both as data (%" PRId64
+				" references) and as metadata (%" PRId64 ")", pos, next - pos, cd, cm);
+		else if (found != trc)
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 ": the refcount tree says %u "
+				"reference(s), %" PRId64 " found", pos, next - pos, trc, found);
+		else if (found && ttype != (cm ? VBAS_BT_META : VBAS_BT_DATA))
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are counted as %s but used as %s",
+				pos, next - pos, tname(ttype), cm ? "metadata" : "data");
+		pos = next;
+	}
+	free(ev);
+}
+
+int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
+	       struct vbas_check_stats *stats)
+{
+	struct ck c = { .p = p, .cb = cb, .arg = arg };
+	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb, .arg = &c };
+	int r;
+
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	r = space_drain(p);
+	if (r) {
+		txn_fail(p, r);
+		goto out;
+	}
+	/* Volume table. */
+	cbs.rec_cb = vol_rec_cb;
+	r = bt_check(&p->voltab, &cbs, NULL, NULL);
+	if (r < 0 && r != -EUCLEAN)
+		goto out;
+	/* Refcount tree. */
+	cbs.rec_cb = refc_rec_cb;
+	r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
+	if (r < 0 && r != -EUCLEAN)
+		goto out;
+	/* Each volume's mapping tree. */
+	for (size_t i = 0; i < c.nv && !c.oom; i++) {
+		struct vbas_vol_rec rec;
+		struct vbas_btree t;
+		r = vol_get(p, c.vids[i], &rec);
+		if (r) {
+			problem(&c, "volume %" PRIu64 ": %s", c.vids[i], vbas_errmsg());
+			continue;
+		}
+		c.st.volumes++;
+		if (c.vids[i] >= p->next_vol_id)
+			problem(&c, "volume id %" PRIu64 " is not below the next id to hand out (%" PRIu64 ")",
+				c.vids[i], p->next_vol_id);
+		if (le64_get(rec.size) % p->bs)
+			problem(&c, "volume %" PRIu64 ": size %" PRIu64 " is not a multiple of the "
+				"block size", c.vids[i], le64_get(rec.size));
+		for (size_t j = 0; j < i; j++)
+			if (c.vnames[i][0] && !strcmp(c.vnames[i], c.vnames[j]))
+				problem(&c, "volumes %" PRIu64 " and %" PRIu64 " are both named '%s'",
+					c.vids[j], c.vids[i], c.vnames[i]);
+		vol_map_tree(p, c.vids[i], &rec, &t);
+		c.vol_id = c.vids[i];
+		c.vol_blocks = le64_get(rec.size) >> p->bshift;
+		c.vol_mapped = 0;
+		c.prev_end = 0;
+		cbs.rec_cb = map_rec_cb;
+		r = bt_check(&t, &cbs, NULL, NULL);
+		if (r < 0 && r != -EUCLEAN)
+			goto out;
+		if (c.vol_mapped != le64_get(rec.mapped))
+			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " mapped blocks, "
+				"its tree maps %" PRIu64, c.vids[i], c.vnames[i], le64_get(rec.mapped),
+				c.vol_mapped);
+	}
+	if (c.nv != p->nvolumes)
+		problem(&c, "the superblock counts %" PRIu64 " volumes, the volume table holds %zu",
+			p->nvolumes, c.nv);
+	if (!c.oom) {
+		qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
+		compare_counts(&c);
+	}
+	if (c.rdata != p->sp.data_used)
+		problem(&c, "data blocks in use: counted %" PRIu64 ", the refcount tree holds %" PRIu64,
+			p->sp.data_used, c.rdata);
+	if (c.rmeta != p->sp.meta_used)
+		problem(&c, "metadata blocks in use: counted %" PRIu64 ", the refcount tree holds %"
+			PRIu64, p->sp.meta_used, c.rmeta);
+	if (c.oom)
+		r = vbas_err(-ENOMEM, "check: out of memory");
+	else
+		r = c.st.problems ? vbas_err(-EUCLEAN, "check found %" PRIu64 " problem(s)",
+					    c.st.problems) : 0;
+out:
+	pthread_mutex_unlock(&p->lock);
+	free(c.refs);
+	free(c.rrec);
+	free(c.rrc);
+	free(c.vids);
+	free(c.vnames);
+	if (stats)
+		*stats = c.st;
+	return r;
+}

@@ -1,0 +1,207 @@
+/* File and block-device back end. */
+#define _GNU_SOURCE
+#include "device.h"
+#include "errmsg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DIRECT_ALIGN 4096u
+
+static int full_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0) {         /* past the end of a file: zeros */
+			memset(p, 0, len);
+			return 0;
+		}
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t r = pwrite(fd, p, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int aligned(const struct vbas_dev *d, const void *buf, size_t len, uint64_t off)
+{
+	uint32_t a = d->align;
+	return ((uintptr_t)buf % a) == 0 && len % a == 0 && off % a == 0;
+}
+
+static int file_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off)
+{
+	if (off > d->size || len > d->size - off)
+		return -ERANGE;
+	if (!d->direct || aligned(d, buf, len, off))
+		return full_pread(d->fd, buf, len, off);
+	/* Unaligned under O_DIRECT: go through an aligned bounce buffer. */
+	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
+	void *b;
+	if (posix_memalign(&b, a, e - s))
+		return -ENOMEM;
+	int r = full_pread(d->fd, b, e - s, s);
+	if (!r)
+		memcpy(buf, (char *)b + (off - s), len);
+	free(b);
+	return r;
+}
+
+static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t off)
+{
+	if (off > d->size || len > d->size - off)
+		return -ERANGE;
+	if (!d->direct || aligned(d, buf, len, off))
+		return full_pwrite(d->fd, buf, len, off);
+	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
+	void *b;
+	int r = 0;
+	if (posix_memalign(&b, a, e - s))
+		return -ENOMEM;
+	/* Read-modify-write of the partial sectors at either end.  Callers
+	 * hold the block's range lock, so no one else writes these bytes. */
+	if (off != s)
+		r = full_pread(d->fd, b, a, s);
+	if (!r && (off + len) != e && (e - a != s || off == s))
+		r = full_pread(d->fd, (char *)b + (e - s - a), a, e - a);
+	if (!r) {
+		memcpy((char *)b + (off - s), buf, len);
+		r = full_pwrite(d->fd, b, e - s, s);
+	}
+	free(b);
+	return r;
+}
+
+static int file_flush(struct vbas_dev *d)
+{
+	if (fdatasync(d->fd) < 0)
+		return -errno;
+	return 0;
+}
+
+static int file_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
+{
+	/* Best effort: give space back to the file system or the device. */
+	struct stat st;
+	if (fstat(d->fd, &st) == 0 && S_ISBLK(st.st_mode)) {
+		uint64_t range[2] = { off, len };
+		(void)ioctl(d->fd, BLKDISCARD, range);
+	} else {
+		(void)fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)off, (off_t)len);
+	}
+	return 0;
+}
+
+static void file_destroy(struct vbas_dev *d)
+{
+	close(d->fd);
+	free(d);
+}
+
+static const struct vbas_dev_ops file_ops = {
+	.name = "file",
+	.pread = file_pread,
+	.pwrite = file_pwrite,
+	.flush = file_flush,
+	.discard = file_discard,
+	.destroy = file_destroy,
+};
+
+int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
+{
+	int oflags = (flags & VBAS_DEV_RDONLY) ? O_RDONLY : O_RDWR;
+	int fd = -1, direct = 0;
+	struct stat st;
+
+	oflags |= O_CLOEXEC;
+	if (flags & VBAS_DEV_CREATE)
+		oflags |= O_CREAT;
+	if (!(flags & VBAS_DEV_NO_DIRECT)) {
+		fd = open(path, oflags | O_DIRECT, 0644);
+		if (fd >= 0)
+			direct = 1;
+		else if (errno != EINVAL)
+			return vbas_err(-errno, "open %s: %s", path, strerror(errno));
+	}
+	if (fd < 0) {
+		fd = open(path, oflags, 0644);
+		if (fd < 0)
+			return vbas_err(-errno, "open %s: %s", path, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		close(fd);
+		return vbas_err(-e, "stat %s: %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return vbas_err(-EINVAL, "%s is neither a regular file nor a block device", path);
+	}
+	if (!(flags & VBAS_DEV_NOLOCK)) {
+		/* An open-file-description lock: held for as long as this
+		 * descriptor is open, and it conflicts within one process too. */
+		struct flock fl = { .l_type = (flags & VBAS_DEV_RDONLY) ? F_RDLCK : F_WRLCK,
+				    .l_whence = SEEK_SET };
+		if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+			int e = errno;
+			close(fd);
+			if (e == EAGAIN || e == EACCES)
+				return vbas_err(-EBUSY, "%s: pool is in use by another process (locked)", path);
+			return vbas_err(-e, "lock %s: %s", path, strerror(e));
+		}
+	}
+	struct vbas_dev *d = calloc(1, sizeof(*d));
+	if (!d) {
+		close(fd);
+		return -ENOMEM;
+	}
+	d->ops = &file_ops;
+	d->fd = fd;
+	d->direct = direct;
+	d->align = direct ? DIRECT_ALIGN : 1;
+	d->readonly = !!(flags & VBAS_DEV_RDONLY);
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz = 0;
+		if (ioctl(fd, BLKGETSIZE64, &sz) < 0) {
+			int e = errno;
+			close(fd);
+			free(d);
+			return vbas_err(-e, "size of %s: %s", path, strerror(e));
+		}
+		d->size = sz;
+	} else {
+		d->size = (uint64_t)st.st_size;
+	}
+	*devp = d;
+	return 0;
+}

@@ -1,0 +1,80 @@
+/* The device layer: byte I/O on the pool's backing store.
+ *
+ * Two back ends share one ops vector: a regular file or block device
+ * (O_DIRECT where the file system allows it, flush = fdatasync), and an
+ * in-memory device for tests that can lose power at a chosen write and
+ * drop, reorder or tear what was not flushed (device-mem.c). */
+#ifndef VBAS_DEVICE_H
+#define VBAS_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct vbas_dev;
+
+struct vbas_dev_ops {
+	const char *name;
+	/* Full transfers or a negative errno; never short. */
+	int (*pread)(struct vbas_dev *dev, void *buf, size_t len, uint64_t off);
+	int (*pwrite)(struct vbas_dev *dev, const void *buf, size_t len, uint64_t off);
+	int (*flush)(struct vbas_dev *dev);
+	int (*discard)(struct vbas_dev *dev, uint64_t off, uint64_t len);
+	void (*destroy)(struct vbas_dev *dev);
+};
+
+struct vbas_dev {
+	const struct vbas_dev_ops *ops;
+	uint64_t size;          /* bytes */
+	int fd;                 /* -1 when not backed by a file */
+	int direct;             /* fd is O_DIRECT */
+	uint32_t align;         /* alignment O_DIRECT needs (1 if none) */
+	int readonly;
+	int owned_by_pool;      /* destroyed by vbas_close() */
+};
+
+#define VBAS_DEV_RDONLY    0x1u
+#define VBAS_DEV_NO_DIRECT 0x2u
+#define VBAS_DEV_CREATE    0x4u   /* create a regular file if missing */
+#define VBAS_DEV_NOLOCK    0x8u
+
+/* Open PATH; takes an exclusive lock on it (-EBUSY if held elsewhere). */
+int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp);
+
+static inline int dev_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
+{ return d->ops->pread(d, b, l, o); }
+static inline int dev_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
+{ return d->ops->pwrite(d, b, l, o); }
+static inline int dev_flush(struct vbas_dev *d) { return d->ops->flush(d); }
+static inline int dev_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
+{ return d->ops->discard ? d->ops->discard(d, o, l) : 0; }
+static inline void dev_destroy(struct vbas_dev *d) { if (d) d->ops->destroy(d); }
+
+/* ---- In-memory device (tests) ----------------------------------------- */
+
+struct vbas_dev *vbas_memdev_create(uint64_t size);
+/* A new device whose contents are MEM's image as it is now, all writes
+ * made durable. */
+struct vbas_dev *vbas_memdev_clone(struct vbas_dev *mem);
+
+/* Crash modes: what happens to writes not yet flushed at power loss. */
+#define VBAS_CRASH_DROP     0x1u  /* some are lost */
+#define VBAS_CRASH_REORDER  0x2u  /* the survivors land in any order */
+#define VBAS_CRASH_TEAR     0x4u  /* some land only in part (512 B sectors) */
+
+/* Lose power after AFTER more writes (0 = at the next write): from then on
+ * every I/O fails with -EIO, and the image that "survived" is fixed with
+ * MODE and SEED.  vbas_memdev_survivor() returns it as a new device. */
+void vbas_memdev_arm_crash(struct vbas_dev *mem, uint64_t after,
+			   unsigned mode, uint64_t seed);
+/* Lose power now (same as arming with AFTER 0 and crashing at once). */
+void vbas_memdev_crash_now(struct vbas_dev *mem, unsigned mode, uint64_t seed);
+int vbas_memdev_crashed(struct vbas_dev *mem);
+struct vbas_dev *vbas_memdev_survivor(struct vbas_dev *mem);
+/* Fail the write number N (counted from now, 0 = next) with -EIO but keep
+ * the device alive. */
+void vbas_memdev_fail_write(struct vbas_dev *mem, uint64_t n);
+uint64_t vbas_memdev_writes(struct vbas_dev *mem);
+/* Direct access to the current image, for corruption tests. */
+uint8_t *vbas_memdev_image(struct vbas_dev *mem);
+
+#endif

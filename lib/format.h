@@ -1,0 +1,151 @@
+/* The on-disk format of a vbas pool, and nothing else.
+ *
+ * Layout (B = block size, 4 KiB .. 1 MiB, a power of two):
+ *
+ *   block 0        superblock slot 0 (commits with an even generation)
+ *   block 1        superblock slot 1 (commits with an odd generation)
+ *   block 2 ..     data blocks and metadata (tree node) blocks, mixed,
+ *                  each in use exactly while the refcount tree says so
+ *
+ * Every integer is little-endian.  Every metadata block starts with a
+ * crc32c of the rest of the block, salted per block type, and names its
+ * own address, so a block read from the wrong place or of the wrong type
+ * fails verification.  See docs/format.md for the full description.
+ */
+#ifndef VBAS_FORMAT_H
+#define VBAS_FORMAT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include "le.h"
+
+#define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
+#define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
+#define VBAS_FORMAT_VERSION  1u
+
+#define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
+#define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
+#define VBAS_FIRST_BLOCK     2u            /* first allocatable block */
+
+/* Checksum salts: one per block type, so one type never verifies as another. */
+#define VBAS_SALT_SB         0x5b5b0001u
+#define VBAS_SALT_NODE       0x4e4e0002u
+
+/* ---- Superblock ------------------------------------------------------- */
+struct vbas_sb {
+	vbas_le32 csum;          /* crc32c(salt, bytes [4, VBAS_SB_BYTES)) */
+	vbas_le32 magic;         /* VBAS_SB_MAGIC */
+	vbas_le64 blkno;         /* the slot this copy was written to: 0 or 1 */
+	vbas_le64 generation;    /* transaction id of this commit; the newest
+	                            valid slot wins at open */
+	uint8_t   uuid[16];      /* pool identity, also stamped in every node */
+	vbas_le32 version;       /* VBAS_FORMAT_VERSION */
+	vbas_le32 block_size;
+	vbas_le64 nblocks;       /* blocks in the pool, superblocks included */
+	vbas_le32 max_fanout;    /* records per node cap (testing), 0 = none */
+	vbas_le32 flags;         /* none defined; must be 0 */
+	vbas_le64 voltab_root;   /* volume table tree, 0 = empty */
+	vbas_le64 refc_root;     /* refcount tree, 0 = empty */
+	vbas_le64 data_used;     /* blocks of type DATA in the refcount tree */
+	vbas_le64 meta_used;     /* blocks of type META in the refcount tree */
+	vbas_le64 next_vol_id;   /* next volume id to hand out (ids never reused) */
+	vbas_le64 nvolumes;
+	vbas_le64 ctime;         /* format time, seconds since the epoch */
+	vbas_le64 pad0;          /* zero */
+	vbas_le64 reserved[18];  /* zero */
+};
+_Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
+_Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
+_Static_assert(sizeof(struct vbas_sb) <= VBAS_SB_BYTES, "vbas_sb fits");
+
+/* ---- Tree nodes ------------------------------------------------------- */
+enum vbas_tree_type {
+	VBAS_TREE_VOLTAB = 1,    /* volume id -> struct vbas_vol_rec */
+	VBAS_TREE_REFC   = 2,    /* physical start -> struct vbas_refc_val */
+	VBAS_TREE_MAP    = 3,    /* logical block -> struct vbas_map_val */
+	VBAS_TREE_TEST   = 15,   /* unit tests only */
+	VBAS_TREE_TEST_OVERLAP = 16,
+	VBAS_TREE_TYPE_MAX
+};
+
+/* Owners of the pool-wide trees; a mapping tree's owner is its volume id
+ * (ids start at 1 and stay below VBAS_OWNER_VOLTAB). */
+#define VBAS_OWNER_VOLTAB    (~0ull - 1)
+#define VBAS_OWNER_REFC      (~0ull - 2)
+
+struct vbas_node_hdr {
+	vbas_le32 csum;          /* crc32c(salt, bytes [4, block size)) */
+	vbas_le32 magic;         /* VBAS_NODE_MAGIC */
+	vbas_le64 blkno;         /* this block's own address */
+	vbas_le64 txid;          /* transaction that wrote the block */
+	vbas_le64 owner;         /* tree that created it */
+	uint8_t   uuid[16];      /* pool uuid */
+	vbas_le16 level;         /* 0 = leaf */
+	vbas_le16 nrecs;         /* records (leaf) or children (interior) */
+	vbas_le16 tree_type;     /* enum vbas_tree_type */
+	vbas_le16 pad0;
+	vbas_le64 pad1;          /* zero */
+};
+_Static_assert(sizeof(struct vbas_node_hdr) == 64, "vbas_node_hdr size");
+
+/*
+ * After the header, a leaf holds nrecs records of (key, value), sorted by
+ * key, no duplicates.  An interior node holds nrecs entries of
+ *     (low key, [high key,] le64 child block)
+ * where low key is exactly the smallest key in the child's subtree and,
+ * for trees of overlapping intervals, high key is exactly the largest
+ * record high key in it.  Sizes per tree type:
+ */
+
+/* Mapping tree: one per volume. */
+struct vbas_map_key {
+	vbas_le64 lblk;          /* first logical block */
+};
+struct vbas_map_val {
+	vbas_le64 pblk;          /* first physical block */
+	vbas_le32 len;           /* blocks, >= 1 */
+	vbas_le32 flags;         /* none defined yet: 0 */
+};
+_Static_assert(sizeof(struct vbas_map_key) == 8, "vbas_map_key");
+_Static_assert(sizeof(struct vbas_map_val) == 16, "vbas_map_val");
+
+/* Refcount tree: one record per maximal run of blocks with the same
+ * reference count and type.  Blocks with no record are free. */
+enum vbas_block_type {
+	VBAS_BT_DATA = 1,
+	VBAS_BT_META = 2,
+};
+struct vbas_refc_key {
+	vbas_le64 pblk;
+};
+struct vbas_refc_val {
+	vbas_le32 len;           /* blocks, >= 1 */
+	vbas_le32 refcount;      /* >= 1 */
+	vbas_le32 type;          /* enum vbas_block_type */
+	vbas_le32 pad;           /* zero */
+};
+_Static_assert(sizeof(struct vbas_refc_val) == 16, "vbas_refc_val");
+
+/* Volume table. */
+#define VBAS_VOLF_READONLY   0x1u
+#define VBAS_VOLF_DELETING   0x2u    /* delete in progress: resumed at open */
+#define VBAS_VOLF_KNOWN      (VBAS_VOLF_READONLY | VBAS_VOLF_DELETING)
+
+struct vbas_vol_key {
+	vbas_le64 id;
+};
+struct vbas_vol_rec {
+	vbas_le64 size;          /* bytes, a multiple of the block size */
+	vbas_le64 root;          /* mapping tree root, 0 = empty */
+	vbas_le64 mapped;        /* blocks mapped */
+	vbas_le64 origin;        /* volume id this was made from, 0 = none */
+	vbas_le64 ctime;         /* seconds since the epoch */
+	vbas_le64 cgen;          /* generation that created it */
+	vbas_le32 flags;         /* VBAS_VOLF_* */
+	vbas_le16 name_len;      /* 1..255 */
+	vbas_le16 pad;           /* zero */
+	uint8_t   name[256];     /* name_len bytes, zero padded */
+};
+_Static_assert(sizeof(struct vbas_vol_rec) == 312, "vbas_vol_rec");
+
+#endif /* VBAS_FORMAT_H */

@@ -1,0 +1,140 @@
+/* In-core state of an open pool, shared by the library's layers. */
+#ifndef VBAS_INTERNAL_H
+#define VBAS_INTERNAL_H
+
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+
+#include "vbas.h"
+#include "btree.h"
+#include "cache.h"
+#include "crc32c.h"
+#include "device.h"
+#include "errmsg.h"
+#include "extset.h"
+#include "format.h"
+
+/* A change to reference counts, queued while trees are being changed and
+ * applied to the refcount tree by space_drain(). */
+struct refc_delta {
+	uint64_t start, len;
+	int32_t delta;
+	uint8_t type;              /* enum vbas_block_type */
+	uint8_t is_alloc;          /* blocks come out of pending_alloc */
+};
+
+struct vbas_space {
+	struct vbas_btree refc;    /* the refcount tree */
+	uint64_t data_used;        /* blocks of each type in the refcount tree */
+	uint64_t meta_used;
+	struct extset pending;     /* allocated, not yet in the refcount tree */
+	struct extset freed;       /* reached 0 in this transaction: not
+	                              reusable before the commit is durable */
+	struct extset freed_data;  /* data blocks of FREED, to discard later */
+	struct extset discard_next;/* data blocks freed in the previous
+	                              transaction: discarded at the next commit */
+	struct refc_delta *q;      /* queued deltas */
+	size_t qhead, qn, qcap;
+	int draining;
+	uint64_t reserved;         /* blocks promised to reservations */
+	uint64_t meta_reserve;     /* blocks kept for metadata */
+	uint64_t meta_rover, data_rover;
+	uint64_t meta_allocs_txn;  /* metadata blocks allocated this transaction */
+};
+
+/* A volume that has open handles: shared by them. */
+struct vol_state {
+	struct vol_state *next;
+	uint64_t id;
+	int refs;                  /* open handles */
+	/* Range lock over logical blocks: held ranges, writers exclusive. */
+	struct rl_range *ranges;
+	pthread_cond_t rl_cond;
+};
+
+struct vbas_vol {
+	struct vbas_pool *pool;
+	struct vol_state *vs;
+	uint64_t id;
+};
+
+struct vbas_resv {
+	struct vbas_pool *pool;
+	int refs;                  /* under pool->lock */
+	uint64_t left;             /* blocks not yet used */
+};
+
+struct vbas_pool {
+	pthread_mutex_t lock;      /* all metadata, cache, space */
+	struct vbas_dev *dev;
+	int own_dev;
+	struct vbas_cache *cache;
+	struct vbas_validator validator;
+	struct bt_env env;
+	uint32_t bs;
+	unsigned bshift;
+	uint64_t nblocks;          /* including the superblocks */
+	uint8_t uuid[16];
+	struct vbas_sb sb;         /* as last committed */
+	uint64_t gen;              /* generation of the last commit */
+	struct vbas_btree voltab;
+	struct vbas_space sp;
+	uint64_t next_vol_id;
+	uint64_t nvolumes;
+	int rdonly;
+	int broken;                /* a failed change: read-only until reopen */
+	char broken_msg[512];
+	int dirty;                 /* changes since the last commit */
+	struct vol_state *open_vols;
+	uint64_t commits;
+};
+
+/* space.c */
+int space_load(struct vbas_pool *p);
+void space_free(struct vbas_pool *p);
+int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
+		int use_reserve, uint64_t *start, uint64_t *got);
+void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len);
+int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
+		int type, int is_alloc);
+int space_drain(struct vbas_pool *p);
+int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type);
+uint64_t space_avail(struct vbas_pool *p);      /* blocks allocatable now */
+uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
+void space_committed(struct vbas_pool *p);
+void space_abort(struct vbas_pool *p);
+extern const struct vbas_btree_ops refc_ops;
+
+/* txn.c */
+int txn_commit(struct vbas_pool *p);
+int txn_read_sb(struct vbas_dev *dev, struct vbas_sb *sb, uint32_t *slot_out);
+void txn_fail(struct vbas_pool *p, int err);   /* abandon changes, latch RO */
+int txn_writable(struct vbas_pool *p, const char *what);
+int txn_maybe_commit(struct vbas_pool *p);
+uint32_t sb_csum(const struct vbas_sb *sb);
+
+/* volume.c */
+extern const struct vbas_btree_ops voltab_ops;
+extern const struct vbas_btree_ops map_ops;
+int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
+		    struct vbas_vol_rec *rec);
+int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec);
+int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
+void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
+		  struct vbas_btree *t);
+int vol_resume_deletes(struct vbas_pool *p);
+
+/* map.c */
+int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
+	      uint64_t lblk, uint64_t nblk, int allow_commit);
+int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
+	       uint64_t *pblk, uint64_t *len, int *mapped);
+
+/* Helpers. */
+static inline uint64_t bytes_to_blocks(const struct vbas_pool *p, uint64_t b)
+{
+	return b >> p->bshift;
+}
+
+#endif

@@ -1,0 +1,316 @@
+/* Reads, writes, discards and zeroing built on the mapping interface. */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+
+int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off)
+{
+	struct vbas_iomap m;
+	char *b = buf;
+	int r;
+	vbas_err_clear();
+	if (!buf && len)
+		return vbas_err(-EINVAL, "read: no buffer");
+	while (len) {
+		r = vbas_map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
+		if (r)
+			return r;
+		if (m.type == VBAS_IOMAP_HOLE) {
+			memset(b, 0, m.length);
+		} else {
+			r = dev_pread(vol->pool->dev, b, m.length, m.physical);
+			if (r)
+				vbas_err(r, "read of %" PRIu64 " bytes at volume offset %" PRIu64
+					 " (device offset %" PRIu64 ") failed", m.length, off, m.physical);
+		}
+		vbas_map_end(vol, &m, r ? 0 : m.length, r);
+		if (r)
+			return r;
+		b += m.length;
+		off += m.length;
+		len -= m.length;
+	}
+	return 0;
+}
+
+struct hole_count {
+	uint64_t end, mapped;
+};
+
+/* Blocks in [lblk, lblk+n) that have no mapping. */
+static int count_holes(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *holes)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	uint64_t cur = lblk, end = lblk + n, mapped = 0;
+	int r;
+	pthread_mutex_lock(&p->lock);
+	r = vol_get(p, vol->id, &rec);
+	if (!r)
+		vol_map_tree(p, vol->id, &rec, &t);
+	while (!r && cur < end) {
+		uint64_t pb, run;
+		int m;
+		r = map_lookup(p, &t, cur, &pb, &run, &m);
+		if (r)
+			break;
+		uint64_t take = run < end - cur ? run : end - cur;
+		if (m)
+			mapped += take;
+		cur += take;
+	}
+	pthread_mutex_unlock(&p->lock);
+	*holes = n - mapped;
+	return r;
+}
+
+/* Write the new blocks of M: the client's bytes, zeros around them. */
+static int write_new(struct vbas_vol *vol, struct vbas_iomap *m, const char *src)
+{
+	struct vbas_pool *p = vol->pool;
+	uint64_t inblk = m->offset - (m->priv_blk << p->bshift);
+	uint64_t total = m->priv_nblk << p->bshift;
+	uint64_t base = m->priv_pblk << p->bshift;
+	if (inblk == 0 && m->length == total)
+		return dev_pwrite(p->dev, src, m->length, base);
+	void *b;
+	if (posix_memalign(&b, 4096, total))
+		return -ENOMEM;
+	memset(b, 0, inblk);
+	memcpy((char *)b + inblk, src, m->length);
+	memset((char *)b + inblk + m->length, 0, total - inblk - m->length);
+	int r = dev_pwrite(p->dev, b, total, base);
+	free(b);
+	return r;
+}
+
+int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off, unsigned flags)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_resv *resv = NULL;
+	struct vbas_iomap m;
+	const char *b = buf;
+	uint64_t holes = 0;
+	int r;
+
+	vbas_err_clear();
+	if (flags & ~VBAS_IO_FUA)
+		return vbas_err(-EINVAL, "write: unknown flags %#x", flags);
+	if (!buf && len)
+		return vbas_err(-EINVAL, "write: no buffer");
+	if (!len)
+		return 0;
+	if (off + len < off)
+		return vbas_err(-ERANGE, "write: range overflows");
+	/* All or nothing in space: claim every block the write needs. */
+	uint64_t lblk = off >> p->bshift;
+	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
+	r = count_holes(vol, lblk, nblk, &holes);
+	if (r)
+		return r;
+	if (holes) {
+		r = vbas_reserve(p, holes, &resv);
+		if (r)
+			return vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
+	}
+	while (len) {
+		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE, resv, &m);
+		if (r)
+			break;
+		if (m.type == VBAS_IOMAP_NEW)
+			r = write_new(vol, &m, b);
+		else
+			r = dev_pwrite(p->dev, b, m.length, m.physical);
+		if (r)
+			vbas_err(r, "write of %" PRIu64 " bytes at volume offset %" PRIu64
+				 " (device offset %" PRIu64 ") failed", m.length, off, m.physical);
+		int e = vbas_map_end(vol, &m, r ? 0 : m.length, r);
+		if (!r)
+			r = e;
+		if (r)
+			break;
+		b += m.length;
+		off += m.length;
+		len -= m.length;
+	}
+	vbas_resv_put(resv);
+	if (!r && (flags & VBAS_IO_FUA))
+		r = vbas_flush(p);
+	return r;
+}
+
+int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_rec rec;
+	int r;
+
+	vbas_err_clear();
+	if (flags & ~VBAS_IO_FUA)
+		return vbas_err(-EINVAL, "discard: unknown flags %#x", flags);
+	if ((off | len) & (p->bs - 1))
+		return vbas_err(-EINVAL, "discard: range %" PRIu64 "+%" PRIu64 " is not aligned to "
+				"the block size (%u)", off, len, p->bs);
+	if (!len)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	r = txn_writable(p, "discard");
+	if (!r)
+		r = vol_get(p, vol->id, &rec);
+	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
+		r = vbas_err(-EROFS, "discard: volume is read-only");
+	if (!r && (off >= le64_get(rec.size) || len > le64_get(rec.size) - off))
+		r = vbas_err(-ERANGE, "discard: range %" PRIu64 "+%" PRIu64 " is past the end of "
+			     "the volume (%" PRIu64 " bytes)", off, len, le64_get(rec.size));
+	if (r)
+		goto out;
+	uint64_t lblk = off >> p->bshift, n = len >> p->bshift;
+	r = rl_lock(p, vol->vs, lblk, n, 1);
+	if (r)
+		goto out;
+	r = vol_get(p, vol->id, &rec);
+	if (!r)
+		r = map_unmap(p, vol->id, &rec, lblk, n, 1);
+	if (r)
+		txn_fail(p, r);
+	rl_unlock(p, vol->vs, lblk, n, 1);
+out:
+	pthread_mutex_unlock(&p->lock);
+	if (!r && (flags & VBAS_IO_FUA))
+		r = vbas_flush(p);
+	return r;
+}
+
+/* Zero part of one block, in place if it is mapped; a hole reads as zeros
+ * already. */
+static int zero_partial(struct vbas_vol *vol, uint64_t off, uint64_t len)
+{
+	static const char zeros[VBAS_BLOCK_SIZE_MAX / 256];
+	struct vbas_iomap m;
+	int r = vbas_map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
+	if (r)
+		return r;
+	int mapped = m.type == VBAS_IOMAP_MAPPED;
+	vbas_map_end(vol, &m, 0, 0);
+	while (mapped && len) {
+		size_t n = len < sizeof(zeros) ? len : sizeof(zeros);
+		r = vbas_pwrite(vol, zeros, n, off, 0);
+		if (r)
+			return r;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_info info;
+	int r;
+
+	vbas_err_clear();
+	if (flags & ~(VBAS_IO_FUA | VBAS_IO_NO_PUNCH))
+		return vbas_err(-EINVAL, "write zeroes: unknown flags %#x", flags);
+	if (!len)
+		return 0;
+	r = vbas_vol_info(vol, &info);
+	if (r)
+		return r;
+	if (info.flags & VBAS_VOL_READONLY)
+		return vbas_err(-EROFS, "write zeroes: volume is read-only");
+	if (off >= info.size || len > info.size - off)
+		return vbas_err(-ERANGE, "write zeroes: range %" PRIu64 "+%" PRIu64 " is past the end "
+				"of the volume (%" PRIu64 " bytes)", off, len, info.size);
+	uint64_t bs = p->bs, end = off + len;
+	uint64_t as = (off + bs - 1) / bs * bs, ae = end / bs * bs;
+	if (as >= ae) {                       /* within one or two blocks */
+		uint64_t mid = as < end ? as : end;
+		r = zero_partial(vol, off, mid - off);
+		if (!r && mid < end)
+			r = zero_partial(vol, mid, end - mid);
+		goto done;
+	}
+	if (off < as)
+		r = zero_partial(vol, off, as - off);
+	if (!r && ae < end)
+		r = zero_partial(vol, ae, end - ae);
+	if (r)
+		return r;
+	if (flags & VBAS_IO_NO_PUNCH) {
+		/* Allocate and write zeros: later writes there cannot fail for
+		 * want of space. */
+		size_t chunk = 1 << 20;
+		void *z = calloc(1, chunk);
+		if (!z)
+			return -ENOMEM;
+		for (uint64_t o = as; !r && o < ae; o += chunk)
+			r = vbas_pwrite(vol, z, ae - o < chunk ? ae - o : chunk, o, 0);
+		free(z);
+	} else {
+		r = vbas_discard(vol, as, ae - as, 0);
+	}
+done:
+	if (!r && (flags & VBAS_IO_FUA))
+		r = vbas_flush(p);
+	return r;
+}
+
+int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		 int (*cb)(const struct vbas_extent *, void *), void *arg)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_extent batch[256];
+	uint64_t end = off + len < off ? UINT64_MAX : off + len;
+	int r = 0;
+
+	vbas_err_clear();
+	while (off < end) {
+		unsigned n = 0;
+		struct vbas_vol_rec rec;
+		struct vbas_btree t;
+		pthread_mutex_lock(&p->lock);
+		r = vol_get(p, vol->id, &rec);
+		if (!r) {
+			vol_map_tree(p, vol->id, &rec, &t);
+			if (end > le64_get(rec.size))
+				end = le64_get(rec.size);
+		}
+		uint64_t cur = off >> p->bshift;
+		while (!r && n < 256 && (cur << p->bshift) < end) {
+			uint64_t pb, run;
+			int m;
+			r = map_lookup(p, &t, cur, &pb, &run, &m);
+			if (r)
+				break;
+			uint64_t s = cur << p->bshift, e;
+			if (run >= (UINT64_MAX >> p->bshift) || s + (run << p->bshift) > end)
+				e = end;
+			else
+				e = s + (run << p->bshift);
+			if (m) {
+				uint64_t cs = s < off ? off : s;
+				batch[n].offset = cs;
+				batch[n].length = e - cs;
+				batch[n].physical = (pb << p->bshift) + (cs - s);
+				batch[n].flags = 0;
+				n++;
+			}
+			off = e;
+			cur = (e + p->bs - 1) >> p->bshift;
+		}
+		pthread_mutex_unlock(&p->lock);
+		for (unsigned i = 0; !r && i < n; i++)
+			r = cb(&batch[i], arg);
+		if (r || !n)
+			break;
+	}
+	return r;
+}

@@ -1,0 +1,426 @@
+/* The mapping interface: vbas_map_begin / vbas_map_end, range locks, and
+ * the mapping-tree edits every write path shares.
+ *
+ * A write into a hole takes new blocks at map_begin (counted in PENDING,
+ * invisible to readers and to the last commit); the client writes them;
+ * map_end inserts the mapping and counts the blocks, all in the running
+ * transaction.  A crash before the commit that carries the mapping leaves
+ * the blocks free and the old contents (zeros) visible.  An overwrite of a
+ * mapped, unshared block goes in place.
+ *
+ * Range locks: map_begin locks the logical blocks it returns (readers
+ * shared, writers exclusive) until map_end, and discard and shrink lock
+ * what they unmap, so a block is never freed (and later reused) under a
+ * reader or writer that still has its address.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_EXT_LEN 0xffffffffull
+
+struct map_rec {
+	struct vbas_map_key k;
+	struct vbas_map_val v;
+};
+
+struct mext {
+	uint64_t lblk, pblk, len;
+};
+
+static void to_mext(const struct map_rec *r, struct mext *e)
+{
+	e->lblk = le64_get(r->k.lblk);
+	e->pblk = le64_get(r->v.pblk);
+	e->len = le32_get(r->v.len);
+}
+
+static int mget(struct vbas_btree *t, uint64_t key, enum bt_lookup_mode mode, struct mext *e)
+{
+	struct map_rec r;
+	uint8_t k[8];
+	st_le64(k, key);
+	int x = bt_lookup(t, k, mode, &r);
+	if (!x)
+		to_mext(&r, e);
+	return x;
+}
+
+static int mput(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t len)
+{
+	struct map_rec r;
+	memset(&r, 0, sizeof(r));
+	r.k.lblk = le64_mk(lblk);
+	r.v.pblk = le64_mk(pblk);
+	r.v.len = le32_mk((uint32_t)len);
+	return bt_insert(t, &r);
+}
+
+static int mdel(struct vbas_btree *t, uint64_t lblk)
+{
+	uint8_t k[8];
+	st_le64(k, lblk);
+	return bt_delete(t, k, NULL);
+}
+
+/* What is at LBLK: mapped (*PBLK, *LEN blocks to the extent's end) or a
+ * hole (*LEN blocks to the next extent, UINT64_MAX if none). */
+int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
+	       uint64_t *pblk, uint64_t *len, int *mapped)
+{
+	struct mext e;
+	int r = mget(t, lblk, BT_LE, &e);
+	(void)p;
+	if (r && r != -ENOENT)
+		return r;
+	if (!r && e.lblk + e.len > lblk) {
+		*mapped = 1;
+		*pblk = e.pblk + (lblk - e.lblk);
+		*len = e.lblk + e.len - lblk;
+		return 0;
+	}
+	*mapped = 0;
+	r = mget(t, lblk, BT_GE, &e);
+	if (r == -ENOENT) {
+		*len = UINT64_MAX;
+		return 0;
+	}
+	if (r)
+		return r;
+	*len = e.lblk - lblk;
+	return 0;
+}
+
+/* Map [lblk, lblk+n) -> [pblk, ...) into a hole, merged with neighbours
+ * that continue it both logically and physically. */
+static int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
+{
+	struct mext e;
+	int r;
+	r = mget(t, lblk + n, BT_EQ, &e);
+	if (r && r != -ENOENT)
+		return r;
+	if (!r && e.pblk == pblk + n && e.len + n <= MAX_EXT_LEN) {
+		r = mdel(t, e.lblk);
+		if (r)
+			return r;
+		n += e.len;
+	}
+	if (lblk > 0) {
+		r = mget(t, lblk - 1, BT_LE, &e);
+		if (r && r != -ENOENT)
+			return r;
+		if (!r && e.lblk + e.len == lblk && e.pblk + e.len == pblk &&
+		    e.len + n <= MAX_EXT_LEN) {
+			r = mdel(t, e.lblk);
+			if (r)
+				return r;
+			lblk = e.lblk;
+			pblk = e.pblk;
+			n += e.len;
+		}
+	}
+	while (n) {
+		uint64_t l = n > MAX_EXT_LEN ? MAX_EXT_LEN : n;
+		r = mput(t, lblk, pblk, l);
+		if (r)
+			return r;
+		lblk += l;
+		pblk += l;
+		n -= l;
+	}
+	return 0;
+}
+
+/* Unmap [lblk, lblk+n) of volume ID; the blocks lose a reference.  With
+ * ALLOW_COMMIT the work may be split over several commits, each one a
+ * consistent state with a prefix of the range unmapped. */
+int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
+	      uint64_t lblk, uint64_t n, int allow_commit)
+{
+	struct vbas_btree t;
+	uint64_t cur = lblk, end = lblk + n;
+	struct mext e;
+	int r = 0;
+
+	vol_map_tree(p, id, rec, &t);
+	while (cur < end) {
+		r = mget(&t, cur, BT_LE, &e);
+		if (r && r != -ENOENT)
+			break;
+		if (r || e.lblk + e.len <= cur) {
+			r = mget(&t, cur, BT_GE, &e);
+			if (r == -ENOENT) {
+				r = 0;
+				break;
+			}
+			if (r)
+				break;
+		}
+		if (e.lblk >= end)
+			break;
+		uint64_t s = e.lblk > cur ? e.lblk : cur;
+		uint64_t x = e.lblk + e.len < end ? e.lblk + e.len : end;
+		r = mdel(&t, e.lblk);
+		if (!r && e.lblk < s)
+			r = mput(&t, e.lblk, e.pblk, s - e.lblk);
+		if (!r && e.lblk + e.len > x)
+			r = mput(&t, x, e.pblk + (x - e.lblk), e.lblk + e.len - x);
+		if (!r)
+			r = space_queue(p, e.pblk + (s - e.lblk), x - s, -1, VBAS_BT_DATA, 0);
+		if (!r)
+			r = space_drain(p);
+		if (r)
+			break;
+		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
+		rec->root = le64_mk(t.root);
+		cur = x;
+		if (allow_commit) {
+			r = vol_put(p, id, rec);
+			if (!r)
+				r = txn_maybe_commit(p);
+			if (r)
+				break;
+		}
+	}
+	rec->root = le64_mk(t.root);
+	if (!r)
+		r = vol_put(p, id, rec);
+	return r;
+}
+
+/* ---- Range locks ------------------------------------------------------- */
+
+struct rl_range {
+	struct rl_range *next;
+	uint64_t start, n;
+	int excl;
+};
+
+static int rl_conflict(struct vol_state *vs, uint64_t s, uint64_t n, int excl)
+{
+	for (struct rl_range *r = vs->ranges; r; r = r->next)
+		if (r->start < s + n && s < r->start + r->n && (excl || r->excl))
+			return 1;
+	return 0;
+}
+
+/* Called with pool->lock held; waits (dropping it) while a conflicting
+ * range is held. */
+int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl)
+{
+	struct rl_range *r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	while (rl_conflict(vs, start, n, excl))
+		pthread_cond_wait(&vs->rl_cond, &p->lock);
+	r->start = start;
+	r->n = n;
+	r->excl = excl;
+	r->next = vs->ranges;
+	vs->ranges = r;
+	return 0;
+}
+
+static struct rl_range **rl_find(struct vol_state *vs, uint64_t start, uint64_t n, int excl)
+{
+	struct rl_range **pp = &vs->ranges;
+	while (*pp && !((*pp)->start == start && (*pp)->n == n && (*pp)->excl == excl))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl)
+{
+	struct rl_range **pp = rl_find(vs, start, n, excl), *r = *pp;
+	(void)p;
+	if (r) {
+		*pp = r->next;
+		free(r);
+	}
+	pthread_cond_broadcast(&vs->rl_cond);
+}
+
+static void rl_shrink(struct vol_state *vs, uint64_t start, uint64_t n, int excl, uint64_t newn)
+{
+	struct rl_range *r = *rl_find(vs, start, n, excl);
+	if (r)
+		r->n = newn;
+	pthread_cond_broadcast(&vs->rl_cond);
+}
+
+/* ---- map_begin / map_end ----------------------------------------------- */
+
+static int check_range(struct vbas_pool *p, const struct vbas_vol_rec *rec, uint64_t off,
+		       uint64_t len, const char *what)
+{
+	uint64_t size = le64_get(rec->size);
+	(void)p;
+	if (len == 0)
+		return vbas_err(-EINVAL, "%s: length 0", what);
+	if (off >= size || len > size - off)
+		return vbas_err(-ERANGE, "%s: range %" PRIu64 "+%" PRIu64 " is past the end of the "
+				"volume (%" PRIu64 " bytes)", what, off, len, size);
+	return 0;
+}
+
+int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
+		   struct vbas_resv *resv, struct vbas_iomap *map)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	int write = !!(flags & VBAS_MAP_WRITE), r, mapped;
+	uint64_t pblk, run;
+
+	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) || (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE)))
+		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
+	memset(map, 0, sizeof(*map));
+	pthread_mutex_lock(&p->lock);
+	if (write) {
+		r = txn_writable(p, "write");
+		if (r)
+			goto out;
+	}
+	r = vol_get(p, vol->id, &rec);
+	if (r)
+		goto out;
+	r = check_range(p, &rec, off, len, write ? "write" : "read");
+	if (r)
+		goto out;
+	if (write && (le32_get(rec.flags) & VBAS_VOLF_READONLY)) {
+		r = vbas_err(-EROFS, "write: volume is read-only");
+		goto out;
+	}
+	uint64_t lblk = off >> p->bshift;
+	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
+	r = rl_lock(p, vol->vs, lblk, nblk, write);
+	if (r)
+		goto out;
+	/* The volume may have changed while we waited. */
+	r = vol_get(p, vol->id, &rec);
+	if (!r)
+		r = check_range(p, &rec, off, len, write ? "write" : "read");
+	if (r) {
+		rl_unlock(p, vol->vs, lblk, nblk, write);
+		goto out;
+	}
+	vol_map_tree(p, vol->id, &rec, &t);
+	r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
+	if (r) {
+		rl_unlock(p, vol->vs, lblk, nblk, write);
+		goto out;
+	}
+	uint64_t n = run < nblk ? run : nblk;
+	uint64_t inblk = off - (lblk << p->bshift);
+	if (!mapped && write) {
+		/* Continue the previous extent physically where possible. */
+		uint64_t hint = p->sp.data_rover, pp, pl, got = 0;
+		int pm = 0;
+		if (lblk > 0 && !map_lookup(p, &t, lblk - 1, &pp, &pl, &pm) && pm)
+			hint = pp + 1;
+		if (resv && resv->left) {
+			uint64_t want = n < resv->left ? n : resv->left;
+			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
+			if (!r) {
+				resv->left -= got;
+				p->sp.reserved -= got;
+				map->priv_resv = resv;
+				resv->refs++;
+			}
+		} else {
+			r = space_alloc(p, hint, n, VBAS_BT_DATA, 0, &pblk, &got);
+		}
+		if (r) {
+			rl_unlock(p, vol->vs, lblk, nblk, write);
+			goto out;
+		}
+		p->sp.data_rover = pblk + got;
+		n = got;
+		map->type = VBAS_IOMAP_NEW;
+		map->priv_pblk = pblk;
+	} else {
+		map->type = mapped ? VBAS_IOMAP_MAPPED : VBAS_IOMAP_HOLE;
+	}
+	rl_shrink(vol->vs, lblk, nblk, write, n);
+	map->offset = off;
+	map->length = (n << p->bshift) - inblk;
+	if (map->length > len)
+		map->length = len;
+	map->physical = map->type == VBAS_IOMAP_HOLE ? 0 : (pblk << p->bshift) + inblk;
+	map->fd = p->dev->fd;
+	map->flags = p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
+	map->priv_blk = lblk;
+	map->priv_nblk = n;
+	map->priv_state = write ? 2 : 1;
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, int error)
+{
+	struct vbas_pool *p = vol->pool;
+	int write = map->priv_state == 2, r = 0;
+
+	if (map->priv_state != 1 && map->priv_state != 2)
+		return vbas_err(-EINVAL, "map_end: not a mapping from vbas_map_begin");
+	pthread_mutex_lock(&p->lock);
+	if (map->type == VBAS_IOMAP_NEW) {
+		uint64_t inblk = map->offset - (map->priv_blk << p->bshift), used = 0;
+		if (!error && done) {
+			if (done > map->length)
+				done = map->length;
+			used = (inblk + done + p->bs - 1) >> p->bshift;
+			if (used > map->priv_nblk)
+				used = map->priv_nblk;
+		}
+		if (used && (r = txn_writable(p, "write")))
+			used = 0;
+		uint64_t unused = map->priv_nblk - used;
+		space_unalloc(p, map->priv_pblk + used, unused);
+		if (map->priv_resv) {
+			if (!p->broken) {
+				map->priv_resv->left += unused;
+				p->sp.reserved += unused;
+			}
+		}
+		if (used) {
+			struct vbas_vol_rec rec;
+			struct vbas_btree t;
+			r = vol_get(p, vol->id, &rec);
+			if (!r) {
+				vol_map_tree(p, vol->id, &rec, &t);
+				r = map_insert(&t, map->priv_blk, map->priv_pblk, used);
+			}
+			if (!r)
+				r = space_queue(p, map->priv_pblk, used, +1, VBAS_BT_DATA, 1);
+			if (!r) {
+				rec.root = le64_mk(t.root);
+				rec.mapped = le64_mk(le64_get(rec.mapped) + used);
+				r = vol_put(p, vol->id, &rec);
+			}
+			if (!r)
+				r = space_drain(p);
+			if (r)
+				txn_fail(p, r);
+			else
+				r = txn_maybe_commit(p);
+		}
+	}
+	rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);
+	if (map->priv_resv) {
+		struct vbas_resv *rv = map->priv_resv;
+		if (--rv->refs == 0) {
+			p->sp.reserved -= rv->left;
+			free(rv);
+		}
+	}
+	map->priv_state = 0;
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}

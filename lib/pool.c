@@ -1,0 +1,368 @@
+/* Pools: format, open, close, commit, info, reservations. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void make_uuid(uint8_t *u)
+{
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, u, 16) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n != 16) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+		for (int i = 0; i < 16; i++) {
+			a = a * 6364136223846793005ull + 1442695040888963407ull;
+			u[i] = (uint8_t)(a >> 56);
+		}
+	}
+	u[6] = (u[6] & 0x0f) | 0x40;
+	u[8] = (u[8] & 0x3f) | 0x80;
+}
+
+static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
+{
+	*bs = o->block_size ? o->block_size : VBAS_BLOCK_SIZE_DEFAULT;
+	if (*bs < VBAS_BLOCK_SIZE_MIN || *bs > VBAS_BLOCK_SIZE_MAX || (*bs & (*bs - 1)))
+		return vbas_err(-EINVAL, "block size %u: must be a power of two from 4K to 1M", *bs);
+	if (o->flags & ~VBAS_FORMAT_FORCE)
+		return vbas_err(-EINVAL, "unknown format flags %#x", o->flags);
+	if (o->max_fanout && (o->max_fanout < 4 || o->max_fanout > 65535))
+		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", o->max_fanout);
+	return 0;
+}
+
+/* Write an empty pool of NBLOCKS blocks to DEV. */
+static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint32_t fanout)
+{
+	struct vbas_sb sb;
+	void *buf;
+	int r;
+
+	if (nblocks < VBAS_FIRST_BLOCK + 64)
+		return vbas_err(-ENOSPC, "a pool needs at least %u blocks of %u bytes (%" PRIu64
+				" KiB); this one would have %" PRIu64, VBAS_FIRST_BLOCK + 64, bs,
+				(uint64_t)(VBAS_FIRST_BLOCK + 64) * bs / 1024, nblocks);
+	memset(&sb, 0, sizeof(sb));
+	sb.magic = le32_mk(VBAS_SB_MAGIC);
+	sb.blkno = le64_mk(0);
+	sb.generation = le64_mk(0);
+	make_uuid(sb.uuid);
+	sb.version = le32_mk(VBAS_FORMAT_VERSION);
+	sb.block_size = le32_mk(bs);
+	sb.nblocks = le64_mk(nblocks);
+	sb.max_fanout = le32_mk(fanout);
+	sb.next_vol_id = le64_mk(1);
+	sb.ctime = le64_mk((uint64_t)time(NULL));
+	sb.csum = le32_mk(sb_csum(&sb));
+	if (posix_memalign(&buf, 4096, 2 * (size_t)bs))
+		return -ENOMEM;
+	memset(buf, 0, 2 * (size_t)bs);
+	memcpy(buf, &sb, sizeof(sb));
+	/* Both slots at once: slot 1 must not keep an old pool's superblock. */
+	r = dev_pwrite(dev, buf, 2 * (size_t)bs, 0);
+	if (!r)
+		r = dev_flush(dev);
+	free(buf);
+	if (r)
+		return vbas_err(r, "writing the superblocks: %s", strerror(-r));
+	return 0;
+}
+
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
+{
+	uint32_t bs, slot;
+	struct vbas_sb old;
+	int r;
+	vbas_err_clear();
+	r = check_format_opts(o, &bs);
+	if (r)
+		return r;
+	if (!(o->flags & VBAS_FORMAT_FORCE) && txn_read_sb(dev, &old, &slot) == 0)
+		return vbas_err(-EEXIST, "the device already holds a vbas pool");
+	uint64_t size = o->size ? o->size : dev->size;
+	if (size > dev->size)
+		return vbas_err(-ENOSPC, "size %" PRIu64 " is larger than the device (%" PRIu64 ")",
+				size, dev->size);
+	return format_dev(dev, bs, size / bs, o->max_fanout);
+}
+
+int vbas_format(const char *path, const struct vbas_format_opts *o)
+{
+	struct vbas_dev *dev;
+	struct vbas_sb old;
+	uint32_t bs, slot;
+	struct stat st;
+	int r;
+
+	vbas_err_clear();
+	if (!path || !o)
+		return vbas_err(-EINVAL, "format: no path or options");
+	r = check_format_opts(o, &bs);
+	if (r)
+		return r;
+	int exists = stat(path, &st) == 0;
+	if (exists && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return vbas_err(-EINVAL, "%s is neither a regular file nor a block device", path);
+	if (!exists && !o->size)
+		return vbas_err(-EINVAL, "%s does not exist: give a size to create it", path);
+	r = vbas_dev_open_file(path, VBAS_DEV_CREATE, &dev);
+	if (r)
+		return r;
+	if (!(o->flags & VBAS_FORMAT_FORCE) && dev->size && txn_read_sb(dev, &old, &slot) == 0) {
+		dev_destroy(dev);
+		return vbas_err(-EEXIST, "%s already holds a vbas pool (use --force to overwrite it)",
+				path);
+	}
+	uint64_t size = o->size;
+	if (exists && S_ISBLK(st.st_mode)) {
+		if (!size)
+			size = dev->size;
+		if (size > dev->size) {
+			dev_destroy(dev);
+			return vbas_err(-ENOSPC, "%s holds %" PRIu64 " bytes, less than %" PRIu64,
+					path, dev->size, size);
+		}
+	} else if (size) {
+		/* A fresh, sparse file: old contents go, nothing is allocated. */
+		size = size / bs * bs;
+		if (ftruncate(dev->fd, 0) < 0 || ftruncate(dev->fd, (off_t)size) < 0) {
+			r = -errno;
+			dev_destroy(dev);
+			return vbas_err(r, "resize %s to %" PRIu64 " bytes: %s", path, size, strerror(-r));
+		}
+		dev->size = size;
+	} else {
+		size = dev->size;
+	}
+	r = format_dev(dev, bs, size / bs, o->max_fanout);
+	dev_destroy(dev);
+	return r;
+}
+
+int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct vbas_pool **poolp)
+{
+	struct vbas_open_opts def = { 0 };
+	struct vbas_pool *p;
+	uint32_t slot;
+	int r;
+
+	vbas_err_clear();
+	if (!o)
+		o = &def;
+	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT))
+		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = txn_read_sb(dev, &p->sb, &slot);
+	if (r) {
+		free(p);
+		return r;
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	p->dev = dev;
+	p->bs = le32_get(p->sb.block_size);
+	p->bshift = (unsigned)__builtin_ctz(p->bs);
+	p->nblocks = le64_get(p->sb.nblocks);
+	memcpy(p->uuid, p->sb.uuid, 16);
+	p->gen = le64_get(p->sb.generation);
+	p->rdonly = !!(o->flags & VBAS_OPEN_RDONLY) || dev->readonly;
+	p->next_vol_id = le64_get(p->sb.next_vol_id);
+	p->nvolumes = le64_get(p->sb.nvolumes);
+
+	p->env.txid = p->gen + 1;
+	memcpy(p->env.uuid, p->uuid, 16);
+	p->env.block_size = p->bs;
+	p->env.max_fanout = le32_get(p->sb.max_fanout);
+	bt_node_validator(&p->validator, &p->env);
+	uint64_t cb = o->cache_bytes ? o->cache_bytes : VBAS_CACHE_DEFAULT;
+	r = cache_create(dev, p->bs, (size_t)(cb / p->bs), &p->validator, &p->cache);
+	if (r)
+		goto fail;
+	p->env.cache = p->cache;
+	p->voltab.ops = &voltab_ops;
+	p->voltab.env = &p->env;
+	p->voltab.owner = VBAS_OWNER_VOLTAB;
+	p->voltab.root = le64_get(p->sb.voltab_root);
+	r = space_load(p);
+	if (r)
+		goto fail;
+	if (!p->rdonly) {
+		pthread_mutex_lock(&p->lock);
+		r = vol_resume_deletes(p);
+		if (!r)
+			r = txn_commit(p);
+		pthread_mutex_unlock(&p->lock);
+		if (r)
+			goto fail;
+	}
+	*poolp = p;
+	return 0;
+fail:
+	cache_destroy(p->cache);
+	space_free(p);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return r;
+}
+
+int vbas_open(const char *path, const struct vbas_open_opts *o, struct vbas_pool **poolp)
+{
+	struct vbas_open_opts def = { 0 };
+	struct vbas_dev *dev;
+	unsigned df = 0;
+	int r;
+
+	vbas_err_clear();
+	if (!path || !poolp)
+		return vbas_err(-EINVAL, "open: no path");
+	if (!o)
+		o = &def;
+	if (o->flags & VBAS_OPEN_RDONLY)
+		df |= VBAS_DEV_RDONLY;
+	if (o->flags & VBAS_OPEN_NO_DIRECT)
+		df |= VBAS_DEV_NO_DIRECT;
+	r = vbas_dev_open_file(path, df, &dev);
+	if (r)
+		return r;
+	r = vbas_open_dev(dev, o, poolp);
+	if (r) {
+		dev_destroy(dev);
+		if (r == -EINVAL || r == -EUCLEAN)
+			return vbas_err_ctx(r, "%s", path);
+		return r;
+	}
+	(*poolp)->own_dev = 1;
+	return 0;
+}
+
+int vbas_close(struct vbas_pool *p)
+{
+	int r = 0;
+	if (!p)
+		return 0;
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	if (p->open_vols) {
+		pthread_mutex_unlock(&p->lock);
+		return vbas_err(-EBUSY, "close: volumes are still open");
+	}
+	if (!p->rdonly && !p->broken)
+		r = txn_commit(p);
+	pthread_mutex_unlock(&p->lock);
+	cache_destroy(p->cache);
+	space_free(p);
+	if (p->own_dev)
+		dev_destroy(p->dev);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return r;
+}
+
+int vbas_flush(struct vbas_pool *p)
+{
+	int r;
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	r = p->rdonly ? 0 : txn_commit(p);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
+{
+	struct cache_stats cs;
+	vbas_err_clear();
+	memset(info, 0, sizeof(*info));
+	pthread_mutex_lock(&p->lock);
+	info->block_size = p->bs;
+	info->size = p->nblocks * p->bs;
+	info->total_blocks = p->nblocks - VBAS_FIRST_BLOCK;
+	info->data_used = (p->sp.data_used + p->sp.pending.total) * p->bs;
+	info->metadata_used = (p->sp.meta_used + VBAS_FIRST_BLOCK) * p->bs;
+	info->free = space_free_blocks(p) * p->bs;
+	info->reserved = p->sp.reserved * p->bs;
+	info->metadata_reserve = p->sp.meta_reserve * p->bs;
+	info->volumes = p->nvolumes;
+	info->generation = p->gen;
+	cache_stats(p->cache, &cs);
+	info->cache_blocks = (uint32_t)cs.max_blocks;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* ---- Reservations ------------------------------------------------------ */
+
+int vbas_reserve(struct vbas_pool *p, uint64_t nblocks, struct vbas_resv **resvp)
+{
+	struct vbas_resv *rv;
+	int r;
+	vbas_err_clear();
+	rv = calloc(1, sizeof(*rv));
+	if (!rv)
+		return -ENOMEM;
+	pthread_mutex_lock(&p->lock);
+	r = txn_writable(p, "reserve");
+	if (!r) {
+		uint64_t avail = space_avail(p), keep = p->sp.meta_reserve + p->sp.reserved;
+		if (avail < keep || avail - keep < nblocks) {
+			/* Blocks freed in this transaction come back at commit. */
+			if (p->sp.freed.total)
+				r = txn_commit(p);
+			avail = space_avail(p);
+			if (!r && (avail < keep || avail - keep < nblocks))
+				r = vbas_err(-ENOSPC, "reserve %" PRIu64 " blocks: only %" PRIu64
+					     " are free for data", nblocks, avail > keep ? avail - keep : 0);
+		}
+	}
+	if (!r) {
+		p->sp.reserved += nblocks;
+		rv->pool = p;
+		rv->refs = 1;
+		rv->left = nblocks;
+		*resvp = rv;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (r)
+		free(rv);
+	return r;
+}
+
+void vbas_resv_get(struct vbas_resv *rv)
+{
+	pthread_mutex_lock(&rv->pool->lock);
+	rv->refs++;
+	pthread_mutex_unlock(&rv->pool->lock);
+}
+
+void vbas_resv_put(struct vbas_resv *rv)
+{
+	struct vbas_pool *p;
+	int last;
+	if (!rv)
+		return;
+	p = rv->pool;
+	pthread_mutex_lock(&p->lock);
+	last = --rv->refs == 0;
+	if (last)
+		p->sp.reserved -= rv->left;
+	pthread_mutex_unlock(&p->lock);
+	if (last)
+		free(rv);
+}
+
+uint64_t vbas_resv_remaining(const struct vbas_resv *rv)
+{
+	return rv->left;
+}

@@ -1,0 +1,604 @@
+/* Space management: reference counts of every block, the allocator, and
+ * the rules that make free space safe to reuse.
+ *
+ * The refcount tree holds one record per maximal run of blocks with the
+ * same count and type (data or metadata); a block with no record is free.
+ * Invariants (numbered; check.c and the asserts below refer to them):
+ *
+ *  S1. Every block from VBAS_FIRST_BLOCK on is in exactly one of: a
+ *      refcount record, PENDING (allocated, not yet recorded), FREED
+ *      (dropped to zero in the running transaction), or free.
+ *  S2. A block in FREED is referenced by the last commit and is not handed
+ *      out before the next commit is durable; space_committed() empties
+ *      FREED after the superblock is on disk.
+ *  S3. The allocator hands out only blocks that are free in the tree and
+ *      in neither PENDING nor FREED, so a block written before the commit
+ *      that maps it is never one the last commit still uses.
+ *  S4. Records are maximal: two adjacent records differ in count or type.
+ *  S5. data_used and meta_used equal the lengths of the records of each
+ *      type; after a drain the queue is empty.
+ *
+ * The space map needs space: changing the refcount tree shadows its nodes,
+ * which allocates blocks and frees others, which changes reference counts.
+ * We take dm persistent-data's way through: every count change is queued,
+ * and space_drain() applies the queue to the tree until it is empty.
+ * Applying one change may queue a few more (the nodes the tree change
+ * shadowed); they land on nodes already shadowed in this transaction, so
+ * the loop ends in a few rounds.  Allocations are visible at once through
+ * PENDING, so nothing is handed out twice while its record is queued.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_REC_LEN 0xffffffffu
+
+/* ---- The refcount tree ------------------------------------------------ */
+
+struct refc_rec {
+	struct vbas_refc_key k;
+	struct vbas_refc_val v;
+};
+_Static_assert(sizeof(struct refc_rec) == 24, "refc_rec");
+
+struct refc_irec {
+	uint64_t start;
+	uint32_t len, rc, type;
+};
+
+static void refc_to_irec(const void *rec, struct refc_irec *ir)
+{
+	const struct refc_rec *r = rec;
+	ir->start = le64_get(r->k.pblk);
+	ir->len = le32_get(r->v.len);
+	ir->rc = le32_get(r->v.refcount);
+	ir->type = le32_get(r->v.type);
+}
+
+static void refc_from_irec(const struct refc_irec *ir, struct refc_rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->k.pblk = le64_mk(ir->start);
+	r->v.len = le32_mk(ir->len);
+	r->v.refcount = le32_mk(ir->rc);
+	r->v.type = le32_mk(ir->type);
+}
+
+static int refc_check_rec(const void *rec, char *why, size_t len)
+{
+	struct refc_irec r;
+	refc_to_irec(rec, &r);
+	if (r.len == 0)
+		return snprintf(why, len, "zero length"), -EUCLEAN;
+	if (r.rc == 0)
+		return snprintf(why, len, "reference count 0"), -EUCLEAN;
+	if (r.type != VBAS_BT_DATA && r.type != VBAS_BT_META)
+		return snprintf(why, len, "unknown block type %u", r.type), -EUCLEAN;
+	if (r.type == VBAS_BT_META && r.len && r.rc > 0xffff)
+		return snprintf(why, len, "metadata reference count %u", r.rc), -EUCLEAN;
+	return 0;
+}
+
+const struct vbas_btree_ops refc_ops = {
+	.name = "refcount",
+	.tree_type = VBAS_TREE_REFC,
+	.key_size = sizeof(struct vbas_refc_key),
+	.val_size = sizeof(struct vbas_refc_val),
+	.cmp = bt_cmp_u64,
+	.check_rec = refc_check_rec,
+	.fmt_key = bt_fmt_u64,
+};
+
+static int refc_get(struct vbas_pool *p, uint64_t key, enum bt_lookup_mode mode,
+		    struct refc_irec *ir)
+{
+	struct refc_rec r;
+	uint8_t k[8];
+	st_le64(k, key);
+	int e = bt_lookup(&p->sp.refc, k, mode, &r);
+	if (!e)
+		refc_to_irec(&r, ir);
+	return e;
+}
+
+static int refc_put(struct vbas_pool *p, const struct refc_irec *ir)
+{
+	struct refc_rec r;
+	refc_from_irec(ir, &r);
+	return bt_insert(&p->sp.refc, &r);
+}
+
+static int refc_del(struct vbas_pool *p, uint64_t start)
+{
+	uint8_t k[8];
+	st_le64(k, start);
+	return bt_delete(&p->sp.refc, k, NULL);
+}
+
+static const char *type_name(int type)
+{
+	return type == VBAS_BT_DATA ? "data" : type == VBAS_BT_META ? "metadata" : "unknown";
+}
+
+/* ---- Environment callbacks for the trees ------------------------------- */
+
+static int env_alloc_meta(void *ctx, uint64_t hint, uint64_t *blkno)
+{
+	struct vbas_pool *p = ctx;
+	uint64_t got;
+	(void)hint;
+	int r = space_alloc(p, p->sp.meta_rover, 1, VBAS_BT_META, 1, blkno, &got);
+	if (r)
+		return r;
+	p->sp.meta_rover = *blkno + 1;
+	p->sp.meta_allocs_txn++;
+	return space_queue(p, *blkno, 1, +1, VBAS_BT_META, 1);
+}
+
+static int env_dec_meta(void *ctx, uint64_t blkno)
+{
+	return space_queue(ctx, blkno, 1, -1, VBAS_BT_META, 0);
+}
+
+static int env_inc_meta(void *ctx, uint64_t blkno)
+{
+	return space_queue(ctx, blkno, 1, +1, VBAS_BT_META, 0);
+}
+
+static int env_refcount(void *ctx, uint64_t blkno, uint32_t *rc)
+{
+	int type;
+	return space_refcount(ctx, blkno, rc, &type);
+}
+
+int space_load(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	p->env.alloc_meta = env_alloc_meta;
+	p->env.dec_meta = env_dec_meta;
+	p->env.inc_meta = env_inc_meta;
+	p->env.refcount = env_refcount;
+	p->env.ctx = p;
+	sp->refc.ops = &refc_ops;
+	sp->refc.env = &p->env;
+	sp->refc.owner = VBAS_OWNER_REFC;
+	sp->refc.root = le64_get(p->sb.refc_root);
+	sp->data_used = le64_get(p->sb.data_used);
+	sp->meta_used = le64_get(p->sb.meta_used);
+	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	uint64_t r = usable / 128;
+	if (r < 64)
+		r = 64;
+	if (r > 65536)
+		r = 65536;
+	if (r > usable / 4)
+		r = usable / 4;
+	sp->meta_reserve = r;
+	sp->meta_rover = VBAS_FIRST_BLOCK;
+	sp->data_rover = VBAS_FIRST_BLOCK + usable / 32;
+	return 0;
+}
+
+void space_free(struct vbas_pool *p)
+{
+	extset_free(&p->sp.pending);
+	extset_free(&p->sp.freed);
+	extset_free(&p->sp.freed_data);
+	extset_free(&p->sp.discard_next);
+	free(p->sp.q);
+	p->sp.q = NULL;
+}
+
+/* Blocks that can be handed out now. */
+uint64_t space_avail(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + sp->freed.total;
+	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	return busy >= usable ? 0 : usable - busy;
+}
+
+/* Free blocks as a user counts them: what is not in use. */
+uint64_t space_free_blocks(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total;
+	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	return busy >= usable ? 0 : usable - busy;
+}
+
+/* ---- The allocator ----------------------------------------------------- */
+
+struct gap_probe {
+	struct refc_irec rec;
+	int found;
+};
+
+static int first_rec_cb(void *arg, const void *rec)
+{
+	struct gap_probe *g = arg;
+	refc_to_irec(rec, &g->rec);
+	g->found = 1;
+	return 1;
+}
+
+/* The first free run at or after POS and before LIMIT: *START, *LEN (0 if
+ * none).  Free means no record and in neither PENDING nor FREED (S3). */
+static int find_free(struct vbas_pool *p, uint64_t pos, uint64_t limit,
+		     uint64_t *start, uint64_t *len)
+{
+	struct vbas_space *sp = &p->sp;
+	struct refc_irec ir;
+	int r;
+	while (pos < limit) {
+		/* In a record?  Skip it. */
+		r = refc_get(p, pos, BT_LE, &ir);
+		if (r && r != -ENOENT)
+			return r;
+		if (!r && ir.start + ir.len > pos) {
+			pos = ir.start + ir.len;
+			continue;
+		}
+		/* The next record bounds the gap. */
+		struct gap_probe g = { .found = 0 };
+		uint8_t k[8];
+		st_le64(k, pos);
+		r = bt_iter(&sp->refc, k, first_rec_cb, &g);
+		if (r < 0)
+			return r;
+		uint64_t gend = g.found && g.rec.start < limit ? g.rec.start : limit;
+		/* Take out what is pending or freed. */
+		const struct ext *e1 = extset_first_overlap(&sp->pending, pos, gend);
+		const struct ext *e2 = extset_first_overlap(&sp->freed, pos, gend);
+		const struct ext *e = e1;
+		if (!e || (e2 && e2->start < e->start))
+			e = e2;
+		if (e && e->start <= pos) {
+			pos = e->start + e->len;
+			continue;
+		}
+		if (e)
+			gend = e->start;
+		*start = pos;
+		*len = gend - pos;
+		return 0;
+	}
+	*len = 0;
+	return 0;
+}
+
+/*
+ * Allocate up to MAX contiguous blocks of TYPE, preferring those at HINT
+ * and after it (contiguity first), then wrapping round.  The blocks go to
+ * PENDING: the caller either queues their +1 (is_alloc) or gives them back
+ * with space_unalloc().  USE_RESERVE: metadata and writes drawing on a
+ * reservation may use the metadata reserve and reserved blocks; plain data
+ * writes may not.
+ */
+int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
+		int use_reserve, uint64_t *start, uint64_t *got)
+{
+	struct vbas_space *sp = &p->sp;
+	uint64_t avail = space_avail(p);
+	uint64_t s, l;
+	int r;
+
+	if (!use_reserve) {
+		uint64_t keep = sp->meta_reserve + sp->reserved;
+		if (avail <= keep)
+			return vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
+					" held back for metadata and reservations", avail, keep);
+		if (max > avail - keep)
+			max = avail - keep;
+	}
+	if (avail == 0)
+		return vbas_err(-ENOSPC, "pool is full: no free block for %s", type_name(type));
+	if (hint < VBAS_FIRST_BLOCK || hint >= p->nblocks)
+		hint = VBAS_FIRST_BLOCK;
+	r = find_free(p, hint, p->nblocks, &s, &l);
+	if (!r && l == 0 && hint > VBAS_FIRST_BLOCK)
+		r = find_free(p, VBAS_FIRST_BLOCK, hint, &s, &l);
+	if (r)
+		return r;
+	if (l == 0)
+		return vbas_err(-EUCLEAN, "space accounting says %" PRIu64 " blocks are free, "
+				"but the refcount tree has none", avail);
+	if (l > max)
+		l = max;
+	r = extset_add(&sp->pending, s, l);
+	if (r)
+		return r;
+	*start = s;
+	*got = l;
+	return 0;
+}
+
+void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len)
+{
+	extset_remove(&p->sp.pending, start, len);
+}
+
+/* ---- Queued reference count changes ----------------------------------- */
+
+int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
+		int type, int is_alloc)
+{
+	struct vbas_space *sp = &p->sp;
+	if (!len)
+		return 0;
+	if (sp->qhead + sp->qn == sp->qcap) {
+		if (sp->qhead) {
+			memmove(sp->q, sp->q + sp->qhead, sp->qn * sizeof(*sp->q));
+			sp->qhead = 0;
+		}
+		if (sp->qn == sp->qcap) {
+			size_t c = sp->qcap ? sp->qcap * 2 : 64;
+			struct refc_delta *q = realloc(sp->q, c * sizeof(*q));
+			if (!q)
+				return -ENOMEM;
+			sp->q = q;
+			sp->qcap = c;
+		}
+	}
+	struct refc_delta *d = &sp->q[sp->qhead + sp->qn++];
+	d->start = start;
+	d->len = len;
+	d->delta = delta;
+	d->type = (uint8_t)type;
+	d->is_alloc = (uint8_t)is_alloc;
+	p->dirty = 1;
+	return 0;
+}
+
+static int refc_upd(struct vbas_pool *p, const struct refc_irec *ir)
+{
+	struct refc_rec r;
+	refc_from_irec(ir, &r);
+	return bt_update(&p->sp.refc, &r);
+}
+
+/* Merge the records that meet at block AT if they can be one (S4).  The
+ * left record grows over the right one before the right one goes, so no
+ * lookup in between finds the blocks without a count. */
+static int merge_at(struct vbas_pool *p, uint64_t at)
+{
+	struct refc_irec a, b;
+	int r;
+	if (at <= VBAS_FIRST_BLOCK)
+		return 0;
+	r = refc_get(p, at - 1, BT_LE, &a);
+	if (r == -ENOENT)
+		return 0;
+	if (r)
+		return r;
+	if (a.start + a.len != at)
+		return 0;
+	r = refc_get(p, at, BT_EQ, &b);
+	if (r == -ENOENT)
+		return 0;
+	if (r)
+		return r;
+	if (a.rc != b.rc || a.type != b.type || (uint64_t)a.len + b.len > MAX_REC_LEN)
+		return 0;
+	a.len += b.len;
+	r = refc_upd(p, &a);
+	if (!r)
+		r = refc_del(p, b.start);
+	return r;
+}
+
+static void count_used(struct vbas_pool *p, int type, int64_t n)
+{
+	if (type == VBAS_BT_DATA)
+		p->sp.data_used += (uint64_t)n;
+	else
+		p->sp.meta_used += (uint64_t)n;
+}
+
+/* Blocks [s, s+n) of TYPE reached zero. */
+static int became_free(struct vbas_pool *p, uint64_t s, uint64_t n, int type)
+{
+	int r = extset_add(&p->sp.freed, s, n);
+	if (r)
+		return r == -EEXIST ? vbas_err(-EUCLEAN, "blocks %" PRIu64 "+%" PRIu64
+					       " freed twice in one transaction", s, n) : r;
+	if (type == VBAS_BT_META) {
+		for (uint64_t b = s; b < s + n; b++)
+			cache_forget(p->cache, b);
+	} else {
+		r = extset_add(&p->sp.freed_data, s, n);
+	}
+	return r;
+}
+
+/* Apply one delta to the refcount tree. */
+static int apply(struct vbas_pool *p, const struct refc_delta *d)
+{
+	uint64_t cur = d->start, end = d->start + d->len;
+	struct refc_irec ir;
+	int r;
+
+	while (cur < end) {
+		r = refc_get(p, cur, BT_LE, &ir);
+		if (r && r != -ENOENT)
+			return r;
+		if (!r && ir.start + ir.len > cur) {
+			/* Inside record IR: split it around [cur, pe). */
+			uint64_t pe = ir.start + ir.len < end ? ir.start + ir.len : end;
+			if (ir.type != d->type)
+				return vbas_err(-EUCLEAN, "block %" PRIu64 " is %s but is counted as %s",
+						cur, type_name((int)ir.type), type_name(d->type));
+			if (d->is_alloc)
+				return vbas_err(-EUCLEAN, "block %" PRIu64 " was allocated while in use "
+						"(reference count %u)", cur, ir.rc);
+			int64_t nrc = (int64_t)ir.rc + d->delta;
+			if (nrc < 0)
+				return vbas_err(-EUCLEAN, "block %" PRIu64 ": reference count %u "
+						"would drop below zero", cur, ir.rc);
+			if (nrc > 0xffffffffll)
+				return vbas_err(-EOVERFLOW, "block %" PRIu64 ": too many references", cur);
+			/*
+			 * Split IR around [cur, pe) without a moment in which a
+			 * lookup (the allocator's, or shadowing's refcount query,
+			 * both of which run while this tree changes) could find
+			 * its blocks uncounted: the right part first, then IR
+			 * shrinks or takes the new count, then the middle part.
+			 * Blocks that reach zero join FREED before their record
+			 * goes.
+			 */
+			uint64_t iend = ir.start + ir.len;
+			r = 0;
+			if (pe < iend) {
+				struct refc_irec rt = ir;
+				rt.start = pe;
+				rt.len = (uint32_t)(iend - pe);
+				r = refc_put(p, &rt);
+			}
+			if (!r && nrc == 0) {
+				count_used(p, d->type, -(int64_t)(pe - cur));
+				r = became_free(p, cur, pe - cur, d->type);
+			}
+			if (!r && ir.start < cur) {
+				struct refc_irec l = ir;
+				l.len = (uint32_t)(cur - ir.start);
+				r = refc_upd(p, &l);
+				if (!r && nrc > 0) {
+					struct refc_irec m = ir;
+					m.start = cur;
+					m.len = (uint32_t)(pe - cur);
+					m.rc = (uint32_t)nrc;
+					r = refc_put(p, &m);
+				}
+			} else if (!r && nrc > 0) {
+				struct refc_irec m = ir;
+				m.len = (uint32_t)(pe - cur);
+				m.rc = (uint32_t)nrc;
+				r = refc_upd(p, &m);
+			} else if (!r) {
+				r = refc_del(p, ir.start);
+			}
+			if (r)
+				return r;
+			cur = pe;
+			continue;
+		}
+		/* In a gap, up to the next record. */
+		struct gap_probe g = { .found = 0 };
+		uint8_t k[8];
+		st_le64(k, cur);
+		r = bt_iter(&p->sp.refc, k, first_rec_cb, &g);
+		if (r < 0)
+			return r;
+		uint64_t ge = g.found && g.rec.start < end ? g.rec.start : end;
+		if (ge - cur > MAX_REC_LEN)
+			ge = cur + MAX_REC_LEN;
+		if (d->delta < 0)
+			return vbas_err(-EUCLEAN, "block %" PRIu64 " is free but lost a reference", cur);
+		struct refc_irec n = { .start = cur, .len = (uint32_t)(ge - cur),
+				       .rc = (uint32_t)d->delta, .type = d->type };
+		r = refc_put(p, &n);
+		if (r)
+			return r;
+		count_used(p, d->type, (int64_t)(ge - cur));
+		if (d->is_alloc) {
+			r = extset_remove(&p->sp.pending, cur, ge - cur);
+			if (r)
+				return vbas_err(-EUCLEAN, "block %" PRIu64 " recorded as allocated, "
+						"but it was never handed out", cur);
+		} else if (extset_first_overlap(&p->sp.pending, cur, ge) ||
+			   extset_first_overlap(&p->sp.freed, cur, ge)) {
+			return vbas_err(-EUCLEAN, "block %" PRIu64 " gained a reference while free", cur);
+		}
+		cur = ge;
+	}
+	r = merge_at(p, d->start);
+	if (!r)
+		r = merge_at(p, end);
+	return r;
+}
+
+int space_drain(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	uint64_t rounds = 0;
+	int r = 0;
+	if (sp->draining)
+		return 0;
+	sp->draining = 1;
+	while (sp->qn) {
+		struct refc_delta d = sp->q[sp->qhead];
+		sp->qhead++;
+		sp->qn--;
+		if (!sp->qn)
+			sp->qhead = 0;
+		r = apply(p, &d);
+		if (r)
+			break;
+		if (++rounds > 100000000ull) {
+			r = vbas_err(-EUCLEAN, "refcount updates do not settle");
+			break;
+		}
+	}
+	sp->draining = 0;
+	return r;
+}
+
+int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type)
+{
+	struct vbas_space *sp = &p->sp;
+	struct refc_irec ir;
+	int64_t n = 0;
+	int r = refc_get(p, blk, BT_LE, &ir);
+	*type = 0;
+	if (r && r != -ENOENT)
+		return r;
+	if (!r && ir.start + ir.len > blk) {
+		n = ir.rc;
+		*type = (int)ir.type;
+	}
+	for (size_t i = 0; i < sp->qn; i++) {
+		const struct refc_delta *d = &sp->q[sp->qhead + i];
+		if (blk >= d->start && blk < d->start + d->len) {
+			n += d->delta;
+			*type = d->type;
+		}
+	}
+	if (n < 0)
+		return vbas_err(-EUCLEAN, "block %" PRIu64 ": negative reference count", blk);
+	*rc = (uint32_t)n;
+	return 0;
+}
+
+/* The commit is durable: blocks freed in it may be used again (S2), and
+ * the data blocks freed in the one before can be discarded. */
+void space_committed(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	for (size_t i = 0; i < sp->discard_next.n; i++)
+		dev_discard(p->dev, sp->discard_next.v[i].start * p->bs,
+			    sp->discard_next.v[i].len * p->bs);
+	extset_clear(&sp->discard_next);
+	struct extset t = sp->discard_next;
+	sp->discard_next = sp->freed_data;
+	sp->freed_data = t;
+	extset_clear(&sp->freed);
+	sp->meta_allocs_txn = 0;
+}
+
+/* The running transaction is abandoned: back to the last commit. */
+void space_abort(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	sp->refc.root = le64_get(p->sb.refc_root);
+	sp->data_used = le64_get(p->sb.data_used);
+	sp->meta_used = le64_get(p->sb.meta_used);
+	extset_clear(&sp->pending);
+	extset_clear(&sp->freed);
+	extset_clear(&sp->freed_data);
+	sp->qn = sp->qhead = 0;
+	sp->meta_allocs_txn = 0;
+}

@@ -1,0 +1,233 @@
+/* Transactions: shadowing (btree.c) plus the commit that makes a new tree
+ * generation durable at once.
+ *
+ * State and invariants:
+ *  T1. The pool has two superblock slots; the commit of generation G is
+ *      written to slot G % 2, so the previous commit stays intact while the
+ *      next is written.  Open takes the valid slot with the highest
+ *      generation; a torn or corrupt newest slot falls back to the other.
+ *  T2. Commit order: write every dirty node; flush; write the superblock;
+ *      flush.  Nothing the new superblock points to can be missing from
+ *      the device once the superblock is there.  Data written before the
+ *      commit started is covered by the first flush.
+ *  T3. Every block the running transaction writes is one the last commit
+ *      does not use (space.c S3), so a crash before the superblock write
+ *      leaves the last commit as it was.
+ *  T4. Everything that can fail (tree changes, allocation) happens before
+ *      the superblock is written; a failure after a change has begun and
+ *      before the commit abandons the transaction and latches the pool
+ *      read-only (txn_fail), like a crash followed by a read-only mount.
+ *
+ *      running txn G+1 ----commit----> writeback -> flush -> sb[G+1 % 2] -> flush
+ *      crash anywhere before the last flush completes: open finds G or G+1.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint32_t sb_csum(const struct vbas_sb *sb)
+{
+	uint8_t buf[VBAS_SB_BYTES];
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, sb, sizeof(*sb));
+	return vbas_crc32c(VBAS_SALT_SB, buf + 4, VBAS_SB_BYTES - 4);
+}
+
+/* Why a superblock copy is not valid, or NULL if it is. */
+static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t dev_size)
+{
+	uint32_t bs = le32_get(sb->block_size);
+	if (le32_get(sb->magic) != VBAS_SB_MAGIC)
+		return "bad magic";
+	if (le32_get(sb->csum) != sb_csum(sb))
+		return "checksum mismatch";
+	if (le64_get(sb->blkno) != slot)
+		return "written to the wrong slot";
+	if (le32_get(sb->version) != VBAS_FORMAT_VERSION)
+		return "unsupported format version";
+	if (bs < VBAS_BLOCK_SIZE_MIN || bs > VBAS_BLOCK_SIZE_MAX || (bs & (bs - 1)))
+		return "bad block size";
+	if (le64_get(sb->generation) % VBAS_SB_SLOTS != slot)
+		return "generation does not match the slot";
+	if (le64_get(sb->nblocks) < VBAS_FIRST_BLOCK + 16 ||
+	    le64_get(sb->nblocks) > dev_size / bs)
+		return "pool is larger than its device";
+	if (le32_get(sb->flags) != 0)
+		return "unknown feature flags";
+	return NULL;
+}
+
+static int read_slot(struct vbas_dev *dev, uint64_t off, struct vbas_sb *sb)
+{
+	void *buf;
+	int r;
+	if (off + 4096 > dev->size)
+		return -ERANGE;
+	if (posix_memalign(&buf, 4096, 4096))
+		return -ENOMEM;
+	r = dev_pread(dev, buf, 4096, off);
+	if (!r)
+		memcpy(sb, buf, sizeof(*sb));
+	free(buf);
+	return r;
+}
+
+int txn_read_sb(struct vbas_dev *dev, struct vbas_sb *out, uint32_t *slot_out)
+{
+	struct vbas_sb s0, s1;
+	const char *why0 = "unreadable", *why1 = "unreadable";
+	int r;
+
+	if (dev->size < 2 * VBAS_BLOCK_SIZE_MIN)
+		return vbas_err(-EINVAL, "not a vbas pool: too small (%" PRIu64 " bytes)", dev->size);
+	r = read_slot(dev, 0, &s0);
+	if (r)
+		return vbas_err(r, "cannot read superblock 0: %s", strerror(-r));
+	why0 = sb_invalid(&s0, 0, dev->size);
+	/* Slot 1 sits one block in; without slot 0 try every block size. */
+	uint32_t bs = why0 ? VBAS_BLOCK_SIZE_MIN : le32_get(s0.block_size);
+	for (; bs <= VBAS_BLOCK_SIZE_MAX; bs *= 2) {
+		if (read_slot(dev, bs, &s1))
+			break;
+		why1 = sb_invalid(&s1, 1, dev->size);
+		if (!why1 && le32_get(s1.block_size) != bs)
+			why1 = "bad block size";
+		if (!why1 || !why0)
+			break;
+	}
+	if (!why0 && !why1 && le32_get(s0.block_size) == le32_get(s1.block_size) &&
+	    !memcmp(s0.uuid, s1.uuid, 16)) {
+		int one = le64_get(s1.generation) > le64_get(s0.generation);
+		*out = one ? s1 : s0;
+		*slot_out = one;
+		return 0;
+	}
+	if (!why0) {
+		*out = s0;
+		*slot_out = 0;
+		return 0;
+	}
+	if (!why1) {
+		*out = s1;
+		*slot_out = 1;
+		return 0;
+	}
+	if (le32_get(s0.magic) != VBAS_SB_MAGIC && le32_get(s1.magic) != VBAS_SB_MAGIC)
+		return vbas_err(-EINVAL, "not a vbas pool (no superblock magic)");
+	return vbas_err(-EUCLEAN, "no valid superblock: slot 0: %s; slot 1: %s", why0, why1);
+}
+
+static int write_sb(struct vbas_pool *p, struct vbas_sb *sb)
+{
+	void *buf;
+	int r;
+	if (posix_memalign(&buf, 4096, p->bs))
+		return -ENOMEM;
+	memset(buf, 0, p->bs);
+	sb->csum = le32_mk(sb_csum(sb));
+	memcpy(buf, sb, sizeof(*sb));
+	r = dev_pwrite(p->dev, buf, p->bs, le64_get(sb->blkno) * p->bs);
+	free(buf);
+	return r;
+}
+
+void txn_fail(struct vbas_pool *p, int err)
+{
+	if (p->broken)
+		return;
+	snprintf(p->broken_msg, sizeof(p->broken_msg), "a change failed (%s: %s); "
+		 "the pool went back to its last commit (generation %" PRIu64 ") and is "
+		 "read-only until reopened", strerror(err < 0 ? -err : err), vbas_errmsg(), p->gen);
+	p->broken = 1;
+	cache_drop_all(p->cache);
+	space_abort(p);
+	p->voltab.root = le64_get(p->sb.voltab_root);
+	p->next_vol_id = le64_get(p->sb.next_vol_id);
+	p->nvolumes = le64_get(p->sb.nvolumes);
+	p->dirty = 0;
+}
+
+int txn_writable(struct vbas_pool *p, const char *what)
+{
+	if (p->rdonly)
+		return vbas_err(-EROFS, "%s: the pool is open read-only", what);
+	if (p->broken)
+		return vbas_err(-EROFS, "%s: %s", what, p->broken_msg);
+	return 0;
+}
+
+int txn_commit(struct vbas_pool *p)
+{
+	struct vbas_sb sb;
+	int r;
+
+	if (p->rdonly)
+		return 0;
+	if (p->broken)
+		return vbas_err(-EROFS, "commit: %s", p->broken_msg);
+	if (!p->dirty) {
+		/* Nothing new in metadata; data written in place still needs
+		 * to reach stable storage. */
+		r = dev_flush(p->dev);
+		return r ? vbas_err(r, "flush: %s", strerror(-r)) : 0;
+	}
+	r = space_drain(p);
+	if (r)
+		goto fail;
+	sb = p->sb;
+	sb.generation = le64_mk(p->gen + 1);
+	sb.blkno = le64_mk((p->gen + 1) % VBAS_SB_SLOTS);
+	sb.voltab_root = le64_mk(p->voltab.root);
+	sb.refc_root = le64_mk(p->sp.refc.root);
+	sb.data_used = le64_mk(p->sp.data_used);
+	sb.meta_used = le64_mk(p->sp.meta_used);
+	sb.next_vol_id = le64_mk(p->next_vol_id);
+	sb.nvolumes = le64_mk(p->nvolumes);
+	r = cache_writeback(p->cache);
+	if (r)
+		goto fail;
+	r = dev_flush(p->dev);
+	if (r) {
+		vbas_err(r, "flush before the superblock: %s", strerror(-r));
+		goto fail;
+	}
+	r = write_sb(p, &sb);
+	if (r) {
+		vbas_err(r, "superblock write: %s", strerror(-r));
+		goto fail;
+	}
+	r = dev_flush(p->dev);
+	if (r) {
+		vbas_err(r, "flush after the superblock: %s", strerror(-r));
+		goto fail;
+	}
+	p->sb = sb;
+	p->gen++;
+	p->env.txid = p->gen + 1;
+	p->dirty = 0;
+	p->commits++;
+	space_committed(p);
+	return 0;
+fail:
+	txn_fail(p, r);
+	return r;
+}
+
+/* Keep a transaction from growing without bound: commit when the blocks
+ * it freed (not reusable before a commit) or the metadata it wrote grow
+ * large, or when free space runs low and a commit would give some back. */
+int txn_maybe_commit(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	if (!p->dirty || p->broken || p->rdonly)
+		return 0;
+	int big = sp->freed.n > 65536 || sp->meta_allocs_txn > 262144;
+	int tight = sp->freed.total && space_avail(p) < sp->meta_reserve + sp->reserved;
+	if (big || tight)
+		return txn_commit(p);
+	return 0;
+}

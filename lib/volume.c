@@ -1,0 +1,539 @@
+/* Volumes: the volume table and per-volume mapping trees; create, delete,
+ * resize, list, open. */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- Volume table ------------------------------------------------------ */
+
+struct voltab_rec {
+	struct vbas_vol_key k;
+	struct vbas_vol_rec v;
+};
+
+static int voltab_check_rec(const void *rec, char *why, size_t len)
+{
+	const struct voltab_rec *r = rec;
+	unsigned nl = le16_get(r->v.name_len);
+	uint64_t id = le64_get(r->k.id);
+	if (id == 0 || id >= VBAS_OWNER_REFC)
+		return snprintf(why, len, "bad volume id"), -EUCLEAN;
+	if (nl == 0 || nl > VBAS_NAME_MAX)
+		return snprintf(why, len, "name length %u", nl), -EUCLEAN;
+	if (memchr(r->v.name, '/', nl) || memchr(r->v.name, 0, nl))
+		return snprintf(why, len, "name holds '/' or NUL"), -EUCLEAN;
+	for (unsigned i = nl; i < sizeof(r->v.name); i++)
+		if (r->v.name[i])
+			return snprintf(why, len, "name padding is not zero"), -EUCLEAN;
+	if (le32_get(r->v.flags) & ~VBAS_VOLF_KNOWN)
+		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
+	uint64_t size = le64_get(r->v.size);
+	if (size == 0 || size > VBAS_VOLUME_SIZE_MAX || size % VBAS_BLOCK_SIZE_MIN)
+		return snprintf(why, len, "size %" PRIu64, size), -EUCLEAN;
+	return 0;
+}
+
+const struct vbas_btree_ops voltab_ops = {
+	.name = "volume table",
+	.tree_type = VBAS_TREE_VOLTAB,
+	.key_size = sizeof(struct vbas_vol_key),
+	.val_size = sizeof(struct vbas_vol_rec),
+	.cmp = bt_cmp_u64,
+	.check_rec = voltab_check_rec,
+	.fmt_key = bt_fmt_u64,
+};
+
+/* ---- Mapping trees ----------------------------------------------------- */
+
+struct map_rec {
+	struct vbas_map_key k;
+	struct vbas_map_val v;
+};
+
+static int map_check_rec(const void *rec, char *why, size_t len)
+{
+	const struct map_rec *r = rec;
+	if (le32_get(r->v.len) == 0)
+		return snprintf(why, len, "zero length"), -EUCLEAN;
+	if (le64_get(r->v.pblk) < VBAS_FIRST_BLOCK)
+		return snprintf(why, len, "maps onto the superblocks"), -EUCLEAN;
+	if (le32_get(r->v.flags))
+		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
+	return 0;
+}
+
+/* A leaf copied from a shared leaf: its extents gain a reference. */
+static int map_val_inc(void *ctx, const void *rec)
+{
+	const struct map_rec *r = rec;
+	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), +1, VBAS_BT_DATA, 0);
+}
+
+const struct vbas_btree_ops map_ops = {
+	.name = "mapping",
+	.tree_type = VBAS_TREE_MAP,
+	.key_size = sizeof(struct vbas_map_key),
+	.val_size = sizeof(struct vbas_map_val),
+	.cmp = bt_cmp_u64,
+	.val_inc = map_val_inc,
+	.check_rec = map_check_rec,
+	.fmt_key = bt_fmt_u64,
+};
+
+void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
+		  struct vbas_btree *t)
+{
+	t->ops = &map_ops;
+	t->env = &p->env;
+	t->root = le64_get(rec->root);
+	t->owner = id;
+	t->val_ctx = p;
+}
+
+/* ---- Records ----------------------------------------------------------- */
+
+int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec)
+{
+	struct voltab_rec r;
+	uint8_t k[8];
+	st_le64(k, id);
+	int e = bt_lookup(&p->voltab, k, BT_EQ, &r);
+	if (e == -ENOENT)
+		return vbas_err(-ENOENT, "volume id %" PRIu64 " not found", id);
+	if (!e)
+		*rec = r.v;
+	return e;
+}
+
+int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec)
+{
+	struct voltab_rec r;
+	r.k.id = le64_mk(id);
+	r.v = *rec;
+	p->dirty = 1;
+	return bt_update(&p->voltab, &r);
+}
+
+struct name_find {
+	const char *name;
+	size_t len;
+	uint64_t id;
+	struct vbas_vol_rec rec;
+	int found;
+};
+
+static int name_cb(void *arg, const void *rec)
+{
+	struct name_find *f = arg;
+	const struct voltab_rec *r = rec;
+	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
+		return 0;
+	if (le16_get(r->v.name_len) == f->len && !memcmp(r->v.name, f->name, f->len)) {
+		f->id = le64_get(r->k.id);
+		f->rec = r->v;
+		f->found = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static int check_name(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0)
+		return vbas_err(-EINVAL, "volume name is empty");
+	if (n > VBAS_NAME_MAX)
+		return vbas_err(-ENAMETOOLONG, "volume name is %zu bytes; at most %d", n, VBAS_NAME_MAX);
+	if (strchr(name, '/'))
+		return vbas_err(-EINVAL, "volume name '%s' holds '/'", name);
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return vbas_err(-EINVAL, "volume name '%s' is reserved", name);
+	return 0;
+}
+
+int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
+		    struct vbas_vol_rec *rec)
+{
+	struct name_find f = { .name = name, .len = strlen(name) };
+	int r = check_name(name);
+	if (r)
+		return r;
+	r = bt_iter(&p->voltab, NULL, name_cb, &f);
+	if (r < 0)
+		return r;
+	if (!f.found)
+		return vbas_err(-ENOENT, "volume '%s' not found", name);
+	*id = f.id;
+	if (rec)
+		*rec = f.rec;
+	return 0;
+}
+
+static int check_size(const struct vbas_pool *p, uint64_t size)
+{
+	if (size == 0)
+		return vbas_err(-EINVAL, "volume size must not be 0");
+	if (size % p->bs)
+		return vbas_err(-EINVAL, "volume size %" PRIu64 " is not a multiple of the block "
+				"size (%u)", size, p->bs);
+	if (size > VBAS_VOLUME_SIZE_MAX)
+		return vbas_err(-EFBIG, "volume size %" PRIu64 " is above the limit (%llu)", size,
+				(unsigned long long)VBAS_VOLUME_SIZE_MAX);
+	return 0;
+}
+
+static void fill_info(const struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *v,
+		      struct vbas_vol_info *info)
+{
+	unsigned nl = le16_get(v->name_len);
+	memset(info, 0, sizeof(*info));
+	memcpy(info->name, v->name, nl);
+	info->id = id;
+	info->size = le64_get(v->size);
+	info->mapped = le64_get(v->mapped) * p->bs;
+	info->flags = (le32_get(v->flags) & VBAS_VOLF_READONLY) ? VBAS_VOL_READONLY : 0;
+}
+
+static struct vol_state *find_open(struct vbas_pool *p, uint64_t id)
+{
+	for (struct vol_state *vs = p->open_vols; vs; vs = vs->next)
+		if (vs->id == id)
+			return vs;
+	return NULL;
+}
+
+/* ---- Operations -------------------------------------------------------- */
+
+int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
+{
+	struct voltab_rec r;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	e = check_name(name);
+	if (e)
+		return e;
+	e = check_size(p, size);
+	if (e)
+		return e;
+	pthread_mutex_lock(&p->lock);
+	e = txn_writable(p, "create");
+	if (e)
+		goto out;
+	e = vol_lookup_name(p, name, &id, NULL);
+	if (e == 0) {
+		e = vbas_err(-EEXIST, "volume '%s' already exists", name);
+		goto out;
+	}
+	if (e != -ENOENT)
+		goto out;
+	if (space_avail(p) < p->sp.meta_reserve / 2) {
+		e = vbas_err(-ENOSPC, "create '%s': the pool is full", name);
+		goto out;
+	}
+	memset(&r, 0, sizeof(r));
+	id = p->next_vol_id;
+	r.k.id = le64_mk(id);
+	r.v.size = le64_mk(size);
+	r.v.ctime = le64_mk((uint64_t)time(NULL));
+	r.v.cgen = le64_mk(p->gen + 1);
+	r.v.name_len = le16_mk((uint16_t)strlen(name));
+	memcpy(r.v.name, name, strlen(name));
+	e = bt_insert(&p->voltab, &r);
+	if (!e)
+		e = space_drain(p);
+	if (e) {
+		txn_fail(p, e);
+		goto out;
+	}
+	p->next_vol_id++;
+	p->nvolumes++;
+	p->dirty = 1;
+out:
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+/* Unmap everything and remove the record of volume ID (marked deleting).
+ * May commit along the way; each commit shows the volume still marked
+ * deleting with a prefix of it gone, and open resumes from there. */
+static int finish_delete(struct vbas_pool *p, uint64_t id)
+{
+	struct vbas_vol_rec rec;
+	uint8_t k[8];
+	int e = vol_get(p, id, &rec);
+	if (e)
+		return e;
+	e = map_unmap(p, id, &rec, 0, le64_get(rec.size) >> p->bshift, 1);
+	if (e)
+		return e;
+	if (le64_get(rec.root))
+		return vbas_err(-EUCLEAN, "volume %" PRIu64 ": mapping tree not empty after delete", id);
+	st_le64(k, id);
+	e = bt_delete(&p->voltab, k, NULL);
+	if (!e)
+		e = space_drain(p);
+	if (!e) {
+		p->nvolumes--;
+		p->dirty = 1;
+	}
+	return e;
+}
+
+int vbas_vol_delete(struct vbas_pool *p, const char *name)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	e = txn_writable(p, "delete");
+	if (e)
+		goto out;
+	e = vol_lookup_name(p, name, &id, &rec);
+	if (e)
+		goto out;
+	if (find_open(p, id)) {
+		e = vbas_err(-EBUSY, "volume '%s' is open", name);
+		goto out;
+	}
+	rec.flags = le32_mk(le32_get(rec.flags) | VBAS_VOLF_DELETING);
+	e = vol_put(p, id, &rec);
+	if (!e)
+		e = finish_delete(p, id);
+	if (!e)
+		e = space_drain(p);
+	if (e)
+		txn_fail(p, e);
+	else
+		e = txn_maybe_commit(p);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+struct del_collect {
+	uint64_t ids[64];
+	unsigned n;
+};
+
+static int del_cb(void *arg, const void *rec)
+{
+	struct del_collect *c = arg;
+	const struct voltab_rec *r = rec;
+	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING) {
+		c->ids[c->n++] = le64_get(r->k.id);
+		if (c->n == 64)
+			return 1;
+	}
+	return 0;
+}
+
+/* At open: finish deletes a crash interrupted. */
+int vol_resume_deletes(struct vbas_pool *p)
+{
+	for (;;) {
+		struct del_collect c = { .n = 0 };
+		int e = bt_iter(&p->voltab, NULL, del_cb, &c);
+		if (e < 0)
+			return e;
+		if (!c.n)
+			return 0;
+		for (unsigned i = 0; i < c.n; i++) {
+			e = finish_delete(p, c.ids[i]);
+			if (e) {
+				txn_fail(p, e);
+				return vbas_err_ctx(e, "resuming the delete of volume %" PRIu64, c.ids[i]);
+			}
+		}
+	}
+}
+
+int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+
+int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	e = check_size(p, size);
+	if (e)
+		return e;
+	pthread_mutex_lock(&p->lock);
+	e = txn_writable(p, "resize");
+	if (e)
+		goto out;
+	e = vol_lookup_name(p, name, &id, &rec);
+	if (e)
+		goto out;
+	if (le32_get(rec.flags) & VBAS_VOLF_READONLY) {
+		e = vbas_err(-EROFS, "volume '%s' is read-only", name);
+		goto out;
+	}
+	uint64_t old = le64_get(rec.size);
+	if (size < old) {
+		struct vol_state *vs = find_open(p, id);
+		uint64_t s = size >> p->bshift, n = (old - size) >> p->bshift;
+		if (vs)
+			rl_lock(p, vs, s, n, 1);
+		e = vol_get(p, id, &rec);
+		if (!e)
+			e = map_unmap(p, id, &rec, s, n, 1);
+		if (!e) {
+			rec.size = le64_mk(size);
+			e = vol_put(p, id, &rec);
+		}
+		if (vs)
+			rl_unlock(p, vs, s, n, 1);
+	} else if (size > old) {
+		rec.size = le64_mk(size);
+		e = vol_put(p, id, &rec);
+	}
+	if (!e)
+		e = space_drain(p);
+	if (e)
+		txn_fail(p, e);
+	else
+		e = txn_maybe_commit(p);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+int vbas_vol_stat(struct vbas_pool *p, const char *name, struct vbas_vol_info *info)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	e = vol_lookup_name(p, name, &id, &rec);
+	if (!e)
+		fill_info(p, id, &rec, info);
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+struct list_ctx {
+	struct vbas_pool *p;
+	struct vbas_vol_info *v;
+	size_t n, cap;
+	int err;
+};
+
+static int list_cb(void *arg, const void *rec)
+{
+	struct list_ctx *c = arg;
+	const struct voltab_rec *r = rec;
+	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
+		return 0;
+	if (c->n == c->cap) {
+		size_t nc = c->cap ? c->cap * 2 : 16;
+		struct vbas_vol_info *v = realloc(c->v, nc * sizeof(*v));
+		if (!v) {
+			c->err = -ENOMEM;
+			return 1;
+		}
+		c->v = v;
+		c->cap = nc;
+	}
+	fill_info(c->p, le64_get(r->k.id), &r->v, &c->v[c->n++]);
+	return 0;
+}
+
+int vbas_vol_list(struct vbas_pool *p, int (*cb)(const struct vbas_vol_info *, void *), void *arg)
+{
+	struct list_ctx c = { .p = p };
+	int e;
+	vbas_err_clear();
+	/* Collect under the lock, call back outside it. */
+	pthread_mutex_lock(&p->lock);
+	e = bt_iter(&p->voltab, NULL, list_cb, &c);
+	pthread_mutex_unlock(&p->lock);
+	if (e >= 0)
+		e = c.err;
+	for (size_t i = 0; !e && i < c.n; i++)
+		e = cb(&c.v[i], arg);
+	free(c.v);
+	return e;
+}
+
+int vbas_vol_open(struct vbas_pool *p, const char *name, struct vbas_vol **volp)
+{
+	struct vbas_vol *v;
+	uint64_t id;
+	int e;
+	vbas_err_clear();
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_lock(&p->lock);
+	e = vol_lookup_name(p, name, &id, NULL);
+	if (!e) {
+		struct vol_state *vs = find_open(p, id);
+		if (!vs) {
+			vs = calloc(1, sizeof(*vs));
+			if (!vs) {
+				e = -ENOMEM;
+				goto out;
+			}
+			vs->id = id;
+			pthread_cond_init(&vs->rl_cond, NULL);
+			vs->next = p->open_vols;
+			p->open_vols = vs;
+		}
+		vs->refs++;
+		v->pool = p;
+		v->vs = vs;
+		v->id = id;
+		*volp = v;
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+	if (e)
+		free(v);
+	return e;
+}
+
+int vbas_vol_close(struct vbas_vol *v)
+{
+	struct vbas_pool *p;
+	if (!v)
+		return 0;
+	p = v->pool;
+	pthread_mutex_lock(&p->lock);
+	if (--v->vs->refs == 0) {
+		struct vol_state **pp = &p->open_vols;
+		while (*pp != v->vs)
+			pp = &(*pp)->next;
+		*pp = v->vs->next;
+		pthread_cond_destroy(&v->vs->rl_cond);
+		free(v->vs);
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(v);
+	return 0;
+}
+
+int vbas_vol_info(struct vbas_vol *v, struct vbas_vol_info *info)
+{
+	struct vbas_vol_rec rec;
+	int e;
+	vbas_err_clear();
+	pthread_mutex_lock(&v->pool->lock);
+	e = vol_get(v->pool, v->id, &rec);
+	if (!e)
+		fill_info(v->pool, v->id, &rec, info);
+	pthread_mutex_unlock(&v->pool->lock);
+	return e;
+}

@@ -1,0 +1,71 @@
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rng_fill(struct rng *r, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len >= 8) {
+		uint64_t v = rng_next(r);
+		memcpy(p, &v, 8);
+		p += 8;
+		len -= 8;
+	}
+	if (len) {
+		uint64_t v = rng_next(r);
+		memcpy(p, &v, len);
+	}
+}
+
+uint64_t test_seed(uint64_t def)
+{
+	const char *s = getenv("VBAS_SEED");
+	uint64_t v = s ? strtoull(s, NULL, 0) : def;
+	fprintf(stderr, "# seed %llu (set VBAS_SEED to reproduce)\n", (unsigned long long)v);
+	return v;
+}
+
+uint64_t test_ops(uint64_t def)
+{
+	const char *s = getenv("VBAS_OPS");
+	return s ? strtoull(s, NULL, 0) : def;
+}
+
+struct vbas_dev *mem_pool(uint64_t size, uint32_t bs, uint32_t fanout)
+{
+	struct vbas_dev *d = vbas_memdev_create(size);
+	struct vbas_format_opts fo = { .size = size, .block_size = bs, .max_fanout = fanout };
+	assert_non_null(d);
+	assert_ok(vbas_format_dev(d, &fo));
+	return d;
+}
+
+struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes)
+{
+	struct vbas_open_opts oo = { .cache_bytes = cache_bytes };
+	struct vbas_pool *p = NULL;
+	assert_ok(vbas_open_dev(dev, &oo, &p));
+	return p;
+}
+
+static void print_problem(const char *msg, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "# check: %s\n", msg);
+}
+
+void assert_check_clean(struct vbas_pool *p)
+{
+	struct vbas_check_stats st;
+	int r = vbas_check(p, print_problem, NULL, &st);
+	if (r)
+		fail_msg("check: %d: %s", r, vbas_errmsg());
+}
+
+int run_group(const char *name, const struct CMUnitTest *tests, size_t n)
+{
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return _cmocka_run_group_tests(name, tests, n, NULL, NULL);
+}

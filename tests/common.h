@@ -1,0 +1,50 @@
+/* Shared helpers for vbas's C tests (cmocka, TAP output). */
+#ifndef VBAS_TEST_COMMON_H
+#define VBAS_TEST_COMMON_H
+
+#undef NDEBUG
+#include <errno.h>
+#include <setjmp.h>
+#include <string.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+/* A small, fast, reproducible generator (splitmix64). */
+struct rng {
+	uint64_t s;
+};
+static inline uint64_t rng_next(struct rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+static inline uint64_t rng_below(struct rng *r, uint64_t n)
+{
+	return n ? rng_next(r) % n : 0;
+}
+void rng_fill(struct rng *r, void *buf, size_t len);
+
+/* Seed from $VBAS_SEED if set, else DEF; printed so failures reproduce. */
+uint64_t test_seed(uint64_t def);
+/* Number of operations: $VBAS_OPS if set, else DEF. */
+uint64_t test_ops(uint64_t def);
+
+/* Format a memory device and open a pool on it (fails the test on error). */
+struct vbas_dev *mem_pool(uint64_t size, uint32_t bs, uint32_t fanout);
+struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes);
+/* vbas_check must be clean; problems are printed. */
+void assert_check_clean(struct vbas_pool *p);
+/* cmocka group runner with TAP output. */
+int run_group(const char *name, const struct CMUnitTest *tests, size_t n);
+#define RUN(name, tests) run_group(name, tests, sizeof(tests) / sizeof((tests)[0]))
+
+#define assert_ok(expr) do { int _r = (expr); \
+	if (_r) fail_msg("%s = %d (%s): %s", #expr, _r, strerror(_r < 0 ? -_r : _r), vbas_errmsg()); } while (0)
+
+#endif
