@@ -80,11 +80,16 @@ static void power_loss(struct memdev *m)
 		uint64_t r = rnd(&s) % 4;
 		if ((m->mode & VBAS_CRASH_DROP) && r == 0)
 			continue;
-		if ((m->mode & VBAS_CRASH_TEAR) && r == 1 && p->len > 512) {
-			for (size_t o = 0; o < p->len; o += 512) {
-				size_t l = p->len - o < 512 ? p->len - o : 512;
+		if ((m->mode & VBAS_CRASH_TEAR) && r == 1 && p->len > 1) {
+			/* Whole 512-byte sectors of the device land or not. */
+			uint64_t o = p->off;
+			while (o < p->off + p->len) {
+				uint64_t e = (o / 512 + 1) * 512;
+				if (e > p->off + p->len)
+					e = p->off + p->len;
 				if (rnd(&s) & 1)
-					memcpy(m->survivor + p->off + o, p->data + o, l);
+					memcpy(m->survivor + o, p->data + (o - p->off), e - o);
+				o = e;
 			}
 			continue;
 		}

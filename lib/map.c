@@ -190,6 +190,8 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	rec->root = le64_mk(t.root);
 	if (!r)
 		r = vol_put(p, id, rec);
+	if (!r)
+		r = space_drain(p);
 	return r;
 }
 

@@ -91,12 +91,19 @@ int txn_read_sb(struct vbas_dev *dev, struct vbas_sb *out, uint32_t *slot_out)
 	/* Slot 1 sits one block in; without slot 0 try every block size. */
 	uint32_t bs = why0 ? VBAS_BLOCK_SIZE_MIN : le32_get(s0.block_size);
 	for (; bs <= VBAS_BLOCK_SIZE_MAX; bs *= 2) {
-		if (read_slot(dev, bs, &s1))
+		struct vbas_sb t;
+		const char *w;
+		if (read_slot(dev, bs, &t))
 			break;
-		why1 = sb_invalid(&s1, 1, dev->size);
-		if (!why1 && le32_get(s1.block_size) != bs)
-			why1 = "bad block size";
-		if (!why1 || !why0)
+		w = sb_invalid(&t, 1, dev->size);
+		if (!w && le32_get(t.block_size) != bs)
+			w = "bad block size";
+		/* Keep the most telling reason: one from a copy with our magic. */
+		if (le32_get(t.magic) == VBAS_SB_MAGIC || bs == VBAS_BLOCK_SIZE_MIN) {
+			why1 = w;
+			s1 = t;
+		}
+		if (!w || !why0)
 			break;
 	}
 	if (!why0 && !why1 && le32_get(s0.block_size) == le32_get(s1.block_size) &&

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test of vbas for each build directory given (e.g. build
+# build-san) and prints one TAP-style line per test case, then the total as
+# its last line: "N passed, N failed".
+set -u
+cd "$(dirname "$0")/.."
+pass=0
+fail=0
+failed=()
+logdir=$(mktemp -d)
+trap 'rm -rf "$logdir"' EXIT
+
+run_one() {   # label command...
+	local label=$1; shift
+	local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+	local t0=$SECONDS
+	"$@" >"$log" 2>&1
+	local rc=$?
+	local p f
+	p=$(grep -cE '^ok [0-9]+' "$log")
+	f=$(grep -cE '^not ok [0-9]+' "$log")
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1   # crashed or failed outside a test case
+		echo "not ok - $label: exit status $rc"
+	fi
+	grep -E '^(not )?ok [0-9]+' "$log" | sed "s|^|$label: |"
+	echo "# $label: $p passed, $f failed ($((SECONDS - t0)) s)"
+	if [ "$f" -ne 0 ]; then
+		failed+=("$label")
+		echo "# ---- output of $label ----"
+		grep -vE '^ok [0-9]+' "$log" | tail -n 60 | sed 's/^/#   /'
+	fi
+	pass=$((pass + p))
+	fail=$((fail + f))
+}
+
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+for build in "$@"; do
+	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-* "$build"/tests/crash/test-*; do
+		[ -x "$t" ] || continue
+		case "$t" in *.d|*.o) continue;; esac
+		run_one "$t" "$t"
+	done
+	run_one "$build/cli" tests/cli/test-cli.sh "$build"
+done
+if [ ${#failed[@]} -ne 0 ]; then
+	echo "# failed: ${failed[*]}"
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
