@@ -322,8 +322,8 @@ int vbas_reserve(struct vbas_pool *p, uint64_t nblocks, struct vbas_resv **resvp
 				r = txn_commit(p);
 			avail = space_avail(p);
 			if (!r && (avail < keep || avail - keep < nblocks))
-				r = vbas_err(-ENOSPC, "reserve %" PRIu64 " blocks: only %" PRIu64
-					     " are free for data", nblocks, avail > keep ? avail - keep : 0);
+				r = vbas_err(-ENOSPC, "the pool is full: %" PRIu64 " blocks needed, %"
+					     PRIu64 " free for data", nblocks, avail > keep ? avail - keep : 0);
 		}
 	}
 	if (!r) {

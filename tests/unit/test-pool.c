@@ -1,0 +1,305 @@
+/* Pools on real files: format and open errors, the lock against a second
+ * opener, filling a thin pool until ENOSPC and going on, SIGKILL during
+ * writes, and the extent map. */
+#include "common.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[256];
+
+static const char *path(const char *name)
+{
+	static char buf[512];
+	snprintf(buf, sizeof(buf), "%s/%s", dir, name);
+	return buf;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	const char *t = getenv("TMPDIR");
+	snprintf(dir, sizeof(dir), "%s/vbas-test-XXXXXX", t ? t : "/var/tmp");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[600];
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd);
+}
+
+static void t_format_errors(void **state)
+{
+	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_pool *p;
+	(void)state;
+	assert_ok(vbas_format(path("a.pool"), &fo));
+	assert_int_equal(vbas_format(path("a.pool"), &fo), -EEXIST);
+	assert_non_null(strstr(vbas_errmsg(), "--force"));
+	fo.flags = VBAS_FORMAT_FORCE;
+	assert_ok(vbas_format(path("a.pool"), &fo));
+	fo.block_size = 3000;
+	assert_int_equal(vbas_format(path("b.pool"), &fo), -EINVAL);
+	fo.block_size = 2 << 20;
+	assert_int_equal(vbas_format(path("b.pool"), &fo), -EINVAL);
+	fo.block_size = 0;
+	fo.size = 100 * 1024;
+	assert_int_equal(vbas_format(path("b.pool"), &fo), -ENOSPC);
+	fo.size = 0;
+	assert_int_equal(vbas_format(path("nosuch/dir.pool"), &fo), -EINVAL);
+	assert_int_equal(vbas_open(path("nosuch.pool"), NULL, &p), -ENOENT);
+	/* A file that is not a pool. */
+	int fd = open(path("junk"), O_CREAT | O_WRONLY, 0644);
+	char junk[65536];
+	memset(junk, 0x77, sizeof(junk));
+	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+	assert_int_equal(vbas_open(path("junk"), NULL, &p), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "not a vbas pool"));
+	/* Names and sizes. */
+	assert_ok(vbas_open(path("a.pool"), NULL, &p));
+	assert_int_equal(vbas_vol_create(p, "", 4096), -EINVAL);
+	assert_int_equal(vbas_vol_create(p, "a/b", 4096), -EINVAL);
+	char longname[300];
+	memset(longname, 'n', 256);
+	longname[256] = 0;
+	assert_int_equal(vbas_vol_create(p, longname, 4096), -ENAMETOOLONG);
+	longname[255] = 0;
+	assert_ok(vbas_vol_create(p, longname, 4096));
+	assert_int_equal(vbas_vol_create(p, "x", 4095), -EINVAL);
+	assert_int_equal(vbas_vol_create(p, "x", 0), -EINVAL);
+	assert_int_equal(vbas_vol_create(p, "x", 1ull << 62), -EFBIG);
+	assert_int_equal(vbas_vol_delete(p, "nosuch"), -ENOENT);
+	assert_int_equal(vbas_vol_resize(p, "nosuch", 4096), -ENOENT);
+	assert_ok(vbas_close(p));
+}
+
+static void t_second_opener(void **state)
+{
+	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_pool *p, *q;
+	(void)state;
+	assert_ok(vbas_format(path("lock.pool"), &fo));
+	assert_ok(vbas_open(path("lock.pool"), NULL, &p));
+	assert_int_equal(vbas_open(path("lock.pool"), NULL, &q), -EBUSY);
+	assert_non_null(strstr(vbas_errmsg(), "in use"));
+	/* Formatting it under the opener is refused too. */
+	fo.flags = VBAS_FORMAT_FORCE;
+	assert_int_equal(vbas_format(path("lock.pool"), &fo), -EBUSY);
+	assert_ok(vbas_close(p));
+	assert_ok(vbas_open(path("lock.pool"), NULL, &q));
+	assert_ok(vbas_close(q));
+}
+
+/* A 1 GiB pool with two 10 GiB volumes, filled until ENOSPC: the failing
+ * write changes nothing, and reads, overwrites, discard, delete, commit
+ * and reopen all keep working. */
+static void t_fill_thin_pool(void **state)
+{
+	struct vbas_format_opts fo = { .size = 1ull << 30 };
+	struct vbas_pool *p;
+	struct vbas_vol *a, *b;
+	struct rng r = { test_seed(41) };
+	const size_t chunk = 1 << 20;
+	uint8_t *buf = malloc(chunk), *rd = malloc(chunk);
+	uint64_t off = 0;
+	int e = 0;
+	(void)state;
+	assert_ok(vbas_format(path("thin.pool"), &fo));
+	assert_ok(vbas_open(path("thin.pool"), NULL, &p));
+	assert_ok(vbas_vol_create(p, "a", 10ull << 30));
+	assert_ok(vbas_vol_create(p, "b", 10ull << 30));
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_vol_open(p, "b", &b));
+	/* Each chunk starts with its index: enough to verify every one. */
+	memset(buf, 0xa5, chunk);
+	for (uint64_t i = 0;; i++) {
+		memcpy(buf, &i, 8);
+		e = vbas_pwrite(i % 2 ? b : a, buf, chunk, (i / 2) * chunk, 0);
+		if (e)
+			break;
+		off = i + 1;
+	}
+	assert_int_equal(e, -ENOSPC);
+	assert_non_null(strstr(vbas_errmsg(), "full"));
+	assert_true(off > 900);         /* most of the pool holds data */
+	/* The failed chunk left nothing behind. */
+	assert_ok(vbas_pread(off % 2 ? b : a, rd, chunk, (off / 2) * chunk));
+	for (size_t k = 0; k < chunk; k++)
+		assert_int_equal(rd[k], 0);
+	/* Everything written reads back. */
+	for (uint64_t i = 0; i < off; i++) {
+		uint64_t got;
+		assert_ok(vbas_pread(i % 2 ? b : a, rd, chunk, (i / 2) * chunk));
+		memcpy(&got, rd, 8);
+		assert_int_equal(got, i);
+		assert_int_equal(rd[chunk - 1], 0xa5);
+	}
+	/* Overwrites of mapped blocks need no space. */
+	rng_fill(&r, buf, chunk);
+	assert_ok(vbas_pwrite(a, buf, chunk, 0, 0));
+	assert_ok(vbas_pread(a, rd, chunk, 0));
+	assert_memory_equal(buf, rd, chunk);
+	assert_ok(vbas_flush(p));
+	vbas_vol_close(b);
+	/* Delete gives the space back; the next write succeeds. */
+	assert_ok(vbas_vol_delete(p, "b"));
+	assert_ok(vbas_pwrite(a, buf, chunk, 5ull << 30, 0));
+	assert_check_clean(p);
+	vbas_vol_close(a);
+	assert_ok(vbas_close(p));
+	assert_ok(vbas_open(path("thin.pool"), NULL, &p));
+	assert_check_clean(p);
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_pread(a, rd, chunk, 5ull << 30));
+	assert_memory_equal(buf, rd, chunk);
+	vbas_vol_close(a);
+	assert_ok(vbas_close(p));
+	free(buf);
+	free(rd);
+}
+
+/* SIGKILL in the middle of writes: the pool opens, passes check and holds
+ * everything written before the last flush. */
+static void t_sigkill(void **state)
+{
+	struct vbas_format_opts fo = { .size = 256 << 20 };
+	int pfd[2];
+	(void)state;
+	assert_ok(vbas_format(path("kill.pool"), &fo));
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct vbas_pool *p;
+		struct vbas_vol *v;
+		uint8_t buf[65536];
+		close(pfd[0]);
+		if (vbas_open(path("kill.pool"), NULL, &p) || vbas_vol_create(p, "v", 1 << 30) ||
+		    vbas_vol_open(p, "v", &v))
+			_exit(2);
+		for (uint64_t i = 0;; i++) {
+			memset(buf, (int)(i & 0xff), sizeof(buf));
+			memcpy(buf, &i, 8);
+			if (vbas_pwrite(v, buf, sizeof(buf), (i * 7919 % 16000) * sizeof(buf), 0))
+				_exit(3);
+			if (i % 50 == 49) {
+				if (vbas_flush(p))
+					_exit(4);
+				/* Tell the parent what is durable now. */
+				if (write(pfd[1], &i, 8) != 8)
+					_exit(5);
+			}
+		}
+	}
+	close(pfd[1]);
+	uint64_t durable = 0, n;
+	for (int k = 0; k < 12 && read(pfd[0], &n, 8) == 8; k++)
+		durable = n;
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	while (read(pfd[0], &n, 8) == 8)
+		durable = n;
+	close(pfd[0]);
+	assert_true(durable >= 49);
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	assert_ok(vbas_open(path("kill.pool"), NULL, &p));
+	assert_check_clean(p);
+	assert_ok(vbas_vol_open(p, "v", &v));
+	/* The last write to each slot at or before DURABLE is there (or a
+	 * later one, written after the flush). */
+	uint8_t buf[65536];
+	for (uint64_t i = 0; i <= durable; i++) {
+		uint64_t slot = i * 7919 % 16000, got;
+		assert_ok(vbas_pread(v, buf, sizeof(buf), slot * sizeof(buf)));
+		memcpy(&got, buf, 8);
+		assert_true(got >= i);
+		assert_int_equal(got * 7919 % 16000, slot);
+		assert_int_equal(buf[sizeof(buf) - 1], got & 0xff);
+	}
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+}
+
+static int ext_cb(const struct vbas_extent *e, void *arg)
+{
+	struct vbas_extent *out = arg;
+	int i = 0;
+	while (out[i].length)
+		i++;
+	out[i] = *e;
+	return 0;
+}
+
+static void t_extents_and_zeroes(void **state)
+{
+	struct vbas_dev *d = mem_pool(32 << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d, 0);
+	struct vbas_vol *v;
+	struct vbas_extent ex[16];
+	uint8_t buf[3 * 4096], rd[3 * 4096];
+	(void)state;
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	memset(buf, 0x11, sizeof(buf));
+	assert_ok(vbas_pwrite(v, buf, sizeof(buf), 8192, 0));     /* blocks 2..4 */
+	assert_ok(vbas_pwrite(v, buf, 100, 65536 + 10, 0));       /* block 16 */
+	memset(ex, 0, sizeof(ex));
+	assert_ok(vbas_extents(v, 0, 1 << 20, ext_cb, ex));
+	assert_int_equal(ex[0].offset, 8192);
+	assert_int_equal(ex[0].length, 3 * 4096);
+	assert_int_equal(ex[1].offset, 65536);
+	assert_int_equal(ex[1].length, 4096);
+	assert_int_equal(ex[2].length, 0);
+	/* Clipped to the range asked for. */
+	memset(ex, 0, sizeof(ex));
+	assert_ok(vbas_extents(v, 10000, 100, ext_cb, ex));
+	assert_int_equal(ex[0].offset, 10000);
+	assert_int_equal(ex[0].length, 100);
+	/* Zeroing across blocks: partial edges in place, middle unmapped. */
+	assert_ok(vbas_write_zeroes(v, 8192 + 100, 2 * 4096, 0));
+	assert_ok(vbas_pread(v, rd, sizeof(rd), 8192));
+	for (size_t k = 0; k < sizeof(rd); k++)
+		assert_int_equal(rd[k], k >= 100 && k < 100 + 2 * 4096 ? 0 : 0x11);
+	struct vbas_vol_info info;
+	assert_ok(vbas_vol_info(v, &info));
+	assert_int_equal(info.mapped, 3 * 4096);   /* 2, 4 and 16; 3 punched */
+	/* Past the end, and bad flags. */
+	assert_int_equal(vbas_pwrite(v, buf, 10, (1 << 20) - 5, 0), -ERANGE);
+	assert_int_equal(vbas_pread(v, rd, 10, 1 << 20), -ERANGE);
+	assert_int_equal(vbas_discard(v, 1 << 20, 4096, 0), -ERANGE);
+	assert_int_equal(vbas_pwrite(v, buf, 10, 0, 0x80), -EINVAL);
+	/* A mapping held by one writer keeps the blocks locked; map_end with
+	 * an error abandons the new blocks. */
+	struct vbas_iomap m;
+	assert_ok(vbas_map_begin(v, 1 << 19, 8192, VBAS_MAP_WRITE, NULL, &m));
+	assert_int_equal(m.type, VBAS_IOMAP_NEW);
+	assert_ok(vbas_map_end(v, &m, 0, -EIO));
+	assert_ok(vbas_vol_info(v, &info));
+	assert_int_equal(info.mapped, 3 * 4096);
+	vbas_vol_close(v);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_format_errors),
+		cmocka_unit_test(t_second_opener),
+		cmocka_unit_test(t_fill_thin_pool),
+		cmocka_unit_test(t_sigkill),
+		cmocka_unit_test(t_extents_and_zeroes),
+	};
+	cmocka_set_message_output(CM_OUTPUT_TAP);
+	return cmocka_run_group_tests_name("pool", tests, setup, teardown);
+}
