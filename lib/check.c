@@ -349,7 +349,8 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		problem(&c, "the superblock counts %" PRIu64 " volumes, the volume table holds %zu",
 			p->nvolumes, c.nv);
 	if (!c.oom) {
-		qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
+		if (c.nrefs)
+			qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
 		compare_counts(&c);
 	}
 	if (c.rdata != p->sp.data_used)

@@ -1,0 +1,661 @@
+#!/usr/bin/env bash
+# CLI tests: tests/cli/test-cli.sh BUILD_DIR   (runs BUILD_DIR/vbas)
+#
+# Prints TAP ("ok N - ...", "not ok N - ...", "1..N"); exits non-zero if
+# any check failed.  Works in its own temporary directory, removed on exit
+# together with any background process it started.
+set -euo pipefail
+
+BUILD=${1:?usage: $0 BUILD_DIR}
+VBAS=$(cd "$BUILD" && pwd)/vbas
+if [ ! -x "$VBAS" ]; then
+	echo "Bail out! $VBAS is not built"
+	exit 1
+fi
+command -v python3 >/dev/null || { echo "Bail out! python3 is needed"; exit 1; }
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/vbas-cli.XXXXXX")
+BG_PIDS=()
+cleanup() {
+	local p
+	for p in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	exec 3>&- 2>/dev/null || true
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+cd "$T"
+
+KiB=1024
+MiB=$((1024 * 1024))
+
+# ---- TAP helpers --------------------------------------------------------
+
+N=0
+FAILED=0
+pass() { N=$((N + 1)); echo "ok $N - $1"; }
+# fail DESC [DIAGNOSTIC...]
+fail() {
+	local d=$1
+	shift
+	N=$((N + 1))
+	FAILED=$((FAILED + 1))
+	echo "not ok $N - $d"
+	local l
+	for l in "$@"; do
+		printf '%s\n' "$l" | head -20 | sed 's/^/#   /'
+	done
+}
+
+# run CMD...: runs it with stdout in $T/out, stderr in $T/err, status in RC.
+run() {
+	set +e
+	"$@" >"$T/out" 2>"$T/err"
+	RC=$?
+	set -e
+}
+
+# A sanitizer report on stderr fails any check.
+sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
+
+# expect_ok DESC CMD...: exit 0, nothing from a sanitizer.
+expect_ok() {
+	local d=$1
+	shift
+	run "$@"
+	if [ "$RC" -eq 0 ] && sanitizer_clean; then
+		pass "$d"
+	else
+		fail "$d" "exit $RC: $*" "stderr: $(cat "$T/err")"
+	fi
+}
+
+# expect_fail DESC EXIT STDERR_REGEX CMD...: exit status EXIT, stderr's
+# first line "vbas: ..." matching the (extended) regex, nothing on stdout.
+expect_fail() {
+	local d=$1 want=$2 re=$3
+	shift 3
+	run "$@"
+	local first
+	first=$(head -n 1 "$T/err")
+	if [ "$RC" -eq "$want" ] && [[ $first == "vbas: "* ]] &&
+		grep -Eq -- "$re" "$T/err" && [ ! -s "$T/out" ] && sanitizer_clean; then
+		pass "$d"
+	else
+		fail "$d" "want exit $want and stderr ~ /$re/; got exit $RC: $*" \
+			"stderr: $(cat "$T/err")" "stdout: $(head -c 300 "$T/out")"
+	fi
+}
+
+# expect_stderr DESC EXACT_LINE CMD...: fails, stderr's first line is EXACT_LINE.
+expect_stderr() {
+	local d=$1 want=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -ne 0 ] && [ "$(head -n 1 "$T/err")" = "$want" ] && sanitizer_clean; then
+		pass "$d"
+	else
+		fail "$d" "want: $want" "got exit $RC: $(cat "$T/err")"
+	fi
+}
+
+# expect_out DESC REGEX CMD...: exit 0 and stdout matches REGEX.
+expect_out() {
+	local d=$1 re=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq 0 ] && grep -Eq -- "$re" "$T/out" && sanitizer_clean; then
+		pass "$d"
+	else
+		fail "$d" "want exit 0 and stdout ~ /$re/; got exit $RC: $*" \
+			"stdout: $(head -c 500 "$T/out")" "stderr: $(cat "$T/err")"
+	fi
+}
+
+# expect_json DESC PY_EXPR CMD...: exit 0, stdout is JSON, and the Python
+# expression is true with the parsed value in d.
+expect_json() {
+	local d=$1 expr=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq 0 ] && sanitizer_clean &&
+		python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
+		pass "$d"
+	else
+		fail "$d" "want: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \
+			"stderr: $(cat "$T/err")" "python: $(cat "$T/pyerr" 2>/dev/null)"
+	fi
+}
+
+# expect_true DESC CMD...: the command (a test, cmp, ...) succeeds.
+expect_true() {
+	local d=$1
+	shift
+	if "$@" >"$T/tout" 2>&1; then
+		pass "$d"
+	else
+		fail "$d" "failed: $*" "$(cat "$T/tout")"
+	fi
+}
+
+# jget EXPR CMD...: print a value from the command's JSON output ("" on error).
+jget() {
+	local expr=$1
+	shift
+	"$@" 2>/dev/null | python3 -c 'import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
+}
+
+# Byte-exact comparison of a volume range with a file.
+# same_as FILE POOL VOL OFF LEN
+same_as() {
+	"$VBAS" read "$2" "$3" --offset "$4" --length "$5" >"$T/rb" && cmp "$1" "$T/rb"
+}
+
+zeros() { head -c "$1" /dev/zero; }
+# write_stdin POOL VOL OFF FILE: vbas write with FILE on standard input.
+write_stdin() { "$VBAS" write "$1" "$2" --offset "$3" <"$4"; }
+# write_pipe POOL VOL OFF FILE: the same through a pipe, FILE given as "-".
+# shellcheck disable=SC2002 # the pipe is the point: input of unknown length
+write_pipe() { cat "$4" | "$VBAS" write "$1" "$2" --offset "$3" -; }
+# map_merged POOL VOL: map --json with logically adjacent extents merged
+# (the mapping tree may split a run into several records).
+map_merged() {
+	"$VBAS" map "$1" "$2" --json | python3 -c 'import json, sys
+out = []
+for e in json.load(sys.stdin):
+    if out and out[-1]["offset"] + out[-1]["length"] == e["offset"]:
+        out[-1]["length"] += e["length"]
+    else:
+        out.append(dict(e))
+print(json.dumps(out))'
+}
+# info_and_list POOL: info --json, after saving list --json in $T/list.json.
+info_and_list() { "$VBAS" list "$1" --json >"$T/list.json" && "$VBAS" info "$1" --json; }
+random_file() { head -c "$2" /dev/urandom >"$1"; }
+fsize() { stat -c %s "$1"; }
+
+# ---- Help and usage -------------------------------------------------------
+
+CMDS="format info create list delete resize write read discard map check"
+
+expect_out "vbas --help prints the usage" '^Usage: vbas' "$VBAS" --help
+expect_out "vbas --help lists every command" 'discard' "$VBAS" --help
+expect_out "vbas help prints the usage" '^Usage: vbas' "$VBAS" help
+expect_out "vbas --version" "^vbas [0-9]+\.[0-9]+\.[0-9]+$" "$VBAS" --version
+for c in $CMDS; do
+	expect_out "vbas $c --help" "^Usage: vbas $c " "$VBAS" "$c" --help
+	expect_out "vbas help $c" "^Usage: vbas $c " "$VBAS" help "$c"
+done
+expect_out "--help wins over a bad option value" '^Usage: vbas format' \
+	"$VBAS" format --size 12Q --help
+expect_fail "no command: usage error" 2 'no command' "$VBAS"
+expect_fail "unknown command: usage error with a hint" 2 "frob: unknown command" "$VBAS" frob
+expect_true "unknown command: hint names --help" grep -q -- '--help' "$T/err"
+expect_fail "help for an unknown command" 2 "frob: unknown command" "$VBAS" help frob
+expect_fail "unknown global option" 2 "--bogus: unknown option" "$VBAS" --bogus info x
+expect_fail "unknown command option" 2 "^vbas: info: --bogus: unknown option" \
+	"$VBAS" info x.img --bogus
+expect_fail "unknown short option" 2 "^vbas: info: -x: unknown option" "$VBAS" info -x x.img
+expect_fail "option of another command" 2 "^vbas: create: --json: not an option" \
+	"$VBAS" create x.img a --size 4K --json
+expect_fail "missing option value" 2 "^vbas: read: --offset: missing value" \
+	"$VBAS" read x.img a --offset
+expect_fail "value for a flag" 2 "^vbas: info: --json: takes no value" \
+	"$VBAS" info x.img --json=1
+expect_fail "missing POOL" 2 "^vbas: info: POOL: missing argument" "$VBAS" info
+expect_fail "missing NAME" 2 "^vbas: create: NAME: missing argument" \
+	"$VBAS" create x.img --size 4K
+expect_fail "extra argument" 2 "^vbas: info: extra: unexpected argument" \
+	"$VBAS" info x.img extra
+expect_fail "--cache on a command that opens no pool" 2 "^vbas: format: --cache" \
+	"$VBAS" --cache 1M format x.img --size 1M
+expect_true "usage errors create no file" test ! -e x.img
+
+# ---- format ---------------------------------------------------------------
+
+P=pool.img
+expect_ok "format a new file" "$VBAS" format $P --size 64M
+expect_true "format created a 64 MiB file" test "$(fsize $P)" -eq $((64 * MiB))
+expect_out "check: a freshly formatted pool is clean" '^clean' "$VBAS" check $P
+expect_json "info --json: size, block size, no volumes" \
+	'd["size"] == 64*2**20 and d["block_size"] == 4096 and d["volumes"] == 0 and d["data_used"] == 0' \
+	"$VBAS" info $P --json
+expect_json "info --json: the keys, in order" \
+	'list(d)[:6] == ["size", "block_size", "data_used", "metadata_used", "free", "volumes"]' \
+	"$VBAS" info $P --json
+expect_json "info --json: free + used = size" \
+	'd["free"] + d["data_used"] + d["metadata_used"] == d["size"] and 0 < d["free"] < d["size"]' \
+	"$VBAS" info $P --json
+expect_fail "format refuses an existing pool" 1 "^vbas: format: $P: .*already holds a vbas pool" \
+	"$VBAS" format $P --size 32M
+expect_json "the refused pool is untouched" 'd["size"] == 64*2**20' "$VBAS" info $P --json
+expect_ok "create a volume before --force" "$VBAS" create $P old --size 1M
+expect_ok "format --force overwrites" "$VBAS" format $P --size 32M --force
+expect_json "the forced pool is new: 32M, no volumes" \
+	'd["size"] == 32*2**20 and d["volumes"] == 0' "$VBAS" info $P --json
+expect_json "the forced pool lists nothing" 'd == []' "$VBAS" list $P --json
+expect_ok "format -s/-b/-f short options" "$VBAS" format $P -s 64M -b 8K -f
+expect_json "block size 8K" 'd["block_size"] == 8192' "$VBAS" info $P --json
+expect_ok "format with --block-size 64K" "$VBAS" format p64.img --size 64M --block-size 64K
+expect_json "block size 64K" 'd["block_size"] == 65536 and d["size"] == 64*2**20' \
+	"$VBAS" info p64.img --json
+expect_ok "format with --block-size 1M" "$VBAS" format p1m.img --size 256M --block-size 1M
+expect_ok "format with a KiB suffix" "$VBAS" format pk.img --size 65536KiB
+expect_json "65536KiB is 64 MiB" 'd["size"] == 64*2**20' "$VBAS" info pk.img --json
+expect_ok "format with a lower-case suffix" "$VBAS" format pk.img --size 1g --force
+expect_json "1g is 1 GiB" 'd["size"] == 2**30' "$VBAS" info pk.img --json
+for bad in 12Q "" -5 1.5G 99999999999999999999 16777216T 10KQ " 5" 0x10; do
+	expect_fail "format: bad size '$bad'" 2 "^vbas: format: --size: invalid size" \
+		"$VBAS" format bad.img --size "$bad"
+done
+expect_fail "format: size 0" 2 "^vbas: format: --size: .*must not be 0" \
+	"$VBAS" format bad.img --size 0
+expect_fail "format: missing --size" 2 "^vbas: format: --size: missing" "$VBAS" format bad.img
+expect_true "bad sizes create no file" test ! -e bad.img
+expect_fail "format: pool too small" 1 "^vbas: format: small.img: .*needs at least.*No space left" \
+	"$VBAS" format small.img --size 64K
+expect_fail "format: block size 3000" 1 "^vbas: format: bs.img: block size 3000: must be a power of two" \
+	"$VBAS" format bs.img --size 64M --block-size 3000
+expect_fail "format: block size 2M" 1 "block size 2097152: must be a power of two" \
+	"$VBAS" format bs.img --size 64M --block-size 2M
+expect_fail "format: block size 2K" 1 "block size 2048: must be a power of two" \
+	"$VBAS" format bs.img --size 64M --block-size 2K
+expect_fail "format: block size 0" 2 "^vbas: format: --block-size" \
+	"$VBAS" format bs.img --size 64M --block-size 0
+expect_fail "format: a directory" 1 "^vbas: format: $T: .*neither a regular file" \
+	"$VBAS" format "$T" --size 64M
+expect_fail "format: in a missing directory" 1 "No such file or directory" \
+	"$VBAS" format nodir/p.img --size 64M
+
+# ---- info -----------------------------------------------------------------
+
+expect_ok "reformat the pool" "$VBAS" format $P --size 64M --force
+expect_out "info: text output names the block size" '^block size +4096 ' "$VBAS" info $P
+expect_out "info: text output shows human units" '^size +67108864 +64\.0 MiB' "$VBAS" info $P
+expect_stderr "info: a missing file" "vbas: info: nosuch.img: No such file or directory" \
+	"$VBAS" info nosuch.img
+expect_true "info: a missing file exits 1" test "$RC" -eq 1
+random_file junk.img $((1 * MiB))
+expect_fail "info: random bytes are not a pool" 1 "^vbas: info: junk.img: not a vbas pool" \
+	"$VBAS" info junk.img
+: >empty.img
+expect_fail "info: an empty file is not a pool" 1 "^vbas: info: empty.img: not a vbas pool" \
+	"$VBAS" info empty.img
+expect_fail "info: a directory" 1 "^vbas: info: $T: " "$VBAS" info "$T"
+expect_json "--cache before the command sets the cache" 'd["cache_blocks"] == 256' \
+	"$VBAS" --cache 1M info $P --json
+expect_json "--cache after the command sets the cache" 'd["cache_blocks"] == 512' \
+	"$VBAS" info $P --cache 2M --json
+expect_json "no --cache: the default cache" 'd["cache_blocks"] == 64*2**20 // 4096' \
+	"$VBAS" info $P --json
+expect_fail "--cache with a bad size" 2 "^vbas: info: --cache: invalid size" \
+	"$VBAS" info $P --cache 12Q
+expect_fail "check: a missing pool" 1 "^vbas: check: nosuch.img: No such file" "$VBAS" check nosuch.img
+expect_fail "check: not a pool" 1 "^vbas: check: junk.img: not a vbas pool" "$VBAS" check junk.img
+expect_fail "list: not a pool" 1 "^vbas: list: junk.img: not a vbas pool" "$VBAS" list junk.img
+expect_fail "create: not a pool" 1 "^vbas: create: junk.img: not a vbas pool" \
+	"$VBAS" create junk.img a --size 4K
+expect_fail "read: a missing pool" 1 "^vbas: read: nosuch.img: No such file" \
+	"$VBAS" read nosuch.img a
+expect_true "not-a-pool file is untouched" test "$(fsize junk.img)" -eq $((1 * MiB))
+
+# ---- create and list --------------------------------------------------------
+
+G=thin.img
+expect_ok "format a 1G pool" "$VBAS" format $G --size 1G
+expect_ok "create a 10G volume on a 1G pool" "$VBAS" create $G a --size 10G
+expect_ok "create a second 10G volume" "$VBAS" create $G b --size 10G
+expect_json "list --json: two volumes" \
+	'[v["name"] for v in d] == ["a", "b"] and [v["size"] for v in d] == [10*2**30]*2 and [v["mapped"] for v in d] == [0, 0]' \
+	"$VBAS" list $G --json
+expect_json "list --json: distinct increasing ids" \
+	'len(d) == 2 and 0 < d[0]["id"] < d[1]["id"]' "$VBAS" list $G --json
+expect_json "info counts the volumes" 'd["volumes"] == 2 and d["data_used"] == 0' \
+	"$VBAS" info $G --json
+expect_out "list: text table" '^a +[0-9]+ +10737418240 \(10\.0 GiB\) +0 ' "$VBAS" list $G
+expect_out "list: text header" '^NAME +ID +SIZE +MAPPED' "$VBAS" list $G
+expect_stderr "create: a duplicate name" "vbas: create: $G: volume 'a' already exists" \
+	"$VBAS" create $G a --size 4K
+expect_fail "create: a name with '/'" 1 "^vbas: create: $G: .*'/'" "$VBAS" create $G x/y --size 4K
+expect_fail "create: an empty name" 1 "^vbas: create: $G: .*empty" "$VBAS" create $G "" --size 4K
+N255=$(printf 'n%.0s' $(seq 255))
+N256=${N255}x
+expect_fail "create: a 256-byte name" 1 "^vbas: create: $G: .*256 bytes.*255" \
+	"$VBAS" create $G "$N256" --size 4K
+expect_ok "create: a 255-byte name" "$VBAS" create $G "$N255" --size 4K
+expect_json "list: the 255-byte name" "d[-1]['name'] == 'n' * 255 and d[-1]['size'] == 4096" \
+	"$VBAS" list $G --json
+expect_fail "create: size not a multiple of the block size" 1 \
+	"^vbas: create: $G: .*5000 is not a multiple of the block size" "$VBAS" create $G c --size 5000
+expect_fail "create: size 0" 1 "^vbas: create: $G: .*must not be 0" "$VBAS" create $G c --size 0
+expect_fail "create: size over the limit" 1 "^vbas: create: $G: .*above the limit" \
+	"$VBAS" create $G c --size 2E
+expect_fail "create: bad size" 2 "^vbas: create: --size: invalid size '12Q'" \
+	"$VBAS" create $G c --size 12Q
+expect_fail "create: missing --size" 2 "^vbas: create: --size: missing" "$VBAS" create $G c
+expect_json "failed creates added nothing" 'len(d) == 3' "$VBAS" list $G --json
+# Names are bytes: quotes, backslashes, control characters, non-UTF-8.
+WEIRD=$'q"b\\s\tt\nn\x01\xff\xc3\xa9'
+expect_ok "create: a name with quotes, control and non-UTF-8 bytes" "$VBAS" create $G "$WEIRD" --size 4K
+expect_json "list --json escapes the name" \
+	"d[-1]['name'] == 'q\"b\\\\s\\tt\\nn\\x01\\xff\\u00e9'" "$VBAS" list $G --json
+expect_true "list --json is plain ASCII or UTF-8" \
+	python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$T/out"
+expect_ok "write to the weirdly named volume" "$VBAS" write $G "$WEIRD" /dev/null
+expect_ok "delete the weirdly named volume" "$VBAS" delete $G "$WEIRD"
+expect_ok "delete the 255-byte name" "$VBAS" delete $G "$N255"
+
+# ---- write and read ---------------------------------------------------------
+
+W=io.img
+expect_ok "format the I/O pool" "$VBAS" format $W --size 64M
+expect_ok "create volume v (16M)" "$VBAS" create $W v --size 16M
+expect_ok "create volume m (1M)" "$VBAS" create $W m --size 1M
+FREE0=$(jget 'd["free"]' "$VBAS" info $W --json)
+random_file d1m $MiB
+expect_ok "write 1M from a file" "$VBAS" write $W v d1m
+expect_true "read 1M back byte-identical" same_as d1m $W v 0 $MiB
+expect_json "mapped is exactly 1M" '[v["mapped"] for v in d if v["name"] == "v"] == [2**20]' \
+	"$VBAS" list $W --json
+random_file d5000 5000
+expect_ok "write 5000 bytes" "$VBAS" write $W m d5000
+expect_json "5000 bytes map two 4K blocks" '[v["mapped"] for v in d if v["name"] == "m"] == [8192]' \
+	"$VBAS" list $W --json
+expect_true "5000 bytes read back" same_as d5000 $W m 0 5000
+zeros 3192 >z3192
+expect_true "the rest of the second block reads as zeros" same_as z3192 $W m 5000 3192
+random_file d12345 12345
+expect_ok "write 12345 bytes at offset 2M+4097 from stdin" \
+	write_stdin $W v $((2 * MiB + 4097)) d12345
+expect_true "unaligned write reads back" same_as d12345 $W v $((2 * MiB + 4097)) 12345
+zeros 4097 >z4097
+expect_true "bytes before the unaligned write are zeros" same_as z4097 $W v $((2 * MiB)) 4097
+zeros 3942 >z3942
+expect_true "bytes after the unaligned write are zeros" same_as z3942 $W v $((2 * MiB + 16442)) 3942
+expect_json "unaligned 12345 bytes map 4 blocks" \
+	'[v["mapped"] for v in d if v["name"] == "v"] == [2**20 + 4*4096]' "$VBAS" list $W --json
+expect_true "the first 1M is still intact" same_as d1m $W v 0 $MiB
+random_file d3m5 $((3 * MiB + 5))
+expect_ok "write 3M+5 bytes from a pipe" write_pipe $W v 4M d3m5
+expect_true "piped write reads back" same_as d3m5 $W v $((4 * MiB)) $((3 * MiB + 5))
+expect_ok "read to a FILE" "$VBAS" read $W v --offset 4M --length $((3 * MiB + 5)) out.bin
+expect_true "FILE holds the data" cmp d3m5 out.bin
+expect_true "read to a FILE prints nothing" test ! -s "$T/out"
+expect_ok "read the whole volume" "$VBAS" read $W v whole.bin
+expect_true "default length is the whole volume" test "$(fsize whole.bin)" -eq $((16 * MiB))
+expect_ok "read from 15M to the end" "$VBAS" read $W v --offset 15M tail.bin
+expect_true "default length is size - offset" test "$(fsize tail.bin)" -eq $((1 * MiB))
+zeros $MiB >z1m
+expect_true "the unwritten tail reads as zeros" cmp z1m tail.bin
+zeros $((64 * KiB)) >z64k
+expect_true "a hole reads as zeros" same_as z64k $W v $((8 * MiB)) $((64 * KiB))
+expect_ok "read at offset == size is empty" "$VBAS" read $W v --offset 16M
+expect_true "... and prints nothing" test ! -s "$T/out"
+expect_ok "read -o/-l short options" "$VBAS" read $W v -o 1K -l 1K
+expect_true "... gives 1K" test "$(fsize "$T/out")" -eq 1024
+expect_fail "read: offset past the end" 1 "^vbas: read: v: offset 16781312 is past the end" \
+	"$VBAS" read $W v --offset $((16 * MiB + 4096))
+expect_fail "read: length past the end" 1 "^vbas: read: v: range .* is past the end" \
+	"$VBAS" read $W v --offset 15M --length $((MiB + 1))
+expect_fail "read: length past the end from 0" 1 "past the end" \
+	"$VBAS" read $W v --length 17M
+expect_fail "read: bad --length" 2 "^vbas: read: --length: invalid size '-1'" \
+	"$VBAS" read $W v --length -1
+expect_fail "read: bad --offset" 2 "^vbas: read: --offset: invalid size '1.5K'" \
+	"$VBAS" read $W v --offset 1.5K
+expect_fail "read: unknown volume" 1 "^vbas: read: $W: volume 'nope' not found" \
+	"$VBAS" read $W nope
+expect_fail "read: output into a missing directory" 1 "^vbas: read: nodir/out: No such file" \
+	"$VBAS" read $W v nodir/out
+USED1=$(jget 'd["data_used"]' "$VBAS" info $W --json)
+MAPV=$(jget '[v["mapped"] for v in d if v["name"] == "v"][0]' "$VBAS" list $W --json)
+random_file d200 200
+expect_fail "write: past the end" 1 "^vbas: write: v: write of 200 bytes at offset 16777116 .*past the end" \
+	"$VBAS" write $W v --offset $((16 * MiB - 100)) d200
+zeros 4096 >z4096
+expect_true "a write past the end changed nothing" same_as z4096 $W v $((16 * MiB - 4096)) 4096
+expect_fail "write: offset past the end" 1 "^vbas: write: v: offset .* is past the end" \
+	"$VBAS" write $W v --offset 17M d200
+expect_fail "write: a missing input file" 1 "^vbas: write: nosuch.bin: No such file" \
+	"$VBAS" write $W v nosuch.bin
+expect_fail "write: unknown volume" 1 "^vbas: write: $W: volume 'nope' not found" \
+	"$VBAS" write $W nope d200
+expect_ok "write: empty input" "$VBAS" write $W v /dev/null
+expect_json "failed and empty writes mapped nothing" \
+	"d['data_used'] == $USED1" "$VBAS" info $W --json
+expect_json "mapped is unchanged" "[v['mapped'] for v in d if v['name'] == 'v'] == [$MAPV]" \
+	"$VBAS" list $W --json
+expect_json "free went down by what was written" \
+	"d['free'] < $FREE0 and $FREE0 - d['free'] >= d['data_used']" "$VBAS" info $W --json
+expect_json "data_used is the sum of mapped" \
+	"d['data_used'] == sum(v['mapped'] for v in json.loads(open('$T/list.json').read()))" \
+	info_and_list $W
+
+# ---- discard ----------------------------------------------------------------
+
+cp d1m exp1m
+dd if=/dev/zero of=exp1m bs=256K seek=1 count=1 conv=notrunc status=none
+expect_ok "discard an aligned range" "$VBAS" discard $W v --offset 256K --length 256K
+expect_true "discarded range reads as zeros, the rest intact" same_as exp1m $W v 0 $MiB
+expect_json "discard lowered mapped by 256K" \
+	"[v['mapped'] for v in d if v['name'] == 'v'] == [$MAPV - 262144]" "$VBAS" list $W --json
+expect_json "map --json: extents after writes and discard" \
+	'sorted((e["offset"], e["length"]) for e in d) == [(0, 262144), (524288, 524288), (2101248, 16384), (4194304, 3145728 + 4096)]' \
+	map_merged $W v
+expect_json "map --json: sorted, block-aligned, inside the pool, no flags" \
+	'all(e["offset"] % 4096 == 0 and e["length"] % 4096 == 0 and e["length"] > 0 and e["physical"] % 4096 == 0 and 0 < e["physical"] < 64*2**20 and e["flags"] == [] for e in d) and [e["offset"] for e in d] == sorted(e["offset"] for e in d)' \
+	"$VBAS" map $W v --json
+expect_json "map --json: total length is mapped" \
+	"sum(e['length'] for e in d) == $MAPV - 262144" "$VBAS" map $W v --json
+expect_out "map: text output" '^ +0 +262144 ' "$VBAS" map $W v
+expect_ok "create an empty volume e" "$VBAS" create $W e --size 1M
+expect_json "map of an empty volume" 'd == []' "$VBAS" map $W e --json
+expect_fail "discard: unaligned offset" 1 "^vbas: discard: $W: .*not aligned" \
+	"$VBAS" discard $W v --offset 1000 --length 4096
+expect_fail "discard: unaligned length" 1 "not aligned" "$VBAS" discard $W v --offset 0 --length 5000
+expect_fail "discard: past the end" 1 "^vbas: discard: $W: .*past the end" \
+	"$VBAS" discard $W v --offset 16M --length 4K
+expect_fail "discard: missing --length" 2 "^vbas: discard: --length: missing" \
+	"$VBAS" discard $W v --offset 0
+expect_fail "discard: unknown volume" 1 "volume 'nope' not found" \
+	"$VBAS" discard $W nope --offset 0 --length 4K
+expect_true "failed discards changed nothing" same_as exp1m $W v 0 $MiB
+expect_ok "discard a hole" "$VBAS" discard $W v --offset 12M --length 1M
+
+# ---- resize -----------------------------------------------------------------
+
+random_file r1m $MiB
+expect_ok "create volume r" "$VBAS" create $W r --size 1M
+expect_ok "fill r" "$VBAS" write $W r r1m
+USED_R=$(jget 'd["data_used"]' "$VBAS" info $W --json)
+expect_ok "shrink r to 512K" "$VBAS" resize $W r --size 512K
+expect_json "shrinking freed the blocks past the end" \
+	'[(v["size"], v["mapped"]) for v in d if v["name"] == "r"] == [(524288, 524288)]' \
+	"$VBAS" list $W --json
+expect_json "data_used dropped by 512K" "d['data_used'] == $USED_R - 524288" "$VBAS" info $W --json
+expect_fail "read past the new end" 1 "past the end" "$VBAS" read $W r --offset 512K --length 1
+head -c $((512 * KiB)) r1m >r512k
+expect_true "the kept half is intact" same_as r512k $W r 0 $((512 * KiB))
+expect_ok "grow r back to 1M" "$VBAS" resize $W r --size 1M
+zeros $((512 * KiB)) >z512k
+expect_true "the regrown half reads as zeros" same_as z512k $W r $((512 * KiB)) $((512 * KiB))
+expect_ok "grow r past the pool (thin)" "$VBAS" resize $W r --size 100G
+expect_json "r is 100G" '[v["size"] for v in d if v["name"] == "r"] == [100*2**30]' \
+	"$VBAS" list $W --json
+expect_fail "resize: not a multiple of the block size" 1 "not a multiple of the block size" \
+	"$VBAS" resize $W r --size 5000
+expect_fail "resize: size 0" 1 "must not be 0" "$VBAS" resize $W r --size 0
+expect_fail "resize: unknown volume" 1 "^vbas: resize: $W: volume 'nope' not found" \
+	"$VBAS" resize $W nope --size 1M
+expect_fail "resize: missing --size" 2 "^vbas: resize: --size: missing" "$VBAS" resize $W r
+
+# ---- delete -----------------------------------------------------------------
+
+USED_BEFORE_D=$(jget 'd["data_used"]' "$VBAS" info $W --json)
+NVOL=$(jget 'd["volumes"]' "$VBAS" info $W --json)
+expect_ok "create volume d" "$VBAS" create $W d --size 4M
+OLD_ID=$(jget '[v["id"] for v in d if v["name"] == "d"][0]' "$VBAS" list $W --json)
+head -c $((2 * MiB)) d3m5 >d2m
+expect_ok "write 2M into d" write_pipe $W d 0 d2m
+expect_json "d's data is counted" "d['data_used'] == $USED_BEFORE_D + 2*2**20" "$VBAS" info $W --json
+expect_ok "delete d" "$VBAS" delete $W d
+expect_json "d is gone from the list" '"d" not in [v["name"] for v in d]' "$VBAS" list $W --json
+expect_json "delete gave the space back" "d['data_used'] == $USED_BEFORE_D and d['volumes'] == $NVOL" \
+	"$VBAS" info $W --json
+expect_fail "delete: again" 1 "^vbas: delete: $W: volume 'd' not found" "$VBAS" delete $W d
+expect_fail "delete: unknown volume" 1 "volume 'nope' not found" "$VBAS" delete $W nope
+expect_fail "delete: missing NAME" 2 "^vbas: delete: NAME: missing argument" "$VBAS" delete $W
+expect_ok "create d again" "$VBAS" create $W d --size 4M
+expect_json "a new volume gets a new id" "[v['id'] for v in d if v['name'] == 'd'][0] > $OLD_ID" \
+	"$VBAS" list $W --json
+expect_true "the re-created d reads as zeros" same_as z1m $W d 0 $MiB
+
+# ---- check ------------------------------------------------------------------
+
+expect_out "check: the I/O pool is clean" '^clean' "$VBAS" check $W
+expect_json "check --json: clean" \
+	'd["clean"] is True and d["problems"] == [] and d["volumes"] >= 4 and d["nodes"] > 0 and d["extents"] > 0 and d["refcount_records"] > 0' \
+	"$VBAS" check $W --json
+expect_json "check --json: volumes agree with list" \
+	"d['volumes'] == $(jget 'len(d)' "$VBAS" list $W --json)" "$VBAS" check $W --json
+expect_out "check: the thin pool is clean" '^clean' "$VBAS" check $G
+expect_ok "64K blocks: create a volume" "$VBAS" create p64.img v --size 1M
+expect_ok "64K blocks: write 5000 bytes at 70000" write_stdin p64.img v 70000 d5000
+expect_json "64K blocks: 5000 bytes at 70000 map one 64K block" \
+	'[v["mapped"] for v in d] == [65536]' "$VBAS" list p64.img --json
+expect_true "64K blocks: the data reads back" same_as d5000 p64.img v 70000 5000
+expect_fail "64K blocks: a 4K discard is unaligned" 1 "not aligned to the block size \(65536\)" \
+	"$VBAS" discard p64.img v --offset 64K --length 4K
+expect_out "check: the 64K-block pool is clean" '^clean' "$VBAS" check p64.img
+
+# ---- out of space -----------------------------------------------------------
+
+S=small.img
+expect_ok "format a 16M pool" "$VBAS" format $S --size 16M --force
+expect_ok "create a (64M) on it" "$VBAS" create $S a --size 64M
+expect_ok "create b (64M) on it" "$VBAS" create $S b --size 64M
+random_file a8m $((8 * MiB))
+random_file b32m $((32 * MiB))
+expect_ok "write 8M into a" "$VBAS" write $S a a8m
+expect_fail "write 32M into b: the pool is full" 1 "^vbas: write: $S: .*(full|No space)" \
+	"$VBAS" write $S b b32m
+expect_true "a reads back byte-identical" same_as a8m $S a 0 $((8 * MiB))
+expect_out "check is clean after ENOSPC" '^clean' "$VBAS" check $S
+expect_json "b holds only whole chunks of its data" \
+	'[v["mapped"] % 2**20 for v in d if v["name"] == "b"] == [0]' "$VBAS" list $S --json
+BMAP=$(jget '[v["mapped"] for v in d if v["name"] == "b"][0]' "$VBAS" list $S --json)
+if [ -n "$BMAP" ] && [ "$BMAP" -gt 0 ]; then
+	head -c "$BMAP" b32m >bpart
+	expect_true "what b got before ENOSPC is committed" same_as bpart $S b 0 "$BMAP"
+else
+	expect_true "what b got before ENOSPC is committed" test -n "$BMAP"
+fi
+expect_ok "discard all of b" "$VBAS" discard $S b --offset 0 --length 64M
+expect_json "b maps nothing" '[v["mapped"] for v in d if v["name"] == "b"] == [0]' \
+	"$VBAS" list $S --json
+expect_ok "delete b" "$VBAS" delete $S b
+random_file c4m $((4 * MiB))
+expect_ok "create c" "$VBAS" create $S c --size 64M
+expect_ok "a new write succeeds" "$VBAS" write $S c c4m
+expect_true "c reads back" same_as c4m $S c 0 $((4 * MiB))
+expect_true "a is still intact" same_as a8m $S a 0 $((8 * MiB))
+expect_out "check is clean at the end" '^clean' "$VBAS" check $S
+
+# ---- a second opener ----------------------------------------------------------
+
+L=lock.img
+expect_ok "format the lock pool" "$VBAS" format $L --size 16M
+expect_ok "create a" "$VBAS" create $L a --size 1M
+mkfifo fifo
+exec 3<>fifo                 # a writer, so that the reader's open does not block
+"$VBAS" write $L a fifo 3>&- >bg.out 2>bg.err &
+BG=$!
+BG_PIDS+=("$BG")
+# Wait until it holds the pool's lock (an OFD lock on the file's inode).
+INO=$(stat -c %i $L)
+held=0
+for _ in $(seq 200); do
+	if [ -r /proc/locks ]; then
+		grep -Eq "OFDLCK +ADVISORY +WRITE .*:$INO " /proc/locks && held=1
+	else
+		for fd in /proc/"$BG"/fd/*; do
+			if [ "$(readlink "$fd" 2>/dev/null)" = "$T/$L" ]; then
+				sleep 0.5   # no /proc/locks: the pool is open, give it time to lock
+				held=1
+			fi
+		done
+	fi
+	[ $held -eq 1 ] && break
+	sleep 0.05
+done
+expect_true "the background writer holds the pool" test $held -eq 1
+expect_stderr "info on a pool in use" "vbas: info: $L: pool is in use by another process (locked)" \
+	"$VBAS" info $L
+expect_true "... exits 1" test "$RC" -eq 1
+expect_fail "create on a pool in use" 1 "in use by another process" "$VBAS" create $L b --size 1M
+expect_fail "check on a pool in use" 1 "in use by another process" "$VBAS" check $L
+expect_fail "format --force on a pool in use" 1 "in use by another process" \
+	"$VBAS" format $L --size 16M --force
+printf 'hello, pool' >&3
+exec 3>&-
+set +e
+wait "$BG"
+BGRC=$?
+set -e
+if [ $BGRC -eq 0 ]; then
+	pass "the background write finished cleanly"
+else
+	fail "the background write finished cleanly" "exit $BGRC" "stderr: $(cat bg.err)"
+fi
+printf 'hello, pool' >hello
+expect_true "its data arrived" same_as hello $L a 0 11
+expect_out "the pool is clean afterwards" '^clean' "$VBAS" check $L
+
+# ---- SIGKILL in the middle of a write -------------------------------------------
+
+K=kill.img
+expect_ok "format the kill pool" "$VBAS" format $K --size 64M
+expect_ok "create a" "$VBAS" create $K a --size 16M
+expect_ok "create b" "$VBAS" create $K b --size 32M
+random_file k2m $((2 * MiB))
+expect_ok "write 2M into a" "$VBAS" write $K a k2m
+mkfifo slow
+(for _ in $(seq 400); do head -c 64K /dev/urandom || exit 0; sleep 0.02; done) >slow 2>/dev/null &
+GEN=$!
+BG_PIDS+=("$GEN")
+"$VBAS" write $K b slow >/dev/null 2>&1 &
+KW=$!
+BG_PIDS+=("$KW")
+sleep 1.5
+if kill -0 "$KW" 2>/dev/null; then running=1; else running=0; fi
+exec 4>&2 2>/dev/null           # no "Killed" note from the shell
+kill -9 "$KW" 2>/dev/null || true
+set +e
+wait "$KW"
+KRC=$?
+set -e
+exec 2>&4 4>&-
+kill -9 "$GEN" 2>/dev/null || true
+wait "$GEN" 2>/dev/null || true
+expect_true "the slow write was still running when killed" test $running -eq 1
+expect_true "it died of SIGKILL" test $KRC -eq 137
+expect_out "check is clean after SIGKILL" '^clean' "$VBAS" check $K
+expect_true "a reads back byte-identical" same_as k2m $K a 0 $((2 * MiB))
+expect_json "both volumes are still there" '[v["name"] for v in d] == ["a", "b"]' \
+	"$VBAS" list $K --json
+expect_ok "the pool takes writes again" "$VBAS" write $K b k2m
+expect_true "... which read back" same_as k2m $K b 0 $((2 * MiB))
+expect_out "check is clean at the end" '^clean' "$VBAS" check $K
+
+echo "1..$N"
+if [ "$FAILED" -ne 0 ]; then
+	echo "# $FAILED of $N checks failed"
+	exit 1
+fi

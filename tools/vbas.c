@@ -1,0 +1,1079 @@
+/* vbas — the command-line tool: pools and volumes in a file or device.
+ *
+ *   vbas [--cache SIZE] COMMAND [ARGS...]       (see usage() and cmds[])
+ *
+ * Each command parses its own options (getopt_long, options may come
+ * before or after the positional arguments), opens the pool, does one
+ * thing, and closes (commits) it.  Output goes to stdout; errors go to
+ * stderr as "vbas: COMMAND: WHAT: REASON".  Exit status: 0 success,
+ * 1 runtime error (or problems found by check), 2 usage error.
+ */
+#define _GNU_SOURCE
+#include "vbas.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
+#define CHUNK        (1u << 20)       /* bytes per read/write call */
+#define MAX_POS      3                /* positional arguments, at most */
+
+/* ---- Options ----------------------------------------------------------- */
+
+enum {
+	O_SIZE = 1 << 0,
+	O_BLOCK_SIZE = 1 << 1,
+	O_FORCE = 1 << 2,
+	O_OFFSET = 1 << 3,
+	O_LENGTH = 1 << 4,
+	O_JSON = 1 << 5,
+	O_CACHE = 1 << 6,
+	O_HELP = 1 << 7,
+};
+
+/* Long-only options get codes above the char range. */
+enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION };
+
+static const struct option long_opts[] = {
+	{ "size", required_argument, NULL, 's' },
+	{ "block-size", required_argument, NULL, 'b' },
+	{ "force", no_argument, NULL, 'f' },
+	{ "offset", required_argument, NULL, 'o' },
+	{ "length", required_argument, NULL, 'l' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "cache", required_argument, NULL, OPT_CACHE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* What a command was given, after parsing. */
+struct args {
+	const char *cmd;              /* the command's name, for messages */
+	unsigned seen;                /* O_* given */
+	uint64_t size, block_size, offset, length, cache;
+	int npos;
+	char *pos[MAX_POS];
+};
+
+struct cmd {
+	const char *name;
+	int (*fn)(const struct args *a);
+	unsigned opts;                /* O_* accepted (O_HELP always) */
+	int min_pos, max_pos;
+	const char *synopsis;         /* after "vbas NAME " */
+	const char *summary;          /* one line, for vbas --help */
+	const char *details;          /* the rest of vbas help NAME */
+};
+
+/* ---- Messages ----------------------------------------------------------- */
+
+static void usage_hint(const char *cmd)
+{
+	if (cmd)
+		fprintf(stderr, "Try 'vbas %s --help' for more information.\n", cmd);
+	else
+		fprintf(stderr, "Try 'vbas --help' for more information.\n");
+}
+
+/* A usage error: "vbas: CMD: WHAT: REASON" and a hint.  Returns 2. */
+static int usage_err(const char *cmd, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int usage_err(const char *cmd, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+	if (cmd)
+		fprintf(stderr, "vbas: %s: %s: ", cmd, what);
+	else
+		fprintf(stderr, "vbas: %s: ", what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	usage_hint(cmd);
+	return EXIT_USAGE;
+}
+
+/* A runtime error of the tool's own: "vbas: CMD: WHAT: REASON".  Returns 1. */
+static int fail(const char *cmd, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(const char *cmd, const char *what, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "vbas: %s: %s: ", cmd, what);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_RUNTIME;
+}
+
+/* A library failure R (negative errno): the library's message for this
+ * thread, less a leading "WHAT: " or "open WHAT: " that would repeat
+ * WHAT, else strerror.  Call right after the failing call: the next one
+ * clears the message.  Returns 1. */
+static int lib_fail(const char *cmd, const char *what, int r)
+{
+	const char *m = vbas_errmsg();
+	size_t wl = strlen(what);
+
+	if (!m || !*m)
+		return fail(cmd, what, "%s", strerror(-r));
+	if (!strncmp(m, "open ", 5) && !strncmp(m + 5, what, wl) && !strncmp(m + 5 + wl, ": ", 2))
+		m += 5 + wl + 2;
+	else if (!strncmp(m, what, wl) && !strncmp(m + wl, ": ", 2))
+		m += wl + 2;
+	/* The space messages name counts of blocks, not the condition. */
+	if (r == -ENOSPC && !strstr(m, "full") && !strstr(m, strerror(ENOSPC)))
+		return fail(cmd, what, "%s (%s)", m, strerror(ENOSPC));
+	return fail(cmd, what, "%s", m);
+}
+
+/* ---- Sizes -------------------------------------------------------------- */
+
+/* Parse a byte count: digits, then optionally K, M, G, T, P or E (any
+ * case, powers of 1024), optionally followed by "iB" or "B".  On failure
+ * writes why into WHY. */
+static int parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
+{
+	static const char units[] = "KMGTPE";
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!*s) {
+		snprintf(why, whylen, "invalid size '': empty");
+		return -1;
+	}
+	if (*p < '0' || *p > '9') {
+		snprintf(why, whylen, "invalid size '%s': not a number%s", s,
+			 *p == '-' ? " (negative)" : "");
+		return -1;
+	}
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10) {
+			snprintf(why, whylen, "invalid size '%s': too large (the limit is 2^64-1)", s);
+			return -1;
+		}
+		v = v * 10 + d;
+	}
+	if (*p) {
+		const char *u = memchr(units, *p >= 'a' && *p <= 'z' ? *p - 32 : *p, sizeof(units) - 1);
+		const char *rest = p + 1;
+		if (!u || (*rest && strcmp(rest, "iB") && strcmp(rest, "ib") &&
+			   strcmp(rest, "B") && strcmp(rest, "b"))) {
+			if (*p == '.' || *p == ',')
+				snprintf(why, whylen, "invalid size '%s': fractions are not supported", s);
+			else
+				snprintf(why, whylen, "invalid size '%s': unknown suffix '%s' "
+					 "(use K, M, G, T, P or E)", s, p);
+			return -1;
+		}
+		unsigned shift = 10 * (unsigned)(u - units + 1);
+		if (v > (UINT64_MAX >> shift)) {
+			snprintf(why, whylen, "invalid size '%s': too large (the limit is 2^64-1)", s);
+			return -1;
+		}
+		v <<= shift;
+	}
+	*out = v;
+	return 0;
+}
+
+/* "1.5 GiB": bytes in binary units, for people. */
+static const char *human(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	unsigned i = 0;
+	double d = (double)v;
+	while (d >= 1023.95 && i < 6) {
+		d /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%" PRIu64 " B", v);
+	else
+		snprintf(buf, len, "%.1f %s", d, units[i]);
+	return buf;
+}
+
+/* ---- JSON and text output ------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at S (at most N bytes), 0 if none. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len;
+	uint32_t c;
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0)
+		len = 2, c = s[0] & 0x1f;
+	else if ((s[0] & 0xf0) == 0xe0)
+		len = 3, c = s[0] & 0x0f;
+	else if ((s[0] & 0xf8) == 0xf0)
+		len = 4, c = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3f);
+	}
+	/* No overlong forms, surrogates or code points past U+10FFFF. */
+	if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+	    (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		return 0;
+	return len;
+}
+
+/* S as a JSON string.  Bytes that are not valid UTF-8 come out as \u00XX
+ * (the code point of the byte's Latin-1 reading). */
+static void json_str(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t n = strlen(str);
+	fputc('"', f);
+	while (n) {
+		size_t l = utf8_len(s, n);
+		if (l == 0) {
+			fprintf(f, "\\u%04x", s[0]);
+			l = 1;
+		} else if (l > 1) {
+			fwrite(s, 1, l, f);
+		} else if (*s == '"' || *s == '\\') {
+			fprintf(f, "\\%c", *s);
+		} else if (*s == '\n') {
+			fputs("\\n", f);
+		} else if (*s == '\t') {
+			fputs("\\t", f);
+		} else if (*s < 0x20 || *s == 0x7f) {
+			fprintf(f, "\\u%04x", *s);
+		} else {
+			fputc(*s, f);
+		}
+		s += l;
+		n -= l;
+	}
+	fputc('"', f);
+}
+
+/* NAME for a terminal: control bytes and backslashes as \xNN / \\. */
+static char *text_name(const char *name)
+{
+	size_t n = strlen(name);
+	char *out = malloc(4 * n + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
+		if (*s == '\\') {
+			*o++ = '\\';
+			*o++ = '\\';
+		} else if (*s < 0x20 || *s == 0x7f) {
+			o += sprintf(o, "\\x%02x", *s);
+		} else {
+			*o++ = (char)*s;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* ---- Pools and volumes ---------------------------------------------------- */
+
+static int open_pool(const struct args *a, unsigned flags, struct vbas_pool **pool)
+{
+	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
+	int r = vbas_open(a->pos[0], &o, pool);
+	if (r)
+		return lib_fail(a->cmd, a->pos[0], r);
+	return 0;
+}
+
+/* Close (commit) POOL; the exit status is RC unless closing fails. */
+static int close_pool(const struct args *a, struct vbas_pool *pool, int rc)
+{
+	int r = vbas_close(pool);
+	if (r) {
+		lib_fail(a->cmd, a->pos[0], r);
+		return rc ? rc : EXIT_RUNTIME;
+	}
+	return rc;
+}
+
+/* Open POOL and volume NAME (pos[0], pos[1]) with its info. */
+static int open_vol(const struct args *a, unsigned flags, struct vbas_pool **pool,
+		    struct vbas_vol **vol, struct vbas_vol_info *info)
+{
+	int r, rc = open_pool(a, flags, pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_open(*pool, a->pos[1], vol);
+	if (!r) {
+		r = vbas_vol_info(*vol, info);
+		if (r)
+			vbas_vol_close(*vol);
+	}
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		vbas_close(*pool);
+		return rc;
+	}
+	return 0;
+}
+
+static int close_vol(const struct args *a, struct vbas_pool *pool, struct vbas_vol *vol, int rc)
+{
+	vbas_vol_close(vol);
+	return close_pool(a, pool, rc);
+}
+
+/* ---- Commands ------------------------------------------------------------- */
+
+static int cmd_format(const struct args *a)
+{
+	struct vbas_format_opts o = { 0 };
+	char h[32];
+
+	if (!(a->seen & O_SIZE))
+		return usage_err(a->cmd, "--size", "missing (the pool's size is required)");
+	if (a->size == 0)
+		return usage_err(a->cmd, "--size", "the pool's size must not be 0");
+	if (a->seen & O_BLOCK_SIZE) {
+		if (a->block_size == 0 || a->block_size > UINT32_MAX)
+			return usage_err(a->cmd, "--block-size", "%" PRIu64 ": must be a power of "
+					 "two from 4K to 1M", a->block_size);
+		o.block_size = (uint32_t)a->block_size;
+	}
+	o.size = a->size;
+	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
+	int r = vbas_format(a->pos[0], &o);
+	if (r)
+		return lib_fail(a->cmd, a->pos[0], r);
+	printf("formatted %s: %s, block size %u\n", a->pos[0], human(a->size, h, sizeof(h)),
+	       o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT);
+	return 0;
+}
+
+static int cmd_info(const struct args *a)
+{
+	struct vbas_pool_info i;
+	struct vbas_pool *pool;
+	int r, rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	if (rc)
+		return rc;
+	r = vbas_pool_info(pool, &i);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	if (a->seen & O_JSON) {
+		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
+		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
+		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
+		       ",\"metadata_reserve\":%" PRIu64 ",\"generation\":%" PRIu64
+		       ",\"cache_blocks\":%u}\n",
+		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
+		       i.total_blocks, i.reserved, i.metadata_reserve, i.generation,
+		       i.cache_blocks);
+	} else {
+		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
+			{ "size", i.size, 1 },
+			{ "block size", i.block_size, 1 },
+			{ "data used", i.data_used, 1 },
+			{ "metadata used", i.metadata_used, 1 },
+			{ "free", i.free, 1 },
+			{ "metadata reserve", i.metadata_reserve, 1 },
+			{ "reserved", i.reserved, 1 },
+			{ "volumes", i.volumes, 0 },
+			{ "total blocks", i.total_blocks, 0 },
+			{ "generation", i.generation, 0 },
+			{ "cache blocks", i.cache_blocks, 0 },
+		};
+		char h[32];
+		printf("%-17s %s\n", "pool", a->pos[0]);
+		for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
+			if (rows[k].bytes)
+				printf("%-17s %20" PRIu64 "  %s\n", rows[k].k, rows[k].v,
+				       human(rows[k].v, h, sizeof(h)));
+			else
+				printf("%-17s %20" PRIu64 "\n", rows[k].k, rows[k].v);
+		}
+	}
+	return close_pool(a, pool, 0);
+}
+
+static int cmd_create(const struct args *a)
+{
+	struct vbas_pool *pool;
+	if (!(a->seen & O_SIZE))
+		return usage_err(a->cmd, "--size", "missing (the volume's size is required)");
+	int r, rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_create(pool, a->pos[1], a->size);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_pool(a, pool, rc);
+}
+
+struct vol_list {
+	struct vbas_vol_info *v;
+	size_t n, cap;
+};
+
+static int list_cb(const struct vbas_vol_info *info, void *arg)
+{
+	struct vol_list *l = arg;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 16;
+		struct vbas_vol_info *v = realloc(l->v, nc * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = nc;
+	}
+	l->v[l->n++] = *info;
+	return 0;
+}
+
+static void print_list_text(const struct vol_list *l)
+{
+	char **names = calloc(l->n ? l->n : 1, sizeof(*names));
+	int wn = 4, wid = 2, ws = 4, wm = 6;
+	char buf[32], h1[32], h2[32];
+
+	for (size_t i = 0; names && i < l->n; i++) {
+		names[i] = text_name(l->v[i].name);
+		int n = names[i] ? (int)strlen(names[i]) : 0;
+		if (n > wn)
+			wn = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].id)) > wid)
+			wid = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].size)) > ws)
+			ws = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].mapped)) > wm)
+			wm = n;
+	}
+	printf("%-*s  %*s  %*s %11s  %*s\n", wn, "NAME", wid, "ID", ws, "SIZE", "",
+	       wm, "MAPPED");
+	for (size_t i = 0; i < l->n; i++) {
+		const struct vbas_vol_info *v = &l->v[i];
+		snprintf(h1, sizeof(h1), "(%s)", human(v->size, buf, sizeof(buf)));
+		snprintf(h2, sizeof(h2), "(%s)", human(v->mapped, buf, sizeof(buf)));
+		printf("%-*s  %*" PRIu64 "  %*" PRIu64 " %-11s  %*" PRIu64 " %s\n", wn,
+		       names && names[i] ? names[i] : v->name, wid, v->id, ws, v->size, h1,
+		       wm, v->mapped, h2);
+	}
+	for (size_t i = 0; names && i < l->n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static int cmd_list(const struct args *a)
+{
+	struct vol_list l = { 0 };
+	struct vbas_pool *pool;
+	int r, rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_list(pool, list_cb, &l);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	} else if (a->seen & O_JSON) {
+		putchar('[');
+		for (size_t i = 0; i < l.n; i++) {
+			fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+			json_str(stdout, l.v[i].name);
+			printf(",\"id\":%" PRIu64 ",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64
+			       ",\"readonly\":%s}", l.v[i].id, l.v[i].size, l.v[i].mapped,
+			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false");
+		}
+		puts("]");
+	} else {
+		print_list_text(&l);
+	}
+	free(l.v);
+	return close_pool(a, pool, rc);
+}
+
+static int cmd_delete(const struct args *a)
+{
+	struct vbas_pool *pool;
+	int r, rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_delete(pool, a->pos[1]);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_pool(a, pool, rc);
+}
+
+static int cmd_resize(const struct args *a)
+{
+	struct vbas_pool *pool;
+	if (!(a->seen & O_SIZE))
+		return usage_err(a->cmd, "--size", "missing (the new size is required)");
+	int r, rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_resize(pool, a->pos[1], a->size);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_pool(a, pool, rc);
+}
+
+/* Read up to LEN bytes from FD, as many as there are before end of file. */
+static ssize_t read_full(int fd, char *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+static int write_full(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The FILE argument (pos[2]): absent or "-" means stdin/stdout. */
+static const char *file_arg(const struct args *a)
+{
+	return a->npos > 2 && strcmp(a->pos[2], "-") ? a->pos[2] : NULL;
+}
+
+static int cmd_write(const struct args *a)
+{
+	const char *file = file_arg(a), *fname = file ? file : "stdin";
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	uint64_t off = a->offset, total = 0;
+	void *buf;
+	int fd = 0, r, rc;
+
+	if (file && (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
+		return fail(a->cmd, file, "%s", strerror(errno));
+	if (posix_memalign(&buf, 4096, CHUNK)) {
+		if (file)
+			close(fd);
+		return fail(a->cmd, fname, "%s", strerror(ENOMEM));
+	}
+	rc = open_vol(a, 0, &pool, &vol, &info);
+	if (rc)
+		goto out;
+	if (off > info.size) {
+		rc = fail(a->cmd, a->pos[1], "offset %" PRIu64 " is past the end of the volume (%"
+			  PRIu64 " bytes)", off, info.size);
+		goto close;
+	}
+	for (;;) {
+		ssize_t n = read_full(fd, buf, CHUNK);
+		if (n < 0) {
+			rc = fail(a->cmd, fname, "read: %s", strerror(errno));
+			break;
+		}
+		if (n == 0)
+			break;
+		if ((uint64_t)n > info.size - off) {
+			/* Nothing of a chunk that does not fit is written. */
+			rc = fail(a->cmd, a->pos[1], "write of %zd bytes at offset %" PRIu64 " goes "
+				  "past the end of the volume (%" PRIu64 " bytes)", n, off,
+				  info.size);
+			break;
+		}
+		r = vbas_pwrite(vol, buf, (size_t)n, off, 0);
+		if (r) {
+			rc = lib_fail(a->cmd, a->pos[0], r);
+			break;
+		}
+		off += (uint64_t)n;
+		total += (uint64_t)n;
+	}
+	/* Commit what was written, even after a failure. */
+	r = vbas_flush(pool);
+	if (r && !rc)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	if (rc && total)
+		fprintf(stderr, "vbas: %s: %s: %" PRIu64 " bytes at offset %" PRIu64
+			" were written before the failure\n", a->cmd, a->pos[1], total, a->offset);
+close:
+	rc = close_vol(a, pool, vol, rc);
+out:
+	free(buf);
+	if (file)
+		close(fd);
+	return rc;
+}
+
+static int cmd_read(const struct args *a)
+{
+	const char *file = file_arg(a), *fname = file ? file : "stdout";
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	uint64_t off = a->offset, left;
+	void *buf = NULL;
+	int fd = 1, r, rc;
+
+	rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
+	if (rc)
+		return rc;
+	if (off > info.size) {
+		rc = fail(a->cmd, a->pos[1], "offset %" PRIu64 " is past the end of the volume (%"
+			  PRIu64 " bytes)", off, info.size);
+		goto close;
+	}
+	left = (a->seen & O_LENGTH) ? a->length : info.size - off;
+	if (left > info.size - off) {
+		rc = fail(a->cmd, a->pos[1], "range %" PRIu64 "+%" PRIu64 " is past the end of the "
+			  "volume (%" PRIu64 " bytes)", off, left, info.size);
+		goto close;
+	}
+	if (posix_memalign(&buf, 4096, CHUNK)) {
+		buf = NULL;
+		rc = fail(a->cmd, fname, "%s", strerror(ENOMEM));
+		goto close;
+	}
+	/* Open the output only once the range is known to be good. */
+	if (file && (fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0) {
+		rc = fail(a->cmd, file, "%s", strerror(errno));
+		goto close;
+	}
+	while (left) {
+		size_t n = left < CHUNK ? (size_t)left : CHUNK;
+		r = vbas_pread(vol, buf, n, off);
+		if (r) {
+			rc = lib_fail(a->cmd, a->pos[0], r);
+			break;
+		}
+		if (write_full(fd, buf, n) < 0) {
+			rc = fail(a->cmd, fname, "write: %s", strerror(errno));
+			break;
+		}
+		off += n;
+		left -= n;
+	}
+	if (file && fd >= 0 && close(fd) < 0 && !rc)
+		rc = fail(a->cmd, file, "close: %s", strerror(errno));
+close:
+	free(buf);
+	return close_vol(a, pool, vol, rc);
+}
+
+static int cmd_discard(const struct args *a)
+{
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	int r, rc;
+
+	if (!(a->seen & O_OFFSET))
+		return usage_err(a->cmd, "--offset", "missing (required)");
+	if (!(a->seen & O_LENGTH))
+		return usage_err(a->cmd, "--length", "missing (required)");
+	rc = open_vol(a, 0, &pool, &vol, &info);
+	if (rc)
+		return rc;
+	r = vbas_discard(vol, a->offset, a->length, 0);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_vol(a, pool, vol, rc);
+}
+
+struct map_out {
+	int json, n;
+};
+
+static int map_cb(const struct vbas_extent *e, void *arg)
+{
+	struct map_out *m = arg;
+	if (m->json) {
+		printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"physical\":%" PRIu64
+		       ",\"flags\":[%s]}", m->n ? "," : "", e->offset, e->length, e->physical,
+		       (e->flags & VBAS_EXTENT_SHARED) ? "\"shared\"" : "");
+	} else {
+		char h[32];
+		printf("%20" PRIu64 "  %20" PRIu64 " %-11s %20" PRIu64 "  %s\n", e->offset,
+		       e->length, human(e->length, h, sizeof(h)), e->physical,
+		       (e->flags & VBAS_EXTENT_SHARED) ? "shared" : "-");
+	}
+	m->n++;
+	return 0;
+}
+
+static int cmd_map(const struct args *a)
+{
+	struct map_out m = { .json = !!(a->seen & O_JSON) };
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
+	if (rc)
+		return rc;
+	if (m.json)
+		putchar('[');
+	else
+		printf("%20s  %20s %-11s %20s  %s\n", "OFFSET", "LENGTH", "", "PHYSICAL", "FLAGS");
+	r = vbas_extents(vol, 0, info.size, map_cb, &m);
+	if (m.json)
+		puts("]");
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_vol(a, pool, vol, rc);
+}
+
+struct check_out {
+	FILE *f;          /* problems: lines, or JSON strings for --json */
+	int json;
+	uint64_t n;
+};
+
+static void check_cb(const char *problem, void *arg)
+{
+	struct check_out *c = arg;
+	if (c->json) {
+		if (c->n)
+			fputc(',', c->f);
+		json_str(c->f, problem);
+	} else {
+		fprintf(c->f, "%s\n", problem);
+	}
+	c->n++;
+}
+
+static int cmd_check(const struct args *a)
+{
+	struct check_out c = { .json = !!(a->seen & O_JSON) };
+	struct vbas_check_stats st = { 0 };
+	struct vbas_pool *pool;
+	char *text = NULL;
+	size_t tlen = 0;
+	int r, rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	c.f = c.json ? open_memstream(&text, &tlen) : stdout;
+	if (!c.f)
+		return close_pool(a, pool, fail(a->cmd, a->pos[0], "%s", strerror(errno)));
+	r = vbas_check(pool, check_cb, &c, &st);
+	if (r && r != -EUCLEAN) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	} else {
+		if (r)
+			rc = lib_fail(a->cmd, a->pos[0], r);
+		if (c.json) {
+			fflush(c.f);
+			printf("{\"clean\":%s,\"problems\":[%s],\"nodes\":%" PRIu64
+			       ",\"extents\":%" PRIu64 ",\"refcount_records\":%" PRIu64
+			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64 "}\n",
+			       r ? "false" : "true", text ? text : "", st.nodes, st.extents,
+			       st.refcount_records, st.volumes, st.problems);
+		} else {
+			printf("%s: %" PRIu64 " problem(s); %" PRIu64 " tree nodes, %" PRIu64
+			       " extents, %" PRIu64 " refcount records, %" PRIu64 " volumes\n",
+			       r ? "NOT CLEAN" : "clean", st.problems, st.nodes, st.extents,
+			       st.refcount_records, st.volumes);
+		}
+	}
+	if (c.json)
+		fclose(c.f);
+	free(text);
+	return close_pool(a, pool, rc);
+}
+
+/* ---- Help and dispatch ------------------------------------------------------ */
+
+#define CACHE_HELP "      --cache SIZE        metadata cache size (default 64M)\n"
+#define HELP_HELP  "  -h, --help              show this help\n"
+
+static const struct cmd cmds[] = {
+	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE, 1, 1,
+	  "POOL --size SIZE [--block-size SIZE] [--force]",
+	  "create a pool in a file (created if missing) or a block device",
+	  "Refuses to overwrite an existing pool unless --force is given.\n\n"
+	  "Options:\n"
+	  "  -s, --size SIZE         the pool's size (required)\n"
+	  "  -b, --block-size SIZE   a power of two from 4K to 1M (default 4K)\n"
+	  "  -f, --force             overwrite an existing pool\n" HELP_HELP },
+	{ "info", cmd_info, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
+	  "show the pool's size and space use",
+	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
+	  "data_used, metadata_used, free, volumes, total_blocks, reserved,\n"
+	  "metadata_reserve, generation and cache_blocks.\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+	{ "create", cmd_create, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
+	  "create a thin volume",
+	  "NAME is 1 to 255 bytes without '/'.  SIZE is a multiple of the block\n"
+	  "size and may exceed the pool: blocks are allocated as they are written.\n\n"
+	  "Options:\n"
+	  "  -s, --size SIZE         the volume's size (required)\n" CACHE_HELP HELP_HELP },
+	{ "list", cmd_list, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
+	  "list the volumes",
+	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"readonly\"};\n"
+	  "sizes in bytes.\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
+	{ "delete", cmd_delete, O_CACHE, 2, 2, "POOL NAME",
+	  "delete a volume and free its blocks",
+	  "Options:\n" CACHE_HELP HELP_HELP },
+	{ "resize", cmd_resize, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
+	  "grow or shrink a volume",
+	  "Shrinking frees the blocks past the new end; growing adds a hole.\n\n"
+	  "Options:\n"
+	  "  -s, --size SIZE         the new size (required)\n" CACHE_HELP HELP_HELP },
+	{ "write", cmd_write, O_OFFSET | O_CACHE, 2, 3, "POOL NAME [--offset OFF] [FILE]",
+	  "copy FILE (or standard input) into a volume",
+	  "Reads FILE, or standard input when FILE is absent or '-', to its end and\n"
+	  "writes it at OFF (default 0) in chunks of 1 MiB, then commits.  A chunk\n"
+	  "that would go past the end of the volume or does not fit in the pool is\n"
+	  "not written; what was written before it is committed.\n\n"
+	  "Options:\n"
+	  "  -o, --offset OFF        where to start writing (default 0)\n" CACHE_HELP HELP_HELP },
+	{ "read", cmd_read, O_OFFSET | O_LENGTH | O_CACHE, 2, 3,
+	  "POOL NAME [--offset OFF] [--length LEN] [FILE]",
+	  "copy part of a volume to FILE (or standard output)",
+	  "Writes LEN bytes from OFF (default: from 0 to the end of the volume) to\n"
+	  "FILE, or standard output when FILE is absent or '-'.  Holes read as zeros.\n\n"
+	  "Options:\n"
+	  "  -o, --offset OFF        where to start reading (default 0)\n"
+	  "  -l, --length LEN        how much to read (default: to the end)\n" CACHE_HELP HELP_HELP },
+	{ "discard", cmd_discard, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
+	  "POOL NAME --offset OFF --length LEN",
+	  "unmap a block-aligned range: it reads as zeros and its blocks are freed",
+	  "Options:\n"
+	  "  -o, --offset OFF        start of the range, a multiple of the block size\n"
+	  "  -l, --length LEN        length of the range, a multiple of the block size\n"
+	  CACHE_HELP HELP_HELP },
+	{ "map", cmd_map, O_JSON | O_CACHE, 2, 2, "POOL NAME [--json]",
+	  "list a volume's mapped extents",
+	  "The JSON form is an array of {\"offset\", \"length\", \"physical\", \"flags\"}\n"
+	  "in bytes; flags holds \"shared\" for a block shared with another volume.\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
+	{ "check", cmd_check, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
+	  "verify every invariant of the pool",
+	  "Prints each problem found.  Exit status 0 if the pool is clean, 1 if not.\n"
+	  "Opens the pool read-write: an interrupted delete is finished first.\n"
+	  "The JSON object has the keys clean, problems (the messages), nodes,\n"
+	  "extents, refcount_records, volumes and problem_count (also those past\n"
+	  "the first 200, which are not reported one by one).\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+};
+
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+static const struct cmd *find_cmd(const char *name)
+{
+	for (size_t i = 0; i < NCMDS; i++)
+		if (!strcmp(cmds[i].name, name))
+			return &cmds[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: vbas [--cache SIZE] COMMAND [ARGS...]\n"
+		   "       vbas help COMMAND | vbas COMMAND --help | vbas --version\n\n"
+		   "Thin-provisioned volumes in a pool (a file or a block device).\n\n"
+		   "Commands:\n");
+	for (size_t i = 0; i < NCMDS; i++)
+		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
+		   "(powers of 1024; also k, KiB, KB).\n\n"
+		   "Exit status: 0 success, 1 failure (check: problems found), 2 usage error.\n");
+}
+
+static void cmd_help(const struct cmd *c)
+{
+	printf("Usage: vbas %s %s\n\n%c%s.\n\n%s", c->name, c->synopsis,
+	       toupper((unsigned char)c->summary[0]), c->summary + 1, c->details);
+}
+
+/* The options' codes, bits and names; those with a value parse as sizes. */
+static const struct opt_info {
+	int code;
+	unsigned bit;
+	const char *name;
+	size_t field;         /* offset of the value in struct args, or 0 */
+} opt_infos[] = {
+	{ 's', O_SIZE, "--size", offsetof(struct args, size) },
+	{ 'b', O_BLOCK_SIZE, "--block-size", offsetof(struct args, block_size) },
+	{ 'f', O_FORCE, "--force", 0 },
+	{ 'o', O_OFFSET, "--offset", offsetof(struct args, offset) },
+	{ 'l', O_LENGTH, "--length", offsetof(struct args, length) },
+	{ OPT_JSON, O_JSON, "--json", 0 },
+	{ OPT_CACHE, O_CACHE, "--cache", offsetof(struct args, cache) },
+	{ 'h', O_HELP, "--help", 0 },
+};
+#define NOPTS (sizeof(opt_infos) / sizeof(opt_infos[0]))
+
+static const struct opt_info *find_opt(int code)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opt_infos[i].code == code)
+			return &opt_infos[i];
+	return NULL;
+}
+
+/* The option getopt_long just complained about, as the user wrote it. */
+static int bad_opt(const char *cmd, int ch, char **argv)
+{
+	const char *arg = argv[optind - 1];
+	const char *why = ch == ':' ? "missing value" : "unknown option";
+	char s[3] = { '-', (char)optopt, 0 };
+	int len = (int)strlen(arg);
+
+	if (!strncmp(arg, "--", 2)) {
+		len = (int)strcspn(arg, "=");
+		if (ch == '?' && optopt && arg[len] == '=')
+			why = "takes no value";
+	}
+	else if (optopt > 0 && optopt < 128)
+		arg = s, len = 2;
+	if (cmd)
+		fprintf(stderr, "vbas: %s: %.*s: %s\n", cmd, len, arg, why);
+	else
+		fprintf(stderr, "vbas: %.*s: %s\n", len, arg, why);
+	usage_hint(cmd);
+	return EXIT_USAGE;
+}
+
+/* Parse a command's arguments ARGV[1..] into A.  Returns -1 to go on, or
+ * an exit status. */
+static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a)
+{
+	const char *raw[NOPTS] = { NULL };   /* the values as given */
+	int ch;
+
+	a->cmd = c->name;
+	opterr = 0;
+	optind = 0;                          /* restart getopt */
+	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:h", long_opts, NULL)) != -1) {
+		if (ch == '?' || ch == ':')
+			return bad_opt(c->name, ch, argv);
+		const struct opt_info *o = find_opt(ch);
+		if (!(o->bit & (c->opts | O_HELP)))
+			return usage_err(c->name, o->name, "not an option of '%s'", c->name);
+		a->seen |= o->bit;
+		raw[o - opt_infos] = optarg;
+	}
+	if (a->seen & O_HELP) {
+		cmd_help(c);
+		return 0;
+	}
+	/* Values are parsed after --help so that it wins over bad ones. */
+	for (size_t i = 0; i < NOPTS; i++) {
+		char why[160];
+		if (!raw[i] || !opt_infos[i].field)
+			continue;
+		if (parse_size(raw[i], (uint64_t *)((char *)a + opt_infos[i].field), why, sizeof(why)))
+			return usage_err(c->name, opt_infos[i].name, "%s", why);
+	}
+	a->npos = argc - optind;
+	if (a->npos < c->min_pos)
+		return usage_err(c->name, a->npos == 0 ? "POOL" : a->npos == 1 ? "NAME" : "FILE",
+				 "missing argument");
+	if (a->npos > c->max_pos)
+		return usage_err(c->name, argv[optind + c->max_pos], "unexpected argument");
+	for (int i = 0; i < a->npos; i++)
+		a->pos[i] = argv[optind + i];
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct args a = { 0 };
+	const char *gcache = NULL;
+	int ch, rc;
+	static const struct option gopts[] = {
+		{ "cache", required_argument, NULL, OPT_CACHE },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+
+	/* Global options, up to the command. */
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:h", gopts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_VERSION:
+			printf("vbas %s\n", VBAS_VERSION_STRING);
+			return 0;
+		case OPT_CACHE:
+			gcache = optarg;
+			break;
+		default:
+			return bad_opt(NULL, ch, argv);
+		}
+	}
+	if (optind >= argc) {
+		fprintf(stderr, "vbas: no command given\n");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *name = argv[optind];
+	if (!strcmp(name, "help")) {
+		if (optind + 1 >= argc) {
+			usage(stdout);
+			return 0;
+		}
+		const struct cmd *c = find_cmd(argv[optind + 1]);
+		if (!c)
+			return usage_err("help", argv[optind + 1], "unknown command");
+		cmd_help(c);
+		return 0;
+	}
+	const struct cmd *c = find_cmd(name);
+	if (!c) {
+		fprintf(stderr, "vbas: %s: unknown command\n", name);
+		usage_hint(NULL);
+		return EXIT_USAGE;
+	}
+	if (gcache) {
+		char why[128];
+		if (!(c->opts & O_CACHE))
+			return usage_err(c->name, "--cache", "'%s' does not open a pool", c->name);
+		if (parse_size(gcache, &a.cache, why, sizeof(why)))
+			return usage_err(c->name, "--cache", "%s", why);
+	}
+	rc = parse_args(c, argc - optind, argv + optind, &a);
+	if (rc < 0)
+		rc = c->fn(&a);
+	if (fflush(stdout) || ferror(stdout)) {
+		fprintf(stderr, "vbas: %s: stdout: %s\n", c->name, strerror(errno));
+		if (!rc)
+			rc = EXIT_RUNTIME;
+	}
+	return rc;
+}
