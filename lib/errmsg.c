@@ -24,10 +24,15 @@ int vbas_err_ctx(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(ctx, sizeof(ctx), fmt, ap);
 	va_end(ap);
-	if (old[0])
-		snprintf(msg, sizeof(msg), "%s: %s", ctx, old);
-	else
-		snprintf(msg, sizeof(msg), "%s: %s", ctx, strerror(err < 0 ? -err : err));
+	int n = snprintf(msg, sizeof(msg), "%s: ", ctx);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return err;
+	const char *src = old[0] ? old : strerror(err < 0 ? -err : err);
+	size_t room = sizeof(msg) - (size_t)n - 1, l = strlen(src);
+	if (l > room)
+		l = room;
+	memcpy(msg + n, src, l);
+	msg[(size_t)n + l] = 0;
 	return err;
 }
 
