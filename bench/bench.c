@@ -365,7 +365,7 @@ static struct {
 	int no_extents;
 } opt = {
 	.size = 1 * GiB,
-	.seconds = 5,
+	.seconds = 8,
 	.extents = 1000000,
 	.rss_cache = 16 * MiB,
 	.seed = 0x5eed,
@@ -528,7 +528,7 @@ static void job_flush(struct job *j)
 /* Run A and B in ABBA order; each write job ends with its flush. */
 static void run_pair(struct job *a, struct job *b)
 {
-	unsigned n = a->seq ? 8 : 4;
+	unsigned n = a->seq ? 16 : 8;
 	for (unsigned k = 0; k < n; k++) {
 		struct job *first = k % 2 ? b : a, *second = k % 2 ? a : b;
 		job_slice(first, k, n);
@@ -591,20 +591,20 @@ static struct row mkrow(const char *name, const struct job *raw, const struct jo
 	return r;
 }
 
-static void usage(void)
+static void usage(int status)
 {
-	fprintf(stderr,
+	fprintf(status ? stderr : stdout,
 		"usage: %s [--dir DIR] [--size BYTES] [--time SEC | --ops N] [--extents N]\n"
 		"          [--cache BYTES] [--seed N] [--no-extents]\n"
 		"  --dir      directory for the pool and raw files (default $VBAS_BENCH_DIR,\n"
 		"             else a fresh mktemp -d under /var/tmp, removed at the end)\n"
 		"  --size     working set of the I/O tests (default 1G)\n"
-		"  --time     seconds per random 4K test (default 5)\n"
+		"  --time     seconds per random 4K test and target (default 8)\n"
 		"  --ops      operations per random 4K test instead of a time limit\n"
 		"  --extents  extents of the open-time / RSS volume (default 1000000)\n"
 		"  --cache    metadata cache of the RSS reader (default 16M)\n"
 		"  --no-extents  skip the open-time and RSS tests\n", prog);
-	exit(2);
+	exit(status);
 }
 
 int main(int argc, char **argv)
@@ -620,12 +620,14 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			usage(0);
 		if (!strcmp(a, "--no-extents")) {
 			opt.no_extents = 1;
 			continue;
 		}
 		if (!v)
-			usage();
+			usage(2);
 		i++;
 		if (!strcmp(a, "--dir"))
 			opt.dir = v;
@@ -642,7 +644,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--seed"))
 			opt.seed = strtoull(v, NULL, 0);
 		else
-			usage();
+			usage(2);
 	}
 	opt.size = opt.size / SEQ_IO * SEQ_IO;
 	if (opt.size < 16 * MiB)
@@ -706,7 +708,7 @@ int main(int argc, char **argv)
 	int rawfd = open_raw(raw_path, direct, 0, 0);
 	struct target raw = { .name = "raw", .fd = rawfd };
 	struct target vb = { .name = "vbas", .pool = pool, .vol = vol };
-	struct io_result r_raw, r_vb;
+	struct job jr, jv;
 	struct row rows[8];
 	int nrows = 0;
 	printf("I/O mode: %s (pool and raw file)\n", direct ? "O_DIRECT" : "buffered (no O_DIRECT)");
@@ -714,9 +716,10 @@ int main(int argc, char **argv)
 
 	/* 1 MiB sequential write: raw into an empty file (this also
 	 * preallocates it for the overwrite test), vbas into a fresh volume. */
-	seq_io(&raw, 1, S, buf, &r_raw);
-	seq_io(&vb, 1, S, buf, &r_vb);
-	rows[nrows++] = (struct row){ "1M seq write", "MiB/s", mibs(&r_raw), mibs(&r_vb) };
+	job_init(&jr, &raw, 1, 1, S, NULL, buf);
+	job_init(&jv, &vb, 1, 1, S, NULL, buf);
+	run_pair(&jr, &jv);
+	rows[nrows++] = mkrow("1M seq write", &jr, &jv);
 
 	/* Metadata cost of the sequential write (only volume "seq" has data). */
 	struct vbas_pool_info pi;
@@ -730,20 +733,23 @@ int main(int argc, char **argv)
 	double meta_excl = (double)(pi.metadata_used - sb_bytes);
 	double meta_per_gib = meta_excl * GiB / (double)pi.data_used;
 	double meta_pct = meta_excl * 100.0 / (double)pi.data_used;
+	uint64_t meta_incl = pi.metadata_used;
 
-	seq_io(&raw, 0, S, buf, &r_raw);
-	seq_io(&vb, 0, S, buf, &r_vb);
-	rows[nrows++] = (struct row){ "1M seq read", "MiB/s", mibs(&r_raw), mibs(&r_vb) };
+	job_init(&jr, &raw, 0, 1, S, NULL, buf);
+	job_init(&jv, &vb, 0, 1, S, NULL, buf);
+	run_pair(&jr, &jv);
+	rows[nrows++] = mkrow("1M seq read", &jr, &jv);
 
 	/* 4 KiB random overwrites of allocated blocks. */
-	rand_io(&raw, 1, S, NULL, buf, &r_raw);
-	rand_io(&vb, 1, S, NULL, buf, &r_vb);
-	rows[nrows++] = (struct row){ "4K rand write, overwrite", "IOPS", iops(&r_raw), iops(&r_vb) };
-	uint64_t ow_ops_raw = r_raw.ops, ow_ops_vb = r_vb.ops;
+	job_init(&jr, &raw, 1, 0, S, NULL, buf);
+	job_init(&jv, &vb, 1, 0, S, NULL, buf);
+	run_pair(&jr, &jv);
+	rows[nrows++] = mkrow("4K rand write, overwrite", &jr, &jv);
 
-	rand_io(&raw, 0, S, NULL, buf, &r_raw);
-	rand_io(&vb, 0, S, NULL, buf, &r_vb);
-	rows[nrows++] = (struct row){ "4K rand read", "IOPS", iops(&r_raw), iops(&r_vb) };
+	job_init(&jr, &raw, 0, 0, S, NULL, buf);
+	job_init(&jv, &vb, 0, 0, S, NULL, buf);
+	run_pair(&jr, &jv);
+	rows[nrows++] = mkrow("4K rand read", &jr, &jv);
 
 	/* 4 KiB random allocating writes, each block once: a fresh volume,
 	 * against a fresh sparse raw file (the file system allocates too). */
@@ -752,16 +758,22 @@ int main(int argc, char **argv)
 	struct target raw2 = { .name = "raw-sparse", .fd = raw2fd };
 	V(vbas_vol_open(pool, "fresh", &vol2));
 	struct target vb2 = { .name = "vbas", .pool = pool, .vol = vol2 };
-	rand_io(&raw2, 1, S, perm, buf, &r_raw);
-	rand_io(&vb2, 1, S, perm, buf, &r_vb);
-	rows[nrows++] = (struct row){ "4K rand write, allocating", "IOPS", iops(&r_raw), iops(&r_vb) };
-	uint64_t al_ops_raw = r_raw.ops, al_ops_vb = r_vb.ops;
-	double al_flush_vb = r_vb.flush_seconds;
+	job_init(&jr, &raw2, 1, 0, S, perm, buf);
+	job_init(&jv, &vb2, 1, 0, S, perm, buf);
+	run_pair(&jr, &jv);
+	rows[nrows++] = mkrow("4K rand write, allocating", &jr, &jv);
+	double al_flush_vb = jv.res.flush_seconds, al_flush_raw = jr.res.flush_seconds;
 	free(perm);
 	V(vbas_vol_info(vol2, &vi));
-	if (vi.mapped != r_vb.ops * BS)
+	if (vi.mapped != jv.res.ops * BS)
 		die("allocating writes: volume maps %" PRIu64 " bytes after %" PRIu64 " writes",
-		    vi.mapped, r_vb.ops);
+		    vi.mapped, jv.res.ops);
+	/* Sanity (not timed): the pool is consistent after all that. */
+	struct vbas_check_stats ist;
+	int icr = vbas_check(pool, NULL, NULL, &ist);
+	if (icr)
+		die("vbas_check on the I/O pool: %s (%s), %" PRIu64 " problems", strerror(-icr),
+		    vbas_errmsg(), ist.problems);
 
 	V(vbas_vol_close(vol2));
 	V(vbas_vol_close(vol));
@@ -849,62 +861,10 @@ int main(int argc, char **argv)
 	if (made_dir && rmdir(tmpdir) < 0)
 		fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
 
-	/* ---- Report --------------------------------------------------------- */
-	char rnd[64];
-	if (opt.ops)
-		snprintf(rnd, sizeof(rnd), "%" PRIu64 " ops each", opt.ops);
-	else
-		snprintf(rnd, sizeof(rnd), "%.3g s each", opt.seconds);
-	printf("\n");
-	printf("vbas %s benchmark: working set %.2f GiB, QD1, 1 thread, %s, random tests %s\n",
-	       VBAS_VERSION_STRING, S / (double)GiB, direct ? "O_DIRECT" : "buffered", rnd);
-	printf("write phases include the final vbas_flush / fdatasync\n\n");
-	printf("%-30s %12s %12s %10s  %s\n", "test", "raw", "vbas", "vbas/raw", "unit");
-	printf("%-30s %12s %12s %10s  %s\n", "------------------------------", "------------",
-	       "------------", "----------", "-----");
-	for (int i = 0; i < nrows; i++)
-		printf("%-30s %12.1f %12.1f %10.3f  %s\n", rows[i].name, rows[i].raw, rows[i].vbas,
-		       rows[i].vbas / rows[i].raw, rows[i].unit);
-	printf("  (overwrite ops: raw %" PRIu64 ", vbas %" PRIu64 "; allocating ops: raw %" PRIu64
-	       " into a sparse file, vbas %" PRIu64 " into a fresh volume, its flush %.3f s)\n",
-	       ow_ops_raw, ow_ops_vb, al_ops_raw, al_ops_vb, al_flush_vb);
-	printf("\n%-44s %14s  %s\n", "vbas", "value", "target / note");
-	printf("%-44s %14s  %s\n", "--------------------------------------------", "--------------",
-	       "-------------");
-	printf("%-44s %10.1f KiB  metadata_used minus 2 superblocks (%u B each)\n",
-	       "metadata per GiB of sequential data", meta_per_gib / KiB, pi0.block_size);
-	printf("%-44s %12.4f %%  target < 0.5%%\n", "metadata as % of data", meta_pct);
-	if (!opt.no_extents) {
-		char nm[64];
-		snprintf(nm, sizeof(nm), "%" PRIu64, N);
-		printf("%-44s %12.3f s  map_begin/map_end, no data I/O, + flush\n",
-		       "build volume of N extents", build_s);
-		printf("%-44s %12.3f ms\n", "vbas_open (N-extent pool)", open_s * 1e3);
-		printf("%-44s %12.3f ms\n", "vbas_vol_open", volopen_s * 1e3);
-		printf("%-44s %12.3f ms  cold cache, middle of the volume\n", "first vbas_pread 4K",
-		       read1_s * 1e3);
-		printf("%-44s %12.3f ms\n", "open total (open + vol_open + pread)",
-		       (open_s + volopen_s + read1_s) * 1e3);
-		printf("%-44s %12.3f s  %" PRIu64 " nodes, %" PRIu64 " extents, %" PRIu64
-		       " refcount records\n", "vbas_check (N-extent pool)", check_s, cst.nodes,
-		       cst.extents, cst.refcount_records);
-		printf("%-44s %10.1f MiB  %.1f B per extent\n", "metadata of the N-extent pool",
-		       ext_meta / (double)MiB, ext_meta / (double)N);
-		printf("%-44s %10.1f MiB  target < %.0f MiB (cache %.0f MiB + 16 MiB)\n",
-		       "peak RSS reading all N extents", rss.maxrss_kib / 1024.0,
-		       (opt.rss_cache + 16 * MiB) / (double)MiB, opt.rss_cache / (double)MiB);
-		printf("%-44s %12.3f s  %" PRIu64 " extents, %.0f extents/s; VmHWM %.1f MiB, "
-		       "RSS at start %.1f MiB\n", "  read of all N extents (fresh process)", rss.seconds,
-		       rss.extents, rss.extents / rss.seconds, rss.vmhwm_kib / 1024.0,
-		       rss.start_rss_kib / 1024.0);
-		printf("(N = %s extents: 4 KiB mapped at every second block of a %.1f GiB volume)\n",
-		       nm, 2.0 * N * BS / GiB);
-	}
-	printf("\n");
-
-	/* Machine-readable. */
+	/* ---- Report: machine-readable lines, then the table ----------------- */
 	static const char *keys[] = { "seq_write_1m", "seq_read_1m", "rand_write_4k_overwrite",
 				      "rand_read_4k", "rand_write_4k_alloc" };
+	printf("\n");
 	for (int i = 0; i < nrows; i++) {
 		char k[96];
 		const char *u = !strcmp(rows[i].unit, "IOPS") ? "iops" : "MiB/s";
@@ -914,6 +874,10 @@ int main(int argc, char **argv)
 		bench_line(k, rows[i].vbas, u);
 		snprintf(k, sizeof(k), "%s_ratio", keys[i]);
 		bench_line(k, rows[i].vbas / rows[i].raw, "x");
+		snprintf(k, sizeof(k), "%s_cpu_raw", keys[i]);
+		bench_line(k, rows[i].raw_cpu_us, "us/op");
+		snprintf(k, sizeof(k), "%s_cpu_vbas", keys[i]);
+		bench_line(k, rows[i].vbas_cpu_us, "us/op");
 	}
 	bench_line("metadata_per_gib", meta_per_gib, "bytes");
 	bench_line("metadata_pct_of_data", meta_pct, "%");
@@ -932,5 +896,61 @@ int main(int argc, char **argv)
 		bench_line("extents_read_rss_target", (opt.rss_cache + 16 * MiB) / (double)MiB, "MiB");
 		bench_line("extents_read_all", rss.seconds, "s");
 	}
+
+	char rnd[96];
+	if (opt.ops)
+		snprintf(rnd, sizeof(rnd), "%" PRIu64 " ops each", opt.ops);
+	else
+		snprintf(rnd, sizeof(rnd), "%.3g s each", opt.seconds);
+	const char *rule = "------------------------------------------------------------------------"
+			   "------------------------";
+	printf("\nvbas %s benchmark: working set %.2f GiB, QD1, 1 thread, %s, block %u B\n",
+	       VBAS_VERSION_STRING, S / (double)GiB, direct ? "O_DIRECT" : "buffered", BS);
+	printf("random 4K tests %s; raw and vbas alternate in slices (ABBA); write tests include "
+	       "the final vbas_flush / fdatasync\n", rnd);
+	printf("%.96s\n", rule);
+	printf("%-28s %12s %12s %9s  %-6s %9s %9s\n", "test", "raw", "vbas", "vbas/raw", "unit",
+	       "cpu raw", "cpu vbas");
+	printf("%.96s\n", rule);
+	for (int i = 0; i < nrows; i++)
+		printf("%-28s %12.1f %12.1f %9.3f  %-6s %6.1f us %6.1f us\n", rows[i].name,
+		       rows[i].raw, rows[i].vbas, rows[i].vbas / rows[i].raw, rows[i].unit,
+		       rows[i].raw_cpu_us, rows[i].vbas_cpu_us);
+	printf("  ops: overwrite raw %" PRIu64 " / vbas %" PRIu64 ", read raw %" PRIu64 " / vbas %"
+	       PRIu64 ", allocating raw %" PRIu64 " / vbas %" PRIu64 "\n", rows[2].raw_ops,
+	       rows[2].vbas_ops, rows[3].raw_ops, rows[3].vbas_ops, rows[4].raw_ops, rows[4].vbas_ops);
+	printf("  allocating: raw = fresh sparse file (fdatasync %.3f s), vbas = fresh volume "
+	       "(vbas_flush %.3f s); cpu = CPU time per request\n", al_flush_raw, al_flush_vb);
+	printf("%.96s\n", rule);
+	printf("%-40s %16s  %s\n", "vbas metric", "value", "target / note");
+	printf("%.96s\n", rule);
+	printf("%-40s %12.1f KiB  metadata_used - 2 superblocks, after %.2f GiB seq + flush\n",
+	       "metadata per GiB of sequential data", meta_per_gib / KiB, S / (double)GiB);
+	printf("%-40s %14.4f %%  target < 0.5%% (incl. superblocks: %.4f %%)\n",
+	       "metadata as % of data", meta_pct, meta_incl * 100.0 / (double)S);
+	if (!opt.no_extents) {
+		printf("%-40s %16.0f  4 KiB at every 2nd block of a %.2f GiB volume\n",
+		       "extents (N)", (double)N, 2.0 * N * BS / GiB);
+		printf("%-40s %14.3f s  map_begin/map_end without data I/O, + flush\n",
+		       "build N-extent volume", build_s);
+		printf("%-40s %13.3f ms\n", "open: vbas_open", open_s * 1e3);
+		printf("%-40s %13.3f ms\n", "open: vbas_vol_open", volopen_s * 1e3);
+		printf("%-40s %13.3f ms  cold metadata cache, middle of the volume\n",
+		       "open: first vbas_pread 4K", read1_s * 1e3);
+		printf("%-40s %13.3f ms\n", "open: total", (open_s + volopen_s + read1_s) * 1e3);
+		printf("%-40s %14.3f s  %" PRIu64 " nodes, %" PRIu64 " extents, %" PRIu64
+		       " refcount records\n", "vbas_check", check_s, cst.nodes, cst.extents,
+		       cst.refcount_records);
+		printf("%-40s %12.1f MiB  %.1f B per extent\n", "metadata of the N-extent pool",
+		       ext_meta / (double)MiB, ext_meta / (double)N);
+		printf("%-40s %12.1f MiB  target < %.0f MiB (cache %.0f MiB + 16 MiB)%s\n",
+		       "peak RSS reading all N extents", rss.maxrss_kib / 1024.0,
+		       (opt.rss_cache + 16 * MiB) / (double)MiB, opt.rss_cache / (double)MiB,
+		       rss.maxrss_kib * KiB < opt.rss_cache + 16 * MiB ? "" : "  ** OVER **");
+		printf("%-40s %14.3f s  fresh process, RDONLY, %.0f extents/s; RSS at start "
+		       "%.1f MiB\n", "read all N extents", rss.seconds, rss.extents / rss.seconds,
+		       rss.start_rss_kib / 1024.0);
+	}
+	printf("%.96s\n", rule);
 	return 0;
 }
