@@ -100,15 +100,10 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 	return add_ref(c, blkno, 1, VBAS_BT_META);
 }
 
-struct map_rec {
-	struct vbas_map_key k;
-	struct vbas_map_val v;
-};
-
 static int map_rec_cb(void *arg, const void *rec)
 {
 	struct ck *c = arg;
-	const struct map_rec *r = rec;
+	const struct vbas_map_rec *r = rec;
 	uint64_t l = le64_get(r->k.lblk), pb = le64_get(r->v.pblk), n = le32_get(r->v.len);
 	c->st.extents++;
 	if (l < c->prev_end)
@@ -127,15 +122,10 @@ static int map_rec_cb(void *arg, const void *rec)
 	return add_ref(c, pb, n, VBAS_BT_DATA);
 }
 
-struct refc_rec {
-	struct vbas_refc_key k;
-	struct vbas_refc_val v;
-};
-
 static int refc_rec_cb(void *arg, const void *rec)
 {
 	struct ck *c = arg;
-	const struct refc_rec *r = rec;
+	const struct vbas_refc_rec *r = rec;
 	uint64_t s = le64_get(r->k.pblk), n = le32_get(r->v.len);
 	uint32_t t = le32_get(r->v.type), rc = le32_get(r->v.refcount);
 	c->st.refcount_records++;
@@ -174,15 +164,10 @@ static int refc_rec_cb(void *arg, const void *rec)
 	return 0;
 }
 
-struct voltab_rec {
-	struct vbas_vol_key k;
-	struct vbas_vol_rec v;
-};
-
 static int vol_rec_cb(void *arg, const void *rec)
 {
 	struct ck *c = arg;
-	const struct voltab_rec *r = rec;
+	const struct vbas_voltab_rec *r = rec;
 	if (c->nv == c->capv) {
 		size_t n = c->capv ? c->capv * 2 : 64;
 		uint64_t *ids = realloc(c->vids, n * sizeof(*ids));

@@ -148,4 +148,21 @@ struct vbas_vol_rec {
 };
 _Static_assert(sizeof(struct vbas_vol_rec) == 312, "vbas_vol_rec");
 
+/* Whole leaf records (key, then value) of each tree. */
+struct vbas_map_rec {
+	struct vbas_map_key k;
+	struct vbas_map_val v;
+};
+struct vbas_refc_rec {
+	struct vbas_refc_key k;
+	struct vbas_refc_val v;
+};
+struct vbas_voltab_rec {
+	struct vbas_vol_key k;
+	struct vbas_vol_rec v;
+};
+_Static_assert(sizeof(struct vbas_map_rec) == 24, "vbas_map_rec");
+_Static_assert(sizeof(struct vbas_refc_rec) == 24, "vbas_refc_rec");
+_Static_assert(sizeof(struct vbas_voltab_rec) == 320, "vbas_voltab_rec");
+
 #endif /* VBAS_FORMAT_H */

@@ -130,6 +130,9 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	      uint64_t lblk, uint64_t nblk, int allow_commit);
 int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	       uint64_t *pblk, uint64_t *len, int *mapped);
+/* Range locks over a volume's logical blocks; called with pool->lock held. */
+int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 
 /* Helpers. */
 static inline uint64_t bytes_to_blocks(const struct vbas_pool *p, uint64_t b)

@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
-void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
-
 int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off)
 {
 	struct vbas_iomap m;

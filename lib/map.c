@@ -23,16 +23,11 @@
 
 #define MAX_EXT_LEN 0xffffffffull
 
-struct map_rec {
-	struct vbas_map_key k;
-	struct vbas_map_val v;
-};
-
 struct mext {
 	uint64_t lblk, pblk, len;
 };
 
-static void to_mext(const struct map_rec *r, struct mext *e)
+static void to_mext(const struct vbas_map_rec *r, struct mext *e)
 {
 	e->lblk = le64_get(r->k.lblk);
 	e->pblk = le64_get(r->v.pblk);
@@ -41,7 +36,7 @@ static void to_mext(const struct map_rec *r, struct mext *e)
 
 static int mget(struct vbas_btree *t, uint64_t key, enum bt_lookup_mode mode, struct mext *e)
 {
-	struct map_rec r;
+	struct vbas_map_rec r;
 	uint8_t k[8];
 	st_le64(k, key);
 	int x = bt_lookup(t, k, mode, &r);
@@ -52,7 +47,7 @@ static int mget(struct vbas_btree *t, uint64_t key, enum bt_lookup_mode mode, st
 
 static int mput(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t len)
 {
-	struct map_rec r;
+	struct vbas_map_rec r;
 	memset(&r, 0, sizeof(r));
 	r.k.lblk = le64_mk(lblk);
 	r.v.pblk = le64_mk(pblk);

@@ -39,12 +39,6 @@
 
 /* ---- The refcount tree ------------------------------------------------ */
 
-struct refc_rec {
-	struct vbas_refc_key k;
-	struct vbas_refc_val v;
-};
-_Static_assert(sizeof(struct refc_rec) == 24, "refc_rec");
-
 struct refc_irec {
 	uint64_t start;
 	uint32_t len, rc, type;
@@ -52,14 +46,14 @@ struct refc_irec {
 
 static void refc_to_irec(const void *rec, struct refc_irec *ir)
 {
-	const struct refc_rec *r = rec;
+	const struct vbas_refc_rec *r = rec;
 	ir->start = le64_get(r->k.pblk);
 	ir->len = le32_get(r->v.len);
 	ir->rc = le32_get(r->v.refcount);
 	ir->type = le32_get(r->v.type);
 }
 
-static void refc_from_irec(const struct refc_irec *ir, struct refc_rec *r)
+static void refc_from_irec(const struct refc_irec *ir, struct vbas_refc_rec *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->k.pblk = le64_mk(ir->start);
@@ -96,7 +90,7 @@ const struct vbas_btree_ops refc_ops = {
 static int refc_get(struct vbas_pool *p, uint64_t key, enum bt_lookup_mode mode,
 		    struct refc_irec *ir)
 {
-	struct refc_rec r;
+	struct vbas_refc_rec r;
 	uint8_t k[8];
 	st_le64(k, key);
 	int e = bt_lookup(&p->sp.refc, k, mode, &r);
@@ -107,7 +101,7 @@ static int refc_get(struct vbas_pool *p, uint64_t key, enum bt_lookup_mode mode,
 
 static int refc_put(struct vbas_pool *p, const struct refc_irec *ir)
 {
-	struct refc_rec r;
+	struct vbas_refc_rec r;
 	refc_from_irec(ir, &r);
 	return bt_insert(&p->sp.refc, &r);
 }
@@ -356,7 +350,7 @@ int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 
 static int refc_upd(struct vbas_pool *p, const struct refc_irec *ir)
 {
-	struct refc_rec r;
+	struct vbas_refc_rec r;
 	refc_from_irec(ir, &r);
 	return bt_update(&p->sp.refc, &r);
 }

@@ -11,14 +11,9 @@
 
 /* ---- Volume table ------------------------------------------------------ */
 
-struct voltab_rec {
-	struct vbas_vol_key k;
-	struct vbas_vol_rec v;
-};
-
 static int voltab_check_rec(const void *rec, char *why, size_t len)
 {
-	const struct voltab_rec *r = rec;
+	const struct vbas_voltab_rec *r = rec;
 	unsigned nl = le16_get(r->v.name_len);
 	uint64_t id = le64_get(r->k.id);
 	if (id == 0 || id >= VBAS_OWNER_REFC)
@@ -50,14 +45,9 @@ const struct vbas_btree_ops voltab_ops = {
 
 /* ---- Mapping trees ----------------------------------------------------- */
 
-struct map_rec {
-	struct vbas_map_key k;
-	struct vbas_map_val v;
-};
-
 static int map_check_rec(const void *rec, char *why, size_t len)
 {
-	const struct map_rec *r = rec;
+	const struct vbas_map_rec *r = rec;
 	if (le32_get(r->v.len) == 0)
 		return snprintf(why, len, "zero length"), -EUCLEAN;
 	if (le64_get(r->v.pblk) < VBAS_FIRST_BLOCK)
@@ -70,7 +60,7 @@ static int map_check_rec(const void *rec, char *why, size_t len)
 /* A leaf copied from a shared leaf: its extents gain a reference. */
 static int map_val_inc(void *ctx, const void *rec)
 {
-	const struct map_rec *r = rec;
+	const struct vbas_map_rec *r = rec;
 	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), +1, VBAS_BT_DATA, 0);
 }
 
@@ -99,7 +89,7 @@ void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *r
 
 int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec)
 {
-	struct voltab_rec r;
+	struct vbas_voltab_rec r;
 	uint8_t k[8];
 	st_le64(k, id);
 	int e = bt_lookup(&p->voltab, k, BT_EQ, &r);
@@ -112,7 +102,7 @@ int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec)
 
 int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec)
 {
-	struct voltab_rec r;
+	struct vbas_voltab_rec r;
 	r.k.id = le64_mk(id);
 	r.v = *rec;
 	p->dirty = 1;
@@ -130,7 +120,7 @@ struct name_find {
 static int name_cb(void *arg, const void *rec)
 {
 	struct name_find *f = arg;
-	const struct voltab_rec *r = rec;
+	const struct vbas_voltab_rec *r = rec;
 	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
 		return 0;
 	if (le16_get(r->v.name_len) == f->len && !memcmp(r->v.name, f->name, f->len)) {
@@ -211,7 +201,7 @@ static struct vol_state *find_open(struct vbas_pool *p, uint64_t id)
 
 int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 {
-	struct voltab_rec r;
+	struct vbas_voltab_rec r;
 	uint64_t id;
 	int e;
 
@@ -327,7 +317,7 @@ struct del_collect {
 static int del_cb(void *arg, const void *rec)
 {
 	struct del_collect *c = arg;
-	const struct voltab_rec *r = rec;
+	const struct vbas_voltab_rec *r = rec;
 	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING) {
 		c->ids[c->n++] = le64_get(r->k.id);
 		if (c->n == 64)
@@ -355,9 +345,6 @@ int vol_resume_deletes(struct vbas_pool *p)
 		}
 	}
 }
-
-int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
-void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 
 int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 {
@@ -434,7 +421,7 @@ struct list_ctx {
 static int list_cb(void *arg, const void *rec)
 {
 	struct list_ctx *c = arg;
-	const struct voltab_rec *r = rec;
+	const struct vbas_voltab_rec *r = rec;
 	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
 		return 0;
 	if (c->n == c->cap) {
