@@ -350,12 +350,26 @@ static void remove_item(const struct vbas_btree *t, void *d, unsigned pos)
 	set_nrecs(d, n - 1);
 }
 
-/* Split the full child C (already writable) at index I of P. */
-static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock *c)
+/* Split the full child C (already writable) at index I of P, on the way
+ * to inserting REC.  RIGHTMOST says that C is on the right edge of the
+ * tree.  An insert into a leaf there past every key of C is an append
+ * (logical addresses written in order, blocks allocated in order): C then
+ * keeps all but its last record, so appends leave full leaves behind them
+ * instead of half-full ones.  Every other split is in the middle, so
+ * random inserts cannot leave a trail of nearly empty nodes.  Interior
+ * nodes always split in the middle: a split is made before the descent
+ * knows whether the child below will split too, and an interior node
+ * left with one entry would be merged back by the next delete, only to be
+ * split again by the next append. */
+static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock *c,
+		       const void *rec, int rightmost)
 {
 	struct cblock *s;
 	unsigned n = n_recs(c->data), keep = n / 2;
 	size_t sz = item_size(t, c->data);
+	if (rightmost && n_level(c->data) == 0 &&
+	    kcmp(t, rec, (uint8_t *)c->data + HDR + (n - 1) * sz) > 0)
+		keep = n - 1;
 	uint8_t e[BT_MAX_REC];
 	int r = new_node(t, c->blkno, n_level(c->data), &s);
 	if (r)
@@ -373,8 +387,8 @@ static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock 
 	return 0;
 }
 
-/* Make the root writable and not full; returns it pinned. */
-static int prepare_root(struct vbas_btree *t, struct cblock **out)
+/* Make the root writable and not full for inserting REC; returns it pinned. */
+static int prepare_root(struct vbas_btree *t, const void *rec, struct cblock **out)
 {
 	struct cblock *root, *nr;
 	int r = shadow(t, t->root, -1, &root);
@@ -399,7 +413,7 @@ static int prepare_root(struct vbas_btree *t, struct cblock **out)
 	insert_item(t, nr->data, 0, e);
 	set_child(t, nr->data, 0, root->blkno);
 	set_entry_keys(t, nr->data, 0, root->data);
-	r = split_child(t, nr->data, 0, root);
+	r = split_child(t, nr->data, 0, root, rec, 1);
 	put(t, root);
 	if (r) {
 		put(t, nr);
@@ -523,19 +537,21 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 		return -EEXIST;
 	if (r != -ENOENT)
 		return r;
-	r = prepare_root(t, &cur);
+	r = prepare_root(t, rec, &cur);
 	if (r)
 		return r;
 	p.node[p.depth++] = cur;
+	int rightmost = 1;
 	while (n_level(cur->data)) {
 		void *d = cur->data;
 		unsigned i = child_index(t, d, rec);
+		rightmost = rightmost && i + 1 == n_recs(d);
 		r = shadow(t, ent_child(t, d, i), (int)n_level(d) - 1, &c);
 		if (r)
 			goto out;
 		set_child(t, d, i, c->blkno);
 		if (n_recs(c->data) >= cap(t, c->data)) {
-			r = split_child(t, d, i, c);
+			r = split_child(t, d, i, c, rec, rightmost);
 			if (r) {
 				put(t, c);
 				goto out;

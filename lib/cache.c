@@ -5,6 +5,18 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Entries and their buffers come in slabs: one mmap holds the buffers of
+ * SLAB_BLOCKS entries, so a cache of N blocks costs N blocks of memory and
+ * not the two pages per block that an aligned malloc of each would. */
+#define SLAB_BLOCKS 64
+
+struct slab {
+	struct slab *next;
+	void *mem;
+	struct cblock ents[SLAB_BLOCKS];
+};
 
 struct vbas_cache {
 	struct vbas_dev *dev;
@@ -14,7 +26,8 @@ struct vbas_cache {
 	struct cblock **hash;
 	size_t hmask;
 	struct cblock lru;            /* sentinel */
-	struct cblock *freelist;      /* recycled entries with buffers */
+	struct cblock *freelist;      /* unused entries with buffers */
+	struct slab *slabs;
 	uint64_t hits, misses, writebacks;
 };
 
@@ -79,29 +92,43 @@ int cache_create(struct vbas_dev *dev, uint32_t block_size, size_t max_blocks,
 	return 0;
 }
 
-static void free_entry(struct cblock *b)
-{
-	free(b->data);
-	free(b);
-}
-
 void cache_destroy(struct vbas_cache *c)
 {
 	if (!c)
 		return;
-	struct cblock *b = c->lru.next;
-	while (b != &c->lru) {
-		struct cblock *n = b->next;
-		free_entry(b);
-		b = n;
-	}
-	while (c->freelist) {
-		struct cblock *n = c->freelist->hnext;
-		free_entry(c->freelist);
-		c->freelist = n;
+	while (c->slabs) {
+		struct slab *s = c->slabs;
+		c->slabs = s->next;
+		munmap(s->mem, (size_t)SLAB_BLOCKS * c->bs);
+		free(s);
 	}
 	free(c->hash);
 	free(c);
+}
+
+/* One more slab of entries onto the free list.  Slabs live until the cache
+ * is destroyed; the cache only grows past its bound while every block is
+ * pinned, which a bounded tree depth keeps small. */
+static int grow(struct vbas_cache *c)
+{
+	struct slab *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->mem = mmap(NULL, (size_t)SLAB_BLOCKS * c->bs, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->mem == MAP_FAILED) {
+		free(s);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < SLAB_BLOCKS; i++) {
+		struct cblock *b = &s->ents[i];
+		b->data = (char *)s->mem + i * c->bs;
+		b->hnext = c->freelist;
+		c->freelist = b;
+	}
+	s->next = c->slabs;
+	c->slabs = s;
+	return 0;
 }
 
 static int write_block(struct vbas_cache *c, struct cblock *b)
@@ -143,19 +170,10 @@ static int make_room(struct vbas_cache *c)
 
 static struct cblock *new_entry(struct vbas_cache *c, uint64_t blkno)
 {
+	if (!c->freelist && grow(c))
+		return NULL;
 	struct cblock *b = c->freelist;
-	if (b) {
-		c->freelist = b->hnext;
-	} else {
-		b = calloc(1, sizeof(*b));
-		if (!b)
-			return NULL;
-		uint32_t a = c->dev->align > 512 ? c->dev->align : 512;
-		if (posix_memalign(&b->data, a, c->bs)) {
-			free(b);
-			return NULL;
-		}
-	}
+	c->freelist = b->hnext;
 	b->blkno = blkno;
 	b->pins = 1;
 	b->dirty = 0;

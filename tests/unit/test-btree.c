@@ -241,6 +241,59 @@ static void t_random_small_fanout(void **state)
 
 /* Splits and merges at every level: fanout 4 gives a tree of many levels;
  * every step is checked against the model. */
+static int count_leaf(void *arg, uint64_t blk, unsigned level)
+{
+	(void)blk;
+	if (level == 0)
+		(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Keys inserted in ascending order (a volume written front to back,
+ * blocks allocated in order) leave full leaves behind them; keys in
+ * random order still give leaves at least half full on average. */
+static void t_append_fill(void **state)
+{
+	struct bt_check_cbs cbs = { .report = report_fail, .node_cb = count_leaf };
+	const uint64_t n = 50000;
+	uint64_t leaves = 0, nodes = 0, recs = 0;
+	(void)state;
+	for (int pass = 0; pass < 2; pass++) {
+		struct fixture f;
+		struct rng r = { test_seed(9) };
+		uint64_t *perm = malloc(n * sizeof(*perm));
+		for (uint64_t i = 0; i < n; i++)
+			perm[i] = i;
+		if (pass == 1)
+			for (uint64_t i = n - 1; i > 0; i--) {
+				uint64_t j = rng_below(&r, i + 1), x = perm[i];
+				perm[i] = perm[j];
+				perm[j] = x;
+			}
+		setup(&f, &test_ops_kv, 0);
+		for (uint64_t i = 0; i < n; i++) {
+			uint8_t rec[16];
+			mkrec(rec, perm[i], perm[i] * 3 + 1);
+			assert_ok(bt_insert(&f.t, rec));
+		}
+		leaves = nodes = recs = 0;
+		cbs.arg = &leaves;
+		assert_ok(bt_check(&f.t, &cbs, &nodes, &recs));
+		assert_int_equal(recs, n);
+		unsigned cap = bt_leaf_cap(&f.t);
+		uint64_t full = (n + cap - 2) / (cap - 1);
+		print_message("# %s inserts: %llu leaves of %u records (%llu if full)\n",
+			      pass ? "random" : "ascending", (unsigned long long)leaves,
+			      cap, (unsigned long long)full);
+		if (pass == 0)
+			assert_true(leaves <= full + 1);
+		else
+			assert_true(leaves <= 2 * full + 1);
+		free(perm);
+		teardown(&f);
+	}
+}
+
 static void t_every_level(void **state)
 {
 	struct fixture f;
@@ -430,6 +483,7 @@ int main(void)
 		cmocka_unit_test(t_random_default_fanout),
 		cmocka_unit_test(t_random_small_fanout),
 		cmocka_unit_test(t_every_level),
+		cmocka_unit_test(t_append_fill),
 		cmocka_unit_test(t_update),
 		cmocka_unit_test(t_interval_query),
 		cmocka_unit_test(t_corrupt_node),
