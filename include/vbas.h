@@ -92,6 +92,8 @@ struct vbas_pool_info {
 	uint64_t reserved;        /* bytes of reservations held */
 	uint64_t metadata_reserve;/* bytes held back so that freeing never fails */
 	uint64_t volumes;
+	uint64_t mapped;          /* bytes mapped, summed over every volume */
+	uint64_t sharing_saves;   /* mapped - data_used: what sharing saves */
 	uint64_t generation;      /* id of the last commit */
 	uint32_t cache_blocks;    /* size of the metadata cache, in blocks */
 };
@@ -107,9 +109,11 @@ struct vbas_vol_info {
 	uint64_t id;
 	uint64_t size;      /* bytes */
 	uint64_t mapped;    /* bytes mapped to pool blocks */
+	uint64_t origin;    /* id of the volume this is a snapshot or clone of
+	                       (0: none; the origin may have been deleted) */
 	uint32_t flags;     /* VBAS_VOL_* */
 };
-#define VBAS_VOL_READONLY      0x1u
+#define VBAS_VOL_READONLY      0x1u   /* a snapshot */
 
 /* Names are 1..255 bytes, no '/' and no NUL.  Sizes are multiples of the
  * block size, 1 block .. VBAS_VOLUME_SIZE_MAX, and may exceed the pool.
@@ -130,6 +134,55 @@ int vbas_vol_open(struct vbas_pool *pool, const char *name,
 		  struct vbas_vol **volp);
 int vbas_vol_close(struct vbas_vol *vol);
 int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
+
+/* ---- Sharing ---------------------------------------------------------- */
+
+/* Make NAME a snapshot (read-only) or, with VBAS_SNAP_WRITABLE, a clone of
+ * volume SRC (a live volume or a snapshot; chains of any depth).  O(1):
+ * the new volume shares SRC's mapping tree, whatever its size.  Commits
+ * first if SRC changed in the running transaction.  -EEXIST: NAME taken;
+ * -ENOENT: no SRC. */
+#define VBAS_SNAP_WRITABLE     0x1u
+int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
+		      unsigned flags);
+
+/* Exact block usage of one volume: MAPPED = EXCLUSIVE + SHARED.  EXCLUSIVE
+ * blocks have no other reference (deleting the volume frees them); SHARED
+ * blocks are also referenced by another volume or at another offset.
+ * Walks the volume's mapping tree: O(extents). */
+struct vbas_vol_usage {
+	uint64_t mapped, exclusive, shared;   /* bytes */
+};
+int vbas_vol_usage(struct vbas_pool *pool, const char *name, struct vbas_vol_usage *usage);
+
+/* Share [SRC_OFF, SRC_OFF+LEN) of SRC into DST at DST_OFF (FICLONERANGE):
+ * afterwards DST's range reads as SRC's did, and the two share blocks
+ * until either is written.  Offsets and LEN block-aligned, except that
+ * the range may run to the end of SRC; LEN 0 means to the end of SRC.
+ * DST's old blocks in the range lose a reference.  -EINVAL: misaligned,
+ * or overlapping ranges within one volume; -ERANGE: past the end of SRC
+ * or DST; -EROFS: DST is a snapshot. */
+int vbas_reflink(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
+		 uint64_t dst_off, uint64_t len);
+
+/* Share the range as vbas_reflink does, but only if the bytes are the same
+ * (FIDEDUPERANGE): *SAME is 1 and the range is shared, or 0 and nothing
+ * changed.  Compares through a bounded buffer, with both ranges locked. */
+int vbas_dedupe(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
+		uint64_t dst_off, uint64_t len, int *same);
+
+/* Give every shared block of [OFF, OFF+LEN) (block-aligned; LEN 0: to the
+ * end) a private copy.  All or nothing in space: -ENOSPC before anything
+ * changes if the copies do not fit. */
+int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len);
+
+/* Calls CB for each maximal range, in logical order, where TO reads
+ * differently from FROM because its mapping differs (another block, or a
+ * hole against a block).  Skips the subtrees the two volumes share, so
+ * the work grows with the changes between them, not with their size:
+ * meant for volumes of one lineage (a snapshot and its origin). */
+int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
+	      int (*cb)(uint64_t off, uint64_t len, void *arg), void *arg);
 
 /* ---- Reservations ----------------------------------------------------- */
 
@@ -161,21 +214,30 @@ struct vbas_iomap {
 	uint64_t length;        /* bytes, from offset */
 	uint64_t physical;      /* byte address in the device (not for HOLE) */
 	int fd;                 /* the pool's device, for the client's own I/O */
+	uint64_t cow_physical;  /* F_SHARED write: old data of the same range */
 	/* Private to the library. */
 	uint64_t priv_blk;      /* first logical block locked */
 	uint64_t priv_nblk;     /* blocks locked */
 	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
+	uint64_t priv_cow;      /* NEW over shared blocks: their first block + 1 */
 	struct vbas_resv *priv_resv; /* reservation the blocks came from */
 	uint32_t priv_state;
 };
 #define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */
+#define VBAS_IOMAP_F_SHARED 0x2u /* write (NEW): copy-on-write of shared
+                                  * blocks, whose old contents are at
+                                  * cow_physical: the client fills the parts
+                                  * of the first and last block it does not
+                                  * write from there */
 
 /* Map [off, off+len) for a read or a write.  The result covers a prefix of
  * the range (map->length may be less than len); call again for the rest.
  * The covered blocks stay locked against other writers until
  * vbas_map_end().  For a write, a hole gets new blocks (VBAS_IOMAP_NEW)
  * whose partial first and last blocks the client must fill completely
- * (zeros where it writes nothing).  RESV may be NULL: the write then fails
+ * (zeros where it writes nothing); so do shared blocks (copy-on-write,
+ * VBAS_IOMAP_F_SHARED: fill from cow_physical), whose old contents stay
+ * visible to readers and to every other volume until vbas_map_end().  RESV may be NULL: the write then fails
  * with -ENOSPC when no block is free.  -EROFS: read-only volume. */
 int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		   unsigned flags, struct vbas_resv *resv,

@@ -885,6 +885,244 @@ int bt_height(struct vbas_btree *t, unsigned *height)
 	return 0;
 }
 
+/* ---- Sharing ------------------------------------------------------------ */
+
+int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared)
+{
+	uint64_t blk = t->root;
+	int level = -1;
+	*shared = 0;
+	while (blk) {
+		struct cblock *b;
+		int r = node_get(t, blk, level, &b);
+		if (r)
+			return r;
+		void *d = b->data;
+		uint64_t txid = le64_get(nh(d)->txid);
+		if (txid != t->env->txid && txid <= share_gen) {
+			uint32_t rc;
+			r = t->env->refcount(t->env->ctx, blk, &rc);
+			if (r || rc > 1) {
+				*shared = !r;
+				put(t, b);
+				return r;
+			}
+		}
+		if (n_level(d) == 0) {
+			put(t, b);
+			break;
+		}
+		unsigned i = child_index(t, d, key);
+		blk = ent_child(t, d, i);
+		level = (int)n_level(d) - 1;
+		put(t, b);
+	}
+	return 0;
+}
+
+/* Dropping a whole tree (dm-btree's del, made resumable).  The tree is
+ * never changed: a subtree is released by dropping the reference its
+ * parent holds, in key order, and CURSOR records how far that has got.
+ * A shared node loses one reference and is left to its other owners; a
+ * node only this tree holds has its children (or record targets) released
+ * first and is freed afterwards.  Shared nodes and leaves are released in
+ * one go, so the cursor always lies on a boundary between children of
+ * nodes this tree holds alone, and a walk from the root that skips every
+ * child whose keys all lie below the cursor reads only live nodes. */
+struct drop_ctx {
+	struct vbas_btree *t;
+	uint8_t *cursor;
+	int *done;
+	uint64_t budget, used;
+};
+
+static int drop_node(struct drop_ctx *dc, uint64_t blk, int level, const uint8_t *lo,
+		     const uint8_t *hi, int *complete)
+{
+	struct vbas_btree *t = dc->t;
+	size_t ks = t->ops->key_size;
+	struct cblock *b;
+	uint32_t rc;
+	int r;
+	*complete = 0;
+	r = t->env->refcount(t->env->ctx, blk, &rc);
+	if (r)
+		return r;
+	if (rc == 0)
+		return vbas_err(-EUCLEAN, "%s tree: node %" PRIu64 " is in use but its reference "
+				"count is 0", t->ops->name, blk);
+	if (rc > 1 && kcmp(t, lo, dc->cursor) < 0)
+		return vbas_err(-EUCLEAN, "%s tree: shared node %" PRIu64 " is half released",
+				t->ops->name, blk);
+	if (rc == 1) {
+		r = node_get(t, blk, level, &b);
+		if (r)
+			return r;
+		void *d = b->data;
+		unsigned n = n_recs(d);
+		if (n_level(d) == 0) {
+			for (unsigned i = 0; i < n && !r; i++)
+				if (t->ops->val_dec)
+					r = t->ops->val_dec(t->val_ctx, leaf_rec(t, d, i));
+			dc->used += n;
+		} else {
+			for (unsigned i = 0; i < n && !r; i++) {
+				const uint8_t *clo = ent(t, d, i);
+				const uint8_t *chi = i + 1 < n ? ent(t, d, i + 1) : hi;
+				int c;
+				if (chi && kcmp(t, chi, dc->cursor) <= 0)
+					continue;           /* released already */
+				if (kcmp(t, clo, dc->cursor) < 0)
+					clo = dc->cursor;   /* the one half done */
+				r = drop_node(dc, ent_child(t, d, i), (int)n_level(d) - 1, clo, chi, &c);
+				if (!r && !c) {
+					put(t, b);
+					return 0;
+				}
+				if (!r && dc->used >= dc->budget && i + 1 < n) {
+					put(t, b);
+					return 0;
+				}
+			}
+		}
+		put(t, b);
+		if (r)
+			return r;
+	}
+	r = t->env->dec_meta(t->env->ctx, blk);
+	if (r)
+		return r;
+	dc->used++;
+	if (hi)
+		memcpy(dc->cursor, hi, ks);
+	else
+		*dc->done = 1;
+	*complete = 1;
+	return 0;
+}
+
+int bt_drop(struct vbas_btree *t, void *cursor, uint64_t budget, int *done)
+{
+	struct drop_ctx dc = { .t = t, .cursor = cursor, .done = done, .budget = budget };
+	uint8_t lo[BT_MAX_KEY];
+	int c;
+	*done = 0;
+	if (!t->root) {
+		*done = 1;
+		return 0;
+	}
+	memcpy(lo, cursor, t->ops->key_size);
+	return drop_node(&dc, t->root, -1, lo, NULL, &c);
+}
+
+/* Diff: walk two trees side by side over the key ranges their nodes
+ * cover, skip every pair of identical subtrees (same block), and report
+ * the key ranges left, where the records may differ.  The work grows with
+ * the nodes that differ, not with the size of the trees. */
+struct diff_ctx {
+	struct vbas_btree *a, *b;
+	bt_range_cb cb;
+	void *arg;
+};
+
+/* Does [lo1, hi1) meet [lo2, hi2)?  NULL lo is -inf, NULL hi is +inf. */
+static int ranges_meet(const struct vbas_btree *t, const uint8_t *lo1, const uint8_t *hi1,
+		       const uint8_t *lo2, const uint8_t *hi2)
+{
+	if (hi1 && lo2 && kcmp(t, hi1, lo2) <= 0)
+		return 0;
+	if (hi2 && lo1 && kcmp(t, hi2, lo1) <= 0)
+		return 0;
+	return 1;
+}
+
+static const uint8_t *max_lo(const struct vbas_btree *t, const uint8_t *x, const uint8_t *y)
+{
+	if (!x)
+		return y;
+	if (!y)
+		return x;
+	return kcmp(t, x, y) >= 0 ? x : y;
+}
+
+static const uint8_t *min_hi(const struct vbas_btree *t, const uint8_t *x, const uint8_t *y)
+{
+	if (!x)
+		return y;
+	if (!y)
+		return x;
+	return kcmp(t, x, y) <= 0 ? x : y;
+}
+
+static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int lb,
+		      const uint8_t *lo, const uint8_t *hi)
+{
+	struct cblock *ba = NULL, *bb = NULL;
+	int r = 0;
+	if (na == nb)
+		return 0;
+	if (na && (r = node_get(dc->a, na, la, &ba)))
+		return r;
+	if (nb && (r = node_get(dc->b, nb, lb, &bb))) {
+		if (ba)
+			put(dc->a, ba);
+		return r;
+	}
+	unsigned lva = ba ? n_level(ba->data) : 0, lvb = bb ? n_level(bb->data) : 0;
+	if (!ba || !bb || (lva == 0 && lvb == 0)) {
+		r = dc->cb(dc->arg, lo, hi);
+	} else if (lva >= lvb) {
+		/* Split A's side by its children (both sides when level with B). */
+		void *d = ba->data;
+		unsigned n = n_recs(d);
+		for (unsigned i = 0; i < n && !r; i++) {
+			const uint8_t *clo = i ? ent(dc->a, d, i) : NULL;
+			const uint8_t *chi = i + 1 < n ? ent(dc->a, d, i + 1) : NULL;
+			if (!ranges_meet(dc->a, clo, chi, lo, hi))
+				continue;
+			const uint8_t *slo = max_lo(dc->a, clo, lo), *shi = min_hi(dc->a, chi, hi);
+			if (lva > lvb) {
+				r = diff_nodes(dc, ent_child(dc->a, d, i), (int)lva - 1, nb, (int)lvb,
+					       slo, shi);
+				continue;
+			}
+			void *e = bb->data;
+			unsigned m = n_recs(e);
+			for (unsigned j = 0; j < m && !r; j++) {
+				const uint8_t *dlo = j ? ent(dc->b, e, j) : NULL;
+				const uint8_t *dhi = j + 1 < m ? ent(dc->b, e, j + 1) : NULL;
+				if (!ranges_meet(dc->a, dlo, dhi, slo, shi))
+					continue;
+				r = diff_nodes(dc, ent_child(dc->a, d, i), (int)lva - 1,
+					       ent_child(dc->b, e, j), (int)lvb - 1,
+					       max_lo(dc->a, dlo, slo), min_hi(dc->a, dhi, shi));
+			}
+		}
+	} else {
+		void *e = bb->data;
+		unsigned m = n_recs(e);
+		for (unsigned j = 0; j < m && !r; j++) {
+			const uint8_t *dlo = j ? ent(dc->b, e, j) : NULL;
+			const uint8_t *dhi = j + 1 < m ? ent(dc->b, e, j + 1) : NULL;
+			if (!ranges_meet(dc->b, dlo, dhi, lo, hi))
+				continue;
+			r = diff_nodes(dc, na, (int)lva, ent_child(dc->b, e, j), (int)lvb - 1,
+				       max_lo(dc->b, dlo, lo), min_hi(dc->b, dhi, hi));
+		}
+	}
+	if (ba)
+		put(dc->a, ba);
+	if (bb)
+		put(dc->b, bb);
+	return r;
+}
+
+int bt_diff(struct vbas_btree *a, struct vbas_btree *b, bt_range_cb cb, void *arg)
+{
+	struct diff_ctx dc = { a, b, cb, arg };
+	return diff_nodes(&dc, a->root, -1, b->root, -1, NULL, NULL);
+}
+
 /* ---- Check ------------------------------------------------------------- */
 
 struct check_ctx {
@@ -896,6 +1134,58 @@ struct check_ctx {
 };
 
 #define REPORT(cx, ...) do { (cx)->problems++; (cx)->cbs->report((cx)->cbs->arg, __VA_ARGS__); } while (0)
+
+/* The smallest key and largest high key of the subtree at B, from its own
+ * entries, and its last record key (for the order of the leaves that
+ * follow), for a subtree checked through another reference. */
+static int subtree_keys(struct check_ctx *cx, struct cblock *b, uint8_t *min, uint8_t *high,
+			int *ok)
+{
+	struct vbas_btree *t = cx->t;
+	void *d = b->data;
+	unsigned n = n_recs(d);
+	*ok = n > 0;
+	if (!n)
+		return 0;
+	memcpy(min, nkey(t, d, 0), t->ops->key_size);
+	if (t->ops->overlapping) {
+		uint8_t k[BT_MAX_KEY];
+		for (unsigned i = 0; i < n; i++) {
+			if (n_level(d))
+				memcpy(k, ent_high(t, d, i), t->ops->key_size);
+			else
+				t->ops->high_key(leaf_rec(t, d, i), k);
+			if (i == 0 || kcmp(t, k, high) > 0)
+				memcpy(high, k, t->ops->key_size);
+		}
+	}
+	/* Down the right edge to the last record. */
+	struct cblock *c = NULL;
+	while (n_level(d)) {
+		uint64_t child = ent_child(t, d, n_recs(d) - 1);
+		int level = (int)n_level(d) - 1;
+		if (c)
+			put(t, c);
+		c = NULL;
+		int r = node_get(t, child, level, &c);
+		if (r) {
+			REPORT(cx, "%s", vbas_errmsg());
+			cx->have_prev = 0;
+			return 0;
+		}
+		d = c->data;
+		if (!n_recs(d)) {
+			put(t, c);
+			cx->have_prev = 0;
+			return 0;
+		}
+	}
+	memcpy(cx->prev, leaf_rec(t, d, n_recs(d) - 1), t->ops->key_size);
+	cx->have_prev = 1;
+	if (c)
+		put(t, c);
+	return 0;
+}
 
 /* Walk the subtree at BLK; on return MIN and HIGH hold its smallest key and
  * largest high key, and *OK says whether they could be worked out.
@@ -917,6 +1207,13 @@ static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root
 	cx->nodes++;
 	if (cx->cbs->node_cb) {
 		r = cx->cbs->node_cb(cx->cbs->arg, blk, n_level(b->data));
+		if (r == BT_CHECK_SEEN) {
+			/* Checked through another reference: take its keys as
+			 * they stand (they were verified then). */
+			r = subtree_keys(cx, b, min, high, ok);
+			put(t, b);
+			return r;
+		}
 		if (r) {
 			put(t, b);
 			return r;
@@ -932,6 +1229,18 @@ static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root
 			fmt_key(t, nkey(t, d, i), kb2, sizeof(kb2));
 			REPORT(cx, "%s tree: node %" PRIu64 " entries %u and %u out of order (%s, %s)",
 			       t->ops->name, blk, i - 1, i, kb1, kb2);
+		}
+		if (n_level(d) && cx->cbs->from && i + 1 < n &&
+		    kcmp(t, ent(t, d, i + 1), cx->cbs->from) <= 0) {
+			/* Released by a drop in progress: not there any more. */
+			memcpy(k, t->ops->overlapping ? ent_high(t, d, i) : ent(t, d, i),
+			       t->ops->key_size);
+			if (i == 0)
+				memcpy(min, ent(t, d, 0), t->ops->key_size);
+			if (t->ops->overlapping && (i == 0 || kcmp(t, k, high) > 0))
+				memcpy(high, k, t->ops->key_size);
+			cx->have_prev = 0;
+			continue;
 		}
 		if (n_level(d)) {
 			r = check_node(cx, ent_child(t, d, i), (int)n_level(d) - 1, 0, cmin, chigh, &cok);
@@ -987,6 +1296,8 @@ static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root
 			memcpy(high, k, t->ops->key_size);
 	}
 	put(t, b);
+	if (!r && cx->cbs->node_done)
+		r = cx->cbs->node_done(cx->cbs->arg, blk);
 	return r;
 }
 

@@ -64,6 +64,9 @@ struct vbas_btree_ops {
 	/* A node holding REC was copied from a shared node: REC's targets
 	 * gain a reference (NULL: the values point at nothing). */
 	int (*val_inc)(void *ctx, const void *rec);
+	/* A node holding REC is freed by bt_drop: REC's targets lose the
+	 * reference it held (NULL: the values point at nothing). */
+	int (*val_dec)(void *ctx, const void *rec);
 	/* Checks one record on its own; 0 or -EUCLEAN with a message. */
 	int (*check_rec)(const void *rec, char *why, size_t whylen);
 	/* Prints a key for messages. */
@@ -75,7 +78,7 @@ struct vbas_btree {
 	struct bt_env *env;
 	uint64_t root;             /* 0 = empty tree */
 	uint64_t owner;            /* stamped in nodes this tree creates */
-	void *val_ctx;             /* passed to ops->val_inc */
+	void *val_ctx;             /* passed to ops->val_inc and val_dec */
 };
 
 enum bt_lookup_mode { BT_EQ, BT_LE, BT_GE };
@@ -96,12 +99,41 @@ int bt_iter(struct vbas_btree *t, const void *start, bt_rec_cb cb, void *arg);
 int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,
 		     bt_rec_cb cb, void *arg);
 
+/* Sharing.  *SHARED says whether any node on the path to KEY is shared
+ * with another tree (reference count above one).  Nodes written in the
+ * running transaction or after SHARE_GEN (the last transaction in which
+ * the tree was shared) are known to be this tree's alone and are not
+ * looked up. */
+int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared);
+
+/* Release the whole tree, resumably: the tree itself is never changed.
+ * CURSOR (a key; start from the smallest) says how far an earlier call
+ * got; every subtree whose keys all lie below it has been released, and
+ * the call moves it on.  Shared nodes lose one reference; nodes held only
+ * by this tree are freed after their children, or their records' targets
+ * (ops->val_dec).  Stops after about BUDGET records and nodes, at a
+ * boundary that leaves a consistent state; *DONE once all is released. */
+int bt_drop(struct vbas_btree *t, void *cursor, uint64_t budget, int *done);
+
+/* Key ranges [LO, HI) (NULL LO: from the start, NULL HI: to the end) where
+ * trees A and B may hold different records: everything outside them is
+ * in subtrees the two trees share.  Ranges come in key order. */
+typedef int (*bt_range_cb)(void *arg, const void *lo, const void *hi);
+int bt_diff(struct vbas_btree *a, struct vbas_btree *b, bt_range_cb cb, void *arg);
+
 /* Structural check of a whole tree.  NODE_CB sees every node reference
- * (blkno, level) and REC_CB every record; REPORT gets each problem. */
+ * (blkno, level) and may return BT_CHECK_SEEN for a node it has seen
+ * through another reference: its subtree is then not walked again.
+ * NODE_DONE follows the walk of each subtree that was walked.  REC_CB sees
+ * every record; REPORT gets each problem.  With FROM set, subtrees whose
+ * keys all lie below it are skipped (a tree half released by bt_drop). */
+#define BT_CHECK_SEEN 1
 struct bt_check_cbs {
 	void (*report)(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 	int (*node_cb)(void *arg, uint64_t blkno, unsigned level);
+	int (*node_done)(void *arg, uint64_t blkno);
 	int (*rec_cb)(void *arg, const void *rec);
+	const void *from;
 	void *arg;
 };
 int bt_check(struct vbas_btree *t, const struct bt_check_cbs *cbs,

@@ -40,11 +40,25 @@ struct ck {
 	uint32_t *rrc;
 	size_t nr, capr;
 	uint64_t rdata, rmeta;
+	/* nodes walked: a node reached again through another reference
+	 * (shared by snapshots and clones) counts the reference but is not
+	 * walked twice; what its subtree maps is remembered instead */
+	struct seen *seen;
+	size_t seen_n, seen_cap;
+	struct walk { uint64_t blk, mapped0; } stack[BT_MAX_DEPTH + 1];
+	unsigned depth;
 	/* volumes */
 	uint64_t *vids;
 	char (*vnames)[VBAS_NAME_MAX + 1];
 	size_t nv, capv;
 	uint64_t max_id;
+};
+
+struct seen {
+	uint64_t blk;            /* 0: empty slot */
+	uint64_t mapped;         /* blocks its subtree maps */
+	uint64_t end;            /* end of its last extent */
+	int done;                /* walked to the end */
 };
 
 static void problem(struct ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -88,16 +102,94 @@ static int add_ref(struct ck *c, uint64_t start, uint64_t len, int type)
 	return 0;
 }
 
+static struct seen *seen_slot(struct ck *c, uint64_t blk)
+{
+	size_t m = c->seen_cap - 1, i = (size_t)(blk * 0x9e3779b97f4a7c15ull >> 17) & m;
+	while (c->seen[i].blk && c->seen[i].blk != blk)
+		i = (i + 1) & m;
+	return &c->seen[i];
+}
+
+/* The entry for BLK, added if new (*FRESH). */
+static struct seen *seen_get(struct ck *c, uint64_t blk, int *fresh)
+{
+	if (2 * (c->seen_n + 1) > c->seen_cap) {
+		size_t ncap = c->seen_cap ? 2 * c->seen_cap : 4096;
+		struct seen *old = c->seen, *nv = calloc(ncap, sizeof(*nv));
+		size_t ocap = c->seen_cap;
+		if (!nv) {
+			c->oom = 1;
+			return NULL;
+		}
+		c->seen = nv;
+		c->seen_cap = ncap;
+		for (size_t i = 0; i < ocap; i++)
+			if (old[i].blk)
+				*seen_slot(c, old[i].blk) = old[i];
+		free(old);
+	}
+	struct seen *e = seen_slot(c, blk);
+	*fresh = !e->blk;
+	if (*fresh) {
+		e->blk = blk;
+		c->seen_n++;
+	}
+	return e;
+}
+
 static int node_cb(void *arg, uint64_t blkno, unsigned level)
 {
 	struct ck *c = arg;
+	int fresh;
 	(void)level;
 	c->st.nodes++;
 	if (blkno >= c->p->nblocks) {
 		problem(c, "tree node %" PRIu64 " is past the end of the pool", blkno);
 		return 0;
 	}
-	return add_ref(c, blkno, 1, VBAS_BT_META);
+	int r = add_ref(c, blkno, 1, VBAS_BT_META);
+	if (r)
+		return r;
+	struct seen *e = seen_get(c, blkno, &fresh);
+	if (!e)
+		return -ENOMEM;
+	if (!fresh) {
+		/* A second reference: a node shared between mapping trees. */
+		if (!e->done) {
+			problem(c, "tree node %" PRIu64 " is its own descendant", blkno);
+			return -EUCLEAN;
+		}
+		c->vol_mapped += e->mapped;
+		if (e->end > c->vol_blocks)
+			problem(c, "volume %" PRIu64 ": shared subtree at node %" PRIu64 " maps up to "
+				"block %" PRIu64 ", past the end of the volume (%" PRIu64 " blocks)",
+				c->vol_id, blkno, e->end, c->vol_blocks);
+		if (e->end > c->prev_end)
+			c->prev_end = e->end;
+		return BT_CHECK_SEEN;
+	}
+	if (c->depth <= BT_MAX_DEPTH)
+		c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped };
+	c->depth++;
+	return 0;
+}
+
+static int node_done(void *arg, uint64_t blkno)
+{
+	struct ck *c = arg;
+	int fresh;
+	if (!c->depth)
+		return 0;
+	c->depth--;
+	if (c->depth > BT_MAX_DEPTH || c->stack[c->depth].blk != blkno)
+		return 0;
+	struct seen *e = seen_get(c, blkno, &fresh);
+	if (!e)
+		return -ENOMEM;
+	e->mapped = c->vol_mapped - c->stack[c->depth].mapped0;
+	e->end = c->prev_end;
+	e->done = 1;
+	return 0;
 }
 
 static int map_rec_cb(void *arg, const void *rec)
@@ -276,7 +368,8 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	       struct vbas_check_stats *stats)
 {
 	struct ck c = { .p = p, .cb = cb, .arg = arg };
-	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb, .arg = &c };
+	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb,
+				    .node_done = node_done, .arg = &c };
 	int r;
 
 	vbas_err_clear();
@@ -321,11 +414,27 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		c.vol_blocks = le64_get(rec.size) >> p->bshift;
 		c.vol_mapped = 0;
 		c.prev_end = 0;
+		c.depth = 0;
 		cbs.rec_cb = map_rec_cb;
+		/* A delete in progress: the part below the cursor is gone. */
+		int deleting = !!(le32_get(rec.flags) & VBAS_VOLF_DELETING);
+		uint8_t from[8];
+		st_le64(from, le64_get(rec.del_cursor));
+		cbs.from = deleting ? from : NULL;
+		if (!deleting && le64_get(rec.del_cursor))
+			problem(&c, "volume %" PRIu64 ": a delete cursor but no delete in progress",
+				c.vids[i]);
+		if (le64_get(rec.origin) >= p->next_vol_id)
+			problem(&c, "volume %" PRIu64 ": origin %" PRIu64 " was never handed out",
+				c.vids[i], le64_get(rec.origin));
+		if (le64_get(rec.share_gen) > p->env.txid)
+			problem(&c, "volume %" PRIu64 ": shared in transaction %" PRIu64 ", which has "
+				"not happened yet", c.vids[i], le64_get(rec.share_gen));
 		r = bt_check(&t, &cbs, NULL, NULL);
+		cbs.from = NULL;
 		if (r < 0 && r != -EUCLEAN)
 			goto out;
-		if (c.vol_mapped != le64_get(rec.mapped))
+		if (!deleting && c.vol_mapped != le64_get(rec.mapped))
 			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " mapped blocks, "
 				"its tree maps %" PRIu64, c.vids[i], c.vnames[i], le64_get(rec.mapped),
 				c.vol_mapped);
@@ -356,6 +465,7 @@ out:
 	free(c.rrc);
 	free(c.vids);
 	free(c.vnames);
+	free(c.seen);
 	if (stats)
 		*stats = c.st;
 	return r;

@@ -21,7 +21,7 @@
 
 #define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
 #define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
-#define VBAS_FORMAT_VERSION  1u
+#define VBAS_FORMAT_VERSION  2u
 
 #define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
 #define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
@@ -137,16 +137,23 @@ struct vbas_vol_key {
 struct vbas_vol_rec {
 	vbas_le64 size;          /* bytes, a multiple of the block size */
 	vbas_le64 root;          /* mapping tree root, 0 = empty */
-	vbas_le64 mapped;        /* blocks mapped */
+	vbas_le64 mapped;        /* blocks mapped (not kept up while DELETING) */
 	vbas_le64 origin;        /* volume id this was made from, 0 = none */
 	vbas_le64 ctime;         /* seconds since the epoch */
 	vbas_le64 cgen;          /* generation that created it */
+	vbas_le64 share_gen;     /* last transaction in which this volume's tree
+	                            was shared (snapshot or clone of it, or its
+	                            own creation as one); tree nodes written in
+	                            a later transaction are this volume's alone */
+	vbas_le64 del_cursor;    /* DELETING: every mapping-tree subtree whose
+	                            keys all lie below this has been released */
 	vbas_le32 flags;         /* VBAS_VOLF_* */
 	vbas_le16 name_len;      /* 1..255 */
 	vbas_le16 pad;           /* zero */
+	vbas_le64 reserved[2];   /* zero */
 	uint8_t   name[256];     /* name_len bytes, zero padded */
 };
-_Static_assert(sizeof(struct vbas_vol_rec) == 312, "vbas_vol_rec");
+_Static_assert(sizeof(struct vbas_vol_rec) == 344, "vbas_vol_rec");
 
 /* Whole leaf records (key, then value) of each tree. */
 struct vbas_map_rec {
@@ -163,6 +170,6 @@ struct vbas_voltab_rec {
 };
 _Static_assert(sizeof(struct vbas_map_rec) == 24, "vbas_map_rec");
 _Static_assert(sizeof(struct vbas_refc_rec) == 24, "vbas_refc_rec");
-_Static_assert(sizeof(struct vbas_voltab_rec) == 320, "vbas_voltab_rec");
+_Static_assert(sizeof(struct vbas_voltab_rec) == 352, "vbas_voltab_rec");
 
 #endif /* VBAS_FORMAT_H */

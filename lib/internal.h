@@ -100,6 +100,9 @@ int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);
 int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type);
+/* Count at BLK, and *RUN (>= 1, <= MAX) blocks from BLK that share it. */
+int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t *rc,
+		       uint64_t *run);
 uint64_t space_avail(struct vbas_pool *p);      /* blocks allocatable now */
 uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
 void space_committed(struct vbas_pool *p);
@@ -124,12 +127,23 @@ int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
 void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
+int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks);   /* live volumes */
 
 /* map.c */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	      uint64_t lblk, uint64_t nblk, int allow_commit);
 int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	       uint64_t *pblk, uint64_t *len, int *mapped);
+/* map_lookup, and whether the blocks are shared (a shared tree node on the
+ * path, or data blocks with more than one reference): *LEN is cut to a run
+ * that is all shared or all not. */
+int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
+		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared);
+/* Map [lblk, lblk+n) -> pblk.. into a hole of T (no counts changed). */
+int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
+/* Internal vbas_map_begin flag: a write that leaves holes as holes (it
+ * only copies shared blocks: unshare). */
+#define VBAS_MAP_NOALLOC 0x100u
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);

@@ -36,17 +36,14 @@ int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-struct hole_count {
-	uint64_t end, mapped;
-};
-
-/* Blocks in [lblk, lblk+n) that have no mapping. */
-static int count_holes(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *holes)
+/* Blocks of [lblk, lblk+n) a write needs new blocks for: holes, and
+ * shared blocks (copy on write). */
+static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *needed)
 {
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	uint64_t cur = lblk, end = lblk + n, mapped = 0;
+	uint64_t cur = lblk, end = lblk + n, have = 0;
 	int r;
 	pthread_mutex_lock(&p->lock);
 	r = vol_get(p, vol->id, &rec);
@@ -54,36 +51,50 @@ static int count_holes(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t
 		vol_map_tree(p, vol->id, &rec, &t);
 	while (!r && cur < end) {
 		uint64_t pb, run;
-		int m;
-		r = map_lookup(p, &t, cur, &pb, &run, &m);
+		int m, sh;
+		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
 		if (r)
 			break;
 		uint64_t take = run < end - cur ? run : end - cur;
-		if (m)
-			mapped += take;
+		if (m && !sh)
+			have += take;
 		cur += take;
 	}
 	pthread_mutex_unlock(&p->lock);
-	*holes = n - mapped;
+	*needed = n - have;
 	return r;
 }
 
-/* Write the new blocks of M: the client's bytes, zeros around them. */
+/* Write the new blocks of M: the client's bytes, and around them zeros
+ * (a hole) or the old contents (copy on write of shared blocks). */
 static int write_new(struct vbas_vol *vol, struct vbas_iomap *m, const char *src)
 {
 	struct vbas_pool *p = vol->pool;
 	uint64_t inblk = m->offset - (m->priv_blk << p->bshift);
 	uint64_t total = m->priv_nblk << p->bshift;
 	uint64_t base = m->priv_pblk << p->bshift;
+	int r = 0;
 	if (inblk == 0 && m->length == total)
 		return dev_pwrite(p->dev, src, m->length, base);
 	void *b;
 	if (posix_memalign(&b, 4096, total))
 		return -ENOMEM;
-	memset(b, 0, inblk);
+	uint64_t tail = inblk + m->length;
+	if (m->flags & VBAS_IOMAP_F_SHARED) {
+		uint64_t old = m->cow_physical - inblk;
+		if (inblk)
+			r = dev_pread(p->dev, b, p->bs, old);
+		if (!r && tail < total) {
+			uint64_t ls = (tail >> p->bshift) << p->bshift;
+			r = dev_pread(p->dev, (char *)b + ls, p->bs, old + ls);
+		}
+	} else {
+		memset(b, 0, inblk);
+		memset((char *)b + tail, 0, total - tail);
+	}
 	memcpy((char *)b + inblk, src, m->length);
-	memset((char *)b + inblk + m->length, 0, total - inblk - m->length);
-	int r = dev_pwrite(p->dev, b, total, base);
+	if (!r)
+		r = dev_pwrite(p->dev, b, total, base);
 	free(b);
 	return r;
 }
@@ -94,7 +105,7 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	struct vbas_resv *resv = NULL;
 	struct vbas_iomap m;
 	const char *b = buf;
-	uint64_t holes = 0;
+	uint64_t needed = 0;
 	int r;
 
 	vbas_err_clear();
@@ -109,11 +120,11 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	/* All or nothing in space: claim every block the write needs. */
 	uint64_t lblk = off >> p->bshift;
 	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
-	r = count_holes(vol, lblk, nblk, &holes);
+	r = count_needed(vol, lblk, nblk, &needed);
 	if (r)
 		return r;
-	if (holes) {
-		r = vbas_reserve(p, holes, &resv);
+	if (needed) {
+		r = vbas_reserve(p, needed, &resv);
 		if (r)
 			return vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
@@ -283,8 +294,8 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		uint64_t cur = off >> p->bshift;
 		while (!r && n < 256 && (cur << p->bshift) < end) {
 			uint64_t pb, run;
-			int m;
-			r = map_lookup(p, &t, cur, &pb, &run, &m);
+			int m, sh;
+			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
 			if (r)
 				break;
 			uint64_t s = cur << p->bshift, e;
@@ -297,7 +308,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 				batch[n].offset = cs;
 				batch[n].length = e - cs;
 				batch[n].physical = (pb << p->bshift) + (cs - s);
-				batch[n].flags = 0;
+				batch[n].flags = sh ? VBAS_EXTENT_SHARED : 0;
 				n++;
 			}
 			off = e;

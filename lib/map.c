@@ -90,9 +90,34 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	return 0;
 }
 
+int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
+		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared)
+{
+	int r = map_lookup(p, t, lblk, pblk, len, mapped);
+	*shared = 0;
+	if (r || !*mapped)
+		return r;
+	uint8_t k[8];
+	st_le64(k, lblk);
+	r = bt_path_shared(t, k, share_gen, shared);
+	if (r || *shared)
+		return r;
+	uint32_t rc;
+	uint64_t run;
+	r = space_refcount_run(p, *pblk, *len, &rc, &run);
+	if (r)
+		return r;
+	if (rc == 0)
+		return vbas_err(-EUCLEAN, "volume %" PRIu64 ": block %" PRIu64 " maps to physical %"
+				PRIu64 ", which has no reference count", t->owner, lblk, *pblk);
+	*shared = rc > 1;
+	*len = run;
+	return 0;
+}
+
 /* Map [lblk, lblk+n) -> [pblk, ...) into a hole, merged with neighbours
  * that continue it both logically and physically. */
-static int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
+int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
 {
 	struct mext e;
 	int r;
@@ -274,7 +299,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	int write = !!(flags & VBAS_MAP_WRITE), r, mapped;
 	uint64_t pblk, run;
 
-	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) || (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE)))
+	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) ||
+	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC)))
 		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
 	memset(map, 0, sizeof(*map));
 	pthread_mutex_lock(&p->lock);
@@ -307,14 +333,26 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 		goto out;
 	}
 	vol_map_tree(p, vol->id, &rec, &t);
-	r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
+	int shared = 0;
+	if (write)
+		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk, &pblk, &run, &mapped,
+				      &shared);
+	else
+		r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
 	if (r) {
 		rl_unlock(p, vol->vs, lblk, nblk, write);
 		goto out;
 	}
 	uint64_t n = run < nblk ? run : nblk;
 	uint64_t inblk = off - (lblk << p->bshift);
-	if (!mapped && write) {
+	if (shared) {
+		/* Copy on write: new blocks, the old ones stay mapped until
+		 * map_end. */
+		map->flags |= VBAS_IOMAP_F_SHARED;
+		map->cow_physical = (pblk << p->bshift) + inblk;
+		map->priv_cow = pblk + 1;
+	}
+	if (write && (shared || (!mapped && !(flags & VBAS_MAP_NOALLOC)))) {
 		/* Continue the previous extent physically where possible. */
 		uint64_t hint = p->sp.data_rover, pp, pl, got = 0;
 		int pm = 0;
@@ -350,7 +388,7 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 		map->length = len;
 	map->physical = map->type == VBAS_IOMAP_HOLE ? 0 : (pblk << p->bshift) + inblk;
 	map->fd = p->dev->fd;
-	map->flags = p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
+	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
 	map->priv_blk = lblk;
 	map->priv_nblk = n;
 	map->priv_state = write ? 2 : 1;
@@ -390,6 +428,11 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			struct vbas_vol_rec rec;
 			struct vbas_btree t;
 			r = vol_get(p, vol->id, &rec);
+			/* Copy on write: the old blocks lose this mapping's
+			 * reference (and are freed if their other owners let
+			 * go of them meanwhile). */
+			if (!r && map->priv_cow)
+				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, 0);
 			if (!r) {
 				vol_map_tree(p, vol->id, &rec, &t);
 				r = map_insert(&t, map->priv_blk, map->priv_pblk, used);

@@ -295,11 +295,15 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->reserved = p->sp.reserved * p->bs;
 	info->metadata_reserve = p->sp.meta_reserve * p->bs;
 	info->volumes = p->nvolumes;
+	uint64_t mapped = 0;
+	int e = vol_sum_mapped(p, &mapped);
+	info->mapped = mapped * p->bs;
+	info->sharing_saves = mapped > p->sp.data_used ? (mapped - p->sp.data_used) * p->bs : 0;
 	info->generation = p->gen;
 	cache_stats(p->cache, &cs);
 	info->cache_blocks = (uint32_t)cs.max_blocks;
 	pthread_mutex_unlock(&p->lock);
-	return 0;
+	return e;
 }
 
 /* ---- Reservations ------------------------------------------------------ */

@@ -567,6 +567,44 @@ int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type)
 	return 0;
 }
 
+int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t *rc,
+		       uint64_t *run)
+{
+	struct vbas_space *sp = &p->sp;
+	struct refc_irec ir;
+	int64_t n = 0;
+	uint64_t len = max;
+	int r = refc_get(p, blk, BT_LE, &ir);
+	if (r && r != -ENOENT)
+		return r;
+	if (!r && ir.start + ir.len > blk) {
+		n = ir.rc;
+		if (ir.start + ir.len - blk < len)
+			len = ir.start + ir.len - blk;
+	} else {
+		r = refc_get(p, blk, BT_GE, &ir);
+		if (r && r != -ENOENT)
+			return r;
+		if (!r && ir.start - blk < len)
+			len = ir.start - blk;
+	}
+	for (size_t i = 0; i < sp->qn; i++) {
+		const struct refc_delta *d = &sp->q[sp->qhead + i];
+		if (blk >= d->start && blk < d->start + d->len) {
+			n += d->delta;
+			if (d->start + d->len - blk < len)
+				len = d->start + d->len - blk;
+		} else if (d->start > blk && d->start - blk < len) {
+			len = d->start - blk;
+		}
+	}
+	if (n < 0)
+		return vbas_err(-EUCLEAN, "block %" PRIu64 ": negative reference count", blk);
+	*rc = (uint32_t)n;
+	*run = len;
+	return 0;
+}
+
 /* The commit is durable: blocks freed in it may be used again (S2), and
  * the data blocks freed in the one before can be discarded. */
 void space_committed(struct vbas_pool *p)

@@ -64,6 +64,13 @@ static int map_val_inc(void *ctx, const void *rec)
 	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), +1, VBAS_BT_DATA, 0);
 }
 
+/* A leaf of a dropped mapping tree is freed: its extents lose a reference. */
+static int map_val_dec(void *ctx, const void *rec)
+{
+	const struct vbas_map_rec *r = rec;
+	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), -1, VBAS_BT_DATA, 0);
+}
+
 const struct vbas_btree_ops map_ops = {
 	.name = "mapping",
 	.tree_type = VBAS_TREE_MAP,
@@ -71,6 +78,7 @@ const struct vbas_btree_ops map_ops = {
 	.val_size = sizeof(struct vbas_map_val),
 	.cmp = bt_cmp_u64,
 	.val_inc = map_val_inc,
+	.val_dec = map_val_dec,
 	.check_rec = map_check_rec,
 	.fmt_key = bt_fmt_u64,
 };
@@ -186,6 +194,7 @@ static void fill_info(const struct vbas_pool *p, uint64_t id, const struct vbas_
 	info->id = id;
 	info->size = le64_get(v->size);
 	info->mapped = le64_get(v->mapped) * p->bs;
+	info->origin = le64_get(v->origin);
 	info->flags = (le32_get(v->flags) & VBAS_VOLF_READONLY) ? VBAS_VOL_READONLY : 0;
 }
 
@@ -195,6 +204,20 @@ static struct vol_state *find_open(struct vbas_pool *p, uint64_t id)
 		if (vs->id == id)
 			return vs;
 	return NULL;
+}
+
+/* Drop a reference to VS (an open handle, or a holder of its range lock
+ * that waited); the last one frees it. */
+static void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
+{
+	if (--vs->refs)
+		return;
+	struct vol_state **pp = &p->open_vols;
+	while (*pp != vs)
+		pp = &(*pp)->next;
+	*pp = vs->next;
+	pthread_cond_destroy(&vs->rl_cond);
+	free(vs);
 }
 
 /* ---- Operations -------------------------------------------------------- */
@@ -250,21 +273,44 @@ out:
 	return e;
 }
 
-/* Unmap everything and remove the record of volume ID (marked deleting).
- * May commit along the way; each commit shows the volume still marked
- * deleting with a prefix of it gone, and open resumes from there. */
+/* Records and nodes released per step of a delete; each step leaves a
+ * state a commit may show (volume marked DELETING, its cursor moved on). */
+#define DROP_BUDGET 4096
+
+/* Release the mapping tree of volume ID (marked DELETING) and remove its
+ * record.  bt_drop releases the tree in key order without changing it:
+ * subtrees shared with snapshots or clones just lose a reference, so
+ * deleting a volume that shares everything is O(1), and deleting one with
+ * millions of extents of its own costs a step per few thousand of them.
+ * The cursor is saved with each step, so commits along the way are
+ * consistent and open resumes from the last one (the intent). */
 static int finish_delete(struct vbas_pool *p, uint64_t id)
 {
 	struct vbas_vol_rec rec;
+	struct vbas_btree t;
 	uint8_t k[8];
-	int e = vol_get(p, id, &rec);
-	if (e)
-		return e;
-	e = map_unmap(p, id, &rec, 0, le64_get(rec.size) >> p->bshift, 1);
-	if (e)
-		return e;
-	if (le64_get(rec.root))
-		return vbas_err(-EUCLEAN, "volume %" PRIu64 ": mapping tree not empty after delete", id);
+	int done = 0, e;
+	while (!done) {
+		e = vol_get(p, id, &rec);
+		if (e)
+			return e;
+		vol_map_tree(p, id, &rec, &t);
+		uint8_t cursor[8];
+		st_le64(cursor, le64_get(rec.del_cursor));
+		e = bt_drop(&t, cursor, DROP_BUDGET, &done);
+		if (e)
+			return e;
+		if (done)
+			break;
+		rec.del_cursor = le64_mk(ld_le64(cursor));
+		e = vol_put(p, id, &rec);
+		if (!e)
+			e = space_drain(p);
+		if (!e)
+			e = txn_maybe_commit(p);
+		if (e)
+			return e;
+	}
 	st_le64(k, id);
 	e = bt_delete(&p->voltab, k, NULL);
 	if (!e)
@@ -295,6 +341,7 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 		goto out;
 	}
 	rec.flags = le32_mk(le32_get(rec.flags) | VBAS_VOLF_DELETING);
+	rec.del_cursor = le64_mk(0);
 	e = vol_put(p, id, &rec);
 	if (!e)
 		e = finish_delete(p, id);
@@ -395,6 +442,191 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 out:
 	pthread_mutex_unlock(&p->lock);
 	return e;
+}
+
+int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, unsigned flags)
+{
+	struct vbas_voltab_rec r;
+	struct vbas_vol_rec srec;
+	struct vol_state *vs = NULL;
+	uint64_t sid, id;
+	int e;
+
+	vbas_err_clear();
+	if (flags & ~VBAS_SNAP_WRITABLE)
+		return vbas_err(-EINVAL, "snapshot: unknown flags %#x", flags);
+	e = check_name(name);
+	if (e)
+		return e;
+	pthread_mutex_lock(&p->lock);
+	e = txn_writable(p, flags ? "clone" : "snapshot");
+	if (e)
+		goto out;
+	e = vol_lookup_name(p, src, &sid, &srec);
+	if (e)
+		goto out;
+	/* Wait for writes in flight to the source: one that mapped a block
+	 * for an overwrite in place must land before the block is shared. */
+	vs = find_open(p, sid);
+	if (vs) {
+		vs->refs++;
+		e = rl_lock(p, vs, 0, UINT64_MAX, 1);
+		if (e) {
+			vol_state_put(p, vs);
+			vs = NULL;
+			goto out;
+		}
+		e = vol_lookup_name(p, src, &sid, &srec);
+		if (e)
+			goto out;
+	}
+	e = vol_lookup_name(p, name, &id, NULL);
+	if (e == 0) {
+		e = vbas_err(-EEXIST, "volume '%s' already exists", name);
+		goto out;
+	}
+	if (e != -ENOENT)
+		goto out;
+	if (space_avail(p) < p->sp.meta_reserve / 2) {
+		e = vbas_err(-ENOSPC, "snapshot '%s': the pool is full", name);
+		goto out;
+	}
+	/* Nodes are shared only once committed: a node written in the running
+	 * transaction is changed in place, which must never show through in
+	 * another volume.  If the source's tree changed in this transaction
+	 * (its root is then new), commit first. */
+	uint64_t root = le64_get(srec.root);
+	if (root) {
+		struct cblock *b;
+		e = cache_read(p->cache, root, &b);
+		if (e)
+			goto out;
+		int fresh = le64_get(((struct vbas_node_hdr *)b->data)->txid) == p->env.txid;
+		cache_put(p->cache, b);
+		if (fresh) {
+			e = txn_commit(p);
+			if (e)
+				goto out;
+			e = vol_get(p, sid, &srec);
+			if (e)
+				goto out;
+		}
+	}
+	uint64_t gen = p->env.txid;
+	memset(&r, 0, sizeof(r));
+	id = p->next_vol_id;
+	r.k.id = le64_mk(id);
+	r.v.size = srec.size;
+	r.v.root = srec.root;
+	r.v.mapped = srec.mapped;
+	r.v.origin = le64_mk(sid);
+	r.v.ctime = le64_mk((uint64_t)time(NULL));
+	r.v.cgen = le64_mk(gen);
+	r.v.share_gen = le64_mk(gen);
+	r.v.flags = le32_mk(flags & VBAS_SNAP_WRITABLE ? 0 : VBAS_VOLF_READONLY);
+	r.v.name_len = le16_mk((uint16_t)strlen(name));
+	memcpy(r.v.name, name, strlen(name));
+	srec.share_gen = le64_mk(gen);
+	e = bt_insert(&p->voltab, &r);
+	if (!e)
+		e = vol_put(p, sid, &srec);
+	if (!e && root)
+		e = p->env.inc_meta(p->env.ctx, root);
+	if (!e)
+		e = space_drain(p);
+	if (e) {
+		txn_fail(p, e);
+		goto out;
+	}
+	p->next_vol_id++;
+	p->nvolumes++;
+	p->dirty = 1;
+out:
+	if (vs) {
+		rl_unlock(p, vs, 0, UINT64_MAX, 1);
+		vol_state_put(p, vs);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+/* Usage: walk the mapping tree; a record under a shared node is shared
+ * whole, any other is split by the reference counts of its blocks. */
+struct usage_ctx {
+	struct vbas_pool *p;
+	struct vbas_btree *t;
+	uint64_t share_gen;
+	uint64_t excl, shared;
+};
+
+static int usage_cb(void *arg, const void *rec)
+{
+	struct usage_ctx *u = arg;
+	const struct vbas_map_rec *m = rec;
+	uint64_t pb = le64_get(m->v.pblk), n = le32_get(m->v.len);
+	int sh;
+	int e = bt_path_shared(u->t, &m->k, u->share_gen, &sh);
+	if (e)
+		return e;
+	if (sh) {
+		u->shared += n;
+		return 0;
+	}
+	while (n) {
+		uint32_t rc;
+		uint64_t run;
+		e = space_refcount_run(u->p, pb, n, &rc, &run);
+		if (e)
+			return e;
+		if (rc > 1)
+			u->shared += run;
+		else
+			u->excl += run;
+		pb += run;
+		n -= run;
+	}
+	return 0;
+}
+
+int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage *usage)
+{
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	uint64_t id;
+	int e;
+	vbas_err_clear();
+	memset(usage, 0, sizeof(*usage));
+	pthread_mutex_lock(&p->lock);
+	e = vol_lookup_name(p, name, &id, &rec);
+	if (!e)
+		e = space_drain(p);
+	if (!e) {
+		struct usage_ctx u = { .p = p, .t = &t, .share_gen = le64_get(rec.share_gen) };
+		vol_map_tree(p, id, &rec, &t);
+		e = bt_iter(&t, NULL, usage_cb, &u);
+		if (e > 0)
+			e = 0;
+		usage->mapped = le64_get(rec.mapped) * p->bs;
+		usage->exclusive = u.excl * p->bs;
+		usage->shared = u.shared * p->bs;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return e;
+}
+
+static int sum_cb(void *arg, const void *rec)
+{
+	const struct vbas_voltab_rec *r = rec;
+	if (!(le32_get(r->v.flags) & VBAS_VOLF_DELETING))
+		*(uint64_t *)arg += le64_get(r->v.mapped);
+	return 0;
+}
+
+int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks)
+{
+	*blocks = 0;
+	int e = bt_iter(&p->voltab, NULL, sum_cb, blocks);
+	return e < 0 ? e : 0;
 }
 
 int vbas_vol_stat(struct vbas_pool *p, const char *name, struct vbas_vol_info *info)
@@ -499,14 +731,7 @@ int vbas_vol_close(struct vbas_vol *v)
 		return 0;
 	p = v->pool;
 	pthread_mutex_lock(&p->lock);
-	if (--v->vs->refs == 0) {
-		struct vol_state **pp = &p->open_vols;
-		while (*pp != v->vs)
-			pp = &(*pp)->next;
-		*pp = v->vs->next;
-		pthread_cond_destroy(&v->vs->rl_cond);
-		free(v->vs);
-	}
+	vol_state_put(p, v->vs);
 	pthread_mutex_unlock(&p->lock);
 	free(v);
 	return 0;

@@ -1,0 +1,451 @@
+/* Sharing ranges between volumes: reflink, dedupe, unshare, diff.
+ *
+ * Snapshots and clones share whole mapping trees (volume.c); these share
+ * data extents.  A shared extent is mapped by more than one leaf record
+ * and counted once per record in the refcount tree, so it is freed when
+ * the last record goes; a write to it is copied (map.c).
+ *
+ * Locking: an operation on two ranges takes their range locks in one
+ * global order (volume id, then offset), so two operations in opposite
+ * directions cannot wait on each other.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Two ranges ------------------------------------------------------- */
+
+struct two_ranges {
+	struct vbas_vol *v[2];
+	uint64_t start[2], n[2];
+	int excl[2];
+	int held[2];
+};
+
+static int rank(const struct two_ranges *tr, int i)
+{
+	int j = !i;
+	if (tr->v[i]->id != tr->v[j]->id)
+		return tr->v[i]->id > tr->v[j]->id;
+	return tr->start[i] > tr->start[j];
+}
+
+/* Called with the pool lock held; waits, dropping it. */
+static int lock_two(struct vbas_pool *p, struct two_ranges *tr)
+{
+	int first = rank(tr, 0) ? 1 : 0;
+	for (int k = 0; k < 2; k++) {
+		int i = k ? !first : first;
+		int r = rl_lock(p, tr->v[i]->vs, tr->start[i], tr->n[i], tr->excl[i]);
+		if (r)
+			return r;
+		tr->held[i] = 1;
+	}
+	return 0;
+}
+
+static void unlock_two(struct vbas_pool *p, struct two_ranges *tr)
+{
+	for (int i = 0; i < 2; i++)
+		if (tr->held[i]) {
+			rl_unlock(p, tr->v[i]->vs, tr->start[i], tr->n[i], tr->excl[i]);
+			tr->held[i] = 0;
+		}
+}
+
+/* ---- Reflink ---------------------------------------------------------- */
+
+/* Checks the arguments of reflink and dedupe against both volumes;
+ * *LEN 0 becomes "to the end of SRC".  Pool lock held. */
+static int check_share_args(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst,
+			    uint64_t doff, uint64_t *len, const char *what)
+{
+	struct vbas_pool *p = src->pool;
+	struct vbas_vol_rec sr, dr;
+	int r = vol_get(p, src->id, &sr);
+	if (!r)
+		r = vol_get(p, dst->id, &dr);
+	if (r)
+		return r;
+	uint64_t ss = le64_get(sr.size), ds = le64_get(dr.size);
+	if ((soff | doff | *len) & (p->bs - 1))
+		return vbas_err(-EINVAL, "%s: offsets %" PRIu64 ", %" PRIu64 " and length %" PRIu64
+				" must be multiples of the block size (%u)", what, soff, doff, *len,
+				p->bs);
+	if (soff >= ss)
+		return vbas_err(-ERANGE, "%s: source offset %" PRIu64 " is past the end of the "
+				"source (%" PRIu64 " bytes)", what, soff, ss);
+	if (*len == 0)
+		*len = ss - soff;
+	if (*len > ss - soff)
+		return vbas_err(-ERANGE, "%s: source range %" PRIu64 "+%" PRIu64 " is past the end "
+				"of the source (%" PRIu64 " bytes)", what, soff, *len, ss);
+	if (doff >= ds || *len > ds - doff)
+		return vbas_err(-ERANGE, "%s: destination range %" PRIu64 "+%" PRIu64 " is past "
+				"the end of the destination (%" PRIu64 " bytes)", what, doff, *len, ds);
+	if (src->id == dst->id && soff < doff + *len && doff < soff + *len)
+		return vbas_err(-EINVAL, "%s: ranges %" PRIu64 "+%" PRIu64 " and %" PRIu64 "+%" PRIu64
+				" of one volume overlap", what, soff, *len, doff, *len);
+	if (le32_get(dr.flags) & VBAS_VOLF_READONLY)
+		return vbas_err(-EROFS, "%s: the destination is a snapshot (read-only)", what);
+	return 0;
+}
+
+/* Make [dl, dl+n) of DST map what [sl, sl+n) of SRC maps (holes too).
+ * Pool lock and both range locks held.  Commits may happen along the way:
+ * each shows a prefix of the range shared and every count exact. */
+static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64_t did,
+			  uint64_t dl, uint64_t n)
+{
+	uint64_t done = 0;
+	int r = 0;
+	while (!r && done < n) {
+		struct vbas_vol_rec sr, dr;
+		struct vbas_btree st, dt;
+		uint64_t pb, run;
+		int mapped;
+		r = vol_get(p, sid, &sr);
+		if (r)
+			break;
+		vol_map_tree(p, sid, &sr, &st);
+		r = map_lookup(p, &st, sl + done, &pb, &run, &mapped);
+		if (r)
+			break;
+		uint64_t take = run < n - done ? run : n - done;
+		r = vol_get(p, did, &dr);
+		if (!r)
+			r = map_unmap(p, did, &dr, dl + done, take, 0);
+		if (!r && mapped) {
+			vol_map_tree(p, did, &dr, &dt);
+			r = map_insert(&dt, dl + done, pb, take);
+			if (!r)
+				r = space_queue(p, pb, take, +1, VBAS_BT_DATA, 0);
+			if (!r) {
+				dr.root = le64_mk(dt.root);
+				dr.mapped = le64_mk(le64_get(dr.mapped) + take);
+				r = vol_put(p, did, &dr);
+			}
+		}
+		if (!r)
+			r = space_drain(p);
+		if (r)
+			break;
+		done += take;
+		r = txn_maybe_commit(p);
+	}
+	return r;
+}
+
+int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint64_t doff,
+		 uint64_t len)
+{
+	struct vbas_pool *p = src->pool;
+	struct two_ranges tr = { .v = { src, dst } };
+	int r;
+	vbas_err_clear();
+	if (dst->pool != p)
+		return vbas_err(-EXDEV, "reflink: the volumes are in different pools");
+	pthread_mutex_lock(&p->lock);
+	r = txn_writable(p, "reflink");
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, &len, "reflink");
+	if (r)
+		goto out;
+	tr.start[0] = soff >> p->bshift;
+	tr.start[1] = doff >> p->bshift;
+	tr.n[0] = tr.n[1] = len >> p->bshift;
+	tr.excl[1] = 1;
+	r = lock_two(p, &tr);
+	/* Sizes or flags may have changed while we waited. */
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, &len, "reflink");
+	if (!r) {
+		r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+		if (r)
+			txn_fail(p, r);
+	}
+	unlock_two(p, &tr);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+/* ---- Dedupe ----------------------------------------------------------- */
+
+/* Read [off, off+len) of VOL whose range lock the caller holds (so the
+ * mapping cannot change under us); pool lock not held. */
+static int read_locked(struct vbas_vol *vol, char *buf, uint64_t len, uint64_t off)
+{
+	struct vbas_pool *p = vol->pool;
+	while (len) {
+		struct vbas_vol_rec rec;
+		struct vbas_btree t;
+		uint64_t pb, run, lblk = off >> p->bshift, inblk = off & (p->bs - 1);
+		int mapped;
+		pthread_mutex_lock(&p->lock);
+		int r = vol_get(p, vol->id, &rec);
+		if (!r) {
+			vol_map_tree(p, vol->id, &rec, &t);
+			r = map_lookup(p, &t, lblk, &pb, &run, &mapped);
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (r)
+			return r;
+		uint64_t n = len;
+		if (run < (len + inblk + p->bs - 1) >> p->bshift)
+			n = (run << p->bshift) - inblk;   /* the run ends first */
+		if (mapped)
+			r = dev_pread(p->dev, buf, n, (pb << p->bshift) + inblk);
+		else
+			memset(buf, 0, n);
+		if (r)
+			return vbas_err(r, "read at volume offset %" PRIu64 " failed", off);
+		buf += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint64_t doff,
+		uint64_t len, int *same)
+{
+	struct vbas_pool *p = src->pool;
+	struct two_ranges tr = { .v = { src, dst } };
+	const size_t chunk = 1 << 20;
+	char *a = NULL, *b = NULL;
+	int r;
+	vbas_err_clear();
+	*same = 0;
+	if (dst->pool != p)
+		return vbas_err(-EXDEV, "dedupe: the volumes are in different pools");
+	pthread_mutex_lock(&p->lock);
+	r = txn_writable(p, "dedupe");
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, &len, "dedupe");
+	if (r)
+		goto out;
+	tr.start[0] = soff >> p->bshift;
+	tr.start[1] = doff >> p->bshift;
+	tr.n[0] = tr.n[1] = len >> p->bshift;
+	tr.excl[1] = 1;
+	r = lock_two(p, &tr);
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, &len, "dedupe");
+	pthread_mutex_unlock(&p->lock);
+	/* Compare with both ranges locked, a bounded buffer at a time. */
+	if (!r && (posix_memalign((void **)&a, 4096, chunk) || posix_memalign((void **)&b, 4096, chunk)))
+		r = -ENOMEM;
+	int equal = 1;
+	for (uint64_t o = 0; !r && equal && o < len; o += chunk) {
+		uint64_t n = len - o < chunk ? len - o : chunk;
+		r = read_locked(src, a, n, soff + o);
+		if (!r)
+			r = read_locked(dst, b, n, doff + o);
+		if (!r && memcmp(a, b, n))
+			equal = 0;
+	}
+	free(a);
+	free(b);
+	pthread_mutex_lock(&p->lock);
+	if (!r && equal) {
+		r = txn_writable(p, "dedupe");
+		if (!r) {
+			r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+			if (r)
+				txn_fail(p, r);
+		}
+		if (!r)
+			*same = 1;
+	}
+	unlock_two(p, &tr);
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+/* ---- Unshare ---------------------------------------------------------- */
+
+/* Shared blocks of [lblk, lblk+n). */
+static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *shared)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	uint64_t cur = lblk, end = lblk + n;
+	int r;
+	*shared = 0;
+	pthread_mutex_lock(&p->lock);
+	r = vol_get(p, vol->id, &rec);
+	if (!r)
+		vol_map_tree(p, vol->id, &rec, &t);
+	while (!r && cur < end) {
+		uint64_t pb, run;
+		int m, sh;
+		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
+		if (r)
+			break;
+		uint64_t take = run < end - cur ? run : end - cur;
+		if (m && sh)
+			*shared += take;
+		cur += take;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_info info;
+	struct vbas_resv *resv = NULL;
+	void *buf = NULL;
+	uint64_t need;
+	int r;
+	vbas_err_clear();
+	r = vbas_vol_info(vol, &info);
+	if (r)
+		return r;
+	if (info.flags & VBAS_VOL_READONLY)
+		return vbas_err(-EROFS, "unshare: the volume is a snapshot (read-only)");
+	if ((off | len) & (p->bs - 1))
+		return vbas_err(-EINVAL, "unshare: range %" PRIu64 "+%" PRIu64 " is not aligned to the "
+				"block size (%u)", off, len, p->bs);
+	if (off >= info.size)
+		return vbas_err(-ERANGE, "unshare: offset %" PRIu64 " is past the end of the volume "
+				"(%" PRIu64 " bytes)", off, info.size);
+	if (len == 0)
+		len = info.size - off;
+	if (len > info.size - off)
+		return vbas_err(-ERANGE, "unshare: range %" PRIu64 "+%" PRIu64 " is past the end of "
+				"the volume (%" PRIu64 " bytes)", off, len, info.size);
+	/* All or nothing in space: claim a copy of every shared block first. */
+	r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need);
+	if (r || !need)
+		return r;
+	r = vbas_reserve(p, need, &resv);
+	if (r)
+		return vbas_err_ctx(r, "unshare: %" PRIu64 " shared blocks need copies", need);
+	const size_t chunk = 1 << 20;
+	if (posix_memalign(&buf, 4096, chunk)) {
+		vbas_resv_put(resv);
+		return -ENOMEM;
+	}
+	uint64_t end = off + len;
+	while (!r && off < end) {
+		struct vbas_iomap m;
+		uint64_t want = end - off < chunk ? end - off : chunk;
+		r = vbas_map_begin(vol, off, want, VBAS_MAP_WRITE | VBAS_MAP_NOALLOC, resv, &m);
+		if (r)
+			break;
+		if (m.type == VBAS_IOMAP_NEW) {
+			/* A copy of the shared blocks into the new ones. */
+			r = dev_pread(p->dev, buf, m.length, m.cow_physical);
+			if (!r)
+				r = dev_pwrite(p->dev, buf, m.length, m.physical);
+			if (r)
+				vbas_err(r, "unshare: copying %" PRIu64 " bytes at volume offset %"
+					 PRIu64 " failed", m.length, off);
+		}
+		int e = vbas_map_end(vol, &m, r ? 0 : m.length, r);
+		if (!r)
+			r = e;
+		off += m.length;
+	}
+	free(buf);
+	vbas_resv_put(resv);
+	return r;
+}
+
+/* ---- Diff ------------------------------------------------------------- */
+
+struct diff_ranges {
+	struct vbas_pool *p;
+	struct vbas_btree *a, *b;
+	uint64_t end;                  /* blocks: the larger volume size */
+	uint64_t *v;                   /* pairs (start, len) in blocks */
+	size_t n, cap;
+};
+
+static int add_range(struct diff_ranges *d, uint64_t s, uint64_t n)
+{
+	if (d->n && d->v[2 * d->n - 2] + d->v[2 * d->n - 1] == s) {
+		d->v[2 * d->n - 1] += n;
+		return 0;
+	}
+	if (d->n == d->cap) {
+		size_t c = d->cap ? 2 * d->cap : 256;
+		uint64_t *v = realloc(d->v, 2 * c * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		d->v = v;
+		d->cap = c;
+	}
+	d->v[2 * d->n] = s;
+	d->v[2 * d->n + 1] = n;
+	d->n++;
+	return 0;
+}
+
+/* Compare the two mappings block range by block range over [lo, hi). */
+static int diff_range_cb(void *arg, const void *lo, const void *hi)
+{
+	struct diff_ranges *d = arg;
+	uint64_t cur = lo ? ld_le64(lo) : 0, end = hi ? ld_le64(hi) : d->end;
+	if (end > d->end)
+		end = d->end;
+	/* Ranges come in order; skip what an earlier one covered. */
+	if (d->n && d->v[2 * d->n - 2] + d->v[2 * d->n - 1] > cur)
+		cur = d->v[2 * d->n - 2] + d->v[2 * d->n - 1];
+	while (cur < end) {
+		uint64_t pa, la, pb, lb;
+		int ma, mb;
+		int r = map_lookup(d->p, d->a, cur, &pa, &la, &ma);
+		if (!r)
+			r = map_lookup(d->p, d->b, cur, &pb, &lb, &mb);
+		if (r)
+			return r;
+		uint64_t take = la < lb ? la : lb;
+		if (take > end - cur)
+			take = end - cur;
+		if (ma != mb || (ma && pa != pb)) {
+			r = add_range(d, cur, take);
+			if (r)
+				return r;
+		}
+		cur += take;
+	}
+	return 0;
+}
+
+int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
+	      int (*cb)(uint64_t off, uint64_t len, void *arg), void *arg)
+{
+	struct vbas_pool *p = from->pool;
+	struct vbas_vol_rec fr, tr;
+	struct vbas_btree ft, tt;
+	struct diff_ranges d = { .p = p, .a = &ft, .b = &tt };
+	int r;
+	vbas_err_clear();
+	if (to->pool != p)
+		return vbas_err(-EXDEV, "diff: the volumes are in different pools");
+	pthread_mutex_lock(&p->lock);
+	r = vol_get(p, from->id, &fr);
+	if (!r)
+		r = vol_get(p, to->id, &tr);
+	if (!r) {
+		vol_map_tree(p, from->id, &fr, &ft);
+		vol_map_tree(p, to->id, &tr, &tt);
+		uint64_t fs = le64_get(fr.size), ts = le64_get(tr.size);
+		d.end = (fs > ts ? fs : ts) >> p->bshift;
+		r = bt_diff(&ft, &tt, diff_range_cb, &d);
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (size_t i = 0; !r && i < d.n; i++)
+		r = cb(d.v[2 * i] << p->bshift, d.v[2 * i + 1] << p->bshift, arg);
+	free(d.v);
+	return r;
+}
