@@ -885,6 +885,30 @@ int bt_height(struct vbas_btree *t, unsigned *height)
 	return 0;
 }
 
+static int count_below(struct vbas_btree *t, uint64_t blk, int level, uint64_t *n)
+{
+	struct cblock *b;
+	int r = node_get(t, blk, level, &b);
+	if (r)
+		return r;
+	void *d = b->data;
+	unsigned lv = n_level(d), cnt = n_recs(d);
+	*n += lv ? cnt : 0;
+	for (unsigned i = 0; lv > 1 && i < cnt && !r; i++)
+		r = count_below(t, ent_child(t, d, i), (int)lv - 1, n);
+	put(t, b);
+	return r;
+}
+
+int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
+{
+	*nodes = 0;
+	if (!t->root)
+		return 0;
+	*nodes = 1;
+	return count_below(t, t->root, -1, nodes);
+}
+
 /* ---- Sharing ------------------------------------------------------------ */
 
 int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared)

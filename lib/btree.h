@@ -142,6 +142,8 @@ int bt_check(struct vbas_btree *t, const struct bt_check_cbs *cbs,
 /* Capacity of leaves and interior nodes of this tree. */
 unsigned bt_leaf_cap(const struct vbas_btree *t);
 unsigned bt_int_cap(const struct vbas_btree *t);
+/* Nodes in the tree, counted from its interior nodes (leaves not read). */
+int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes);
 /* Levels (0 for an empty tree). */
 int bt_height(struct vbas_btree *t, unsigned *height);
 

@@ -38,6 +38,8 @@ int extset_add(struct extset *s, uint64_t start, uint64_t len)
 	if (!len)
 		return 0;
 	uint64_t end = start + len;
+	if (end < start)
+		return -EINVAL;             /* runs past 2^64 */
 	size_t i = first_after(s, start);
 	if (i < s->n && s->v[i].start < end)
 		return -EEXIST;
@@ -98,6 +100,8 @@ int extset_remove(struct extset *s, uint64_t start, uint64_t len)
 
 const struct ext *extset_first_overlap(const struct extset *s, uint64_t start, uint64_t end)
 {
+	if (start >= end)
+		return NULL;
 	size_t i = first_after(s, start);
 	if (i < s->n && s->v[i].start < end)
 		return &s->v[i];

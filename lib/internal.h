@@ -104,6 +104,9 @@ int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type);
 int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t *rc,
 		       uint64_t *run);
 uint64_t space_avail(struct vbas_pool *p);      /* blocks allocatable now */
+/* Metadata blocks one write may need to change the trees (MAP: the
+ * volume's mapping tree, or NULL): held back beside the data it needs. */
+uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map);
 uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
 void space_committed(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);

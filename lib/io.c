@@ -38,15 +38,18 @@ int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off)
 
 /* Blocks of [lblk, lblk+n) a write needs new blocks for: holes, and
  * shared blocks (copy on write). */
-static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *needed)
+static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *needed,
+			uint64_t *meta)
 {
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	uint64_t cur = lblk, end = lblk + n, have = 0;
+	uint64_t cur = lblk, end = lblk + n, have = 0, runs = 0;
 	int r;
 	pthread_mutex_lock(&p->lock);
 	r = vol_get(p, vol->id, &rec);
+	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
+		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
 	if (!r)
 		vol_map_tree(p, vol->id, &rec, &t);
 	while (!r && cur < end) {
@@ -58,8 +61,14 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 		uint64_t take = run < end - cur ? run : end - cur;
 		if (m && !sh)
 			have += take;
+		else
+			runs++;
 		cur += take;
 	}
+	/* Each run that needs blocks is one change of the trees.  The
+	 * reservation holds room for that metadata too: it is not drawn from
+	 * the reservation, but keeps other writers from taking it. */
+	*meta = runs ? runs * space_op_meta(p, &t) : 0;
 	pthread_mutex_unlock(&p->lock);
 	*needed = n - have;
 	return r;
@@ -120,11 +129,12 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	/* All or nothing in space: claim every block the write needs. */
 	uint64_t lblk = off >> p->bshift;
 	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
-	r = count_needed(vol, lblk, nblk, &needed);
+	uint64_t meta = 0;
+	r = count_needed(vol, lblk, nblk, &needed, &meta);
 	if (r)
 		return r;
 	if (needed) {
-		r = vbas_reserve(p, needed, &resv);
+		r = vbas_reserve(p, needed + meta, &resv);
 		if (r)
 			return vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
@@ -173,7 +183,7 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 	if (!r)
 		r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
-		r = vbas_err(-EROFS, "discard: volume is read-only");
+		r = vbas_err(-EROFS, "discard: the volume is a snapshot (read-only)");
 	if (!r && (off >= le64_get(rec.size) || len > le64_get(rec.size) - off))
 		r = vbas_err(-ERANGE, "discard: range %" PRIu64 "+%" PRIu64 " is past the end of "
 			     "the volume (%" PRIu64 " bytes)", off, len, le64_get(rec.size));
@@ -233,7 +243,7 @@ int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned
 	if (r)
 		return r;
 	if (info.flags & VBAS_VOL_READONLY)
-		return vbas_err(-EROFS, "write zeroes: volume is read-only");
+		return vbas_err(-EROFS, "write zeroes: the volume is a snapshot (read-only)");
 	if (off >= info.size || len > info.size - off)
 		return vbas_err(-ERANGE, "write zeroes: range %" PRIu64 "+%" PRIu64 " is past the end "
 				"of the volume (%" PRIu64 " bytes)", off, len, info.size);

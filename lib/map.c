@@ -316,7 +316,7 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	if (r)
 		goto out;
 	if (write && (le32_get(rec.flags) & VBAS_VOLF_READONLY)) {
-		r = vbas_err(-EROFS, "write: volume is read-only");
+		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
 		goto out;
 	}
 	uint64_t lblk = off >> p->bshift;
@@ -368,7 +368,16 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 				resv->refs++;
 			}
 		} else {
-			r = space_alloc(p, hint, n, VBAS_BT_DATA, 0, &pblk, &got);
+			/* Leave room for the metadata this write will change
+			 * besides the metadata reserve (which is for frees). */
+			uint64_t keep = p->sp.meta_reserve + p->sp.reserved + space_op_meta(p, &t);
+			uint64_t avail = space_avail(p);
+			if (avail <= keep)
+				r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
+					     " held back for metadata and reservations", avail, keep);
+			else
+				r = space_alloc(p, hint, n < avail - keep ? n : avail - keep,
+						VBAS_BT_DATA, 0, &pblk, &got);
 		}
 		if (r) {
 			rl_unlock(p, vol->vs, lblk, nblk, write);

@@ -269,13 +269,16 @@ out:
 
 /* ---- Unshare ---------------------------------------------------------- */
 
-/* Shared blocks of [lblk, lblk+n). */
-static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *shared)
+/* Shared blocks of [lblk, lblk+n), and the most metadata copying them
+ * can take: every node of the mapping tree copied, the refcount tree
+ * growing by two records a run, and one change's worth besides. */
+static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_t *shared,
+			uint64_t *meta)
 {
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	uint64_t cur = lblk, end = lblk + n;
+	uint64_t cur = lblk, end = lblk + n, runs = 0;
 	int r;
 	*shared = 0;
 	pthread_mutex_lock(&p->lock);
@@ -289,10 +292,16 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 		if (r)
 			break;
 		uint64_t take = run < end - cur ? run : end - cur;
-		if (m && sh)
+		if (m && sh) {
 			*shared += take;
+			runs++;
+		}
 		cur += take;
 	}
+	uint64_t nodes = 0;
+	if (!r && runs)
+		r = bt_count_nodes(&t, &nodes);
+	*meta = runs ? nodes + 4 * runs / (bt_leaf_cap(&p->sp.refc) / 2) + space_op_meta(p, &t) : 0;
 	pthread_mutex_unlock(&p->lock);
 	return r;
 }
@@ -323,10 +332,11 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		return vbas_err(-ERANGE, "unshare: range %" PRIu64 "+%" PRIu64 " is past the end of "
 				"the volume (%" PRIu64 " bytes)", off, len, info.size);
 	/* All or nothing in space: claim a copy of every shared block first. */
-	r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need);
+	uint64_t meta;
+	r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need, &meta);
 	if (r || !need)
 		return r;
-	r = vbas_reserve(p, need, &resv);
+	r = vbas_reserve(p, need + meta, &resv);
 	if (r)
 		return vbas_err_ctx(r, "unshare: %" PRIu64 " shared blocks need copies", need);
 	const size_t chunk = 1 << 20;

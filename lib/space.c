@@ -196,6 +196,17 @@ uint64_t space_avail(struct vbas_pool *p)
 	return busy >= usable ? 0 : usable - busy;
 }
 
+uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map)
+{
+	unsigned hr = 0, hv = 0, hm = 0;
+	if (bt_height(&p->sp.refc, &hr) || bt_height(&p->voltab, &hv) ||
+	    (map && bt_height(map, &hm)))
+		return 64;
+	/* Each tree's path shadowed, a split at every level, and the
+	 * refcount tree changed for a few records: generous. */
+	return 2 * (2 * hm + 3 * hr + hv + 4);
+}
+
 /* Free blocks as a user counts them: what is not in use. */
 uint64_t space_free_blocks(struct vbas_pool *p)
 {
@@ -439,8 +450,11 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 			 * Split IR around [cur, pe) without a moment in which a
 			 * lookup (the allocator's, or shadowing's refcount query,
 			 * both of which run while this tree changes) could find
-			 * its blocks uncounted: the right part first, then IR
-			 * shrinks or takes the new count, then the middle part.
+			 * its blocks uncounted: the right part first, then the
+			 * middle part, then IR shrinks or takes the new count.
+			 * For a moment the new records lie inside IR; a lookup
+			 * (the largest start at or below a block) finds the
+			 * newest, and the allocator skips to the end of each.
 			 * Blocks that reach zero join FREED before their record
 			 * goes.
 			 */
@@ -457,16 +471,17 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 				r = became_free(p, cur, pe - cur, d->type);
 			}
 			if (!r && ir.start < cur) {
-				struct refc_irec l = ir;
-				l.len = (uint32_t)(cur - ir.start);
-				r = refc_upd(p, &l);
-				if (!r && nrc > 0) {
+				if (nrc > 0) {
 					struct refc_irec m = ir;
 					m.start = cur;
 					m.len = (uint32_t)(pe - cur);
 					m.rc = (uint32_t)nrc;
 					r = refc_put(p, &m);
 				}
+				struct refc_irec l = ir;
+				l.len = (uint32_t)(cur - ir.start);
+				if (!r)
+					r = refc_upd(p, &l);
 			} else if (!r && nrc > 0) {
 				struct refc_irec m = ir;
 				m.len = (uint32_t)(pe - cur);

@@ -233,7 +233,10 @@ int txn_maybe_commit(struct vbas_pool *p)
 	if (!p->dirty || p->broken || p->rdonly)
 		return 0;
 	int big = sp->freed.n > 65536 || sp->meta_allocs_txn > 262144;
-	int tight = sp->freed.total && space_avail(p) < sp->meta_reserve + sp->reserved;
+	/* Blocks freed in this transaction come back at its commit: commit
+	 * before the next change could find no room for its metadata. */
+	int tight = sp->freed.total &&
+		    space_avail(p) < sp->meta_reserve + sp->reserved + 2 * space_op_meta(p, NULL);
 	if (big || tight)
 		return txn_commit(p);
 	return 0;

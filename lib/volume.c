@@ -411,7 +411,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 	if (e)
 		goto out;
 	if (le32_get(rec.flags) & VBAS_VOLF_READONLY) {
-		e = vbas_err(-EROFS, "volume '%s' is read-only", name);
+		e = vbas_err(-EROFS, "volume '%s' is a snapshot (read-only)", name);
 		goto out;
 	}
 	uint64_t old = le64_get(rec.size);
