@@ -32,8 +32,6 @@ struct vbas_space {
 	struct extset freed;       /* reached 0 in this transaction: not
 	                              reusable before the commit is durable */
 	struct extset freed_data;  /* data blocks of FREED, to discard later */
-	struct extset discard_next;/* data blocks freed in the previous
-	                              transaction: discarded at the next commit */
 	struct refc_delta *q;      /* queued deltas */
 	size_t qhead, qn, qcap;
 	int draining;
@@ -147,6 +145,11 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
 /* Internal vbas_map_begin flag: a write that leaves holes as holes (it
  * only copies shared blocks: unshare). */
 #define VBAS_MAP_NOALLOC 0x100u
+/* Internal vbas_map_begin flag: the caller holds the range lock over the
+ * whole range already (vbas_pwrite: counting, reserving and writing under
+ * one lock, so a racing discard cannot open a hole the reservation does
+ * not cover). */
+#define VBAS_MAP_LOCKED 0x200u
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);

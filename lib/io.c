@@ -130,16 +130,21 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	uint64_t lblk = off >> p->bshift;
 	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
 	uint64_t meta = 0;
-	r = count_needed(vol, lblk, nblk, &needed, &meta);
+	/* Count, reserve and write under one range lock, so that nothing
+	 * (a racing discard) opens a hole the reservation does not cover. */
+	pthread_mutex_lock(&p->lock);
+	r = rl_lock(p, vol->vs, lblk, nblk, 1);
+	pthread_mutex_unlock(&p->lock);
 	if (r)
 		return r;
-	if (needed) {
+	r = count_needed(vol, lblk, nblk, &needed, &meta);
+	if (!r && needed) {
 		r = vbas_reserve(p, needed + meta, &resv);
 		if (r)
-			return vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
+			vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
-	while (len) {
-		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE, resv, &m);
+	while (!r && len) {
+		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED, resv, &m);
 		if (r)
 			break;
 		if (m.type == VBAS_IOMAP_NEW)
@@ -159,6 +164,9 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 		len -= m.length;
 	}
 	vbas_resv_put(resv);
+	pthread_mutex_lock(&p->lock);
+	rl_unlock(p, vol->vs, lblk, nblk, 1);
+	pthread_mutex_unlock(&p->lock);
 	if (!r && (flags & VBAS_IO_FUA))
 		r = vbas_flush(p);
 	return r;
@@ -251,7 +259,8 @@ int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned
 	uint64_t as = (off + bs - 1) / bs * bs, ae = end / bs * bs;
 	if (as >= ae) {                       /* within one or two blocks */
 		uint64_t mid = as < end ? as : end;
-		r = zero_partial(vol, off, mid - off);
+		if (mid > off)
+			r = zero_partial(vol, off, mid - off);
 		if (!r && mid < end)
 			r = zero_partial(vol, mid, end - mid);
 		goto done;

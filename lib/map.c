@@ -300,7 +300,7 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	uint64_t pblk, run;
 
 	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) ||
-	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC)))
+	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_LOCKED)))
 		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
 	memset(map, 0, sizeof(*map));
 	pthread_mutex_lock(&p->lock);
@@ -321,7 +321,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	}
 	uint64_t lblk = off >> p->bshift;
 	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
-	r = rl_lock(p, vol->vs, lblk, nblk, write);
+	int locked = !!(flags & VBAS_MAP_LOCKED);
+	r = locked ? 0 : rl_lock(p, vol->vs, lblk, nblk, write);
 	if (r)
 		goto out;
 	/* The volume may have changed while we waited. */
@@ -329,7 +330,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	if (!r)
 		r = check_range(p, &rec, off, len, write ? "write" : "read");
 	if (r) {
-		rl_unlock(p, vol->vs, lblk, nblk, write);
+		if (!locked)
+			rl_unlock(p, vol->vs, lblk, nblk, write);
 		goto out;
 	}
 	vol_map_tree(p, vol->id, &rec, &t);
@@ -340,7 +342,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	else
 		r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
 	if (r) {
-		rl_unlock(p, vol->vs, lblk, nblk, write);
+		if (!locked)
+			rl_unlock(p, vol->vs, lblk, nblk, write);
 		goto out;
 	}
 	uint64_t n = run < nblk ? run : nblk;
@@ -380,7 +383,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 						VBAS_BT_DATA, 0, &pblk, &got);
 		}
 		if (r) {
-			rl_unlock(p, vol->vs, lblk, nblk, write);
+			if (!locked)
+				rl_unlock(p, vol->vs, lblk, nblk, write);
 			goto out;
 		}
 		p->sp.data_rover = pblk + got;
@@ -390,7 +394,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	} else {
 		map->type = mapped ? VBAS_IOMAP_MAPPED : VBAS_IOMAP_HOLE;
 	}
-	rl_shrink(vol->vs, lblk, nblk, write, n);
+	if (!locked)
+		rl_shrink(vol->vs, lblk, nblk, write, n);
 	map->offset = off;
 	map->length = (n << p->bshift) - inblk;
 	if (map->length > len)
@@ -400,7 +405,7 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
 	map->priv_blk = lblk;
 	map->priv_nblk = n;
-	map->priv_state = write ? 2 : 1;
+	map->priv_state = (write ? 2 : 1) | (locked ? 4 : 0);
 out:
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -409,9 +414,9 @@ out:
 int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, int error)
 {
 	struct vbas_pool *p = vol->pool;
-	int write = map->priv_state == 2, r = 0;
+	int write = (map->priv_state & 3) == 2, locked = !!(map->priv_state & 4), r = 0;
 
-	if (map->priv_state != 1 && map->priv_state != 2)
+	if ((map->priv_state & 3) != 1 && (map->priv_state & 3) != 2)
 		return vbas_err(-EINVAL, "map_end: not a mapping from vbas_map_begin");
 	pthread_mutex_lock(&p->lock);
 	if (map->type == VBAS_IOMAP_NEW) {
@@ -461,7 +466,8 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 				r = txn_maybe_commit(p);
 		}
 	}
-	rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);
+	if (!locked)
+		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);
 	if (map->priv_resv) {
 		struct vbas_resv *rv = map->priv_resv;
 		if (--rv->refs == 0) {

@@ -368,5 +368,9 @@ void vbas_resv_put(struct vbas_resv *rv)
 
 uint64_t vbas_resv_remaining(const struct vbas_resv *rv)
 {
-	return rv->left;
+	uint64_t n;
+	pthread_mutex_lock(&rv->pool->lock);
+	n = rv->left;
+	pthread_mutex_unlock(&rv->pool->lock);
+	return n;
 }

@@ -182,7 +182,6 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.pending);
 	extset_free(&p->sp.freed);
 	extset_free(&p->sp.freed_data);
-	extset_free(&p->sp.discard_next);
 	free(p->sp.q);
 	p->sp.q = NULL;
 }
@@ -625,13 +624,12 @@ int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t
 void space_committed(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
-	for (size_t i = 0; i < sp->discard_next.n; i++)
-		dev_discard(p->dev, sp->discard_next.v[i].start * p->bs,
-			    sp->discard_next.v[i].len * p->bs);
-	extset_clear(&sp->discard_next);
-	struct extset t = sp->discard_next;
-	sp->discard_next = sp->freed_data;
-	sp->freed_data = t;
+	/* Punch the data blocks freed in the transaction just committed,
+	 * before they can be handed out again (S2: that is now). */
+	for (size_t i = 0; i < sp->freed_data.n; i++)
+		dev_discard(p->dev, sp->freed_data.v[i].start * p->bs,
+			    sp->freed_data.v[i].len * p->bs);
+	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
 	sp->meta_allocs_txn = 0;
 }
