@@ -26,7 +26,7 @@
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
 #define CHUNK        (1u << 20)       /* bytes per read/write call */
-#define MAX_POS      3                /* positional arguments, at most */
+#define MAX_POS      6                /* positional arguments, at most */
 
 /* ---- Options ----------------------------------------------------------- */
 
@@ -73,6 +73,8 @@ struct cmd {
 	const char *synopsis;         /* after "vbas NAME " */
 	const char *summary;          /* one line, for vbas --help */
 	const char *details;          /* the rest of vbas help NAME */
+	const char *argnames;         /* positional names for messages, or NULL
+	                                 for "POOL NAME FILE" */
 };
 
 /* ---- Messages ----------------------------------------------------------- */
@@ -132,6 +134,9 @@ static int lib_fail(const char *cmd, const char *what, int r)
 		m += 5 + wl + 2;
 	else if (!strncmp(m, what, wl) && !strncmp(m + wl, ": ", 2))
 		m += wl + 2;
+	/* Nor the command's name ("vbas: write: POOL: write: ..."). */
+	if (!strncmp(m, cmd, strlen(cmd)) && !strncmp(m + strlen(cmd), ": ", 2))
+		m += strlen(cmd) + 2;
 	/* The space messages name counts of blocks, not the condition. */
 	if (r == -ENOSPC && !strstr(m, "full") && !strstr(m, strerror(ENOSPC)))
 		return fail(cmd, what, "%s (%s)", m, strerror(ENOSPC));
@@ -380,10 +385,10 @@ static int cmd_info(const struct args *a)
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
 		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
 		       ",\"metadata_reserve\":%" PRIu64 ",\"generation\":%" PRIu64
-		       ",\"cache_blocks\":%u}\n",
+		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64 "}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.metadata_reserve, i.generation,
-		       i.cache_blocks);
+		       i.cache_blocks, i.mapped, i.sharing_saves);
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -393,6 +398,8 @@ static int cmd_info(const struct args *a)
 			{ "free", i.free, 1 },
 			{ "metadata reserve", i.metadata_reserve, 1 },
 			{ "reserved", i.reserved, 1 },
+			{ "mapped", i.mapped, 1 },
+			{ "sharing saves", i.sharing_saves, 1 },
 			{ "volumes", i.volumes, 0 },
 			{ "total blocks", i.total_blocks, 0 },
 			{ "generation", i.generation, 0 },
@@ -427,6 +434,7 @@ static int cmd_create(const struct args *a)
 
 struct vol_list {
 	struct vbas_vol_info *v;
+	struct vbas_vol_usage *u;     /* per volume, filled after the walk */
 	size_t n, cap;
 };
 
@@ -445,10 +453,21 @@ static int list_cb(const struct vbas_vol_info *info, void *arg)
 	return 0;
 }
 
+/* The name of volume ID in L, or NULL (none, or deleted). */
+static const char *list_name(const struct vol_list *l, uint64_t id)
+{
+	if (!id)
+		return NULL;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].id == id)
+			return l->v[i].name;
+	return NULL;
+}
+
 static void print_list_text(const struct vol_list *l)
 {
 	char **names = calloc(l->n ? l->n : 1, sizeof(*names));
-	int wn = 4, wid = 2, ws = 4, wm = 6;
+	int wn = 4, wid = 2, ws = 4, wm = 6, we = 9, wsh = 6;
 	char buf[32], h1[32], h2[32];
 
 	for (size_t i = 0; names && i < l->n; i++) {
@@ -462,16 +481,26 @@ static void print_list_text(const struct vol_list *l)
 			ws = n;
 		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].mapped)) > wm)
 			wm = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->u[i].exclusive)) > we)
+			we = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->u[i].shared)) > wsh)
+			wsh = n;
 	}
-	printf("%-*s  %*s  %*s %11s  %*s\n", wn, "NAME", wid, "ID", ws, "SIZE", "",
-	       wm, "MAPPED");
+	printf("%-*s  %*s  %*s %11s  %*s %11s  %*s  %*s  %-2s  %s\n", wn, "NAME", wid, "ID",
+	       ws, "SIZE", "", wm, "MAPPED", "", we, "EXCLUSIVE", wsh, "SHARED", "RO", "ORIGIN");
 	for (size_t i = 0; i < l->n; i++) {
 		const struct vbas_vol_info *v = &l->v[i];
+		const char *origin = list_name(l, v->origin);
+		char *otext = origin ? text_name(origin) : NULL;
 		snprintf(h1, sizeof(h1), "(%s)", human(v->size, buf, sizeof(buf)));
 		snprintf(h2, sizeof(h2), "(%s)", human(v->mapped, buf, sizeof(buf)));
-		printf("%-*s  %*" PRIu64 "  %*" PRIu64 " %-11s  %*" PRIu64 " %s\n", wn,
+		printf("%-*s  %*" PRIu64 "  %*" PRIu64 " %-11s  %*" PRIu64 " %-11s  %*" PRIu64
+		       "  %*" PRIu64 "  %-2s  %s\n", wn,
 		       names && names[i] ? names[i] : v->name, wid, v->id, ws, v->size, h1,
-		       wm, v->mapped, h2);
+		       wm, v->mapped, h2, we, l->u[i].exclusive, wsh, l->u[i].shared,
+		       (v->flags & VBAS_VOL_READONLY) ? "ro" : "rw",
+		       otext ? otext : origin ? origin : "-");
+		free(otext);
 	}
 	for (size_t i = 0; names && i < l->n; i++)
 		free(names[i]);
@@ -488,20 +517,44 @@ static int cmd_list(const struct args *a)
 	r = vbas_vol_list(pool, list_cb, &l);
 	if (r) {
 		rc = lib_fail(a->cmd, a->pos[0], r);
-	} else if (a->seen & O_JSON) {
+		goto out;
+	}
+	l.u = calloc(l.n ? l.n : 1, sizeof(*l.u));
+	if (!l.u) {
+		rc = fail(a->cmd, a->pos[0], "%s", strerror(ENOMEM));
+		goto out;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		r = vbas_vol_usage(pool, l.v[i].name, &l.u[i]);
+		if (r) {
+			rc = lib_fail(a->cmd, a->pos[0], r);
+			goto out;
+		}
+	}
+	if (a->seen & O_JSON) {
 		putchar('[');
 		for (size_t i = 0; i < l.n; i++) {
+			const char *origin = list_name(&l, l.v[i].origin);
 			fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
 			json_str(stdout, l.v[i].name);
 			printf(",\"id\":%" PRIu64 ",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64
-			       ",\"readonly\":%s}", l.v[i].id, l.v[i].size, l.v[i].mapped,
+			       ",\"exclusive\":%" PRIu64 ",\"shared\":%" PRIu64 ",\"origin\":",
+			       l.v[i].id, l.v[i].size, l.v[i].mapped, l.u[i].exclusive,
+			       l.u[i].shared);
+			if (origin)
+				json_str(stdout, origin);
+			else
+				fputs("null", stdout);
+			printf(",\"readonly\":%s}",
 			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false");
 		}
 		puts("]");
 	} else {
 		print_list_text(&l);
 	}
+out:
 	free(l.v);
+	free(l.u);
 	return close_pool(a, pool, rc);
 }
 
@@ -807,6 +860,185 @@ static int cmd_check(const struct args *a)
 	return close_pool(a, pool, rc);
 }
 
+/* ---- Sharing ---------------------------------------------------------------- */
+
+static int snapshot_common(const struct args *a, unsigned flags)
+{
+	struct vbas_pool *pool;
+	int r, rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_pool(a, pool, rc);
+}
+
+static int cmd_snapshot(const struct args *a)
+{
+	return snapshot_common(a, 0);
+}
+
+static int cmd_clone(const struct args *a)
+{
+	return snapshot_common(a, VBAS_SNAP_WRITABLE);
+}
+
+/* Parse positional argument I (named WHAT) as a size into OUT. */
+static int pos_size(const struct args *a, int i, const char *what, uint64_t *out)
+{
+	char why[160];
+	if (parse_size(a->pos[i], out, why, sizeof(why)))
+		return usage_err(a->cmd, what, "%s", why);
+	return 0;
+}
+
+/* Open POOL (pos[0]) and the volumes named pos[S] and pos[D]; one handle
+ * serves both when they are the same volume. */
+static int open_two(const struct args *a, unsigned flags, int s, int d,
+		    struct vbas_pool **pool, struct vbas_vol **sv, struct vbas_vol **dv,
+		    struct vbas_vol_info *sinfo)
+{
+	int r, rc = open_pool(a, flags, pool);
+	if (rc)
+		return rc;
+	*sv = *dv = NULL;
+	r = vbas_vol_open(*pool, a->pos[s], sv);
+	if (!r)
+		r = vbas_vol_info(*sv, sinfo);
+	if (!r) {
+		if (!strcmp(a->pos[s], a->pos[d]))
+			*dv = *sv;
+		else
+			r = vbas_vol_open(*pool, a->pos[d], dv);
+	}
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		if (*sv)
+			vbas_vol_close(*sv);
+		vbas_close(*pool);
+		return rc;
+	}
+	return 0;
+}
+
+static int close_two(const struct args *a, struct vbas_pool *pool, struct vbas_vol *sv,
+		     struct vbas_vol *dv, int rc)
+{
+	if (dv != sv)
+		vbas_vol_close(dv);
+	return close_vol(a, pool, sv, rc);
+}
+
+/* reflink and dedupe: POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH. */
+static int cmd_reflink_dedupe(const struct args *a, int dedupe)
+{
+	struct vbas_vol_info sinfo;
+	struct vbas_pool *pool;
+	struct vbas_vol *sv, *dv;
+	uint64_t soff, doff, len;
+	int r, rc, same = 0;
+
+	if ((rc = pos_size(a, 2, "SRC_OFFSET", &soff)) || (rc = pos_size(a, 4, "DST_OFFSET", &doff)) ||
+	    (rc = pos_size(a, 5, "LENGTH", &len)))
+		return rc;
+	rc = open_two(a, 0, 1, 3, &pool, &sv, &dv, &sinfo);
+	if (rc)
+		return rc;
+	if (!dedupe) {
+		r = vbas_reflink(sv, soff, dv, doff, len);
+		if (r)
+			rc = lib_fail(a->cmd, a->pos[0], r);
+		return close_two(a, pool, sv, dv, rc);
+	}
+	r = vbas_dedupe(sv, soff, dv, doff, len, &same);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	} else {
+		uint64_t n = same ? (len ? len : sinfo.size - soff) : 0;
+		if (a->seen & O_JSON)
+			printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
+		else if (same)
+			printf("deduped %" PRIu64 " bytes\n", n);
+		else
+			printf("ranges differ; nothing changed\n");
+	}
+	return close_two(a, pool, sv, dv, rc);
+}
+
+static int cmd_reflink(const struct args *a)
+{
+	return cmd_reflink_dedupe(a, 0);
+}
+
+static int cmd_dedupe(const struct args *a)
+{
+	return cmd_reflink_dedupe(a, 1);
+}
+
+static int cmd_unshare(const struct args *a)
+{
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	int r, rc = open_vol(a, 0, &pool, &vol, &info);
+	if (rc)
+		return rc;
+	/* Without --length: to the end (the library's LEN 0). */
+	r = vbas_unshare(vol, a->offset, (a->seen & O_LENGTH) ? a->length : 0);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_vol(a, pool, vol, rc);
+}
+
+struct diff_out {
+	uint64_t (*r)[2];
+	size_t n, cap;
+};
+
+static int diff_cb(uint64_t off, uint64_t len, void *arg)
+{
+	struct diff_out *d = arg;
+	if (d->n == d->cap) {
+		size_t nc = d->cap ? 2 * d->cap : 64;
+		uint64_t (*nr)[2] = realloc(d->r, nc * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		d->r = nr;
+		d->cap = nc;
+	}
+	d->r[d->n][0] = off;
+	d->r[d->n][1] = len;
+	d->n++;
+	return 0;
+}
+
+static int cmd_diff(const struct args *a)
+{
+	struct diff_out d = { 0 };
+	struct vbas_vol_info finfo;
+	struct vbas_pool *pool;
+	struct vbas_vol *from, *to;
+	int r, rc = open_two(a, VBAS_OPEN_RDONLY, 1, 2, &pool, &from, &to, &finfo);
+	if (rc)
+		return rc;
+	r = vbas_diff(from, to, diff_cb, &d);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	} else if (a->seen & O_JSON) {
+		putchar('[');
+		for (size_t i = 0; i < d.n; i++)
+			printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 "}", i ? "," : "",
+			       d.r[i][0], d.r[i][1]);
+		puts("]");
+	} else {
+		for (size_t i = 0; i < d.n; i++)
+			printf("%" PRIu64 " %" PRIu64 "\n", d.r[i][0], d.r[i][1]);
+	}
+	free(d.r);
+	return close_two(a, pool, from, to, rc);
+}
+
 /* ---- Help and dispatch ------------------------------------------------------ */
 
 #define CACHE_HELP "      --cache SIZE        metadata cache size (default 64M)\n"
@@ -825,7 +1057,8 @@ static const struct cmd cmds[] = {
 	  "show the pool's size and space use",
 	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
 	  "data_used, metadata_used, free, volumes, total_blocks, reserved,\n"
-	  "metadata_reserve, generation and cache_blocks.\n\n"
+	  "metadata_reserve, generation, cache_blocks, mapped (summed over every\n"
+	  "volume) and sharing_saves (mapped - data_used: what sharing saves).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "create", cmd_create, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
@@ -836,8 +1069,13 @@ static const struct cmd cmds[] = {
 	  "  -s, --size SIZE         the volume's size (required)\n" CACHE_HELP HELP_HELP },
 	{ "list", cmd_list, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "list the volumes",
-	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"readonly\"};\n"
-	  "sizes in bytes.\n\n"
+	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"exclusive\",\n"
+	  "\"shared\", \"origin\", \"readonly\"}; sizes in bytes.  mapped = exclusive +\n"
+	  "shared: exclusive blocks are the volume's alone (deleting it frees them),\n"
+	  "shared ones are also used by another volume or at another offset.  origin\n"
+	  "is the name of the volume this one is a snapshot or clone of, or null\n"
+	  "(none, or deleted); readonly is true for a snapshot.  The text table\n"
+	  "shows the same, RO as ro/rw and ORIGIN as '-' for none.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
 	{ "delete", cmd_delete, O_CACHE, 2, 2, "POOL NAME",
@@ -877,6 +1115,56 @@ static const struct cmd cmds[] = {
 	  "in bytes; flags holds \"shared\" for a block shared with another volume.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
+	{ "snapshot", cmd_snapshot, O_CACHE, 3, 3, "POOL SOURCE NEW",
+	  "make NEW a read-only snapshot of volume SOURCE",
+	  "O(1): NEW shares SOURCE's blocks until SOURCE is written (copy on\n"
+	  "write).  SOURCE may itself be a snapshot or a clone.  Writes, discards\n"
+	  "and resizes of a snapshot fail.\n\n"
+	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	{ "clone", cmd_clone, O_CACHE, 3, 3, "POOL SOURCE NEW",
+	  "make NEW a writable clone of volume SOURCE",
+	  "O(1): NEW shares SOURCE's blocks; either can be written afterwards\n"
+	  "without the other seeing it.  SOURCE may be a snapshot or a clone.\n\n"
+	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	{ "reflink", cmd_reflink, O_CACHE, 6, 6, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH",
+	  "share a range of SRC into DST (like FICLONERANGE)",
+	  "Afterwards DST's range reads as SRC's does, and the two share blocks\n"
+	  "until either is written.  Offsets and LENGTH are multiples of the block\n"
+	  "size, except that the range may run to the end of SRC; LENGTH 0 means\n"
+	  "to the end of SRC.  SRC and DST may be the same volume if the ranges do\n"
+	  "not overlap.  DST must not be a snapshot.\n\n"
+	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
+	{ "dedupe", cmd_dedupe, O_JSON | O_CACHE, 6, 6,
+	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH [--json]",
+	  "share a range of SRC into DST if the bytes are the same (FIDEDUPERANGE)",
+	  "Compares the ranges (aligned as for reflink; LENGTH 0: to the end of\n"
+	  "SRC) and shares them if they are equal.  Prints \"deduped N bytes\", or\n"
+	  "\"ranges differ; nothing changed\"; the exit status is 0 either way.\n"
+	  "The JSON object has the keys same (true/false) and deduped (bytes).\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
+	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
+	{ "unshare", cmd_unshare, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
+	  "POOL NAME [--offset OFF --length LEN]",
+	  "give the shared blocks of a volume's range private copies",
+	  "The range (block-aligned) is the whole volume by default.  All or\n"
+	  "nothing in space: fails before changing anything if the copies do not\n"
+	  "fit in the pool.\n\n"
+	  "Options:\n"
+	  "  -o, --offset OFF        start of the range (default 0)\n"
+	  "  -l, --length LEN        length of the range (default: to the end)\n"
+	  CACHE_HELP HELP_HELP },
+	{ "diff", cmd_diff, O_JSON | O_CACHE, 3, 3, "POOL FROM TO [--json]",
+	  "list the ranges where volume TO differs from FROM",
+	  "Compares the mappings of two volumes of one lineage (a snapshot and its\n"
+	  "origin, say): each maximal block-aligned range where TO maps another\n"
+	  "block than FROM, or a hole against a block.  Shared parts are skipped,\n"
+	  "so the work grows with the changes, not the size.  Prints one\n"
+	  "\"OFFSET LENGTH\" line per range, in bytes; the JSON form is an array\n"
+	  "of {\"offset\", \"length\"}.\n\n"
+	  "Options:\n"
+	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP,
+	  "POOL FROM TO" },
 	{ "check", cmd_check, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "verify every invariant of the pool",
 	  "Prints each problem found.  Exit status 0 if the pool is clean, 1 if not.\n"
@@ -998,9 +1286,18 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 			return usage_err(c->name, opt_infos[i].name, "%s", why);
 	}
 	a->npos = argc - optind;
-	if (a->npos < c->min_pos)
-		return usage_err(c->name, a->npos == 0 ? "POOL" : a->npos == 1 ? "NAME" : "FILE",
-				 "missing argument");
+	if (a->npos < c->min_pos) {
+		/* The missing argument's name: word NPOS of argnames. */
+		const char *names = c->argnames ? c->argnames : "POOL NAME FILE", *w = names;
+		for (int i = 0; i < a->npos && w; i++)
+			if ((w = strchr(w, ' ')))
+				w++;
+		char what[32];
+		if (!w)
+			w = "ARGUMENT";
+		snprintf(what, sizeof(what), "%.*s", (int)strcspn(w, " "), w);
+		return usage_err(c->name, what, "missing argument");
+	}
 	if (a->npos > c->max_pos)
 		return usage_err(c->name, argv[optind + c->max_pos], "unexpected argument");
 	for (int i = 0; i < a->npos; i++)

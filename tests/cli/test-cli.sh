@@ -183,7 +183,7 @@ fsize() { stat -c %s "$1"; }
 
 # ---- Help and usage -------------------------------------------------------
 
-CMDS="format info create list delete resize write read discard map check"
+CMDS="format info create list delete resize write read discard map check snapshot clone reflink dedupe unshare diff"
 
 expect_out "vbas --help prints the usage" '^Usage: vbas' "$VBAS" --help
 expect_out "vbas --help lists every command" 'discard' "$VBAS" --help
@@ -653,6 +653,245 @@ expect_json "both volumes are still there" '[v["name"] for v in d] == ["a", "b"]
 expect_ok "the pool takes writes again" "$VBAS" write $K b k2m
 expect_true "... which read back" same_as k2m $K b 0 $((2 * MiB))
 expect_out "check is clean at the end" '^clean' "$VBAS" check $K
+
+# ---- snapshots, clones and sharing --------------------------------------------
+
+H=share.img
+# vol_field POOL NAME KEY: a field of one volume in list --json.
+vol_field() { jget "[v['$3'] for v in d if v['name'] == '$2'][0]" "$VBAS" list "$1" --json; }
+# patched OUT IN OFF FILE: IN with FILE's bytes written at OFF.
+patched() { cp "$2" "$1" && dd if="$4" of="$1" bs=1 seek="$3" conv=notrunc status=none; }
+# The usage accounting of every volume is consistent: mapped == exclusive + shared.
+USAGE_OK='all(v["mapped"] == v["exclusive"] + v["shared"] for v in d)'
+
+expect_ok "sharing: format a 64M pool with 4K blocks" "$VBAS" format $H --size 64M --block-size 4K
+expect_ok "sharing: create o" "$VBAS" create $H o --size 1M
+random_file o1m $MiB
+expect_ok "sharing: fill o" "$VBAS" write $H o o1m
+expect_json "list: mapped == exclusive + shared, all exclusive before a snapshot" \
+	"$USAGE_OK and [(v['exclusive'], v['shared'], v['origin'], v['readonly']) for v in d] == [(2**20, 0, None, False)]" \
+	"$VBAS" list $H --json
+expect_ok "snapshot o as s1" "$VBAS" snapshot $H o s1
+expect_json "list --json: the keys, in order" \
+	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly"]' \
+	"$VBAS" list $H --json
+expect_json "after a snapshot: shared == mapped for both, nothing exclusive" \
+	"$USAGE_OK and [(v['name'], v['mapped'], v['shared'], v['exclusive']) for v in d] == [('o', 2**20, 2**20, 0), ('s1', 2**20, 2**20, 0)]" \
+	"$VBAS" list $H --json
+expect_json "s1: origin o, read-only; o: no origin, writable" \
+	"[(v['name'], v['origin'], v['readonly']) for v in d] == [('o', None, False), ('s1', 'o', True)]" \
+	"$VBAS" list $H --json
+expect_out "list: text shows RO and ORIGIN" '^s1 .* ro +o$' "$VBAS" list $H
+expect_out "list: text header has the new columns" '^NAME +ID +SIZE +MAPPED +EXCLUSIVE +SHARED +RO +ORIGIN$' \
+	"$VBAS" list $H
+random_file n64k $((64 * KiB))
+expect_ok "write 64K at 128K into the origin" "$VBAS" write $H o --offset 128K n64k
+patched o_new o1m $((128 * KiB)) n64k
+expect_true "the snapshot still reads the old bytes" same_as o1m $H s1 0 $MiB
+expect_true "the origin reads the new bytes" same_as o_new $H o 0 $MiB
+expect_json "after writing the origin: its exclusive grew by 64K" \
+	"$USAGE_OK and [(v['exclusive'], v['shared']) for v in d if v['name'] == 'o'] == [(65536, 2**20 - 65536)]" \
+	"$VBAS" list $H --json
+expect_json "info: sharing_saves > 0 after snapshot + write" \
+	'd["sharing_saves"] > 0 and d["mapped"] == 2 * 2**20 and d["sharing_saves"] == d["mapped"] - d["data_used"]' \
+	"$VBAS" info $H --json
+expect_out "info: text shows sharing saves" '^sharing saves +[1-9][0-9]* ' "$VBAS" info $H
+expect_out "info: text shows mapped" '^mapped +2097152 ' "$VBAS" info $H
+
+# diff: exactly the written range, block-aligned.
+expect_ok "diff s1 o" "$VBAS" diff $H s1 o
+expect_true "diff text: exactly the written range" test "$(cat "$T/out")" = "131072 65536"
+expect_json "diff --json: exactly the written range" 'd == [{"offset": 131072, "length": 65536}]' \
+	"$VBAS" diff $H s1 o --json
+random_file d100 100
+expect_ok "an unaligned 100-byte write at 300K+10 into o" "$VBAS" write $H o --offset $((300 * KiB + 10)) d100
+expect_json "diff --json: the unaligned write shows as its whole block" \
+	'd == [{"offset": 131072, "length": 65536}, {"offset": 307200, "length": 4096}]' \
+	"$VBAS" diff $H s1 o --json
+patched o_new2 o_new $((300 * KiB + 10)) d100
+cp o_new2 o_new
+expect_json "diff of a volume against itself is empty" 'd == []' "$VBAS" diff $H o o --json
+
+# Writing a snapshot fails.
+expect_fail "write into a snapshot fails" 1 "^vbas: write: $H: .*snapshot \(read-only\)" \
+	"$VBAS" write $H s1 n64k
+expect_fail "discard of a snapshot fails" 1 "^vbas: discard: $H: .*snapshot \(read-only\)" \
+	"$VBAS" discard $H s1 --offset 0 --length 4K
+expect_fail "resize of a snapshot fails" 1 "^vbas: resize: $H: .*snapshot \(read-only\)" \
+	"$VBAS" resize $H s1 --size 2M
+expect_true "the snapshot is unchanged after the failures" same_as o1m $H s1 0 $MiB
+expect_json "... and keeps its size" "[v['size'] for v in d if v['name'] == 's1'] == [2**20]" \
+	"$VBAS" list $H --json
+expect_fail "snapshot: a taken name" 1 "^vbas: snapshot: $H: volume 's1' already exists" \
+	"$VBAS" snapshot $H o s1
+expect_fail "snapshot: an unknown source" 1 "^vbas: snapshot: $H: volume 'nope' not found" \
+	"$VBAS" snapshot $H nope s9
+expect_fail "snapshot: missing NEW" 2 "^vbas: snapshot: NEW: missing argument" "$VBAS" snapshot $H o
+expect_fail "clone: missing SOURCE" 2 "^vbas: clone: SOURCE: missing argument" "$VBAS" clone $H
+
+# Clones are writable and independent both ways.
+expect_ok "clone o as c1" "$VBAS" clone $H o c1
+expect_json "c1: origin o, writable" "[(v['origin'], v['readonly']) for v in d if v['name'] == 'c1'] == [('o', False)]" \
+	"$VBAS" list $H --json
+expect_true "the clone reads as its origin" same_as o_new $H c1 0 $MiB
+random_file c8k $((8 * KiB))
+expect_ok "write 8K at 0 into the clone" "$VBAS" write $H c1 --offset 0 c8k
+patched c1_exp o_new 0 c8k
+expect_true "the clone has the new bytes" same_as c1_exp $H c1 0 $MiB
+expect_true "the origin does not see the clone's write" same_as o_new $H o 0 $MiB
+random_file o8k $((8 * KiB))
+expect_ok "write 8K at 512K into the origin" "$VBAS" write $H o --offset 512K o8k
+patched o_new3 o_new $((512 * KiB)) o8k
+expect_true "the origin has its new bytes" same_as o_new3 $H o 0 $MiB
+expect_true "the clone does not see the origin's write" same_as c1_exp $H c1 0 $MiB
+expect_ok "the clone can be discarded and resized" \
+	sh -c "'$VBAS' discard $H c1 --offset 1020K --length 4K && '$VBAS' resize $H c1 --size 2M"
+head -c $((1020 * KiB)) c1_exp >c1_exp2
+zeros $((1028 * KiB)) >>c1_exp2
+expect_true "... and reads as expected" same_as c1_exp2 $H c1 0 $((2 * MiB))
+
+# Snapshot of a snapshot, clone of a snapshot.
+expect_ok "snapshot of a snapshot" "$VBAS" snapshot $H s1 s2
+expect_ok "clone of a snapshot" "$VBAS" clone $H s1 c2
+expect_json "s2 and c2: origin s1, readonly true/false" \
+	"[(v['name'], v['origin'], v['readonly']) for v in d if v['name'] in ('s2', 'c2')] == [('s2', 's1', True), ('c2', 's1', False)]" \
+	"$VBAS" list $H --json
+expect_true "s2 reads as s1" same_as o1m $H s2 0 $MiB
+expect_true "c2 reads as s1" same_as o1m $H c2 0 $MiB
+expect_ok "write 64K at 64K into the clone of the snapshot" "$VBAS" write $H c2 --offset 64K n64k
+patched c2_exp o1m $((64 * KiB)) n64k
+expect_true "c2 has the write" same_as c2_exp $H c2 0 $MiB
+expect_true "s1 does not" same_as o1m $H s1 0 $MiB
+expect_true "s2 does not" same_as o1m $H s2 0 $MiB
+expect_fail "write into a snapshot of a snapshot fails" 1 "^vbas: write: $H: .*read-only" \
+	"$VBAS" write $H s2 n64k
+expect_json "list: usage consistent for every volume" "$USAGE_OK" "$VBAS" list $H --json
+expect_out "check: clean after snapshots and clones" '^clean' "$VBAS" check $H
+
+# ---- reflink ----------------------------------------------------------------------
+
+expect_ok "create r1 and r2" sh -c "'$VBAS' create $H r1 --size 1M && '$VBAS' create $H r2 --size 1M"
+random_file r1d $MiB
+random_file r2d $MiB
+expect_ok "fill r1" "$VBAS" write $H r1 r1d
+expect_ok "fill r2" "$VBAS" write $H r2 r2d
+expect_ok "reflink 256K of r1 at 64K into r2 at 512K" "$VBAS" reflink $H r1 64K r2 512K 256K
+dd if=r1d of=r1part bs=1K skip=64 count=256 status=none
+patched r2_exp r2d $((512 * KiB)) r1part
+expect_true "r2 reads r1's range there, the rest unchanged" same_as r2_exp $H r2 0 $MiB
+expect_true "r1 is unchanged" same_as r1d $H r1 0 $MiB
+expect_json "r2's reflinked range is shared" \
+	'[e for e in d if e["offset"] <= 524288 < e["offset"] + e["length"]][0]["flags"] == ["shared"]' \
+	"$VBAS" map $H r2 --json
+expect_out "map text marks shared extents" '^ +524288 +[0-9]+ .* shared$' "$VBAS" map $H r2
+expect_ok "reflink within one volume: r1 0..64K to 896K" "$VBAS" reflink $H r1 0 r1 896K 64K
+head -c $((64 * KiB)) r1d >r1head
+patched r1_exp r1d $((896 * KiB)) r1head
+expect_true "r1 reads its first 64K at 896K too" same_as r1_exp $H r1 0 $MiB
+expect_ok "reflink LENGTH 0: from 768K to the end of r1 into r2 at 0" "$VBAS" reflink $H r1 768K r2 0 0
+dd if=r1_exp of=r1tail bs=1K skip=768 status=none
+patched r2_exp2 r2_exp 0 r1tail
+expect_true "r2 got r1's last 256K at 0" same_as r2_exp2 $H r2 0 $MiB
+USED_RF=$(jget 'd["data_used"]' "$VBAS" info $H --json)
+expect_fail "reflink: misaligned source offset" 1 "^vbas: reflink: $H: .*multiples of the block size" \
+	"$VBAS" reflink $H r1 1000 r2 0 4K
+expect_fail "reflink: misaligned length" 1 "^vbas: reflink: $H: .*multiples of the block size" \
+	"$VBAS" reflink $H r1 0 r2 0 5000
+expect_fail "reflink: overlap within one volume" 1 "^vbas: reflink: $H: .*overlap" \
+	"$VBAS" reflink $H r1 0 r1 4K 8K
+expect_fail "reflink: past the end of the destination" 1 "^vbas: reflink: $H: .*past the end" \
+	"$VBAS" reflink $H r1 0 r2 1020K 8K
+expect_fail "reflink: past the end of the source" 1 "^vbas: reflink: $H: .*past the end" \
+	"$VBAS" reflink $H r1 1020K r2 0 8K
+expect_fail "reflink: unknown destination" 1 "^vbas: reflink: $H: volume 'nope' not found" \
+	"$VBAS" reflink $H r1 0 nope 0 4K
+expect_fail "reflink: unknown source" 1 "^vbas: reflink: $H: volume 'nope' not found" \
+	"$VBAS" reflink $H nope 0 r2 0 4K
+expect_fail "reflink: a snapshot destination" 1 "^vbas: reflink: $H: .*snapshot \(read-only\)" \
+	"$VBAS" reflink $H r1 0 s1 0 4K
+expect_fail "reflink: a bad offset" 2 "^vbas: reflink: DST_OFFSET: invalid size '1.5K'" \
+	"$VBAS" reflink $H r1 0 r2 1.5K 4K
+expect_fail "reflink: missing LENGTH" 2 "^vbas: reflink: LENGTH: missing argument" \
+	"$VBAS" reflink $H r1 0 r2 0
+expect_true "failed reflinks changed nothing in r1" same_as r1_exp $H r1 0 $MiB
+expect_true "... nor in r2" same_as r2_exp2 $H r2 0 $MiB
+expect_true "... nor in the snapshot" same_as o1m $H s1 0 $MiB
+expect_json "... nor the space used" "d['data_used'] == $USED_RF" "$VBAS" info $H --json
+expect_out "check: clean after reflinks" '^clean' "$VBAS" check $H
+
+# ---- dedupe and unshare --------------------------------------------------------------
+
+random_file dd64k $((64 * KiB))
+expect_ok "create e1, e2" sh -c "'$VBAS' create $H e1 --size 256K && '$VBAS' create $H e2 --size 256K"
+expect_ok "the same 64K into e1 at 0 and e2 at 128K" \
+	sh -c "'$VBAS' write $H e1 dd64k && '$VBAS' write $H e2 --offset 128K dd64k"
+random_file e1x $((4 * KiB))
+expect_ok "different bytes in e1 at 64K" "$VBAS" write $H e1 --offset 64K e1x
+expect_json "e2 has no shared extent before dedupe" 'all(e["flags"] == [] for e in d)' \
+	"$VBAS" map $H e2 --json
+USED_DD=$(jget 'd["data_used"]' "$VBAS" info $H --json)
+expect_out "dedupe of equal ranges prints the bytes deduped" '^deduped 65536 bytes$' \
+	"$VBAS" dedupe $H e1 0 e2 128K 64K
+expect_json "map --json of the destination shows shared" \
+	'[e["flags"] for e in d if e["offset"] == 131072] == [["shared"]]' "$VBAS" map $H e2 --json
+expect_json "dedupe freed 64K" "d['data_used'] == $USED_DD - 65536" "$VBAS" info $H --json
+expect_true "e2 still reads the same bytes" same_as dd64k $H e2 $((128 * KiB)) $((64 * KiB))
+cp e1x e1x_exp
+expect_out "dedupe of different ranges reports they differ" '^ranges differ; nothing changed$' \
+	"$VBAS" dedupe $H e1 64K e2 0 4K
+zeros 4096 >z4k
+expect_true "the differing destination is unchanged" same_as z4k $H e2 0 4096
+expect_true "the differing source is unchanged" same_as e1x $H e1 $((64 * KiB)) 4096
+expect_json "dedupe --json of different ranges" 'd == {"same": False, "deduped": 0}' \
+	"$VBAS" dedupe $H e1 64K e2 0 4K --json
+expect_json "nothing became shared at e2 0" '[e for e in d if e["offset"] == 0] == []' \
+	"$VBAS" map $H e2 --json
+expect_fail "dedupe into a snapshot fails" 1 "^vbas: dedupe: $H: .*read-only" \
+	"$VBAS" dedupe $H o 0 s1 0 4K
+expect_ok "unshare e2" "$VBAS" unshare $H e2
+expect_json "after unshare no extent of e2 is shared" 'd != [] and all(e["flags"] == [] for e in d)' \
+	"$VBAS" map $H e2 --json
+expect_true "e2's data is intact" same_as dd64k $H e2 $((128 * KiB)) $((64 * KiB))
+expect_json "e2 is all exclusive" "[(v['exclusive'], v['shared']) for v in d if v['name'] == 'e2'] == [(65536, 0)]" \
+	"$VBAS" list $H --json
+expect_ok "unshare a range of the clone c2" "$VBAS" unshare $H c2 --offset 256K --length 256K
+expect_json "c2's 256K..512K no longer shared, the rest still is" \
+	'all(e["flags"] == [] for e in d if 262144 <= e["offset"] < 524288) and any(e["flags"] == ["shared"] for e in d if e["offset"] >= 524288)' \
+	"$VBAS" map $H c2 --json
+expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
+expect_fail "unshare of a snapshot fails" 1 "^vbas: unshare: $H: .*read-only" "$VBAS" unshare $H s1
+expect_fail "unshare: misaligned range" 1 "^vbas: unshare: $H: " \
+	"$VBAS" unshare $H c2 --offset 1000 --length 4K
+expect_json "list: usage consistent for every volume" "$USAGE_OK" "$VBAS" list $H --json
+expect_out "check: clean after dedupe and unshare" '^clean' "$VBAS" check $H
+
+# ---- deleting origins and snapshots ----------------------------------------------------
+
+expect_ok "delete the origin o while s1, s2 live" "$VBAS" delete $H o
+expect_true "s1's data is intact" same_as o1m $H s1 0 $MiB
+expect_true "s2's data is intact" same_as o1m $H s2 0 $MiB
+expect_true "c1's data is intact" same_as c1_exp2 $H c1 0 $((2 * MiB))
+expect_json "s1 and c1: origin null once o is gone" \
+	"[(v['name'], v['origin']) for v in d if v['name'] in ('s1', 'c1')] == [('s1', None), ('c1', None)]" \
+	"$VBAS" list $H --json
+expect_out "check: clean after deleting the origin" '^clean' "$VBAS" check $H
+expect_ok "delete s1 (the parent) before s2" "$VBAS" delete $H s1
+expect_true "s2's data is intact" same_as o1m $H s2 0 $MiB
+expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
+expect_out "check: clean after deleting the parent first" '^clean' "$VBAS" check $H
+expect_ok "snapshot c2 as s3, then s3 as s4" sh -c "'$VBAS' snapshot $H c2 s3 && '$VBAS' snapshot $H s3 s4"
+expect_ok "delete s4 (the child) before s3" "$VBAS" delete $H s4
+expect_true "s3's data is intact" same_as c2_exp $H s3 0 $MiB
+expect_ok "delete s3" "$VBAS" delete $H s3
+expect_ok "delete s2" "$VBAS" delete $H s2
+expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
+expect_json "list: usage consistent for every volume" "$USAGE_OK" "$VBAS" list $H --json
+expect_out "check: clean after deleting snapshots in both orders" '^clean' "$VBAS" check $H
+expect_ok "delete every volume" sh -c "for v in c1 c2 r1 r2 e1 e2; do '$VBAS' delete $H \$v || exit 1; done"
+expect_json "the pool is empty again" \
+	'd["volumes"] == 0 and d["data_used"] == 0 and d["mapped"] == 0 and d["sharing_saves"] == 0' \
+	"$VBAS" info $H --json
+expect_out "check: clean at the end" '^clean' "$VBAS" check $H
 
 echo "1..$N"
 if [ "$FAILED" -ne 0 ]; then
