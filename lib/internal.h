@@ -140,6 +140,13 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
  * that is all shared or all not. */
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared);
+/* What [lblk, lblk+n) of a volume's tree T holds: holes and shared
+ * blocks, and the runs of each (map_lookup_shared's runs). */
+struct map_census {
+	uint64_t holes, hole_runs, shared, shared_runs;
+};
+int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
+	       uint64_t n, struct map_census *c);
 /* Map [lblk, lblk+n) -> pblk.. into a hole of T (no counts changed). */
 int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
 /* Internal vbas_map_begin flag: a write that leaves holes as holes (it

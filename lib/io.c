@@ -44,33 +44,23 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	uint64_t cur = lblk, end = lblk + n, have = 0, runs = 0;
+	struct map_census c = { 0 };
 	int r;
 	pthread_mutex_lock(&p->lock);
 	r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
 		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
-	if (!r)
+	if (!r) {
 		vol_map_tree(p, vol->id, &rec, &t);
-	while (!r && cur < end) {
-		uint64_t pb, run;
-		int m, sh;
-		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
-		if (r)
-			break;
-		uint64_t take = run < end - cur ? run : end - cur;
-		if (m && !sh)
-			have += take;
-		else
-			runs++;
-		cur += take;
+		r = map_census(p, &t, le64_get(rec.share_gen), lblk, n, &c);
 	}
 	/* Each run that needs blocks is one change of the trees.  The
 	 * reservation holds room for that metadata too: it is not drawn from
 	 * the reservation, but keeps other writers from taking it. */
-	*meta = runs ? runs * space_op_meta(p, &t) : 0;
+	uint64_t runs = c.hole_runs + c.shared_runs;
+	*meta = !r && runs ? runs * space_op_meta(p, &t) : 0;
 	pthread_mutex_unlock(&p->lock);
-	*needed = n - have;
+	*needed = c.holes + c.shared;
 	return r;
 }
 

@@ -115,6 +115,30 @@ int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_
 	return 0;
 }
 
+int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
+	       uint64_t n, struct map_census *c)
+{
+	uint64_t cur = lblk, end = lblk + n;
+	memset(c, 0, sizeof(*c));
+	while (cur < end) {
+		uint64_t pb, run;
+		int m, sh;
+		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh);
+		if (r)
+			return r;
+		uint64_t take = run < end - cur ? run : end - cur;
+		if (!m) {
+			c->holes += take;
+			c->hole_runs++;
+		} else if (sh) {
+			c->shared += take;
+			c->shared_runs++;
+		}
+		cur += take;
+	}
+	return 0;
+}
+
 /* Map [lblk, lblk+n) -> [pblk, ...) into a hole, merged with neighbours
  * that continue it both logically and physically. */
 int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)

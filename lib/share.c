@@ -94,6 +94,30 @@ static int check_share_args(struct vbas_vol *src, uint64_t soff, struct vbas_vol
 	return 0;
 }
 
+/* Common start of reflink and dedupe: checks, then both range locks
+ * (source shared, destination exclusive), then the checks again, since
+ * sizes or flags may have changed while we waited.  Returns with the pool
+ * lock held, whatever the result; TR's locks are held if it was reached. */
+static int share_begin(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint64_t doff,
+		       uint64_t *len, const char *what, struct two_ranges *tr)
+{
+	struct vbas_pool *p = src->pool;
+	pthread_mutex_lock(&p->lock);
+	int r = txn_writable(p, what);
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, len, what);
+	if (r)
+		return r;
+	tr->start[0] = soff >> p->bshift;
+	tr->start[1] = doff >> p->bshift;
+	tr->n[0] = tr->n[1] = *len >> p->bshift;
+	tr->excl[1] = 1;
+	r = lock_two(p, tr);
+	if (!r)
+		r = check_share_args(src, soff, dst, doff, len, what);
+	return r;
+}
+
 /* Make [dl, dl+n) of DST map what [sl, sl+n) of SRC maps (holes too).
  * Pool lock and both range locks held.  Commits may happen along the way:
  * each shows a prefix of the range shared and every count exact. */
@@ -148,27 +172,13 @@ int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint
 	vbas_err_clear();
 	if (dst->pool != p)
 		return vbas_err(-EXDEV, "reflink: the volumes are in different pools");
-	pthread_mutex_lock(&p->lock);
-	r = txn_writable(p, "reflink");
-	if (!r)
-		r = check_share_args(src, soff, dst, doff, &len, "reflink");
-	if (r)
-		goto out;
-	tr.start[0] = soff >> p->bshift;
-	tr.start[1] = doff >> p->bshift;
-	tr.n[0] = tr.n[1] = len >> p->bshift;
-	tr.excl[1] = 1;
-	r = lock_two(p, &tr);
-	/* Sizes or flags may have changed while we waited. */
-	if (!r)
-		r = check_share_args(src, soff, dst, doff, &len, "reflink");
+	r = share_begin(src, soff, dst, doff, &len, "reflink", &tr);
 	if (!r) {
 		r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
 		if (r)
 			txn_fail(p, r);
 	}
 	unlock_two(p, &tr);
-out:
 	pthread_mutex_unlock(&p->lock);
 	return r;
 }
@@ -222,19 +232,7 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	*same = 0;
 	if (dst->pool != p)
 		return vbas_err(-EXDEV, "dedupe: the volumes are in different pools");
-	pthread_mutex_lock(&p->lock);
-	r = txn_writable(p, "dedupe");
-	if (!r)
-		r = check_share_args(src, soff, dst, doff, &len, "dedupe");
-	if (r)
-		goto out;
-	tr.start[0] = soff >> p->bshift;
-	tr.start[1] = doff >> p->bshift;
-	tr.n[0] = tr.n[1] = len >> p->bshift;
-	tr.excl[1] = 1;
-	r = lock_two(p, &tr);
-	if (!r)
-		r = check_share_args(src, soff, dst, doff, &len, "dedupe");
+	r = share_begin(src, soff, dst, doff, &len, "dedupe", &tr);
 	pthread_mutex_unlock(&p->lock);
 	/* Compare with both ranges locked, a bounded buffer at a time. */
 	if (!r && (posix_memalign((void **)&a, 4096, chunk) || posix_memalign((void **)&b, 4096, chunk)))
@@ -262,7 +260,6 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 			*same = 1;
 	}
 	unlock_two(p, &tr);
-out:
 	pthread_mutex_unlock(&p->lock);
 	return r;
 }
@@ -278,30 +275,20 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	uint64_t cur = lblk, end = lblk + n, runs = 0;
+	struct map_census c = { 0 };
+	uint64_t nodes = 0;
 	int r;
-	*shared = 0;
 	pthread_mutex_lock(&p->lock);
 	r = vol_get(p, vol->id, &rec);
-	if (!r)
+	if (!r) {
 		vol_map_tree(p, vol->id, &rec, &t);
-	while (!r && cur < end) {
-		uint64_t pb, run;
-		int m, sh;
-		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
-		if (r)
-			break;
-		uint64_t take = run < end - cur ? run : end - cur;
-		if (m && sh) {
-			*shared += take;
-			runs++;
-		}
-		cur += take;
+		r = map_census(p, &t, le64_get(rec.share_gen), lblk, n, &c);
 	}
-	uint64_t nodes = 0;
-	if (!r && runs)
+	if (!r && c.shared_runs)
 		r = bt_count_nodes(&t, &nodes);
-	*meta = runs ? nodes + 4 * runs / (bt_leaf_cap(&p->sp.refc) / 2) + space_op_meta(p, &t) : 0;
+	*shared = c.shared;
+	*meta = !r && c.shared_runs ? nodes + 4 * c.shared_runs / (bt_leaf_cap(&p->sp.refc) / 2) +
+				      space_op_meta(p, &t) : 0;
 	pthread_mutex_unlock(&p->lock);
 	return r;
 }

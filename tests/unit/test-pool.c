@@ -291,6 +291,58 @@ static void t_extents_and_zeroes(void **state)
 	dev_destroy(d);
 }
 
+/* Every bad argument to the sharing calls: a specific error, and nothing
+ * changes (the data read back, check clean). */
+static void t_sharing_bad_input(void **state)
+{
+	struct vbas_dev *d1 = mem_pool(32 << 20, 4096, 0), *d2 = mem_pool(32 << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d1, 0), *q = open_mem(d2, 0);
+	struct vbas_vol *a, *s, *o;
+	char buf[8192], back[8192];
+	int same = -1;
+	(void)state;
+	memset(buf, 0x5a, sizeof(buf));
+	assert_ok(vbas_vol_create(p, "a", 1 << 20));
+	assert_ok(vbas_vol_create(q, "o", 1 << 20));
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_pwrite(a, buf, sizeof(buf), 0, 0));
+	assert_int_equal(vbas_vol_snapshot(p, "a", "s", 0x8), -EINVAL);
+	assert_int_equal(vbas_vol_snapshot(p, "a", "x/y", 0), -EINVAL);
+	assert_int_equal(vbas_vol_snapshot(p, "a", "", 0), -EINVAL);
+	assert_int_equal(vbas_vol_snapshot(p, "nope", "s", 0), -ENOENT);
+	assert_int_equal(vbas_vol_snapshot(p, "a", "a", 0), -EEXIST);
+	assert_ok(vbas_vol_snapshot(p, "a", "s", 0));
+	assert_ok(vbas_vol_open(p, "s", &s));
+	assert_ok(vbas_vol_open(q, "o", &o));
+	assert_int_equal(vbas_reflink(a, 0, o, 0, 4096), -EXDEV);
+	assert_int_equal(vbas_dedupe(a, 0, o, 0, 4096, &same), -EXDEV);
+	assert_int_equal(vbas_diff(a, o, NULL, NULL), -EXDEV);
+	assert_int_equal(vbas_reflink(a, 0, s, 0, 4096), -EROFS);
+	assert_int_equal(vbas_dedupe(a, 0, s, 0, 4096, &same), -EROFS);
+	assert_int_equal(same, 0);
+	assert_int_equal(vbas_reflink(a, 0, a, 4096, 8192), -EINVAL);    /* overlap */
+	assert_int_equal(vbas_reflink(a, 0, a, 1 << 20, 4096), -ERANGE);
+	assert_int_equal(vbas_unshare(s, 0, 0), -EROFS);
+	assert_int_equal(vbas_unshare(a, 100, 4096), -EINVAL);
+	assert_int_equal(vbas_unshare(a, 1 << 20, 4096), -ERANGE);
+	assert_int_equal(vbas_unshare(a, 0, 2 << 20), -ERANGE);
+	assert_int_equal(vbas_pwrite(s, buf, 10, 0, 0), -EROFS);
+	assert_int_equal(vbas_discard(s, 0, 4096, 0), -EROFS);
+	assert_int_equal(vbas_vol_resize(p, "s", 2 << 20), -EROFS);
+	assert_ok(vbas_pread(a, back, sizeof(back), 0));
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_ok(vbas_pread(s, back, sizeof(back), 0));
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_check_clean(p);
+	vbas_vol_close(a);
+	vbas_vol_close(s);
+	vbas_vol_close(o);
+	assert_ok(vbas_close(p));
+	assert_ok(vbas_close(q));
+	dev_destroy(d1);
+	dev_destroy(d2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -299,6 +351,7 @@ int main(void)
 		cmocka_unit_test(t_fill_thin_pool),
 		cmocka_unit_test(t_sigkill),
 		cmocka_unit_test(t_extents_and_zeroes),
+		cmocka_unit_test(t_sharing_bad_input),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("pool", tests, setup, teardown);
