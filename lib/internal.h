@@ -88,6 +88,16 @@ struct vbas_pool {
 	uint64_t commits;
 };
 
+/* Limits that bound one transaction and one step of a delete.  Tests lower
+ * them to put commits (and crash points) inside small deletes; nothing
+ * else changes them. */
+struct vbas_tunables {
+	uint64_t drop_budget;      /* records and nodes released per delete step */
+	uint64_t txn_big_freed;    /* commit when this many freed ranges wait */
+	uint64_t txn_big_meta;     /* or this many metadata blocks were written */
+};
+extern struct vbas_tunables vbas_tun;
+
 /* space.c */
 int space_load(struct vbas_pool *p);
 void space_free(struct vbas_pool *p);

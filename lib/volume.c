@@ -273,15 +273,13 @@ out:
 	return e;
 }
 
-/* Records and nodes released per step of a delete; each step leaves a
- * state a commit may show (volume marked DELETING, its cursor moved on). */
-#define DROP_BUDGET 4096
-
 /* Release the mapping tree of volume ID (marked DELETING) and remove its
  * record.  bt_drop releases the tree in key order without changing it:
  * subtrees shared with snapshots or clones just lose a reference, so
  * deleting a volume that shares everything is O(1), and deleting one with
  * millions of extents of its own costs a step per few thousand of them.
+ * Each step (vbas_tun.drop_budget records and nodes) leaves a state a
+ * commit may show: the volume marked DELETING, its cursor moved on.
  * The cursor is saved with each step, so commits along the way are
  * consistent and open resumes from the last one (the intent). */
 static int finish_delete(struct vbas_pool *p, uint64_t id)
@@ -297,7 +295,7 @@ static int finish_delete(struct vbas_pool *p, uint64_t id)
 		vol_map_tree(p, id, &rec, &t);
 		uint8_t cursor[8];
 		st_le64(cursor, le64_get(rec.del_cursor));
-		e = bt_drop(&t, cursor, DROP_BUDGET, &done);
+		e = bt_drop(&t, cursor, vbas_tun.drop_budget, &done);
 		if (e)
 			return e;
 		if (done)
