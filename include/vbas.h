@@ -221,6 +221,7 @@ struct vbas_iomap {
 	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
 	uint64_t priv_cow;      /* NEW over shared blocks: their first block + 1 */
 	struct vbas_resv *priv_resv; /* reservation the blocks came from */
+	uint64_t priv_meta;     /* metadata blocks held back for vbas_map_end */
 	uint32_t priv_state;
 };
 #define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */

@@ -911,7 +911,8 @@ int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
 
 /* ---- Sharing ------------------------------------------------------------ */
 
-int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared)
+int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,
+		struct bt_cow *cow)
 {
 	uint64_t blk = t->root;
 	int level = -1;
@@ -923,25 +924,41 @@ int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, in
 			return r;
 		void *d = b->data;
 		uint64_t txid = le64_get(nh(d)->txid);
-		if (txid != t->env->txid && txid <= share_gen) {
+		if (!*shared && txid != t->env->txid && txid <= share_gen) {
 			uint32_t rc;
 			r = t->env->refcount(t->env->ctx, blk, &rc);
-			if (r || rc > 1) {
-				*shared = !r;
+			if (r) {
 				put(t, b);
 				return r;
 			}
+			*shared = rc > 1;
 		}
-		if (n_level(d) == 0) {
+		unsigned lv = n_level(d);
+		if (*shared) {
+			if (!cow) {
+				put(t, b);
+				return 0;
+			}
+			if (cow->seen[lv] != blk) {
+				cow->seen[lv] = blk;
+				cow->recs += n_recs(d);
+			}
+		}
+		if (lv == 0) {
 			put(t, b);
 			break;
 		}
 		unsigned i = child_index(t, d, key);
 		blk = ent_child(t, d, i);
-		level = (int)n_level(d) - 1;
+		level = (int)lv - 1;
 		put(t, b);
 	}
 	return 0;
+}
+
+int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared)
+{
+	return bt_path_cow(t, key, share_gen, shared, NULL);
 }
 
 /* Dropping a whole tree (dm-btree's del, made resumable).  The tree is

@@ -106,6 +106,20 @@ int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,
  * looked up. */
 int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared);
 
+/* What copying the shared part of paths costs: copying a shared node
+ * raises the count of each of its children (or record targets), so a
+ * change under a shared node makes as many refcount changes as the copied
+ * nodes hold records.  bt_path_cow adds to COW->recs the records of every
+ * node on the path to KEY from the first shared one down, counting each
+ * node once across calls in key order (SEEN, per level); *SHARED as for
+ * bt_path_shared.  Zero COW before the first call. */
+struct bt_cow {
+	uint64_t recs;
+	uint64_t seen[BT_MAX_DEPTH];
+};
+int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,
+		struct bt_cow *cow);
+
 /* Release the whole tree, resumably: the tree itself is never changed.
  * CURSOR (a key; start from the smallest) says how far an earlier call
  * got; every subtree whose keys all lie below it has been released, and

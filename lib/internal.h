@@ -39,6 +39,8 @@ struct vbas_space {
 	uint64_t meta_reserve;     /* blocks kept for metadata */
 	uint64_t meta_rover, data_rover;
 	uint64_t meta_allocs_txn;  /* metadata blocks allocated this transaction */
+	struct vbas_resv *op_resv; /* the running change's reservation: its
+	                              metadata blocks are drawn from it */
 };
 
 /* A volume that has open handles: shared by them. */
@@ -115,6 +117,14 @@ uint64_t space_avail(struct vbas_pool *p);      /* blocks allocatable now */
 /* Metadata blocks one write may need to change the trees (MAP: the
  * volume's mapping tree, or NULL): held back beside the data it needs. */
 uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map);
+/* Metadata blocks that COW_RECS refcount changes (the children of copied
+ * shared nodes: bt_path_cow) may need, on top of space_op_meta. */
+uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs);
+/* Metadata blocks a change of the mapping tree MAP may need that maps
+ * BLOCKS new blocks into RUNS runs (holes or shared blocks), under nodes
+ * holding COW_RECS records to copy: paths, splits, copies. */
+uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
+			  uint64_t blocks, uint64_t cow_recs);
 uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
 void space_committed(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);
@@ -147,16 +157,24 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	       uint64_t *pblk, uint64_t *len, int *mapped);
 /* map_lookup, and whether the blocks are shared (a shared tree node on the
  * path, or data blocks with more than one reference): *LEN is cut to a run
- * that is all shared or all not. */
+ * that is all shared or all not.  COW (or NULL): bt_path_cow's count, for
+ * holes too. */
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
-		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared);
+		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
+		      struct bt_cow *cow);
 /* What [lblk, lblk+n) of a volume's tree T holds: holes and shared
  * blocks, and the runs of each (map_lookup_shared's runs). */
 struct map_census {
 	uint64_t holes, hole_runs, shared, shared_runs;
+	struct bt_cow cow;         /* records under shared nodes on the paths */
 };
 int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
 	       uint64_t n, struct map_census *c);
+/* Extents of T that overlap [lblk, lblk+n), counting at most MAX that
+ * start inside it: *STOP is where the first one past MAX starts (else
+ * lblk+n). */
+int map_count(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint64_t max, uint64_t *count,
+	      uint64_t *stop);
 /* Map [lblk, lblk+n) -> pblk.. into a hole of T (no counts changed). */
 int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
 /* Internal vbas_map_begin flag: a write that leaves holes as holes (it
@@ -167,6 +185,10 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
  * one lock, so a racing discard cannot open a hole the reservation does
  * not cover). */
 #define VBAS_MAP_LOCKED 0x200u
+/* Internal vbas_map_begin flag: RESV holds room for the metadata of the
+ * change too (vbas_pwrite, vbas_unshare reserve it); map_end draws the
+ * metadata blocks from it. */
+#define VBAS_MAP_METAHELD 0x400u
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);

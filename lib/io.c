@@ -58,7 +58,7 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	 * reservation holds room for that metadata too: it is not drawn from
 	 * the reservation, but keeps other writers from taking it. */
 	uint64_t runs = c.hole_runs + c.shared_runs;
-	*meta = !r && runs ? runs * space_op_meta(p, &t) : 0;
+	*meta = !r && runs ? space_write_meta(p, &t, runs, c.holes + c.shared, c.cow.recs) : 0;
 	pthread_mutex_unlock(&p->lock);
 	*needed = c.holes + c.shared;
 	return r;
@@ -124,6 +124,10 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	 * (a racing discard) opens a hole the reservation does not cover. */
 	pthread_mutex_lock(&p->lock);
 	r = rl_lock(p, vol->vs, lblk, nblk, 1);
+	/* Blocks freed earlier come back first if room is short: the write
+	 * itself does not commit between its steps. */
+	if (!r && (r = txn_maybe_commit(p)))
+		rl_unlock(p, vol->vs, lblk, nblk, 1);
 	pthread_mutex_unlock(&p->lock);
 	if (r)
 		return r;
@@ -134,7 +138,8 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 			vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
 	while (!r && len) {
-		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED, resv, &m);
+		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED | VBAS_MAP_METAHELD,
+				   resv, &m);
 		if (r)
 			break;
 		if (m.type == VBAS_IOMAP_NEW)
@@ -156,6 +161,8 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	vbas_resv_put(resv);
 	pthread_mutex_lock(&p->lock);
 	rl_unlock(p, vol->vs, lblk, nblk, 1);
+	if (!r)
+		r = txn_maybe_commit(p);
 	pthread_mutex_unlock(&p->lock);
 	if (!r && (flags & VBAS_IO_FUA))
 		r = vbas_flush(p);
@@ -304,7 +311,8 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		while (!r && n < 256 && (cur << p->bshift) < end) {
 			uint64_t pb, run;
 			int m, sh;
-			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh);
+			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh,
+					      NULL);
 			if (r)
 				break;
 			uint64_t s = cur << p->bshift, e;

@@ -91,17 +91,23 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 }
 
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
-		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared)
+		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
+		      struct bt_cow *cow)
 {
 	int r = map_lookup(p, t, lblk, pblk, len, mapped);
 	*shared = 0;
-	if (r || !*mapped)
+	if (r || (!*mapped && !cow))
 		return r;
 	uint8_t k[8];
 	st_le64(k, lblk);
-	r = bt_path_shared(t, k, share_gen, shared);
-	if (r || *shared)
+	int path_shared;
+	r = bt_path_cow(t, k, share_gen, &path_shared, cow);
+	if (r || !*mapped)
 		return r;
+	if (path_shared) {
+		*shared = 1;
+		return 0;
+	}
 	uint32_t rc;
 	uint64_t run;
 	r = space_refcount_run(p, *pblk, *len, &rc, &run);
@@ -123,7 +129,7 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 	while (cur < end) {
 		uint64_t pb, run;
 		int m, sh;
-		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh);
+		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow);
 		if (r)
 			return r;
 		uint64_t take = run < end - cur ? run : end - cur;
@@ -136,6 +142,45 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 		}
 		cur += take;
 	}
+	/* A change may merge with the extent after the range: its path. */
+	if (n) {
+		uint8_t k[8];
+		int sh;
+		st_le64(k, end);
+		return bt_path_cow(t, k, share_gen, &sh, &c->cow);
+	}
+	return 0;
+}
+
+struct count_ctx {
+	uint64_t end, max, n, stop;
+};
+
+static int count_cb(void *arg, const void *rec)
+{
+	struct count_ctx *c = arg;
+	uint64_t l = le64_get(((const struct vbas_map_rec *)rec)->k.lblk);
+	if (l >= c->end)
+		return 1;
+	if (c->n == c->max) {
+		c->stop = l;
+		return 1;
+	}
+	c->n++;
+	return 0;
+}
+
+int map_count(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint64_t max, uint64_t *count,
+	      uint64_t *stop)
+{
+	struct count_ctx c = { .end = lblk + n, .max = max, .n = 0, .stop = lblk + n };
+	uint8_t k[8];
+	st_le64(k, lblk);
+	int r = bt_iter(t, k, count_cb, &c);
+	if (r < 0)
+		return r;
+	*count = c.n + 1;          /* and the one that may start before LBLK */
+	*stop = c.stop;
 	return 0;
 }
 
@@ -324,7 +369,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	uint64_t pblk, run;
 
 	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) ||
-	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_LOCKED)))
+	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_LOCKED |
+		       VBAS_MAP_METAHELD)))
 		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
 	memset(map, 0, sizeof(*map));
 	pthread_mutex_lock(&p->lock);
@@ -360,9 +406,10 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	}
 	vol_map_tree(p, vol->id, &rec, &t);
 	int shared = 0;
+	struct bt_cow cow = { 0 };
 	if (write)
 		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk, &pblk, &run, &mapped,
-				      &shared);
+				      &shared, &cow);
 	else
 		r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
 	if (r) {
@@ -385,6 +432,13 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 		int pm = 0;
 		if (lblk > 0 && !map_lookup(p, &t, lblk - 1, &pp, &pl, &pm) && pm)
 			hint = pp + 1;
+		/* The metadata map_end may need: the trees' paths, and the
+		 * refcount changes of copying shared nodes.  It is held back
+		 * from here to map_end, unless RESV holds it already. */
+		uint64_t meta = (flags & VBAS_MAP_METAHELD) ? 0 :
+				space_write_meta(p, &t, 1, n, cow.recs);
+		uint64_t avail = space_avail(p);
+		uint64_t keep = p->sp.meta_reserve + p->sp.reserved;
 		if (resv && resv->left) {
 			uint64_t want = n < resv->left ? n : resv->left;
 			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
@@ -393,18 +447,22 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 				p->sp.reserved -= got;
 				map->priv_resv = resv;
 				resv->refs++;
+				/* A write with a reservation does not fail for want
+				 * of metadata room: without it, map_end draws on the
+				 * reservation (and then on free space). */
+				if (avail < keep + meta)
+					meta = 0;
 			}
+		} else if (avail <= keep + meta) {
+			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
+				     " held back for metadata and reservations", avail, keep + meta);
 		} else {
-			/* Leave room for the metadata this write will change
-			 * besides the metadata reserve (which is for frees). */
-			uint64_t keep = p->sp.meta_reserve + p->sp.reserved + space_op_meta(p, &t);
-			uint64_t avail = space_avail(p);
-			if (avail <= keep)
-				r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
-					     " held back for metadata and reservations", avail, keep);
-			else
-				r = space_alloc(p, hint, n < avail - keep ? n : avail - keep,
-						VBAS_BT_DATA, 0, &pblk, &got);
+			r = space_alloc(p, hint, n < avail - keep - meta ? n : avail - keep - meta,
+					VBAS_BT_DATA, 0, &pblk, &got);
+		}
+		if (!r) {
+			map->priv_meta = meta;
+			p->sp.reserved += meta;
 		}
 		if (r) {
 			if (!locked)
@@ -429,7 +487,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
 	map->priv_blk = lblk;
 	map->priv_nblk = n;
-	map->priv_state = (write ? 2 : 1) | (locked ? 4 : 0);
+	map->priv_state = (write ? 2 : 1) | (locked ? 4 : 0) |
+			  ((flags & VBAS_MAP_METAHELD) ? 8 : 0);
 out:
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -462,6 +521,9 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 				p->sp.reserved += unused;
 			}
 		}
+		/* The metadata blocks come out of what was held for them. */
+		struct vbas_resv held = { .pool = p, .refs = 1, .left = map->priv_meta };
+		p->sp.op_resv = map->priv_meta ? &held : map->priv_resv;
 		if (used) {
 			struct vbas_vol_rec rec;
 			struct vbas_btree t;
@@ -484,11 +546,16 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			}
 			if (!r)
 				r = space_drain(p);
+			/* A change whose caller holds metadata room for all
+			 * its steps commits when it is done: a commit between
+			 * them would make the next shadow every path again. */
 			if (r)
 				txn_fail(p, r);
-			else
+			else if (!(map->priv_state & 8))
 				r = txn_maybe_commit(p);
 		}
+		p->sp.op_resv = NULL;
+		p->sp.reserved -= held.left;
 	}
 	if (!locked)
 		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);

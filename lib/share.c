@@ -118,38 +118,116 @@ static int share_begin(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst
 	return r;
 }
 
+/* Is there room for the metadata of one step of a reflink, remapping
+ * [lblk, lblk+n) of volume DID (record DR), EXTENTS extents out and in?
+ * Changing the destination's tree copies its shared nodes; the refcount
+ * tree changes for the old and the new blocks.  Returns 0 if there is, 1 after a commit that gave back
+ * blocks freed so far (try again), or -ENOSPC: the change stops cleanly
+ * at a block boundary, with DONE of N blocks shared. */
+static int step_room(struct vbas_pool *p, uint64_t did, struct vbas_vol_rec *dr, uint64_t lblk,
+		     uint64_t n, uint64_t extents, uint64_t done, uint64_t total)
+{
+	struct vbas_btree dt;
+	struct bt_cow cow = { 0 };
+	uint8_t k[8];
+	int sh, r;
+	vol_map_tree(p, did, dr, &dt);
+	st_le64(k, lblk);
+	r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow);
+	st_le64(k, lblk + n);
+	if (!r)
+		r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow);
+	if (r)
+		return r;
+	/* Each extent inserted, and each one unmapped, changes a leaf and a
+	 * refcount record or two: count them like the children of copied
+	 * nodes, on top of the paths and the copying itself. */
+	uint64_t need = 2 * space_op_meta(p, &dt) + space_cow_meta(p, cow.recs + 4 * extents + 4);
+	uint64_t avail = space_avail(p), keep = p->sp.meta_reserve + p->sp.reserved;
+	if (avail >= keep + need)
+		return 0;
+	if (p->sp.freed.total) {
+		r = txn_commit(p);
+		return r ? r : 1;
+	}
+	return vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64 " held back; "
+			"%" PRIu64 " of %" PRIu64 " blocks were shared before it ran out", avail,
+			keep + need, done, total);
+}
+
 /* Make [dl, dl+n) of DST map what [sl, sl+n) of SRC maps (holes too).
  * Pool lock and both range locks held.  Commits may happen along the way:
  * each shows a prefix of the range shared and every count exact. */
 static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64_t did,
-			  uint64_t dl, uint64_t n)
+			  uint64_t dl, uint64_t n, int *nospace)
 {
+	/* A batch at a time: the source's extents looked up, the
+	 * destination's range unmapped in one go, the extents inserted and
+	 * their counts raised (runs of neighbouring blocks merge in the
+	 * queue), one volume record update and one drain. */
+	enum { BATCH = 512 };
+	struct { uint64_t off, pblk, len; } x[BATCH];
 	uint64_t done = 0;
 	int r = 0;
 	while (!r && done < n) {
 		struct vbas_vol_rec sr, dr;
 		struct vbas_btree st, dt;
-		uint64_t pb, run;
-		int mapped;
+		unsigned k = 0;
+		uint64_t span = 0;
 		r = vol_get(p, sid, &sr);
 		if (r)
 			break;
 		vol_map_tree(p, sid, &sr, &st);
-		r = map_lookup(p, &st, sl + done, &pb, &run, &mapped);
+		while (!r && k < BATCH && done + span < n) {
+			uint64_t pb, run;
+			int mapped;
+			r = map_lookup(p, &st, sl + done + span, &pb, &run, &mapped);
+			if (r)
+				break;
+			uint64_t take = run < n - done - span ? run : n - done - span;
+			if (mapped)
+				x[k++] = (typeof(x[0])){ span, pb, take };
+			span += take;
+		}
+		if (!r)
+			r = vol_get(p, did, &dr);
 		if (r)
 			break;
-		uint64_t take = run < n - done ? run : n - done;
-		r = vol_get(p, did, &dr);
+		/* As many of the destination's extents go as come in, or
+		 * fewer: the batch ends where its BATCH-th extent ends. */
+		uint64_t old, stop;
+		vol_map_tree(p, did, &dr, &dt);
+		r = map_count(&dt, dl + done, span, BATCH, &old, &stop);
+		if (r)
+			break;
+		if (stop < dl + done + span) {
+			span = stop - (dl + done);
+			while (k && x[k - 1].off >= span)
+				k--;
+			if (k && x[k - 1].off + x[k - 1].len > span)
+				x[k - 1].len = span - x[k - 1].off;
+		}
+		r = step_room(p, did, &dr, dl + done, span, k + old, done, n);
+		if (r == 1) {
+			r = 0;              /* committed: freed blocks came back */
+			continue;
+		}
+		if (r == -ENOSPC)
+			*nospace = 1;
 		if (!r)
-			r = map_unmap(p, did, &dr, dl + done, take, 0);
-		if (!r && mapped) {
+			r = map_unmap(p, did, &dr, dl + done, span, 0);
+		if (!r && k) {
+			uint64_t added = 0;
 			vol_map_tree(p, did, &dr, &dt);
-			r = map_insert(&dt, dl + done, pb, take);
-			if (!r)
-				r = space_queue(p, pb, take, +1, VBAS_BT_DATA, 0);
+			for (unsigned i = 0; !r && i < k; i++) {
+				r = map_insert(&dt, dl + done + x[i].off, x[i].pblk, x[i].len);
+				if (!r)
+					r = space_queue(p, x[i].pblk, x[i].len, +1, VBAS_BT_DATA, 0);
+				added += x[i].len;
+			}
 			if (!r) {
 				dr.root = le64_mk(dt.root);
-				dr.mapped = le64_mk(le64_get(dr.mapped) + take);
+				dr.mapped = le64_mk(le64_get(dr.mapped) + added);
 				r = vol_put(p, did, &dr);
 			}
 		}
@@ -157,7 +235,7 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 			r = space_drain(p);
 		if (r)
 			break;
-		done += take;
+		done += span;
 		r = txn_maybe_commit(p);
 	}
 	return r;
@@ -174,8 +252,9 @@ int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint
 		return vbas_err(-EXDEV, "reflink: the volumes are in different pools");
 	r = share_begin(src, soff, dst, doff, &len, "reflink", &tr);
 	if (!r) {
-		r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
-		if (r)
+		int nospace = 0;
+		r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0], &nospace);
+		if (r && !nospace)
 			txn_fail(p, r);
 	}
 	unlock_two(p, &tr);
@@ -252,8 +331,10 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	if (!r && equal) {
 		r = txn_writable(p, "dedupe");
 		if (!r) {
-			r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
-			if (r)
+			int nospace = 0;
+			r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0],
+					   &nospace);
+			if (r && !nospace)
 				txn_fail(p, r);
 		}
 		if (!r)
@@ -287,8 +368,7 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	if (!r && c.shared_runs)
 		r = bt_count_nodes(&t, &nodes);
 	*shared = c.shared;
-	*meta = !r && c.shared_runs ? nodes + 4 * c.shared_runs / (bt_leaf_cap(&p->sp.refc) / 2) +
-				      space_op_meta(p, &t) : 0;
+	*meta = !r && c.shared_runs ? nodes + space_write_meta(p, &t, 1, c.shared, c.cow.recs) : 0;
 	pthread_mutex_unlock(&p->lock);
 	return r;
 }
@@ -335,7 +415,8 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	while (!r && off < end) {
 		struct vbas_iomap m;
 		uint64_t want = end - off < chunk ? end - off : chunk;
-		r = vbas_map_begin(vol, off, want, VBAS_MAP_WRITE | VBAS_MAP_NOALLOC, resv, &m);
+		r = vbas_map_begin(vol, off, want, VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_METAHELD,
+				   resv, &m);
 		if (r)
 			break;
 		if (m.type == VBAS_IOMAP_NEW) {
@@ -354,6 +435,11 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	}
 	free(buf);
 	vbas_resv_put(resv);
+	if (!r) {
+		pthread_mutex_lock(&p->lock);
+		r = txn_maybe_commit(p);
+		pthread_mutex_unlock(&p->lock);
+	}
 	return r;
 }
 

@@ -130,6 +130,13 @@ static int env_alloc_meta(void *ctx, uint64_t hint, uint64_t *blkno)
 		return r;
 	p->sp.meta_rover = *blkno + 1;
 	p->sp.meta_allocs_txn++;
+	/* Charge the running change's reservation, which holds room for its
+	 * metadata: what it holds then stays what is really free for it. */
+	struct vbas_resv *rv = p->sp.op_resv;
+	if (rv && rv->left) {
+		rv->left--;
+		p->sp.reserved--;
+	}
 	return space_queue(p, *blkno, 1, +1, VBAS_BT_META, 1);
 }
 
@@ -204,6 +211,47 @@ uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map)
 	/* Each tree's path shadowed, a split at every level, and the
 	 * refcount tree changed for a few records: generous. */
 	return 2 * (2 * hm + 3 * hr + hv + 4);
+}
+
+uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
+			  uint64_t blocks, uint64_t cow_recs)
+{
+	unsigned hm = 0, hr = 0;
+	if (!runs && !blocks)
+		return 0;
+	if (bt_height(map, &hm) || bt_height(&p->sp.refc, &hr))
+		hm = hr = 8;
+	/* Free space may be in pieces: up to one extent, and one refcount
+	 * record, per block, and every half leaf of new records splits a
+	 * leaf and maybe every level above it. */
+	uint64_t hmap = bt_leaf_cap(map) / 2, href = bt_leaf_cap(&p->sp.refc) / 2;
+	uint64_t splits = (2 * blocks / (hmap ? hmap : 1) + 1) * (hm + 1) +
+			  (2 * blocks / (href ? href : 1) + 1) * (hr + 1);
+	return runs * space_op_meta(p, map) + splits + space_cow_meta(p, cow_recs);
+}
+
+uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
+{
+	unsigned hr = 0;
+	if (!cow_recs)
+		return 0;
+	if (bt_height(&p->sp.refc, &hr))
+		hr = 8;
+	hr++;                                   /* the tree may grow a level */
+	/* Each change shadows at most a path of the refcount tree, but no
+	 * more nodes than the tree has (each is shadowed once a
+	 * transaction); each adds at most two records, and every half
+	 * leaf's worth of records splits a leaf, maybe every level above. */
+	uint64_t shadow = cow_recs * hr;
+	uint64_t tree = p->sp.meta_used + 2 * hr;
+	if (shadow > tree)
+		shadow = tree;
+	uint64_t half = bt_leaf_cap(&p->sp.refc) / 2;
+	uint64_t splits = (2 * cow_recs / (half ? half : 1) + 1) * hr;
+	/* The blocks those take are counted too (queued +1s, mostly merged
+	 * into runs): an eighth more. */
+	uint64_t n = shadow + splits;
+	return n + n / 8 + 1;
 }
 
 /* Free blocks as a user counts them: what is not in use. */
@@ -346,6 +394,17 @@ int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 				return -ENOMEM;
 			sp->q = q;
 			sp->qcap = c;
+		}
+	}
+	/* A change that continues the last queued one joins it (the
+	 * children of a copied node, blocks allocated one after another). */
+	if (sp->qn) {
+		struct refc_delta *l = &sp->q[sp->qhead + sp->qn - 1];
+		if (l->start + l->len == start && l->delta == delta && l->type == type &&
+		    l->is_alloc == is_alloc && l->len + len <= MAX_REC_LEN) {
+			l->len += len;
+			p->dirty = 1;
+			return 0;
 		}
 	}
 	struct refc_delta *d = &sp->q[sp->qhead + sp->qn++];

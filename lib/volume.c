@@ -295,7 +295,20 @@ static int finish_delete(struct vbas_pool *p, uint64_t id)
 		vol_map_tree(p, id, &rec, &t);
 		uint8_t cursor[8];
 		st_le64(cursor, le64_get(rec.del_cursor));
-		e = bt_drop(&t, cursor, vbas_tun.drop_budget, &done);
+		/* Each record or node released may change a refcount record:
+		 * take a step whose metadata fits in what is free, committing
+		 * first (blocks freed so far come back) if even a small one
+		 * does not. */
+		uint64_t budget = vbas_tun.drop_budget;
+		while (budget > 8 && space_cow_meta(p, budget) > space_avail(p))
+			budget /= 2;
+		if (space_cow_meta(p, budget) > space_avail(p) && p->sp.freed.total) {
+			e = txn_commit(p);
+			if (e)
+				return e;
+			continue;
+		}
+		e = bt_drop(&t, cursor, budget, &done);
 		if (e)
 			return e;
 		if (done)
