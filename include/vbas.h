@@ -161,7 +161,10 @@ int vbas_vol_usage(struct vbas_pool *pool, const char *name, struct vbas_vol_usa
  * the range may run to the end of SRC; LEN 0 means to the end of SRC.
  * DST's old blocks in the range lose a reference.  -EINVAL: misaligned,
  * or overlapping ranges within one volume; -ERANGE: past the end of SRC
- * or DST; -EROFS: DST is a snapshot. */
+ * or DST; -EROFS: DST is a snapshot.  -ENOSPC: no room for the metadata;
+ * like FICLONERANGE, the range may then be shared part way: a prefix, up
+ * to a block boundary the message names ("N of M blocks were shared"),
+ * with the rest of DST untouched. */
 int vbas_reflink(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
 		 uint64_t dst_off, uint64_t len);
 
