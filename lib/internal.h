@@ -106,6 +106,7 @@ void space_free(struct vbas_pool *p);
 int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 		int use_reserve, uint64_t *start, uint64_t *got);
 void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len);
+int space_is_free(struct vbas_pool *p, uint64_t blk);  /* allocatable now */
 int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);

@@ -430,7 +430,11 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 		/* Continue the previous extent physically where possible. */
 		uint64_t hint = p->sp.data_rover, pp, pl, got = 0;
 		int pm = 0;
-		if (lblk > 0 && !map_lookup(p, &t, lblk - 1, &pp, &pl, &pm) && pm)
+		/* (Only if that block is free: a search from there through
+		 * blocks in use, say those of a snapshot's shared extents,
+		 * would cost a step per refcount record, on every write.) */
+		if (lblk > 0 && !map_lookup(p, &t, lblk - 1, &pp, &pl, &pm) && pm &&
+		    space_is_free(p, pp + 1))
 			hint = pp + 1;
 		/* The metadata map_end may need: the trees' paths, and the
 		 * refcount changes of copying shared nodes.  It is held back

@@ -278,49 +278,87 @@ static int first_rec_cb(void *arg, const void *rec)
 	return 1;
 }
 
+/* The first part of the gap [*POS, GEND) that is neither pending nor
+ * freed: *START, *LEN, and 1; or 0 if all of it is (*POS moves on). */
+static int gap_take(struct vbas_space *sp, uint64_t *pos, uint64_t gend, uint64_t *start,
+		    uint64_t *len)
+{
+	while (*pos < gend) {
+		const struct ext *e1 = extset_first_overlap(&sp->pending, *pos, gend);
+		const struct ext *e2 = extset_first_overlap(&sp->freed, *pos, gend);
+		const struct ext *e = e1;
+		if (!e || (e2 && e2->start < e->start))
+			e = e2;
+		if (e && e->start <= *pos) {
+			*pos = e->start + e->len;
+			continue;
+		}
+		*start = *pos;
+		*len = (e ? e->start : gend) - *pos;
+		return 1;
+	}
+	return 0;
+}
+
+struct free_scan {
+	struct vbas_space *sp;
+	uint64_t pos, limit, start, len;
+	int found;
+};
+
+static int free_scan_cb(void *arg, const void *rec)
+{
+	struct free_scan *f = arg;
+	struct refc_irec ir;
+	refc_to_irec(rec, &ir);
+	if (ir.start > f->pos) {
+		uint64_t gend = ir.start < f->limit ? ir.start : f->limit;
+		if (gap_take(f->sp, &f->pos, gend, &f->start, &f->len)) {
+			f->found = 1;
+			return 1;
+		}
+	}
+	if (ir.start + ir.len > f->pos)
+		f->pos = ir.start + ir.len;
+	return f->pos >= f->limit;
+}
+
 /* The first free run at or after POS and before LIMIT: *START, *LEN (0 if
- * none).  Free means no record and in neither PENDING nor FREED (S3). */
+ * none).  Free means no record and in neither PENDING nor FREED (S3).
+ * One walk along the refcount tree's leaves from POS. */
 static int find_free(struct vbas_pool *p, uint64_t pos, uint64_t limit,
 		     uint64_t *start, uint64_t *len)
 {
 	struct vbas_space *sp = &p->sp;
 	struct refc_irec ir;
-	int r;
-	while (pos < limit) {
-		/* In a record?  Skip it. */
-		r = refc_get(p, pos, BT_LE, &ir);
-		if (r && r != -ENOENT)
-			return r;
-		if (!r && ir.start + ir.len > pos) {
-			pos = ir.start + ir.len;
-			continue;
-		}
-		/* The next record bounds the gap. */
-		struct gap_probe g = { .found = 0 };
-		uint8_t k[8];
-		st_le64(k, pos);
-		r = bt_iter(&sp->refc, k, first_rec_cb, &g);
-		if (r < 0)
-			return r;
-		uint64_t gend = g.found && g.rec.start < limit ? g.rec.start : limit;
-		/* Take out what is pending or freed. */
-		const struct ext *e1 = extset_first_overlap(&sp->pending, pos, gend);
-		const struct ext *e2 = extset_first_overlap(&sp->freed, pos, gend);
-		const struct ext *e = e1;
-		if (!e || (e2 && e2->start < e->start))
-			e = e2;
-		if (e && e->start <= pos) {
-			pos = e->start + e->len;
-			continue;
-		}
-		if (e)
-			gend = e->start;
-		*start = pos;
-		*len = gend - pos;
-		return 0;
-	}
 	*len = 0;
+	/* In a record?  Skip it. */
+	int r = refc_get(p, pos, BT_LE, &ir);
+	if (r && r != -ENOENT)
+		return r;
+	if (!r && ir.start + ir.len > pos)
+		pos = ir.start + ir.len;
+	if (pos >= limit)
+		return 0;
+	struct free_scan f = { .sp = sp, .pos = pos, .limit = limit };
+	uint8_t k[8];
+	st_le64(k, pos);
+	r = bt_iter(&sp->refc, k, free_scan_cb, &f);
+	if (r < 0)
+		return r;
+	if (f.found || (f.pos < limit && gap_take(sp, &f.pos, limit, &f.start, &f.len))) {
+		*start = f.start;
+		*len = f.len;
+	}
 	return 0;
+}
+
+int space_is_free(struct vbas_pool *p, uint64_t blk)
+{
+	uint64_t s, l;
+	if (blk < VBAS_FIRST_BLOCK || blk >= p->nblocks)
+		return 0;
+	return !find_free(p, blk, blk + 1, &s, &l) && l == 1;
 }
 
 /*
