@@ -804,11 +804,14 @@ struct share_res {
 	double total_s;
 };
 
+static double sh_t0;
+
+/* Progress: "sharing: [seconds since the start] what". */
 static void sh_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sh_say(const char *fmt, ...)
 {
 	va_list ap;
-	printf("sharing: ");
+	printf("sharing: [%6.1f s] ", now() - sh_t0);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -1011,6 +1014,7 @@ static void share_vbas(struct share_res *R, const char *pool_path, char *buf)
 	}
 	free(perm);
 	V(vbas_vol_close(vol));
+	sh_say("vbas: %" PRIu64 " blocks written", R->diff_written);
 	V(vbas_vol_snapshot(pool, src, "diff-b", 0));
 	V(vbas_flush(pool));
 	struct vbas_vol *da, *db;
@@ -1440,6 +1444,7 @@ static void share_run(struct share_res *R, char *buf)
 {
 	static char pool_path[4200];
 	double t0 = now();
+	sh_t0 = t0;
 	memset(R, 0, sizeof(*R));
 	R->sz[R->nsz++] = 1;
 	if (opt.extents > 1)
