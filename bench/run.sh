@@ -39,6 +39,8 @@ dir=
 loop=
 mnt=
 pid=
+t_bench=
+t_start=$(date +%s)
 # Is process $1 running (not gone, not a zombie)?
 running() {
 	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
@@ -83,6 +85,10 @@ cleanup() {
 		losetup -d "$loop" || echo "run.sh: losetup -d $loop failed" >&2
 	fi
 	[ -n "$dir" ] && rm -rf "$dir"
+	if [ -n "$t_bench" ]; then
+		echo "run.sh: benchmark $((t_bench - t_start)) s, then unmount and clean-up" \
+		     "$(($(date +%s) - t_bench)) s"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -137,4 +143,5 @@ pid=$!
 rc=0
 wait "$pid" || rc=$?
 pid=
+[ $rc = 0 ] && t_bench=$(date +%s)
 exit $rc
