@@ -2,7 +2,7 @@
 #   make            library (static + shared), CLI
 #   make check      unit, model, crash and CLI tests, plain and under ASan+UBSan
 #   make demo       the end-to-end demo on a pool in a file
-#   make bench      benchmarks (not tests)
+#   make bench      benchmarks (not tests); BENCH_ARGS=--sharing-only: just sharing
 #   make install    PREFIX=/usr/local DESTDIR=
 
 PREFIX  ?= /usr/local
@@ -74,8 +74,9 @@ check:
 demo: all
 	scripts/demo.sh $(O)
 
+# make bench BENCH_ARGS=--sharing-only (or --no-sharing, ...: bench/run.sh)
 bench: all $(BENCH_BIN)
-	bench/run.sh $(O)
+	bench/run.sh $(O) $(BENCH_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(BINDIR)

@@ -1,7 +1,9 @@
 /* vbas benchmark: vbas volumes against a raw file on the same file system.
  *
  *   bench [--dir DIR] [--size BYTES] [--time SEC | --ops N] [--extents N]
- *         [--cache BYTES] [--seed N] [--no-extents]
+ *         [--cache BYTES] [--seed N] [--no-extents] [--sharing-only | --no-sharing]
+ *         [--share-ops N] [--share-size BYTES] [--vbas-cli PATH]
+ *         [--xfs-dir DIR [--xfs-scratch] | --xfs-skip REASON] [--no-qcow2]
  *
  * Measures, in one run and in one directory:
  *  1. QD1, one thread: 1 MiB sequential write and read, 4 KiB random
@@ -14,6 +16,12 @@
  *  3. Open time of a pool holding a volume of N (default 1,000,000) extents,
  *     and vbas_check time on it.
  *  4. Peak RSS of a fresh process reading that volume with a 16 MiB cache.
+ *  5. Sharing (see "Sharing" below): snapshot and clone creation of volumes
+ *     of 1, 10,000 and N extents, as library call + commit and as the CLI
+ *     process; reflink of those extents; diff of two snapshots 1% apart;
+ *     4 KiB first writes after a snapshot (CoW) against overwrites; and the
+ *     same on XFS (cp --reflink=always, FICLONERANGE) and qcow2 (qemu-img
+ *     snapshot -c) where the machine has them.  --sharing-only runs just it.
  *
  * Internal mode: bench --rss-only POOL RESULT_FD CACHE_BYTES (see rss_only()).
  */
@@ -21,10 +29,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -45,17 +58,50 @@
 
 static const char *prog = "bench";
 
-/* Files and the directory to remove if we die half way. */
-static const char *cleanup_files[8];
+/* Files and the directory to remove if we die half way (also from the
+ * signal handler: unlink and rmdir only), and the child process running. */
+#define NCLEAN 32
+static const char *cleanup_files[NCLEAN];
 static const char *cleanup_dir;
+static volatile pid_t cur_child;
 
 static void cleanup(void)
 {
-	for (int i = 0; i < 8; i++)
+	pid_t c = cur_child;
+	if (c > 0) {
+		kill(c, SIGTERM);
+		waitpid(c, NULL, 0);
+	}
+	for (int i = 0; i < NCLEAN; i++)
 		if (cleanup_files[i])
 			unlink(cleanup_files[i]);
 	if (cleanup_dir)
 		rmdir(cleanup_dir);
+}
+
+static void on_signal(int sig)
+{
+	cleanup();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Remember PATH (which must stay valid) for cleanup(); forget it again. */
+static void cleanup_add(const char *path)
+{
+	for (int i = 0; i < NCLEAN; i++)
+		if (!cleanup_files[i]) {
+			cleanup_files[i] = path;
+			return;
+		}
+	fprintf(stderr, "%s: too many files to clean up; %s is not on the list\n", prog, path);
+}
+
+static void cleanup_del(const char *path)
+{
+	for (int i = 0; i < NCLEAN; i++)
+		if (cleanup_files[i] == path)
+			cleanup_files[i] = NULL;
 }
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -363,12 +409,21 @@ static struct {
 	uint64_t rss_cache;
 	uint64_t seed;
 	int no_extents;
+	/* Sharing benchmark. */
+	int sharing_only, no_sharing, no_qcow2, xfs_scratch;
+	uint64_t share_ops;     /* writes per target, CoW-against-overwrite test */
+	uint64_t share_size;    /* volumes of the CoW-against-overwrite test */
+	const char *vbas_cli;   /* the vbas command; default next to this program */
+	const char *xfs_dir;    /* a directory on XFS with reflink, or NULL */
+	const char *xfs_skip;   /* why there is none (from run.sh) */
 } opt = {
 	.size = 1 * GiB,
 	.seconds = 8,
 	.extents = 1000000,
 	.rss_cache = 16 * MiB,
 	.seed = 0x5eed,
+	.share_ops = 8000,
+	.share_size = 256 * MiB,
 };
 
 struct io_result {
@@ -471,7 +526,7 @@ static void job_slice(struct job *j, unsigned k, unsigned nslices)
 {
 	uint64_t stop_ops = UINT64_MAX;
 	double slice_time = 0;
-	if (j->seq || opt.ops)
+	if (j->seq || opt.ops || j->budget <= 0)
 		stop_ops = k + 1 == nslices ? j->max_ops : j->max_ops / nslices * (k + 1);
 	else
 		slice_time = j->budget / nslices;
@@ -568,6 +623,21 @@ static int open_raw(const char *path, int direct, int trunc_size_sparse, uint64_
 	return fd;
 }
 
+/* Map 4 KiB at every second block of VOL, N extents, without writing the
+ * data: the mapping interface leaves the I/O to its client.  A cheap way to
+ * a volume of N extents (about 3 s for 1,000,000). */
+static void map_every_other(struct vbas_vol *vol, uint64_t n)
+{
+	struct vbas_iomap m;
+	for (uint64_t i = 0; i < n; i++) {
+		V(vbas_map_begin(vol, 2 * i * BS, BS, VBAS_MAP_WRITE, NULL, &m));
+		if (m.type != VBAS_IOMAP_NEW || m.length != BS)
+			die("map_begin at %" PRIu64 ": type %d length %" PRIu64
+			    " (want a new 4 KiB mapping)", 2 * i * BS, m.type, m.length);
+		V(vbas_map_end(vol, &m, BS, 0));
+	}
+}
+
 /* ---- Main benchmark ----------------------------------------------------- */
 
 struct row {
@@ -591,11 +661,1001 @@ static struct row mkrow(const char *name, const struct job *raw, const struct jo
 	return r;
 }
 
+/* ---- Sharing: snapshots, clones, reflink, diff, copy-on-write ----------- */
+
+/*
+ * Volumes of 1, 10,000 and N (--extents, default 1,000,000) extents, built
+ * as for the open-time test (4 KiB mapped at every second block, no data
+ * I/O).  On them: snapshot and clone creation as a library call followed by
+ * its commit, and as the CLI command (a process); reflink of the whole
+ * range into an empty volume, + commit; diff of two snapshots with 1% of
+ * the blocks changed between them.  Then 4 KiB random first writes after a
+ * snapshot (copy on write) against overwrites of unshared blocks.
+ *
+ * Side by side, where the machine has them: XFS (a directory on a
+ * reflink=1 XFS that run.sh loop-mounts, --xfs-dir), with files of the same
+ * extent counts, cp --reflink=always and FICLONERANGE; and qcow2 images with
+ * as many allocated 4 KiB clusters, qemu-img snapshot -c.
+ */
+
+extern char **environ;
+
+#define SH_SIZES 3
+#define SH_REPS 5               /* runs per timing, at most ... */
+#define SH_BUDGET 1.5           /* ... and no new run after this many seconds */
+#define XFS_WRITE_MAX 10000     /* XFS files up to this many extents: written */
+#define XFS_SEED 1000           /* larger ones: reflinked copies of a seed file */
+
+/* Median, min and max of RUNS runs, seconds; RUNS 0: not measured. */
+struct timing {
+	double med, min, max;
+	int runs;
+};
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static struct timing timing_of(double *v, int n)
+{
+	struct timing t = { 0 };
+	if (!n)
+		return t;
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	t.runs = n;
+	t.min = v[0];
+	t.max = v[n - 1];
+	t.med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+	return t;
+}
+
+static int more_runs(int done, double spent)
+{
+	return done < SH_REPS && (done == 0 || spent < SH_BUDGET);
+}
+
+/* Run ARGV (PATH lookup if argv[0] has no '/'), stdout to /dev/null unless
+ * OUT_FD >= 0 (then there); wall time from spawn to reaped, in *SECS.
+ * posix_spawn (vfork-like), so the size of this process costs nothing.
+ * Dies unless the command exits 0. */
+static void run_cmd(char *const argv[], int out_fd, double *secs)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int status, e;
+	posix_spawn_file_actions_init(&fa);
+	if (out_fd >= 0)
+		posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+	else
+		posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	fflush(NULL);
+	double t0 = now();
+	e = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	if (e)
+		die("spawn %s: %s", argv[0], strerror(e));
+	cur_child = pid;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid %s: %s", argv[0], strerror(errno));
+	double t1 = now();
+	cur_child = 0;
+	posix_spawn_file_actions_destroy(&fa);
+	if (secs)
+		*secs = t1 - t0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		die("%s %s ... failed (status %#x)", argv[0], argv[1] ? argv[1] : "", status);
+}
+
+/* Is PROG an executable in $PATH? */
+static int in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	char buf[4200];
+	if (!path)
+		path = "/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, path, name);
+		if (access(buf, X_OK) == 0)
+			return 1;
+		path += n;
+		if (*path)
+			path++;
+	}
+	return 0;
+}
+
+struct share_res {
+	int nsz;
+	uint64_t sz[SH_SIZES];
+	double build_s[SH_SIZES];
+	struct timing snap_lib[SH_SIZES], clone_lib[SH_SIZES];
+	struct timing snap_cli[SH_SIZES], clone_cli[SH_SIZES];
+	struct timing del_lib[SH_SIZES];       /* delete of a snapshot, + commit */
+	struct timing rl_lib[SH_SIZES];        /* reflink of the range, + commit */
+	struct timing rl_cpu[SH_SIZES];        /* ... its CPU time */
+	double rl_del_s[SH_SIZES];             /* delete of the reflinked volume */
+	uint64_t snap_commits, rl_commits[SH_SIZES];   /* generations per run */
+	double flush_ms[2];                    /* device flush probe, start and end */
+	/* Copy on write against overwrite. */
+	uint64_t cow_size;
+	struct io_result ow, cow;
+	double ow_first_us, ow_last_us, cow_first_us, cow_last_us;   /* 1st and last slice */
+	uint64_t slice_ops;
+	/* Diff. */
+	uint64_t diff_blocks, diff_written, diff_ranges, diff_bytes, walk_extents;
+	struct timing diff_t;
+	uint64_t cdiff_ranges, cdiff_bytes;    /* the same, one contiguous run */
+	struct timing cdiff_t;
+	double walk_s;
+	/* XFS. */
+	int xfs_ok;
+	char xfs_why[320];
+	char xfs_how[SH_SIZES][96];
+	double xfs_build_s[SH_SIZES];
+	struct timing xfs_cp[SH_SIZES], xfs_clone[SH_SIZES];
+	/* qcow2. */
+	int q_ok;
+	char q_why[320];
+	double q_build_s[SH_SIZES];
+	struct timing q_snap[SH_SIZES];
+	double total_s;
+};
+
+static double sh_t0;
+
+/* Progress: "sharing: [seconds since the start] what". */
+static void sh_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh_say(const char *fmt, ...)
+{
+	va_list ap;
+	printf("sharing: [%6.1f s] ", now() - sh_t0);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* ---- vbas ---- */
+
+struct diff_count {
+	uint64_t ranges, bytes, last_end;
+	int order_ok;
+};
+
+static int diff_cb(uint64_t off, uint64_t len, void *arg)
+{
+	struct diff_count *d = arg;
+	if (d->ranges && off < d->last_end)
+		d->order_ok = 0;
+	d->ranges++;
+	d->bytes += len;
+	d->last_end = off + len;
+	return 0;
+}
+
+static int walk_cb(const struct vbas_extent *e, void *arg)
+{
+	(void)e;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* Snapshot (FLAGS 0) or clone SRC as NAME, check it, as the CLI would see
+ * it: NAME maps what SRC maps, has SRC as its origin. */
+static void check_copy(struct vbas_pool *pool, const char *src, const char *name,
+		       unsigned flags)
+{
+	struct vbas_vol_info si, ni;
+	V(vbas_vol_stat(pool, src, &si));
+	V(vbas_vol_stat(pool, name, &ni));
+	if (ni.mapped != si.mapped || ni.origin != si.id ||
+	    !!(ni.flags & VBAS_VOL_READONLY) != !(flags & VBAS_SNAP_WRITABLE))
+		die("%s of %s: maps %" PRIu64 " (want %" PRIu64 "), origin %" PRIu64 " (want %"
+		    PRIu64 "), flags %#x", name, src, ni.mapped, si.mapped, ni.origin, si.id,
+		    ni.flags);
+}
+
+static void share_vbas(struct share_res *R, const char *pool_path, char *buf)
+{
+	struct vbas_pool *pool;
+	struct vbas_vol *vol, *dst;
+	struct vbas_vol_info vi;
+	char src[32], name[128];
+	double v[SH_REPS], dv[SH_REPS], t0, spent;
+	int n;
+	uint64_t N = R->sz[R->nsz - 1];
+	uint64_t CS = opt.share_size;
+
+	/* Room for the extent volumes' blocks (never written: the pool file
+	 * stays sparse there), the CoW test and metadata. */
+	uint64_t esum = 0;
+	for (int k = 0; k < R->nsz; k++)
+		esum += R->sz[k];
+	struct vbas_format_opts fo = { .size = esum * BS * 5 / 4 + 3 * CS + 1 * GiB,
+				       .block_size = BS, .flags = VBAS_FORMAT_FORCE };
+	V(vbas_format(pool_path, &fo));
+	V(vbas_open(pool_path, NULL, &pool));
+
+	/* 1. The extent volumes. */
+	sh_say("vbas: building volumes of 1 .. %" PRIu64 " extents", N);
+	for (int k = 0; k < R->nsz; k++) {
+		uint64_t ne = R->sz[k];
+		snprintf(src, sizeof(src), "x%" PRIu64, ne);
+		V(vbas_vol_create(pool, src, 2 * ne * BS));
+		V(vbas_vol_open(pool, src, &vol));
+		t0 = now();
+		map_every_other(vol, ne);
+		V(vbas_flush(pool));
+		R->build_s[k] = now() - t0;
+		V(vbas_vol_info(vol, &vi));
+		if (vi.mapped != ne * BS)
+			die("%s maps %" PRIu64 " bytes, want %" PRIu64, src, vi.mapped, ne * BS);
+		V(vbas_vol_close(vol));
+	}
+
+	/* 2. Snapshot and clone, library call + commit; each deleted again
+	 * (delete + commit timed apart) so that every run starts alike. */
+	sh_say("vbas: snapshot and clone, library call + vbas_flush");
+	for (int k = 0; k < R->nsz; k++) {
+		snprintf(src, sizeof(src), "x%" PRIu64, R->sz[k]);
+		for (int kind = 0; kind < 2; kind++) {
+			unsigned fl = kind ? VBAS_SNAP_WRITABLE : 0;
+			int nd = 0;
+			for (n = 0, spent = 0; more_runs(n, spent); n++) {
+				snprintf(name, sizeof(name), "%s-%s%d", src, kind ? "c" : "s", n);
+				struct vbas_pool_info g0, g1;
+				V(vbas_pool_info(pool, &g0));
+				t0 = now();
+				V(vbas_vol_snapshot(pool, src, name, fl));
+				V(vbas_flush(pool));
+				v[n] = now() - t0;
+				spent += v[n];
+				V(vbas_pool_info(pool, &g1));
+				R->snap_commits = g1.generation - g0.generation;
+				check_copy(pool, src, name, fl);
+				t0 = now();
+				V(vbas_vol_delete(pool, name));
+				V(vbas_flush(pool));
+				if (!kind)
+					dv[nd++] = now() - t0;
+			}
+			if (kind)
+				R->clone_lib[k] = timing_of(v, n);
+			else {
+				R->snap_lib[k] = timing_of(v, n);
+				R->del_lib[k] = timing_of(dv, nd);
+			}
+		}
+	}
+	V(vbas_close(pool));
+
+	/* 3. The CLI: vbas snapshot|clone POOL SRC NEW, a process each, wall
+	 * time; vbas delete after each run (not timed). */
+	sh_say("vbas: snapshot and clone, CLI process (%s)", opt.vbas_cli);
+	for (int k = 0; k < R->nsz; k++) {
+		snprintf(src, sizeof(src), "x%" PRIu64, R->sz[k]);
+		for (int kind = 0; kind < 2; kind++) {
+			for (n = 0, spent = 0; more_runs(n, spent); n++) {
+				snprintf(name, sizeof(name), "%s-cli%s%d", src, kind ? "c" : "s", n);
+				char *argv[] = { (char *)opt.vbas_cli, kind ? "clone" : "snapshot",
+						 (char *)pool_path, src, name, NULL };
+				run_cmd(argv, -1, &v[n]);
+				spent += v[n];
+				char *dargv[] = { (char *)opt.vbas_cli, "delete", (char *)pool_path,
+						  name, NULL };
+				run_cmd(dargv, -1, NULL);
+			}
+			if (kind)
+				R->clone_cli[k] = timing_of(v, n);
+			else
+				R->snap_cli[k] = timing_of(v, n);
+		}
+	}
+	V(vbas_open(pool_path, NULL, &pool));
+
+	/* 4. Reflink of the whole extent range into an empty volume of the
+	 * same size, + commit.  The destination is created (and committed)
+	 * before, and deleted after each run. */
+	sh_say("vbas: reflink, library call + vbas_flush");
+	for (int k = 0; k < R->nsz; k++) {
+		uint64_t ne = R->sz[k];
+		double cpu[SH_REPS];
+		snprintf(src, sizeof(src), "x%" PRIu64, ne);
+		V(vbas_vol_open(pool, src, &vol));
+		for (n = 0, spent = 0; more_runs(n, spent); n++) {
+			snprintf(name, sizeof(name), "%s-rl%d", src, n);
+			V(vbas_vol_create(pool, name, 2 * ne * BS));
+			V(vbas_flush(pool));
+			V(vbas_vol_open(pool, name, &dst));
+			struct vbas_pool_info g0, g1;
+			V(vbas_pool_info(pool, &g0));
+			double c0 = thread_cpu();
+			t0 = now();
+			V(vbas_reflink(vol, 0, dst, 0, 0));
+			V(vbas_flush(pool));
+			v[n] = now() - t0;
+			cpu[n] = thread_cpu() - c0;
+			spent += v[n];
+			V(vbas_pool_info(pool, &g1));
+			R->rl_commits[k] = g1.generation - g0.generation;
+			V(vbas_vol_info(dst, &vi));
+			if (vi.mapped != ne * BS)
+				die("reflink of %s: %s maps %" PRIu64 " bytes, want %" PRIu64, src,
+				    name, vi.mapped, ne * BS);
+			V(vbas_vol_close(dst));
+			t0 = now();
+			V(vbas_vol_delete(pool, name));
+			V(vbas_flush(pool));
+			R->rl_del_s[k] = now() - t0;
+		}
+		R->rl_lib[k] = timing_of(v, n);
+		R->rl_cpu[k] = timing_of(cpu, n);
+		V(vbas_vol_close(vol));
+	}
+
+	/* 5. Diff: snapshot the N-extent volume, write 1% of its blocks (4 KiB
+	 * each, distinct, random), snapshot again, diff the two snapshots.
+	 * Then, for scale, a walk of every extent of the second. */
+	sh_say("vbas: diff of two snapshots of the %" PRIu64 "-extent volume, 1%% changed", N);
+	snprintf(src, sizeof(src), "x%" PRIu64, N);
+	V(vbas_vol_snapshot(pool, src, "diff-a", 0));
+	V(vbas_flush(pool));
+	R->diff_blocks = 2 * N;
+	R->diff_written = (R->diff_blocks + 99) / 100;
+	uint32_t *perm = make_perm(R->diff_blocks);
+	V(vbas_vol_open(pool, src, &vol));
+	for (uint64_t i = 0; i < R->diff_written; i++) {
+		((uint64_t *)buf)[0] = i + 1;
+		V(vbas_pwrite(vol, buf, BS, (uint64_t)perm[i] * BS, 0));
+	}
+	free(perm);
+	V(vbas_vol_close(vol));
+	sh_say("vbas: %" PRIu64 " blocks written", R->diff_written);
+	V(vbas_vol_snapshot(pool, src, "diff-b", 0));
+	V(vbas_flush(pool));
+	struct vbas_vol *da, *db;
+	V(vbas_vol_open(pool, "diff-a", &da));
+	V(vbas_vol_open(pool, "diff-b", &db));
+	for (n = 0, spent = 0; more_runs(n, spent); n++) {
+		struct diff_count dc = { .order_ok = 1 };
+		t0 = now();
+		V(vbas_diff(da, db, diff_cb, &dc));
+		v[n] = now() - t0;
+		spent += v[n];
+		if (dc.bytes != R->diff_written * BS || !dc.order_ok)
+			die("vbas_diff reported %" PRIu64 " bytes in %" PRIu64 " ranges%s; %" PRIu64
+			    " blocks were written", dc.bytes, dc.ranges,
+			    dc.order_ok ? "" : " out of order", R->diff_written);
+		R->diff_ranges = dc.ranges;
+		R->diff_bytes = dc.bytes;
+	}
+	R->diff_t = timing_of(v, n);
+	t0 = now();
+	V(vbas_extents(db, 0, 2 * N * BS, walk_cb, &R->walk_extents));
+	R->walk_s = now() - t0;
+	V(vbas_vol_close(da));
+	/* The same number of blocks as one run in the middle: the diff can
+	 * skip the subtrees outside it. */
+	V(vbas_vol_open(pool, src, &vol));
+	uint64_t coff = (N - R->diff_written / 2) * BS, clen = R->diff_written * BS;
+	for (uint64_t off = coff; off < coff + clen; off += SEQ_IO)
+		V(vbas_pwrite(vol, buf, coff + clen - off < SEQ_IO ? coff + clen - off : SEQ_IO,
+			      off, 0));
+	V(vbas_vol_close(vol));
+	V(vbas_vol_snapshot(pool, src, "diff-c", 0));
+	V(vbas_flush(pool));
+	struct vbas_vol *dc_;
+	V(vbas_vol_open(pool, "diff-c", &dc_));
+	for (n = 0, spent = 0; more_runs(n, spent); n++) {
+		struct diff_count dc = { .order_ok = 1 };
+		t0 = now();
+		V(vbas_diff(db, dc_, diff_cb, &dc));
+		v[n] = now() - t0;
+		spent += v[n];
+		if (dc.bytes != clen || !dc.order_ok)
+			die("vbas_diff reported %" PRIu64 " bytes in %" PRIu64 " ranges%s; %" PRIu64
+			    " contiguous bytes were written", dc.bytes, dc.ranges,
+			    dc.order_ok ? "" : " out of order", clen);
+		R->cdiff_ranges = dc.ranges;
+		R->cdiff_bytes = dc.bytes;
+	}
+	R->cdiff_t = timing_of(v, n);
+	V(vbas_vol_close(dc_));
+	V(vbas_vol_close(db));
+
+	/* 6. 4 KiB random writes, each block once, in the same order: to a
+	 * written volume just snapshotted (every first write is a copy on
+	 * write) and to a written, unshared volume (overwrite in place).  Time
+	 * based, ABBA slices as in the I/O tests, each ending with vbas_flush. */
+	sh_say("vbas: 4K random writes, first write after a snapshot against overwrite, "
+	       "%" PRIu64 " each", opt.share_ops < CS / BS ? opt.share_ops : CS / BS);
+	R->cow_size = CS;
+	struct vbas_vol *vo, *vc;
+	V(vbas_vol_create(pool, "ow", CS));
+	V(vbas_vol_create(pool, "cow", CS));
+	V(vbas_vol_open(pool, "ow", &vo));
+	V(vbas_vol_open(pool, "cow", &vc));
+	for (uint64_t off = 0; off < CS; off += SEQ_IO) {
+		V(vbas_pwrite(vo, buf, SEQ_IO, off, 0));
+		V(vbas_pwrite(vc, buf, SEQ_IO, off, 0));
+	}
+	V(vbas_flush(pool));
+	V(vbas_vol_snapshot(pool, "cow", "cow-snap", 0));
+	V(vbas_flush(pool));
+	perm = make_perm(CS / BS);
+	struct target to = { .name = "vbas-overwrite", .pool = pool, .vol = vo };
+	struct target tc = { .name = "vbas-cow", .pool = pool, .vol = vc };
+	struct job jo, jc;
+	job_init(&jo, &to, 1, 0, CS, perm, buf);
+	job_init(&jc, &tc, 1, 0, CS, perm, buf);
+	/* A count, not a time: the cost of a CoW write grows with the CoW
+	 * writes before it, so a time limit would make the average depend
+	 * on the machine's speed.  ABBA slices as run_pair(), each timed. */
+	jo.max_ops = jc.max_ops = opt.share_ops < CS / BS ? opt.share_ops : CS / BS;
+	jo.budget = jc.budget = 0;
+	enum { NSL = 8 };
+	double sl_s[2][NSL];
+	uint64_t sl_ops[2][NSL];
+	for (unsigned k = 0; k < NSL; k++) {
+		for (int w = 0; w < 2; w++) {
+			struct job *j = (k % 2) ^ w ? &jc : &jo;
+			int ji = j == &jc;
+			double s0 = j->res.seconds;
+			uint64_t o0 = j->res.ops;
+			job_slice(j, k, NSL);
+			sl_s[ji][k] = j->res.seconds - s0;
+			sl_ops[ji][k] = j->res.ops - o0;
+		}
+	}
+	job_flush(&jo);
+	job_flush(&jc);
+	free(perm);
+	R->slice_ops = sl_ops[1][0];
+	R->ow_first_us = sl_s[0][0] * 1e6 / (double)sl_ops[0][0];
+	R->ow_last_us = sl_s[0][NSL - 1] * 1e6 / (double)sl_ops[0][NSL - 1];
+	R->cow_first_us = sl_s[1][0] * 1e6 / (double)sl_ops[1][0];
+	R->cow_last_us = sl_s[1][NSL - 1] * 1e6 / (double)sl_ops[1][NSL - 1];
+	R->ow = jo.res;
+	R->cow = jc.res;
+	struct vbas_vol_usage u;
+	V(vbas_vol_usage(pool, "cow", &u));
+	if (u.exclusive != jc.res.ops * BS)
+		die("after %" PRIu64 " first writes the volume has %" PRIu64 " exclusive bytes",
+		    jc.res.ops, u.exclusive);
+	V(vbas_vol_close(vo));
+	V(vbas_vol_close(vc));
+
+	struct vbas_check_stats cst;
+	int cr = vbas_check(pool, NULL, NULL, &cst);
+	if (cr)
+		die("vbas_check on the sharing pool: %s (%s), %" PRIu64 " problems", strerror(-cr),
+		    vbas_errmsg(), cst.problems);
+	V(vbas_close(pool));
+}
+
+/* ---- XFS ---- */
+
+/* Extents of FD by FIEMAP (what filefrag and xfs_io fiemap use; each record
+ * counted, no merging of physically adjacent ones). */
+static uint64_t fiemap_count(int fd, uint64_t *shared, uint64_t *unwritten)
+{
+	enum { NX = 1024 };
+	size_t sz = sizeof(struct fiemap) + NX * sizeof(struct fiemap_extent);
+	struct fiemap *fm = malloc(sz);
+	uint64_t start = 0, n = 0;
+	int last = 0;
+	if (!fm)
+		die("out of memory");
+	*shared = *unwritten = 0;
+	for (int first = 1; !last; first = 0) {
+		memset(fm, 0, sz);
+		fm->fm_start = start;
+		fm->fm_length = FIEMAP_MAX_OFFSET - start;
+		fm->fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+		fm->fm_extent_count = NX;
+		if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0)
+			die("FS_IOC_FIEMAP: %s", strerror(errno));
+		if (!fm->fm_mapped_extents)
+			break;
+		for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
+			struct fiemap_extent *e = &fm->fm_extents[i];
+			n++;
+			if (e->fe_flags & FIEMAP_EXTENT_SHARED)
+				(*shared)++;
+			if (e->fe_flags & FIEMAP_EXTENT_UNWRITTEN)
+				(*unwritten)++;
+			if (e->fe_flags & FIEMAP_EXTENT_LAST)
+				last = 1;
+			start = e->fe_logical + e->fe_length;
+		}
+	}
+	free(fm);
+	return n;
+}
+
+static void xfs_clone_range(int sfd, uint64_t soff, uint64_t len, int dfd, uint64_t doff)
+{
+	struct file_clone_range cr = { .src_fd = sfd, .src_offset = soff, .src_length = len,
+				       .dest_offset = doff };
+	if (ioctl(dfd, FICLONERANGE, &cr) < 0)
+		die("FICLONERANGE %" PRIu64 "+%" PRIu64 " -> %" PRIu64 ": %s", soff, len, doff,
+		    strerror(errno));
+}
+
+static int xcreat(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("create %s: %s", path, strerror(errno));
+	return fd;
+}
+
+static void xfs_sync(int fd, const char *what)
+{
+	if (fsync(fd) < 0)
+		die("%s: fsync: %s", what, strerror(errno));
+}
+
+/* Check that FD has NE extents, all written, and if WANT_SHARED all shared. */
+static void xfs_check(int fd, uint64_t ne, int want_shared, const char *what)
+{
+	uint64_t sh, uw, got = fiemap_count(fd, &sh, &uw);
+	if (got != ne || uw || (want_shared && sh != ne))
+		die("%s: FIEMAP shows %" PRIu64 " extents (%" PRIu64 " shared, %" PRIu64
+		    " unwritten), want %" PRIu64 "%s", what, got, sh, uw, ne,
+		    want_shared ? ", all shared" : "");
+}
+
+static char xfs_src[4200], xfs_seed[4200], xfs_dst[4200], xfs_dst2[4200];
+
+/* A file of NE written 4 KiB extents at every second block, as the vbas
+ * volume.  Fallocated (unwritten) extents will not do: XFS reflink skips
+ * them (a clone of such a file has no extents).  Up to XFS_WRITE_MAX
+ * extents the blocks are written; beyond, a seed file of XFS_SEED written
+ * extents is reflinked over and over into place (written data: 4 MiB, not
+ * 4 GiB; the extents are then shared with each other). */
+static int xfs_make(struct share_res *R, int k, char *buf)
+{
+	uint64_t ne = R->sz[k];
+	double t0 = now();
+	int fd = xcreat(xfs_src);
+	if (ftruncate(fd, (off_t)(2 * ne * BS)) < 0)
+		die("ftruncate %s: %s", xfs_src, strerror(errno));
+	if (ne <= XFS_WRITE_MAX) {
+		for (uint64_t i = 0; i < ne; i++) {
+			((uint64_t *)buf)[0] = i + 1;
+			full_pwrite(fd, buf, BS, (off_t)(2 * i * BS), xfs_src);
+		}
+		snprintf(R->xfs_how[k], sizeof(R->xfs_how[k]), "pwrite 4K at every 2nd block");
+	} else {
+		int sfd = xcreat(xfs_seed);
+		for (uint64_t i = 0; i < XFS_SEED; i++) {
+			((uint64_t *)buf)[0] = i + 1;
+			full_pwrite(sfd, buf, BS, (off_t)(2 * i * BS), xfs_seed);
+		}
+		xfs_sync(sfd, xfs_seed);
+		for (uint64_t j = 0; j * XFS_SEED < ne; j++) {
+			uint64_t cnt = ne - j * XFS_SEED < XFS_SEED ? ne - j * XFS_SEED : XFS_SEED;
+			xfs_clone_range(sfd, 0, (2 * cnt - 1) * BS, fd, 2 * j * XFS_SEED * BS);
+		}
+		close(sfd);
+		unlink(xfs_seed);
+		snprintf(R->xfs_how[k], sizeof(R->xfs_how[k]),
+			 "%d written extents reflinked %" PRIu64 "x", XFS_SEED,
+			 (ne + XFS_SEED - 1) / XFS_SEED);
+	}
+	xfs_sync(fd, xfs_src);
+	R->xfs_build_s[k] = now() - t0;
+	xfs_check(fd, ne, ne > XFS_WRITE_MAX, xfs_src);
+	return fd;
+}
+
+static void share_xfs(struct share_res *R, char *buf)
+{
+	double v[SH_REPS], t0, spent;
+	int n;
+	if (!opt.xfs_dir) {
+		snprintf(R->xfs_why, sizeof(R->xfs_why), "%s",
+			 opt.xfs_skip ? opt.xfs_skip : "no --xfs-dir (bench/run.sh mounts one)");
+		return;
+	}
+	if (!in_path("cp")) {
+		snprintf(R->xfs_why, sizeof(R->xfs_why), "no cp in $PATH");
+		return;
+	}
+	snprintf(xfs_src, sizeof(xfs_src), "%s/src", opt.xfs_dir);
+	snprintf(xfs_seed, sizeof(xfs_seed), "%s/seed", opt.xfs_dir);
+	snprintf(xfs_dst, sizeof(xfs_dst), "%s/dst", opt.xfs_dir);
+	snprintf(xfs_dst2, sizeof(xfs_dst2), "%s/dst2", opt.xfs_dir);
+	cleanup_add(xfs_src);
+	cleanup_add(xfs_seed);
+	cleanup_add(xfs_dst);
+	cleanup_add(xfs_dst2);
+
+	/* Does it reflink at all? */
+	int a = xcreat(xfs_src), b = xcreat(xfs_dst);
+	full_pwrite(a, buf, BS, 0, xfs_src);
+	struct file_clone_range cr = { .src_fd = a };
+	int ok = ioctl(b, FICLONERANGE, &cr) == 0;
+	int e = errno;
+	close(a);
+	close(b);
+	unlink(xfs_src);
+	unlink(xfs_dst);
+	if (!ok) {
+		snprintf(R->xfs_why, sizeof(R->xfs_why), "FICLONERANGE in %s: %s", opt.xfs_dir,
+			 strerror(e));
+		return;
+	}
+
+	for (int k = 0; k < R->nsz; k++) {
+		uint64_t ne = R->sz[k];
+		sh_say("xfs: %" PRIu64 " extents", ne);
+		int sfd = xfs_make(R, k, buf);
+		/* The library-level counterpart: FICLONERANGE of the whole file
+		 * into an empty file (made before), + fsync of it.  The big one
+		 * is kept to the end: XFS frees a file in the background, and
+		 * freeing 1,000,000 extents would run into the next timing. */
+		for (n = 0, spent = 0; more_runs(n, spent); n++) {
+			int dfd = xcreat(xfs_dst);
+			xfs_sync(dfd, xfs_dst);
+			t0 = now();
+			xfs_clone_range(sfd, 0, 0, dfd, 0);
+			xfs_sync(dfd, xfs_dst);
+			v[n] = now() - t0;
+			spent += v[n];
+			if (n == 0)
+				xfs_check(dfd, ne, 1, xfs_dst);
+			close(dfd);
+			if (more_runs(n + 1, spent))
+				unlink(xfs_dst);
+		}
+		R->xfs_clone[k] = timing_of(v, n);
+		/* The CLI counterpart: cp --reflink=always SRC NEW, a process. */
+		for (n = 0, spent = 0; more_runs(n, spent); n++) {
+			char *argv[] = { "cp", "--reflink=always", xfs_src, xfs_dst2, NULL };
+			run_cmd(argv, -1, &v[n]);
+			spent += v[n];
+			if (n == 0) {
+				int dfd = open(xfs_dst2, O_RDONLY | O_CLOEXEC);
+				if (dfd < 0)
+					die("open %s: %s", xfs_dst2, strerror(errno));
+				xfs_check(dfd, ne, 1, xfs_dst2);
+				close(dfd);
+			}
+			if (more_runs(n + 1, spent))
+				unlink(xfs_dst2);
+		}
+		R->xfs_cp[k] = timing_of(v, n);
+		close(sfd);
+		if (k + 1 < R->nsz || !opt.xfs_scratch) {
+			unlink(xfs_dst);
+			unlink(xfs_dst2);
+			unlink(xfs_src);
+		}
+	}
+	R->xfs_ok = 1;
+	cleanup_del(xfs_src);
+	cleanup_del(xfs_seed);
+	cleanup_del(xfs_dst);
+	cleanup_del(xfs_dst2);
+}
+
+/* ---- qcow2 ---- */
+
+static char q_img[4200];
+
+/* Allocated clusters of IMG, from qemu-img check --output=json. */
+static uint64_t qcow2_allocated(const char *img)
+{
+	char tmpl[4200], out[4096];
+	snprintf(tmpl, sizeof(tmpl), "%s/qcheck.XXXXXX", opt.dir);
+	int fd = mkostemp(tmpl, O_CLOEXEC);
+	if (fd < 0)
+		die("mkostemp: %s", strerror(errno));
+	unlink(tmpl);
+	char *argv[] = { "qemu-img", "check", "--output=json", (char *)img, NULL };
+	run_cmd(argv, fd, NULL);
+	ssize_t r = pread(fd, out, sizeof(out) - 1, 0);
+	close(fd);
+	out[r > 0 ? r : 0] = 0;
+	const char *p = strstr(out, "\"allocated-clusters\":");
+	if (!p)
+		die("qemu-img check %s: no allocated-clusters in '%s'", img, out);
+	return strtoull(p + strlen("\"allocated-clusters\":"), NULL, 10);
+}
+
+/* Images of N allocated 4 KiB clusters: qemu-img create with
+ * preallocation=metadata (host file sparse).  qcow2 maps each cluster
+ * by its own L2 entry and refcount, so N clusters are N mappings whether
+ * adjacent or not; these are adjacent (virtual size N x 4 KiB). */
+static void share_qcow2(struct share_res *R)
+{
+	double v[SH_REPS], t0, spent;
+	int n;
+	if (opt.no_qcow2) {
+		snprintf(R->q_why, sizeof(R->q_why), "--no-qcow2");
+		return;
+	}
+	if (!in_path("qemu-img")) {
+		snprintf(R->q_why, sizeof(R->q_why), "no qemu-img in $PATH");
+		return;
+	}
+	snprintf(q_img, sizeof(q_img), "%s/share.qcow2", opt.dir);
+	cleanup_add(q_img);
+	for (int k = 0; k < R->nsz; k++) {
+		uint64_t ne = R->sz[k];
+		char size[32];
+		sh_say("qcow2: %" PRIu64 " clusters", ne);
+		snprintf(size, sizeof(size), "%" PRIu64, ne * BS);
+		char *cargv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-o",
+				  "cluster_size=4096,preallocation=metadata", q_img, size, NULL };
+		t0 = now();
+		run_cmd(cargv, -1, NULL);
+		R->q_build_s[k] = now() - t0;
+		uint64_t got = qcow2_allocated(q_img);
+		if (got != ne)
+			die("%s: %" PRIu64 " allocated clusters, want %" PRIu64, q_img, got, ne);
+		for (n = 0, spent = 0; more_runs(n, spent); n++) {
+			char *argv[] = { "qemu-img", "snapshot", "-c", "s", q_img, NULL };
+			char *dargv[] = { "qemu-img", "snapshot", "-d", "s", q_img, NULL };
+			run_cmd(argv, -1, &v[n]);
+			spent += v[n];
+			run_cmd(dargv, -1, NULL);
+		}
+		R->q_snap[k] = timing_of(v, n);
+		unlink(q_img);
+	}
+	cleanup_del(q_img);
+	R->q_ok = 1;
+}
+
+/* What a device flush costs here: median of 9 x (4 KiB pwrite, O_DIRECT
+ * where it works, + fdatasync) to a file in DIR, ms.  Every vbas commit
+ * waits for a few of these; another load on the same device shows here. */
+static double flush_probe(const char *dir, char *buf)
+{
+	static char path[4200];
+	double v[9];
+	snprintf(path, sizeof(path), "%s/flush-probe", dir);
+	cleanup_add(path);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+	if (fd < 0)
+		fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("create %s: %s", path, strerror(errno));
+	for (int i = 0; i < 9; i++) {
+		double t0 = now();
+		full_pwrite(fd, buf, BS, (off_t)i * BS, path);
+		xfdatasync(fd, path);
+		v[i] = now() - t0;
+	}
+	close(fd);
+	unlink(path);
+	cleanup_del(path);
+	return timing_of(v, 9).med * 1e3;
+}
+
+static void share_run(struct share_res *R, char *buf)
+{
+	static char pool_path[4200];
+	double t0 = now();
+	sh_t0 = t0;
+	memset(R, 0, sizeof(*R));
+	R->sz[R->nsz++] = 1;
+	if (opt.extents > 1)
+		R->sz[R->nsz++] = opt.extents < 10000 ? opt.extents : 10000;
+	if (opt.extents > 10000)
+		R->sz[R->nsz++] = opt.extents;
+	snprintf(pool_path, sizeof(pool_path), "%s/share.pool", opt.dir);
+	cleanup_add(pool_path);
+	printf("\n");
+	R->flush_ms[0] = flush_probe(opt.dir, buf);
+	share_vbas(R, pool_path, buf);
+	unlink(pool_path);
+	cleanup_del(pool_path);
+	share_qcow2(R);
+	share_xfs(R, buf);      /* last: XFS frees the big files in the background */
+	R->flush_ms[1] = flush_probe(opt.dir, buf);
+	R->total_s = now() - t0;
+}
+
+/* ---- Report ---- */
+
+static void sh_cell(int ok, struct timing t)
+{
+	if (ok && t.runs)
+		printf(" %11.3f", t.med * 1e3);
+	else
+		printf(" %11s", "-");
+}
+
+static void sh_ratio(int ok, struct timing a, struct timing b)
+{
+	if (ok && a.runs && b.runs && b.med > 0)
+		printf(" %9.3g", a.med / b.med);
+	else
+		printf(" %9s", "-");
+}
+
+/* One table row: vbas, xfs, vbas/xfs, qcow2, vbas/qcow2, runs. */
+static void sh_row(const char *name, uint64_t ne, struct timing vb, int xok, struct timing x,
+		   int qok, struct timing q)
+{
+	printf("%-32s %8" PRIu64, name, ne);
+	sh_cell(1, vb);
+	sh_cell(xok, x);
+	sh_ratio(xok, vb, x);
+	sh_cell(qok, q);
+	sh_ratio(qok, vb, q);
+	printf("  %d/%d/%d\n", vb.runs, xok ? x.runs : 0, qok ? q.runs : 0);
+}
+
+static void sh_key(const char *what, uint64_t ne, struct timing t)
+{
+	char k[128];
+	if (!t.runs)
+		return;
+	snprintf(k, sizeof(k), "share_%s_%" PRIu64, what, ne);
+	bench_line(k, t.med * 1e3, "ms");
+}
+
+static void share_report(const struct share_res *R)
+{
+	static const struct timing none;
+	const char *rule = "------------------------------------------------------------------------"
+			   "------------------------";
+	int xok = R->xfs_ok, qok = R->q_ok;
+	uint64_t N = R->sz[R->nsz - 1];
+
+	printf("\n");
+	for (int k = 0; k < R->nsz; k++) {
+		uint64_t ne = R->sz[k];
+		sh_key("snapshot_lib_vbas", ne, R->snap_lib[k]);
+		sh_key("clone_lib_vbas", ne, R->clone_lib[k]);
+		sh_key("snapshot_cli_vbas", ne, R->snap_cli[k]);
+		sh_key("clone_cli_vbas", ne, R->clone_cli[k]);
+		sh_key("snapshot_delete_lib_vbas", ne, R->del_lib[k]);
+		sh_key("reflink_lib_vbas", ne, R->rl_lib[k]);
+		if (xok) {
+			sh_key("cp_reflink_xfs", ne, R->xfs_cp[k]);
+			sh_key("ficlonerange_fsync_xfs", ne, R->xfs_clone[k]);
+		}
+		if (qok)
+			sh_key("qemu_img_snapshot_qcow2", ne, R->q_snap[k]);
+	}
+	bench_line("share_reflink_vbas_per_extent",
+		   R->rl_lib[R->nsz - 1].med * 1e6 / (double)N, "us");
+	bench_line("share_reflink_vbas_cpu_per_extent",
+		   R->rl_cpu[R->nsz - 1].med * 1e6 / (double)N, "us");
+	bench_line("share_write_4k_overwrite", iops(&R->ow), "iops");
+	bench_line("share_write_4k_cow", iops(&R->cow), "iops");
+	bench_line("share_write_4k_cow_ratio", iops(&R->ow) / iops(&R->cow), "x");
+	bench_line("share_write_4k_cow_first_slice", R->cow_first_us, "us/op");
+	bench_line("share_write_4k_cow_last_slice", R->cow_last_us, "us/op");
+	bench_line("share_diff_1pct", R->diff_t.med * 1e3, "ms");
+	bench_line("share_diff_1pct_ranges", (double)R->diff_ranges, "count");
+	bench_line("share_diff_1pct_contiguous", R->cdiff_t.med * 1e3, "ms");
+	bench_line("share_extent_walk", R->walk_s * 1e3, "ms");
+	bench_line("share_reflink_commits", (double)R->rl_commits[R->nsz - 1], "count");
+	bench_line("share_flush_probe_start", R->flush_ms[0], "ms");
+	bench_line("share_flush_probe_end", R->flush_ms[1], "ms");
+	bench_line("share_total", R->total_s, "s");
+
+	printf("\nvbas %s sharing benchmark: volumes of", VBAS_VERSION_STRING);
+	for (int k = 0; k < R->nsz; k++)
+		printf(" %s%" PRIu64, k ? "/ " : "", R->sz[k]);
+	printf(" extents (4 KiB mapped at every 2nd block), block %u B\n", BS);
+	printf("times in ms, median of the runs (runs: vbas/xfs/qcow2; up to %d, fewer once %.1f s "
+	       "are spent); ratio = vbas time / other time\n", SH_REPS, SH_BUDGET);
+	printf("%.96s\n", rule);
+	printf("%-32s %8s %11s %11s %9s %11s %9s  %s\n", "test", "extents", "vbas", "xfs",
+	       "vbas/xfs", "qcow2", "vbas/qcow", "runs");
+	printf("%.96s\n", rule);
+	for (int k = 0; k < R->nsz; k++)
+		sh_row("snapshot, CLI process", R->sz[k], R->snap_cli[k], xok, R->xfs_cp[k], qok,
+		       R->q_snap[k]);
+	for (int k = 0; k < R->nsz; k++)
+		sh_row("clone, CLI process", R->sz[k], R->clone_cli[k], xok, R->xfs_cp[k], 0, none);
+	for (int k = 0; k < R->nsz; k++)
+		sh_row("snapshot, library + commit", R->sz[k], R->snap_lib[k], xok,
+		       R->xfs_clone[k], 0, none);
+	for (int k = 0; k < R->nsz; k++)
+		sh_row("clone, library + commit", R->sz[k], R->clone_lib[k], xok, R->xfs_clone[k],
+		       0, none);
+	for (int k = 0; k < R->nsz; k++)
+		sh_row("reflink range, library + commit", R->sz[k], R->rl_lib[k], xok,
+		       R->xfs_clone[k], 0, none);
+	printf("%.96s\n", rule);
+	printf("  vbas CLI: %s snapshot|clone POOL SRC NEW, wall time of the process (open, "
+	       "snapshot, commit, close)\n", opt.vbas_cli);
+	printf("  vbas library: vbas_vol_snapshot (clone: VBAS_SNAP_WRITABLE) or vbas_reflink of "
+	       "the whole range into\n  an empty volume, then vbas_flush; snapshots deleted "
+	       "between runs\n");
+	if (xok) {
+		printf("  xfs CLI rows: cp --reflink=always SRC NEW, wall time of the process (cp "
+		       "does not fsync)\n");
+		printf("  xfs library rows: FICLONERANGE of the whole file into an empty file, then "
+		       "fsync of it\n");
+		printf("  xfs files: loop-mounted XFS (reflink=1) at %s; extents counted with "
+		       "FIEMAP, all written,\n  and all shared in every copy:", opt.xfs_dir);
+		for (int k = 0; k < R->nsz; k++)
+			printf("%s %" PRIu64 ": %s (%.2f s)", k ? ";" : "", R->sz[k], R->xfs_how[k],
+			       R->xfs_build_s[k]);
+		printf("\n");
+	} else {
+		printf("  xfs: skipped: %s\n", R->xfs_why);
+	}
+	if (qok) {
+		printf("  qcow2: qemu-img snapshot -c, wall time of the process; images of N "
+		       "allocated 4 KiB clusters\n  (qemu-img create -o cluster_size=4096,"
+		       "preallocation=metadata; qcow2 maps every cluster apart)\n");
+	} else {
+		printf("  qcow2: skipped: %s\n", R->q_why);
+	}
+	printf("%.96s\n", rule);
+	printf("%-44s %12s %12s %9s  %s\n", "4K rand write, each block once", "IOPS", "us/op",
+	       "cpu us/op", "ops");
+	printf("%.96s\n", rule);
+	printf("%-44s %12.1f %12.2f %9.1f  %" PRIu64 "\n", "overwrite, unshared mapped block",
+	       iops(&R->ow), 1e6 / iops(&R->ow), cpu_us(&R->ow), R->ow.ops);
+	printf("%-44s %12.1f %12.2f %9.1f  %" PRIu64 "\n", "first write after snapshot (CoW)",
+	       iops(&R->cow), 1e6 / iops(&R->cow), cpu_us(&R->cow), R->cow.ops);
+	printf("%-44s %12s %12.3f  x time per op\n", "CoW / overwrite", "",
+	       iops(&R->ow) / iops(&R->cow));
+	printf("%-44s %12s %12.2f  us/op in the first %" PRIu64 " writes, %.2f in the last\n",
+	       "  overwrite, first and last 1/8", "", R->ow_first_us, R->slice_ops, R->ow_last_us);
+	printf("%-44s %12s %12.2f  us/op in the first %" PRIu64 " writes, %.2f in the last%s\n",
+	       "  CoW, first and last 1/8", "", R->cow_first_us, R->slice_ops, R->cow_last_us,
+	       R->cow_last_us > 2 * R->cow_first_us ? "  ** GROWS **" : "");
+	printf("  %.0f MiB volumes, fully written; each block once, same random order; alternate "
+	       "in 8 slices (ABBA);\n  incl. the final vbas_flush\n", R->cow_size / (double)MiB);
+	printf("%.96s\n", rule);
+	printf("%-44s %16s  %s\n", "vbas metric", "value", "target / note");
+	printf("%.96s\n", rule);
+	printf("%-44s %13.3f ms  %" PRIu64 " blocks of %" PRIu64 " written between the "
+	       "snapshots\n", "diff of two snapshots, 1% changed", R->diff_t.med * 1e3,
+	       R->diff_written, R->diff_blocks);
+	printf("%-44s %16" PRIu64 "  %.1f MiB in all, as written\n", "  ranges reported",
+	       R->diff_ranges, R->diff_bytes / (double)MiB);
+	printf("%-44s %13.3f ms  vbas_extents over the %" PRIu64 " extents of the second "
+	       "snapshot\n", "  for scale: walk of every extent", R->walk_s * 1e3, R->walk_extents);
+	printf("%-44s %13.3f ms  %" PRIu64 " range(s), %.1f MiB: the same count of blocks as one "
+	       "run\n", "diff, 1% changed in one contiguous run", R->cdiff_t.med * 1e3,
+	       R->cdiff_ranges, R->cdiff_bytes / (double)MiB);
+	const struct timing *sc = &R->snap_cli[R->nsz - 1];
+	printf("%-44s %13.3f ms  target < 8 ms%s (max of %d runs %.3f ms)\n",
+	       "vbas snapshot CLI, largest volume", sc->med * 1e3,
+	       sc->med < 8e-3 ? "" : "  ** OVER **", sc->runs, sc->max * 1e3);
+	printf("%-44s %13.3f us  reflink of %" PRIu64 " extents, + commit; %" PRIu64
+	       " commit(s) in it;\n%-44s %13.3f us  of it CPU time (this thread)\n",
+	       "reflink per extent", R->rl_lib[R->nsz - 1].med * 1e6 / (double)N,
+	       N, R->rl_commits[R->nsz - 1], "", R->rl_cpu[R->nsz - 1].med * 1e6 / (double)N);
+	printf("%-44s %13.3f ms  vbas_vol_delete + vbas_flush, %" PRIu64 " extents\n",
+	       "delete a snapshot", R->del_lib[R->nsz - 1].med * 1e3, N);
+	printf("%-44s %14.3f s  vbas_vol_delete + vbas_flush, %" PRIu64 " extents\n",
+	       "delete a reflinked volume", R->rl_del_s[R->nsz - 1], N);
+	printf("%-44s %14.3f s  map_begin/map_end, no data I/O, + flush\n",
+	       "build the N-extent volume", R->build_s[R->nsz - 1]);
+	printf("%-44s %13.3f ms  4K write + fdatasync in the bench dir, median of 9, at the start;"
+	       "\n%-44s %13.3f ms  at the end (a vbas snapshot + commit made %" PRIu64 " commit(s))\n",
+	       "device flush", R->flush_ms[0], "", R->flush_ms[1], R->snap_commits);
+	printf("%-44s %14.1f s  all of the sharing benchmark, building included\n",
+	       "sharing benchmark total", R->total_s);
+	printf("%.96s\n", rule);
+}
+
 static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 		"usage: %s [--dir DIR] [--size BYTES] [--time SEC | --ops N] [--extents N]\n"
-		"          [--cache BYTES] [--seed N] [--no-extents]\n"
+		"          [--cache BYTES] [--seed N] [--no-extents] [--sharing-only | --no-sharing]\n"
+		"          [--share-ops N] [--share-size BYTES] [--vbas-cli PATH]\n"
+		"          [--xfs-dir DIR [--xfs-scratch] | --xfs-skip REASON] [--no-qcow2]\n"
 		"  --dir      directory for the pool and raw files (default $VBAS_BENCH_DIR,\n"
 		"             else a fresh mktemp -d under /var/tmp, removed at the end)\n"
 		"  --size     working set of the I/O tests (default 1G)\n"
@@ -603,7 +1663,19 @@ static void usage(int status)
 		"  --ops      operations per random 4K test instead of a time limit\n"
 		"  --extents  extents of the open-time / RSS volume (default 1000000)\n"
 		"  --cache    metadata cache of the RSS reader (default 16M)\n"
-		"  --no-extents  skip the open-time and RSS tests\n", prog);
+		"  --no-extents  skip the open-time and RSS tests\n"
+		"  --sharing-only  only the sharing benchmark (snapshot, clone, reflink, diff,\n"
+		"             copy-on-write); --no-sharing: all but it\n"
+		"  --share-ops   writes per target of the CoW-against-overwrite test (default\n"
+		"             8000; a count, not a time: the CoW cost grows with the count)\n"
+		"  --share-size  volume size of that test (default 256M)\n"
+		"  --vbas-cli the vbas command to time (default: ../vbas from this program)\n"
+		"  --xfs-dir  a directory on an XFS with reflink=1 for the XFS column (run.sh\n"
+		"             loop-mounts one); --xfs-skip: why there is none (printed);\n"
+		"             --xfs-scratch: leave the largest files there (the file system is\n"
+		"             thrown away after; deleting them would take XFS half a minute)\n"
+		"  --no-qcow2 skip the qcow2 column (default: used if qemu-img is in $PATH)\n"
+		"  The sharing volumes have 1, 10000 and --extents extents.\n", prog);
 	exit(status);
 }
 
@@ -626,6 +1698,22 @@ int main(int argc, char **argv)
 			opt.no_extents = 1;
 			continue;
 		}
+		if (!strcmp(a, "--sharing-only")) {
+			opt.sharing_only = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-sharing")) {
+			opt.no_sharing = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-qcow2")) {
+			opt.no_qcow2 = 1;
+			continue;
+		}
+		if (!strcmp(a, "--xfs-scratch")) {
+			opt.xfs_scratch = 1;
+			continue;
+		}
 		if (!v)
 			usage(2);
 		i++;
@@ -643,6 +1731,16 @@ int main(int argc, char **argv)
 			opt.rss_cache = parse_size(v);
 		else if (!strcmp(a, "--seed"))
 			opt.seed = strtoull(v, NULL, 0);
+		else if (!strcmp(a, "--share-ops"))
+			opt.share_ops = parse_size(v);
+		else if (!strcmp(a, "--share-size"))
+			opt.share_size = parse_size(v);
+		else if (!strcmp(a, "--vbas-cli"))
+			opt.vbas_cli = v;
+		else if (!strcmp(a, "--xfs-dir"))
+			opt.xfs_dir = v;
+		else if (!strcmp(a, "--xfs-skip"))
+			opt.xfs_skip = v;
 		else
 			usage(2);
 	}
@@ -653,6 +1751,33 @@ int main(int argc, char **argv)
 		die("--time must be positive");
 	if (opt.extents < 1)
 		die("--extents must be at least 1");
+	if (opt.sharing_only && opt.no_sharing)
+		die("--sharing-only and --no-sharing exclude each other");
+	opt.share_size = opt.share_size / SEQ_IO * SEQ_IO;
+	if (!opt.no_sharing && opt.share_size < 16 * MiB)
+		die("--share-size must be at least 16 MiB");
+	if (!opt.no_sharing && opt.share_ops < 8)
+		die("--share-ops must be at least 8");
+	static char cli_path[4200];
+	if (!opt.vbas_cli) {
+		/* build/bench/bench -> build/vbas */
+		char self[4096];
+		ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0)
+			die("readlink /proc/self/exe: %s (give --vbas-cli)", strerror(errno));
+		self[n] = 0;
+		char *slash = strrchr(self, '/');
+		if (slash)
+			*slash = 0;
+		snprintf(cli_path, sizeof(cli_path), "%s/../vbas", self);
+		opt.vbas_cli = cli_path;
+	}
+	if (!opt.no_sharing && access(opt.vbas_cli, X_OK) < 0)
+		die("%s: %s (make it, or give --vbas-cli)", opt.vbas_cli, strerror(errno));
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	if (!opt.dir)
 		opt.dir = getenv("VBAS_BENCH_DIR");
 	if (!opt.dir || !*opt.dir) {
@@ -672,6 +1797,21 @@ int main(int argc, char **argv)
 	cleanup_files[3] = ext_path;
 	if (made_dir)
 		cleanup_dir = tmpdir;
+	if (opt.sharing_only) {
+		struct share_res sr;
+		char *sbuf = xalloc_aligned(SEQ_IO);
+		rng_s = opt.seed;
+		for (size_t i = 0; i < SEQ_IO / 8; i++)
+			((uint64_t *)sbuf)[i] = rng_next();
+		printf("vbas bench: dir %s, sharing only, seed %#" PRIx64 "\n", opt.dir, opt.seed);
+		share_run(&sr, sbuf);
+		free(sbuf);
+		cleanup_dir = NULL;
+		if (made_dir && rmdir(tmpdir) < 0)
+			fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
+		share_report(&sr);
+		return 0;
+	}
 	if (!opt.no_extents)
 		helper_start(&helper, ext_path, opt.rss_cache);
 
@@ -801,15 +1941,7 @@ int main(int argc, char **argv)
 		V(vbas_vol_create(pool, "ext", vsize));
 		V(vbas_vol_open(pool, "ext", &vol));
 		double t0 = now();
-		/* Map 4 KiB at every second block without writing the data:
-		 * the mapping interface leaves the I/O to its client. */
-		for (uint64_t i = 0; i < N; i++) {
-			V(vbas_map_begin(vol, 2 * i * BS, BS, VBAS_MAP_WRITE, NULL, &m));
-			if (m.type != VBAS_IOMAP_NEW || m.length != BS)
-				die("map_begin at %" PRIu64 ": type %d length %" PRIu64
-				    " (want a new 4 KiB mapping)", 2 * i * BS, m.type, m.length);
-			V(vbas_map_end(vol, &m, BS, 0));
-		}
+		map_every_other(vol, N);
 		V(vbas_flush(pool));
 		build_s = now() - t0;
 		V(vbas_vol_info(vol, &vi));
@@ -856,6 +1988,9 @@ int main(int argc, char **argv)
 		unlink(ext_path);
 	}
 	helper_abandon(&helper);
+	struct share_res sr;
+	if (!opt.no_sharing)
+		share_run(&sr, buf);
 	free(buf);
 	cleanup_dir = NULL;
 	if (made_dir && rmdir(tmpdir) < 0)
@@ -952,5 +2087,7 @@ int main(int argc, char **argv)
 		       rss.start_rss_kib / 1024.0);
 	}
 	printf("%.96s\n", rule);
+	if (!opt.no_sharing)
+		share_report(&sr);
 	return 0;
 }

@@ -6,7 +6,14 @@
 # file system; the directory is removed at the end, also on failure.
 # Options after BUILD_DIR are passed to the benchmark and override the
 # defaults below (see BUILD_DIR/bench/bench --help); e.g. --size 4G,
-# --time 10, --ops 50000, --extents 100000, --no-extents.
+# --time 10, --ops 50000, --extents 100000, --no-extents, --sharing-only,
+# --no-sharing.
+#
+# For the sharing benchmark's XFS column this script makes an XFS file
+# system (reflink=1) in a sparse file in that directory, attaches it to a
+# loop device and mounts it there; all of which is undone at the end, also
+# on failure or signal.  Without root, mkfs.xfs or loop devices the column
+# says "skipped: ..." instead.
 set -eu
 
 build=${1:-build}
@@ -22,11 +29,119 @@ if [ ! -d "$base" ]; then
 	echo "run.sh: VBAS_BENCH_DIR=$base is not a directory" >&2
 	exit 1
 fi
+
+sharing=1
+for a in "$@"; do
+	[ "$a" = --no-sharing ] && sharing=0
+done
+
+dir=
+loop=
+mnt=
+pid=
+t_bench=
+t_start=$(date +%s)
+# Is process $1 running (not gone, not a zombie)?
+running() {
+	st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "${st#Z}" = "$st" ]
+}
+cleanup() {
+	set +e
+	trap - INT TERM HUP
+	if [ -n "$pid" ]; then
+		# The benchmark stops its child, removes its files and exits at
+		# once, except inside a long XFS reflink ioctl, which a caught
+		# signal does not interrupt: after 3 s, KILL it and its child
+		# (XFS stops a remap on a fatal signal; we unmount anyway).
+		kill -TERM "$pid" 2>/dev/null
+		i=0
+		while running "$pid" && [ $i -lt 30 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if running "$pid"; then
+			for c in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+				kill -KILL "$c" 2>/dev/null
+			done
+			kill -KILL "$pid" 2>/dev/null
+		fi
+		wait "$pid" 2>/dev/null
+	fi
+	if [ -n "$mnt" ]; then
+		# XFS frees big files in the background; unmount waits for it.
+		i=0
+		while ! umount "$mnt" 2>/dev/null; do
+			i=$((i + 1))
+			if [ $i -ge 30 ]; then
+				echo "run.sh: umount $mnt failed; detaching it lazily" >&2
+				umount -l "$mnt"
+				break
+			fi
+			sleep 1
+		done
+	fi
+	if [ -n "$loop" ]; then
+		losetup -d "$loop" || echo "run.sh: losetup -d $loop failed" >&2
+	fi
+	[ -n "$dir" ] && rm -rf "$dir"
+	if [ -n "$t_bench" ]; then
+		echo "run.sh: benchmark $((t_bench - t_start)) s, then unmount and clean-up" \
+		     "$(($(date +%s) - t_bench)) s"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 dir=$(mktemp -d "$base/vbas-bench.XXXXXX")
-trap 'rm -rf "$dir"' EXIT
-trap 'exit 130' INT TERM
+
+# A loop-mounted XFS with reflink for the sharing comparison.  8 GiB,
+# sparse: the files on it are metadata and a few MiB of data.
+xfs_opt=--xfs-skip
+xfs_arg=
+xfs_scratch=
+if [ $sharing = 0 ]; then
+	xfs_opt=
+elif [ "$(id -u)" != 0 ]; then
+	xfs_arg="not root (loop mount needs it)"
+elif ! command -v mkfs.xfs >/dev/null 2>&1; then
+	xfs_arg="no mkfs.xfs (xfsprogs)"
+elif ! command -v losetup >/dev/null 2>&1; then
+	xfs_arg="no losetup"
+elif ! truncate -s 8G "$dir/xfs.img" ||
+     ! mkfs.xfs -q -m reflink=1 "$dir/xfs.img" >"$dir/xfs.log" 2>&1; then
+	xfs_arg="mkfs.xfs -m reflink=1 failed: $(head -c 200 "$dir/xfs.log" 2>/dev/null | tr '\n' ' ')"
+else
+	# Direct I/O from the loop device to the image, as the pool does.
+	loop=$(losetup --direct-io=on --find --show "$dir/xfs.img" 2>/dev/null) ||
+		loop=$(losetup --find --show "$dir/xfs.img" 2>"$dir/xfs.log") || loop=
+	if [ -z "$loop" ]; then
+		xfs_arg="losetup failed: $(head -c 200 "$dir/xfs.log" | tr '\n' ' ')"
+	else
+		mkdir "$dir/xfs"
+		if mount -t xfs "$loop" "$dir/xfs" 2>"$dir/xfs.log"; then
+			mnt=$dir/xfs
+			xfs_opt=--xfs-dir
+			xfs_arg=$mnt
+			xfs_scratch=--xfs-scratch
+		else
+			xfs_arg="mount failed: $(head -c 200 "$dir/xfs.log" | tr '\n' ' ')"
+		fi
+	fi
+fi
 
 # 1 GiB working set, 8 s per random 4K test (raw and vbas each), a
 # 1,000,000-extent volume, 16 MiB cache for the RSS test: about 1.5-2
-# minutes on a 2-core VM.
-"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M "$@"
+# minutes on a 2-core VM; then the sharing benchmark on volumes of 1,
+# 10,000 and 1,000,000 extents, with XFS and qcow2 alongside: about 2 more.
+# In the background and waited for, so that a signal reaches the trap at
+# once (which stops the benchmark, then unmounts).
+"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
+	--vbas-cli "$build/vbas" ${xfs_opt:+"$xfs_opt"} ${xfs_opt:+"$xfs_arg"} $xfs_scratch "$@" &
+pid=$!
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ $rc = 0 ] && t_bench=$(date +%s)
+exit $rc
