@@ -912,7 +912,7 @@ int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
 /* ---- Sharing ------------------------------------------------------------ */
 
 int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,
-		struct bt_cow *cow)
+		struct bt_cow *cow, int for_write)
 {
 	uint64_t blk = t->root;
 	int level = -1;
@@ -931,7 +931,12 @@ int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *
 				put(t, b);
 				return r;
 			}
-			*shared = rc > 1;
+			/* Shared now, or in the last commit: a count that
+			 * changed in this transaction may have been above one
+			 * there, and a write must not land in place over what
+			 * that commit still shows elsewhere. */
+			*shared = rc > 1 || (for_write && t->env->touched &&
+					     t->env->touched(t->env->ctx, blk));
 		}
 		unsigned lv = n_level(d);
 		if (*shared) {
@@ -958,7 +963,7 @@ int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *
 
 int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared)
 {
-	return bt_path_cow(t, key, share_gen, shared, NULL);
+	return bt_path_cow(t, key, share_gen, shared, NULL, 0);
 }
 
 /* Dropping a whole tree (dm-btree's del, made resumable).  The tree is

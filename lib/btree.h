@@ -49,6 +49,9 @@ struct bt_env {
 	int (*inc_meta)(void *ctx, uint64_t blkno);
 	/* Current reference count of a metadata block. */
 	int (*refcount)(void *ctx, uint64_t blkno, uint32_t *rc);
+	/* Did the count of a block change in this transaction (so the last
+	 * commit may share it)?  May be NULL. */
+	int (*touched)(void *ctx, uint64_t blkno);
 	void *ctx;
 };
 
@@ -112,13 +115,15 @@ int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, in
  * nodes hold records.  bt_path_cow adds to COW->recs the records of every
  * node on the path to KEY from the first shared one down, counting each
  * node once across calls in key order (SEEN, per level); *SHARED as for
- * bt_path_shared.  Zero COW before the first call. */
+ * bt_path_shared; FOR_WRITE: also nodes whose count changed in this
+ * transaction (env->touched), which the last commit may share.  Zero COW
+ * before the first call. */
 struct bt_cow {
 	uint64_t recs;
 	uint64_t seen[BT_MAX_DEPTH];
 };
 int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,
-		struct bt_cow *cow);
+		struct bt_cow *cow, int for_write);
 
 /* Release the whole tree, resumably: the tree itself is never changed.
  * CURSOR (a key; start from the smallest) says how far an earlier call

@@ -32,6 +32,10 @@ struct vbas_space {
 	struct extset freed;       /* reached 0 in this transaction: not
 	                              reusable before the commit is durable */
 	struct extset freed_data;  /* data blocks of FREED, to discard later */
+	struct extset touched;     /* counts changed in this transaction (not
+	                              by allocation): the last commit may map
+	                              these blocks elsewhere, so they are never
+	                              overwritten in place before the commit */
 	struct refc_delta *q;      /* queued deltas */
 	size_t qhead, qn, qcap;
 	int draining;
@@ -107,6 +111,9 @@ int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 		int use_reserve, uint64_t *start, uint64_t *got);
 void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len);
 int space_is_free(struct vbas_pool *p, uint64_t blk);  /* allocatable now */
+/* Whether BLK's count changed in this transaction other than by its
+ * allocation; *RUN (<= MAX) blocks from BLK answer the same. */
+int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run);
 int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);
@@ -159,10 +166,11 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 /* map_lookup, and whether the blocks are shared (a shared tree node on the
  * path, or data blocks with more than one reference): *LEN is cut to a run
  * that is all shared or all not.  COW (or NULL): bt_path_cow's count, for
- * holes too. */
+ * holes too.  FOR_WRITE: "shared" as a write must treat it, which includes
+ * counts changed in this transaction (the last commit may share them). */
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
-		      struct bt_cow *cow);
+		      struct bt_cow *cow, int for_write);
 /* What [lblk, lblk+n) of a volume's tree T holds: holes and shared
  * blocks, and the runs of each (map_lookup_shared's runs). */
 struct map_census {

@@ -50,6 +50,10 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
 		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
+	/* Blocks freed earlier come back first if room is short: the write
+	 * itself does not commit between its steps. */
+	if (!r)
+		r = txn_maybe_commit(p);
 	if (!r) {
 		vol_map_tree(p, vol->id, &rec, &t);
 		r = map_census(p, &t, le64_get(rec.share_gen), lblk, n, &c);
@@ -124,10 +128,6 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	 * (a racing discard) opens a hole the reservation does not cover. */
 	pthread_mutex_lock(&p->lock);
 	r = rl_lock(p, vol->vs, lblk, nblk, 1);
-	/* Blocks freed earlier come back first if room is short: the write
-	 * itself does not commit between its steps. */
-	if (!r && (r = txn_maybe_commit(p)))
-		rl_unlock(p, vol->vs, lblk, nblk, 1);
 	pthread_mutex_unlock(&p->lock);
 	if (r)
 		return r;
@@ -312,7 +312,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 			uint64_t pb, run;
 			int m, sh;
 			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh,
-					      NULL);
+					      NULL, 0);
 			if (r)
 				break;
 			uint64_t s = cur << p->bshift, e;

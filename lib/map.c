@@ -92,7 +92,7 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
-		      struct bt_cow *cow)
+		      struct bt_cow *cow, int for_write)
 {
 	int r = map_lookup(p, t, lblk, pblk, len, mapped);
 	*shared = 0;
@@ -101,7 +101,7 @@ int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_
 	uint8_t k[8];
 	st_le64(k, lblk);
 	int path_shared;
-	r = bt_path_cow(t, k, share_gen, &path_shared, cow);
+	r = bt_path_cow(t, k, share_gen, &path_shared, cow, for_write);
 	if (r || !*mapped)
 		return r;
 	if (path_shared) {
@@ -118,6 +118,14 @@ int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_
 				PRIu64 ", which has no reference count", t->owner, lblk, *pblk);
 	*shared = rc > 1;
 	*len = run;
+	/* A count changed in this transaction may be above one in the last
+	 * commit: such blocks are copied on write too, until the commit. */
+	uint64_t trun;
+	if (for_write) {
+		if (space_touched(p, *pblk, *len, &trun))
+			*shared = 1;
+		*len = trun;
+	}
 	return 0;
 }
 
@@ -129,7 +137,7 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 	while (cur < end) {
 		uint64_t pb, run;
 		int m, sh;
-		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow);
+		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow, 1);
 		if (r)
 			return r;
 		uint64_t take = run < end - cur ? run : end - cur;
@@ -147,7 +155,7 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 		uint8_t k[8];
 		int sh;
 		st_le64(k, end);
-		return bt_path_cow(t, k, share_gen, &sh, &c->cow);
+		return bt_path_cow(t, k, share_gen, &sh, &c->cow, 1);
 	}
 	return 0;
 }
@@ -409,7 +417,7 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	struct bt_cow cow = { 0 };
 	if (write)
 		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk, &pblk, &run, &mapped,
-				      &shared, &cow);
+				      &shared, &cow, 1);
 	else
 		r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
 	if (r) {

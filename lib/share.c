@@ -133,16 +133,16 @@ static int step_room(struct vbas_pool *p, uint64_t did, struct vbas_vol_rec *dr,
 	int sh, r;
 	vol_map_tree(p, did, dr, &dt);
 	st_le64(k, lblk);
-	r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow);
+	r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow, 1);
 	st_le64(k, lblk + n);
 	if (!r)
-		r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow);
+		r = bt_path_cow(&dt, k, le64_get(dr->share_gen), &sh, &cow, 1);
 	if (r)
 		return r;
-	/* Each extent inserted, and each one unmapped, changes a leaf and a
-	 * refcount record or two: count them like the children of copied
-	 * nodes, on top of the paths and the copying itself. */
-	uint64_t need = 2 * space_op_meta(p, &dt) + space_cow_meta(p, cow.recs + 4 * extents + 4);
+	/* Each extent inserted or unmapped changes a refcount record (and a
+	 * leaf): count them like the children of copied nodes, on top of the
+	 * paths and the copying itself. */
+	uint64_t need = 2 * space_op_meta(p, &dt) + space_cow_meta(p, cow.recs + 2 * extents + 4);
 	uint64_t avail = space_avail(p), keep = p->sp.meta_reserve + p->sp.reserved;
 	if (avail >= keep + need)
 		return 0;

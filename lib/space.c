@@ -150,6 +150,42 @@ static int env_inc_meta(void *ctx, uint64_t blkno)
 	return space_queue(ctx, blkno, 1, +1, VBAS_BT_META, 0);
 }
 
+static int env_touched(void *ctx, uint64_t blkno)
+{
+	uint64_t run;
+	return space_touched(ctx, blkno, 1, &run);
+}
+
+int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run)
+{
+	const struct ext *e = extset_first_overlap(&p->sp.touched, blk, blk + max);
+	if (e && e->start <= blk) {
+		uint64_t end = e->start + e->len;
+		*run = end - blk < max ? end - blk : max;
+		return 1;
+	}
+	*run = e ? e->start - blk : max;
+	return 0;
+}
+
+/* Add [start, start+len) to TOUCHED, where it is not already. */
+static int touch(struct vbas_space *sp, uint64_t start, uint64_t len)
+{
+	uint64_t cur = start, end = start + len;
+	while (cur < end) {
+		const struct ext *e = extset_first_overlap(&sp->touched, cur, end);
+		uint64_t gap_end = e ? (e->start > cur ? e->start : cur) : end;
+		uint64_t next = e ? e->start + e->len : end;
+		if (gap_end > cur) {
+			int r = extset_add(&sp->touched, cur, gap_end - cur);
+			if (r)
+				return r;
+		}
+		cur = next > gap_end ? next : gap_end;
+	}
+	return 0;
+}
+
 static int env_refcount(void *ctx, uint64_t blkno, uint32_t *rc)
 {
 	int type;
@@ -163,6 +199,7 @@ int space_load(struct vbas_pool *p)
 	p->env.dec_meta = env_dec_meta;
 	p->env.inc_meta = env_inc_meta;
 	p->env.refcount = env_refcount;
+	p->env.touched = env_touched;
 	p->env.ctx = p;
 	sp->refc.ops = &refc_ops;
 	sp->refc.env = &p->env;
@@ -189,6 +226,7 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.pending);
 	extset_free(&p->sp.freed);
 	extset_free(&p->sp.freed_data);
+	extset_free(&p->sp.touched);
 	free(p->sp.q);
 	p->sp.q = NULL;
 }
@@ -420,6 +458,11 @@ int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 	struct vbas_space *sp = &p->sp;
 	if (!len)
 		return 0;
+	if (!is_alloc) {
+		int r = touch(sp, start, len);
+		if (r)
+			return r;
+	}
 	if (sp->qhead + sp->qn == sp->qcap) {
 		if (sp->qhead) {
 			memmove(sp->q, sp->q + sp->qhead, sp->qn * sizeof(*sp->q));
@@ -728,6 +771,7 @@ void space_committed(struct vbas_pool *p)
 			    sp->freed_data.v[i].len * p->bs);
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
+	extset_clear(&sp->touched);
 	sp->meta_allocs_txn = 0;
 }
 
@@ -741,6 +785,7 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->pending);
 	extset_clear(&sp->freed);
 	extset_clear(&sp->freed_data);
+	extset_clear(&sp->touched);
 	sp->qn = sp->qhead = 0;
 	sp->meta_allocs_txn = 0;
 }

@@ -24,7 +24,6 @@
  *   VBAS_CRASH_AT=n VBAS_CRASH_MODE=m   one crash point of a failure message
  *   VBAS_RESUME_AT=n VBAS_RESUME_MODE=m  (t_crash_delete_shared) and in the open
  *   VBAS_TRACE=1                  print the operations up to the crash
- *   VBAS_KNOWN_BUGS=0             no workaround for the known bug (below)
  *   VBAS_BREAK_MODEL=reflink|delete   break the model: the tests must fail
  */
 #include "common.h"
@@ -46,20 +45,6 @@ static int restore_tunables(void **state)
 	vbas_tun = tun_default;
 	return 0;
 }
-
-/* KNOWN LIBRARY BUG, reported and not fixed here: a data block the last
- * commit maps at one place (volume, offset) is overwritten in place from
- * another, when in the running transaction it stopped being shared or got
- * that second place: the other volume copied it on write, was deleted or
- * discarded it, or the block was reflinked within a volume.  Only its
- * count now is looked at; after a crash the last commit shows the write
- * where it mapped the block, where it was never made.
- * t_known_bug_overwrite_committed_share reproduces it.  While known_bug
- * is set ($VBAS_KNOWN_BUGS=0 clears it) the simulator commits before a
- * write that would do that, so everything else stays covered, and that
- * test expects the bug (it fails once the library is fixed, to have this
- * cleared). */
-static int known_bug = 1;
 
 /* $VBAS_BREAK_MODEL=WHAT breaks the test's own model, to show the checks
  * fail: "reflink" (reflinks leave the model's destination as it was),
@@ -225,13 +210,6 @@ struct stats {
 	uint64_t rofs;          /* writes, resizes, reflinks... to snapshots refused */
 	uint64_t lib_commits;   /* operations inside which the library committed */
 	uint64_t dedupe_same;
-	uint64_t bug_flushes;   /* commits made to dodge known_bug */
-	uint64_t bug_skips;     /* writes left out for it */
-};
-
-/* A mapping record of the last commit. */
-struct cref {
-	uint64_t id, lblk, pblk, len;
 };
 
 /* The simulator.  The durable state is one of ALT (the last commit as far
@@ -258,8 +236,6 @@ struct sim {
 	struct stats st;
 	int skip_reflink_copy;  /* break the model (proves the check can fail) */
 	int trace;              /* $VBAS_TRACE: print each operation */
-	struct cref *cref;      /* the last commit's mappings (known_bug) */
-	size_t ncref, capcref;
 };
 
 static void log_add(struct sim *S, const char *name, uint64_t off, uint64_t len, const uint8_t *d)
@@ -307,63 +283,6 @@ static void set_alt(struct sim *S, const struct state *a, const struct state *b)
 		state_copy(&S->alt[S->nalt++], b);
 }
 
-static int cref_vol_cb(void *arg, const void *rec)
-{
-	const struct vbas_voltab_rec *r = rec;
-	struct vbas_voltab_rec **v = arg;
-	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
-		return 0;       /* gone after a crash, whatever it holds */
-	for (int i = 0; i < 2 * MAXV; i++)
-		if (!le64_get(v[0][i].k.id)) {
-			v[0][i] = *r;
-			return 0;
-		}
-	return -ENOSPC;
-}
-
-struct cref_ctx {
-	struct sim *S;
-	uint64_t id;
-};
-
-static int cref_map_cb(void *arg, const void *rec)
-{
-	struct cref_ctx *c = arg;
-	struct sim *S = c->S;
-	const struct vbas_map_rec *m = rec;
-	if (S->ncref == S->capcref) {
-		S->capcref = S->capcref ? 2 * S->capcref : 256;
-		S->cref = realloc(S->cref, S->capcref * sizeof(*S->cref));
-		assert_non_null(S->cref);
-	}
-	S->cref[S->ncref++] = (struct cref){ .id = c->id, .lblk = le64_get(m->k.lblk),
-					     .pblk = le64_get(m->v.pblk), .len = le32_get(m->v.len) };
-	return 0;
-}
-
-/* known_bug: the last commit's mappings, from the trees its superblock
- * points to (intact until the next commit). */
-static void committed_refs(struct sim *S, struct vbas_pool *p)
-{
-	struct vbas_voltab_rec vols[2 * MAXV], *vp = vols;
-	struct vbas_btree vt = p->voltab;
-	S->ncref = 0;
-	if (!known_bug)
-		return;
-	memset(vols, 0, sizeof(vols));
-	vt.root = le64_get(p->sb.voltab_root);
-	int e = bt_iter(&vt, NULL, cref_vol_cb, &vp);
-	for (int i = 0; e >= 0 && i < 2 * MAXV && le64_get(vols[i].k.id); i++) {
-		struct cref_ctx c = { S, le64_get(vols[i].k.id) };
-		struct vbas_btree t;
-		vol_map_tree(p, c.id, &vols[i].v, &t);
-		e = bt_iter(&t, NULL, cref_map_cb, &c);
-	}
-	if (e < 0 && !vbas_memdev_crashed(S->dev))
-		fail_msg("seed %llu: reading the last commit's trees: %d %s", (unsigned long long)S->seed,
-			 e, vbas_errmsg());
-}
-
 static void op_begin(struct sim *S, struct vbas_pool *p, unsigned may)
 {
 	state_copy(&S->pre, &S->cur);
@@ -386,7 +305,6 @@ static void op_end(struct sim *S, struct vbas_pool *p, int op)
 		set_alt(S, S->may & MAY_PRE ? &S->pre : NULL, S->may & MAY_POST ? &S->cur : NULL);
 		log_drop(S, S->log0);
 		S->st.lib_commits++;
-		committed_refs(S, p);
 	}
 	S->may = 0;
 }
@@ -400,74 +318,7 @@ static int do_flush(struct sim *S, struct vbas_pool *p)
 	set_alt(S, &S->cur, NULL);
 	log_clear(S);
 	S->may = 0;
-	committed_refs(S, p);
 	return 0;
-}
-
-struct inplace {
-	const struct sim *S;
-	uint64_t id;
-	struct blist all;       /* blocks the range maps */
-	int foreign;            /* one not shared now is mapped elsewhere in the last commit */
-};
-
-/* Does the last commit map any of N blocks from PB at another place than
- * volume ID from LBLK (any place at all if LBLK is UINT64_MAX)? */
-static int mapped_elsewhere(const struct sim *S, uint64_t pb, uint64_t n, uint64_t id, uint64_t lblk)
-{
-	for (size_t i = 0; i < S->ncref; i++) {
-		const struct cref *r = &S->cref[i];
-		if (r->pblk >= pb + n || pb >= r->pblk + r->len)
-			continue;
-		uint64_t a = r->pblk > pb ? r->pblk : pb;
-		if (lblk == UINT64_MAX || r->id != id || r->lblk + (a - r->pblk) != lblk + (a - pb))
-			return 1;
-	}
-	return 0;
-}
-
-static int inplace_cb(const struct vbas_extent *x, void *arg)
-{
-	struct inplace *ip = arg;
-	uint64_t first = x->physical / BS, n = (x->physical + x->length - 1) / BS + 1 - first;
-	blist_add(&ip->all, first, n);
-	if (!(x->flags & VBAS_EXTENT_SHARED) && mapped_elsewhere(ip->S, first, n, ip->id, x->offset / BS))
-		ip->foreign = 1;
-	return 0;
-}
-
-/* known_bug: writing [off, off+len) of V would overwrite in place a block
- * the last commit maps at another place if the block is not shared now
- * (commit first: then the last commit maps it here only), or if the range
- * maps it twice and the last commit maps it at all (copying one place
- * leaves the other alone, overwritten in place in the same call: commits
- * do not help; the write is left out).  Returns 1 to leave it out. */
-static int dodge_known_bug(struct sim *S, struct vbas_pool *p, struct vbas_vol *v, uint64_t off,
-			   uint64_t len)
-{
-	struct vbas_vol_info info;
-	struct blist twice = { 0 };
-	if (!known_bug || !S->ncref)
-		return 0;
-	int e = vbas_vol_info(v, &info);
-	if (e)
-		return e;
-	struct inplace ip = { .S = S, .id = info.id };
-	e = vbas_extents(v, off, len, inplace_cb, &ip);
-	if (!e) {
-		blist_cover(&ip.all, 2, &twice);
-		for (size_t i = 0; i < twice.n && !e; i++)
-			e = mapped_elsewhere(S, twice.v[2 * i], twice.v[2 * i + 1], 0, UINT64_MAX);
-		if (e) {
-			S->st.bug_skips++;
-		} else if (ip.foreign) {
-			S->st.bug_flushes++;
-			e = do_flush(S, p);
-		}
-	}
-	free(ip.all.v);
-	free(twice.v);
-	return e;
 }
 
 /* A call on a snapshot that must be refused. */
@@ -525,13 +376,6 @@ static int do_write(struct sim *S, struct vbas_pool *p, int op, int i, uint64_t 
 	if (S->trace)
 		fprintf(stderr, "#   %s %s %llu+%llu\n", op_name[op], c->name, (unsigned long long)off,
 			(unsigned long long)len);
-	if (op != OP_DISCARD) {
-		e = dodge_known_bug(S, p, v, off, len);
-		if (e) {
-			vbas_vol_close(v);
-			return e;
-		}
-	}
 	op_begin(S, p, MAY_PRE | MAY_POST);
 	/* Log first: a write that fails half-way may have landed. */
 	log_add(S, c->name, off, len, op == OP_WRITE ? buf : NULL);
@@ -1122,7 +966,6 @@ static uint64_t scenario(uint64_t seed, uint64_t at, unsigned mode, const struct
 		state_free(&S.alt[i]);
 	log_clear(&S);
 	free(S.log);
-	free(S.cref);
 	return writes;
 }
 
@@ -1149,13 +992,12 @@ static struct stats crash_sweep(uint64_t seed, const struct simcfg *cfg, uint64_
 	if (cfg->sharing)
 		fprintf(stderr, "; %llu snapshots, %llu clones, %llu reflinks, %llu dedupes (%llu same), "
 			"%llu unshares, %llu deletes, %llu refused on snapshots, %llu operations "
-			"committed inside; to dodge the known bug %llu commits, %llu writes left out",
+			"committed inside",
 			(unsigned long long)st.ops[OP_SNAP],
 			(unsigned long long)st.ops[OP_CLONE], (unsigned long long)st.ops[OP_REFLINK],
 			(unsigned long long)st.ops[OP_DEDUPE], (unsigned long long)st.dedupe_same,
 			(unsigned long long)st.ops[OP_UNSHARE], (unsigned long long)st.ops[OP_DELETE],
-			(unsigned long long)st.rofs, (unsigned long long)st.lib_commits,
-			(unsigned long long)st.bug_flushes, (unsigned long long)st.bug_skips);
+			(unsigned long long)st.rofs, (unsigned long long)st.lib_commits);
 	fprintf(stderr, "\n");
 	for (uint64_t k = 0; k < points; k++) {
 		/* Evenly spread points, and random ones between them. */
@@ -1662,9 +1504,12 @@ static void t_crash_delete_shared(void **state)
 	ds_free(&D);
 }
 
-/* ---- Known bug ----------------------------------------------------------- */
+/* ---- Overwrites of what the last commit shares --------------------------- */
 
-/* Block P holds 'A' at a place the last commit maps (volume V or C,
+/* A block whose count changed in the running transaction may be shared in
+ * the last commit even if it is not now; it must not be overwritten in
+ * place before the commit (found by the random crash tests above).
+ * Block P holds 'A' at a place the last commit maps (volume V or C,
  * block 0); in the running transaction that place lets go of P or P gets
  * a second place, and then P is overwritten in place with 'X' from the
  * other place, and power goes (every unflushed write lands).  The last
@@ -1675,7 +1520,7 @@ static void t_crash_delete_shared(void **state)
  *   3  V's block 0 is reflinked to V's block 1 and discarded; V writes block 1
  *   4  as 3, but one write covers the second half of block 0 (copied on
  *      write) and block 1 (in place, as P is no longer shared by then) */
-static char known_bug_case(int how)
+static char committed_share_case(int how)
 {
 	struct vbas_dev *d = mem_pool(16 << 20, 4096, 0);
 	struct vbas_pool *p = open_mem(d, 0);
@@ -1734,7 +1579,7 @@ static char known_bug_case(int how)
 	return got[0];
 }
 
-static void t_known_bug_overwrite_committed_share(void **state)
+static void t_no_overwrite_of_committed_share(void **state)
 {
 	(void)state;
 	static const char *const how[] = {
@@ -1745,19 +1590,9 @@ static void t_known_bug_overwrite_committed_share(void **state)
 		"one write copied a block reflinked within the volume and overwrote its "
 		"second place",
 	};
-	/* While the bug is known, an expected failure: this passes as long
-	 * as the bug reproduces, and fails (asking to clear known_bug) once
-	 * the library is fixed.  VBAS_KNOWN_BUGS=0 asks for the right result. */
 	for (int i = 0; i < 5; i++) {
-		char g = known_bug_case(i);
-		if (known_bug && g == 'A')
-			fail_msg("%s: the known bug no longer reproduces; clear known_bug in "
-				 "tests/crash/test-crash.c", how[i]);
-		if (known_bug)
-			fprintf(stderr, "# KNOWN BUG (expected failure): %s, then the block was "
-				"overwritten in place: after a crash the last commit reads '%c' "
-				"where it mapped the block, not 'A'\n", how[i], g);
-		else if (g != 'A')
+		char g = committed_share_case(i);
+		if (g != 'A')
 			fail_msg("%s, then the block was overwritten in place: after a crash the "
 				 "last commit reads '%c' where it mapped the block, not 'A'", how[i], g);
 	}
@@ -1766,8 +1601,6 @@ static void t_known_bug_overwrite_committed_share(void **state)
 int main(void)
 {
 	tun_default = vbas_tun;
-	if (getenv("VBAS_KNOWN_BUGS"))
-		known_bug = !!strtoul(getenv("VBAS_KNOWN_BUGS"), NULL, 0);
 	if (getenv("VBAS_TEST"))
 		cmocka_set_test_filter(getenv("VBAS_TEST"));
 	const struct CMUnitTest tests[] = {
@@ -1777,7 +1610,7 @@ int main(void)
 		cmocka_unit_test(t_crash_sharing_default),
 		cmocka_unit_test_teardown(t_crash_sharing_small_txn, restore_tunables),
 		cmocka_unit_test_teardown(t_crash_delete_shared, restore_tunables),
-		cmocka_unit_test(t_known_bug_overwrite_committed_share),
+		cmocka_unit_test(t_no_overwrite_of_committed_share),
 		cmocka_unit_test(t_corrupt_superblock),
 		cmocka_unit_test(t_corrupt_node),
 	};
