@@ -92,8 +92,11 @@ static int nbd_errno(int r)
 static int io_fail(const struct handle *h, const char *op, uint64_t len, uint64_t off, int r)
 {
 	const char *m = vbas_errmsg();
-	nbdkit_error("%s: %s of %" PRIu64 " bytes at offset %" PRIu64 ": %s", h->name, op, len,
-		     off, m && *m ? m : strerror(-r));
+	if (m && strstr(m, " offset "))    /* it says where already */
+		nbdkit_error("%s: %s", h->name, m);
+	else
+		nbdkit_error("%s: %s of %" PRIu64 " bytes at offset %" PRIu64 ": %s", h->name, op,
+			     len, off, m && *m ? m : strerror(-r));
 	nbdkit_set_error(nbd_errno(r));
 	return -1;
 }

@@ -1450,6 +1450,11 @@ static int cmd_serve(const struct args *a)
 		goto out;
 	}
 
+	if (have_sock && socket_free(sock, why, sizeof(why))) {
+		rc = fail(a->cmd, sock, "%s", why);
+		goto out;
+	}
+
 	/* nbdkit and the plugin. */
 	const char *nenv = getenv("VBAS_NBDKIT");
 	if (nenv && *nenv)
@@ -1465,11 +1470,6 @@ static int cmd_serve(const struct args *a)
 		rc = fail(a->cmd, PLUGIN_FILE, "%s", why);
 		goto out;
 	}
-	if (have_sock && socket_free(sock, why, sizeof(why))) {
-		rc = fail(a->cmd, sock, "%s", why);
-		goto out;
-	}
-
 	/* nbdkit writes its pid file once it listens: that is when the
 	 * URIs are printed. */
 	const char *td = getenv("TMPDIR");
