@@ -281,7 +281,7 @@ expect_true "the TCP server stops with status 0" test "$SRV_RC" -eq 0
 
 P=$T/pool.img
 "$VBAS" format "$P" --size 2G >/dev/null || { echo "Bail out! format"; exit 1; }
-for v in img:64M cp1:64M cp2:64M f1:64M f2:64M ops:16M xfs:512M ext4:256M; do
+for v in img:64M cp1:64M cp2:64M f1:128M f2:64M ops:16M xfs:512M ext4:256M; do
 	"$VBAS" create "$P" "${v%%:*}" --size "${v#*:}" || { echo "Bail out! create $v"; exit 1; }
 done
 "$VBAS" snapshot "$P" ops ops-snap || { echo "Bail out! snapshot"; exit 1; }
@@ -409,6 +409,41 @@ expect_true "fio: no job saw an error" $PY -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 errs = [(j["jobname"], j["error"]) for j in d["jobs"] if j["error"]]
 sys.exit(0 if not errs and len(d["jobs"]) == 7 else repr(errs or d["jobs"]))' fio.json
+
+# Writers, trimmers and readers racing over one range of one export, each
+# on its own connection: nothing to verify byte for byte, but no errors,
+# and vbas check must be clean once the server stops (below).
+cat >race.job <<EOF
+[global]
+ioengine=nbd
+uri=$(uri f1)
+size=16m
+offset=64m
+time_based=1
+runtime=3
+iodepth=8
+[writer]
+rw=randwrite
+bs=4k
+numjobs=3
+[big-writer]
+rw=randwrite
+bs=192k
+[trimmer]
+rw=randtrim
+bs=64k
+numjobs=2
+[reader]
+rw=randread
+bs=16k
+numjobs=2
+EOF
+expect_ok "fio: 8 jobs race writes, trims and reads over one range" \
+	fio --output-format=json --output=race.json race.job
+expect_true "fio: the race saw no error" $PY -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+errs = [(j["jobname"], j["error"]) for j in d["jobs"] if j["error"]]
+sys.exit(0 if not errs and len(d["jobs"]) == 8 else repr(errs or d["jobs"]))' race.json
 
 # ---- File systems: XFS and ext4 on a loop device over nbdfuse ---------------------------
 
