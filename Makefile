@@ -1,9 +1,10 @@
 # vbas — non-recursive GNU Makefile.
-#   make            library (static + shared), CLI
-#   make check      unit, model, crash and CLI tests, plain and under ASan+UBSan
+#   make            library (static + shared), CLI, nbdkit plugin
+#   make check      unit, model, crash, CLI and NBD tests, plain and under ASan+UBSan
 #   make demo       the end-to-end demo on a pool in a file
 #   make bench      benchmarks (not tests); BENCH_ARGS=--sharing-only: just sharing
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR=  (the plugin goes to nbdkit's
+#                   plugin directory, NBDKIT_PLUGINDIR=)
 
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
@@ -23,6 +24,17 @@ ALLCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 LDFLAGS   += -fsanitize=address,undefined
 endif
 
+# nbdkit's plugin directory: where `make install` puts the plugin and
+# where `vbas serve` looks for it when it is not beside the vbas binary.
+NBDKIT_PLUGINDIR ?= $(shell pkg-config --variable=plugindir nbdkit 2>/dev/null)
+NBDKIT_CFLAGS   := $(shell pkg-config --cflags nbdkit 2>/dev/null)
+PLUGIN  := $(O)/nbdkit-vbas-plugin.so
+# The sanitizer build has no plugin: nbdkit, which is not built with
+# ASan, cannot dlopen an ASan-built shared object.
+ifneq ($(SAN),1)
+ALL_PLUGIN := $(PLUGIN)
+endif
+
 VERSION := $(shell sed -n 's/.*VBAS_VERSION_STRING "\(.*\)"/\1/p' include/vbas.h)
 
 LIB_SRC := $(wildcard lib/*.c)
@@ -35,7 +47,7 @@ TEST_COMMON := $(O)/tests/common.o
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:%.c=$(O)/%)
 
-all: $(O)/libvbas.a $(O)/libvbas.so $(O)/vbas $(O)/vbas.pc
+all: $(O)/libvbas.a $(O)/libvbas.so $(O)/vbas $(O)/vbas.pc $(ALL_PLUGIN)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -49,6 +61,14 @@ $(O)/libvbas.so: $(LIB_OBJ)
 
 $(O)/vbas: $(CLI_OBJ) $(O)/libvbas.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tools/vbas.o: ALLCFLAGS += -DVBAS_NBDKIT_PLUGINDIR='"$(NBDKIT_PLUGINDIR)"'
+
+# The plugin carries the library inside; only nbdkit's entry point is
+# exported.
+$(O)/nbdkit/%.o: ALLCFLAGS += $(NBDKIT_CFLAGS)
+$(PLUGIN): $(O)/nbdkit/vbas-plugin.o $(O)/libvbas.a
+	$(CC) -shared $(LDFLAGS) -Wl,--exclude-libs,ALL -o $@ $^ $(LDLIBS)
 
 $(O)/vbas.pc: vbas.pc.in include/vbas.h
 	@mkdir -p $(O)
@@ -87,6 +107,9 @@ install: all
 	ln -sf libvbas.so.0 $(DESTDIR)$(LIBDIR)/libvbas.so
 	install -m 644 $(O)/vbas.pc $(DESTDIR)$(LIBDIR)/pkgconfig/vbas.pc
 	install -m 755 $(O)/vbas $(DESTDIR)$(BINDIR)/vbas
+	@[ -n "$(NBDKIT_PLUGINDIR)" ] || { echo "install: nbdkit's plugin directory is unknown (pkg-config nbdkit); set NBDKIT_PLUGINDIR=" >&2; exit 1; }
+	install -d $(DESTDIR)$(NBDKIT_PLUGINDIR)
+	install -m 755 $(PLUGIN) $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vbas-plugin.so
 
 clean:
 	rm -rf build build-san

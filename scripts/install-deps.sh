@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages vbas needs to build and test, only those
 # that are missing.  --check-only: exit 1 if any is missing, install nothing.
 set -eu
-pkgs="gcc make libc6-dev pkg-config libcmocka-dev python3
+pkgs="gcc make libc6-dev pkg-config libcmocka-dev python3 python3-libnbd
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils fio
       libfuse3-dev fuse3 liburing-dev xfsprogs e2fsprogs util-linux"
 missing=()

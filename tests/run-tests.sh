@@ -43,6 +43,15 @@ for build in "$@"; do
 		run_one "$t" "$t"
 	done
 	run_one "$build/cli" tests/cli/test-cli.sh "$build"
+	if grep -qa __asan_init "$build/vbas"; then
+		# The sanitizer build has no plugin: nbdkit, which is not built
+		# with ASan, cannot dlopen an ASan-built one.  Only the checks of
+		# vbas serve's arguments run there; the NBD tests run against the
+		# plain build.
+		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build" --args-only
+	else
+		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build"
+	fi
 done
 if [ ${#failed[@]} -ne 0 ]; then
 	echo "# failed: ${failed[*]}"

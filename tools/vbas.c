@@ -12,16 +12,30 @@
 #include "vbas.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/* nbdkit's plugin directory (the Makefile passes pkg-config's answer). */
+#ifndef VBAS_NBDKIT_PLUGINDIR
+#define VBAS_NBDKIT_PLUGINDIR ""
+#endif
+#define PLUGIN_FILE   "nbdkit-vbas-plugin.so"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
@@ -39,10 +53,14 @@ enum {
 	O_JSON = 1 << 5,
 	O_CACHE = 1 << 6,
 	O_HELP = 1 << 7,
+	O_SOCKET = 1 << 8,
+	O_PORT = 1 << 9,
+	O_READONLY = 1 << 10,
+	O_BIND = 1 << 11,
 };
 
 /* Long-only options get codes above the char range. */
-enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION };
+enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -52,6 +70,10 @@ static const struct option long_opts[] = {
 	{ "length", required_argument, NULL, 'l' },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "cache", required_argument, NULL, OPT_CACHE },
+	{ "socket", required_argument, NULL, OPT_SOCKET },
+	{ "port", required_argument, NULL, OPT_PORT },
+	{ "readonly", no_argument, NULL, OPT_READONLY },
+	{ "bind", required_argument, NULL, OPT_BIND },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -61,6 +83,7 @@ struct args {
 	const char *cmd;              /* the command's name, for messages */
 	unsigned seen;                /* O_* given */
 	uint64_t size, block_size, offset, length, cache;
+	const char *socket, *port, *bind;   /* serve's string options */
 	int npos;
 	char *pos[MAX_POS];
 };
@@ -296,10 +319,156 @@ static char *text_name(const char *name)
 
 /* ---- Pools and volumes ---------------------------------------------------- */
 
+/* ---- Who holds a pool ------------------------------------------------------ */
+
+/* Up to LEN-1 bytes of file PATH into BUF, NUL-terminated; bytes read or -1. */
+static ssize_t slurp(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t got = 0;
+	if (fd < 0)
+		return -1;
+	while (got < len - 1) {
+		ssize_t n = read(fd, buf + got, len - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = 0;
+	return (ssize_t)got;
+}
+
+/* PID's command line, arguments joined by spaces, control bytes as '?'. */
+static void proc_cmdline(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	ssize_t n = slurp(path, buf, len);
+	if (n <= 0) {
+		buf[0] = 0;
+		return;
+	}
+	while (n > 0 && buf[n - 1] == 0)
+		n--;
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == 0)
+			buf[i] = ' ';
+		else if ((unsigned char)buf[i] < 0x20 || buf[i] == 0x7f)
+			buf[i] = '?';
+	buf[n] = 0;
+}
+
+/* The last path component of the first word of CMDLINE is NAME. */
+static int cmd_is(const char *cmdline, const char *name)
+{
+	size_t w = strcspn(cmdline, " ");
+	const char *b = cmdline;
+	for (const char *p = cmdline; p < cmdline + w; p++)
+		if (*p == '/')
+			b = p + 1;
+	return (size_t)(cmdline + w - b) == strlen(name) && !strncmp(b, name, strlen(name));
+}
+
+static pid_t proc_ppid(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (slurp(path, buf, sizeof(buf)) <= 0)
+		return 0;
+	const char *p = strrchr(buf, ')');     /* after "pid (comm)" */
+	int ppid = 0;
+	if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+		return 0;
+	return (pid_t)ppid;
+}
+
+/* The process holding the lock on the pool PATH, or 0 if it cannot be
+ * told.  A classic POSIX lock names its holder (F_GETLK); the library's
+ * open-file-description lock does not (l_pid is -1), so look for it in
+ * /proc/PID/fdinfo: the kernel lists a lock under the descriptor that
+ * owns it. */
+static pid_t lock_holder(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	struct stat st;
+	pid_t found = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0)
+		found = fl.l_pid;
+	int ok = fstat(fd, &st) == 0;
+	close(fd);
+	if (found || !ok)
+		return found;
+	DIR *proc = opendir("/proc");
+	struct dirent *de;
+	while (proc && !found && (de = readdir(proc))) {
+		char *end, dpath[300];
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0 || pid == (long)getpid())
+			continue;
+		snprintf(dpath, sizeof(dpath), "/proc/%ld/fd", pid);
+		DIR *fds = opendir(dpath);
+		struct dirent *fe;
+		while (fds && !found && (fe = readdir(fds))) {
+			char fpath[600], info[4096];
+			struct stat fst;
+			if (fe->d_name[0] == '.')
+				continue;
+			snprintf(fpath, sizeof(fpath), "%s/%s", dpath, fe->d_name);
+			if (stat(fpath, &fst) || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino)
+				continue;
+			snprintf(fpath, sizeof(fpath), "/proc/%ld/fdinfo/%s", pid, fe->d_name);
+			if (slurp(fpath, info, sizeof(info)) > 0 && strstr(info, "\nlock:"))
+				found = (pid_t)pid;
+		}
+		if (fds)
+			closedir(fds);
+	}
+	if (proc)
+		closedir(proc);
+	return found;
+}
+
+/* "in use by ..." for the pool PATH, into BUF; 0 if the holder is known. */
+static int holder_text(const char *path, char *buf, size_t len)
+{
+	char cmd[256], pcmd[256];
+	pid_t pid = lock_holder(path);
+	if (!pid)
+		return -1;
+	proc_cmdline(pid, cmd, sizeof(cmd));
+	if (cmd_is(cmd, "nbdkit")) {
+		pid_t ppid = proc_ppid(pid);
+		if (ppid > 1)
+			proc_cmdline(ppid, pcmd, sizeof(pcmd));
+		if (ppid > 1 && cmd_is(pcmd, "vbas") && strstr(pcmd, " serve"))
+			snprintf(buf, len, "pool is in use by 'vbas serve' (pid %d), which serves it "
+				 "over NBD through nbdkit (pid %d): stop the server to use it",
+				 (int)ppid, (int)pid);
+		else
+			snprintf(buf, len, "pool is in use by nbdkit (pid %d), which serves it over "
+				 "NBD: stop the server to use it", (int)pid);
+	} else if (cmd[0]) {
+		snprintf(buf, len, "pool is in use by another process: pid %d (%.120s%s)", (int)pid,
+			 cmd, strlen(cmd) > 120 ? "..." : "");
+	} else {
+		snprintf(buf, len, "pool is in use by another process: pid %d", (int)pid);
+	}
+	return 0;
+}
+
 static int open_pool(const struct args *a, unsigned flags, struct vbas_pool **pool)
 {
 	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
+	char who[512];
 	int r = vbas_open(a->pos[0], &o, pool);
+	if (r == -EBUSY && !holder_text(a->pos[0], who, sizeof(who)))
+		return fail(a->cmd, a->pos[0], "%s", who);
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
 	return 0;
@@ -1039,6 +1208,381 @@ static int cmd_diff(const struct args *a)
 	return close_two(a, pool, from, to, rc);
 }
 
+/* ---- serve: the pool over NBD through nbdkit --------------------------------- */
+
+struct serve_vol {
+	char name[VBAS_NAME_MAX + 1];
+	int readonly;
+};
+
+struct serve_list {
+	struct serve_vol *v;
+	size_t n, cap;
+};
+
+static int serve_list_cb(const struct vbas_vol_info *info, void *arg)
+{
+	struct serve_list *l = arg;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 16;
+		struct serve_vol *v = realloc(l->v, nc * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = nc;
+	}
+	snprintf(l->v[l->n].name, sizeof(l->v[l->n].name), "%s", info->name);
+	l->v[l->n].readonly = !!(info->flags & VBAS_VOL_READONLY);
+	l->n++;
+	return 0;
+}
+
+/* S percent-encoded for a URI: unreserved bytes and those in KEEP stay. */
+static void uri_put(FILE *f, const char *s, const char *keep)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (isalnum(*p) || strchr("-._~", *p) || (keep && strchr(keep, *p)))
+			fputc(*p, f);
+		else
+			fprintf(f, "%%%02X", *p);
+	}
+}
+
+static int is_exec(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* NAME on $PATH, into BUF. */
+static int find_in_path(const char *name, char *buf, size_t len)
+{
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = path; *p;) {
+		size_t n = strcspn(p, ":");
+		if (n && (size_t)snprintf(buf, len, "%.*s/%s", (int)n, p, name) < len && is_exec(buf))
+			return 0;
+		p += n;
+		if (*p)
+			p++;
+	}
+	return -1;
+}
+
+/* The plugin: $VBAS_NBDKIT_PLUGIN, else beside this vbas binary (the build
+ * tree), else nbdkit's plugin directory.  Into BUF; -1 (with the places
+ * looked at in WHY) if none is there. */
+static int find_plugin(char *buf, size_t len, char *why, size_t wlen)
+{
+	const char *env = getenv("VBAS_NBDKIT_PLUGIN");
+	char exe[PATH_MAX];
+	ssize_t n;
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		if (access(buf, R_OK) == 0)
+			return 0;
+		snprintf(why, wlen, "VBAS_NBDKIT_PLUGIN=%s: %s", env, strerror(errno));
+		return -1;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = 0;
+		if ((size_t)snprintf(buf, len, "%s/%s", exe, PLUGIN_FILE) < len && access(buf, R_OK) == 0)
+			return 0;
+	} else {
+		snprintf(exe, sizeof(exe), "(the vbas binary's directory)");
+	}
+	if (VBAS_NBDKIT_PLUGINDIR[0] &&
+	    (size_t)snprintf(buf, len, "%s/%s", VBAS_NBDKIT_PLUGINDIR, PLUGIN_FILE) < len &&
+	    access(buf, R_OK) == 0)
+		return 0;
+	snprintf(why, wlen, "not found beside the vbas binary (%s)%s%s: run 'make' (build tree) or "
+		 "'make install'", exe, VBAS_NBDKIT_PLUGINDIR[0] ? " nor in " : "",
+		 VBAS_NBDKIT_PLUGINDIR);
+	return -1;
+}
+
+/* Check the unix socket path: a stale socket (nobody listening) is
+ * removed; a live one or another kind of file is an error (into WHY). */
+static int socket_free(const char *path, char *why, size_t wlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(why, wlen, "%s", strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(why, wlen, "exists and is not a socket (will not replace it)");
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(why, wlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	close(fd);
+	if (r == 0) {
+		snprintf(why, wlen, "a server is already listening on this socket");
+		return -1;
+	}
+	if (e != ECONNREFUSED) {
+		snprintf(why, wlen, "%s", strerror(e));
+		return -1;
+	}
+	if (unlink(path) < 0) {
+		snprintf(why, wlen, "removing the stale socket: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* A port number 1..65535, digits only. */
+static int parse_port(const char *s, unsigned *port)
+{
+	unsigned v = 0;
+	if (!*s || strlen(s) > 5)
+		return -1;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	if (v < 1 || v > 65535)
+		return -1;
+	*port = v;
+	return 0;
+}
+
+static void print_uris(const struct args *a, const struct serve_list *l, const char *sock,
+		       const char *host, unsigned port)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		if (sock) {
+			fputs("nbd+unix:///", stdout);
+			uri_put(stdout, l->v[i].name, NULL);
+			fputs("?socket=", stdout);
+			uri_put(stdout, sock, "/");
+		} else {
+			printf("nbd://%s%s%s:%u/", strchr(host, ':') ? "[" : "", host,
+			       strchr(host, ':') ? "]" : "", port);
+			uri_put(stdout, l->v[i].name, NULL);
+		}
+		if (l->v[i].readonly)
+			fputs("  (snapshot, read-only)", stdout);
+		else if (a->seen & O_READONLY)
+			fputs("  (read-only)", stdout);
+		putchar('\n');
+	}
+}
+
+static int cmd_serve(const struct args *a)
+{
+	struct serve_list l = { 0 };
+	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], sock[PATH_MAX];
+	char tmpdir[PATH_MAX], pidfile[PATH_MAX + 16], why[PATH_MAX + 200];
+	char poolarg[PATH_MAX + 8], cachearg[48], portarg[16];
+	const char *host = "localhost";
+	unsigned port = 10809;
+	struct vbas_pool *vp;
+	sigset_t set, old;
+	pid_t child;
+	int r, rc, status = 0, have_sock = 0;
+
+	/* The arguments first: nothing happens on bad ones. */
+	if ((a->seen & O_SOCKET) && (a->seen & O_PORT))
+		return usage_err(a->cmd, "--socket and --port", "give one of them, not both "
+				 "(serve on a unix socket or on a TCP port)");
+	if ((a->seen & O_BIND) && (a->seen & O_SOCKET))
+		return usage_err(a->cmd, "--bind", "only with --port (a TCP address to listen on)");
+	if ((a->seen & O_PORT) && parse_port(a->port, &port))
+		return usage_err(a->cmd, "--port", "invalid port '%s': must be a number from 1 to "
+				 "65535", a->port);
+	if ((a->seen & O_BIND) && !*a->bind)
+		return usage_err(a->cmd, "--bind", "empty address");
+	if (a->seen & O_SOCKET) {
+		struct sockaddr_un sa;
+		if (!*a->socket)
+			return usage_err(a->cmd, "--socket", "empty path");
+		if (a->socket[0] == '/') {
+			snprintf(sock, sizeof(sock), "%s", a->socket);
+		} else {
+			char cwd[PATH_MAX];
+			if (!getcwd(cwd, sizeof(cwd)) ||
+			    (size_t)snprintf(sock, sizeof(sock), "%s/%s", cwd, a->socket) >= sizeof(sock))
+				return fail(a->cmd, a->socket, "cannot make the path absolute");
+		}
+		if (strlen(sock) >= sizeof(sa.sun_path))
+			return usage_err(a->cmd, "--socket", "'%s': too long for a unix socket (at most "
+					 "%zu bytes as an absolute path)", sock, sizeof(sa.sun_path) - 1);
+		have_sock = 1;
+	}
+	if (a->seen & O_BIND)
+		host = a->bind;
+
+	/* The pool: it exists, is a pool, is not in use; its volumes. */
+	rc = open_pool(a, VBAS_OPEN_RDONLY, &vp);
+	if (rc)
+		return rc;
+	r = vbas_vol_list(vp, serve_list_cb, &l);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	rc = close_pool(a, vp, rc);
+	if (rc)
+		goto out;
+	if (l.n == 0) {
+		rc = fail(a->cmd, a->pos[0], "the pool has no volumes to serve (create one with "
+			  "'vbas create')");
+		goto out;
+	}
+	if (!realpath(a->pos[0], pool)) {
+		rc = fail(a->cmd, a->pos[0], "%s", strerror(errno));
+		goto out;
+	}
+
+	if (have_sock && socket_free(sock, why, sizeof(why))) {
+		rc = fail(a->cmd, sock, "%s", why);
+		goto out;
+	}
+
+	/* nbdkit and the plugin. */
+	const char *nenv = getenv("VBAS_NBDKIT");
+	if (nenv && *nenv)
+		snprintf(nbdkit, sizeof(nbdkit), "%s", nenv);
+	else if (find_in_path("nbdkit", nbdkit, sizeof(nbdkit)))
+		snprintf(nbdkit, sizeof(nbdkit), "nbdkit");
+	if (!is_exec(nbdkit)) {
+		rc = fail(a->cmd, "nbdkit", "not found%s (install nbdkit: scripts/install-deps.sh)",
+			  nenv && *nenv ? " at $VBAS_NBDKIT" : " in $PATH");
+		goto out;
+	}
+	if (find_plugin(plugin, sizeof(plugin), why, sizeof(why))) {
+		rc = fail(a->cmd, PLUGIN_FILE, "%s", why);
+		goto out;
+	}
+	/* nbdkit writes its pid file once it listens: that is when the
+	 * URIs are printed. */
+	const char *td = getenv("TMPDIR");
+	snprintf(tmpdir, sizeof(tmpdir), "%s/vbas-serve.XXXXXX", td && *td ? td : "/tmp");
+	if (!mkdtemp(tmpdir)) {
+		rc = fail(a->cmd, tmpdir, "mkdtemp: %s", strerror(errno));
+		goto out;
+	}
+	snprintf(pidfile, sizeof(pidfile), "%s/nbdkit.pid", tmpdir);
+	snprintf(poolarg, sizeof(poolarg), "pool=%s", pool);
+	snprintf(cachearg, sizeof(cachearg), "cache=%" PRIu64, a->cache);
+	snprintf(portarg, sizeof(portarg), "%u", port);
+	const char *argv[24];
+	int n = 0;
+	argv[n++] = nbdkit;
+	argv[n++] = "-f";                      /* foreground: we wait for it */
+	argv[n++] = "--exit-with-parent";      /* and it goes if we are killed */
+	argv[n++] = "-P";
+	argv[n++] = pidfile;
+	if (a->seen & O_READONLY)
+		argv[n++] = "-r";
+	if (have_sock) {
+		argv[n++] = "-U";
+		argv[n++] = sock;
+	} else {
+		argv[n++] = "-p";
+		argv[n++] = portarg;
+		argv[n++] = "-i";
+		argv[n++] = host;
+	}
+	argv[n++] = plugin;
+	argv[n++] = poolarg;
+	if (a->seen & O_CACHE)
+		argv[n++] = cachearg;
+	if (a->seen & O_READONLY)
+		argv[n++] = "readonly=true";
+	argv[n] = NULL;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	fflush(stdout);
+	fflush(stderr);
+	child = fork();
+	if (child < 0) {
+		rc = fail(a->cmd, "fork", "%s", strerror(errno));
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		goto rmtmp;
+	}
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		execv(nbdkit, (char *const *)argv);
+		fprintf(stderr, "vbas: serve: %s: %s\n", nbdkit, strerror(errno));
+		_exit(127);
+	}
+
+	/* Wait for nbdkit to listen (or to fail), then for it to end; a
+	 * signal to us stops it cleanly: it closes the connections, and
+	 * unloading the plugin commits and closes the pool. */
+	int ready = 0, stopping = 0, exited = 0;
+	struct timespec tick = { 0, 50 * 1000 * 1000 };
+	while (!exited) {
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, &tick);
+		if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+			kill(child, SIGTERM);
+			stopping = 1;
+		}
+		pid_t w = waitpid(child, &status, WNOHANG);
+		if (w == child) {
+			exited = 1;
+			break;
+		}
+		if (!ready && !stopping) {
+			struct stat st;
+			if (stat(pidfile, &st) == 0 && st.st_size > 0) {
+				ready = 1;
+				printf("serving %s over NBD with nbdkit (pid %d); %zu export%s:\n",
+				       a->pos[0], (int)child, l.n, l.n == 1 ? "" : "s");
+				print_uris(a, &l, have_sock ? sock : NULL,
+					   !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host,
+					   port);
+				printf("stop with Ctrl-C or SIGTERM: the pool is committed and closed\n");
+				fflush(stdout);
+			}
+		}
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (have_sock)
+		unlink(sock);   /* nbdkit leaves its socket behind */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+		if (ready)
+			printf("stopped: %s committed and closed\n", a->pos[0]);
+		rc = 0;
+	} else if (WIFEXITED(status)) {
+		rc = fail(a->cmd, "nbdkit", "exited with status %d%s", WEXITSTATUS(status),
+			  ready ? "" : " before serving (see its messages above)");
+	} else {
+		int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+		rc = fail(a->cmd, "nbdkit", "killed by signal %d (%s); the pool holds its last commit "
+			  "(run 'vbas check')", sig, strsignal(sig));
+	}
+rmtmp:
+	unlink(pidfile);
+	rmdir(tmpdir);
+out:
+	free(l.v);
+	return rc;
+}
+
 /* ---- Help and dispatch ------------------------------------------------------ */
 
 #define CACHE_HELP "      --cache SIZE        metadata cache size (default 64M)\n"
@@ -1174,6 +1718,23 @@ static const struct cmd cmds[] = {
 	  "the first 200, which are not reported one by one).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE, 1, 1,
+	  "POOL [--socket PATH | --port N [--bind ADDR]] [--readonly] [--cache SIZE]",
+	  "serve every volume as an NBD export (nbdkit, in the foreground)",
+	  "Runs nbdkit with the vbas plugin (nbdkit-vbas-plugin.so, looked for beside\n"
+	  "this vbas binary, then in nbdkit's plugin directory; $VBAS_NBDKIT_PLUGIN\n"
+	  "overrides) until it is stopped.  Each volume is an export named after\n"
+	  "it; snapshots are read-only.  Once nbdkit listens, prints one NBD URI per\n"
+	  "volume (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME).  SIGINT\n"
+	  "(Ctrl-C) or SIGTERM stops nbdkit, which commits and closes the pool.\n"
+	  "While the pool is served, other vbas commands on it fail (it is locked).\n\n"
+	  "Options:\n"
+	  "      --socket PATH       listen on a unix socket (a stale one is replaced)\n"
+	  "      --port N            listen on TCP port N (default: 10809)\n"
+	  "      --bind ADDR         the address to listen on with TCP (default: localhost)\n"
+	  "      --readonly          serve every volume read-only (the pool is opened\n"
+	  "                          read-only: read-only commands may run beside it)\n"
+	  CACHE_HELP HELP_HELP },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
@@ -1210,7 +1771,8 @@ static const struct opt_info {
 	int code;
 	unsigned bit;
 	const char *name;
-	size_t field;         /* offset of the value in struct args, or 0 */
+	size_t field;         /* offset of the size value in struct args, or 0 */
+	size_t sfield;        /* offset of the string value in struct args, or 0 */
 } opt_infos[] = {
 	{ 's', O_SIZE, "--size", offsetof(struct args, size) },
 	{ 'b', O_BLOCK_SIZE, "--block-size", offsetof(struct args, block_size) },
@@ -1219,6 +1781,10 @@ static const struct opt_info {
 	{ 'l', O_LENGTH, "--length", offsetof(struct args, length) },
 	{ OPT_JSON, O_JSON, "--json", 0 },
 	{ OPT_CACHE, O_CACHE, "--cache", offsetof(struct args, cache) },
+	{ OPT_SOCKET, O_SOCKET, "--socket", 0, offsetof(struct args, socket) },
+	{ OPT_PORT, O_PORT, "--port", 0, offsetof(struct args, port) },
+	{ OPT_READONLY, O_READONLY, "--readonly", 0 },
+	{ OPT_BIND, O_BIND, "--bind", 0, offsetof(struct args, bind) },
 	{ 'h', O_HELP, "--help", 0 },
 };
 #define NOPTS (sizeof(opt_infos) / sizeof(opt_infos[0]))
@@ -1280,6 +1846,8 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	/* Values are parsed after --help so that it wins over bad ones. */
 	for (size_t i = 0; i < NOPTS; i++) {
 		char why[160];
+		if (raw[i] && opt_infos[i].sfield)
+			*(const char **)(void *)((char *)a + opt_infos[i].sfield) = raw[i];
 		if (!raw[i] || !opt_infos[i].field)
 			continue;
 		if (parse_size(raw[i], (uint64_t *)((char *)a + opt_infos[i].field), why, sizeof(why)))

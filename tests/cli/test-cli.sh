@@ -596,7 +596,8 @@ for _ in $(seq 200); do
 	sleep 0.05
 done
 expect_true "the background writer holds the pool" test $held -eq 1
-expect_stderr "info on a pool in use" "vbas: info: $L: pool is in use by another process (locked)" \
+expect_stderr "info on a pool in use names the holder" \
+	"vbas: info: $L: pool is in use by another process: pid $BG ($VBAS write $L a fifo)" \
 	"$VBAS" info $L
 expect_true "... exits 1" test "$RC" -eq 1
 expect_fail "create on a pool in use" 1 "in use by another process" "$VBAS" create $L b --size 1M

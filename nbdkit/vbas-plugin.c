@@ -1,0 +1,593 @@
+/* nbdkit-vbas-plugin: every volume of a vbas pool is an NBD export.
+ *
+ *   nbdkit vbas pool=FILE [cache=SIZE] [readonly=BOOL]
+ *
+ * One vbas_pool per nbdkit process, opened in .get_ready (so that a
+ * missing, locked or corrupt pool is reported on the terminal and nbdkit
+ * exits) and closed, committing, in .cleanup (or .unload).  Each
+ * connection opens the volume its export name names (.open) and closes it
+ * (.close).  Snapshots are exported read-only.  Data goes through the
+ * library's vbas_pread/vbas_pwrite/vbas_discard/vbas_write_zeroes: see
+ * docs/nbd.md for why, and for how errors map to NBD errors.
+ *
+ * Thread model PARALLEL: the library's handles are thread-safe (one
+ * metadata lock per pool, range locks per volume), and the plugin keeps no
+ * mutable state per connection after .open.
+ */
+#define _GNU_SOURCE
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "vbas.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+/* nbdkit refuses requests larger than this; tell clients so. */
+#define MAX_REQUEST   (64u << 20)
+/* Extents reported per .extents call at most: the client asks again. */
+#define MAX_EXTENTS   4096u
+/* Names listed in an error message at most. */
+#define MAX_NAMES     20
+
+static const char *pool_path;        /* pool=, absolute */
+static uint64_t cache_bytes;         /* cache=, 0: the library's default */
+static int pool_rdonly;              /* readonly=: open the pool read-only */
+static struct vbas_pool *pool;
+static uint32_t pool_bs;             /* the pool's block size */
+
+/* Open handles, so that the pool can be closed at exit: nbdkit does not
+ * call .close on connections that are still open when it shuts down (it
+ * sets its quit flag, and the connections end without .close). */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *handles;
+
+struct handle {
+	struct handle *prev, *next;  /* the list of open handles */
+	struct vbas_vol *vol;
+	uint64_t size;
+	int readonly;                /* a snapshot, or the pool is read-only */
+	char name[VBAS_NAME_MAX + 1];
+};
+
+/* ---- Errors ------------------------------------------------------------- */
+
+/* The NBD error a library errno R (negative) reaches the client as.  NBD
+ * has EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN;
+ * nbdkit turns anything else into EINVAL, which would be wrong for
+ * corrupt metadata: EBADMSG and EUCLEAN (checksum or structure) are EIO. */
+static int nbd_errno(int r)
+{
+	switch (-r) {
+	case ENOSPC:
+	case EDQUOT:
+		return ENOSPC;
+	case EROFS:              /* a snapshot, or the pool latched read-only */
+	case EPERM:
+	case EACCES:
+		return EPERM;
+	case ENOMEM:
+		return ENOMEM;
+	case EINVAL:
+	case ERANGE:
+		return EINVAL;
+	case EOVERFLOW:
+		return EOVERFLOW;
+	case ENOTSUP:
+		return ENOTSUP;
+	default:                 /* EIO, EBADMSG, EUCLEAN, ... */
+		return EIO;
+	}
+}
+
+/* Report the failure R of OP on H to the server log (with the library's
+ * message, which says where) and to the client (as an NBD error).  Call
+ * right after the failing library call.  Returns -1. */
+static int io_fail(const struct handle *h, const char *op, uint64_t len, uint64_t off, int r)
+{
+	const char *m = vbas_errmsg();
+	if (m && strstr(m, " offset "))    /* it says where already */
+		nbdkit_error("%s: %s", h->name, m);
+	else
+		nbdkit_error("%s: %s of %" PRIu64 " bytes at offset %" PRIu64 ": %s", h->name, op,
+			     len, off, m && *m ? m : strerror(-r));
+	nbdkit_set_error(nbd_errno(r));
+	return -1;
+}
+
+/* ---- Configuration and the pool ------------------------------------------ */
+
+static int vbas_nbd_config(const char *key, const char *value)
+{
+	if (!strcmp(key, "pool")) {
+		if (!*value) {
+			nbdkit_error("pool=: empty file name");
+			return -1;
+		}
+		pool_path = nbdkit_absolute_path(value);
+		return pool_path ? 0 : -1;
+	}
+	if (!strcmp(key, "cache")) {
+		int64_t v = nbdkit_parse_size(value);
+		if (v < 0)
+			return -1;
+		cache_bytes = (uint64_t)v;
+		return 0;
+	}
+	if (!strcmp(key, "readonly")) {
+		int v = nbdkit_parse_bool(value);
+		if (v < 0)
+			return -1;
+		pool_rdonly = v;
+		return 0;
+	}
+	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "
+		     "readonly=BOOL)", key);
+	return -1;
+}
+
+static int vbas_nbd_config_complete(void)
+{
+	if (!pool_path) {
+		nbdkit_error("pool=FILE is required: the vbas pool to serve");
+		return -1;
+	}
+	return 0;
+}
+
+/* Before nbdkit forks into the background, so that the user sees why a
+ * pool cannot be served (no such file, in use, corrupt).  The library
+ * starts no threads, and the pool's lock is an open-file-description lock,
+ * which the forked server inherits with the descriptor. */
+static int vbas_nbd_get_ready(void)
+{
+	struct vbas_open_opts o = { .cache_bytes = cache_bytes,
+				    .flags = pool_rdonly ? VBAS_OPEN_RDONLY : 0 };
+	struct vbas_pool_info info;
+	int r = vbas_open(pool_path, &o, &pool);
+	if (r) {
+		const char *m = vbas_errmsg();
+		nbdkit_error("%s: %s", pool_path, m && *m ? m : strerror(-r));
+		pool = NULL;
+		return -1;
+	}
+	r = vbas_pool_info(pool, &info);
+	if (r) {
+		nbdkit_error("%s: %s", pool_path, vbas_errmsg());
+		vbas_close(pool);
+		pool = NULL;
+		return -1;
+	}
+	pool_bs = info.block_size;
+	nbdkit_debug("vbas: opened %s: %" PRIu64 " volumes, block size %u%s", pool_path,
+		     info.volumes, pool_bs, pool_rdonly ? ", read-only" : "");
+	return 0;
+}
+
+/* Commit and close.  Volumes of connections that nbdkit ended without
+ * .close are closed here: .unload runs with every other callback locked
+ * out, and nbdkit calls none for them afterwards. */
+static void close_pool(void)
+{
+	if (!pool)
+		return;
+	pthread_mutex_lock(&handles_lock);
+	while (handles) {
+		struct handle *h = handles;
+		handles = h->next;
+		nbdkit_debug("vbas: closing export '%s' of a connection nbdkit did not close",
+			     h->name);
+		vbas_vol_close(h->vol);
+		free(h);
+	}
+	pthread_mutex_unlock(&handles_lock);
+	int r = vbas_close(pool);
+	if (r)
+		nbdkit_error("%s: closing the pool: %s", pool_path, vbas_errmsg());
+	else
+		nbdkit_debug("vbas: %s committed and closed", pool_path);
+	pool = NULL;
+}
+
+/* After the last connection: commit.  Connections that nbdkit is ending
+ * may still be in a callback here, so the pool is closed in .unload unless
+ * no volume is open. */
+static void vbas_nbd_cleanup(void)
+{
+	if (!pool)
+		return;
+	pthread_mutex_lock(&handles_lock);
+	int busy = handles != NULL;
+	pthread_mutex_unlock(&handles_lock);
+	if (!busy) {
+		close_pool();
+		return;
+	}
+	int r = vbas_flush(pool);
+	if (r)
+		nbdkit_error("%s: commit: %s", pool_path, vbas_errmsg());
+	else
+		nbdkit_debug("vbas: %s committed", pool_path);
+}
+
+static void vbas_nbd_unload(void)
+{
+	close_pool();
+}
+
+static void vbas_nbd_dump_plugin(void)
+{
+	printf("vbas_version=%s\n", VBAS_VERSION_STRING);
+}
+
+/* ---- Exports ---------------------------------------------------------------- */
+
+struct names {
+	struct nbdkit_exports *exports;   /* list_exports: add each volume */
+	int n;                            /* volumes seen */
+	char first[VBAS_NAME_MAX + 1];    /* the first volume's name */
+	char *list;                       /* "a, b, c" for messages */
+	size_t len;
+};
+
+static int names_cb(const struct vbas_vol_info *v, void *arg)
+{
+	struct names *nm = arg;
+	if (nm->exports) {
+		const char *desc = (v->flags & VBAS_VOL_READONLY) ? "vbas snapshot (read-only)"
+								  : "vbas volume";
+		/* A name nbdkit cannot send (not UTF-8) is left out of the
+		 * list; the client may still ask for it. */
+		if (nbdkit_add_export(nm->exports, v->name, desc) < 0)
+			nbdkit_debug("vbas: volume '%s' left out of the export list", v->name);
+	}
+	if (nm->n == 0)
+		snprintf(nm->first, sizeof(nm->first), "%s", v->name);
+	if (nm->n < MAX_NAMES) {
+		size_t l = strlen(v->name);
+		char *p = realloc(nm->list, nm->len + l + 3);
+		if (!p)
+			return -ENOMEM;
+		nm->list = p;
+		if (nm->len) {
+			memcpy(p + nm->len, ", ", 2);
+			nm->len += 2;
+		}
+		memcpy(p + nm->len, v->name, l + 1);
+		nm->len += l;
+	} else if (nm->n == MAX_NAMES) {
+		char *p = realloc(nm->list, nm->len + 6);
+		if (!p)
+			return -ENOMEM;
+		nm->list = p;
+		memcpy(p + nm->len, ", ...", 6);
+		nm->len += 5;
+	}
+	nm->n++;
+	return 0;
+}
+
+static int walk_names(struct names *nm)
+{
+	int r = vbas_vol_list(pool, names_cb, nm);
+	if (r) {
+		const char *m = vbas_errmsg();
+		nbdkit_error("%s: listing the volumes: %s", pool_path, m && *m ? m : strerror(-r));
+		nbdkit_set_error(nbd_errno(r));
+		free(nm->list);
+		nm->list = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int vbas_nbd_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+	struct names nm = { .exports = exports };
+	(void)readonly;
+	(void)is_tls;
+	if (walk_names(&nm))
+		return -1;
+	free(nm.list);
+	return 0;
+}
+
+/* The default export (the empty name) is the pool's only volume; with
+ * none or several, "" stays, and .open says which names there are. */
+static const char *vbas_nbd_default_export(int readonly, int is_tls)
+{
+	struct names nm = { 0 };
+	(void)readonly;
+	(void)is_tls;
+	if (walk_names(&nm))
+		return NULL;
+	free(nm.list);
+	return nm.n == 1 ? nbdkit_strdup_intern(nm.first) : "";
+}
+
+static void *vbas_nbd_open(int readonly)
+{
+	const char *name = nbdkit_export_name();
+	struct vbas_vol_info info;
+	struct handle *h;
+	int r;
+
+	if (!name)
+		return NULL;
+	if (!*name) {
+		struct names nm = { 0 };
+		if (walk_names(&nm))
+			return NULL;
+		if (nm.n == 0)
+			nbdkit_error("no export name given, and the pool %s has no volumes to serve "
+				     "(create one with 'vbas create')", pool_path);
+		else
+			nbdkit_error("no export name given, and the pool has %d volumes: ask for "
+				     "one by name (%s)", nm.n, nm.list);
+		free(nm.list);
+		nbdkit_set_error(ENOENT);
+		return NULL;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		nbdkit_error("calloc: %m");
+		return NULL;
+	}
+	r = vbas_vol_open(pool, name, &h->vol);
+	if (r == -ENOENT || r == -EINVAL) {
+		struct names nm = { 0 };
+		if (!walk_names(&nm)) {
+			nbdkit_error("unknown export '%s': the pool has no such volume (%s%s)", name,
+				     nm.n ? "volumes: " : "it has no volumes", nm.n ? nm.list : "");
+			free(nm.list);
+		}
+		nbdkit_set_error(ENOENT);
+		free(h);
+		return NULL;
+	}
+	if (!r) {
+		r = vbas_vol_info(h->vol, &info);
+		if (r)
+			vbas_vol_close(h->vol);
+	}
+	if (r) {
+		nbdkit_error("export '%s': %s", name, vbas_errmsg());
+		nbdkit_set_error(nbd_errno(r));
+		free(h);
+		return NULL;
+	}
+	snprintf(h->name, sizeof(h->name), "%s", info.name);
+	h->size = info.size;
+	h->readonly = readonly || pool_rdonly || (info.flags & VBAS_VOL_READONLY);
+	pthread_mutex_lock(&handles_lock);
+	h->next = handles;
+	if (handles)
+		handles->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
+	nbdkit_debug("vbas: opened export '%s' (%" PRIu64 " bytes%s)", h->name, h->size,
+		     h->readonly ? ", read-only" : "");
+	return h;
+}
+
+static void vbas_nbd_close(void *handle)
+{
+	struct handle *h = handle;
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+	int r = vbas_vol_close(h->vol);
+	if (r)
+		nbdkit_error("%s: close: %s", h->name, vbas_errmsg());
+	free(h);
+}
+
+static const char *vbas_nbd_export_description(void *handle)
+{
+	struct handle *h = handle;
+	return nbdkit_printf_intern("vbas %s '%s' of %s", h->readonly ? "read-only volume" : "volume",
+				    h->name, pool_path);
+}
+
+static int64_t vbas_nbd_get_size(void *handle)
+{
+	struct handle *h = handle;
+	return (int64_t)h->size;
+}
+
+static int vbas_nbd_block_size(void *handle, uint32_t *minimum, uint32_t *preferred,
+			       uint32_t *maximum)
+{
+	(void)handle;
+	*minimum = 1;                 /* any alignment works */
+	*preferred = pool_bs > 4096 ? pool_bs : 4096;   /* no read-modify-write */
+	*maximum = MAX_REQUEST;
+	return 0;
+}
+
+static int vbas_nbd_can_write(void *handle)
+{
+	struct handle *h = handle;
+	return !h->readonly;
+}
+
+static int vbas_nbd_can_true(void *handle)
+{
+	(void)handle;
+	return 1;
+}
+
+static int vbas_nbd_can_fua(void *handle)
+{
+	(void)handle;
+	return NBDKIT_FUA_NATIVE;
+}
+
+static int vbas_nbd_can_cache(void *handle)
+{
+	(void)handle;
+	return NBDKIT_CACHE_NONE;
+}
+
+/* ---- Data ------------------------------------------------------------------- */
+
+static int vbas_nbd_pread(void *handle, void *buf, uint32_t count, uint64_t offset,
+			  uint32_t flags)
+{
+	struct handle *h = handle;
+	(void)flags;
+	int r = vbas_pread(h->vol, buf, count, offset);
+	return r ? io_fail(h, "read", count, offset, r) : 0;
+}
+
+static int vbas_nbd_pwrite(void *handle, const void *buf, uint32_t count, uint64_t offset,
+			   uint32_t flags)
+{
+	struct handle *h = handle;
+	int r = vbas_pwrite(h->vol, buf, count, offset,
+			    (flags & NBDKIT_FLAG_FUA) ? VBAS_IO_FUA : 0);
+	return r ? io_fail(h, "write", count, offset, r) : 0;
+}
+
+/* Flush = commit: every write any connection has finished is durable,
+ * which is what multi-conn needs (there is no per-connection cache). */
+static int vbas_nbd_flush(void *handle, uint32_t flags)
+{
+	struct handle *h = handle;
+	(void)flags;
+	int r = vbas_flush(pool);
+	return r ? io_fail(h, "flush", 0, 0, r) : 0;
+}
+
+/* Trim: unmap the whole blocks inside the range (the library discards
+ * whole blocks; NBD lets a trim leave any part as it was), so that the
+ * space returns to the pool. */
+static int vbas_nbd_trim(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	uint64_t bs = pool_bs, start = (offset + bs - 1) / bs * bs, end = (offset + count) / bs * bs;
+	unsigned f = (flags & NBDKIT_FLAG_FUA) ? VBAS_IO_FUA : 0;
+	int r;
+	if (start < end)
+		r = vbas_discard(h->vol, start, end - start, f);
+	else
+		r = f ? vbas_flush(pool) : 0;
+	return r ? io_fail(h, "trim", count, offset, r) : 0;
+}
+
+/* Zero: with NBDKIT_FLAG_MAY_TRIM, unmap whole blocks (space returns);
+ * without it (NBD_CMD_FLAG_NO_HOLE), allocate and write zeros, so that
+ * later writes there need no space. */
+static int vbas_nbd_zero(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	unsigned f = (flags & NBDKIT_FLAG_FUA) ? VBAS_IO_FUA : 0;
+	if (!(flags & NBDKIT_FLAG_MAY_TRIM)) {
+		/* Writing zeros is no faster than the client's write. */
+		if (flags & NBDKIT_FLAG_FAST_ZERO) {
+			nbdkit_set_error(ENOTSUP);
+			return -1;
+		}
+		f |= VBAS_IO_NO_PUNCH;
+	}
+	int r = vbas_write_zeroes(h->vol, offset, count, f);
+	return r ? io_fail(h, "write zeroes", count, offset, r) : 0;
+}
+
+struct extents_walk {
+	struct nbdkit_extents *ex;
+	uint64_t pos;             /* everything before is reported */
+	unsigned n;
+	int one;                  /* NBDKIT_FLAG_REQ_ONE */
+	int failed;
+};
+
+static int extents_cb(const struct vbas_extent *e, void *arg)
+{
+	struct extents_walk *w = arg;
+	if (e->offset > w->pos &&
+	    nbdkit_add_extent(w->ex, w->pos, e->offset - w->pos,
+			      NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) < 0)
+		goto fail;
+	if (nbdkit_add_extent(w->ex, e->offset, e->length, 0) < 0)
+		goto fail;
+	w->pos = e->offset + e->length;
+	/* Enough for one reply: the client asks again from where we stop. */
+	return (w->one || ++w->n >= MAX_EXTENTS) ? 1 : 0;
+fail:
+	w->failed = 1;
+	return 1;
+}
+
+/* Block status: mapped extents are data, the gaps between them holes that
+ * read as zeros.  (Blocks written with zeros are data: the library has no
+ * record of what a block holds.) */
+static int vbas_nbd_extents(void *handle, uint32_t count, uint64_t offset, uint32_t flags,
+			    struct nbdkit_extents *extents)
+{
+	struct handle *h = handle;
+	struct extents_walk w = { .ex = extents, .pos = offset, .one = !!(flags & NBDKIT_FLAG_REQ_ONE) };
+	int r = vbas_extents(h->vol, offset, count, extents_cb, &w);
+	if (r < 0)
+		return io_fail(h, "block status", count, offset, r);
+	if (w.failed)
+		return -1;    /* nbdkit_add_extent has reported it */
+	if (r == 0 && w.pos < offset + count &&
+	    nbdkit_add_extent(extents, w.pos, offset + count - w.pos,
+			      NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) < 0)
+		return -1;
+	return 0;
+}
+
+static struct nbdkit_plugin plugin = {
+	.name = "vbas",
+	.longname = "vbas: thin volumes of a vbas pool",
+	.version = VBAS_VERSION_STRING,
+	.description = "Serves every volume of a vbas pool as an NBD export named after it.\n"
+		       "Snapshots are read-only; flush commits the pool.",
+	.config = vbas_nbd_config,
+	.config_complete = vbas_nbd_config_complete,
+	.config_help = "pool=FILE      (required) the vbas pool (a file or block device)\n"
+		       "cache=SIZE     metadata cache size (default 64M)\n"
+		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)",
+	.magic_config_key = "pool",
+	.get_ready = vbas_nbd_get_ready,
+	.cleanup = vbas_nbd_cleanup,
+	.unload = vbas_nbd_unload,
+	.dump_plugin = vbas_nbd_dump_plugin,
+	.list_exports = vbas_nbd_list_exports,
+	.default_export = vbas_nbd_default_export,
+	.open = vbas_nbd_open,
+	.close = vbas_nbd_close,
+	.export_description = vbas_nbd_export_description,
+	.get_size = vbas_nbd_get_size,
+	.block_size = vbas_nbd_block_size,
+	.can_write = vbas_nbd_can_write,
+	.can_flush = vbas_nbd_can_true,
+	.can_trim = vbas_nbd_can_true,
+	.can_zero = vbas_nbd_can_true,
+	.can_fast_zero = vbas_nbd_can_true,
+	.can_extents = vbas_nbd_can_true,
+	.can_fua = vbas_nbd_can_fua,
+	.can_multi_conn = vbas_nbd_can_true,
+	.can_cache = vbas_nbd_can_cache,
+	.pread = vbas_nbd_pread,
+	.pwrite = vbas_nbd_pwrite,
+	.flush = vbas_nbd_flush,
+	.trim = vbas_nbd_trim,
+	.zero = vbas_nbd_zero,
+	.extents = vbas_nbd_extents,
+};
+
+NBDKIT_REGISTER_PLUGIN(plugin)

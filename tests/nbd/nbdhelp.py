@@ -1,0 +1,289 @@
+"""Clients for tests/nbd/test-nbd.sh, on libnbd's Python binding.
+
+    nbdhelp.py COMMAND ARGS...
+
+Each command prints "PASS description" or "FAIL description: why" lines,
+which the shell script turns into TAP checks, and whatever else it has to
+say on lines of its own.  Run with the system python3 (python3-libnbd).
+"""
+import errno
+import json
+import os
+import random
+import struct
+import sys
+
+import nbd
+
+MiB = 1024 * 1024
+
+
+def say(ok, desc, why=""):
+    print(("PASS " if ok else "FAIL ") + desc + ("" if ok or not why else ": " + why),
+          flush=True)
+
+
+def connect(uri):
+    h = nbd.NBD()
+    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    h.connect_uri(uri)
+    return h
+
+
+def err_name(e):
+    """The errno of a libnbd error as a name ("ENOSPC")."""
+    n = getattr(e, "errno", None)
+    if isinstance(n, int):
+        return errno.errorcode.get(n, str(n))
+    return str(n)
+
+
+def expect_errno(desc, want, fn):
+    try:
+        fn()
+    except nbd.Error as e:
+        say(err_name(e) == want, desc, "got %s (%s)" % (err_name(e), e))
+        return
+    say(False, desc, "succeeded, want %s" % want)
+
+
+def pattern(i, n):
+    return random.Random(i).randbytes(n)
+
+
+def ops(uri, snap_uri):
+    """FUA writes, zeroing with and without punching, fast zero, trim, and
+    what a snapshot export refuses."""
+    h = connect(uri)
+    size = h.get_size()
+    data = pattern(1, 4 * MiB)
+    h.pwrite(data, 0, nbd.CMD_FLAG_FUA)
+    say(h.pread(4 * MiB, 0) == data, "a FUA write reads back")
+
+    def kinds(off, n):
+        out = []
+        def cb(meta, offset, entries, err):
+            if meta == nbd.CONTEXT_BASE_ALLOCATION:
+                out.extend(zip(entries[0::2], entries[1::2]))
+            return 0
+        h.block_status(n, off, cb)
+        return out
+
+    # Zero without permission to punch: zeros, but still allocated.
+    h.zero(MiB, 0, nbd.CMD_FLAG_NO_HOLE)
+    st = kinds(0, MiB)
+    say(h.pread(MiB, 0) == bytes(MiB), "zero with NO_HOLE reads as zeros")
+    say(all(f & nbd.STATE_HOLE == 0 for _, f in st), "zero with NO_HOLE stays allocated",
+        repr(st))
+    # Zero that may punch: a hole.
+    h.zero(MiB, MiB)
+    st = kinds(MiB, MiB)
+    say(h.pread(MiB, MiB) == bytes(MiB), "zero (may trim) reads as zeros")
+    say(st and st[0][0] >= MiB and st[0][1] & nbd.STATE_HOLE, "zero (may trim) leaves a hole",
+        repr(st))
+    # Unaligned zero: the bytes around stay.
+    h.zero(1000, 2 * MiB + 100)
+    got = h.pread(4096, 2 * MiB)
+    want = data[2 * MiB:2 * MiB + 100] + bytes(1000) + data[2 * MiB + 1100:2 * MiB + 4096]
+    say(got == want, "an unaligned zero changes just its bytes")
+    # Fast zero: punching is fast; allocating zeros is not.
+    h.zero(MiB, 3 * MiB, nbd.CMD_FLAG_FAST_ZERO)
+    say(h.pread(MiB, 3 * MiB) == bytes(MiB), "fast zero (may trim) works")
+    h.pwrite(data[:MiB], 3 * MiB)
+    expect_errno("fast zero with NO_HOLE is refused (ENOTSUP)", "ENOTSUP",
+                 lambda: h.zero(MiB, 3 * MiB, nbd.CMD_FLAG_FAST_ZERO | nbd.CMD_FLAG_NO_HOLE))
+    say(h.pread(MiB, 3 * MiB) == data[:MiB], "a refused fast zero changed nothing")
+    # Trim: whole blocks go, unaligned edges stay readable.
+    h.pwrite(data, 4 * MiB)
+    h.trim(MiB + 1000, 4 * MiB + 500, nbd.CMD_FLAG_FUA)
+    got = h.pread(2 * MiB, 4 * MiB)
+    say(got[:500] == data[:500], "trim leaves the bytes before an unaligned start")
+    say(got[MiB + 1500:] == data[MiB + 1500:2 * MiB], "trim leaves the bytes after its end")
+    st = kinds(4 * MiB + 4096, MiB - 4096)
+    say(st and st[0][1] & nbd.STATE_HOLE and st[0][0] >= MiB - 4096,
+        "trim unmaps the whole blocks inside", repr(st))
+    h.flush()
+    expect_errno("a read past the end fails (EINVAL)", "EINVAL", lambda: h.pread(4096, size))
+    h.shutdown()
+
+    s = connect(snap_uri)
+    say(s.is_read_only(), "the snapshot export is read-only")
+    expect_errno("libnbd refuses a write to the snapshot (EPERM)", "EPERM",
+                 lambda: s.pwrite(b"x" * 512, 0))
+    s.set_strict_mode(0)     # send it anyway: the server must refuse
+    expect_errno("the server refuses a write to the snapshot (EPERM)", "EPERM",
+                 lambda: s.pwrite(b"x" * 512, 0))
+    expect_errno("the server refuses a trim of the snapshot (EPERM)", "EPERM",
+                 lambda: s.trim(4096, 0))
+    expect_errno("the server refuses a zero of the snapshot (EPERM)", "EPERM",
+                 lambda: s.zero(4096, 0))
+    say(s.pread(512, 0) == bytes(512), "the snapshot still reads as before")
+    s.shutdown()
+
+
+def unflushed(uri, off, seed):
+    """Write 1 MiB at OFF and leave without flushing."""
+    h = connect(uri)
+    h.pwrite(pattern(int(seed), MiB), int(off))
+    h.shutdown()
+
+
+def make_pattern(path, seed, n):
+    with open(path, "wb") as f:
+        f.write(pattern(int(seed), int(n)))
+
+
+def pool_full(fill_uri, other_uri, spare_uri, other_file):
+    """A client fills an over-provisioned pool: ENOSPC for its write; another
+    export still reads and writes; trimming a third export frees space, and
+    the same client's next write succeeds."""
+    h = connect(fill_uri)
+    chunk = MiB
+    off = 0
+    failed = None
+    size = h.get_size()
+    while off + chunk <= size:
+        try:
+            h.pwrite(pattern(off, chunk), off)
+        except nbd.Error as e:
+            failed = e
+            break
+        off += chunk
+    print("# filled %d MiB before the write failed" % (off // MiB), flush=True)
+    say(failed is not None and err_name(failed) == "ENOSPC",
+        "writing into a full pool fails with ENOSPC",
+        "got %s" % (err_name(failed) if failed else "no error"))
+    say(off >= 4 * MiB, "the pool took writes before it was full", "%d bytes" % off)
+    h.flush()
+    ok = all(h.pread(chunk, o) == pattern(o, chunk) for o in range(0, off, chunk))
+    say(ok, "what was written before ENOSPC reads back")
+    say(h.pread(chunk, off) == bytes(chunk), "the failed write changed nothing")
+
+    o = connect(other_uri)
+    with open(other_file, "rb") as f:
+        want = f.read()
+    say(o.pread(len(want), 0) == want, "another export still reads")
+    new = pattern(99, MiB)
+    o.pwrite(new, 0)
+    o.flush()
+    say(o.pread(MiB, 0) == new, "another export still overwrites (no new space needed)")
+    expect_errno("a write into a hole of another export: ENOSPC", "ENOSPC",
+                 lambda: o.pwrite(new, o.get_size() - MiB))
+    o.shutdown()
+
+    s = connect(spare_uri)
+    s.trim(s.get_size(), 0)
+    s.flush()
+    s.shutdown()
+    try:
+        h.pwrite(pattern(off, chunk), off)
+        h.flush()
+        say(h.pread(chunk, off) == pattern(off, chunk),
+            "after a trim elsewhere, the same client's write succeeds")
+    except nbd.Error as e:
+        say(False, "after a trim elsewhere, the same client's write succeeds", str(e))
+    h.shutdown()
+
+
+CHUNK = 256 * 1024
+
+
+def writer(uri, progress):
+    """Write chunks at distinct offsets, flushing every 4; after each flush
+    append the number of chunks written so far to PROGRESS.  Runs until
+    the server dies (the test kills it), or idles once the export is full."""
+    import time
+    h = connect(uri)
+    size = h.get_size()
+    fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    i = 0
+    while (i + 4) * CHUNK <= size:
+        for _ in range(4):
+            h.pwrite(pattern(i, CHUNK), i * CHUNK)
+            i += 1
+        h.flush()
+        os.write(fd, b"%d\n" % i)
+    while True:
+        time.sleep(1)
+
+
+def verify_flushed(dump, progress):
+    with open(progress) as f:
+        lines = [l for l in f.read().split("\n") if l.strip()]
+    n = int(lines[-1]) if lines else 0
+    with open(dump, "rb") as f:
+        data = f.read()
+    bad = [i for i in range(n) if data[i * CHUNK:(i + 1) * CHUNK] != pattern(i, CHUNK)]
+    print("# %d chunks of 256 KiB were flushed before the kill" % n)
+    say(n > 0, "the client flushed data before the kill")
+    say(not bad, "every flushed chunk survived the kill", "bad chunks %s" % bad[:10])
+
+
+def map_data(path):
+    """Bytes of data (not hole) in nbdinfo --map --json output."""
+    with open(path) as f:
+        ext = json.load(f)
+    print(sum(e["length"] for e in ext if not e["type"] & 1))
+
+
+def map_holes(path, off, length):
+    """Exit 0 if [off, off+length) is all hole in nbdinfo --map --json."""
+    with open(path) as f:
+        ext = json.load(f)
+    off, end = int(off), int(off) + int(length)
+    for e in ext:
+        s, t = e["offset"], e["offset"] + e["length"]
+        if s < end and t > off and not e["type"] & 1:
+            sys.exit(1)
+    sys.exit(0)
+
+
+def corrupt_leaf(pool, vol_id, bs="4096"):
+    """Damage the newest mapping-tree leaf of volume VOL_ID (lib/format.h:
+    node magic at 4, txid at 16, owner at 24, level at 48, tree type at 52)
+    so that its checksum fails."""
+    bs = int(bs)
+    best = None
+    with open(pool, "r+b") as f:
+        blk = 2
+        while True:
+            f.seek(blk * bs)
+            hdr = f.read(64)
+            if len(hdr) < 64:
+                break
+            magic, = struct.unpack_from("<I", hdr, 4)
+            txid, owner = struct.unpack_from("<QQ", hdr, 16)
+            level, nrecs, ttype = struct.unpack_from("<HHH", hdr, 48)
+            if magic == 0x444E4256 and ttype == 3 and owner == int(vol_id) and level == 0:
+                if best is None or txid > best[0]:
+                    best = (txid, blk)
+            blk += 1
+        if best is None:
+            print("no leaf found")
+            sys.exit(1)
+        f.seek(best[1] * bs + bs - 8)
+        b = bytearray(f.read(8))
+        b[0] ^= 0xFF
+        f.seek(best[1] * bs + bs - 8)
+        f.write(b)
+    print("# damaged block %d" % best[1])
+
+
+def read_eio(bad_uri, good_uri):
+    h = connect(bad_uri)
+    expect_errno("reading a volume with a damaged mapping leaf fails with EIO", "EIO",
+                 lambda: h.pread(4096, 0))
+    h.shutdown()
+    g = connect(good_uri)
+    try:
+        g.pread(MiB, 0)
+        g.pwrite(pattern(5, 4096), 0)
+        g.flush()
+        say(g.pread(4096, 0) == pattern(5, 4096), "another volume still reads and writes")
+    except nbd.Error as e:
+        say(False, "another volume still reads and writes", str(e))
+    g.shutdown()
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1].replace("-", "_")](*sys.argv[2:])
