@@ -6,7 +6,9 @@
  * missing, locked or corrupt pool is reported on the terminal and nbdkit
  * exits) and closed, committing, in .cleanup (or .unload).  Each
  * connection opens the volume its export name names (.open) and closes it
- * (.close).  Snapshots are exported read-only.  Data goes through the
+ * (.close).  A control thread, started in .after_fork, takes snapshots
+ * and clones for the CLI while the pool is served (tools/ctl.h).
+ * Snapshots are exported read-only.  Data goes through the
  * library's vbas_pread/vbas_pwrite/vbas_discard/vbas_write_zeroes: see
  * docs/nbd.md for why, and for how errors map to NBD errors.
  *
@@ -20,12 +22,20 @@
 
 #include "vbas.h"
 
+#include "../tools/ctl.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -170,11 +180,169 @@ static int vbas_nbd_get_ready(void)
 	return 0;
 }
 
+/* ---- The control channel (tools/ctl.h) ---------------------------------- */
+
+static int ctl_fd = -1;              /* listening socket */
+static int ctl_stop[2] = { -1, -1 }; /* a pipe: written to stop the thread */
+static pthread_t ctl_thread;
+static int ctl_running;
+static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+/* Run one request (NUL-separated fields in REQ, N bytes) into REPLY. */
+static void ctl_run(char *req, size_t n, char *reply, size_t len)
+{
+	const char *f[4] = { 0 };
+	int nf = 0;
+	for (size_t i = 0; i < n && nf < 4; nf++) {
+		f[nf] = req + i;
+		i += strnlen(req + i, n - i) + 1;
+	}
+	if (n == 0 || req[n - 1] != '\0' || nf == 0) {
+		snprintf(reply, len, "%d\tmalformed request", EPROTO);
+		return;
+	}
+	if (!strcmp(f[0], "ping") && nf == 1) {
+		snprintf(reply, len, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
+		return;
+	}
+	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && nf == 3) {
+		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
+		int r = vbas_vol_snapshot(pool, f[1], f[2], flags);
+		if (r) {
+			const char *m = vbas_errmsg();
+			nbdkit_error("control: %s %s %s: %s", f[0], f[1], f[2],
+				     m && *m ? m : strerror(-r));
+			snprintf(reply, len, "%d\t%s", -r, m && *m ? m : strerror(-r));
+		} else {
+			nbdkit_debug("vbas: control: %s of '%s' as '%s'", f[0], f[1], f[2]);
+			snprintf(reply, len, "0\t%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
+		}
+		return;
+	}
+	snprintf(reply, len, "%d\tunknown control request '%.40s' with %d argument(s)", EINVAL,
+		 f[0], nf - 1);
+}
+
+/* One client: read its request (to EOF, bounded, with a timeout), run it,
+ * answer. */
+static void ctl_serve(int c)
+{
+	char req[CTL_MAX + 1], reply[1024];
+	size_t n = 0;
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (;;) {
+		ssize_t k = read(c, req + n, sizeof(req) - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		n += (size_t)k;
+		if (n == sizeof(req))
+			break;
+	}
+	if (n > CTL_MAX)
+		snprintf(reply, sizeof(reply), "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
+	else
+		ctl_run(req, n, reply, sizeof(reply));
+	size_t off = 0, rl = strlen(reply);
+	while (off < rl) {
+		ssize_t k = write(c, reply + off, rl - off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		off += (size_t)k;
+	}
+}
+
+static void *ctl_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = ctl_fd, .events = POLLIN },
+					{ .fd = ctl_stop[0], .events = POLLIN } };
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			nbdkit_error("control: poll: %m");
+			break;
+		}
+		if (pf[1].revents)
+			break;
+		if (!(pf[0].revents & POLLIN))
+			continue;
+		int c = accept4(ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		ctl_serve(c);
+		close(c);
+	}
+	return NULL;
+}
+
+/* In the process that serves (after nbdkit's fork): listen.  A failure is
+ * logged and serving goes on without it; the CLI then says the pool is in
+ * use. */
+static int vbas_nbd_after_fork(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (!pool || pool_rdonly)
+		return 0;
+	if (vbas_ctl_path(pool_path, ctl_path, sizeof(ctl_path))) {
+		nbdkit_error("control: no socket path for %s", pool_path);
+		return 0;
+	}
+	char dir[sizeof(ctl_path)];
+	snprintf(dir, sizeof(dir), "%s", ctl_path);
+	*strrchr(dir, '/') = 0;
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		nbdkit_error("control: %s: %m", dir);
+		return 0;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", ctl_path);
+	/* We hold the pool's lock: a socket left there is stale. */
+	unlink(ctl_path);
+	ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	mode_t old = umask(077);
+	int r = ctl_fd < 0 ? -1 : bind(ctl_fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r || listen(ctl_fd, 8) || pipe2(ctl_stop, O_CLOEXEC) ||
+	    pthread_create(&ctl_thread, NULL, ctl_main, NULL)) {
+		nbdkit_error("control: %s: %m", ctl_path);
+		if (ctl_fd >= 0)
+			close(ctl_fd);
+		ctl_fd = -1;
+		unlink(ctl_path);
+		return 0;
+	}
+	ctl_running = 1;
+	nbdkit_debug("vbas: control socket %s", ctl_path);
+	return 0;
+}
+
+static void ctl_shutdown(void)
+{
+	if (!ctl_running)
+		return;
+	ctl_running = 0;
+	if (write(ctl_stop[1], "x", 1) != 1)
+		nbdkit_error("control: stopping: %m");
+	pthread_join(ctl_thread, NULL);
+	close(ctl_fd);
+	close(ctl_stop[0]);
+	close(ctl_stop[1]);
+	ctl_fd = ctl_stop[0] = ctl_stop[1] = -1;
+	unlink(ctl_path);
+}
+
 /* Commit and close.  Volumes of connections that nbdkit ended without
  * .close are closed here: .unload runs with every other callback locked
  * out, and nbdkit calls none for them afterwards. */
 static void close_pool(void)
 {
+	ctl_shutdown();
 	if (!pool)
 		return;
 	pthread_mutex_lock(&handles_lock);
@@ -563,6 +731,7 @@ static struct nbdkit_plugin plugin = {
 		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)",
 	.magic_config_key = "pool",
 	.get_ready = vbas_nbd_get_ready,
+	.after_fork = vbas_nbd_after_fork,
 	.cleanup = vbas_nbd_cleanup,
 	.unload = vbas_nbd_unload,
 	.dump_plugin = vbas_nbd_dump_plugin,

@@ -219,6 +219,28 @@ def verify_flushed(dump, progress):
     say(not bad, "every flushed chunk survived the kill", "bad chunks %s" % bad[:10])
 
 
+def snap_live(snap, live, n_pre, n_post):
+    """SNAP was taken while a writer wrote chunk after chunk into LIVE:
+    it had flushed N_PRE chunks before, and N_POST when the snapshot
+    returned (its log lags a flush: four chunks, and four more in flight)."""
+    n_pre, n_post = int(n_pre), int(n_post)
+    with open(snap, "rb") as f:
+        s = f.read()
+    with open(live, "rb") as f:
+        v = f.read()
+    zero = bytes(CHUNK)
+    print("# %d chunks flushed before the snapshot, %d when it returned" % (n_pre, n_post))
+    bad = [i for i in range(n_pre) if s[i * CHUNK:(i + 1) * CHUNK] != pattern(i, CHUNK)]
+    say(n_pre > 0 and not bad, "the snapshot holds every chunk flushed before it",
+        "bad chunks %s" % bad[:10])
+    after = range(n_post + 8, len(v) // CHUNK)
+    later = [i for i in after if v[i * CHUNK:(i + 1) * CHUNK] == pattern(i, CHUNK)]
+    leaked = [i for i in later if s[i * CHUNK:(i + 1) * CHUNK] != zero]
+    say(len(later) >= 8, "the volume holds the chunks written after the snapshot",
+        "%d of them" % len(later))
+    say(not leaked, "none of them shows in the snapshot", "chunks %s" % leaked[:10])
+
+
 def map_data(path):
     """Bytes of data (not hole) in nbdinfo --map --json output."""
     with open(path) as f:

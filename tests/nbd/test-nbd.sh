@@ -281,11 +281,11 @@ expect_true "the TCP server stops with status 0" test "$SRV_RC" -eq 0
 
 P=$T/pool.img
 "$VBAS" format "$P" --size 2G >/dev/null || { echo "Bail out! format"; exit 1; }
-for v in img:64M cp1:64M cp2:64M f1:128M f2:64M ops:16M xfs:512M ext4:256M; do
+for v in img:64M cp1:64M cp2:64M f1:128M f2:64M ops:16M xfs:512M ext4:256M live:512M; do
 	"$VBAS" create "$P" "${v%%:*}" --size "${v#*:}" || { echo "Bail out! create $v"; exit 1; }
 done
 "$VBAS" snapshot "$P" ops ops-snap || { echo "Bail out! snapshot"; exit 1; }
-NVOLS=9
+NVOLS=10
 
 expect_true "serve: starts and prints its URIs" start_server "$P" s1
 expect_true "serve: one URI per volume" test "$(grep -c '^nbd+unix:///' "$T/s1.out")" -eq $NVOLS
@@ -312,7 +312,7 @@ nbdinfo --list --json "nbd+unix://?socket=$SOCK" >"$T/list.json" 2>"$T/err"
 expect_true "nbdinfo --list shows every volume" $PY -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 names = sorted(e["export-name"] for e in d["exports"])
-want = sorted("img cp1 cp2 f1 f2 ops ops-snap xfs ext4".split())
+want = sorted("img cp1 cp2 f1 f2 ops ops-snap xfs ext4 live".split())
 sys.exit(0 if names == want else "%s != %s" % (names, want))' "$T/list.json"
 expect_true "nbdinfo --list: sizes, read-only snapshot, multi-conn, trim, zero, fua" $PY -c 'import json, sys
 d = {e["export-name"]: e for e in json.load(open(sys.argv[1]))["exports"]}
@@ -513,6 +513,53 @@ if [ "$ROOT" -eq 1 ]; then
 else
 	pass "file systems on loop devices # SKIP losetup and mount need root"
 fi
+# ---- A snapshot of a volume while a client writes it (the control channel) ----------
+
+# The CLI cannot open the served pool; it asks the server, which takes
+# the snapshot beside the writes in flight.  The writer flushes every 4
+# chunks and logs how many it had flushed: what was flushed before the
+# snapshot must be in it, and what is written well after it must not.
+rm -f "$T/live.progress"
+$PY "$HELP" writer "$(uri live)" "$T/live.progress" >/dev/null 2>"$T/writer.err" &
+WPID=$!
+PIDS+=("$WPID")
+progress() { tail -n 1 "$T/live.progress" 2>/dev/null || echo 0; }
+wait_progress() {
+	local i
+	for i in $(seq 600); do
+		[ "$(progress)" -ge "$1" ] && return 0
+		sleep 0.02
+	done
+	return 1
+}
+expect_true "live: a client is writing the volume" wait_progress 8
+N_PRE=$(progress)
+expect_ok "snapshot of the volume being written, through the server" \
+	"$VBAS" snapshot "$P" live live-snap
+N_POST=$(progress)
+expect_true "live: the client writes on after the snapshot" wait_progress $((N_POST + 16))
+kill "$WPID" 2>/dev/null
+wait "$WPID" 2>/dev/null
+expect_true "live: the snapshot is a new export, read-only" $PY -c 'import json, subprocess, sys
+d = {e["export-name"]: e for e in json.loads(subprocess.run(["nbdinfo", "--list", "--json", sys.argv[1]],
+     capture_output=True, check=True).stdout)["exports"]}
+sys.exit(0 if d["live-snap"]["is_read_only"] and not d["live"]["is_read_only"] else str(d.keys()))' \
+	"nbd+unix://?socket=$SOCK"
+expect_ok "copy the snapshot out" nbdcopy "$(uri live-snap)" "$T/live-snap.raw"
+expect_ok "copy the volume out" nbdcopy "$(uri live)" "$T/live.raw"
+py_checks "snapshot while written" $PY "$HELP" snap-live "$T/live-snap.raw" "$T/live.raw" \
+	"$N_PRE" "$N_POST"
+rm -f "$T/live-snap.raw" "$T/live.raw"
+expect_fail "clone through the server: an existing name is refused" 1 \
+	"^vbas: clone: $P: volume 'live-snap' already exists \(through the server\)" \
+	"$VBAS" clone "$P" live live-snap
+expect_fail "snapshot through the server: an unknown source is refused" 1 \
+	"^vbas: snapshot: $P: volume 'nosuch' not found \(through the server\)" \
+	"$VBAS" snapshot "$P" nosuch x
+expect_ok "clone through the server" "$VBAS" clone "$P" live-snap live-clone
+expect_true "the clone reads as the snapshot" bash -c \
+	"nbdcopy '$(uri live-snap)' - | cmp - <(nbdcopy '$(uri live-clone)' -)"
+
 MAPPED_XFS=$(mapped xfs)
 
 # ---- Stop: SIGTERM commits what the client did not flush ------------------------------------
