@@ -225,7 +225,8 @@ fail:
 }
 
 /* Keep a transaction from growing without bound: commit when the blocks
- * it freed (not reusable before a commit) or the metadata it wrote grow
+ * it freed (not reusable before a commit), the blocks whose counts it
+ * changed (copied on write until the commit) or the metadata it wrote grow
  * large, or when free space runs low and a commit would give some back. */
 struct vbas_tunables vbas_tun = {
 	.drop_budget = 4096,
@@ -239,6 +240,7 @@ int txn_maybe_commit(struct vbas_pool *p)
 	if (!p->dirty || p->broken || p->rdonly)
 		return 0;
 	int big = sp->freed.n > vbas_tun.txn_big_freed ||
+		  sp->touched.n > vbas_tun.txn_big_freed ||
 		  sp->meta_allocs_txn > vbas_tun.txn_big_meta;
 	/* Blocks freed in this transaction come back at its commit: commit
 	 * before the next change could find no room for its metadata. */
