@@ -28,7 +28,7 @@
 #
 # Options: --time SEC per test (default 3), --size SIZE of the working set
 # (default 1G; the directory needs 10 x SIZE free), --no-qemu to leave out
-# qraw and qcow2.  About 2.5 minutes with the defaults on a 2-core VM, of
+# qraw and qcow2.  About 2.75 minutes with the defaults on a 2-core VM, of
 # which ~25 s is removing the files at the end (the file system frees the
 # raw files' scattered blocks).
 #

@@ -16,7 +16,7 @@
 #
 # The NBD benchmark (bench/nbd.sh, after the others) serves a vbas volume,
 # a raw file and a qcow2 image over NBD and runs fio against each; it
-# takes about 2.5 minutes, removing its files included.
+# takes about 2.75 minutes, removing its files included.
 #
 # For the sharing benchmark's XFS column this script makes an XFS file
 # system (reflink=1) in a sparse file in that directory, attaches it to a
