@@ -2,7 +2,8 @@
 #   make            library (static + shared), CLI, nbdkit plugin
 #   make check      unit, model, crash, CLI and NBD tests, plain and under ASan+UBSan
 #   make demo       the end-to-end demo on a pool in a file
-#   make bench      benchmarks (not tests); BENCH_ARGS=--sharing-only: just sharing
+#   make bench      benchmarks (not tests); BENCH_ARGS=--sharing-only: just sharing,
+#                   --nbd-only: just the NBD benchmark, --no-nbd: all but it
 #   make install    PREFIX=/usr/local DESTDIR=  (the plugin goes to nbdkit's
 #                   plugin directory, NBDKIT_PLUGINDIR=)
 
@@ -94,7 +95,8 @@ check:
 demo: all
 	scripts/demo.sh $(O)
 
-# make bench BENCH_ARGS=--sharing-only (or --no-sharing, ...: bench/run.sh)
+# make bench BENCH_ARGS=--sharing-only (or --no-sharing, --nbd-only, --no-nbd,
+# --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh)
 bench: all $(BENCH_BIN)
 	bench/run.sh $(O) $(BENCH_ARGS)
 

@@ -7,7 +7,16 @@
 # Options after BUILD_DIR are passed to the benchmark and override the
 # defaults below (see BUILD_DIR/bench/bench --help); e.g. --size 4G,
 # --time 10, --ops 50000, --extents 100000, --no-extents, --sharing-only,
-# --no-sharing.
+# --no-sharing.  Except these, which are this script's:
+#   --nbd-only        run only the NBD benchmark (bench/nbd.sh)
+#   --no-nbd          skip it
+#   --nbd-time SEC    seconds per NBD test (default 3)
+#   --nbd-size SIZE   the NBD working set (default 1G)
+# --sharing-only runs no NBD benchmark either.
+#
+# The NBD benchmark (bench/nbd.sh, after the others) serves a vbas volume,
+# a raw file and a qcow2 image over NBD and runs fio against each; it
+# takes about 2.75 minutes, removing its files included.
 #
 # For the sharing benchmark's XFS column this script makes an XFS file
 # system (reflink=1) in a sparse file in that directory, attaches it to a
@@ -19,10 +28,7 @@ set -eu
 build=${1:-build}
 [ $# -gt 0 ] && shift
 bin=$build/bench/bench
-if [ ! -x "$bin" ]; then
-	echo "run.sh: $bin not found (make $bin first)" >&2
-	exit 1
-fi
+nbd_sh=$(dirname "$0")/nbd.sh
 
 base=${VBAS_BENCH_DIR:-/var/tmp}
 if [ ! -d "$base" ]; then
@@ -30,16 +36,59 @@ if [ ! -d "$base" ]; then
 	exit 1
 fi
 
+# Take out this script's options; the rest go to the benchmark.
 sharing=1
-for a in "$@"; do
-	[ "$a" = --no-sharing ] && sharing=0
+nbd=1
+nbd_only=0
+nbd_time=3
+nbd_size=1G
+n=$#
+while [ $n -gt 0 ]; do
+	a=$1
+	shift
+	n=$((n - 1))
+	case $a in
+	--nbd-only) nbd_only=1 ;;
+	--no-nbd) nbd=0 ;;
+	--nbd-time|--nbd-size)
+		if [ $n = 0 ]; then
+			echo "run.sh: $a needs a value" >&2
+			exit 2
+		fi
+		if [ $a = --nbd-time ]; then nbd_time=$1; else nbd_size=$1; fi
+		shift
+		n=$((n - 1)) ;;
+	*)
+		case $a in
+		--no-sharing) sharing=0 ;;
+		--sharing-only) nbd=0 ;;
+		esac
+		set -- "$@" "$a" ;;
+	esac
 done
+if [ $nbd_only = 1 ]; then
+	if [ $nbd = 0 ]; then
+		echo "run.sh: --nbd-only with --no-nbd or --sharing-only: nothing to run" >&2
+		exit 2
+	fi
+	if [ $# -gt 0 ]; then
+		echo "run.sh: --nbd-only runs no other benchmark; options for it: $*" >&2
+		exit 2
+	fi
+	sharing=0
+fi
+if [ $nbd_only = 0 ] && [ ! -x "$bin" ]; then
+	echo "run.sh: $bin not found (make $bin first)" >&2
+	exit 1
+fi
 
 dir=
 loop=
 mnt=
 pid=
 t_bench=
+t_unmount=
+t_nbd=
 t_start=$(date +%s)
 # Is process $1 running (not gone, not a zombie)?
 running() {
@@ -54,6 +103,9 @@ cleanup() {
 		# once, except inside a long XFS reflink ioctl, which a caught
 		# signal does not interrupt: after 3 s, KILL it and its child
 		# (XFS stops a remap on a fatal signal; we unmount anyway).
+		# nbd.sh stops fio and its servers at once, then removes its
+		# files, which can take long (see below): KILLed, its servers
+		# exit with it, and we remove the files.
 		kill -TERM "$pid" 2>/dev/null
 		i=0
 		while running "$pid" && [ $i -lt 30 ]; do
@@ -68,6 +120,19 @@ cleanup() {
 		fi
 		wait "$pid" 2>/dev/null
 	fi
+	xfs_down
+	[ -n "$dir" ] && rm -rf "$dir"
+	t_end=$(date +%s)
+	if [ -n "$t_bench" ]; then
+		printf 'run.sh:'
+		[ $nbd_only = 0 ] && printf ' benchmark %d s, unmount %d s,' \
+			$((t_bench - t_start)) $((${t_unmount:-$t_end} - t_bench))
+		[ -n "$t_nbd" ] && printf ' NBD benchmark %d s,' $((t_nbd - t_unmount))
+		printf ' clean-up %d s\n' $((t_end - ${t_nbd:-${t_unmount:-$t_end}}))
+	fi
+}
+# Unmount the XFS and detach its loop device, if they are there.
+xfs_down() {
 	if [ -n "$mnt" ]; then
 		# XFS frees big files in the background; unmount waits for it.
 		i=0
@@ -80,14 +145,11 @@ cleanup() {
 			fi
 			sleep 1
 		done
+		mnt=
 	fi
 	if [ -n "$loop" ]; then
 		losetup -d "$loop" || echo "run.sh: losetup -d $loop failed" >&2
-	fi
-	[ -n "$dir" ] && rm -rf "$dir"
-	if [ -n "$t_bench" ]; then
-		echo "run.sh: benchmark $((t_bench - t_start)) s, then unmount and clean-up" \
-		     "$(($(date +%s) - t_bench)) s"
+		loop=
 	fi
 }
 trap cleanup EXIT
@@ -137,11 +199,27 @@ fi
 # 10,000 and 1,000,000 extents, with XFS and qcow2 alongside: about 2 more.
 # In the background and waited for, so that a signal reaches the trap at
 # once (which stops the benchmark, then unmounts).
-"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
-	--vbas-cli "$build/vbas" ${xfs_opt:+"$xfs_opt"} ${xfs_opt:+"$xfs_arg"} $xfs_scratch "$@" &
-pid=$!
 rc=0
-wait "$pid" || rc=$?
-pid=
-[ $rc = 0 ] && t_bench=$(date +%s)
+if [ $nbd_only = 0 ]; then
+	"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
+		--vbas-cli "$build/vbas" ${xfs_opt:+"$xfs_opt"} ${xfs_opt:+"$xfs_arg"} \
+		$xfs_scratch "$@" &
+	pid=$!
+	wait "$pid" || rc=$?
+	pid=
+	[ $rc = 0 ] || exit $rc
+fi
+t_bench=$(date +%s)
+
+# The NBD benchmark (see bench/nbd.sh), in a directory of its own under
+# ours, once the XFS is unmounted (it frees files in the background).
+xfs_down
+t_unmount=$(date +%s)
+if [ $nbd = 1 ]; then
+	VBAS_BENCH_DIR=$dir "$nbd_sh" "$build" --time "$nbd_time" --size "$nbd_size" &
+	pid=$!
+	wait "$pid" || rc=$?
+	pid=
+	t_nbd=$(date +%s)
+fi
 exit $rc
