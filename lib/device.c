@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,62 @@
 #include <unistd.h>
 
 #define DIRECT_ALIGN 4096u
+
+/* Unaligned I/O under O_DIRECT goes through an aligned bounce buffer.
+ * Allocating one per request costs more than the I/O at large sizes (an
+ * mmap, page faults and an munmap for each), and callers such as nbdkit
+ * hand us unaligned buffers for every request: so each device keeps a few
+ * buffers for reuse, one per concurrent caller, each taken with a trylock
+ * (a caller that finds all taken allocates its own). */
+#define BOUNCE_SLOTS 8
+#define BOUNCE_MAX   (4u << 20)  /* larger ones are not kept */
+
+struct bounce {
+	pthread_mutex_t lock;
+	void *buf;
+	size_t len;
+};
+
+struct file_dev {
+	struct vbas_dev d;
+	struct bounce slot[BOUNCE_SLOTS];
+};
+
+/* An aligned buffer of LEN bytes: a slot's (held until bounce_put) or a
+ * fresh one (*SLOT NULL). */
+static void *bounce_get(struct vbas_dev *d, size_t len, struct bounce **slot)
+{
+	struct file_dev *f = (struct file_dev *)d;
+	void *b;
+	*slot = NULL;
+	for (int i = 0; len <= BOUNCE_MAX && i < BOUNCE_SLOTS; i++) {
+		struct bounce *s = &f->slot[i];
+		if (pthread_mutex_trylock(&s->lock))
+			continue;
+		if (s->len < len) {
+			free(s->buf);
+			s->len = 0;
+			size_t want = len < (64u << 10) ? (64u << 10) : len;
+			if (posix_memalign(&s->buf, d->align, want)) {
+				s->buf = NULL;
+				pthread_mutex_unlock(&s->lock);
+				return NULL;
+			}
+			s->len = want;
+		}
+		*slot = s;
+		return s->buf;
+	}
+	return posix_memalign(&b, d->align, len) ? NULL : b;
+}
+
+static void bounce_put(void *b, struct bounce *slot)
+{
+	if (slot)
+		pthread_mutex_unlock(&slot->lock);
+	else
+		free(b);
+}
 
 static int full_pread(int fd, void *buf, size_t len, uint64_t off)
 {
@@ -66,13 +123,14 @@ static int file_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off)
 		return full_pread(d->fd, buf, len, off);
 	/* Unaligned under O_DIRECT: go through an aligned bounce buffer. */
 	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
-	void *b;
-	if (posix_memalign(&b, a, e - s))
+	struct bounce *slot;
+	void *b = bounce_get(d, e - s, &slot);
+	if (!b)
 		return -ENOMEM;
 	int r = full_pread(d->fd, b, e - s, s);
 	if (!r)
 		memcpy(buf, (char *)b + (off - s), len);
-	free(b);
+	bounce_put(b, slot);
 	return r;
 }
 
@@ -83,9 +141,10 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 	if (!d->direct || aligned(d, buf, len, off))
 		return full_pwrite(d->fd, buf, len, off);
 	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
-	void *b;
+	struct bounce *slot;
 	int r = 0;
-	if (posix_memalign(&b, a, e - s))
+	void *b = bounce_get(d, e - s, &slot);
+	if (!b)
 		return -ENOMEM;
 	/* Read-modify-write of the partial sectors at either end.  Callers
 	 * hold the block's range lock, so no one else writes these bytes. */
@@ -97,7 +156,7 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 		memcpy((char *)b + (off - s), buf, len);
 		r = full_pwrite(d->fd, b, e - s, s);
 	}
-	free(b);
+	bounce_put(b, slot);
 	return r;
 }
 
@@ -124,8 +183,13 @@ static int file_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
 
 static void file_destroy(struct vbas_dev *d)
 {
+	struct file_dev *f = (struct file_dev *)d;
 	close(d->fd);
-	free(d);
+	for (int i = 0; i < BOUNCE_SLOTS; i++) {
+		free(f->slot[i].buf);
+		pthread_mutex_destroy(&f->slot[i].lock);
+	}
+	free(f);
 }
 
 static const struct vbas_dev_ops file_ops = {
@@ -180,11 +244,14 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 			return vbas_err(-e, "lock %s: %s", path, strerror(e));
 		}
 	}
-	struct vbas_dev *d = calloc(1, sizeof(*d));
-	if (!d) {
+	struct file_dev *f = calloc(1, sizeof(*f));
+	if (!f) {
 		close(fd);
 		return -ENOMEM;
 	}
+	for (int i = 0; i < BOUNCE_SLOTS; i++)
+		pthread_mutex_init(&f->slot[i].lock, NULL);
+	struct vbas_dev *d = &f->d;
 	d->ops = &file_ops;
 	d->fd = fd;
 	d->direct = direct;
@@ -194,8 +261,7 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 		uint64_t sz = 0;
 		if (ioctl(fd, BLKGETSIZE64, &sz) < 0) {
 			int e = errno;
-			close(fd);
-			free(d);
+			file_destroy(d);
 			return vbas_err(-e, "size of %s: %s", path, strerror(e));
 		}
 		d->size = sz;
