@@ -7,6 +7,7 @@
 set -euo pipefail
 
 BUILD=${1:?usage: $0 BUILD_DIR}
+TESTS=$(cd "$(dirname "$0")/.." && pwd)
 VBAS=$(cd "$BUILD" && pwd)/vbas
 if [ ! -x "$VBAS" ]; then
 	echo "Bail out! $VBAS is not built"
@@ -34,29 +35,7 @@ MiB=$((1024 * 1024))
 
 # ---- TAP helpers --------------------------------------------------------
 
-N=0
-FAILED=0
-pass() { N=$((N + 1)); echo "ok $N - $1"; }
-# fail DESC [DIAGNOSTIC...]
-fail() {
-	local d=$1
-	shift
-	N=$((N + 1))
-	FAILED=$((FAILED + 1))
-	echo "not ok $N - $d"
-	local l
-	for l in "$@"; do
-		printf '%s\n' "$l" | head -20 | sed 's/^/#   /'
-	done
-}
-
-# run CMD...: runs it with stdout in $T/out, stderr in $T/err, status in RC.
-run() {
-	set +e
-	"$@" >"$T/out" 2>"$T/err"
-	RC=$?
-	set -e
-}
+. "$TESTS/tap.sh"
 
 # A sanitizer report on stderr fails any check.
 sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
@@ -130,26 +109,6 @@ sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
 		fail "$d" "want: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \
 			"stderr: $(cat "$T/err")" "python: $(cat "$T/pyerr" 2>/dev/null)"
 	fi
-}
-
-# expect_true DESC CMD...: the command (a test, cmp, ...) succeeds.
-expect_true() {
-	local d=$1
-	shift
-	if "$@" >"$T/tout" 2>&1; then
-		pass "$d"
-	else
-		fail "$d" "failed: $*" "$(cat "$T/tout")"
-	fi
-}
-
-# jget EXPR CMD...: print a value from the command's JSON output ("" on error).
-jget() {
-	local expr=$1
-	shift
-	"$@" 2>/dev/null | python3 -c 'import json, sys
-d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
 }
 
 # Byte-exact comparison of a volume range with a file.
@@ -894,8 +853,4 @@ expect_json "the pool is empty again" \
 	"$VBAS" info $H --json
 expect_out "check: clean at the end" '^clean' "$VBAS" check $H
 
-echo "1..$N"
-if [ "$FAILED" -ne 0 ]; then
-	echo "# $FAILED of $N checks failed"
-	exit 1
-fi
+tap_end

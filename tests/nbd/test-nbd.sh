@@ -70,24 +70,7 @@ MiB=$((1024 * 1024))
 
 # ---- TAP helpers ------------------------------------------------------------
 
-N=0
-FAILED=0
-pass() { N=$((N + 1)); echo "ok $N - $1"; }
-fail() {
-	local d=$1 l
-	shift
-	N=$((N + 1))
-	FAILED=$((FAILED + 1))
-	echo "not ok $N - $d"
-	for l in "$@"; do
-		printf '%s\n' "$l" | head -30 | sed 's/^/#   /'
-	done
-}
-
-run() {
-	"$@" >"$T/out" 2>"$T/err"
-	RC=$?
-}
+. "$HERE/../tap.sh"
 
 # expect_ok DESC CMD...: exit status 0.
 expect_ok() {
@@ -112,17 +95,6 @@ expect_fail() {
 	else
 		fail "$d" "want exit $want and stderr ~ /$re/; got exit $RC: $*" \
 			"stderr: $(head -c 1500 "$T/err")"
-	fi
-}
-
-# expect_true DESC CMD...: the command succeeds (a test, cmp, grep ...).
-expect_true() {
-	local d=$1
-	shift
-	if "$@" >"$T/tout" 2>&1; then
-		pass "$d"
-	else
-		fail "$d" "failed: $*" "$(head -c 1500 "$T/tout")"
 	fi
 }
 
@@ -188,13 +160,6 @@ mapped() { nbdinfo --map --json "$(uri "$1")" >"$T/map.json" && $PY "$HELP" map-
 # is_hole NAME OFF LEN: the range is all hole in nbdinfo --map.
 is_hole() { nbdinfo --map --json "$(uri "$1")" >"$T/map.json" && $PY "$HELP" map-holes "$T/map.json" "$2" "$3"; }
 
-jget() {
-	local expr=$1
-	shift
-	"$@" 2>/dev/null | python3 -c 'import json, sys
-d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$expr" 2>/dev/null
-}
 
 # ---- Bad input to vbas serve --------------------------------------------------------
 
@@ -673,8 +638,4 @@ expect_true "the server log says which block failed its checksum" \
 	grep -Eqi "error: bad: read of .*(checksum|block)" "$T/corrupt.err"
 stop_server TERM
 
-echo "1..$N"
-if [ "$FAILED" -ne 0 ]; then
-	echo "# $FAILED of $N checks failed"
-	exit 1
-fi
+tap_end

@@ -1,0 +1,60 @@
+# TAP helpers shared by the shell test suites (tests/cli, tests/nbd).
+# Source after setting T (the suite's temporary directory).  Each check
+# prints "ok N - DESC" or "not ok N - DESC" with "#   " diagnostics;
+# tap_end prints the plan and exits 1 if any check failed.
+
+N=0
+FAILED=0
+pass() { N=$((N + 1)); echo "ok $N - $1"; }
+
+# fail DESC [DIAGNOSTIC...]
+fail() {
+	local d=$1 l
+	shift
+	N=$((N + 1))
+	FAILED=$((FAILED + 1))
+	echo "not ok $N - $d"
+	for l in "$@"; do
+		printf '%s\n' "$l" | head -30 | sed 's/^/#   /'
+	done
+}
+
+# run CMD...: stdout in $T/out, stderr in $T/err, the status in RC (also
+# under set -e, which stays as it was).
+run() {
+	local e=$-
+	set +e
+	"$@" >"$T/out" 2>"$T/err"
+	RC=$?
+	[[ $e == *e* ]] && set -e
+	return 0
+}
+
+# expect_true DESC CMD...: the command (a test, cmp, grep ...) succeeds.
+expect_true() {
+	local d=$1
+	shift
+	if "$@" >"$T/tout" 2>&1; then
+		pass "$d"
+	else
+		fail "$d" "failed: $*" "$(head -c 1500 "$T/tout")"
+	fi
+}
+
+# jget EXPR CMD...: a value from the command's JSON output, the parsed
+# value being d ("" on error).
+jget() {
+	local expr=$1
+	shift
+	"$@" 2>/dev/null | python3 -c 'import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
+}
+
+tap_end() {
+	echo "1..$N"
+	if [ "$FAILED" -ne 0 ]; then
+		echo "# $FAILED of $N checks failed"
+		exit 1
+	fi
+}
