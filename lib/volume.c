@@ -222,6 +222,22 @@ static void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
 
 /* ---- Operations -------------------------------------------------------- */
 
+/* A new volume NAME (for WHAT): the name must be free, and the pool must
+ * have room beyond half its metadata reserve for the record.  Pool lock
+ * held. */
+static int new_volume_room(struct vbas_pool *p, const char *name, const char *what)
+{
+	uint64_t id;
+	int e = vol_lookup_name(p, name, &id, NULL);
+	if (e == 0)
+		return vbas_err(-EEXIST, "volume '%s' already exists", name);
+	if (e != -ENOENT)
+		return e;
+	if (space_avail(p) < p->sp.meta_reserve / 2)
+		return vbas_err(-ENOSPC, "%s '%s': the pool is full", what, name);
+	return 0;
+}
+
 int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 {
 	struct vbas_voltab_rec r;
@@ -239,17 +255,9 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	e = txn_writable(p, "create");
 	if (e)
 		goto out;
-	e = vol_lookup_name(p, name, &id, NULL);
-	if (e == 0) {
-		e = vbas_err(-EEXIST, "volume '%s' already exists", name);
+	e = new_volume_room(p, name, "create");
+	if (e)
 		goto out;
-	}
-	if (e != -ENOENT)
-		goto out;
-	if (space_avail(p) < p->sp.meta_reserve / 2) {
-		e = vbas_err(-ENOSPC, "create '%s': the pool is full", name);
-		goto out;
-	}
 	memset(&r, 0, sizeof(r));
 	id = p->next_vol_id;
 	r.k.id = le64_mk(id);
@@ -491,17 +499,9 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 		if (e)
 			goto out;
 	}
-	e = vol_lookup_name(p, name, &id, NULL);
-	if (e == 0) {
-		e = vbas_err(-EEXIST, "volume '%s' already exists", name);
+	e = new_volume_room(p, name, "snapshot");
+	if (e)
 		goto out;
-	}
-	if (e != -ENOENT)
-		goto out;
-	if (space_avail(p) < p->sp.meta_reserve / 2) {
-		e = vbas_err(-ENOSPC, "snapshot '%s': the pool is full", name);
-		goto out;
-	}
 	/* Nodes are shared only once committed: a node written in the running
 	 * transaction is changed in place, which must never show through in
 	 * another volume.  If the source's tree changed in this transaction
