@@ -232,15 +232,22 @@ static void ctl_serve(int c)
 	struct timeval tv = { .tv_sec = 5 };
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	/* To the client's EOF: what does not fit is read and dropped (up to
+	 * 64 KiB), so that the answer is not lost to a reset of a socket
+	 * closed with unread data. */
+	size_t dropped = 0;
 	for (;;) {
-		ssize_t k = read(c, req + n, sizeof(req) - n);
+		char sink[4096];
+		int full = n == sizeof(req);
+		ssize_t k = full ? read(c, sink, sizeof(sink)) : read(c, req + n, sizeof(req) - n);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
 			break;
-		n += (size_t)k;
-		if (n == sizeof(req))
+		if (full && (dropped += (size_t)k) > (64u << 10))
 			break;
+		if (!full)
+			n += (size_t)k;
 	}
 	if (n > CTL_MAX)
 		snprintf(reply, sizeof(reply), "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);

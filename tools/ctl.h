@@ -9,7 +9,8 @@
  * waits for those on the source volume, then commits).
  *
  * Socket: $VBAS_CTL_DIR (default /run/vbas for root, else /tmp), file
- * vbas-DEV-INO.ctl, mode 0600 (only the server's user may use it).
+ * vbas-DEV-INO.ctl, created under umask 077 (only the server's user may
+ * connect).
  * Request: the command and its arguments, each ended by a NUL byte, at most
  * CTL_MAX bytes; the client then shuts its side down.  Commands:
  *   snapshot SRC NEW     read-only snapshot

@@ -241,6 +241,43 @@ def snap_live(snap, live, n_pre, n_post):
     say(not leaked, "none of them shows in the snapshot", "chunks %s" % leaked[:10])
 
 
+def ctl_requests(pool):
+    """Bad requests to the server's control channel (tools/ctl.h) get an
+    errno and a message, and the server goes on answering."""
+    import socket, stat
+    st = os.stat(pool)
+    a, b = (0, st.st_rdev) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
+    d = os.environ.get("VBAS_CTL_DIR") or ("/run/vbas" if os.geteuid() == 0 else "/tmp")
+    path = "%s/vbas-%x-%x.ctl" % (d, a, b)
+    say(stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0,
+        "the control socket is its owner's alone", oct(os.stat(path).st_mode))
+
+    def ask(req):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(req)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            k = s.recv(4096)
+            if not k:
+                break
+            out += k
+        s.close()
+        return out.decode(errors="replace")
+
+    for desc, req, want in [
+        ("an unknown request", b"frob\0", "22\tunknown control request 'frob'"),
+        ("a snapshot without its new name", b"snapshot\0a\0", "22\tunknown control request"),
+        ("a request without its final NUL", b"snapshot\0a\0b", "71\tmalformed request"),
+        ("an empty request", b"", "71\tmalformed request"),
+        ("a request longer than 1 KiB", b"x" * 2000 + b"\0", "71\trequest longer than"),
+        ("ping", b"ping\0", "0\tvbas "),
+    ]:
+        got = ask(req)
+        say(got.startswith(want), "control channel: %s" % desc, repr(got[:120]))
+
+
 def map_data(path):
     """Bytes of data (not hole) in nbdinfo --map --json output."""
     with open(path) as f:

@@ -521,6 +521,7 @@ expect_fail "clone through the server: an existing name is refused" 1 \
 expect_fail "snapshot through the server: an unknown source is refused" 1 \
 	"^vbas: snapshot: $P: volume 'nosuch' not found \(through the server\)" \
 	"$VBAS" snapshot "$P" nosuch x
+py_checks "control channel: bad requests" $PY "$HELP" ctl-requests "$P"
 expect_ok "clone through the server" "$VBAS" clone "$P" live-snap live-clone
 expect_true "the clone reads as the snapshot" bash -c \
 	"nbdcopy '$(uri live-snap)' - | cmp - <(nbdcopy '$(uri live-clone)' -)"
