@@ -222,7 +222,7 @@ struct vbas_iomap {
 	uint64_t priv_blk;      /* first logical block locked */
 	uint64_t priv_nblk;     /* blocks locked */
 	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
-	uint64_t priv_cow;      /* NEW over shared blocks: their first block + 1 */
+	uint64_t priv_cow;      /* NEW: nonzero if it replaces shared blocks */
 	struct vbas_resv *priv_resv; /* reservation the blocks came from */
 	uint64_t priv_meta;     /* metadata blocks held back for vbas_map_end */
 	uint32_t priv_state;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -30,9 +31,22 @@ struct bounce {
 	size_t len;
 };
 
+/* A write into a hole of a sparse pool file makes the file system
+ * allocate under the file's exclusive lock (ext4 and XFS serialize direct
+ * I/O that allocates; writes into allocated space run in parallel), and
+ * the blocks come one write at a time.  So the first write into each
+ * PREALLOC-sized piece of a regular file allocates the whole piece
+ * (fallocate, which leaves it reading as zeros): allocation once per 8 MiB
+ * instead of once per write, in extents of that size.  The pool file grows
+ * on its file system in those steps, as far as the pool has written.
+ * Pieces are remembered for as long as the pool is open; blocks the pool
+ * frees are punched out again (file_discard) and not preallocated anew. */
+#define PREALLOC_SHIFT 23
+
 struct file_dev {
 	struct vbas_dev d;
 	struct bounce slot[BOUNCE_SLOTS];
+	_Atomic uint64_t *prealloc;      /* a bit per piece: allocated (NULL: off) */
 };
 
 /* An aligned buffer of LEN bytes: a slot's (held until bounce_put) or a
@@ -109,6 +123,26 @@ static int full_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+static void prealloc(struct vbas_dev *d, uint64_t off, size_t len)
+{
+	struct file_dev *f = (struct file_dev *)d;
+	if (!f->prealloc || !len)
+		return;
+	for (uint64_t c = off >> PREALLOC_SHIFT; c <= (off + len - 1) >> PREALLOC_SHIFT; c++) {
+		uint64_t bit = 1ull << (c & 63);
+		_Atomic uint64_t *w = &f->prealloc[c >> 6];
+		if ((atomic_load_explicit(w, memory_order_relaxed) & bit) ||
+		    (atomic_fetch_or(w, bit) & bit))
+			continue;
+		uint64_t s = c << PREALLOC_SHIFT, l = (uint64_t)1 << PREALLOC_SHIFT;
+		if (l > d->size - s)
+			l = d->size - s;
+		/* Only an aid: where it fails (no room left on the file
+		 * system, no support), the write allocates as before. */
+		(void)fallocate(d->fd, 0, (off_t)s, (off_t)l);
+	}
+}
+
 static int aligned(const struct vbas_dev *d, const void *buf, size_t len, uint64_t off)
 {
 	uint32_t a = d->align;
@@ -138,6 +172,7 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 {
 	if (off > d->size || len > d->size - off)
 		return -ERANGE;
+	prealloc(d, off, len);
 	if (!d->direct || aligned(d, buf, len, off))
 		return full_pwrite(d->fd, buf, len, off);
 	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
@@ -185,6 +220,7 @@ static void file_destroy(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
 	close(d->fd);
+	free(f->prealloc);
 	for (int i = 0; i < BOUNCE_SLOTS; i++) {
 		free(f->slot[i].buf);
 		pthread_mutex_destroy(&f->slot[i].lock);
@@ -267,6 +303,9 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 		d->size = sz;
 	} else {
 		d->size = (uint64_t)st.st_size;
+		if (!d->readonly && d->size)
+			f->prealloc = calloc(((d->size - 1) >> PREALLOC_SHIFT) / 64 + 1,
+					     sizeof(*f->prealloc));
 	}
 	*devp = d;
 	return 0;

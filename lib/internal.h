@@ -198,6 +198,15 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
  * change too (vbas_pwrite, vbas_unshare reserve it); map_end draws the
  * metadata blocks from it. */
 #define VBAS_MAP_METAHELD 0x400u
+/* Internal vbas_map_begin flag, with METAHELD: the caller writes every
+ * block of the range wholly but the first and the last (vbas_pwrite).  A
+ * new mapping may then run on past the first hole or shared extent over
+ * the holes and shared extents after it: one allocation, one device write
+ * and one change of the tree for a range a snapshot has cut into pieces.
+ * It stops before the last block if the write ends inside it and it lies
+ * past the first piece, since cow_physical gives the old contents of the
+ * first piece only. */
+#define VBAS_MAP_SPAN 0x800u
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);

@@ -138,8 +138,8 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 			vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
 	while (!r && len) {
-		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED | VBAS_MAP_METAHELD,
-				   resv, &m);
+		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED | VBAS_MAP_METAHELD |
+				   VBAS_MAP_SPAN, resv, &m);
 		if (r)
 			break;
 		if (m.type == VBAS_IOMAP_NEW)

@@ -378,7 +378,8 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 
 	if (!(flags & (VBAS_MAP_READ | VBAS_MAP_WRITE)) ||
 	    (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_LOCKED |
-		       VBAS_MAP_METAHELD)))
+		       VBAS_MAP_METAHELD | VBAS_MAP_SPAN)) ||
+	    ((flags & VBAS_MAP_SPAN) && !(flags & VBAS_MAP_METAHELD)))
 		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
 	memset(map, 0, sizeof(*map));
 	pthread_mutex_lock(&p->lock);
@@ -432,7 +433,28 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 		 * map_end. */
 		map->flags |= VBAS_IOMAP_F_SHARED;
 		map->cow_physical = (pblk << p->bshift) + inblk;
-		map->priv_cow = pblk + 1;
+		map->priv_cow = 1;
+	}
+	if (write && (flags & VBAS_MAP_SPAN) &&
+	    (shared || (!mapped && !(flags & VBAS_MAP_NOALLOC)))) {
+		/* Run on over the holes and shared extents that follow (see
+		 * VBAS_MAP_SPAN), short of a last block written in part. */
+		uint64_t last = nblk - (((off + len) & (p->bs - 1)) ? 1 : 0);
+		while (!r && n < last) {
+			uint64_t pb2, run2;
+			int m2, sh2;
+			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk + n, &pb2, &run2,
+					      &m2, &sh2, &cow, 1);
+			if (r || (m2 && !sh2))
+				break;
+			map->priv_cow |= sh2;
+			n += run2 < last - n ? run2 : last - n;
+		}
+		if (r) {
+			if (!locked)
+				rl_unlock(p, vol->vs, lblk, nblk, write);
+			goto out;
+		}
 	}
 	if (write && (shared || (!mapped && !(flags & VBAS_MAP_NOALLOC)))) {
 		/* Continue the previous extent physically where possible. */

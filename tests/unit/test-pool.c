@@ -1,6 +1,7 @@
 /* Pools on real files: format and open errors, the lock against a second
  * opener, filling a thin pool until ENOSPC and going on, SIGKILL during
- * writes, and the extent map. */
+ * writes, the extent map, writes over ranges cut into pieces, and the
+ * preallocation of sparse pool files. */
 #include "common.h"
 
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -343,6 +345,184 @@ static void t_sharing_bad_input(void **state)
 	dev_destroy(d2);
 }
 
+/* A sparse pool file: the first write into each 8 MiB piece allocates the
+ * whole piece on the file system; the file keeps its size (the last piece
+ * is cut at the end); a read-only open allocates nothing. */
+static void t_prealloc(void **state)
+{
+	const char *f = path("sparse.img");
+	struct vbas_format_opts fo = { .size = (20 << 20) + 3 * 4096 };
+	struct vbas_open_opts ro = { .flags = VBAS_OPEN_RDONLY };
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	struct stat st;
+	char buf[4096], back[4096];
+	(void)state;
+	assert_ok(vbas_format(f, &fo));
+	assert_int_equal(stat(f, &st), 0);
+	assert_true(st.st_blocks * 512 < (1 << 20));    /* format leaves it sparse */
+	assert_ok(vbas_open(f, NULL, &p));
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	memset(buf, 0x3c, sizeof(buf));
+	assert_ok(vbas_pwrite(v, buf, sizeof(buf), 0, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal(st.st_size, fo.size);
+	if (st.st_blocks * 512 < (8 << 20))
+		fail_msg("%lld KiB of the pool file allocated, want a whole 8 MiB piece "
+			 "(does $TMPDIR's file system support fallocate?)",
+			 (long long)st.st_blocks / 2);
+	blkcnt_t written = st.st_blocks;
+	assert_ok(vbas_open(f, &ro, &p));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_pread(v, back, sizeof(back), 0));
+	assert_memory_equal(back, buf, sizeof(buf));
+	assert_ok(vbas_pread(v, back, sizeof(back), 8192));
+	for (size_t i = 0; i < sizeof(back); i++)
+		assert_int_equal(back[i], 0);
+	assert_check_clean(p);
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal(st.st_blocks, written);
+	assert_int_equal(st.st_size, fo.size);
+}
+
+/* A device that counts the writes of at least 1 MiB made through it. */
+struct countdev {
+	struct vbas_dev d;
+	struct vbas_dev *inner;
+	int big_writes;
+};
+
+static int c_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
+{
+	return dev_pread(((struct countdev *)d)->inner, b, l, o);
+}
+
+static int c_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
+{
+	struct countdev *c = (struct countdev *)d;
+	if (l >= (1u << 20))
+		c->big_writes++;
+	return dev_pwrite(c->inner, b, l, o);
+}
+
+static int c_flush(struct vbas_dev *d)
+{
+	return dev_flush(((struct countdev *)d)->inner);
+}
+
+static int c_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
+{
+	return dev_discard(((struct countdev *)d)->inner, o, l);
+}
+
+static void c_destroy(struct vbas_dev *d)
+{
+	dev_destroy(((struct countdev *)d)->inner);
+	free(d);
+}
+
+static const struct vbas_dev_ops count_ops = {
+	.name = "count", .pread = c_pread, .pwrite = c_pwrite, .flush = c_flush,
+	.discard = c_discard, .destroy = c_destroy,
+};
+
+static void expect_reads(struct vbas_vol *v, const uint8_t *want, size_t len)
+{
+	uint8_t *got = malloc(len);
+	assert_non_null(got);
+	assert_ok(vbas_pread(v, got, len, 0));
+	for (size_t i = 0; i < len; i++)
+		if (got[i] != want[i])
+			fail_msg("byte %zu: read %#x, wrote %#x", i, got[i], want[i]);
+	free(got);
+}
+
+/* One write over a range that snapshots and small writes have cut into
+ * pieces (shared extents, holes, the edges of the range in shared blocks):
+ * the new blocks are written in one device write, every byte reads back
+ * in the volume, and both snapshots keep theirs. */
+static void t_write_over_pieces(void **state)
+{
+	enum { BS = 4096, NB = 512, SIZE = NB * BS };
+	struct countdev *c = calloc(1, sizeof(*c));
+	struct rng r = { 42 };
+	struct vbas_pool *p;
+	struct vbas_vol *a, *s1, *s2;
+	uint8_t *m = calloc(1, SIZE), *m1 = malloc(SIZE), *m2 = malloc(SIZE), *buf = malloc(SIZE);
+	(void)state;
+	assert_non_null(c);
+	assert_true(m && m1 && m2 && buf);
+	c->inner = mem_pool(32 << 20, BS, 0);
+	c->d = *c->inner;
+	c->d.ops = &count_ops;
+	c->d.owned_by_pool = 0;
+	p = open_mem(&c->d, 0);
+	assert_ok(vbas_vol_create(p, "a", SIZE));
+	assert_ok(vbas_vol_open(p, "a", &a));
+	/* Blocks 0..255 written, snapshot; every third block rewritten and
+	 * every seventh discarded; snapshot again: pieces of one to two
+	 * blocks, all shared, holes among them and after block 255. */
+	rng_fill(&r, m, NB / 2 * BS);
+	assert_ok(vbas_pwrite(a, m, NB / 2 * BS, 0, 0));
+	assert_ok(vbas_vol_snapshot(p, "a", "s1", 0));
+	memcpy(m1, m, SIZE);
+	for (int b = 0; b < NB / 2; b++) {
+		if (b % 7 == 1) {
+			assert_ok(vbas_discard(a, (uint64_t)b * BS, BS, 0));
+			memset(m + b * BS, 0, BS);
+		} else if (b % 3 == 0) {
+			rng_fill(&r, m + b * BS, BS);
+			assert_ok(vbas_pwrite(a, m + b * BS, BS, (uint64_t)b * BS, 0));
+		}
+	}
+	assert_ok(vbas_vol_snapshot(p, "a", "s2", 0));
+	memcpy(m2, m, SIZE);
+	/* Unaligned at both ends, from a shared block into the holes. */
+	uint64_t off = 3000, len = (NB / 2 + 64) * BS - 5000;
+	rng_fill(&r, buf, len);
+	memcpy(m + off, buf, len);
+	c->big_writes = 0;
+	assert_ok(vbas_pwrite(a, buf, len, off, 0));
+	assert_true(c->big_writes >= 1);
+	assert_ok(vbas_vol_open(p, "s1", &s1));
+	assert_ok(vbas_vol_open(p, "s2", &s2));
+	expect_reads(a, m, SIZE);
+	expect_reads(s1, m1, SIZE);
+	expect_reads(s2, m2, SIZE);
+	assert_check_clean(p);
+	/* Through a commit and a reopen, and with the snapshots gone every
+	 * block in use is one of a's. */
+	vbas_vol_close(s1);
+	vbas_vol_close(s2);
+	vbas_vol_close(a);
+	assert_ok(vbas_close(p));
+	p = open_mem(&c->d, 0);
+	assert_ok(vbas_vol_open(p, "a", &a));
+	expect_reads(a, m, SIZE);
+	assert_ok(vbas_vol_delete(p, "s1"));
+	assert_ok(vbas_vol_delete(p, "s2"));
+	struct vbas_pool_info pi;
+	struct vbas_vol_info vi;
+	assert_ok(vbas_vol_info(a, &vi));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(vi.mapped, (uint64_t)(NB / 2 + 64) * BS);
+	assert_int_equal(pi.data_used, vi.mapped);
+	expect_reads(a, m, SIZE);
+	assert_check_clean(p);
+	vbas_vol_close(a);
+	assert_ok(vbas_close(p));
+	c_destroy(&c->d);
+	free(m);
+	free(m1);
+	free(m2);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -352,6 +532,8 @@ int main(void)
 		cmocka_unit_test(t_sigkill),
 		cmocka_unit_test(t_extents_and_zeroes),
 		cmocka_unit_test(t_sharing_bad_input),
+		cmocka_unit_test(t_write_over_pieces),
+		cmocka_unit_test(t_prealloc),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("pool", tests, setup, teardown);
