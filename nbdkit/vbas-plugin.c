@@ -49,6 +49,7 @@
 static const char *pool_path;        /* pool=, absolute */
 static uint64_t cache_bytes;         /* cache=, 0: the library's default */
 static int pool_rdonly;              /* readonly=: open the pool read-only */
+static int pool_direct = 1;          /* direct=: O_DIRECT (else the page cache) */
 static struct vbas_pool *pool;
 static uint32_t pool_bs;             /* the pool's block size */
 
@@ -137,8 +138,15 @@ static int vbas_nbd_config(const char *key, const char *value)
 		pool_rdonly = v;
 		return 0;
 	}
+	if (!strcmp(key, "direct")) {
+		int v = nbdkit_parse_bool(value);
+		if (v < 0)
+			return -1;
+		pool_direct = v;
+		return 0;
+	}
 	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "
-		     "readonly=BOOL)", key);
+		     "readonly=BOOL, direct=BOOL)", key);
 	return -1;
 }
 
@@ -158,7 +166,8 @@ static int vbas_nbd_config_complete(void)
 static int vbas_nbd_get_ready(void)
 {
 	struct vbas_open_opts o = { .cache_bytes = cache_bytes,
-				    .flags = pool_rdonly ? VBAS_OPEN_RDONLY : 0 };
+				    .flags = (pool_rdonly ? VBAS_OPEN_RDONLY : 0) |
+					     (pool_direct ? 0 : VBAS_OPEN_NO_DIRECT) };
 	struct vbas_pool_info info;
 	int r = vbas_open(pool_path, &o, &pool);
 	if (r) {
@@ -175,8 +184,9 @@ static int vbas_nbd_get_ready(void)
 		return -1;
 	}
 	pool_bs = info.block_size;
-	nbdkit_debug("vbas: opened %s: %" PRIu64 " volumes, block size %u%s", pool_path,
-		     info.volumes, pool_bs, pool_rdonly ? ", read-only" : "");
+	nbdkit_debug("vbas: opened %s: %" PRIu64 " volumes, block size %u%s%s", pool_path,
+		     info.volumes, pool_bs, pool_rdonly ? ", read-only" : "",
+		     pool_direct ? "" : ", through the page cache");
 	return 0;
 }
 
@@ -735,7 +745,10 @@ static struct nbdkit_plugin plugin = {
 	.config_complete = vbas_nbd_config_complete,
 	.config_help = "pool=FILE      (required) the vbas pool (a file or block device)\n"
 		       "cache=SIZE     metadata cache size (default 64M)\n"
-		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)",
+		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)\n"
+		       "direct=BOOL    O_DIRECT I/O to the pool (default true); false: through\n"
+		       "               the page cache, written back in the background (flush\n"
+		       "               still commits and syncs)",
 	.magic_config_key = "pool",
 	.get_ready = vbas_nbd_get_ready,
 	.after_fork = vbas_nbd_after_fork,

@@ -160,6 +160,18 @@ mapped() { nbdinfo --map --json "$(uri "$1")" >"$T/map.json" && $PY "$HELP" map-
 # is_hole NAME OFF LEN: the range is all hole in nbdinfo --map.
 is_hole() { nbdinfo --map --json "$(uri "$1")" >"$T/map.json" && $PY "$HELP" map-holes "$T/map.json" "$2" "$3"; }
 
+# o_direct PID FILE: 1 if process PID has FILE open with O_DIRECT, 0 if
+# without, nothing if not open.
+o_direct() {
+	local fd want flags
+	want=$(readlink -f "$2")
+	for fd in /proc/"$1"/fd/*; do
+		[ "$(readlink "$fd")" = "$want" ] || continue
+		flags=$(awk '/^flags:/ { print $2 }' "/proc/$1/fdinfo/${fd##*/}")
+		echo $(((flags & 040000) != 0))
+		return
+	done
+}
 
 # ---- Bad input to vbas serve --------------------------------------------------------
 
@@ -168,9 +180,10 @@ head -c $MiB /dev/urandom >src1m.raw
 	{ echo "Bail out! cannot make a pool"; exit 1; }
 expect_true "vbas --help lists serve" sh -c "'$VBAS' --help | grep -q '^  serve '"
 expect_ok "vbas serve --help" "$VBAS" serve --help
-expect_true "serve --help names --socket, --port, --readonly, --cache" \
+expect_true "serve --help names --socket, --port, --readonly, --buffered, --cache" \
 	sh -c "'$VBAS' serve --help | grep -q -- '--socket PATH' && '$VBAS' serve --help | grep -q -- '--port N' &&
-	       '$VBAS' serve --help | grep -q -- '--readonly' && '$VBAS' serve --help | grep -q -- '--cache SIZE'"
+	       '$VBAS' serve --help | grep -q -- '--readonly' && '$VBAS' serve --help | grep -q -- '--buffered' &&
+	       '$VBAS' serve --help | grep -q -- '--cache SIZE'"
 expect_fail "serve: missing POOL" 2 '^vbas: serve: POOL: missing argument' "$VBAS" serve
 expect_fail "serve: a missing pool file" 1 '^vbas: serve: nosuch.img: No such file or directory' \
 	"$VBAS" serve nosuch.img --socket s.sock
@@ -589,6 +602,7 @@ PK=$T/kill.img
 "$VBAS" format "$PK" --size 512M >/dev/null && "$VBAS" create "$PK" k --size 256M ||
 	echo "# setting up the kill pool failed"
 expect_true "serve a pool for the kill" start_server "$PK" kill
+expect_true "the server has the pool open with O_DIRECT" test "$(o_direct "$NBDKIT_PID" "$PK")" = 1
 $PY "$HELP" writer "$(uri k)" progress 2>writer.err &
 WRITER=$!
 PIDS+=("$WRITER")
@@ -607,6 +621,30 @@ expect_true "... and fails" test "$SRV_RC" -ne 0
 expect_true "the pool opens and vbas check is clean after SIGKILL" sh -c "'$VBAS' check '$PK' | grep -q '^clean'"
 expect_ok "read the volume back" "$VBAS" read "$PK" k kill.raw
 py_checks "after the kill" $PY "$HELP" verify-flushed kill.raw progress
+
+# ---- --buffered: the page cache instead of O_DIRECT; SIGKILL during writes ---------------
+
+PB=$T/buffered.img
+"$VBAS" format "$PB" --size 512M >/dev/null && "$VBAS" create "$PB" k --size 256M ||
+	echo "# setting up the buffered pool failed"
+expect_true "serve --buffered" start_server "$PB" buffered --buffered
+expect_true "--buffered: nbdkit has the pool open without O_DIRECT" \
+	test "$(o_direct "$NBDKIT_PID" "$PB")" = 0
+rm -f progress
+$PY "$HELP" writer "$(uri k)" progress 2>writer.err &
+WRITER=$!
+PIDS+=("$WRITER")
+for _ in $(seq 200); do
+	[ -f progress ] && [ "$(wc -l <progress)" -ge 12 ] && break
+	sleep 0.05
+done
+kill -KILL "$NBDKIT_PID"
+wait "$SRV_PID"
+kill "$WRITER" 2>/dev/null
+wait "$WRITER" 2>/dev/null
+expect_true "--buffered: vbas check is clean after SIGKILL" sh -c "'$VBAS' check '$PB' | grep -q '^clean'"
+expect_ok "--buffered: read the volume back" "$VBAS" read "$PB" k buffered.raw
+py_checks "--buffered, after the kill" $PY "$HELP" verify-flushed buffered.raw progress
 
 # ---- SIGKILL to vbas serve: nbdkit goes too (--exit-with-parent), cleanly -------------------
 
