@@ -43,10 +43,19 @@ struct bounce {
  * frees are punched out again (file_discard) and not preallocated anew. */
 #define PREALLOC_SHIFT 23
 
+/* Without O_DIRECT, writes land in the page cache; left there, they pile
+ * up until the kernel's dirty limits throttle the writer and the next
+ * flush has gigabytes to write.  So every WRITE_BEHIND bytes written the
+ * device layer starts the write-out of the file's dirty pages (without
+ * waiting for it): the device works while the writer goes on, and pages
+ * rewritten within the window are still written once. */
+#define WRITE_BEHIND (8u << 20)
+
 struct file_dev {
 	struct vbas_dev d;
 	struct bounce slot[BOUNCE_SLOTS];
 	_Atomic uint64_t *prealloc;      /* a bit per piece: allocated (NULL: off) */
+	_Atomic uint64_t behind;         /* bytes written since the last write-out */
 };
 
 /* An aligned buffer of LEN bytes: a slot's (held until bounce_put) or a
@@ -173,7 +182,16 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 	if (off > d->size || len > d->size - off)
 		return -ERANGE;
 	prealloc(d, off, len);
-	if (!d->direct || aligned(d, buf, len, off))
+	if (!d->direct) {
+		struct file_dev *f = (struct file_dev *)d;
+		int r = full_pwrite(d->fd, buf, len, off);
+		if (!r && atomic_fetch_add(&f->behind, len) + len >= WRITE_BEHIND) {
+			atomic_store(&f->behind, 0);
+			(void)sync_file_range(d->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+		}
+		return r;
+	}
+	if (aligned(d, buf, len, off))
 		return full_pwrite(d->fd, buf, len, off);
 	uint64_t a = d->align, s = off / a * a, e = (off + len + a - 1) / a * a;
 	struct bounce *slot;

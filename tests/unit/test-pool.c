@@ -1,7 +1,7 @@
 /* Pools on real files: format and open errors, the lock against a second
  * opener, filling a thin pool until ENOSPC and going on, SIGKILL during
- * writes, the extent map, writes over ranges cut into pieces, and the
- * preallocation of sparse pool files. */
+ * writes, the extent map, writes over ranges cut into pieces, the
+ * preallocation of sparse pool files, and pools without O_DIRECT. */
 #include "common.h"
 
 #include <fcntl.h>
@@ -390,6 +390,44 @@ static void t_prealloc(void **state)
 	assert_int_equal(st.st_size, fo.size);
 }
 
+/* A pool opened without O_DIRECT (the page cache, written back in the
+ * background every few MiB): what it wrote reads back byte for byte after
+ * a reopen with O_DIRECT, and check is clean. */
+static void t_buffered(void **state)
+{
+	const char *f = path("buffered.img");
+	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_open_opts nd = { .flags = VBAS_OPEN_NO_DIRECT };
+	enum { LEN = 20 << 20 };
+	struct rng r = { 7 };
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	char *buf = malloc(LEN), *back = malloc(LEN);
+	(void)state;
+	assert_true(buf && back);
+	rng_fill(&r, buf, LEN);
+	assert_ok(vbas_format(f, &fo));
+	assert_ok(vbas_open(f, &nd, &p));
+	assert_ok(vbas_vol_create(p, "v", 32 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	/* In 1 MiB writes and one unaligned one, past the write-behind step. */
+	for (size_t o = 0; o < LEN; o += 1 << 20)
+		assert_ok(vbas_pwrite(v, buf + o, 1 << 20, o, 0));
+	rng_fill(&r, buf + 5000, 70000);
+	assert_ok(vbas_pwrite(v, buf + 5000, 70000, 5000, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	assert_ok(vbas_open(f, NULL, &p));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_pread(v, back, LEN, 0));
+	assert_memory_equal(back, buf, LEN);
+	assert_check_clean(p);
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	free(buf);
+	free(back);
+}
+
 /* A device that counts the writes of at least 1 MiB made through it. */
 struct countdev {
 	struct vbas_dev d;
@@ -534,6 +572,7 @@ int main(void)
 		cmocka_unit_test(t_sharing_bad_input),
 		cmocka_unit_test(t_write_over_pieces),
 		cmocka_unit_test(t_prealloc),
+		cmocka_unit_test(t_buffered),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("pool", tests, setup, teardown);
