@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,11 +199,55 @@ static pthread_t ctl_thread;
 static int ctl_running;
 static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
+/* Connections open on volume NAME. */
+static int connections(const char *name)
+{
+	int n = 0;
+	pthread_mutex_lock(&handles_lock);
+	for (struct handle *h = handles; h; h = h->next)
+		n += !strcmp(h->name, name);
+	pthread_mutex_unlock(&handles_lock);
+	return n;
+}
+
+/* A size in bytes as the CLI sends it: decimal digits only. */
+static int ctl_size(const char *s, uint64_t *v)
+{
+	char *e;
+	if (!*s || strspn(s, "0123456789") != strlen(s))
+		return -1;
+	errno = 0;
+	*v = strtoull(s, &e, 10);
+	return errno ? -1 : 0;
+}
+
+/* The reply to a request that ran: R from the library (and then a commit,
+ * so that the change is durable when the client hears of it). */
+static void ctl_done(int r, const char *what, char *reply, size_t len, const char *fmt, ...)
+{
+	if (!r)
+		r = vbas_flush(pool);
+	if (r) {
+		const char *m = vbas_errmsg();
+		nbdkit_error("control: %s: %s", what, m && *m ? m : strerror(-r));
+		snprintf(reply, len, "%d\t%s", -r, m && *m ? m : strerror(-r));
+		return;
+	}
+	va_list ap;
+	int k = snprintf(reply, len, "0\t");
+	va_start(ap, fmt);
+	vsnprintf(reply + k, len - (size_t)k, fmt, ap);
+	va_end(ap);
+	nbdkit_debug("vbas: control: %s", what);
+}
+
 /* Run one request (NUL-separated fields in REQ, N bytes) into REPLY. */
 static void ctl_run(char *req, size_t n, char *reply, size_t len)
 {
 	const char *f[4] = { 0 };
-	int nf = 0;
+	char what[600];
+	uint64_t size;
+	int nf = 0, r;
 	for (size_t i = 0; i < n && nf < 4; nf++) {
 		f[nf] = req + i;
 		i += strnlen(req + i, n - i) + 1;
@@ -211,22 +256,55 @@ static void ctl_run(char *req, size_t n, char *reply, size_t len)
 		snprintf(reply, len, "%d\tmalformed request", EPROTO);
 		return;
 	}
+	snprintf(what, sizeof(what), "%s%s%s%s%s", f[0], f[1] ? " " : "", f[1] ? f[1] : "",
+		 f[2] ? " " : "", f[2] ? f[2] : "");
 	if (!strcmp(f[0], "ping") && nf == 1) {
 		snprintf(reply, len, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
 		return;
 	}
 	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && nf == 3) {
 		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
-		int r = vbas_vol_snapshot(pool, f[1], f[2], flags);
-		if (r) {
-			const char *m = vbas_errmsg();
-			nbdkit_error("control: %s %s %s: %s", f[0], f[1], f[2],
-				     m && *m ? m : strerror(-r));
-			snprintf(reply, len, "%d\t%s", -r, m && *m ? m : strerror(-r));
-		} else {
-			nbdkit_debug("vbas: control: %s of '%s' as '%s'", f[0], f[1], f[2]);
-			snprintf(reply, len, "0\t%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
+		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
+		ctl_done(r, what, reply, len, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
+		return;
+	}
+	if ((!strcmp(f[0], "create") || !strcmp(f[0], "resize")) && nf == 3) {
+		struct vbas_vol_info info;
+		if (ctl_size(f[2], &size)) {
+			snprintf(reply, len, "%d\t%s: bad size '%.40s'", EINVAL, f[0], f[2]);
+			return;
 		}
+		if (!strcmp(f[0], "create")) {
+			r = vbas_vol_create(pool, f[1], size);
+			ctl_done(r, what, reply, len, "volume '%s' created by the server; it is an "
+				 "export now", f[1]);
+			return;
+		}
+		/* NBD tells a connected client its export's size once: a
+		 * shrink would cut the ground from under it.  A client sees
+		 * a volume grown when it connects again. */
+		int c = connections(f[1]);
+		r = vbas_vol_stat(pool, f[1], &info);
+		if (!r && c && size < info.size) {
+			snprintf(reply, len, "%d\tvolume '%s' has %d client connection(s) to its export: "
+				 "disconnect them before shrinking it", EBUSY, f[1], c);
+			return;
+		}
+		if (!r)
+			r = vbas_vol_resize(pool, f[1], size);
+		ctl_done(r, what, reply, len, "volume '%s' resized by the server%s", f[1],
+			 c ? " (connected clients see the new size when they connect again)" : "");
+		return;
+	}
+	if (!strcmp(f[0], "delete") && nf == 2) {
+		int c = connections(f[1]);
+		if (c) {
+			snprintf(reply, len, "%d\tvolume '%s' has %d client connection(s) to its export: "
+				 "disconnect them before deleting it", EBUSY, f[1], c);
+			return;
+		}
+		r = vbas_vol_delete(pool, f[1]);
+		ctl_done(r, what, reply, len, "volume '%s' deleted by the server", f[1]);
 		return;
 	}
 	snprintf(reply, len, "%d\tunknown control request '%.40s' with %d argument(s)", EINVAL,

@@ -6,7 +6,8 @@
  * pool file's identity (device and inode), and the CLI sends the commands
  * that must work on a served pool there: snapshot and clone, which the
  * server runs in its own process, beside the writes in flight (the library
- * waits for those on the source volume, then commits).
+ * waits for those on the source volume, then commits), and create, resize
+ * and delete of volumes.
  *
  * Socket: $VBAS_CTL_DIR (default /run/vbas for root, else /tmp), file
  * vbas-DEV-INO.ctl, created under umask 077 (only the server's user may
@@ -15,7 +16,12 @@
  * CTL_MAX bytes; the client then shuts its side down.  Commands:
  *   snapshot SRC NEW     read-only snapshot
  *   clone    SRC NEW     writable clone
+ *   create   NAME SIZE   a new volume (SIZE in bytes, decimal)
+ *   resize   NAME SIZE   refused (EBUSY) for a shrink while clients are
+ *                        connected to the export
+ *   delete   NAME        refused (EBUSY) while clients are connected to it
  *   ping                 answers with the server's pid
+ * Every change is committed before the reply.
  * Reply: "ERRNO\tMESSAGE" (ERRNO 0: done), and the server closes.
  */
 #ifndef VBAS_CTL_H

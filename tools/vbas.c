@@ -591,13 +591,88 @@ static int cmd_info(const struct args *a)
 	return close_pool(a, pool, 0);
 }
 
+/* Send request FIELDS (N of them) to the server of pool POOL through its
+ * control channel (ctl.h).  Returns -1 if there is no server listening;
+ * else its errno (0: done), its message in MSG. */
+static int ctl_request(const char *pool, const char *const *fields, int n, char *msg, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char req[CTL_MAX], reply[1100];
+	size_t rl = 0, got = 0;
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(fields[i]) + 1;
+		if (rl + l > sizeof(req))
+			return -1;
+		memcpy(req + rl, fields[i], l);
+		rl += l;
+	}
+	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
+	while (ok && got < sizeof(reply) - 1) {
+		ssize_t k = read(fd, reply + got, sizeof(reply) - 1 - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	close(fd);
+	reply[got] = 0;
+	char *tab = strchr(reply, '\t');
+	if (!ok || !tab) {
+		snprintf(msg, len, "the server's control channel gave no answer");
+		return EPROTO;
+	}
+	snprintf(msg, len, "%s", tab + 1);
+	return atoi(reply);
+}
+
+/* Open the pool for a change; if a server holds it, send the change (N
+ * fields in REQ) through its control channel instead.  Returns 0 with
+ * *POOL open to make the change here, else 1 with *RC the command's exit
+ * status (the server made it, or it failed). */
+static int open_or_ask_server(const struct args *a, const char *const *req, int n,
+			      struct vbas_pool **pool, int *rc)
+{
+	struct vbas_open_opts o = { .cache_bytes = a->cache };
+	int r = vbas_open(a->pos[0], &o, pool);
+	*rc = 0;
+	if (!r)
+		return 0;
+	if (r == -EBUSY) {
+		char msg[1100];
+		int e = ctl_request(a->pos[0], req, n, msg, sizeof(msg));
+		if (e >= 0) {
+			*rc = e ? fail(a->cmd, a->pos[0], "%s (through the server)", msg) : 0;
+			return 1;
+		}
+		/* No server listening: says who holds it (or opens it, if
+		 * the holder has just let go). */
+		*rc = open_pool(a, 0, pool);
+		return *rc != 0;
+	}
+	*rc = lib_fail(a->cmd, a->pos[0], r);
+	return 1;
+}
+
 static int cmd_create(const struct args *a)
 {
 	struct vbas_pool *pool;
+	char size[24];
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the volume's size is required)");
-	int r, rc = open_pool(a, 0, &pool);
-	if (rc)
+	snprintf(size, sizeof(size), "%" PRIu64, a->size);
+	const char *req[3] = { "create", a->pos[1], size };
+	int r, rc;
+	if (open_or_ask_server(a, req, 3, &pool, &rc))
 		return rc;
 	r = vbas_vol_create(pool, a->pos[1], a->size);
 	if (r)
@@ -734,8 +809,9 @@ out:
 static int cmd_delete(const struct args *a)
 {
 	struct vbas_pool *pool;
-	int r, rc = open_pool(a, 0, &pool);
-	if (rc)
+	const char *req[2] = { "delete", a->pos[1] };
+	int r, rc;
+	if (open_or_ask_server(a, req, 2, &pool, &rc))
 		return rc;
 	r = vbas_vol_delete(pool, a->pos[1]);
 	if (r)
@@ -746,10 +822,13 @@ static int cmd_delete(const struct args *a)
 static int cmd_resize(const struct args *a)
 {
 	struct vbas_pool *pool;
+	char size[24];
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the new size is required)");
-	int r, rc = open_pool(a, 0, &pool);
-	if (rc)
+	snprintf(size, sizeof(size), "%" PRIu64, a->size);
+	const char *req[3] = { "resize", a->pos[1], size };
+	int r, rc;
+	if (open_or_ask_server(a, req, 3, &pool, &rc))
 		return rc;
 	r = vbas_vol_resize(pool, a->pos[1], a->size);
 	if (r)
@@ -1035,74 +1114,15 @@ static int cmd_check(const struct args *a)
 
 /* ---- Sharing ---------------------------------------------------------------- */
 
-/* Send request FIELDS (N of them) to the server of pool POOL through its
- * control channel (ctl.h).  Returns -1 if there is no server listening;
- * else its errno (0: done), its message in MSG. */
-static int ctl_request(const char *pool, const char *const *fields, int n, char *msg, size_t len)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char req[CTL_MAX], reply[1100];
-	size_t rl = 0, got = 0;
-	for (int i = 0; i < n; i++) {
-		size_t l = strlen(fields[i]) + 1;
-		if (rl + l > sizeof(req))
-			return -1;
-		memcpy(req + rl, fields[i], l);
-		rl += l;
-	}
-	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
-	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
-	while (ok && got < sizeof(reply) - 1) {
-		ssize_t k = read(fd, reply + got, sizeof(reply) - 1 - got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		got += (size_t)k;
-	}
-	close(fd);
-	reply[got] = 0;
-	char *tab = strchr(reply, '\t');
-	if (!ok || !tab) {
-		snprintf(msg, len, "the server's control channel gave no answer");
-		return EPROTO;
-	}
-	snprintf(msg, len, "%s", tab + 1);
-	return atoi(reply);
-}
-
 static int snapshot_common(const struct args *a, unsigned flags)
 {
 	struct vbas_pool *pool;
-	struct vbas_open_opts o = { .cache_bytes = a->cache };
-	int r = vbas_open(a->pos[0], &o, &pool), rc;
 	/* A served pool: the server takes the snapshot, beside its writes. */
-	if (r == -EBUSY) {
-		const char *f[3] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
-				     a->pos[2] };
-		char msg[1100];
-		int e = ctl_request(a->pos[0], f, 3, msg, sizeof(msg));
-		if (e == 0)
-			return 0;
-		if (e > 0)
-			return fail(a->cmd, a->pos[0], "%s (through the server)", msg);
-		/* No server listening: says who holds it (or opens it, if
-		 * the holder has just let go). */
-		rc = open_pool(a, 0, &pool);
-		if (rc)
-			return rc;
-	} else if (r) {
-		return lib_fail(a->cmd, a->pos[0], r);
-	}
-	rc = 0;
+	const char *req[3] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
+			       a->pos[2] };
+	int r, rc;
+	if (open_or_ask_server(a, req, 3, &pool, &rc))
+		return rc;
 	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);

@@ -539,6 +539,57 @@ expect_ok "clone through the server" "$VBAS" clone "$P" live-snap live-clone
 expect_true "the clone reads as the snapshot" bash -c \
 	"nbdcopy '$(uri live-snap)' - | cmp - <(nbdcopy '$(uri live-clone)' -)"
 
+# ---- Create, resize and delete of a served pool's volumes (the control channel) ----------
+
+# export_size NAME: its size as a new connection sees it.
+export_size() { nbdinfo --size "$(uri "$1")"; }
+expect_ok "create through the server" "$VBAS" create "$P" made --size 8M
+expect_true "... the new volume is an export at once, of its size" test "$(export_size made)" = $((8 * MiB))
+expect_ok "... and takes writes" nbdcopy src1m.raw "$(uri made)"
+expect_true "... which read back" sh -c "nbdcopy '$(uri made)' - | head -c $MiB | cmp - src1m.raw"
+expect_fail "create through the server: an existing name is refused" 1 \
+	"^vbas: create: $P: volume 'made' already exists \(through the server\)" \
+	"$VBAS" create "$P" made --size 8M
+expect_fail "create through the server: a bad name is refused" 1 \
+	"^vbas: create: $P: .*'a/b'.*\(through the server\)" \
+	"$VBAS" create "$P" a/b --size 8M
+expect_fail "create through the server: a size that is not whole blocks is refused" 1 \
+	"^vbas: create: $P: .*\(through the server\)" \
+	"$VBAS" create "$P" odd --size 1000
+expect_ok "resize through the server" "$VBAS" resize "$P" made --size 16M
+expect_true "... a new connection sees the new size" test "$(export_size made)" = $((16 * MiB))
+expect_fail "resize through the server: an unknown volume" 1 \
+	"^vbas: resize: $P: volume 'nosuch' not found \(through the server\)" \
+	"$VBAS" resize "$P" nosuch --size 16M
+# A client connected to the export: no shrink, no delete; growing works.
+rm -f "$T/held"
+$PY -c 'import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); open(sys.argv[2], "w").close(); time.sleep(60)' \
+	"$(uri made)" "$T/held" 2>/dev/null &
+HOLDER=$!
+PIDS+=("$HOLDER")
+for _ in $(seq 200); do [ -e "$T/held" ] && break; sleep 0.05; done
+expect_fail "shrinking a volume a client is connected to is refused" 1 \
+	"^vbas: resize: $P: volume 'made' has 1 client connection\(s\) to its export: disconnect them before shrinking it \(through the server\)" \
+	"$VBAS" resize "$P" made --size 4M
+expect_fail "deleting a volume a client is connected to is refused" 1 \
+	"^vbas: delete: $P: volume 'made' has 1 client connection\(s\) to its export: disconnect them before deleting it \(through the server\)" \
+	"$VBAS" delete "$P" made
+expect_ok "growing it is allowed" "$VBAS" resize "$P" made --size 32M
+expect_true "... and a new connection sees the new size" test "$(export_size made)" = $((32 * MiB))
+expect_true "... the data is still there" sh -c "nbdcopy '$(uri made)' - | head -c $MiB | cmp - src1m.raw"
+kill "$HOLDER" 2>/dev/null
+wait "$HOLDER" 2>/dev/null
+for _ in $(seq 100); do
+	"$VBAS" delete "$P" made 2>"$T/del.err" && break
+	sleep 0.05
+done
+expect_true "once the client is gone, delete through the server" sh -c "! nbdinfo --list --json 'nbd+unix://?socket=$SOCK' | grep -q '\"export-name\": \"made\"'"
+expect_fail "delete through the server: an unknown volume" 1 \
+	"^vbas: delete: $P: volume 'made' not found \(through the server\)" \
+	"$VBAS" delete "$P" made
+expect_ok "create one more to keep" "$VBAS" create "$P" kept --size 4M
+
 MAPPED_XFS=$(mapped xfs)
 
 # ---- Stop: SIGTERM commits what the client did not flush ------------------------------------
@@ -556,6 +607,9 @@ expect_true "vbas check: the pool is clean after serving" sh -c "'$VBAS' check '
 expect_true "vbas list: xfs maps what nbdinfo said (space returned)" \
 	test "$(jget '[v["mapped"] for v in d if v["name"] == "xfs"][0]' "$VBAS" list "$P" --json)" = "$MAPPED_XFS"
 expect_true "the pool can be used again once the server is gone" "$VBAS" info "$P"
+expect_true "the volumes made and deleted through the server are as they were left" \
+	test "$(jget '",".join(sorted(v["name"] + ":" + str(v["size"]) for v in d if v["name"] in ("kept", "made")))' \
+	       "$VBAS" list "$P" --json)" = "kept:$((4 * MiB))"
 
 # ---- Snapshots of the file systems, checked through second exports -------------------------
 
