@@ -132,18 +132,13 @@ static int vbas_nbd_config(const char *key, const char *value)
 		cache_bytes = (uint64_t)v;
 		return 0;
 	}
-	if (!strcmp(key, "readonly")) {
+	int *flag = !strcmp(key, "readonly") ? &pool_rdonly :
+		    !strcmp(key, "direct") ? &pool_direct : NULL;
+	if (flag) {
 		int v = nbdkit_parse_bool(value);
 		if (v < 0)
 			return -1;
-		pool_rdonly = v;
-		return 0;
-	}
-	if (!strcmp(key, "direct")) {
-		int v = nbdkit_parse_bool(value);
-		if (v < 0)
-			return -1;
-		pool_direct = v;
+		*flag = v;
 		return 0;
 	}
 	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "

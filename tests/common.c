@@ -50,6 +50,42 @@ struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes)
 	return p;
 }
 
+int wrap_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off)
+{
+	return dev_pread(((struct wrapdev *)d)->inner, buf, len, off);
+}
+
+int wrap_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t off)
+{
+	return dev_pwrite(((struct wrapdev *)d)->inner, buf, len, off);
+}
+
+int wrap_flush(struct vbas_dev *d)
+{
+	return dev_flush(((struct wrapdev *)d)->inner);
+}
+
+int wrap_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
+{
+	return dev_discard(((struct wrapdev *)d)->inner, off, len);
+}
+
+void wrap_destroy(struct vbas_dev *d)
+{
+	dev_destroy(((struct wrapdev *)d)->inner);
+	free(d);
+}
+
+void wrap_init(struct wrapdev *w, struct vbas_dev *inner, const struct vbas_dev_ops *ops)
+{
+	assert_non_null(inner);
+	w->inner = inner;
+	w->d = *inner;
+	w->d.ops = ops;
+	w->d.fd = -1;
+	w->d.owned_by_pool = 0;
+}
+
 static void print_problem(const char *msg, void *arg)
 {
 	(void)arg;

@@ -38,6 +38,19 @@ uint64_t test_ops(uint64_t def);
 /* Format a memory device and open a pool on it (fails the test on error). */
 struct vbas_dev *mem_pool(uint64_t size, uint32_t bs, uint32_t fanout);
 struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes);
+/* A device that passes every call to INNER: tests put it first in their
+ * own device struct and override the calls they watch or hold back. */
+struct wrapdev {
+	struct vbas_dev d;
+	struct vbas_dev *inner;
+};
+int wrap_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off);
+int wrap_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t off);
+int wrap_flush(struct vbas_dev *d);
+int wrap_discard(struct vbas_dev *d, uint64_t off, uint64_t len);
+void wrap_destroy(struct vbas_dev *d);       /* destroys INNER, frees W */
+/* W over INNER (its size and alignment), with OPS. */
+void wrap_init(struct wrapdev *w, struct vbas_dev *inner, const struct vbas_dev_ops *ops);
 /* vbas_check must be clean; problems are printed. */
 void assert_check_clean(struct vbas_pool *p);
 /* cmocka group runner with TAP output. */

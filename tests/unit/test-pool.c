@@ -430,43 +430,20 @@ static void t_buffered(void **state)
 
 /* A device that counts the writes of at least 1 MiB made through it. */
 struct countdev {
-	struct vbas_dev d;
-	struct vbas_dev *inner;
+	struct wrapdev w;
 	int big_writes;
 };
 
-static int c_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
-{
-	return dev_pread(((struct countdev *)d)->inner, b, l, o);
-}
-
 static int c_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 {
-	struct countdev *c = (struct countdev *)d;
 	if (l >= (1u << 20))
-		c->big_writes++;
-	return dev_pwrite(c->inner, b, l, o);
-}
-
-static int c_flush(struct vbas_dev *d)
-{
-	return dev_flush(((struct countdev *)d)->inner);
-}
-
-static int c_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
-{
-	return dev_discard(((struct countdev *)d)->inner, o, l);
-}
-
-static void c_destroy(struct vbas_dev *d)
-{
-	dev_destroy(((struct countdev *)d)->inner);
-	free(d);
+		((struct countdev *)d)->big_writes++;
+	return wrap_pwrite(d, b, l, o);
 }
 
 static const struct vbas_dev_ops count_ops = {
-	.name = "count", .pread = c_pread, .pwrite = c_pwrite, .flush = c_flush,
-	.discard = c_discard, .destroy = c_destroy,
+	.name = "count", .pread = wrap_pread, .pwrite = c_pwrite, .flush = wrap_flush,
+	.discard = wrap_discard, .destroy = wrap_destroy,
 };
 
 static void expect_reads(struct vbas_vol *v, const uint8_t *want, size_t len)
@@ -495,11 +472,8 @@ static void t_write_over_pieces(void **state)
 	(void)state;
 	assert_non_null(c);
 	assert_true(m && m1 && m2 && buf);
-	c->inner = mem_pool(32 << 20, BS, 0);
-	c->d = *c->inner;
-	c->d.ops = &count_ops;
-	c->d.owned_by_pool = 0;
-	p = open_mem(&c->d, 0);
+	wrap_init(&c->w, mem_pool(32 << 20, BS, 0), &count_ops);
+	p = open_mem(&c->w.d, 0);
 	assert_ok(vbas_vol_create(p, "a", SIZE));
 	assert_ok(vbas_vol_open(p, "a", &a));
 	/* Blocks 0..255 written, snapshot; every third block rewritten and
@@ -539,7 +513,7 @@ static void t_write_over_pieces(void **state)
 	vbas_vol_close(s2);
 	vbas_vol_close(a);
 	assert_ok(vbas_close(p));
-	p = open_mem(&c->d, 0);
+	p = open_mem(&c->w.d, 0);
 	assert_ok(vbas_vol_open(p, "a", &a));
 	expect_reads(a, m, SIZE);
 	assert_ok(vbas_vol_delete(p, "s1"));
@@ -554,7 +528,7 @@ static void t_write_over_pieces(void **state)
 	assert_check_clean(p);
 	vbas_vol_close(a);
 	assert_ok(vbas_close(p));
-	c_destroy(&c->d);
+	wrap_destroy(&c->w.d);
 	free(m);
 	free(m1);
 	free(m2);

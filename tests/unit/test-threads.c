@@ -2048,19 +2048,12 @@ static void t_enospc_overlap(void **state)
 
 /* A device that stops one data write at a gate until told to go on. */
 struct gatedev {
-	struct vbas_dev dev;
-	struct vbas_dev *inner;
+	struct wrapdev w;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint64_t gate_off;
 	int armed, arrived, open;
 };
-
-static int g_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
-{
-	struct gatedev *g = (struct gatedev *)d;
-	return dev_pread(g->inner, b, l, o);
-}
 
 static int g_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 {
@@ -2074,31 +2067,20 @@ static int g_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 			pthread_cond_wait(&g->cv, &g->mu);
 	}
 	pthread_mutex_unlock(&g->mu);
-	return dev_pwrite(g->inner, b, l, o);
-}
-
-static int g_flush(struct vbas_dev *d)
-{
-	return dev_flush(((struct gatedev *)d)->inner);
-}
-
-static int g_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
-{
-	return dev_discard(((struct gatedev *)d)->inner, o, l);
+	return wrap_pwrite(d, b, l, o);
 }
 
 static void g_destroy(struct vbas_dev *d)
 {
 	struct gatedev *g = (struct gatedev *)d;
-	dev_destroy(g->inner);
 	pthread_mutex_destroy(&g->mu);
 	pthread_cond_destroy(&g->cv);
-	free(g);
+	wrap_destroy(d);
 }
 
 static const struct vbas_dev_ops gate_ops = {
-	.name = "gate", .pread = g_pread, .pwrite = g_pwrite, .flush = g_flush,
-	.discard = g_discard, .destroy = g_destroy,
+	.name = "gate", .pread = wrap_pread, .pwrite = g_pwrite, .flush = wrap_flush,
+	.discard = wrap_discard, .destroy = g_destroy,
 };
 
 static int gate_wait(struct gatedev *g, int *flag, double secs)
@@ -2181,20 +2163,12 @@ static void t_enospc_discard_race(void **state)
 	struct vbas_extent ex[3];
 	(void)state;
 	assert_non_null(g);
-	g->inner = vbas_memdev_create(psize);
-	if (!g->inner) {
-		free(g);
-		fail_msg("no memory device");
-	}
-	R.dev = &g->dev;
-	g->dev.ops = &gate_ops;
-	g->dev.size = psize;
-	g->dev.fd = -1;
-	g->dev.align = 1;
+	wrap_init(&g->w, vbas_memdev_create(psize), &gate_ops);
+	R.dev = &g->w.d;
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
-	assert_ok(vbas_format_dev(&g->dev, &fo));
-	assert_ok(vbas_open_dev(&g->dev, &oo, &p));
+	assert_ok(vbas_format_dev(&g->w.d, &fo));
+	assert_ok(vbas_open_dev(&g->w.d, &oo, &p));
 	hold(p);
 	assert_ok(vbas_vol_create(p, "v", 4 << 20));
 	assert_ok(vbas_vol_create(p, "fill", 16 << 20));
