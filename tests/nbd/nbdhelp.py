@@ -272,6 +272,12 @@ def ctl_requests(pool):
         ("a request without its final NUL", b"snapshot\0a\0b", "71\tmalformed request"),
         ("an empty request", b"", "71\tmalformed request"),
         ("a request longer than 1 KiB", b"x" * 2000 + b"\0", "71\trequest longer than"),
+        ("a create with a size that is not a number", b"create\0nv\0" b"12M\0",
+         "22\tcreate: bad size '12M'"),
+        ("a resize with an empty size", b"resize\0nv\0\0", "22\tresize: bad size ''"),
+        ("a create with a size past 2^64", b"create\0nv\0" + b"9" * 21 + b"\0",
+         "22\tcreate: bad size"),
+        ("a delete without its name", b"delete\0", "22\tunknown control request 'delete'"),
         ("ping", b"ping\0", "0\tvbas "),
     ]:
         got = ask(req)

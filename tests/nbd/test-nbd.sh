@@ -226,6 +226,19 @@ if [ "$ARGS_ONLY" -eq 1 ]; then
 	exit 0
 fi
 
+# ---- The plugin's own parameters ---------------------------------------------------------
+
+PLUGIN=$(dirname "$VBAS")/nbdkit-vbas-plugin.so
+expect_fail "plugin: direct= takes a boolean" 1 'could not decipher boolean \(maybe\)' \
+	nbdkit "$PLUGIN" pool=p0.img direct=maybe --run true
+expect_fail "plugin: readonly= takes a boolean" 1 'could not decipher boolean \(perhaps\)' \
+	nbdkit "$PLUGIN" pool=p0.img readonly=perhaps --run true
+expect_fail "plugin: an unknown parameter is named, with the ones it takes" 1 \
+	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL\)" \
+	nbdkit "$PLUGIN" pool=p0.img frob=1 --run true
+expect_fail "plugin: pool= is required" 1 'pool=FILE is required' nbdkit "$PLUGIN" direct=false --run true
+expect_ok "plugin: direct=false serves" nbdkit "$PLUGIN" pool=p0.img direct=false --run 'nbdinfo --size "$uri"'
+
 # ---- One volume: the default export; --readonly; TCP ----------------------------------
 
 "$VBAS" write p0.img v src1m.raw || echo "# writing to p0.img failed"
@@ -652,23 +665,31 @@ expect_true "vbas check: the full pool is clean" sh -c "'$VBAS' check '$PF' | gr
 
 # ---- SIGKILL during writes ------------------------------------------------------------
 
+# kill_during_writes VOLUME: a client writes VOLUME of the running server,
+# flushing as it goes and logging to ./progress what it flushed; nbdkit
+# gets SIGKILL once 12 chunks are flushed.  SRV_RC: vbas serve's status.
+kill_during_writes() {
+	rm -f progress
+	$PY "$HELP" writer "$(uri "$1")" progress 2>writer.err &
+	WRITER=$!
+	PIDS+=("$WRITER")
+	for _ in $(seq 200); do
+		[ -f progress ] && [ "$(wc -l <progress)" -ge 12 ] && break
+		sleep 0.05
+	done
+	kill -KILL "$NBDKIT_PID"
+	wait "$SRV_PID"
+	SRV_RC=$?
+	kill "$WRITER" 2>/dev/null
+	wait "$WRITER" 2>/dev/null
+}
+
 PK=$T/kill.img
 "$VBAS" format "$PK" --size 512M >/dev/null && "$VBAS" create "$PK" k --size 256M ||
 	echo "# setting up the kill pool failed"
 expect_true "serve a pool for the kill" start_server "$PK" kill
 expect_true "the server has the pool open with O_DIRECT" test "$(o_direct "$NBDKIT_PID" "$PK")" = 1
-$PY "$HELP" writer "$(uri k)" progress 2>writer.err &
-WRITER=$!
-PIDS+=("$WRITER")
-for _ in $(seq 200); do
-	[ -f progress ] && [ "$(wc -l <progress)" -ge 12 ] && break
-	sleep 0.05
-done
-kill -KILL "$NBDKIT_PID"
-wait "$SRV_PID"
-SRV_RC=$?
-kill "$WRITER" 2>/dev/null
-wait "$WRITER" 2>/dev/null
+kill_during_writes k
 expect_true "serve reports that nbdkit was killed" \
 	grep -q "vbas: serve: nbdkit: killed by signal 9" "$T/kill.err"
 expect_true "... and fails" test "$SRV_RC" -ne 0
@@ -684,18 +705,7 @@ PB=$T/buffered.img
 expect_true "serve --buffered" start_server "$PB" buffered --buffered
 expect_true "--buffered: nbdkit has the pool open without O_DIRECT" \
 	test "$(o_direct "$NBDKIT_PID" "$PB")" = 0
-rm -f progress
-$PY "$HELP" writer "$(uri k)" progress 2>writer.err &
-WRITER=$!
-PIDS+=("$WRITER")
-for _ in $(seq 200); do
-	[ -f progress ] && [ "$(wc -l <progress)" -ge 12 ] && break
-	sleep 0.05
-done
-kill -KILL "$NBDKIT_PID"
-wait "$SRV_PID"
-kill "$WRITER" 2>/dev/null
-wait "$WRITER" 2>/dev/null
+kill_during_writes k
 expect_true "--buffered: vbas check is clean after SIGKILL" sh -c "'$VBAS' check '$PB' | grep -q '^clean'"
 expect_ok "--buffered: read the volume back" "$VBAS" read "$PB" k buffered.raw
 py_checks "--buffered, after the kill" $PY "$HELP" verify-flushed buffered.raw progress
