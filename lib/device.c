@@ -45,18 +45,90 @@ struct bounce {
 
 /* Without O_DIRECT, writes land in the page cache; left there, they pile
  * up until the kernel's dirty limits throttle the writer and the next
- * flush has gigabytes to write.  So every WRITE_BEHIND bytes written the
- * device layer starts the write-out of the file's dirty pages (without
- * waiting for it): the device works while the writer goes on, and pages
- * rewritten within the window are still written once. */
+ * flush has gigabytes to write.  Two kinds of writes are told apart:
+ *
+ *   small ones (below STREAM_MIN) stay cached, and every WRITE_BEHIND
+ *   bytes of them start the write-out of the file's dirty pages without
+ *   waiting for it: the device works while the writer goes on, and pages
+ *   rewritten within the window are still written once;
+ *
+ *   large ones are a stream (an image copy, a restore, a sequential
+ *   writer): each starts its own write-out at once, and once more than
+ *   WRITE_BEHIND bytes of them are in flight the oldest is waited for and
+ *   its pages are dropped from the cache.  So a stream keeps a bounded
+ *   window in flight, flows at the device's pace, and recycles its own
+ *   pages instead of evicting the small writes' cache and taking fresh
+ *   memory for every megabyte (which, on a virtual machine whose freed
+ *   memory goes back to the host, costs a host fault per page).
+ *
+ * A wait can return a write-back error, and it consumes it: the kernel
+ * reports each error once per open file, so the fdatasync of the next
+ * flush would no longer see it.  The device therefore keeps the first
+ * write-back error it sees (wb_err) and fails every later flush with it:
+ * pages whose write-out failed are marked clean by the kernel, so after
+ * one failure no flush can promise durability again. */
 #define WRITE_BEHIND (8u << 20)
+#define STREAM_MIN   (256u << 10)
+#define STREAM_SLOTS (WRITE_BEHIND / STREAM_MIN + 1)
+
+struct stream_range {
+	uint64_t off, len;
+};
 
 struct file_dev {
 	struct vbas_dev d;
 	struct bounce slot[BOUNCE_SLOTS];
 	_Atomic uint64_t *prealloc;      /* a bit per piece: allocated (NULL: off) */
-	_Atomic uint64_t behind;         /* bytes written since the last write-out */
+	_Atomic uint64_t behind;         /* small bytes written since the last write-out */
+	_Atomic int wb_err;              /* first write-back error (negative errno) */
+	pthread_mutex_t stream_lock;     /* guards the stream window below */
+	struct stream_range stream[STREAM_SLOTS];   /* ring, oldest at stream_head */
+	unsigned stream_head, stream_n;
+	uint64_t stream_bytes;           /* sum of the window's lengths */
 };
+
+/* Keep the first write-back error: see above. */
+static void wb_fail(struct file_dev *f, int err)
+{
+	int none = 0;
+	atomic_compare_exchange_strong(&f->wb_err, &none, err);
+}
+
+/* A large write of [OFF, OFF+LEN) has reached the page cache: start its
+ * write-out, and retire the oldest ranges of the window while it holds
+ * more than WRITE_BEHIND bytes (wait for their write-out, drop them). */
+static void stream_behind(struct file_dev *f, uint64_t off, uint64_t len)
+{
+	struct stream_range old[STREAM_SLOTS];
+	unsigned n = 0;
+	int fd = f->d.fd;
+
+	if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) < 0 &&
+	    errno == EIO)
+		wb_fail(f, -EIO);
+	pthread_mutex_lock(&f->stream_lock);
+	while (f->stream_n && (f->stream_n == STREAM_SLOTS ||
+			       f->stream_bytes + len > WRITE_BEHIND)) {
+		old[n++] = f->stream[f->stream_head];
+		f->stream_bytes -= f->stream[f->stream_head].len;
+		f->stream_head = (f->stream_head + 1) % STREAM_SLOTS;
+		f->stream_n--;
+	}
+	f->stream[(f->stream_head + f->stream_n) % STREAM_SLOTS] =
+		(struct stream_range){ off, len };
+	f->stream_n++;
+	f->stream_bytes += len;
+	pthread_mutex_unlock(&f->stream_lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (sync_file_range(fd, (off_t)old[i].off, (off_t)old[i].len,
+				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+				    SYNC_FILE_RANGE_WAIT_AFTER) < 0 && errno != EINTR)
+			wb_fail(f, -errno);
+		/* Clean pages only: a page written again since stays. */
+		(void)posix_fadvise(fd, (off_t)old[i].off, (off_t)old[i].len,
+				    POSIX_FADV_DONTNEED);
+	}
+}
 
 /* An aligned buffer of LEN bytes: a slot's (held until bounce_put) or a
  * fresh one (*SLOT NULL). */
@@ -185,11 +257,15 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 	if (!d->direct) {
 		struct file_dev *f = (struct file_dev *)d;
 		int r = full_pwrite(d->fd, buf, len, off);
-		if (!r && atomic_fetch_add(&f->behind, len) + len >= WRITE_BEHIND) {
+		if (r)
+			return r;
+		if (len >= STREAM_MIN)
+			stream_behind(f, off, len);
+		else if (atomic_fetch_add(&f->behind, len) + len >= WRITE_BEHIND) {
 			atomic_store(&f->behind, 0);
 			(void)sync_file_range(d->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 		}
-		return r;
+		return 0;
 	}
 	if (aligned(d, buf, len, off))
 		return full_pwrite(d->fd, buf, len, off);
@@ -215,9 +291,12 @@ static int file_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t
 
 static int file_flush(struct vbas_dev *d)
 {
+	struct file_dev *f = (struct file_dev *)d;
+	/* A failed fdatasync has consumed its error, and a page cache whose
+	 * write-out failed has marked those pages clean: keep it. */
 	if (fdatasync(d->fd) < 0)
-		return -errno;
-	return 0;
+		wb_fail(f, -errno);
+	return atomic_load(&f->wb_err);
 }
 
 static int file_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
@@ -243,6 +322,7 @@ static void file_destroy(struct vbas_dev *d)
 		free(f->slot[i].buf);
 		pthread_mutex_destroy(&f->slot[i].lock);
 	}
+	pthread_mutex_destroy(&f->stream_lock);
 	free(f);
 }
 
@@ -305,6 +385,7 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 	}
 	for (int i = 0; i < BOUNCE_SLOTS; i++)
 		pthread_mutex_init(&f->slot[i].lock, NULL);
+	pthread_mutex_init(&f->stream_lock, NULL);
 	struct vbas_dev *d = &f->d;
 	d->ops = &file_ops;
 	d->fd = fd;

@@ -52,6 +52,7 @@ static uint64_t cache_bytes;         /* cache=, 0: the library's default */
 static int pool_rdonly;              /* readonly=: open the pool read-only */
 static int pool_direct = 1;          /* direct=: O_DIRECT (else the page cache) */
 static struct vbas_pool *pool;
+static int final_commit_failed;       /* close_pool could not commit */
 static uint32_t pool_bs;             /* the pool's block size */
 
 /* Open handles, so that the pool can be closed at exit: nbdkit does not
@@ -445,10 +446,19 @@ static void close_pool(void)
 		free(h);
 	}
 	pthread_mutex_unlock(&handles_lock);
-	int r = vbas_close(pool);
-	if (r)
+	/* vbas_close commits, but a pool that a failed change left read-only
+	 * closes without a word: ask for the commit first, so that a final
+	 * commit that cannot happen is said, and nbdkit's exit status says it. */
+	int r = vbas_flush(pool);
+	if (r) {
+		nbdkit_error("%s: final commit: %s", pool_path, vbas_errmsg());
+		final_commit_failed = 1;
+	}
+	if (vbas_close(pool) && !r) {
 		nbdkit_error("%s: closing the pool: %s", pool_path, vbas_errmsg());
-	else
+		final_commit_failed = 1;
+	}
+	if (!final_commit_failed)
 		nbdkit_debug("vbas: %s committed and closed", pool_path);
 	pool = NULL;
 }
@@ -474,9 +484,14 @@ static void vbas_nbd_cleanup(void)
 		nbdkit_debug("vbas: %s committed", pool_path);
 }
 
+/* The last callback: nbdkit exits 0 after it whatever it returns, so a
+ * failed final commit ends the process with status 1 here (nbdkit has
+ * nothing left to do but free its memory). */
 static void vbas_nbd_unload(void)
 {
 	close_pool();
+	if (final_commit_failed)
+		_exit(EXIT_FAILURE);
 }
 
 static void vbas_nbd_dump_plugin(void)

@@ -1656,8 +1656,10 @@ static int cmd_serve(const struct args *a)
 			printf("stopped: %s committed and closed\n", a->pos[0]);
 		rc = 0;
 	} else if (WIFEXITED(status)) {
-		rc = fail(a->cmd, "nbdkit", "exited with status %d%s", WEXITSTATUS(status),
-			  ready ? "" : " before serving (see its messages above)");
+		rc = fail(a->cmd, "nbdkit", "exited with status %d %s", WEXITSTATUS(status),
+			  ready ? "after serving: the pool holds its last successful commit "
+				  "(see nbdkit's messages above)"
+				: "before serving (see its messages above)");
 	} else {
 		int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 		rc = fail(a->cmd, "nbdkit", "killed by signal %d (%s); the pool holds its last commit "

@@ -727,6 +727,72 @@ expect_ok "the export serves" nbdinfo "$(uri k)"
 stop_server TERM
 expect_true "vbas check: clean" sh -c "'$VBAS' check '$PK' | grep -q '^clean'"
 
+# ---- --buffered: a failed write-out fails every later flush ------------------------------
+# The page cache reports a failed write-out once per open file, and marks
+# the pages clean.  The pool sits on a loop device over a file on a small
+# tmpfs; the volume's blocks are punched out of that file and the tmpfs is
+# filled, so an in-place rewrite (no metadata changes) fails when it is
+# written out (the loop driver gets ENOSPC: EIO).  Its flush must fail,
+# and so must every flush after the device takes writes again: the lost
+# rewrite is never reported durable.
+
+wb_error_test() {
+	local tiny=$T/tiny loop len
+	mkdir -p "$tiny"
+	mount -t tmpfs -o size=64M tmpfs "$tiny" || return 1
+	MOUNTS+=("$tiny")
+	truncate -s 48M "$tiny/backing"
+	loop=$(losetup --show -f "$tiny/backing") || return 1
+	LOOPS+=("$loop")
+	$PY "$HELP" make-pattern wb.raw 21 $((2 * MiB))
+	"$VBAS" format "$loop" --size 48M >/dev/null && "$VBAS" create "$loop" w --size 8M >/dev/null &&
+		"$VBAS" write "$loop" w wb.raw >/dev/null || return 1
+	expect_true "write-back error: the volume maps one extent" \
+		test "$(jget 'len(d)' "$VBAS" map "$loop" w --json)" = 1
+	len=$(jget 'd[0]["length"]' "$VBAS" map "$loop" w --json)
+	expect_ok "write-back error: punch the volume's blocks out of the backing file" \
+		fallocate --punch-hole --offset "$(jget 'd[0]["physical"]' "$VBAS" map "$loop" w --json)" \
+		--length "$len" "$tiny/backing"
+	expect_true "write-back error: serve --buffered from the loop device" \
+		start_server "$loop" wberr --buffered
+	dd if=/dev/zero of="$tiny/fill" bs=1M status=none 2>/dev/null
+	expect_true "write-back error: the tmpfs is full" \
+		sh -c "test \$(df --output=avail '$tiny' | tail -n 1) -lt 1024"
+	expect_fail "an in-place rewrite whose write-out fails: its flush fails (EIO)" 1 \
+		"flush.*(EIO|Input/output)" \
+		nbdsh -u "$(uri w)" -c "h.pwrite(b'\\xbb' * $MiB, 0)" -c "h.flush()"
+	rm -f "$tiny/fill"
+	expect_ok "the device takes writes again" \
+		dd if=/dev/zero of="$tiny/fill" bs=1M count=8 status=none
+	expect_fail "... a flush after it still fails" 1 "flush.*(EIO|Input/output)" \
+		nbdsh -u "$(uri w)" -c "h.flush()"
+	expect_fail "... as does a later write's flush, on a new connection" 1 \
+		"flush.*(EIO|Input/output)" \
+		nbdsh -u "$(uri w)" -c "h.pwrite(b'\\xcc' * 4096, 4 * $MiB)" -c "h.flush()"
+	stop_server TERM
+	expect_true "... and the server's final commit does not succeed either" test "$SRV_RC" -ne 0
+	expect_true "... which vbas serve says" \
+		grep -q "final commit: .*Input/output error" "$T/wberr.err"
+	expect_true "write-back error: vbas check is clean" \
+		sh -c "'$VBAS' check '$loop' | grep -q '^clean'"
+	# A new open starts clean: the device works again, so writes are durable.
+	$PY -c "import sys; sys.stdout.buffer.write(b'\\xdd' * $MiB)" >wb-dd.raw
+	expect_true "write-back error: serve the pool again" start_server "$loop" wberr2 --buffered
+	expect_ok "... a rewrite and its flush succeed, and read back" \
+		nbdsh -u "$(uri w)" -c "h.pwrite(b'\\xdd' * $MiB, 0)" -c "h.flush()" \
+		-c "assert h.pread($MiB, 0) == b'\\xdd' * $MiB"
+	stop_server TERM
+	expect_true "... and the server stops cleanly" test "$SRV_RC" -eq 0
+	expect_true "... and the rewrite is on the device (read with O_DIRECT)" \
+		sh -c "'$VBAS' read '$loop' w --length 1M | cmp - wb-dd.raw"
+	losetup -d "$loop" && umount "$tiny"
+}
+if [ "$ROOT" -eq 1 ]; then
+	wb_error_test || fail "write-back error: setting up the loop device on a tmpfs failed"
+else
+	pass "write-back error on a loop device # SKIP losetup and mount need root"
+fi
+
 # ---- Corrupt metadata reaches the client as EIO --------------------------------------------
 
 PC=$T/corrupt.img
