@@ -219,26 +219,41 @@ static int ctl_size(const char *s, uint64_t *v)
 
 /* The reply to a request that ran: R from the library (and then a commit,
  * so that the change is durable when the client hears of it). */
-static void ctl_done(int r, const char *what, char *reply, size_t len, const char *fmt, ...)
+static void ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
 {
 	if (!r)
 		r = vbas_flush(pool);
 	if (r) {
 		const char *m = vbas_errmsg();
 		nbdkit_error("control: %s: %s", what, m && *m ? m : strerror(-r));
-		snprintf(reply, len, "%d\t%s", -r, m && *m ? m : strerror(-r));
+		fprintf(out, "%d\t%s", -r, m && *m ? m : strerror(-r));
 		return;
 	}
 	va_list ap;
-	int k = snprintf(reply, len, "0\t");
+	fputs("0\t", out);
 	va_start(ap, fmt);
-	vsnprintf(reply + k, len - (size_t)k, fmt, ap);
+	vfprintf(out, fmt, ap);
 	va_end(ap);
 	nbdkit_debug("vbas: control: %s", what);
 }
 
-/* Run one request (NUL-separated fields in REQ, N bytes) into REPLY. */
-static void ctl_run(char *req, size_t n, char *reply, size_t len)
+/* Every volume and its usage, for vbas list (ctl_put_vol). */
+static void ctl_list(const char *what, FILE *out)
+{
+	struct vol_list l = { 0 };
+	int r = vol_list_read(pool, &l);
+	if (r)
+		ctl_done(r, what, out, "");
+	else {
+		fputs("0\t", out);
+		for (size_t i = 0; i < l.n; i++)
+			ctl_put_vol(out, &l.v[i], &l.u[i]);
+	}
+	vol_list_free(&l);
+}
+
+/* Run one request (NUL-separated fields in REQ, N bytes); the reply to OUT. */
+static void ctl_run(char *req, size_t n, FILE *out)
 {
 	const char *f[4] = { 0 };
 	char what[600];
@@ -249,30 +264,45 @@ static void ctl_run(char *req, size_t n, char *reply, size_t len)
 		i += strnlen(req + i, n - i) + 1;
 	}
 	if (n == 0 || req[n - 1] != '\0' || nf == 0) {
-		snprintf(reply, len, "%d\tmalformed request", EPROTO);
+		fprintf(out, "%d\tmalformed request", EPROTO);
 		return;
 	}
 	snprintf(what, sizeof(what), "%s%s%s%s%s", f[0], f[1] ? " " : "", f[1] ? f[1] : "",
 		 f[2] ? " " : "", f[2] ? f[2] : "");
 	if (!strcmp(f[0], "ping") && nf == 1) {
-		snprintf(reply, len, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
+		fprintf(out, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
+		return;
+	}
+	if (!strcmp(f[0], "info") && nf == 1) {
+		struct vbas_pool_info info;
+		r = vbas_pool_info(pool, &info);
+		if (r)
+			ctl_done(r, what, out, "");
+		else {
+			fputs("0\t", out);
+			ctl_put_info(out, &info);
+		}
+		return;
+	}
+	if (!strcmp(f[0], "list") && nf == 1) {
+		ctl_list(what, out);
 		return;
 	}
 	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && nf == 3) {
 		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
 		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
-		ctl_done(r, what, reply, len, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
+		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
 		return;
 	}
 	if ((!strcmp(f[0], "create") || !strcmp(f[0], "resize")) && nf == 3) {
 		struct vbas_vol_info info;
 		if (ctl_size(f[2], &size)) {
-			snprintf(reply, len, "%d\t%s: bad size '%.40s'", EINVAL, f[0], f[2]);
+			fprintf(out, "%d\t%s: bad size '%.40s'", EINVAL, f[0], f[2]);
 			return;
 		}
 		if (!strcmp(f[0], "create")) {
 			r = vbas_vol_create(pool, f[1], size);
-			ctl_done(r, what, reply, len, "volume '%s' created by the server; it is an "
+			ctl_done(r, what, out, "volume '%s' created by the server; it is an "
 				 "export now", f[1]);
 			return;
 		}
@@ -282,28 +312,28 @@ static void ctl_run(char *req, size_t n, char *reply, size_t len)
 		int c = connections(f[1]);
 		r = vbas_vol_stat(pool, f[1], &info);
 		if (!r && c && size < info.size) {
-			snprintf(reply, len, "%d\tvolume '%s' has %d client connection(s) to its export: "
+			fprintf(out, "%d\tvolume '%s' has %d client connection(s) to its export: "
 				 "disconnect them before shrinking it", EBUSY, f[1], c);
 			return;
 		}
 		if (!r)
 			r = vbas_vol_resize(pool, f[1], size);
-		ctl_done(r, what, reply, len, "volume '%s' resized by the server%s", f[1],
+		ctl_done(r, what, out, "volume '%s' resized by the server%s", f[1],
 			 c ? " (connected clients see the new size when they connect again)" : "");
 		return;
 	}
 	if (!strcmp(f[0], "delete") && nf == 2) {
 		int c = connections(f[1]);
 		if (c) {
-			snprintf(reply, len, "%d\tvolume '%s' has %d client connection(s) to its export: "
+			fprintf(out, "%d\tvolume '%s' has %d client connection(s) to its export: "
 				 "disconnect them before deleting it", EBUSY, f[1], c);
 			return;
 		}
 		r = vbas_vol_delete(pool, f[1]);
-		ctl_done(r, what, reply, len, "volume '%s' deleted by the server", f[1]);
+		ctl_done(r, what, out, "volume '%s' deleted by the server", f[1]);
 		return;
 	}
-	snprintf(reply, len, "%d\tunknown control request '%.40s' with %d argument(s)", EINVAL,
+	fprintf(out, "%d\tunknown control request '%.40s' with %d argument(s)", EINVAL,
 		 f[0], nf - 1);
 }
 
@@ -311,7 +341,7 @@ static void ctl_run(char *req, size_t n, char *reply, size_t len)
  * answer. */
 static void ctl_serve(int c)
 {
-	char req[CTL_MAX + 1], reply[1024];
+	char req[CTL_MAX + 1];
 	size_t n = 0;
 	struct timeval tv = { .tv_sec = 5 };
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -333,11 +363,20 @@ static void ctl_serve(int c)
 		if (!full)
 			n += (size_t)k;
 	}
+	char *reply = NULL;
+	size_t rl = 0;
+	FILE *out = open_memstream(&reply, &rl);
+	if (!out)
+		return;
 	if (n > CTL_MAX)
-		snprintf(reply, sizeof(reply), "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
+		fprintf(out, "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
 	else
-		ctl_run(req, n, reply, sizeof(reply));
-	size_t off = 0, rl = strlen(reply);
+		ctl_run(req, n, out);
+	if (fclose(out)) {
+		free(reply);
+		return;
+	}
+	size_t off = 0;
 	while (off < rl) {
 		ssize_t k = write(c, reply + off, rl - off);
 		if (k < 0 && errno == EINTR)
@@ -346,6 +385,7 @@ static void ctl_serve(int c)
 			break;
 		off += (size_t)k;
 	}
+	free(reply);
 }
 
 static void *ctl_main(void *arg)

@@ -20,15 +20,26 @@
  *   resize   NAME SIZE   refused (EBUSY) for a shrink while clients are
  *                        connected to the export
  *   delete   NAME        refused (EBUSY) while clients are connected to it
+ *   info                 the pool's figures (vbas_pool_info), for vbas info
+ *   list                 every volume with its usage, for vbas list
  *   ping                 answers with the server's pid
  * Every change is committed before the reply.
- * Reply: "ERRNO\tMESSAGE" (ERRNO 0: done), and the server closes.
+ * Reply: "ERRNO\tMESSAGE" (ERRNO 0: done), and the server closes.  The
+ * MESSAGE of info is the figures in CTL_INFO_FIELDS order, decimal, each
+ * after a space; that of list is a line per volume (ctl_put_vol).  Both
+ * are read by this header's functions on either side, so they change
+ * together.
  */
 #ifndef VBAS_CTL_H
 #define VBAS_CTL_H
 
+#include "vbas.h"
+
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,6 +61,142 @@ static inline int vbas_ctl_path(const char *pool, char *buf, size_t len)
 		a = 0, b = st.st_rdev;
 	int n = snprintf(buf, len, "%s/vbas-%llx-%llx.ctl", dir, a, b);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* The volumes of a pool with their usage, what vbas list shows: gathered
+ * by the CLI from an open pool, by the server for a list request, and by
+ * the CLI again from the server's answer. */
+struct vol_list {
+	struct vbas_vol_info *v;
+	struct vbas_vol_usage *u;     /* zero until vol_list_read fills it */
+	size_t n, cap;
+};
+
+static inline int vol_list_add(struct vol_list *l, const struct vbas_vol_info *v,
+			       const struct vbas_vol_usage *u)
+{
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 16;
+		struct vbas_vol_info *nv = realloc(l->v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		struct vbas_vol_usage *nu = realloc(l->u, nc * sizeof(*nu));
+		if (!nu)
+			return -ENOMEM;
+		l->u = nu;
+		l->cap = nc;
+	}
+	l->v[l->n] = *v;
+	if (u)
+		l->u[l->n] = *u;
+	else
+		memset(&l->u[l->n], 0, sizeof(*u));
+	l->n++;
+	return 0;
+}
+
+/* For vbas_vol_list: collect the volumes, their usage left zero. */
+static inline int vol_list_cb(const struct vbas_vol_info *info, void *arg)
+{
+	return vol_list_add(arg, info, NULL);
+}
+
+/* Every volume of POOL and its usage into L. */
+static inline int vol_list_read(struct vbas_pool *pool, struct vol_list *l)
+{
+	int r = vbas_vol_list(pool, vol_list_cb, l);
+	for (size_t i = 0; !r && i < l->n; i++)
+		r = vbas_vol_usage(pool, l->v[i].name, &l->u[i]);
+	return r;
+}
+
+static inline void vol_list_free(struct vol_list *l)
+{
+	free(l->v);
+	free(l->u);
+}
+
+/* The next decimal number of *S (after spaces) into *V; -1 if none. */
+static inline int ctl_num(const char **s, uint64_t *v)
+{
+	char *e;
+	while (**s == ' ')
+		(*s)++;
+	if (**s < '0' || **s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long x = strtoull(*s, &e, 10);
+	if (errno)
+		return -1;
+	*v = x;
+	*s = e;
+	return 0;
+}
+
+#define CTL_INFO_FIELDS(X) X(size) X(block_size) X(total_blocks) X(data_used) \
+	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
+	X(sharing_saves) X(generation) X(cache_blocks)
+
+static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
+{
+#define CTL_PUT(n) fprintf(f, " %llu", (unsigned long long)i->n);
+	CTL_INFO_FIELDS(CTL_PUT)
+#undef CTL_PUT
+}
+
+/* -1 if S is not an info reply of this version. */
+static inline int ctl_get_info(const char *s, struct vbas_pool_info *i)
+{
+	uint64_t v;
+	memset(i, 0, sizeof(*i));
+#define CTL_GET(n) if (ctl_num(&s, &v)) return -1; i->n = v; if (i->n != v) return -1;
+	CTL_INFO_FIELDS(CTL_GET)
+#undef CTL_GET
+	return *s ? -1 : 0;
+}
+
+/* A volume of the list reply: "ID SIZE MAPPED ORIGIN FLAGS EXCLUSIVE SHARED
+ * NAME\n", the name in hex (a name may hold any byte but '/' and NUL). */
+static inline void ctl_put_vol(FILE *f, const struct vbas_vol_info *v,
+			       const struct vbas_vol_usage *u)
+{
+	fprintf(f, "%llu %llu %llu %llu %u %llu %llu ", (unsigned long long)v->id,
+		(unsigned long long)v->size, (unsigned long long)v->mapped,
+		(unsigned long long)v->origin, (unsigned)v->flags,
+		(unsigned long long)u->exclusive, (unsigned long long)u->shared);
+	for (const unsigned char *c = (const unsigned char *)v->name; *c; c++)
+		fprintf(f, "%02x", *c);
+	fputc('\n', f);
+}
+
+static inline int ctl_hex(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* One volume from *S (advanced past its line); -1 if it is not one. */
+static inline int ctl_get_vol(const char **s, struct vbas_vol_info *v, struct vbas_vol_usage *u)
+{
+	uint64_t f;
+	size_t n = 0;
+	memset(v, 0, sizeof(*v));
+	memset(u, 0, sizeof(*u));
+	if (ctl_num(s, &v->id) || ctl_num(s, &v->size) || ctl_num(s, &v->mapped) ||
+	    ctl_num(s, &v->origin) || ctl_num(s, &f) || f > UINT32_MAX ||
+	    ctl_num(s, &u->exclusive) || ctl_num(s, &u->shared) || *(*s)++ != ' ')
+		return -1;
+	v->flags = (uint32_t)f;
+	u->mapped = v->mapped;
+	while (**s != '\n') {
+		int hi = ctl_hex((*s)[0]), lo = hi < 0 ? -1 : ctl_hex((*s)[1]);
+		if (lo < 0 || !(hi | lo) || n == VBAS_NAME_MAX)
+			return -1;
+		v->name[n++] = (char)(hi << 4 | lo);
+		*s += 2;
+	}
+	(*s)++;
+	return n ? 0 : -1;
 }
 
 #endif

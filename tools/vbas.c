@@ -543,16 +543,127 @@ static int cmd_format(const struct args *a)
 	return 0;
 }
 
+static const char ctl_unreadable[] =
+	"the server's answer is not one this vbas reads (is it another version of vbas?)";
+
+/* Send request FIELDS (N of them) to the server of pool POOL through its
+ * control channel (ctl.h).  Returns -1 if there is no server listening;
+ * else its errno (0: done), with *MSG its message (malloc'ed; NULL if
+ * out of memory). */
+static int ctl_request(const char *pool, const char *const *fields, int n, char **msg)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char req[CTL_MAX];
+	size_t rl = 0, got = 0, cap = 0;
+	char *reply = NULL;
+	*msg = NULL;
+	for (int i = 0; i < n; i++) {
+		size_t l = strlen(fields[i]) + 1;
+		if (rl + l > sizeof(req))
+			return -1;
+		memcpy(req + rl, fields[i], l);
+		rl += l;
+	}
+	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	/* The reply runs to the server's EOF (a list is a line per volume). */
+	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
+	while (ok) {
+		if (cap - got < 4096) {
+			char *nr = cap < (256u << 20) ? realloc(reply, cap ? 2 * cap : 8192) : NULL;
+			if (!nr) {
+				ok = 0;
+				break;
+			}
+			reply = nr;
+			cap = cap ? 2 * cap : 8192;
+		}
+		ssize_t k = read(fd, reply + got, cap - 1 - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	close(fd);
+	char *tab = ok && reply ? (reply[got] = 0, strchr(reply, '\t')) : NULL;
+	if (!tab) {
+		free(reply);
+		*msg = strdup("the server's control channel gave no answer");
+		return EPROTO;
+	}
+	int e = atoi(reply);
+	memmove(reply, tab + 1, strlen(tab + 1) + 1);
+	*msg = reply;
+	return e;
+}
+
+/* Open the pool (FLAGS: vbas_open's); if a server holds it, send REQ (N
+ * fields) through its control channel instead.  Returns 0 with *POOL open
+ * to do the work here, else 1 with *RC the command's exit status: the
+ * server did it (*BODY, if BODY is not NULL, its answer, malloc'ed), or it
+ * failed (said). */
+static int open_or_ask_server(const struct args *a, unsigned flags, const char *const *req,
+			      int n, struct vbas_pool **pool, int *rc, char **body)
+{
+	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
+	int r = vbas_open(a->pos[0], &o, pool);
+	*rc = 0;
+	if (body)
+		*body = NULL;
+	if (!r)
+		return 0;
+	if (r == -EBUSY) {
+		char *msg;
+		int e = ctl_request(a->pos[0], req, n, &msg);
+		if (e >= 0) {
+			if (e)
+				*rc = fail(a->cmd, a->pos[0], "%s (through the server)",
+					   msg ? msg : strerror(e));
+			else if (!msg)
+				*rc = fail(a->cmd, a->pos[0], "%s", strerror(ENOMEM));
+			if (!e && body) {
+				*body = msg;
+				msg = NULL;
+			}
+			free(msg);
+			return 1;
+		}
+		/* No server listening: says who holds it (or opens it, if
+		 * the holder has just let go). */
+		*rc = open_pool(a, flags, pool);
+		return *rc != 0;
+	}
+	*rc = lib_fail(a->cmd, a->pos[0], r);
+	return 1;
+}
+
 static int cmd_info(const struct args *a)
 {
 	struct vbas_pool_info i;
-	struct vbas_pool *pool;
-	int r, rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
-	if (rc)
-		return rc;
-	r = vbas_pool_info(pool, &i);
-	if (r)
-		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	struct vbas_pool *pool = NULL;
+	const char *req[1] = { "info" };
+	char *body;
+	int r, rc;
+	if (open_or_ask_server(a, VBAS_OPEN_RDONLY, req, 1, &pool, &rc, &body)) {
+		if (rc)
+			return rc;
+		r = ctl_get_info(body, &i);
+		free(body);
+		if (r)
+			return fail(a->cmd, a->pos[0], "%s", ctl_unreadable);
+	} else {
+		r = vbas_pool_info(pool, &i);
+		if (r)
+			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	}
 	if (a->seen & O_JSON) {
 		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
@@ -588,79 +699,7 @@ static int cmd_info(const struct args *a)
 				printf("%-17s %20" PRIu64 "\n", rows[k].k, rows[k].v);
 		}
 	}
-	return close_pool(a, pool, 0);
-}
-
-/* Send request FIELDS (N of them) to the server of pool POOL through its
- * control channel (ctl.h).  Returns -1 if there is no server listening;
- * else its errno (0: done), its message in MSG. */
-static int ctl_request(const char *pool, const char *const *fields, int n, char *msg, size_t len)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char req[CTL_MAX], reply[1100];
-	size_t rl = 0, got = 0;
-	for (int i = 0; i < n; i++) {
-		size_t l = strlen(fields[i]) + 1;
-		if (rl + l > sizeof(req))
-			return -1;
-		memcpy(req + rl, fields[i], l);
-		rl += l;
-	}
-	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
-	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
-	while (ok && got < sizeof(reply) - 1) {
-		ssize_t k = read(fd, reply + got, sizeof(reply) - 1 - got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		got += (size_t)k;
-	}
-	close(fd);
-	reply[got] = 0;
-	char *tab = strchr(reply, '\t');
-	if (!ok || !tab) {
-		snprintf(msg, len, "the server's control channel gave no answer");
-		return EPROTO;
-	}
-	snprintf(msg, len, "%s", tab + 1);
-	return atoi(reply);
-}
-
-/* Open the pool for a change; if a server holds it, send the change (N
- * fields in REQ) through its control channel instead.  Returns 0 with
- * *POOL open to make the change here, else 1 with *RC the command's exit
- * status (the server made it, or it failed). */
-static int open_or_ask_server(const struct args *a, const char *const *req, int n,
-			      struct vbas_pool **pool, int *rc)
-{
-	struct vbas_open_opts o = { .cache_bytes = a->cache };
-	int r = vbas_open(a->pos[0], &o, pool);
-	*rc = 0;
-	if (!r)
-		return 0;
-	if (r == -EBUSY) {
-		char msg[1100];
-		int e = ctl_request(a->pos[0], req, n, msg, sizeof(msg));
-		if (e >= 0) {
-			*rc = e ? fail(a->cmd, a->pos[0], "%s (through the server)", msg) : 0;
-			return 1;
-		}
-		/* No server listening: says who holds it (or opens it, if
-		 * the holder has just let go). */
-		*rc = open_pool(a, 0, pool);
-		return *rc != 0;
-	}
-	*rc = lib_fail(a->cmd, a->pos[0], r);
-	return 1;
+	return pool ? close_pool(a, pool, 0) : 0;
 }
 
 static int cmd_create(const struct args *a)
@@ -672,33 +711,12 @@ static int cmd_create(const struct args *a)
 	snprintf(size, sizeof(size), "%" PRIu64, a->size);
 	const char *req[3] = { "create", a->pos[1], size };
 	int r, rc;
-	if (open_or_ask_server(a, req, 3, &pool, &rc))
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_create(pool, a->pos[1], a->size);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	return close_pool(a, pool, rc);
-}
-
-struct vol_list {
-	struct vbas_vol_info *v;
-	struct vbas_vol_usage *u;     /* per volume, filled after the walk */
-	size_t n, cap;
-};
-
-static int list_cb(const struct vbas_vol_info *info, void *arg)
-{
-	struct vol_list *l = arg;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? 2 * l->cap : 16;
-		struct vbas_vol_info *v = realloc(l->v, nc * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = nc;
-	}
-	l->v[l->n++] = *info;
-	return 0;
 }
 
 /* The name of volume ID in L, or NULL (none, or deleted). */
@@ -755,29 +773,40 @@ static void print_list_text(const struct vol_list *l)
 	free(names);
 }
 
+/* The volumes of a server's answer to list (ctl_put_vol lines) into L. */
+static int list_from_server(const char *body, struct vol_list *l)
+{
+	struct vbas_vol_info v;
+	struct vbas_vol_usage u;
+	while (*body) {
+		if (ctl_get_vol(&body, &v, &u))
+			return -EPROTO;
+		if (vol_list_add(l, &v, &u))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int cmd_list(const struct args *a)
 {
 	struct vol_list l = { 0 };
-	struct vbas_pool *pool;
-	int r, rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
-	if (rc)
-		return rc;
-	r = vbas_vol_list(pool, list_cb, &l);
-	if (r) {
-		rc = lib_fail(a->cmd, a->pos[0], r);
-		goto out;
-	}
-	l.u = calloc(l.n ? l.n : 1, sizeof(*l.u));
-	if (!l.u) {
-		rc = fail(a->cmd, a->pos[0], "%s", strerror(ENOMEM));
-		goto out;
-	}
-	for (size_t i = 0; i < l.n; i++) {
-		r = vbas_vol_usage(pool, l.v[i].name, &l.u[i]);
+	struct vbas_pool *pool = NULL;
+	const char *req[1] = { "list" };
+	char *body;
+	int r, rc;
+	if (open_or_ask_server(a, VBAS_OPEN_RDONLY, req, 1, &pool, &rc, &body)) {
+		if (rc)
+			return rc;
+		r = list_from_server(body, &l);
+		free(body);
 		if (r) {
-			rc = lib_fail(a->cmd, a->pos[0], r);
+			rc = fail(a->cmd, a->pos[0], "%s", r == -EPROTO ? ctl_unreadable
+								: strerror(-r));
 			goto out;
 		}
+	} else if ((r = vol_list_read(pool, &l))) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		goto out;
 	}
 	if (a->seen & O_JSON) {
 		putchar('[');
@@ -801,9 +830,8 @@ static int cmd_list(const struct args *a)
 		print_list_text(&l);
 	}
 out:
-	free(l.v);
-	free(l.u);
-	return close_pool(a, pool, rc);
+	vol_list_free(&l);
+	return pool ? close_pool(a, pool, rc) : rc;
 }
 
 static int cmd_delete(const struct args *a)
@@ -811,7 +839,7 @@ static int cmd_delete(const struct args *a)
 	struct vbas_pool *pool;
 	const char *req[2] = { "delete", a->pos[1] };
 	int r, rc;
-	if (open_or_ask_server(a, req, 2, &pool, &rc))
+	if (open_or_ask_server(a, 0, req, 2, &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_delete(pool, a->pos[1]);
 	if (r)
@@ -828,7 +856,7 @@ static int cmd_resize(const struct args *a)
 	snprintf(size, sizeof(size), "%" PRIu64, a->size);
 	const char *req[3] = { "resize", a->pos[1], size };
 	int r, rc;
-	if (open_or_ask_server(a, req, 3, &pool, &rc))
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_resize(pool, a->pos[1], a->size);
 	if (r)
@@ -1121,7 +1149,7 @@ static int snapshot_common(const struct args *a, unsigned flags)
 	const char *req[3] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
 			       a->pos[2] };
 	int r, rc;
-	if (open_or_ask_server(a, req, 3, &pool, &rc))
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
 	if (r)
@@ -1296,33 +1324,6 @@ static int cmd_diff(const struct args *a)
 
 /* ---- serve: the pool over NBD through nbdkit --------------------------------- */
 
-struct serve_vol {
-	char name[VBAS_NAME_MAX + 1];
-	int readonly;
-};
-
-struct serve_list {
-	struct serve_vol *v;
-	size_t n, cap;
-};
-
-static int serve_list_cb(const struct vbas_vol_info *info, void *arg)
-{
-	struct serve_list *l = arg;
-	if (l->n == l->cap) {
-		size_t nc = l->cap ? 2 * l->cap : 16;
-		struct serve_vol *v = realloc(l->v, nc * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = nc;
-	}
-	snprintf(l->v[l->n].name, sizeof(l->v[l->n].name), "%s", info->name);
-	l->v[l->n].readonly = !!(info->flags & VBAS_VOL_READONLY);
-	l->n++;
-	return 0;
-}
-
 /* S percent-encoded for a URI: unreserved bytes and those in KEEP stay. */
 static void uri_put(FILE *f, const char *s, const char *keep)
 {
@@ -1450,7 +1451,7 @@ static int parse_port(const char *s, unsigned *port)
 	return 0;
 }
 
-static void print_uris(const struct args *a, const struct serve_list *l, const char *sock,
+static void print_uris(const struct args *a, const struct vol_list *l, const char *sock,
 		       const char *host, unsigned port)
 {
 	for (size_t i = 0; i < l->n; i++) {
@@ -1464,7 +1465,7 @@ static void print_uris(const struct args *a, const struct serve_list *l, const c
 			       strchr(host, ':') ? "]" : "", port);
 			uri_put(stdout, l->v[i].name, NULL);
 		}
-		if (l->v[i].readonly)
+		if (l->v[i].flags & VBAS_VOL_READONLY)
 			fputs("  (snapshot, read-only)", stdout);
 		else if (a->seen & O_READONLY)
 			fputs("  (read-only)", stdout);
@@ -1474,7 +1475,7 @@ static void print_uris(const struct args *a, const struct serve_list *l, const c
 
 static int cmd_serve(const struct args *a)
 {
-	struct serve_list l = { 0 };
+	struct vol_list l = { 0 };
 	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], sock[PATH_MAX];
 	char tmpdir[PATH_MAX], pidfile[PATH_MAX + 16], why[PATH_MAX + 200];
 	char poolarg[PATH_MAX + 8], cachearg[48], portarg[16];
@@ -1520,7 +1521,7 @@ static int cmd_serve(const struct args *a)
 	rc = open_pool(a, VBAS_OPEN_RDONLY, &vp);
 	if (rc)
 		return rc;
-	r = vbas_vol_list(vp, serve_list_cb, &l);
+	r = vbas_vol_list(vp, vol_list_cb, &l);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	rc = close_pool(a, vp, rc);
@@ -1669,7 +1670,7 @@ rmtmp:
 	unlink(pidfile);
 	rmdir(tmpdir);
 out:
-	free(l.v);
+	vol_list_free(&l);
 	return rc;
 }
 
@@ -1852,6 +1853,9 @@ static void usage(FILE *f)
 		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
 		   "(powers of 1024; also k, KiB, KB).\n\n"
+		   "While vbas serve serves a pool, info, list, create, resize, delete,\n"
+		   "snapshot and clone go through the server; other commands say who holds\n"
+		   "the pool.\n\n"
 		   "Exit status: 0 success, 1 failure (check: problems found), 2 usage error.\n");
 }
 
