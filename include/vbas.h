@@ -149,7 +149,9 @@ int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
 /* Exact block usage of one volume: MAPPED = EXCLUSIVE + SHARED.  EXCLUSIVE
  * blocks have no other reference (deleting the volume frees them); SHARED
  * blocks are also referenced by another volume or at another offset.
- * Walks the volume's mapping tree: O(extents). */
+ * Walks the volume's mapping tree: O(extents), letting other threads in
+ * every few thousand extents; exact for a volume that is not written
+ * during the call, else as of the parts walked. */
 struct vbas_vol_usage {
 	uint64_t mapped, exclusive, shared;   /* bytes */
 };

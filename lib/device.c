@@ -8,6 +8,7 @@
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -62,11 +63,14 @@ struct bounce {
  *   memory goes back to the host, costs a host fault per page).
  *
  * A wait can return a write-back error, and it consumes it: the kernel
- * reports each error once per open file, so the fdatasync of the next
- * flush would no longer see it.  The device therefore keeps the first
- * write-back error it sees (wb_err) and fails every later flush with it:
- * pages whose write-out failed are marked clean by the kernel, so after
- * one failure no flush can promise durability again. */
+ * reports each error once per open file description.  So the waits go
+ * through a second open of the file (wait_fd), and the fdatasync of every
+ * flush, on the first, still sees every error itself, however the two
+ * race.  (Without a second open, streams are written out but not waited
+ * for.)  And the device keeps the first error a flush or a wait sees
+ * (wb_err) and fails every later flush with it: pages whose write-out
+ * failed are marked clean by the kernel, so after one failure no flush
+ * can promise durability again. */
 #define WRITE_BEHIND (8u << 20)
 #define STREAM_MIN   (256u << 10)
 #define STREAM_SLOTS (WRITE_BEHIND / STREAM_MIN + 1)
@@ -81,6 +85,7 @@ struct file_dev {
 	_Atomic uint64_t *prealloc;      /* a bit per piece: allocated (NULL: off) */
 	_Atomic uint64_t behind;         /* small bytes written since the last write-out */
 	_Atomic int wb_err;              /* first write-back error (negative errno) */
+	int wait_fd;                     /* a second open of the file, or -1 */
 	pthread_mutex_t stream_lock;     /* guards the stream window below */
 	struct stream_range stream[STREAM_SLOTS];   /* ring, oldest at stream_head */
 	unsigned stream_head, stream_n;
@@ -106,6 +111,8 @@ static void stream_behind(struct file_dev *f, uint64_t off, uint64_t len)
 	if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) < 0 &&
 	    errno == EIO)
 		wb_fail(f, -EIO);
+	if (f->wait_fd < 0)
+		return;
 	pthread_mutex_lock(&f->stream_lock);
 	while (f->stream_n && (f->stream_n == STREAM_SLOTS ||
 			       f->stream_bytes + len > WRITE_BEHIND)) {
@@ -120,10 +127,12 @@ static void stream_behind(struct file_dev *f, uint64_t off, uint64_t len)
 	f->stream_bytes += len;
 	pthread_mutex_unlock(&f->stream_lock);
 	for (unsigned i = 0; i < n; i++) {
-		if (sync_file_range(fd, (off_t)old[i].off, (off_t)old[i].len,
+		if (sync_file_range(f->wait_fd, (off_t)old[i].off, (off_t)old[i].len,
 				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-				    SYNC_FILE_RANGE_WAIT_AFTER) < 0 && errno != EINTR)
+				    SYNC_FILE_RANGE_WAIT_AFTER) < 0) {
 			wb_fail(f, -errno);
+			continue;   /* keep what the cache holds of a failed range */
+		}
 		/* Clean pages only: a page written again since stays. */
 		(void)posix_fadvise(fd, (off_t)old[i].off, (off_t)old[i].len,
 				    POSIX_FADV_DONTNEED);
@@ -293,9 +302,13 @@ static int file_flush(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
 	/* A failed fdatasync has consumed its error, and a page cache whose
-	 * write-out failed has marked those pages clean: keep it. */
-	if (fdatasync(d->fd) < 0)
+	 * write-out failed has marked those pages clean: keep it.  (EINTR, from
+	 * network file systems, lost nothing: the next flush tries again.) */
+	if (fdatasync(d->fd) < 0) {
+		if (errno == EINTR)
+			return -EINTR;
 		wb_fail(f, -errno);
+	}
 	return atomic_load(&f->wb_err);
 }
 
@@ -317,6 +330,8 @@ static void file_destroy(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
 	close(d->fd);
+	if (f->wait_fd >= 0)
+		close(f->wait_fd);
 	free(f->prealloc);
 	for (int i = 0; i < BOUNCE_SLOTS; i++) {
 		free(f->slot[i].buf);
@@ -386,6 +401,19 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 	for (int i = 0; i < BOUNCE_SLOTS; i++)
 		pthread_mutex_init(&f->slot[i].lock, NULL);
 	pthread_mutex_init(&f->stream_lock, NULL);
+	f->wait_fd = -1;
+	if (!direct && !(flags & VBAS_DEV_RDONLY)) {
+		/* The same file, opened anew (not dup: its own error report). */
+		char self[64];
+		struct stat ws;
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		f->wait_fd = open(self, O_RDONLY | O_CLOEXEC);
+		if (f->wait_fd >= 0 && (fstat(f->wait_fd, &ws) || ws.st_dev != st.st_dev ||
+					ws.st_ino != st.st_ino || ws.st_rdev != st.st_rdev)) {
+			close(f->wait_fd);
+			f->wait_fd = -1;
+		}
+	}
 	struct vbas_dev *d = &f->d;
 	d->ops = &file_ops;
 	d->fd = fd;

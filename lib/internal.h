@@ -101,6 +101,8 @@ struct vbas_tunables {
 	uint64_t drop_budget;      /* records and nodes released per delete step */
 	uint64_t txn_big_freed;    /* commit when this many freed ranges wait */
 	uint64_t txn_big_meta;     /* or this many metadata blocks were written */
+	uint64_t usage_batch;      /* mapping records vbas_vol_usage reads per hold
+	                              of the pool lock */
 };
 extern struct vbas_tunables vbas_tun;
 

@@ -232,6 +232,7 @@ struct vbas_tunables vbas_tun = {
 	.drop_budget = 4096,
 	.txn_big_freed = 65536,
 	.txn_big_meta = 262144,
+	.usage_batch = 4096,
 };
 
 int txn_maybe_commit(struct vbas_pool *p)

@@ -246,8 +246,7 @@ static void ctl_list(const char *what, FILE *out)
 		ctl_done(r, what, out, "");
 	else {
 		fputs("0\t", out);
-		for (size_t i = 0; i < l.n; i++)
-			ctl_put_vol(out, &l.v[i], &l.u[i]);
+		ctl_put_list(out, &l);
 	}
 	vol_list_free(&l);
 }
@@ -366,14 +365,20 @@ static void ctl_serve(int c)
 	char *reply = NULL;
 	size_t rl = 0;
 	FILE *out = open_memstream(&reply, &rl);
-	if (!out)
+	if (!out) {
+		static const char oom[] = "12\tthe server is out of memory";
+		(void)!write(c, oom, sizeof(oom) - 1);
 		return;
+	}
 	if (n > CTL_MAX)
 		fprintf(out, "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
 	else
 		ctl_run(req, n, out);
 	if (fclose(out)) {
+		static const char oom[] = "12\tthe server ran out of memory for its answer "
+					  "(the request may have been carried out)";
 		free(reply);
+		(void)!write(c, oom, sizeof(oom) - 1);
 		return;
 	}
 	size_t off = 0;
@@ -525,8 +530,9 @@ static void vbas_nbd_cleanup(void)
 }
 
 /* The last callback: nbdkit exits 0 after it whatever it returns, so a
- * failed final commit ends the process with status 1 here (nbdkit has
- * nothing left to do but free its memory). */
+ * failed final commit ends the process with status 1 here.  What nbdkit
+ * has left to do is free its memory and, when it made them (-U -), remove
+ * its temporary socket and directory; vbas serve removes its own socket. */
 static void vbas_nbd_unload(void)
 {
 	close_pool();

@@ -26,9 +26,11 @@
  * Every change is committed before the reply.
  * Reply: "ERRNO\tMESSAGE" (ERRNO 0: done), and the server closes.  The
  * MESSAGE of info is the figures in CTL_INFO_FIELDS order, decimal, each
- * after a space; that of list is a line per volume (ctl_put_vol).  Both
- * are read by this header's functions on either side, so they change
- * together.
+ * after a space, and a newline; that of list is the number of volumes and
+ * a newline, then a line per volume (ctl_put_vol).  Both are read by this
+ * header's functions on either side, so they change together, and an
+ * answer cut short (a server that died, a send that timed out) is refused,
+ * not taken for a shorter one.
  */
 #ifndef VBAS_CTL_H
 #define VBAS_CTL_H
@@ -143,6 +145,7 @@ static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
 #define CTL_PUT(n) fprintf(f, " %llu", (unsigned long long)i->n);
 	CTL_INFO_FIELDS(CTL_PUT)
 #undef CTL_PUT
+	fputc('\n', f);
 }
 
 /* -1 if S is not an info reply of this version. */
@@ -153,7 +156,7 @@ static inline int ctl_get_info(const char *s, struct vbas_pool_info *i)
 #define CTL_GET(n) if (ctl_num(&s, &v)) return -1; i->n = v; if (i->n != v) return -1;
 	CTL_INFO_FIELDS(CTL_GET)
 #undef CTL_GET
-	return *s ? -1 : 0;
+	return strcmp(s, "\n") ? -1 : 0;
 }
 
 /* A volume of the list reply: "ID SIZE MAPPED ORIGIN FLAGS EXCLUSIVE SHARED
@@ -197,6 +200,31 @@ static inline int ctl_get_vol(const char **s, struct vbas_vol_info *v, struct vb
 	}
 	(*s)++;
 	return n ? 0 : -1;
+}
+
+/* The list answer: the count, then a line per volume. */
+static inline void ctl_put_list(FILE *f, const struct vol_list *l)
+{
+	fprintf(f, "%zu\n", l->n);
+	for (size_t i = 0; i < l->n; i++)
+		ctl_put_vol(f, &l->v[i], &l->u[i]);
+}
+
+/* -EPROTO if S is not a whole list answer, -ENOMEM. */
+static inline int ctl_get_list(const char *s, struct vol_list *l)
+{
+	struct vbas_vol_info v;
+	struct vbas_vol_usage u;
+	uint64_t n;
+	if (ctl_num(&s, &n) || *s++ != '\n')
+		return -EPROTO;
+	for (uint64_t i = 0; i < n; i++) {
+		if (ctl_get_vol(&s, &v, &u))
+			return -EPROTO;
+		if (vol_list_add(l, &v, &u))
+			return -ENOMEM;
+	}
+	return *s ? -EPROTO : 0;
 }
 
 #endif

@@ -544,7 +544,7 @@ static int cmd_format(const struct args *a)
 }
 
 static const char ctl_unreadable[] =
-	"the server's answer is not one this vbas reads (is it another version of vbas?)";
+	"the server's answer is cut short or not one this vbas reads (another version of vbas?)";
 
 /* Send request FIELDS (N of them) to the server of pool POOL through its
  * control channel (ctl.h).  Returns -1 if there is no server listening;
@@ -773,20 +773,6 @@ static void print_list_text(const struct vol_list *l)
 	free(names);
 }
 
-/* The volumes of a server's answer to list (ctl_put_vol lines) into L. */
-static int list_from_server(const char *body, struct vol_list *l)
-{
-	struct vbas_vol_info v;
-	struct vbas_vol_usage u;
-	while (*body) {
-		if (ctl_get_vol(&body, &v, &u))
-			return -EPROTO;
-		if (vol_list_add(l, &v, &u))
-			return -ENOMEM;
-	}
-	return 0;
-}
-
 static int cmd_list(const struct args *a)
 {
 	struct vol_list l = { 0 };
@@ -797,7 +783,7 @@ static int cmd_list(const struct args *a)
 	if (open_or_ask_server(a, VBAS_OPEN_RDONLY, req, 1, &pool, &rc, &body)) {
 		if (rc)
 			return rc;
-		r = list_from_server(body, &l);
+		r = ctl_get_list(body, &l);
 		free(body);
 		if (r) {
 			rc = fail(a->cmd, a->pos[0], "%s", r == -EPROTO ? ctl_unreadable

@@ -563,6 +563,67 @@ expect_fail "create on a pool in use" 1 "in use by another process" "$VBAS" crea
 expect_fail "check on a pool in use" 1 "in use by another process" "$VBAS" check $L
 expect_fail "format --force on a pool in use" 1 "in use by another process" \
 	"$VBAS" format $L --size 16M --force
+
+# A control channel that answers what a server would, or a broken version of
+# it: list and info take a whole answer and refuse one cut short.
+mkdir -p ctl
+fake_ctl() {   # fake_ctl REPLY CMD...: one connection answered with REPLY
+	local sock
+	sock=$(python3 -c 'import os, sys; st = os.stat(sys.argv[1])
+print("%s/vbas-%x-%x.ctl" % (sys.argv[2], st.st_dev, st.st_ino))' $L "$T/ctl")
+	rm -f "$sock"
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept(); req = b""
+while True:
+    b = c.recv(4096)
+    if not b: break
+    req += b
+open(sys.argv[3], "wb").write(req)
+c.sendall(sys.argv[2].encode().decode("unicode_escape").encode("latin-1")); c.close()' \
+		"$sock" "$1" "$T/ctl.req" >ctl.ready &
+	local fk=$! i
+	for i in $(seq 100); do grep -q ready ctl.ready 2>/dev/null && break; sleep 0.05; done
+	shift
+	VBAS_CTL_DIR=$T/ctl run "$@"
+	kill $fk 2>/dev/null || true
+	wait $fk 2>/dev/null || true
+	rm -f "$sock"
+}
+check_ctl() {  # check_ctl DESC WANT_RC STDERR_RE|STDOUT_RE REPLY CMD...
+	local d=$1 want=$2 re=$3 reply=$4
+	shift 4
+	fake_ctl "$reply" "$@"
+	if [ "$RC" -eq "$want" ] && cat "$T/out" "$T/err" | grep -Eq -- "$re"; then
+		pass "$d"
+	else
+		fail "$d" "want exit $want and output ~ /$re/; got exit $RC" \
+			"stdout: $(head -c 600 "$T/out")" "stderr: $(head -c 600 "$T/err")"
+	fi
+}
+check_ctl "list through a control channel: a whole answer is printed" 0 \
+	'^x +7 +4096 \(4\.0 KiB\) +0 \(0 B\) +0 +0 +rw +-$' \
+	'0\t1\n7 4096 0 0 0 0 0 78\n' "$VBAS" list $L
+expect_true "... and the request was 'list' and nothing more" \
+	test "$(od -An -c "$T/ctl.req" | tr -s ' ')" = " l i s t \\0"
+check_ctl "list: an answer cut short is refused" 1 \
+	"^vbas: list: $L: the server's answer is cut short or not one this vbas reads" \
+	'0\t2\n7 4096 0 0 0 0 0 78\n' "$VBAS" list $L
+check_ctl "list: a name that is not hex is refused" 1 "cut short or not one this vbas reads" \
+	'0\t1\n7 4096 0 0 0 0 0 7g\n' "$VBAS" list $L
+check_ctl "list: an error from the server is said" 1 \
+	"^vbas: list: $L: something broke \(through the server\)" \
+	'5\tsomething broke' "$VBAS" list $L
+check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13\n' "$VBAS" info $L
+check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 1' "$VBAS" info $L
+check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
+	"cut short or not one this vbas reads" \
+	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13\n' "$VBAS" info $L
+check_ctl "a channel that closes without an answer" 1 \
+	"^vbas: info: $L: the server's control channel gave no answer" '' "$VBAS" info $L
 printf 'hello, pool' >&3
 exec 3>&-
 set +e

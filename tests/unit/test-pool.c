@@ -394,7 +394,7 @@ static void t_prealloc(void **state)
 }
 
 /* Bytes of FILE in the page cache (mincore), or -1 where the file system
- * keeps every page (tmpfs) and the question means nothing. */
+ * keeps every page (tmpfs, ramfs) and the question means nothing. */
 static long long cached_bytes(const char *file)
 {
 	struct statfs sf;
@@ -402,7 +402,7 @@ static long long cached_bytes(const char *file)
 	long long n = 0;
 	long pg = sysconf(_SC_PAGESIZE);
 	assert_int_equal(statfs(file, &sf), 0);
-	if (sf.f_type == TMPFS_MAGIC)
+	if (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)
 		return -1;
 	int fd = open(file, O_RDONLY);
 	assert_true(fd >= 0);
@@ -450,7 +450,8 @@ static void t_buffered(void **state)
 		fail_msg("%lld KiB of the pool file in the page cache after a 20 MiB stream; "
 			 "the write-behind window is 8 MiB", cached >> 10);
 	if (cached < 0)
-		print_message("# (TMPDIR is a tmpfs: its pages cannot be dropped; not measured)\n");
+		print_message("# (TMPDIR is a tmpfs or ramfs: its pages cannot be dropped; "
+			      "not measured)\n");
 	rng_fill(&r, buf + 5000, 70000);
 	assert_ok(vbas_pwrite(v, buf + 5000, 70000, 5000, 0));
 	vbas_vol_close(v);
