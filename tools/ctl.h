@@ -93,7 +93,7 @@ static inline int vol_list_add(struct vol_list *l, const struct vbas_vol_info *v
 	if (u)
 		l->u[l->n] = *u;
 	else
-		memset(&l->u[l->n], 0, sizeof(*u));
+		memset(&l->u[l->n], 0, sizeof(l->u[0]));
 	l->n++;
 	return 0;
 }
