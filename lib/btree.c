@@ -7,7 +7,8 @@
  *   |                | interior: ent[0] ent[1] ... ent[nrecs-1]     |
  *   +----------------+---------------------------------------------+
  *   rec = key | value                       (key_size + val_size)
- *   ent = low key | [high key] | le64 child (key_size * (1+ovl) + 8)
+ *   ent = low key | [high key] | le64 child | le64 child txid
+ *                                          (key_size * (1+ovl) + 16)
  *
  * Split of a full child C at index i of parent P (top-down, before the
  * descent enters C; P is never full because it was split on the way):
@@ -40,7 +41,7 @@ static inline void set_nrecs(void *d, unsigned n) { nh(d)->nrecs = le16_mk((uint
 static inline size_t rec_size(const struct vbas_btree *t) { return t->ops->key_size + t->ops->val_size; }
 static inline size_t ent_size(const struct vbas_btree *t)
 {
-	return t->ops->key_size * (1u + (t->ops->overlapping ? 1u : 0u)) + 8;
+	return t->ops->key_size * (1u + (t->ops->overlapping ? 1u : 0u)) + VBAS_PTR_BYTES;
 }
 static inline uint8_t *leaf_rec(const struct vbas_btree *t, void *d, unsigned i)
 {
@@ -56,11 +57,18 @@ static inline uint8_t *ent_high(const struct vbas_btree *t, void *d, unsigned i)
 }
 static inline uint64_t ent_child(const struct vbas_btree *t, void *d, unsigned i)
 {
+	return ld_le64(ent(t, d, i) + ent_size(t) - VBAS_PTR_BYTES);
+}
+static inline uint64_t ent_ctxid(const struct vbas_btree *t, void *d, unsigned i)
+{
 	return ld_le64(ent(t, d, i) + ent_size(t) - 8);
 }
+/* Point entry I at C, a node written in the running transaction (every
+ * node a change points at is: new, or shadowed). */
 static inline void set_child(const struct vbas_btree *t, void *d, unsigned i, uint64_t c)
 {
-	st_le64(ent(t, d, i) + ent_size(t) - 8, c);
+	st_le64(ent(t, d, i) + ent_size(t) - VBAS_PTR_BYTES, c);
+	st_le64(ent(t, d, i) + ent_size(t) - 8, t->env->txid);
 }
 /* The key that orders entry/record I of node D. */
 static inline uint8_t *nkey(const struct vbas_btree *t, void *d, unsigned i)
@@ -72,20 +80,29 @@ static inline size_t item_size(const struct vbas_btree *t, const void *d)
 	return n_level(d) ? ent_size(t) : rec_size(t);
 }
 
+static size_t ops_ent_size(const struct vbas_btree_ops *ops)
+{
+	return ops->key_size * (1u + (ops->overlapping ? 1u : 0u)) + VBAS_PTR_BYTES;
+}
+
+/* Items a node of a tree of OPS at LEVEL may hold. */
+static unsigned cap_of(const struct bt_env *env, const struct vbas_btree_ops *ops, unsigned level)
+{
+	size_t item = level ? ops_ent_size(ops) : (size_t)ops->key_size + ops->val_size;
+	unsigned c = (unsigned)((env->block_size - HDR) / item);
+	if (env->max_fanout && c > env->max_fanout)
+		c = env->max_fanout;
+	return c;
+}
+
 unsigned bt_leaf_cap(const struct vbas_btree *t)
 {
-	unsigned c = (unsigned)((t->env->block_size - HDR) / rec_size(t));
-	if (t->env->max_fanout && c > t->env->max_fanout)
-		c = t->env->max_fanout;
-	return c;
+	return cap_of(t->env, t->ops, 0);
 }
 
 unsigned bt_int_cap(const struct vbas_btree *t)
 {
-	unsigned c = (unsigned)((t->env->block_size - HDR) / ent_size(t));
-	if (t->env->max_fanout && c > t->env->max_fanout)
-		c = t->env->max_fanout;
-	return c;
+	return cap_of(t->env, t->ops, 1);
 }
 
 static unsigned cap(const struct vbas_btree *t, const void *d)
@@ -116,6 +133,79 @@ static void fmt_key(const struct vbas_btree *t, const void *k, char *buf, size_t
 
 /* ---- Validation of nodes read from the device -------------------------- */
 
+/* Everything a node says about itself, checked once as it comes from the
+ * device, before any code walks it: header, record count for its level,
+ * key order, every record on its own (ops->check_rec: bounds against the
+ * pool), records that must not overlap, and child pointers (inside the
+ * pool, not below the superblocks, written no later than the node).  What
+ * only the parent knows (the child's transaction, level and key range) is
+ * checked on the way down: node_get and node_get_in. */
+static int node_verify_content(struct bt_env *env, uint64_t blkno, const void *buf)
+{
+	const struct vbas_node_hdr *h = buf;
+	unsigned type = le16_get(h->tree_type), level = le16_get(h->level);
+	unsigned n = le16_get(h->nrecs);
+	uint64_t txid = le64_get(h->txid);
+	const struct vbas_btree_ops *ops = type < VBAS_TREE_TYPE_MAX ? env->types[type] : NULL;
+	char why[160], kb1[64], kb2[64];
+	uint8_t k[BT_MAX_KEY];
+
+	if (!ops)
+		return vbas_err(-EUCLEAN, "metadata block %" PRIu64 ": unknown tree type %u",
+				blkno, type);
+	struct vbas_btree tt = { .ops = ops, .env = env };
+	const struct vbas_btree *t = &tt;
+	void *d = (void *)buf;
+	if (n > cap_of(env, ops, level) || (level && n == 0))
+		return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree, level %u): holds %u "
+				"entries, room for %u", blkno, ops->name, level, n,
+				cap_of(env, ops, level));
+	if (txid == 0)
+		return vbas_err(-EUCLEAN, "metadata block %" PRIu64 ": written by transaction 0",
+				blkno);
+	for (unsigned i = 0; i < n; i++) {
+		if (i > 0 && kcmp(t, nkey(t, d, i - 1), nkey(t, d, i)) >= 0) {
+			fmt_key(t, nkey(t, d, i - 1), kb1, sizeof(kb1));
+			fmt_key(t, nkey(t, d, i), kb2, sizeof(kb2));
+			return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): entries %u and "
+					"%u out of order (%s, %s)", blkno, ops->name, i - 1, i, kb1, kb2);
+		}
+		if (level) {
+			uint64_t c = ent_child(t, d, i), ct = ent_ctxid(t, d, i);
+			if (c < VBAS_FIRST_BLOCK || c >= env->nblocks || c == blkno)
+				return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): entry %u "
+						"points to block %" PRIu64 ", outside the pool's "
+						"metadata (blocks %u..%" PRIu64 ")", blkno, ops->name,
+						i, c, VBAS_FIRST_BLOCK, env->nblocks - 1);
+			if (ct == 0 || ct > txid)
+				return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): entry %u "
+						"names transaction %" PRIu64 " for its child, but the "
+						"node itself was written by %" PRIu64, blkno, ops->name,
+						i, ct, txid);
+			if (ops->overlapping && kcmp(t, ent_high(t, d, i), ent(t, d, i)) < 0)
+				return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): entry %u "
+						"high key below its low key", blkno, ops->name, i);
+			continue;
+		}
+		const uint8_t *rec = leaf_rec(t, d, i);
+		if (ops->check_rec && ops->check_rec(env, rec, why, sizeof(why))) {
+			fmt_key(t, rec, kb1, sizeof(kb1));
+			return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): record %u "
+					"(%s): %s", blkno, ops->name, i, kb1, why);
+		}
+		if (ops->end_key && i > 0) {
+			ops->end_key(leaf_rec(t, d, i - 1), k);
+			if (kcmp(t, k, rec) > 0) {
+				fmt_key(t, rec, kb1, sizeof(kb1));
+				return vbas_err(-EUCLEAN, "metadata block %" PRIu64 " (%s tree): record %u "
+						"overlaps record %u (%s)", blkno, ops->name, i - 1, i,
+						kb1);
+			}
+		}
+	}
+	return 0;
+}
+
 static int node_verify_read(void *ctx, uint64_t blkno, const void *buf)
 {
 	struct bt_env *env = ctx;
@@ -142,7 +232,7 @@ static int node_verify_read(void *ctx, uint64_t blkno, const void *buf)
 		return vbas_err(-EUCLEAN, "metadata block %" PRIu64 ": written by transaction %"
 				PRIu64 ", newer than the pool's %" PRIu64, blkno,
 				le64_get(h->txid), env->txid);
-	return 0;
+	return node_verify_content(env, blkno, buf);
 }
 
 static void node_prepare_write(void *ctx, uint64_t blkno, void *buf)
@@ -161,9 +251,13 @@ void bt_node_validator(struct vbas_validator *v, struct bt_env *env)
 	v->ctx = env;
 }
 
-/* Read node BLK of tree T, pinned; checks that it belongs to this kind of
- * tree and sits at the level the parent says (LEVEL < 0: any). */
-static int node_get(struct vbas_btree *t, uint64_t blk, int level, struct cblock **out)
+/* Read node BLK of tree T, pinned; checks that it is the version the
+ * pointer to it names (TXID: written by that transaction), belongs to
+ * this kind of tree and sits at the level the parent says (LEVEL < 0:
+ * any).  A node at the right address with the wrong transaction is an
+ * older or another version of it: the device lost or misplaced a write. */
+static int node_get(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level,
+		    uint64_t parent, struct cblock **out)
 {
 	struct cblock *b;
 	int r;
@@ -174,6 +268,18 @@ static int node_get(struct vbas_btree *t, uint64_t blk, int level, struct cblock
 	if (r)
 		return vbas_err_ctx(r, "%s tree", t->ops->name);
 	const struct vbas_node_hdr *h = b->data;
+	if (le64_get(h->txid) != txid) {
+		uint64_t got = le64_get(h->txid);
+		cache_put(t->env->cache, b);
+		char from[64] = "the superblock";
+		if (parent)
+			snprintf(from, sizeof(from), "metadata block %" PRIu64, parent);
+		else if (t->owner < VBAS_OWNER_REFC)
+			snprintf(from, sizeof(from), "the record of volume id %" PRIu64, t->owner);
+		return vbas_err(-EIO, "%s tree: metadata block %" PRIu64 " was written by transaction %"
+				PRIu64 ", but %s expects transaction %" PRIu64 " there (a lost "
+				"or misdirected write)", t->ops->name, blk, got, from, txid);
+	}
 	if (le16_get(h->tree_type) != t->ops->tree_type) {
 		cache_put(t->env->cache, b);
 		return vbas_err(-EUCLEAN, "%s tree: block %" PRIu64 " is a node of tree type %u",
@@ -193,6 +299,93 @@ static int node_get(struct vbas_btree *t, uint64_t blk, int level, struct cblock
 	}
 	*out = b;
 	return 0;
+}
+
+/* Node D (block BLK) was reached through an entry with low key LO, and
+ * the next entry on the way down starts at HI (NULL: none): its keys must
+ * start exactly at LO and stay below HI, and so must a leaf's last record
+ * end.  Nodes written in the running transaction are skipped: a change
+ * fixes the keys of its path last (btree.h), and they were built in memory,
+ * not read. */
+static int node_bounds(struct vbas_btree *t, uint64_t blk, void *d, const uint8_t *lo,
+		       const uint8_t *hi, uint64_t parent)
+{
+	char kb1[64], kb2[64];
+	uint8_t k[BT_MAX_KEY];
+	unsigned n = n_recs(d);
+	if (le64_get(nh(d)->txid) == t->env->txid)
+		return 0;
+	if (n == 0)
+		return vbas_err(-EUCLEAN, "%s tree: metadata block %" PRIu64 " is empty", t->ops->name, blk);
+	if (lo && kcmp(t, nkey(t, d, 0), lo) != 0) {
+		fmt_key(t, lo, kb1, sizeof(kb1));
+		fmt_key(t, nkey(t, d, 0), kb2, sizeof(kb2));
+		return vbas_err(-EUCLEAN, "%s tree: metadata block %" PRIu64 " starts at key %s, but its parent "
+				"(metadata block %" PRIu64 ") says %s", t->ops->name, blk, kb2,
+				parent, kb1);
+	}
+	if (!hi)
+		return 0;
+	if (kcmp(t, nkey(t, d, n - 1), hi) >= 0) {
+		fmt_key(t, nkey(t, d, n - 1), kb1, sizeof(kb1));
+		fmt_key(t, hi, kb2, sizeof(kb2));
+		return vbas_err(-EUCLEAN, "%s tree: metadata block %" PRIu64 " holds key %s, not below %s where "
+				"the next subtree starts (parent: metadata block %" PRIu64 ")",
+				t->ops->name, blk, kb1, kb2, parent);
+	}
+	if (!n_level(d) && t->ops->end_key) {
+		t->ops->end_key(leaf_rec(t, d, n - 1), k);
+		if (kcmp(t, k, hi) > 0) {
+			fmt_key(t, nkey(t, d, n - 1), kb1, sizeof(kb1));
+			fmt_key(t, hi, kb2, sizeof(kb2));
+			return vbas_err(-EUCLEAN, "%s tree: metadata block %" PRIu64 " record %s reaches past %s, "
+					"where the next subtree starts (parent: metadata block %"
+					PRIu64 ")", t->ops->name, blk, kb1, kb2, parent);
+		}
+	}
+	return 0;
+}
+
+/* node_get, then node_bounds against LO and HI. */
+static int node_get_in(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level,
+		       const uint8_t *lo, const uint8_t *hi, uint64_t parent, struct cblock **out)
+{
+	int r = node_get(t, blk, txid, level, parent, out);
+	if (r)
+		return r;
+	r = node_bounds(t, blk, (*out)->data, lo, hi, parent);
+	if (r) {
+		cache_put(t->env->cache, *out);
+		*out = NULL;
+	}
+	return r;
+}
+
+/* Child I of interior node D, pinned, checked against the entry that
+ * points to it; HI bounds D's own subtree (NULL: none). */
+static int child_get(struct vbas_btree *t, void *d, unsigned i, const uint8_t *hi,
+		     struct cblock **out)
+{
+	return node_get_in(t, ent_child(t, d, i), ent_ctxid(t, d, i), (int)n_level(d) - 1,
+			   ent(t, d, i), i + 1 < n_recs(d) ? ent(t, d, i + 1) : hi,
+			   le64_get(nh(d)->blkno), out);
+}
+
+/* The upper bound of child I's subtree in D, copied to BUF (pointers into
+ * a node do not outlive its pin); NULL for none. */
+static const uint8_t *child_hi(const struct vbas_btree *t, void *d, unsigned i, const uint8_t *hi,
+			       uint8_t *buf)
+{
+	const uint8_t *h = i + 1 < n_recs(d) ? ent(t, d, i + 1) : hi;
+	if (!h)
+		return NULL;
+	memcpy(buf, h, t->ops->key_size);
+	return buf;
+}
+
+static int root_get(struct vbas_btree *t, struct cblock **out)
+{
+	return node_get(t, t->root, t->root_txid, -1, 0, out);
 }
 
 static inline void put(struct vbas_btree *t, struct cblock *b)
@@ -228,16 +421,16 @@ static int new_node(struct vbas_btree *t, uint64_t hint, unsigned level, struct 
 	return 0;
 }
 
-/* Make node BLK writable in this transaction: itself if it was written in
- * this transaction, else a copy at a new block (the old block loses a
- * reference; if it was shared, everything it points to gains one). */
-static int shadow(struct vbas_btree *t, uint64_t blk, int level, struct cblock **out)
+/* Make node B (pinned; the pin is taken over) writable in this
+ * transaction: itself if it was written in this transaction, else a copy
+ * at a new block (the old block loses a reference; if it was shared,
+ * everything it points to gains one). */
+static int shadow_node(struct vbas_btree *t, struct cblock *b, struct cblock **out)
 {
-	struct cblock *b, *n;
+	struct cblock *n;
+	uint64_t blk = b->blkno;
 	uint32_t rc;
-	int r = node_get(t, blk, level, &b);
-	if (r)
-		return r;
+	int r;
 	if (le64_get(nh(b->data)->txid) == t->env->txid) {
 		cache_dirty(b);
 		*out = b;
@@ -275,6 +468,35 @@ static int shadow(struct vbas_btree *t, uint64_t blk, int level, struct cblock *
 out:
 	put(t, b);
 	return r;
+}
+
+/* The root, writable. */
+static int shadow_root(struct vbas_btree *t, struct cblock **out)
+{
+	struct cblock *b;
+	int r = root_get(t, &b);
+	if (!r)
+		r = shadow_node(t, b, out);
+	if (r)
+		return r;
+	t->root = (*out)->blkno;
+	t->root_txid = t->env->txid;
+	return 0;
+}
+
+/* Child I of the writable node D, writable, and D pointed at it; HI
+ * bounds D's subtree (NULL: none). */
+static int shadow_child(struct vbas_btree *t, void *d, unsigned i, const uint8_t *hi,
+			struct cblock **out)
+{
+	struct cblock *b;
+	int r = child_get(t, d, i, hi, &b);
+	if (!r)
+		r = shadow_node(t, b, out);
+	if (r)
+		return r;
+	set_child(t, d, i, (*out)->blkno);
+	return 0;
 }
 
 /* Index of the child to descend into for KEY: the last entry whose low key
@@ -391,10 +613,9 @@ static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock 
 static int prepare_root(struct vbas_btree *t, const void *rec, struct cblock **out)
 {
 	struct cblock *root, *nr;
-	int r = shadow(t, t->root, -1, &root);
+	int r = shadow_root(t, &root);
 	if (r)
 		return r;
-	t->root = root->blkno;
 	if (n_recs(root->data) < cap(t, root->data)) {
 		*out = root;
 		return 0;
@@ -420,6 +641,7 @@ static int prepare_root(struct vbas_btree *t, const void *rec, struct cblock **o
 		return r;
 	}
 	t->root = nr->blkno;
+	t->root_txid = t->env->txid;
 	*out = nr;
 	return 0;
 }
@@ -428,7 +650,15 @@ struct path {
 	struct cblock *node[BT_MAX_DEPTH];
 	unsigned idx[BT_MAX_DEPTH];     /* entry taken in node[i] */
 	unsigned depth;                 /* nodes held */
+	const uint8_t *hi[BT_MAX_DEPTH];  /* node[i]'s keys stay below (NULL: none) */
+	uint8_t hib[BT_MAX_DEPTH][BT_MAX_KEY];
 };
+
+/* Node I+1 of path P is the child at entry IDX[I] of node I: its bound. */
+static void path_set_hi(const struct vbas_btree *t, struct path *p, unsigned i)
+{
+	p->hi[i + 1] = child_hi(t, p->node[i]->data, p->idx[i], p->hi[i], p->hib[i + 1]);
+}
 
 static void path_release(struct vbas_btree *t, struct path *p)
 {
@@ -469,9 +699,10 @@ static int ge_cb(void *arg, const void *rec)
 
 int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, void *rec_out)
 {
-	struct cblock *b;
-	uint64_t blk = t->root;
-	int level = -1, r;
+	struct cblock *b, *c;
+	uint8_t hib[2][BT_MAX_KEY];
+	const uint8_t *hi = NULL;
+	int r, flip = 0;
 
 	if (mode == BT_GE) {
 		/* The first record of a walk from KEY. */
@@ -481,12 +712,12 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 			return r;
 		return g.found ? 0 : -ENOENT;
 	}
-	if (!blk)
+	if (!t->root)
 		return -ENOENT;
+	r = root_get(t, &b);
+	if (r)
+		return r;
 	for (;;) {
-		r = node_get(t, blk, level, &b);
-		if (r)
-			return r;
 		void *d = b->data;
 		if (n_level(d) == 0)
 			break;
@@ -495,9 +726,12 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 			return -ENOENT;
 		}
 		unsigned i = child_index(t, d, key);
-		blk = ent_child(t, d, i);
-		level = (int)n_level(d) - 1;
+		r = child_get(t, d, i, hi, &c);
+		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
 		put(t, b);
+		if (r)
+			return r;
+		b = c;
 	}
 	int exact;
 	unsigned pos = leaf_pos(t, b->data, key, &exact);
@@ -529,6 +763,7 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 			return r;
 		insert_item(t, cur->data, 0, rec);
 		t->root = cur->blkno;
+		t->root_txid = t->env->txid;
 		put(t, cur);
 		return 0;
 	}
@@ -540,16 +775,17 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 	r = prepare_root(t, rec, &cur);
 	if (r)
 		return r;
+	p.hi[0] = NULL;
 	p.node[p.depth++] = cur;
 	int rightmost = 1;
 	while (n_level(cur->data)) {
 		void *d = cur->data;
+		const uint8_t *hi = p.hi[p.depth - 1];
 		unsigned i = child_index(t, d, rec);
 		rightmost = rightmost && i + 1 == n_recs(d);
-		r = shadow(t, ent_child(t, d, i), (int)n_level(d) - 1, &c);
+		r = shadow_child(t, d, i, hi, &c);
 		if (r)
 			goto out;
-		set_child(t, d, i, c->blkno);
 		if (n_recs(c->data) >= cap(t, c->data)) {
 			r = split_child(t, d, i, c, rec, rightmost);
 			if (r) {
@@ -559,12 +795,13 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 			if (kcmp(t, rec, ent(t, d, i + 1)) >= 0) {
 				put(t, c);
 				i++;
-				r = shadow(t, ent_child(t, d, i), (int)n_level(d) - 1, &c);
+				r = shadow_child(t, d, i, hi, &c);
 				if (r)
 					goto out;
 			}
 		}
 		p.idx[p.depth - 1] = i;
+		path_set_hi(t, &p, p.depth - 1);
 		p.node[p.depth++] = c;
 		cur = c;
 	}
@@ -587,19 +824,19 @@ int bt_update(struct vbas_btree *t, const void *rec)
 	int r = bt_lookup(t, rec, BT_EQ, tmp);
 	if (r)
 		return r;
-	r = shadow(t, t->root, -1, &cur);
+	r = shadow_root(t, &cur);
 	if (r)
 		return r;
-	t->root = cur->blkno;
+	p.hi[0] = NULL;
 	p.node[p.depth++] = cur;
 	while (n_level(cur->data)) {
 		void *d = cur->data;
 		unsigned i = child_index(t, d, rec);
-		r = shadow(t, ent_child(t, d, i), (int)n_level(d) - 1, &c);
+		r = shadow_child(t, d, i, p.hi[p.depth - 1], &c);
 		if (r)
 			goto out;
-		set_child(t, d, i, c->blkno);
 		p.idx[p.depth - 1] = i;
+		path_set_hi(t, &p, p.depth - 1);
 		p.node[p.depth++] = c;
 		cur = c;
 	}
@@ -621,8 +858,8 @@ out:
 /* Child I of P (writable, pinned in *C) is thin: merge it with a sibling
  * or even the two out.  On return *C and *I name the node that now covers
  * KEY, writable and pinned. */
-static int refill_child(struct vbas_btree *t, void *p, unsigned *i, struct cblock **c,
-			const void *key)
+static int refill_child(struct vbas_btree *t, void *p, const uint8_t *hi, unsigned *i,
+			struct cblock **c, const void *key)
 {
 	unsigned li, ri, n = n_recs(p);
 	struct cblock *l, *rt, *s;
@@ -633,19 +870,17 @@ static int refill_child(struct vbas_btree *t, void *p, unsigned *i, struct cbloc
 	if (*i + 1 < n) {
 		li = *i;
 		ri = *i + 1;
-		r = shadow(t, ent_child(t, p, ri), (int)n_level(p) - 1, &s);
+		r = shadow_child(t, p, ri, hi, &s);
 		if (r)
 			return r;
-		set_child(t, p, ri, s->blkno);
 		l = *c;
 		rt = s;
 	} else {
 		li = *i - 1;
 		ri = *i;
-		r = shadow(t, ent_child(t, p, li), (int)n_level(p) - 1, &s);
+		r = shadow_child(t, p, li, hi, &s);
 		if (r)
 			return r;
-		set_child(t, p, li, s->blkno);
 		l = s;
 		rt = *c;
 	}
@@ -700,18 +935,22 @@ static int collapse_root(struct vbas_btree *t)
 {
 	for (;;) {
 		struct cblock *b;
-		int r = node_get(t, t->root, -1, &b);
+		int r = root_get(t, &b);
 		if (r)
 			return r;
 		unsigned n = n_recs(b->data), lvl = n_level(b->data);
 		uint64_t old = t->root, child = lvl ? ent_child(t, b->data, 0) : 0;
+		uint64_t ctxid = lvl ? ent_ctxid(t, b->data, 0) : 0;
 		put(t, b);
-		if (lvl && n == 1)
+		if (lvl && n == 1) {
 			t->root = child;
-		else if (!lvl && n == 0)
+			t->root_txid = ctxid;
+		} else if (!lvl && n == 0) {
 			t->root = 0;
-		else
+			t->root_txid = 0;
+		} else {
 			return 0;
+		}
 		r = t->env->dec_meta(t->env->ctx, old);
 		if (r || !t->root)
 			return r;
@@ -726,26 +965,27 @@ int bt_delete(struct vbas_btree *t, const void *key, void *rec_out)
 	int r = bt_lookup(t, key, BT_EQ, tmp);
 	if (r)
 		return r;
-	r = shadow(t, t->root, -1, &cur);
+	r = shadow_root(t, &cur);
 	if (r)
 		return r;
-	t->root = cur->blkno;
+	p.hi[0] = NULL;
 	p.node[p.depth++] = cur;
 	while (n_level(cur->data)) {
 		void *d = cur->data;
+		const uint8_t *hi = p.hi[p.depth - 1];
 		unsigned i = child_index(t, d, key);
-		r = shadow(t, ent_child(t, d, i), (int)n_level(d) - 1, &c);
+		r = shadow_child(t, d, i, hi, &c);
 		if (r)
 			goto out;
-		set_child(t, d, i, c->blkno);
 		if (n_recs(c->data) <= min_fill(t, c->data)) {
-			r = refill_child(t, d, &i, &c, key);
+			r = refill_child(t, d, hi, &i, &c, key);
 			if (r) {
 				put(t, c);
 				goto out;
 			}
 		}
 		p.idx[p.depth - 1] = i;
+		path_set_hi(t, &p, p.depth - 1);
 		p.node[p.depth++] = c;
 		cur = c;
 	}
@@ -777,17 +1017,19 @@ int bt_iter(struct vbas_btree *t, const void *start, bt_rec_cb cb, void *arg)
 
 	if (!t->root)
 		return 0;
-	r = node_get(t, t->root, -1, &b);
+	r = root_get(t, &b);
 	if (r)
 		return r;
+	p.hi[0] = NULL;
 	p.node[p.depth++] = b;
 	/* Descend to the first leaf that may hold a record >= START. */
 	while (n_level(b->data)) {
 		unsigned i = start ? child_index(t, b->data, start) : 0;
 		p.idx[p.depth - 1] = i;
-		r = node_get(t, ent_child(t, b->data, i), (int)n_level(b->data) - 1, &b);
+		r = child_get(t, b->data, i, p.hi[p.depth - 1], &b);
 		if (r)
 			goto out;
+		path_set_hi(t, &p, p.depth - 1);
 		p.node[p.depth++] = b;
 	}
 	unsigned pos = 0;
@@ -812,15 +1054,17 @@ int bt_iter(struct vbas_btree *t, const void *start, bt_rec_cb cb, void *arg)
 			break;
 		struct cblock *up = p.node[p.depth - 1];
 		unsigned i = ++p.idx[p.depth - 1];
-		r = node_get(t, ent_child(t, up->data, i), (int)n_level(up->data) - 1, &b);
+		r = child_get(t, up->data, i, p.hi[p.depth - 1], &b);
 		if (r)
 			goto out;
+		path_set_hi(t, &p, p.depth - 1);
 		p.node[p.depth++] = b;
 		while (n_level(b->data)) {
 			p.idx[p.depth - 1] = 0;
-			r = node_get(t, ent_child(t, b->data, 0), (int)n_level(b->data) - 1, &b);
+			r = child_get(t, b->data, 0, p.hi[p.depth - 1], &b);
 			if (r)
 				goto out;
+			path_set_hi(t, &p, p.depth - 1);
 			p.node[p.depth++] = b;
 		}
 		pos = 0;
@@ -831,12 +1075,15 @@ out:
 	return r;
 }
 
-static int overlap_walk(struct vbas_btree *t, uint64_t blk, int level, const void *lo,
+/* The subtree at BLK (written by TXID, at LEVEL, keys from KLO and below
+ * KHI as its parent says). */
+static int overlap_walk(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level,
+			const uint8_t *klo, const uint8_t *khi, uint64_t parent, const void *lo,
 			const void *hi, bt_rec_cb cb, void *arg)
 {
 	struct cblock *b;
-	uint8_t k[BT_MAX_KEY], rec[BT_MAX_REC];
-	int r = node_get(t, blk, level, &b);
+	uint8_t k[BT_MAX_KEY], rec[BT_MAX_REC], chi[BT_MAX_KEY], clo[BT_MAX_KEY];
+	int r = node_get_in(t, blk, txid, level, klo, khi, parent, &b);
 	if (r)
 		return r;
 	void *d = b->data;
@@ -847,7 +1094,9 @@ static int overlap_walk(struct vbas_btree *t, uint64_t blk, int level, const voi
 		if (n_level(d)) {
 			if (kcmp(t, ent_high(t, d, i), lo) < 0)
 				continue;
-			r = overlap_walk(t, ent_child(t, d, i), (int)n_level(d) - 1, lo, hi, cb, arg);
+			memcpy(clo, ent(t, d, i), t->ops->key_size);
+			r = overlap_walk(t, ent_child(t, d, i), ent_ctxid(t, d, i), (int)n_level(d) - 1,
+					 clo, child_hi(t, d, i, khi, chi), blk, lo, hi, cb, arg);
 		} else {
 			t->ops->high_key(leaf_rec(t, d, i), k);
 			if (kcmp(t, k, lo) < 0)
@@ -867,7 +1116,7 @@ int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,
 		return vbas_err(-EINVAL, "%s tree: not a tree of intervals", t->ops->name);
 	if (!t->root)
 		return 0;
-	return overlap_walk(t, t->root, -1, lo, hi, cb, arg);
+	return overlap_walk(t, t->root, t->root_txid, -1, NULL, NULL, 0, lo, hi, cb, arg);
 }
 
 int bt_height(struct vbas_btree *t, unsigned *height)
@@ -877,7 +1126,7 @@ int bt_height(struct vbas_btree *t, unsigned *height)
 		*height = 0;
 		return 0;
 	}
-	int r = node_get(t, t->root, -1, &b);
+	int r = root_get(t, &b);
 	if (r)
 		return r;
 	*height = n_level(b->data) + 1;
@@ -885,17 +1134,17 @@ int bt_height(struct vbas_btree *t, unsigned *height)
 	return 0;
 }
 
-static int count_below(struct vbas_btree *t, uint64_t blk, int level, uint64_t *n)
+static int count_below(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level, uint64_t *n)
 {
 	struct cblock *b;
-	int r = node_get(t, blk, level, &b);
+	int r = node_get(t, blk, txid, level, 0, &b);
 	if (r)
 		return r;
 	void *d = b->data;
 	unsigned lv = n_level(d), cnt = n_recs(d);
 	*n += lv ? cnt : 0;
 	for (unsigned i = 0; lv > 1 && i < cnt && !r; i++)
-		r = count_below(t, ent_child(t, d, i), (int)lv - 1, n);
+		r = count_below(t, ent_child(t, d, i), ent_ctxid(t, d, i), (int)lv - 1, n);
 	put(t, b);
 	return r;
 }
@@ -906,7 +1155,7 @@ int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
 	if (!t->root)
 		return 0;
 	*nodes = 1;
-	return count_below(t, t->root, -1, nodes);
+	return count_below(t, t->root, t->root_txid, -1, nodes);
 }
 
 /* ---- Sharing ------------------------------------------------------------ */
@@ -914,14 +1163,18 @@ int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
 int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,
 		struct bt_cow *cow, int for_write)
 {
-	uint64_t blk = t->root;
-	int level = -1;
+	struct cblock *b, *c;
+	uint8_t hib[2][BT_MAX_KEY];
+	const uint8_t *hi = NULL;
+	int flip = 0;
 	*shared = 0;
-	while (blk) {
-		struct cblock *b;
-		int r = node_get(t, blk, level, &b);
-		if (r)
-			return r;
+	if (!t->root)
+		return 0;
+	int r = root_get(t, &b);
+	if (r)
+		return r;
+	for (;;) {
+		uint64_t blk = b->blkno;
 		void *d = b->data;
 		uint64_t txid = le64_get(nh(d)->txid);
 		if (!*shared && txid != t->env->txid && txid <= share_gen) {
@@ -954,9 +1207,12 @@ int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *
 			break;
 		}
 		unsigned i = child_index(t, d, key);
-		blk = ent_child(t, d, i);
-		level = (int)lv - 1;
+		r = child_get(t, d, i, hi, &c);
+		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
 		put(t, b);
+		if (r)
+			return r;
+		b = c;
 	}
 	return 0;
 }
@@ -982,8 +1238,10 @@ struct drop_ctx {
 	uint64_t budget, used;
 };
 
-static int drop_node(struct drop_ctx *dc, uint64_t blk, int level, const uint8_t *lo,
-		     const uint8_t *hi, int *complete)
+/* Release the subtree at BLK (written by TXID, at LEVEL; its keys start at
+ * KLO, NULL for the root, and stay below HI) from LO on. */
+static int drop_node(struct drop_ctx *dc, uint64_t blk, uint64_t txid, int level, uint64_t parent,
+		     const uint8_t *klo, const uint8_t *lo, const uint8_t *hi, int *complete)
 {
 	struct vbas_btree *t = dc->t;
 	size_t ks = t->ops->key_size;
@@ -1001,7 +1259,7 @@ static int drop_node(struct drop_ctx *dc, uint64_t blk, int level, const uint8_t
 		return vbas_err(-EUCLEAN, "%s tree: shared node %" PRIu64 " is half released",
 				t->ops->name, blk);
 	if (rc == 1) {
-		r = node_get(t, blk, level, &b);
+		r = node_get_in(t, blk, txid, level, klo, hi, parent, &b);
 		if (r)
 			return r;
 		void *d = b->data;
@@ -1020,7 +1278,8 @@ static int drop_node(struct drop_ctx *dc, uint64_t blk, int level, const uint8_t
 					continue;           /* released already */
 				if (kcmp(t, clo, dc->cursor) < 0)
 					clo = dc->cursor;   /* the one half done */
-				r = drop_node(dc, ent_child(t, d, i), (int)n_level(d) - 1, clo, chi, &c);
+				r = drop_node(dc, ent_child(t, d, i), ent_ctxid(t, d, i),
+					      (int)n_level(d) - 1, blk, ent(t, d, i), clo, chi, &c);
 				if (!r && !c) {
 					put(t, b);
 					return 0;
@@ -1058,7 +1317,7 @@ int bt_drop(struct vbas_btree *t, void *cursor, uint64_t budget, int *done)
 		return 0;
 	}
 	memcpy(lo, cursor, t->ops->key_size);
-	return drop_node(&dc, t->root, -1, lo, NULL, &c);
+	return drop_node(&dc, t->root, t->root_txid, -1, 0, NULL, lo, NULL, &c);
 }
 
 /* Diff: walk two trees side by side over the key ranges their nodes
@@ -1100,16 +1359,17 @@ static const uint8_t *min_hi(const struct vbas_btree *t, const uint8_t *x, const
 	return kcmp(t, x, y) <= 0 ? x : y;
 }
 
-static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int lb,
-		      const uint8_t *lo, const uint8_t *hi)
+/* NA and NB: blocks (0: none) and the transactions their pointers name. */
+static int diff_nodes(struct diff_ctx *dc, uint64_t na, uint64_t ta, int la, uint64_t nb,
+		      uint64_t tb, int lb, const uint8_t *lo, const uint8_t *hi)
 {
 	struct cblock *ba = NULL, *bb = NULL;
 	int r = 0;
 	if (na == nb)
 		return 0;
-	if (na && (r = node_get(dc->a, na, la, &ba)))
+	if (na && (r = node_get(dc->a, na, ta, la, 0, &ba)))
 		return r;
-	if (nb && (r = node_get(dc->b, nb, lb, &bb))) {
+	if (nb && (r = node_get(dc->b, nb, tb, lb, 0, &bb))) {
 		if (ba)
 			put(dc->a, ba);
 		return r;
@@ -1128,8 +1388,8 @@ static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int
 				continue;
 			const uint8_t *slo = max_lo(dc->a, clo, lo), *shi = min_hi(dc->a, chi, hi);
 			if (lva > lvb) {
-				r = diff_nodes(dc, ent_child(dc->a, d, i), (int)lva - 1, nb, (int)lvb,
-					       slo, shi);
+				r = diff_nodes(dc, ent_child(dc->a, d, i), ent_ctxid(dc->a, d, i),
+					       (int)lva - 1, nb, tb, (int)lvb, slo, shi);
 				continue;
 			}
 			void *e = bb->data;
@@ -1139,8 +1399,9 @@ static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int
 				const uint8_t *dhi = j + 1 < m ? ent(dc->b, e, j + 1) : NULL;
 				if (!ranges_meet(dc->a, dlo, dhi, slo, shi))
 					continue;
-				r = diff_nodes(dc, ent_child(dc->a, d, i), (int)lva - 1,
-					       ent_child(dc->b, e, j), (int)lvb - 1,
+				r = diff_nodes(dc, ent_child(dc->a, d, i), ent_ctxid(dc->a, d, i),
+					       (int)lva - 1, ent_child(dc->b, e, j),
+					       ent_ctxid(dc->b, e, j), (int)lvb - 1,
 					       max_lo(dc->a, dlo, slo), min_hi(dc->a, dhi, shi));
 			}
 		}
@@ -1152,7 +1413,8 @@ static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int
 			const uint8_t *dhi = j + 1 < m ? ent(dc->b, e, j + 1) : NULL;
 			if (!ranges_meet(dc->b, dlo, dhi, lo, hi))
 				continue;
-			r = diff_nodes(dc, na, (int)lva, ent_child(dc->b, e, j), (int)lvb - 1,
+			r = diff_nodes(dc, na, ta, (int)lva, ent_child(dc->b, e, j),
+				       ent_ctxid(dc->b, e, j), (int)lvb - 1,
 				       max_lo(dc->b, dlo, lo), min_hi(dc->b, dhi, hi));
 		}
 	}
@@ -1166,7 +1428,7 @@ static int diff_nodes(struct diff_ctx *dc, uint64_t na, int la, uint64_t nb, int
 int bt_diff(struct vbas_btree *a, struct vbas_btree *b, bt_range_cb cb, void *arg)
 {
 	struct diff_ctx dc = { a, b, cb, arg };
-	return diff_nodes(&dc, a->root, -1, b->root, -1, NULL, NULL);
+	return diff_nodes(&dc, a->root, a->root_txid, -1, b->root, b->root_txid, -1, NULL, NULL);
 }
 
 /* ---- Check ------------------------------------------------------------- */
@@ -1209,11 +1471,13 @@ static int subtree_keys(struct check_ctx *cx, struct cblock *b, uint8_t *min, ui
 	struct cblock *c = NULL;
 	while (n_level(d)) {
 		uint64_t child = ent_child(t, d, n_recs(d) - 1);
+		uint64_t ctxid = ent_ctxid(t, d, n_recs(d) - 1);
 		int level = (int)n_level(d) - 1;
+		uint64_t par = c ? c->blkno : b->blkno;
 		if (c)
 			put(t, c);
 		c = NULL;
-		int r = node_get(t, child, level, &c);
+		int r = node_get(t, child, ctxid, level, par, &c);
 		if (r) {
 			REPORT(cx, "%s", vbas_errmsg());
 			cx->have_prev = 0;
@@ -1236,14 +1500,14 @@ static int subtree_keys(struct check_ctx *cx, struct cblock *b, uint8_t *min, ui
 /* Walk the subtree at BLK; on return MIN and HIGH hold its smallest key and
  * largest high key, and *OK says whether they could be worked out.
  * Returns non-zero only when the walk cannot go on. */
-static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root,
-		      uint8_t *min, uint8_t *high, int *ok)
+static int check_node(struct check_ctx *cx, uint64_t blk, uint64_t txid, int level,
+		      uint64_t parent, int is_root, uint8_t *min, uint8_t *high, int *ok)
 {
 	struct vbas_btree *t = cx->t;
 	struct cblock *b;
 	char kb1[64], kb2[64], why[160];
 	uint8_t cmin[BT_MAX_KEY], chigh[BT_MAX_KEY], k[BT_MAX_KEY];
-	int r = node_get(t, blk, level, &b), cok;
+	int r = node_get(t, blk, txid, level, parent, &b), cok;
 	*ok = 0;
 	if (r) {
 		REPORT(cx, "%s", vbas_errmsg());
@@ -1289,7 +1553,8 @@ static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root
 			continue;
 		}
 		if (n_level(d)) {
-			r = check_node(cx, ent_child(t, d, i), (int)n_level(d) - 1, 0, cmin, chigh, &cok);
+			r = check_node(cx, ent_child(t, d, i), ent_ctxid(t, d, i), (int)n_level(d) - 1,
+				       blk, 0, cmin, chigh, &cok);
 			if (r)
 				break;
 			if (!cok) {
@@ -1323,7 +1588,7 @@ static int check_node(struct check_ctx *cx, uint64_t blk, int level, int is_root
 			}
 			memcpy(cx->prev, rec, t->ops->key_size);
 			cx->have_prev = 1;
-			if (t->ops->check_rec && t->ops->check_rec(rec, why, sizeof(why))) {
+			if (t->ops->check_rec && t->ops->check_rec(t->env, rec, why, sizeof(why))) {
 				fmt_key(t, rec, kb1, sizeof(kb1));
 				REPORT(cx, "%s tree: leaf %" PRIu64 " record %u (%s): %s",
 				       t->ops->name, blk, i, kb1, why);
@@ -1354,7 +1619,7 @@ int bt_check(struct vbas_btree *t, const struct bt_check_cbs *cbs,
 	uint8_t min[BT_MAX_KEY], high[BT_MAX_KEY];
 	int r = 0, ok;
 	if (t->root)
-		r = check_node(&cx, t->root, -1, 1, min, high, &ok);
+		r = check_node(&cx, t->root, t->root_txid, -1, 0, 1, min, high, &ok);
 	if (nodes)
 		*nodes += cx.nodes;
 	if (recs)

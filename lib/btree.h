@@ -28,11 +28,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format.h"
+
 #define BT_MAX_KEY    32
 #define BT_MAX_REC    512
 #define BT_MAX_DEPTH  16
 
 struct vbas_cache;
+struct vbas_btree_ops;
 
 /* What a tree needs from the transaction and space layers. */
 struct bt_env {
@@ -41,6 +44,10 @@ struct bt_env {
 	uint8_t uuid[16];
 	uint32_t block_size;
 	uint32_t max_fanout;       /* 0 = as many as fit */
+	uint64_t nblocks;          /* blocks in the pool: pointers stay below */
+	/* The kind of tree of each tree type, for checking nodes as they
+	 * are read from the device (a type without one is refused). */
+	const struct vbas_btree_ops *types[VBAS_TREE_TYPE_MAX];
 	/* A new metadata block, near HINT; counted as one reference. */
 	int (*alloc_meta)(void *ctx, uint64_t hint, uint64_t *blkno);
 	/* Drop one reference to a metadata block (never recursive). */
@@ -70,8 +77,15 @@ struct vbas_btree_ops {
 	/* A node holding REC is freed by bt_drop: REC's targets lose the
 	 * reference it held (NULL: the values point at nothing). */
 	int (*val_dec)(void *ctx, const void *rec);
-	/* Checks one record on its own; 0 or -EUCLEAN with a message. */
-	int (*check_rec)(const void *rec, char *why, size_t whylen);
+	/* Checks one record on its own (bounds against ENV's pool); 0 or
+	 * -EUCLEAN with a message.  Run on every record of every node read
+	 * from the device, before anything uses it. */
+	int (*check_rec)(const struct bt_env *env, const void *rec, char *why, size_t whylen);
+	/* Trees whose records cover [key, end key) and never overlap (the
+	 * mapping and refcount trees): the first key past REC.  Checked
+	 * against the next record, and against the parent's next low key.
+	 * May be NULL. */
+	void (*end_key)(const void *rec, void *key);
 	/* Prints a key for messages. */
 	void (*fmt_key)(const void *key, char *buf, size_t len);
 };
@@ -80,6 +94,7 @@ struct vbas_btree {
 	const struct vbas_btree_ops *ops;
 	struct bt_env *env;
 	uint64_t root;             /* 0 = empty tree */
+	uint64_t root_txid;        /* transaction that wrote the root (0: empty) */
 	uint64_t owner;            /* stamped in nodes this tree creates */
 	void *val_ctx;             /* passed to ops->val_inc and val_dec */
 };

@@ -21,7 +21,7 @@
 
 #define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
 #define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
-#define VBAS_FORMAT_VERSION  2u
+#define VBAS_FORMAT_VERSION  3u
 
 #define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
 #define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
@@ -52,7 +52,9 @@ struct vbas_sb {
 	vbas_le64 nvolumes;
 	vbas_le64 ctime;         /* format time, seconds since the epoch */
 	vbas_le64 pad0;          /* zero */
-	vbas_le64 reserved[18];  /* zero */
+	vbas_le64 voltab_root_txid; /* transaction that wrote voltab_root */
+	vbas_le64 refc_root_txid;   /* transaction that wrote refc_root */
+	vbas_le64 reserved[16];  /* zero */
 };
 _Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
@@ -91,11 +93,17 @@ _Static_assert(sizeof(struct vbas_node_hdr) == 64, "vbas_node_hdr size");
 /*
  * After the header, a leaf holds nrecs records of (key, value), sorted by
  * key, no duplicates.  An interior node holds nrecs entries of
- *     (low key, [high key,] le64 child block)
+ *     (low key, [high key,] le64 child block, le64 child txid)
  * where low key is exactly the smallest key in the child's subtree and,
  * for trees of overlapping intervals, high key is exactly the largest
- * record high key in it.  Sizes per tree type:
+ * record high key in it.  The child txid is the transaction that wrote the
+ * child (its header's txid): a pointer names the exact version of the
+ * block it points to, so a lost or misdirected write of the child (an
+ * older version, or another block, found at that address) is caught on
+ * read.  Roots are pinned the same way by the superblock and the volume
+ * records.  Sizes per tree type:
  */
+#define VBAS_PTR_BYTES 16u       /* le64 child, le64 child txid */
 
 /* Mapping tree: one per volume. */
 struct vbas_map_key {
@@ -150,7 +158,8 @@ struct vbas_vol_rec {
 	vbas_le32 flags;         /* VBAS_VOLF_* */
 	vbas_le16 name_len;      /* 1..255 */
 	vbas_le16 pad;           /* zero */
-	vbas_le64 reserved[2];   /* zero */
+	vbas_le64 root_txid;     /* transaction that wrote the root, 0 = empty */
+	vbas_le64 reserved[1];   /* zero */
 	uint8_t   name[256];     /* name_len bytes, zero padded */
 };
 _Static_assert(sizeof(struct vbas_vol_rec) == 344, "vbas_vol_rec");

@@ -155,6 +155,8 @@ int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
 		    struct vbas_vol_rec *rec);
 int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec);
 int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
+/* Record T's root (block and transaction) in REC. */
+void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);
 void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
@@ -209,6 +211,9 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
  * past the first piece, since cow_physical gives the old contents of the
  * first piece only. */
 #define VBAS_MAP_SPAN 0x800u
+/* vbas_map_begin with the internal flags above. */
+int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
+	      struct vbas_resv *resv, struct vbas_iomap *map);
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);

@@ -15,7 +15,7 @@ int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off)
 	if (!buf && len)
 		return vbas_err(-EINVAL, "read: no buffer");
 	while (len) {
-		r = vbas_map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
+		r = map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
 		if (r)
 			return r;
 		if (m.type == VBAS_IOMAP_HOLE) {
@@ -138,7 +138,7 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 			vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}
 	while (!r && len) {
-		r = vbas_map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED | VBAS_MAP_METAHELD |
+		r = map_begin(vol, off, len, VBAS_MAP_WRITE | VBAS_MAP_LOCKED | VBAS_MAP_METAHELD |
 				   VBAS_MAP_SPAN, resv, &m);
 		if (r)
 			break;
@@ -217,7 +217,7 @@ static int zero_partial(struct vbas_vol *vol, uint64_t off, uint64_t len)
 {
 	static const char zeros[VBAS_BLOCK_SIZE_MAX / 256];
 	struct vbas_iomap m;
-	int r = vbas_map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
+	int r = map_begin(vol, off, len, VBAS_MAP_READ, NULL, &m);
 	if (r)
 		return r;
 	int mapped = m.type == VBAS_IOMAP_MAPPED;

@@ -39,5 +39,27 @@ static inline void st_le64(void *p, uint64_t v)
 	v = VBAS_SWAP64(v);
 	memcpy(p, &v, 8);
 }
+static inline uint32_t ld_le32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return VBAS_SWAP32(v);
+}
+static inline void st_le32(void *p, uint32_t v)
+{
+	v = VBAS_SWAP32(v);
+	memcpy(p, &v, 4);
+}
+static inline uint16_t ld_le16(const void *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return VBAS_SWAP16(v);
+}
+static inline void st_le16(void *p, uint16_t v)
+{
+	v = VBAS_SWAP16(v);
+	memcpy(p, &v, 2);
+}
 
 #endif

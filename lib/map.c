@@ -274,7 +274,7 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 		if (r)
 			break;
 		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
-		rec->root = le64_mk(t.root);
+		vol_set_root(rec, &t);
 		cur = x;
 		if (allow_commit) {
 			r = vol_put(p, id, rec);
@@ -284,7 +284,7 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 				break;
 		}
 	}
-	rec->root = le64_mk(t.root);
+	vol_set_root(rec, &t);
 	if (!r)
 		r = vol_put(p, id, rec);
 	if (!r)
@@ -369,6 +369,17 @@ static int check_range(struct vbas_pool *p, const struct vbas_vol_rec *rec, uint
 
 int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		   struct vbas_resv *resv, struct vbas_iomap *map)
+{
+	/* The internal flags promise things (a range lock held, metadata
+	 * reserved) only the library itself can keep. */
+	if (flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE))
+		return vbas_err(-EINVAL, "map: unknown flags %#x (VBAS_MAP_READ, VBAS_MAP_WRITE only)",
+				flags & ~(VBAS_MAP_READ | VBAS_MAP_WRITE));
+	return map_begin(vol, off, len, flags, resv, map);
+}
+
+int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
+	      struct vbas_resv *resv, struct vbas_iomap *map)
 {
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
@@ -574,7 +585,7 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			if (!r)
 				r = space_queue(p, map->priv_pblk, used, +1, VBAS_BT_DATA, 1);
 			if (!r) {
-				rec.root = le64_mk(t.root);
+				vol_set_root(&rec, &t);
 				rec.mapped = le64_mk(le64_get(rec.mapped) + used);
 				r = vol_put(p, vol->id, &rec);
 			}

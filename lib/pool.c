@@ -185,6 +185,10 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	memcpy(p->env.uuid, p->uuid, 16);
 	p->env.block_size = p->bs;
 	p->env.max_fanout = le32_get(p->sb.max_fanout);
+	p->env.nblocks = p->nblocks;
+	p->env.types[VBAS_TREE_VOLTAB] = &voltab_ops;
+	p->env.types[VBAS_TREE_REFC] = &refc_ops;
+	p->env.types[VBAS_TREE_MAP] = &map_ops;
 	bt_node_validator(&p->validator, &p->env);
 	uint64_t cb = o->cache_bytes ? o->cache_bytes : VBAS_CACHE_DEFAULT;
 	r = cache_create(dev, p->bs, (size_t)(cb / p->bs), &p->validator, &p->cache);
@@ -195,6 +199,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->voltab.env = &p->env;
 	p->voltab.owner = VBAS_OWNER_VOLTAB;
 	p->voltab.root = le64_get(p->sb.voltab_root);
+	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	r = space_load(p);
 	if (r)
 		goto fail;

@@ -226,7 +226,7 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 				added += x[i].len;
 			}
 			if (!r) {
-				dr.root = le64_mk(dt.root);
+				vol_set_root(&dr, &dt);
 				dr.mapped = le64_mk(le64_get(dr.mapped) + added);
 				r = vol_put(p, did, &dr);
 			}
@@ -415,7 +415,7 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	while (!r && off < end) {
 		struct vbas_iomap m;
 		uint64_t want = end - off < chunk ? end - off : chunk;
-		r = vbas_map_begin(vol, off, want, VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_METAHELD,
+		r = map_begin(vol, off, want, VBAS_MAP_WRITE | VBAS_MAP_NOALLOC | VBAS_MAP_METAHELD,
 				   resv, &m);
 		if (r)
 			break;

@@ -62,12 +62,15 @@ static void refc_from_irec(const struct refc_irec *ir, struct vbas_refc_rec *r)
 	r->v.type = le32_mk(ir->type);
 }
 
-static int refc_check_rec(const void *rec, char *why, size_t len)
+static int refc_check_rec(const struct bt_env *env, const void *rec, char *why, size_t len)
 {
 	struct refc_irec r;
 	refc_to_irec(rec, &r);
 	if (r.len == 0)
 		return snprintf(why, len, "zero length"), -EUCLEAN;
+	if (r.start < VBAS_FIRST_BLOCK || r.start >= env->nblocks || r.len > env->nblocks - r.start)
+		return snprintf(why, len, "blocks %" PRIu64 "+%u outside the pool (%" PRIu64
+				" blocks)", r.start, r.len, env->nblocks), -EUCLEAN;
 	if (r.rc == 0)
 		return snprintf(why, len, "reference count 0"), -EUCLEAN;
 	if (r.type != VBAS_BT_DATA && r.type != VBAS_BT_META)
@@ -77,6 +80,12 @@ static int refc_check_rec(const void *rec, char *why, size_t len)
 	return 0;
 }
 
+static void refc_end_key(const void *rec, void *key)
+{
+	const struct vbas_refc_rec *r = rec;
+	st_le64(key, le64_get(r->k.pblk) + le32_get(r->v.len));
+}
+
 const struct vbas_btree_ops refc_ops = {
 	.name = "refcount",
 	.tree_type = VBAS_TREE_REFC,
@@ -84,6 +93,7 @@ const struct vbas_btree_ops refc_ops = {
 	.val_size = sizeof(struct vbas_refc_val),
 	.cmp = bt_cmp_u64,
 	.check_rec = refc_check_rec,
+	.end_key = refc_end_key,
 	.fmt_key = bt_fmt_u64,
 };
 
@@ -205,6 +215,7 @@ int space_load(struct vbas_pool *p)
 	sp->refc.env = &p->env;
 	sp->refc.owner = VBAS_OWNER_REFC;
 	sp->refc.root = le64_get(p->sb.refc_root);
+	sp->refc.root_txid = le64_get(p->sb.refc_root_txid);
 	sp->data_used = le64_get(p->sb.data_used);
 	sp->meta_used = le64_get(p->sb.meta_used);
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
@@ -780,6 +791,7 @@ void space_abort(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
 	sp->refc.root = le64_get(p->sb.refc_root);
+	sp->refc.root_txid = le64_get(p->sb.refc_root_txid);
 	sp->data_used = le64_get(p->sb.data_used);
 	sp->meta_used = le64_get(p->sb.meta_used);
 	extset_clear(&sp->pending);

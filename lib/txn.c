@@ -58,6 +58,23 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 		return "pool is larger than its device";
 	if (le32_get(sb->flags) != 0)
 		return "unknown feature flags";
+	uint32_t fan = le32_get(sb->max_fanout);
+	if (fan && (fan < 4 || fan > 65535))
+		return "bad max_fanout";
+	uint64_t nb = le64_get(sb->nblocks), gen = le64_get(sb->generation);
+	uint64_t roots[2] = { le64_get(sb->voltab_root), le64_get(sb->refc_root) };
+	uint64_t txids[2] = { le64_get(sb->voltab_root_txid), le64_get(sb->refc_root_txid) };
+	for (int i = 0; i < 2; i++) {
+		if (roots[i] && (roots[i] < VBAS_FIRST_BLOCK || roots[i] >= nb))
+			return "tree root outside the pool";
+		if (!roots[i] != !txids[i] || txids[i] > gen)
+			return "tree root of a bad transaction";
+	}
+	if (le64_get(sb->data_used) > nb || le64_get(sb->meta_used) > nb - le64_get(sb->data_used))
+		return "more blocks used than the pool holds";
+	if (le64_get(sb->next_vol_id) == 0 || le64_get(sb->next_vol_id) >= VBAS_OWNER_REFC ||
+	    le64_get(sb->nvolumes) >= le64_get(sb->next_vol_id))
+		return "bad volume counters";
 	return NULL;
 }
 
@@ -153,6 +170,7 @@ void txn_fail(struct vbas_pool *p, int err)
 	cache_drop_all(p->cache);
 	space_abort(p);
 	p->voltab.root = le64_get(p->sb.voltab_root);
+	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	p->next_vol_id = le64_get(p->sb.next_vol_id);
 	p->nvolumes = le64_get(p->sb.nvolumes);
 	p->dirty = 0;
@@ -190,6 +208,8 @@ int txn_commit(struct vbas_pool *p)
 	sb.blkno = le64_mk((p->gen + 1) % VBAS_SB_SLOTS);
 	sb.voltab_root = le64_mk(p->voltab.root);
 	sb.refc_root = le64_mk(p->sp.refc.root);
+	sb.voltab_root_txid = le64_mk(p->voltab.root_txid);
+	sb.refc_root_txid = le64_mk(p->sp.refc.root_txid);
 	sb.data_used = le64_mk(p->sp.data_used);
 	sb.meta_used = le64_mk(p->sp.meta_used);
 	sb.next_vol_id = le64_mk(p->next_vol_id);

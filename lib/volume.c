@@ -12,7 +12,7 @@
 
 /* ---- Volume table ------------------------------------------------------ */
 
-static int voltab_check_rec(const void *rec, char *why, size_t len)
+static int voltab_check_rec(const struct bt_env *env, const void *rec, char *why, size_t len)
 {
 	const struct vbas_voltab_rec *r = rec;
 	unsigned nl = le16_get(r->v.name_len);
@@ -29,8 +29,22 @@ static int voltab_check_rec(const void *rec, char *why, size_t len)
 	if (le32_get(r->v.flags) & ~VBAS_VOLF_KNOWN)
 		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
 	uint64_t size = le64_get(r->v.size);
-	if (size == 0 || size > VBAS_VOLUME_SIZE_MAX || size % VBAS_BLOCK_SIZE_MIN)
+	if (size == 0 || size > VBAS_VOLUME_SIZE_MAX || size % env->block_size)
 		return snprintf(why, len, "size %" PRIu64, size), -EUCLEAN;
+	uint64_t root = le64_get(r->v.root), root_txid = le64_get(r->v.root_txid);
+	if (root && (root < VBAS_FIRST_BLOCK || root >= env->nblocks))
+		return snprintf(why, len, "mapping tree root %" PRIu64 " outside the pool", root),
+		       -EUCLEAN;
+	if (!root != !root_txid || root_txid > env->txid)
+		return snprintf(why, len, "mapping tree root %" PRIu64 " of transaction %" PRIu64,
+				root, root_txid), -EUCLEAN;
+	if (le64_get(r->v.origin) >= id)
+		return snprintf(why, len, "origin %" PRIu64 " is not an older volume",
+				le64_get(r->v.origin)), -EUCLEAN;
+	if (!(le32_get(r->v.flags) & VBAS_VOLF_DELETING) &&
+	    le64_get(r->v.mapped) > size / env->block_size)
+		return snprintf(why, len, "%" PRIu64 " blocks mapped, more than its size",
+				le64_get(r->v.mapped)), -EUCLEAN;
 	return 0;
 }
 
@@ -46,16 +60,29 @@ const struct vbas_btree_ops voltab_ops = {
 
 /* ---- Mapping trees ----------------------------------------------------- */
 
-static int map_check_rec(const void *rec, char *why, size_t len)
+static int map_check_rec(const struct bt_env *env, const void *rec, char *why, size_t len)
 {
 	const struct vbas_map_rec *r = rec;
-	if (le32_get(r->v.len) == 0)
+	uint64_t l = le64_get(r->k.lblk), pb = le64_get(r->v.pblk), n = le32_get(r->v.len);
+	if (n == 0)
 		return snprintf(why, len, "zero length"), -EUCLEAN;
-	if (le64_get(r->v.pblk) < VBAS_FIRST_BLOCK)
+	if (pb < VBAS_FIRST_BLOCK)
 		return snprintf(why, len, "maps onto the superblocks"), -EUCLEAN;
+	if (pb >= env->nblocks || n > env->nblocks - pb)
+		return snprintf(why, len, "maps past the pool's end (physical %" PRIu64 ", %" PRIu64
+				" blocks; the pool has %" PRIu64 ")", pb, n, env->nblocks), -EUCLEAN;
+	uint64_t lmax = VBAS_VOLUME_SIZE_MAX / env->block_size;
+	if (l >= lmax || n > lmax - l)
+		return snprintf(why, len, "past the largest volume size"), -EUCLEAN;
 	if (le32_get(r->v.flags))
 		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
 	return 0;
+}
+
+static void map_end_key(const void *rec, void *key)
+{
+	const struct vbas_map_rec *r = rec;
+	st_le64(key, le64_get(r->k.lblk) + le32_get(r->v.len));
 }
 
 /* A leaf copied from a shared leaf: its extents gain a reference. */
@@ -81,6 +108,7 @@ const struct vbas_btree_ops map_ops = {
 	.val_inc = map_val_inc,
 	.val_dec = map_val_dec,
 	.check_rec = map_check_rec,
+	.end_key = map_end_key,
 	.fmt_key = bt_fmt_u64,
 };
 
@@ -90,8 +118,15 @@ void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *r
 	t->ops = &map_ops;
 	t->env = &p->env;
 	t->root = le64_get(rec->root);
+	t->root_txid = le64_get(rec->root_txid);
 	t->owner = id;
 	t->val_ctx = p;
+}
+
+void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t)
+{
+	rec->root = le64_mk(t->root);
+	rec->root_txid = le64_mk(t->root_txid);
 }
 
 /* ---- Records ----------------------------------------------------------- */
@@ -191,6 +226,10 @@ static void fill_info(const struct vbas_pool *p, uint64_t id, const struct vbas_
 {
 	unsigned nl = le16_get(v->name_len);
 	memset(info, 0, sizeof(*info));
+	/* Records are checked as they are read (voltab_check_rec); never
+	 * copy past the name all the same. */
+	if (nl > VBAS_NAME_MAX)
+		nl = VBAS_NAME_MAX;
 	memcpy(info->name, v->name, nl);
 	info->id = id;
 	info->size = le64_get(v->size);
@@ -509,13 +548,7 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	 * (its root is then new), commit first. */
 	uint64_t root = le64_get(srec.root);
 	if (root) {
-		struct cblock *b;
-		e = cache_read(p->cache, root, &b);
-		if (e)
-			goto out;
-		int fresh = le64_get(((struct vbas_node_hdr *)b->data)->txid) == p->env.txid;
-		cache_put(p->cache, b);
-		if (fresh) {
+		if (le64_get(srec.root_txid) == p->env.txid) {
 			e = txn_commit(p);
 			if (e)
 				goto out;
@@ -530,6 +563,7 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	r.k.id = le64_mk(id);
 	r.v.size = srec.size;
 	r.v.root = srec.root;
+	r.v.root_txid = srec.root_txid;
 	r.v.mapped = srec.mapped;
 	r.v.origin = le64_mk(sid);
 	r.v.ctime = le64_mk((uint64_t)time(NULL));

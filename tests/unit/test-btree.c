@@ -8,9 +8,9 @@
 #include <string.h>
 
 /* Test tree: u64 key -> u64 value. */
-static int test_check_rec(const void *rec, char *why, size_t len)
+static int test_check_rec(const struct bt_env *env, const void *rec, char *why, size_t len)
 {
-	(void)rec; (void)why; (void)len;
+	(void)env; (void)rec; (void)why; (void)len;
 	return 0;
 }
 
@@ -54,6 +54,7 @@ static void setup(struct fixture *f, const struct vbas_btree_ops *ops, uint32_t 
 	memset(&f->t, 0, sizeof(f->t));
 	f->t.ops = ops;
 	f->t.env = &f->p->env;
+	f->p->env.types[ops->tree_type] = ops;
 	f->t.owner = 77;
 }
 
