@@ -120,7 +120,8 @@ int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);
 int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type);
-/* Count at BLK, and *RUN (>= 1, <= MAX) blocks from BLK that share it. */
+/* Count at BLK, a data block (-EUCLEAN if the refcount tree holds it as
+ * metadata), and *RUN (>= 1, <= MAX) blocks from BLK that share it. */
 int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t *rc,
 		       uint64_t *run);
 uint64_t space_avail(struct vbas_pool *p);      /* blocks allocatable now */

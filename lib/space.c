@@ -742,6 +742,9 @@ int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t
 	int r = refc_get(p, blk, BT_LE, &ir);
 	if (r && r != -ENOENT)
 		return r;
+	if (!r && ir.start + ir.len > blk && ir.type != VBAS_BT_DATA)
+		return vbas_err(-EUCLEAN, "block %" PRIu64 " is mapped as data, but the refcount tree "
+				"holds it as metadata (a damaged mapping; it is not written)", blk);
 	if (!r && ir.start + ir.len > blk) {
 		n = ir.rc;
 		if (ir.start + ir.len - blk < len)

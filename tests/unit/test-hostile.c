@@ -617,6 +617,43 @@ static void t_superblock_fields(void **state)
 	}
 }
 
+/* A mapping record that points at a live tree node: a write to that
+ * offset must not land on the node (it would corrupt metadata a pool
+ * never exposes as data). */
+static void t_map_onto_metadata(void **state)
+{
+	(void)state;
+	uint8_t *img = fresh();
+	uint64_t leaf = 0, victim = refc.blk[0];
+	for (unsigned i = 0; i < map_a.n && !leaf; i++)
+		if (map_a.level[i] == 0)
+			leaf = map_a.blk[i];
+	uint8_t *n = node(img, leaf), before[BS];
+	uint64_t lblk = ld_le64(MAPREC(n, 0));
+	st_le64(MAPREC(n, 0) + 8, victim);
+	st_le32(MAPREC(n, 0) + 16, 1);
+	reseal(n);
+	memcpy(before, node(img, victim), BS);
+
+	struct vbas_dev *dev = vbas_memdev_create(POOL);
+	struct vbas_pool *p = NULL;
+	struct vbas_vol *v;
+	uint8_t buf[BS];
+	memcpy(vbas_memdev_image(dev), img, POOL);
+	assert_ok(vbas_open_dev(dev, NULL, &p));
+	assert_ok(vbas_vol_open(p, "a", &v));
+	memset(buf, 0xee, sizeof(buf));
+	int r = vbas_pwrite(v, buf, BS, lblk * BS, VBAS_IO_FUA);
+	if (r != -EUCLEAN || !strstr(vbas_errmsg(), "holds it as metadata"))
+		fail_msg("write onto a metadata block gave %d: %s", r, vbas_errmsg());
+	vbas_vol_close(v);
+	vbas_close(p);
+	if (memcmp(before, vbas_memdev_image(dev) + victim * BS, BS))
+		fail_msg("the write changed metadata block %" PRIu64, victim);
+	dev_destroy(dev);
+	free(img);
+}
+
 /* vbas_map_begin takes only the public flags: the internal ones promise
  * a range lock or reserved metadata the caller cannot hold. */
 static void t_map_flags(void **state)
@@ -649,6 +686,7 @@ int main(void)
 		cmocka_unit_test(t_cases),
 		cmocka_unit_test(t_superblock_fields),
 		cmocka_unit_test(t_map_flags),
+		cmocka_unit_test(t_map_onto_metadata),
 	};
 	int r = setup(NULL);
 	if (r)
