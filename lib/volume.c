@@ -609,6 +609,7 @@ struct usage_ctx {
 	struct vbas_btree *t;
 	uint64_t share_gen;
 	uint64_t excl, shared;
+	uint64_t end;            /* the volume's size in blocks */
 	uint64_t left;           /* records this batch may still read */
 	uint64_t next;           /* the logical block to go on from after a pause */
 };
@@ -624,6 +625,10 @@ static int usage_cb(void *arg, const void *rec)
 		return USAGE_PAUSE;
 	}
 	u->left--;
+	if (le64_get(m->k.lblk) + n > u->end)
+		return vbas_err(-EUCLEAN, "volume id %" PRIu64 ": extent at block %" PRIu64 " runs "
+				"past the volume's end (%" PRIu64 " blocks)", u->t->owner,
+				le64_get(m->k.lblk), u->end);
 	int e = bt_path_shared(u->t, &m->k, u->share_gen, &sh);
 	if (e)
 		return e;
@@ -667,6 +672,7 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 			struct vbas_map_key k = { le64_mk(u.next) };
 			first_id = id;
 			u.share_gen = le64_get(rec.share_gen);
+			u.end = le64_get(rec.size) >> p->bshift;
 			u.left = vbas_tun.usage_batch ? vbas_tun.usage_batch : 1;
 			vol_map_tree(p, id, &rec, &t);
 			e = bt_iter(&t, &k, usage_cb, &u);
