@@ -43,6 +43,7 @@ for build in "$@"; do
 		run_one "$t" "$t"
 	done
 	run_one "$build/cli" tests/cli/test-cli.sh "$build"
+	run_one "$build/cli-hostile" tests/cli/test-hostile.sh "$build"
 	if grep -qa __asan_init "$build/vbas"; then
 		# The sanitizer build has no plugin: nbdkit, which is not built
 		# with ASan, cannot dlopen an ASan-built one.  Only the checks of
