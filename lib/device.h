@@ -7,6 +7,7 @@
 #ifndef VBAS_DEVICE_H
 #define VBAS_DEVICE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,7 +45,19 @@ static inline int dev_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
 { return d->ops->pread(d, b, l, o); }
 static inline int dev_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 { return d->ops->pwrite(d, b, l, o); }
-static inline int dev_flush(struct vbas_dev *d) { return d->ops->flush(d); }
+/* A flush interrupted by a signal (EINTR, which network file systems can
+ * return from fdatasync) lost nothing: it is tried again, up to
+ * DEV_FLUSH_TRIES times in all, before the error reaches the caller (for
+ * whom a failed flush makes the pool read-only). */
+#define DEV_FLUSH_TRIES 16
+static inline int dev_flush(struct vbas_dev *d)
+{
+	int r, n = 0;
+	do
+		r = d->ops->flush(d);
+	while (r == -EINTR && ++n < DEV_FLUSH_TRIES);
+	return r;
+}
 static inline int dev_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
 { return d->ops->discard ? d->ops->discard(d, o, l) : 0; }
 static inline void dev_destroy(struct vbas_dev *d) { if (d) d->ops->destroy(d); }
