@@ -72,8 +72,6 @@ static int refc_check_rec(const void *rec, char *why, size_t len)
 		return snprintf(why, len, "reference count 0"), -EUCLEAN;
 	if (r.type != VBAS_BT_DATA && r.type != VBAS_BT_META)
 		return snprintf(why, len, "unknown block type %u", r.type), -EUCLEAN;
-	if (r.type == VBAS_BT_META && r.len && r.rc > 0xffff)
-		return snprintf(why, len, "metadata reference count %u", r.rc), -EUCLEAN;
 	return 0;
 }
 
