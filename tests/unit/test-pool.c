@@ -449,9 +449,6 @@ static void t_buffered(void **state)
 	if (cached > (12 << 20))
 		fail_msg("%lld KiB of the pool file in the page cache after a 20 MiB stream; "
 			 "the write-behind window is 8 MiB", cached >> 10);
-	if (cached < 0)
-		print_message("# (TMPDIR is a tmpfs or ramfs: its pages cannot be dropped; "
-			      "not measured)\n");
 	rng_fill(&r, buf + 5000, 70000);
 	assert_ok(vbas_pwrite(v, buf + 5000, 70000, 5000, 0));
 	vbas_vol_close(v);
@@ -465,6 +462,12 @@ static void t_buffered(void **state)
 	assert_ok(vbas_close(p));
 	free(buf);
 	free(back);
+	/* The data read back; the cache was not measured: say so. */
+	if (cached < 0) {
+		print_message("# TMPDIR is a tmpfs or ramfs: its pages cannot be dropped, so the "
+			      "write-behind window was not measured\n");
+		skip();
+	}
 }
 
 /* A device that counts the writes of at least 1 MiB made through it. */
