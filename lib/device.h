@@ -3,7 +3,8 @@
  * Two back ends share one ops vector: a regular file or block device
  * (O_DIRECT where the file system allows it, flush = fdatasync), and an
  * in-memory device for tests that can lose power at a chosen write and
- * drop, reorder or tear what was not flushed (device-mem.c). */
+ * drop, reorder or tear what was not flushed, discards included
+ * (device-mem.c). */
 #ifndef VBAS_DEVICE_H
 #define VBAS_DEVICE_H
 
@@ -74,7 +75,8 @@ struct vbas_dev *vbas_memdev_clone(struct vbas_dev *mem);
 #define VBAS_CRASH_REORDER  0x2u  /* the survivors land in any order */
 #define VBAS_CRASH_TEAR     0x4u  /* some land only in part (512 B sectors) */
 
-/* Lose power after AFTER more writes (0 = at the next write): from then on
+/* Lose power after AFTER more writes, discards or flushes (0 = at the next
+ * one): from then on
  * every I/O fails with -EIO, and the image that "survived" is fixed with
  * MODE and SEED.  vbas_memdev_survivor() returns it as a new device. */
 void vbas_memdev_arm_crash(struct vbas_dev *mem, uint64_t after,
@@ -83,10 +85,12 @@ void vbas_memdev_arm_crash(struct vbas_dev *mem, uint64_t after,
 void vbas_memdev_crash_now(struct vbas_dev *mem, unsigned mode, uint64_t seed);
 int vbas_memdev_crashed(struct vbas_dev *mem);
 struct vbas_dev *vbas_memdev_survivor(struct vbas_dev *mem);
-/* Fail the write number N (counted from now, 0 = next) with -EIO but keep
- * the device alive. */
+/* Fail the write number N (counted from now, 0 = next; discards and
+ * flushes count as writes, only a pwrite fails) with -EIO but keep the
+ * device alive. */
 void vbas_memdev_fail_write(struct vbas_dev *mem, uint64_t n);
 uint64_t vbas_memdev_writes(struct vbas_dev *mem);
+uint64_t vbas_memdev_discards(struct vbas_dev *mem);   /* discards so far */
 /* Direct access to the current image, for corruption tests. */
 uint8_t *vbas_memdev_image(struct vbas_dev *mem);
 
