@@ -1180,7 +1180,18 @@ static void t_reference_limit(void **state)
 	p = open_mem(d, 0);
 	read_equal(p, "s", a, LEN);
 	assert_check_clean(p);
-	assert_ok(vbas_close(p));
+	/* Any other way past 2^32-1 fails; the count never wraps. */
+	assert_ok(space_queue(p, root, 1, INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_queue(p, root, 1, INT32_MAX - 1, VBAS_BT_META, 0));
+	assert_ok(space_drain(p));
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	assert_ok(space_queue(p, root, 1, 1, VBAS_BT_META, 0));
+	assert_int_equal(space_drain(p), -EOVERFLOW);
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	p->rdonly = 1;          /* the transaction is abandoned, as txn_fail would */
+	vbas_close(p);
 	dev_destroy(d);
 	free(a);
 }
