@@ -9,8 +9,11 @@
  * used by the last commit (S2, S3); it prefers the hint and contiguity;
  * plain data allocations leave the metadata reserve (and reservations)
  * alone; a full pool can be emptied and filled again; splitting a record
- * never leaves its blocks uncounted while the tree changes.  The last test
- * uses only the public API and checks the totals and vbas_check. */
+ * never leaves its blocks uncounted while the tree changes.
+ * t_public_totals uses only the public API and checks the totals and
+ * vbas_check.  Then reference counts past 16 bits: 65,601 snapshots of one
+ * volume, a count at 2^32-1 (snapshots refused with EMLINK, anything else
+ * with EOVERFLOW, never a wrap), and check's test for duplicate names. */
 #include "common.h"
 
 #include <stdio.h>
