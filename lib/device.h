@@ -76,9 +76,9 @@ struct vbas_dev *vbas_memdev_clone(struct vbas_dev *mem);
 #define VBAS_CRASH_TEAR     0x4u  /* some land only in part (512 B sectors) */
 
 /* Lose power after AFTER more writes, discards or flushes (0 = at the next
- * one): from then on
- * every I/O fails with -EIO, and the image that "survived" is fixed with
- * MODE and SEED.  vbas_memdev_survivor() returns it as a new device. */
+ * one): from then on every I/O fails with -EIO, and the image that
+ * "survived" is fixed with MODE and SEED.  vbas_memdev_survivor() returns
+ * it as a new device. */
 void vbas_memdev_arm_crash(struct vbas_dev *mem, uint64_t after,
 			   unsigned mode, uint64_t seed);
 /* Lose power now (same as arming with AFTER 0 and crashing at once). */
