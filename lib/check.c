@@ -308,6 +308,37 @@ static const char *tname(int t)
 	return t == VBAS_BT_DATA ? "data" : t == VBAS_BT_META ? "metadata" : "?";
 }
 
+struct vname {
+	const char *name;
+	size_t i;
+};
+
+static int cmp_vname(const void *a, const void *b)
+{
+	const struct vname *x = a, *y = b;
+	int r = strcmp(x->name, y->name);
+	return r ? r : x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Two live volumes of one name; sorted, so that tens of thousands of
+ * snapshots take no longer to check than to walk. */
+static void dup_names(struct ck *c)
+{
+	struct vname *v = malloc((c->nv ? c->nv : 1) * sizeof(*v));
+	if (!v) {
+		c->oom = 1;
+		return;
+	}
+	for (size_t i = 0; i < c->nv; i++)
+		v[i] = (struct vname){ c->vnames[i], i };
+	qsort(v, c->nv, sizeof(*v), cmp_vname);
+	for (size_t k = 1; k < c->nv; k++)
+		if (v[k].name[0] && !strcmp(v[k].name, v[k - 1].name))
+			problem(c, "volumes %" PRIu64 " and %" PRIu64 " are both named '%s'",
+				c->vids[v[k - 1].i], c->vids[v[k].i], v[k].name);
+	free(v);
+}
+
 /* Compare the references found with the refcount tree. */
 static void compare_counts(struct ck *c)
 {
@@ -389,6 +420,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
 	if (r < 0 && r != -EUCLEAN)
 		goto out;
+	dup_names(&c);
 	/* Each volume's mapping tree. */
 	for (size_t i = 0; i < c.nv && !c.oom; i++) {
 		struct vbas_vol_rec rec;
@@ -405,10 +437,6 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		if (le64_get(rec.size) % p->bs)
 			problem(&c, "volume %" PRIu64 ": size %" PRIu64 " is not a multiple of the "
 				"block size", c.vids[i], le64_get(rec.size));
-		for (size_t j = 0; j < i; j++)
-			if (c.vnames[i][0] && !strcmp(c.vnames[i], c.vnames[j]))
-				problem(&c, "volumes %" PRIu64 " and %" PRIu64 " are both named '%s'",
-					c.vids[j], c.vids[i], c.vnames[i]);
 		vol_map_tree(p, c.vids[i], &rec, &t);
 		c.vol_id = c.vids[i];
 		c.vol_blocks = le64_get(rec.size) >> p->bshift;

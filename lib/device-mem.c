@@ -9,7 +9,16 @@
  *            write to the same place may win over a newer one
  *   TEAR     a write may land only in part: a random subset of its
  *            512-byte sectors
- * (the idea of SQLite's crash VFS).  After power loss every I/O fails. */
+ * (the idea of SQLite's crash VFS).  After power loss every I/O fails.
+ *
+ * A discard is a write like the others (it counts as one, and is dropped,
+ * reordered or torn at power loss in the same way), of "unknown contents":
+ * a discarded range reads as DISCARD_BYTE, neither zeros nor the old data,
+ * since a caller may rely on neither (a file's punched hole reads as
+ * zeros, an SSD's trimmed blocks may return either).  A range whose
+ * discard power loss drops keeps its old data.  So a discard that lands
+ * too early -- of blocks the last durable commit still uses -- shows up as
+ * DISCARD_BYTE in what the crash tests read back after the crash. */
 #include "device.h"
 
 #include <errno.h>
@@ -17,11 +26,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define DISCARD_BYTE 0xdc
+
 struct pending {
 	uint64_t off;
 	size_t len;
-	uint8_t *data;
+	uint8_t *data;            /* NULL: a discard */
 };
+
+/* Bytes [FROM, TO) of the device as pending change P leaves them, into DST
+ * (the image). */
+static void land(uint8_t *dst, const struct pending *p, uint64_t from, uint64_t to)
+{
+	if (p->data)
+		memcpy(dst + from, p->data + (from - p->off), to - from);
+	else
+		memset(dst + from, DISCARD_BYTE, to - from);
+}
 
 struct memdev {
 	struct vbas_dev dev;
@@ -31,6 +52,7 @@ struct memdev {
 	struct pending *pend;
 	size_t npend, cappend;
 	uint64_t writes;          /* writes so far */
+	uint64_t discards;        /* of which discards */
 	int armed;
 	uint64_t crash_at;        /* power is lost at this write count */
 	unsigned mode;
@@ -88,18 +110,19 @@ static void power_loss(struct memdev *m)
 				if (e > p->off + p->len)
 					e = p->off + p->len;
 				if (rnd(&s) & 1)
-					memcpy(m->survivor + o, p->data + (o - p->off), e - o);
+					land(m->survivor, p, o, e);
 				o = e;
 			}
 			continue;
 		}
-		memcpy(m->survivor + p->off, p->data, p->len);
+		land(m->survivor, p, p->off, p->off + p->len);
 	}
 	free(order);
 	m->dead = 1;
 }
 
-/* Count one write or flush; lose power when the armed count is reached. */
+/* Count one write, discard or flush; lose power when the armed count is
+ * reached. */
 static int tick(struct memdev *m)
 {
 	if (m->dead)
@@ -127,6 +150,31 @@ static int mem_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off)
 	return r;
 }
 
+/* A write of BUF (NULL: a discard) until the next flush; it shows in CUR
+ * at once. */
+static void add_pending(struct memdev *m, const void *buf, size_t len, uint64_t off)
+{
+	if (m->npend == m->cappend) {
+		size_t c = m->cappend ? m->cappend * 2 : 64;
+		struct pending *q = realloc(m->pend, c * sizeof(*q));
+		if (!q)
+			abort();
+		m->pend = q;
+		m->cappend = c;
+	}
+	struct pending *p = &m->pend[m->npend++];
+	p->off = off;
+	p->len = len;
+	p->data = NULL;
+	if (buf) {
+		p->data = malloc(len);
+		if (!p->data)
+			abort();
+		memcpy(p->data, buf, len);
+	}
+	land(m->cur, p, off, off + len);
+}
+
 static int mem_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t off)
 {
 	struct memdev *m = (struct memdev *)d;
@@ -141,24 +189,8 @@ static int mem_pwrite(struct vbas_dev *d, const void *buf, size_t len, uint64_t 
 		return -EIO;
 	}
 	r = tick(m);
-	if (!r) {
-		if (m->npend == m->cappend) {
-			size_t c = m->cappend ? m->cappend * 2 : 64;
-			struct pending *p = realloc(m->pend, c * sizeof(*p));
-			if (!p)
-				abort();
-			m->pend = p;
-			m->cappend = c;
-		}
-		struct pending *p = &m->pend[m->npend++];
-		p->off = off;
-		p->len = len;
-		p->data = malloc(len);
-		if (!p->data)
-			abort();
-		memcpy(p->data, buf, len);
-		memcpy(m->cur + off, buf, len);
-	}
+	if (!r)
+		add_pending(m, buf, len, off);
 	pthread_mutex_unlock(&m->lock);
 	return r;
 }
@@ -171,7 +203,8 @@ static int mem_flush(struct vbas_dev *d)
 	r = tick(m);
 	if (!r) {
 		for (size_t i = 0; i < m->npend; i++)
-			memcpy(m->durable + m->pend[i].off, m->pend[i].data, m->pend[i].len);
+			land(m->durable, &m->pend[i], m->pend[i].off,
+			     m->pend[i].off + m->pend[i].len);
 		clear_pending(m);
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -180,8 +213,20 @@ static int mem_flush(struct vbas_dev *d)
 
 static int mem_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
 {
-	(void)d; (void)off; (void)len;
-	return 0;     /* contents of discarded blocks are left as they were */
+	struct memdev *m = (struct memdev *)d;
+	int r;
+	if (off > d->size || len > d->size - off)
+		return -ERANGE;
+	if (!len)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	r = tick(m);
+	if (!r) {
+		add_pending(m, NULL, (size_t)len, off);
+		m->discards++;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
 }
 
 static void mem_destroy(struct vbas_dev *d)
@@ -313,6 +358,16 @@ uint64_t vbas_memdev_writes(struct vbas_dev *d)
 	w = m->writes;
 	pthread_mutex_unlock(&m->lock);
 	return w;
+}
+
+uint64_t vbas_memdev_discards(struct vbas_dev *d)
+{
+	struct memdev *m = (struct memdev *)d;
+	uint64_t n;
+	pthread_mutex_lock(&m->lock);
+	n = m->discards;
+	pthread_mutex_unlock(&m->lock);
+	return n;
 }
 
 uint8_t *vbas_memdev_image(struct vbas_dev *d)

@@ -303,7 +303,7 @@ static int file_flush(struct vbas_dev *d)
 	struct file_dev *f = (struct file_dev *)d;
 	/* A failed fdatasync has consumed its error, and a page cache whose
 	 * write-out failed has marked those pages clean: keep it.  (EINTR, from
-	 * network file systems, lost nothing: the next flush tries again.) */
+	 * network file systems, lost nothing: dev_flush tries again.) */
 	if (fdatasync(d->fd) < 0) {
 		if (errno == EINTR)
 			return -EINTR;

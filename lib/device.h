@@ -3,10 +3,12 @@
  * Two back ends share one ops vector: a regular file or block device
  * (O_DIRECT where the file system allows it, flush = fdatasync), and an
  * in-memory device for tests that can lose power at a chosen write and
- * drop, reorder or tear what was not flushed (device-mem.c). */
+ * drop, reorder or tear what was not flushed, discards included
+ * (device-mem.c). */
 #ifndef VBAS_DEVICE_H
 #define VBAS_DEVICE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,7 +46,19 @@ static inline int dev_pread(struct vbas_dev *d, void *b, size_t l, uint64_t o)
 { return d->ops->pread(d, b, l, o); }
 static inline int dev_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 { return d->ops->pwrite(d, b, l, o); }
-static inline int dev_flush(struct vbas_dev *d) { return d->ops->flush(d); }
+/* A flush interrupted by a signal (EINTR, which network file systems can
+ * return from fdatasync) lost nothing: it is tried again, up to
+ * DEV_FLUSH_TRIES times in all, before the error reaches the caller (for
+ * whom a failed flush makes the pool read-only). */
+#define DEV_FLUSH_TRIES 16
+static inline int dev_flush(struct vbas_dev *d)
+{
+	int r, n = 0;
+	do
+		r = d->ops->flush(d);
+	while (r == -EINTR && ++n < DEV_FLUSH_TRIES);
+	return r;
+}
 static inline int dev_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
 { return d->ops->discard ? d->ops->discard(d, o, l) : 0; }
 static inline void dev_destroy(struct vbas_dev *d) { if (d) d->ops->destroy(d); }
@@ -61,19 +75,22 @@ struct vbas_dev *vbas_memdev_clone(struct vbas_dev *mem);
 #define VBAS_CRASH_REORDER  0x2u  /* the survivors land in any order */
 #define VBAS_CRASH_TEAR     0x4u  /* some land only in part (512 B sectors) */
 
-/* Lose power after AFTER more writes (0 = at the next write): from then on
- * every I/O fails with -EIO, and the image that "survived" is fixed with
- * MODE and SEED.  vbas_memdev_survivor() returns it as a new device. */
+/* Lose power after AFTER more writes, discards or flushes (0 = at the next
+ * one): from then on every I/O fails with -EIO, and the image that
+ * "survived" is fixed with MODE and SEED.  vbas_memdev_survivor() returns
+ * it as a new device. */
 void vbas_memdev_arm_crash(struct vbas_dev *mem, uint64_t after,
 			   unsigned mode, uint64_t seed);
 /* Lose power now (same as arming with AFTER 0 and crashing at once). */
 void vbas_memdev_crash_now(struct vbas_dev *mem, unsigned mode, uint64_t seed);
 int vbas_memdev_crashed(struct vbas_dev *mem);
 struct vbas_dev *vbas_memdev_survivor(struct vbas_dev *mem);
-/* Fail the write number N (counted from now, 0 = next) with -EIO but keep
- * the device alive. */
+/* Fail the write number N (counted from now, 0 = next; discards and
+ * flushes count as writes, only a pwrite fails) with -EIO but keep the
+ * device alive. */
 void vbas_memdev_fail_write(struct vbas_dev *mem, uint64_t n);
 uint64_t vbas_memdev_writes(struct vbas_dev *mem);
+uint64_t vbas_memdev_discards(struct vbas_dev *mem);   /* discards so far */
 /* Direct access to the current image, for corruption tests. */
 uint8_t *vbas_memdev_image(struct vbas_dev *mem);
 

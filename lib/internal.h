@@ -103,6 +103,9 @@ struct vbas_tunables {
 	uint64_t txn_big_meta;     /* or this many metadata blocks were written */
 	uint64_t usage_batch;      /* mapping records vbas_vol_usage reads per hold
 	                              of the pool lock */
+	int early_punch;           /* tests only, a bug on purpose: punch the data
+	                              blocks a commit frees before its superblock
+	                              is written (the crash tests must catch it) */
 };
 extern struct vbas_tunables vbas_tun;
 
@@ -119,6 +122,7 @@ int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run
 int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);
+void space_punch_freed(struct vbas_pool *p);
 int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type);
 /* Count at BLK, a data block (-EUCLEAN if the refcount tree holds it as
  * metadata), and *RUN (>= 1, <= MAX) blocks from BLK that share it. */

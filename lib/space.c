@@ -75,8 +75,6 @@ static int refc_check_rec(const struct bt_env *env, const void *rec, char *why, 
 		return snprintf(why, len, "reference count 0"), -EUCLEAN;
 	if (r.type != VBAS_BT_DATA && r.type != VBAS_BT_META)
 		return snprintf(why, len, "unknown block type %u", r.type), -EUCLEAN;
-	if (r.type == VBAS_BT_META && r.len && r.rc > 0xffff)
-		return snprintf(why, len, "metadata reference count %u", r.rc), -EUCLEAN;
 	return 0;
 }
 
@@ -773,16 +771,25 @@ int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t
 	return 0;
 }
 
+/* Discard the data blocks freed in the running transaction.  Only once
+ * its commit is durable: until then the last commit still maps them, and
+ * a crash would bring that commit back with their contents gone. */
+void space_punch_freed(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	for (size_t i = 0; i < sp->freed_data.n; i++)
+		dev_discard(p->dev, sp->freed_data.v[i].start * p->bs,
+			    sp->freed_data.v[i].len * p->bs);
+}
+
 /* The commit is durable: blocks freed in it may be used again (S2), and
- * the data blocks freed in the one before can be discarded. */
+ * its freed data blocks are discarded. */
 void space_committed(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
 	/* Punch the data blocks freed in the transaction just committed,
 	 * before they can be handed out again (S2: that is now). */
-	for (size_t i = 0; i < sp->freed_data.n; i++)
-		dev_discard(p->dev, sp->freed_data.v[i].start * p->bs,
-			    sp->freed_data.v[i].len * p->bs);
+	space_punch_freed(p);
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
 	extset_clear(&sp->touched);

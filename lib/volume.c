@@ -557,6 +557,19 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 				goto out;
 		}
 	}
+	/* The new volume is one more reference to the root: a count is 32
+	 * bits, and one that is full refuses it here, before anything has
+	 * changed (apply would fail the transaction instead). */
+	if (root) {
+		uint32_t rc;
+		int type;
+		e = space_refcount(p, root, &rc, &type);
+		if (!e && rc == UINT32_MAX)
+			e = vbas_err(-EMLINK, "volume '%s': its tree's root (block %" PRIu64 ") "
+				     "has %u references, the most a block can have", src, root, rc);
+		if (e)
+			goto out;
+	}
 	uint64_t gen = p->env.txid;
 	memset(&r, 0, sizeof(r));
 	id = p->next_vol_id;

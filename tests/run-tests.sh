@@ -1,30 +1,75 @@
 #!/usr/bin/env bash
 # Runs every test of vbas for each build directory given (e.g. build
 # build-san) and prints one TAP-style line per test case, then the total as
-# its last line: "N passed, N failed".
+# its last line: "N passed, N failed, N skipped".
+#
+# A test case that could not run reports "ok N ... # SKIP reason" (the
+# shell suites, tests/tap.sh) or "not ok N # SKIP name" (cmocka's skip());
+# either counts as skipped, not as passed or failed.  Under CI (CI=true) a
+# skip is a failure: the CI machine (Debian 12, root, the packages of
+# scripts/install-deps.sh) can run every test.  A test that legitimately
+# cannot run there is named in CI_SKIP_OK below (none is).
+#
+#   tests/run-tests.sh BUILD...     run the tests
+#   tests/run-tests.sh --self-test  check this script's counting (TAP)
 set -u
 cd "$(dirname "$0")/.."
+
+# Skips allowed under CI: extended regular expressions matched against
+# "LABEL: LINE" (LABEL is the suite, e.g. build/nbd).
+CI_SKIP_OK=()
+
 pass=0
 fail=0
+skipped=0
 failed=()
-logdir=$(mktemp -d)
-trap 'rm -rf "$logdir"' EXIT
+ci_skips=()
 
-run_one() {   # label command...
-	local label=$1; shift
-	local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
-	local t0=$SECONDS
-	"$@" >"$log" 2>&1
-	local rc=$?
-	local p f
-	p=$(grep -cE '^ok [0-9]+' "$log")
-	f=$(grep -cE '^not ok [0-9]+' "$log")
+is_ci() { [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; }
+
+# count_log LABEL LOG RC [NOTE]: counts LOG's test cases into pass, fail
+# and skipped (and failed, ci_skips), prints them and the suite's summary
+# (with NOTE after it).
+count_log() {
+	local label=$1 log=$2 rc=$3 note=${4:-} line p=0 f=0 s=0 c=0 ok
+	local -a bad=()
+	while IFS= read -r line; do
+		if [[ $line =~ ^(not\ )?ok\ [0-9]+ ]]; then
+			echo "$label: $line"
+			if [[ $line =~ \#\ *[Ss][Kk][Ii][Pp]([^A-Za-z]|$) ]]; then
+				ok=0
+				if is_ci; then
+					local pat
+					for pat in "${CI_SKIP_OK[@]+"${CI_SKIP_OK[@]}"}"; do
+						[[ "$label: $line" =~ $pat ]] && ok=1
+					done
+				else
+					ok=1
+				fi
+				if [ "$ok" -eq 1 ]; then
+					s=$((s + 1))
+				else
+					c=$((c + 1))
+					bad+=("$label: $line")
+				fi
+			elif [[ $line == not* ]]; then
+				f=$((f + 1))
+			else
+				p=$((p + 1))
+			fi
+		fi
+	done <"$log"
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1   # crashed or failed outside a test case
 		echo "not ok - $label: exit status $rc"
 	fi
-	grep -E '^(not )?ok [0-9]+' "$log" | sed "s|^|$label: |"
-	echo "# $label: $p passed, $f failed ($((SECONDS - t0)) s)"
+	local l
+	for l in "${bad[@]+"${bad[@]}"}"; do
+		echo "not ok - $l: skipped under CI (CI=true), which can run every test"
+		ci_skips+=("$l")
+	done
+	f=$((f + c))
+	echo "# $label: $p passed, $f failed, $s skipped$note"
 	if [ "$f" -ne 0 ]; then
 		failed+=("$label")
 		echo "# ---- output of $label ----"
@@ -32,10 +77,103 @@ run_one() {   # label command...
 	fi
 	pass=$((pass + p))
 	fail=$((fail + f))
+	skipped=$((skipped + s))
 }
+
+run_one() {   # label command...
+	local label=$1; shift
+	local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
+	local t0=$SECONDS
+	"$@" >"$log" 2>&1
+	local rc=$?
+	count_log "$label" "$log" "$rc" " ($((SECONDS - t0)) s)"
+}
+
+summary() {
+	if [ ${#ci_skips[@]} -ne 0 ]; then
+		echo "# skipped under CI, counted as failed:"
+		printf '#   %s\n' "${ci_skips[@]}"
+	fi
+	if [ ${#failed[@]} -ne 0 ]; then
+		echo "# failed: ${failed[*]}"
+	fi
+	echo "$pass passed, $fail failed, $skipped skipped"
+}
+
+# ---- Self-test: the counting, on made-up logs ------------------------------
+
+self_test() {
+	local t n=0 bad=0 got want
+	t=$(mktemp -d)
+	cat >"$t/mixed.log" <<'EOF'
+1..7
+ok 1 - plain
+ok 2 - file systems on loop devices # SKIP losetup and mount need root
+not ok 3 # SKIP t_buffered
+ok 4 - a description that mentions skipping # not a directive
+not ok 5 - broken
+#   ok 6 - a diagnostic that looks like a result
+ok 7 - skip in the name, no directive
+ok 8 - lower case # skip no tool
+EOF
+	printf 'ok 1 - a\n' >"$t/crash.log"
+	printf 'ok 1 - a\nok 2 - b # SKIP needs root\n' >"$t/allowed.log"
+
+	# check DESC WANT CI RC LOG [ALLOWED-PATTERN]: the last line of a run
+	# over LOG is WANT.
+	check() {
+		local desc=$1 w=$2 ci=$3 rc=$4 log=$5 allow=${6:-}
+		got=$(
+			pass=0 fail=0 skipped=0 failed=() ci_skips=()
+			CI_SKIP_OK=()
+			[ -n "$allow" ] && CI_SKIP_OK=("$allow")
+			CI=$ci count_log test "$log" "$rc" >"$t/out"
+			CI=$ci summary | tail -n 1
+		)
+		n=$((n + 1))
+		if [ "$got" = "$w" ]; then
+			echo "ok $n - $desc"
+		else
+			echo "not ok $n - $desc"
+			echo "#   want: $w"
+			echo "#   got:  $got"
+			bad=$((bad + 1))
+		fi
+	}
+	check "skips counted apart, not as passed (both TAP forms, any case)" \
+		"3 passed, 1 failed, 3 skipped" "" 0 "$t/mixed.log"
+	check "under CI=true a skip is a failure" \
+		"3 passed, 4 failed, 0 skipped" true 0 "$t/mixed.log"
+	n=$((n + 1))
+	if (CI=true count_log test "$t/mixed.log" 0; CI=true summary) 2>&1 |
+		grep -q '^#   test: ok 2 - file systems on loop devices # SKIP losetup'; then
+		echo "ok $n - under CI=true the skips are named in the summary"
+	else
+		echo "not ok $n - under CI=true the skips are named in the summary"
+		bad=$((bad + 1))
+	fi
+	check "a skip CI_SKIP_OK names stays a skip under CI" \
+		"1 passed, 0 failed, 1 skipped" true 0 "$t/allowed.log" 'needs root'
+	check "a non-zero exit without a failed case is a failure" \
+		"1 passed, 1 failed, 0 skipped" "" 134 "$t/crash.log"
+	check "CI=false is not CI" \
+		"1 passed, 0 failed, 1 skipped" false 0 "$t/allowed.log"
+	echo "1..$n"
+	rm -rf "$t"
+	[ "$bad" -eq 0 ]
+}
+
+if [ "${1:-}" = --self-test ]; then
+	self_test
+	exit
+fi
+
+logdir=$(mktemp -d)
+trap 'rm -rf "$logdir"' EXIT
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+run_one runner tests/run-tests.sh --self-test
 for build in "$@"; do
 	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-* "$build"/tests/crash/test-*; do
 		[ -x "$t" ] || continue
@@ -54,8 +192,5 @@ for build in "$@"; do
 		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build"
 	fi
 done
-if [ ${#failed[@]} -ne 0 ]; then
-	echo "# failed: ${failed[*]}"
-fi
-echo "$pass passed, $fail failed"
+summary
 [ "$fail" -eq 0 ]

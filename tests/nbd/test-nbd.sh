@@ -502,7 +502,7 @@ if [ "$ROOT" -eq 1 ]; then
 	fs_test xfs mkfs.xfs -q -f
 	fs_test ext4 mkfs.ext4 -q -F
 else
-	pass "file systems on loop devices # SKIP losetup and mount need root"
+	skip "file systems on loop devices" "losetup and mount need root"
 fi
 # ---- A snapshot of a volume while a client writes it (the control channel) ----------
 
@@ -641,7 +641,7 @@ if [ "$ROOT" -eq 1 ]; then
 	expect_ok "e2fsck -fn of the snapshot: clean" e2fsck -fn "$LOOP"
 	expect_ok "detach the ext4 snapshot" detach ext4-snap
 else
-	pass "fsck of the snapshots # SKIP losetup needs root"
+	skip "fsck of the snapshots" "losetup needs root"
 fi
 stop_server INT
 expect_true "SIGINT stops the server with status 0" test "$SRV_RC" -eq 0
@@ -821,7 +821,7 @@ wb_error_test() {
 if [ "$ROOT" -eq 1 ]; then
 	wb_error_test || fail "write-back error: setting up the loop device on a tmpfs failed"
 else
-	pass "write-back error on a loop device # SKIP losetup and mount need root"
+	skip "write-back error on a loop device" "losetup and mount need root"
 fi
 
 # ---- Corrupt metadata reaches the client as EIO --------------------------------------------

@@ -9,8 +9,11 @@
  * used by the last commit (S2, S3); it prefers the hint and contiguity;
  * plain data allocations leave the metadata reserve (and reservations)
  * alone; a full pool can be emptied and filled again; splitting a record
- * never leaves its blocks uncounted while the tree changes.  The last test
- * uses only the public API and checks the totals and vbas_check. */
+ * never leaves its blocks uncounted while the tree changes.
+ * t_public_totals uses only the public API and checks the totals and
+ * vbas_check.  Then reference counts past 16 bits: 65,601 snapshots of one
+ * volume, a count at 2^32-1 (snapshots refused with EMLINK, anything else
+ * with EOVERFLOW, never a wrap), and check's test for duplicate names. */
 #include "common.h"
 
 #include <stdio.h>
@@ -1003,6 +1006,227 @@ static void t_public_totals(void **state)
 	teardown(f);
 }
 
+/* ---- More than 65,535 references to one node ----------------------------- */
+
+struct problems {
+	unsigned n;
+	char first[256];
+};
+
+static void count_problem(const char *msg, void *arg)
+{
+	struct problems *pr = arg;
+	if (!pr->n++)
+		snprintf(pr->first, sizeof(pr->first), "%s", msg);
+	if (pr->n <= 3)
+		fprintf(stderr, "# check: %s\n", msg);
+}
+
+static void read_equal(struct vbas_pool *p, const char *name, const uint8_t *want, size_t len)
+{
+	struct vbas_vol *v;
+	uint8_t *got = malloc(len);
+	assert_non_null(got);
+	assert_ok(vbas_vol_open(p, name, &v));
+	assert_ok(vbas_pread(v, got, len, 0));
+	for (size_t i = 0; i < len; i++)
+		if (got[i] != want[i])
+			fail_msg("volume %s byte %zu: read %#x, want %#x", name, i, got[i], want[i]);
+	vbas_vol_close(v);
+	free(got);
+}
+
+#define NSNAP 65601
+
+/* Snapshot NAME of the volume whose snapshot TPL already is: TPL's record
+ * under a new id and name, and one more reference to the shared root --
+ * what vbas_vol_snapshot writes, without its search of the whole volume
+ * table for the name, which makes 65,601 snapshots take minutes. */
+static void snapshot_like(struct vbas_pool *p, const struct vbas_voltab_rec *tpl, const char *name)
+{
+	struct vbas_voltab_rec r = *tpl;
+	r.k.id = le64_mk(p->next_vol_id);
+	memset(r.v.name, 0, sizeof(r.v.name));
+	r.v.name_len = le16_mk((uint16_t)strlen(name));
+	memcpy(r.v.name, name, strlen(name));
+	assert_ok(bt_insert(&p->voltab, &r));
+	assert_ok(p->env.inc_meta(p->env.ctx, le64_get(tpl->v.root)));
+	p->next_vol_id++;
+	p->nvolumes++;
+	p->dirty = 1;
+}
+
+/* 65,601 snapshots of one volume: its root node has 65,602 references
+ * (more than 16 bits hold).  check is clean, the last snapshot keeps the
+ * data, the origin takes new writes (copying the shared root), and all of
+ * it survives a reopen. */
+static void t_many_references(void **state)
+{
+	enum { LEN = 64 << 10 };
+	struct vbas_dev *d = mem_pool(256ull << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d, 0);
+	struct vbas_vol *v;
+	struct rng r = { 65601 };
+	uint8_t *a = malloc(LEN), *b = malloc(LEN);
+	struct vbas_voltab_rec tpl;
+	uint64_t id;
+	uint32_t rc;
+	int type;
+	char name[32];
+	(void)state;
+	assert_true(a && b);
+	rng_fill(&r, a, LEN);
+	assert_ok(vbas_vol_create(p, "o", 1 << 20));
+	assert_ok(vbas_vol_open(p, "o", &v));
+	assert_ok(vbas_pwrite(v, a, LEN, 0, 0));
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_vol_snapshot(p, "o", "s1", 0));
+	assert_ok(vol_lookup_name(p, "s1", &id, &tpl.v));
+	uint64_t root = le64_get(tpl.v.root);
+	assert_true(root != 0);
+	for (unsigned i = 2; i < NSNAP; i++) {
+		snprintf(name, sizeof(name), "s%u", i);
+		snapshot_like(p, &tpl, name);
+		if (i % 8192 == 0)
+			assert_ok(vbas_flush(p));
+	}
+	/* The last one through the library, past 65,535 already. */
+	snprintf(name, sizeof(name), "s%u", NSNAP);
+	assert_ok(vbas_vol_snapshot(p, "o", name, 0));
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, NSNAP + 1);
+	assert_int_equal(type, VBAS_BT_META);
+	struct problems pr = { 0 };
+	struct vbas_check_stats st;
+	int e = vbas_check(p, count_problem, &pr, &st);
+	if (e || pr.n)
+		fail_msg("check of a healthy pool: %d, %u problems, the first: %s", e, pr.n, pr.first);
+	assert_int_equal(st.volumes, NSNAP + 1);
+	/* The origin's next write copies the shared root. */
+	rng_fill(&r, b, LEN);
+	assert_ok(vbas_pwrite(v, b, LEN, 0, 0));
+	vbas_vol_close(v);
+	read_equal(p, "o", b, LEN);
+	read_equal(p, name, a, LEN);
+	read_equal(p, "s1", a, LEN);
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, NSNAP);
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 0);
+	read_equal(p, "o", b, LEN);
+	read_equal(p, name, a, LEN);
+	read_equal(p, "s30000", a, LEN);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	free(a);
+	free(b);
+}
+
+/* A root node whose count is 2^32-1 (raised through the queue, as 2^32-2
+ * snapshots would): one more snapshot or clone is refused with EMLINK
+ * before anything changes, and the pool stays writable; once the count is
+ * back down, snapshots work and check is clean. */
+static void t_reference_limit(void **state)
+{
+	enum { LEN = 16 << 10 };
+	struct vbas_dev *d = mem_pool(32ull << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d, 0);
+	struct vbas_vol *v;
+	struct vbas_vol_rec rec;
+	struct rng r = { 4294967295u };
+	uint8_t *a = malloc(LEN);
+	uint64_t id;
+	uint32_t rc;
+	int type;
+	(void)state;
+	assert_non_null(a);
+	rng_fill(&r, a, LEN);
+	assert_ok(vbas_vol_create(p, "o", 1 << 20));
+	assert_ok(vbas_vol_open(p, "o", &v));
+	assert_ok(vbas_pwrite(v, a, LEN, 0, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_flush(p));
+	assert_ok(vol_lookup_name(p, "o", &id, &rec));
+	uint64_t root = le64_get(rec.root);
+	assert_true(root != 0);
+	assert_ok(space_queue(p, root, 1, INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_queue(p, root, 1, INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_drain(p));
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	assert_ok(vbas_flush(p));
+	uint64_t gen = p->gen;
+	assert_int_equal(vbas_vol_snapshot(p, "o", "s", 0), -EMLINK);
+	assert_non_null(strstr(vbas_errmsg(), "the most a block can have"));
+	assert_int_equal(vbas_vol_snapshot(p, "o", "c", VBAS_SNAP_WRITABLE), -EMLINK);
+	assert_int_equal(vbas_vol_open(p, "s", &v), -ENOENT);
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	/* Nothing changed, and the pool takes changes. */
+	assert_int_equal(p->gen, gen);
+	assert_ok(vbas_vol_create(p, "x", 1 << 20));
+	assert_ok(vbas_vol_open(p, "x", &v));
+	assert_ok(vbas_pwrite(v, a, LEN, 0, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_flush(p));
+	read_equal(p, "o", a, LEN);
+	read_equal(p, "x", a, LEN);
+	/* Back down: the references were never there. */
+	assert_ok(space_queue(p, root, 1, -INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_queue(p, root, 1, -INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_drain(p));
+	assert_ok(vbas_vol_snapshot(p, "o", "s", 0));
+	read_equal(p, "s", a, LEN);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 0);
+	read_equal(p, "s", a, LEN);
+	assert_check_clean(p);
+	/* Any other way past 2^32-1 fails; the count never wraps. */
+	assert_ok(space_queue(p, root, 1, INT32_MAX, VBAS_BT_META, 0));
+	assert_ok(space_queue(p, root, 1, INT32_MAX - 1, VBAS_BT_META, 0));
+	assert_ok(space_drain(p));
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	assert_ok(space_queue(p, root, 1, 1, VBAS_BT_META, 0));
+	assert_int_equal(space_drain(p), -EOVERFLOW);
+	assert_ok(space_refcount(p, root, &rc, &type));
+	assert_int_equal(rc, UINT32_MAX);
+	p->rdonly = 1;          /* the transaction is abandoned, as txn_fail would */
+	vbas_close(p);
+	dev_destroy(d);
+	free(a);
+}
+
+/* check finds two volumes of one name (it sorts the names). */
+static void t_check_duplicate_names(void **state)
+{
+	struct vbas_dev *d = mem_pool(32ull << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d, 0);
+	struct vbas_voltab_rec r;
+	uint8_t k[8];
+	uint64_t id;
+	(void)state;
+	assert_ok(vbas_vol_create(p, "zz", 1 << 20));
+	assert_ok(vbas_vol_create(p, "b", 1 << 20));
+	assert_ok(vbas_vol_create(p, "a", 1 << 20));
+	assert_ok(vbas_vol_create(p, "zy", 1 << 20));
+	assert_ok(vol_lookup_name(p, "zy", &id, &r.v));
+	st_le64(k, id);
+	assert_ok(bt_lookup(&p->voltab, k, BT_EQ, &r));
+	r.v.name[1] = 'z';
+	assert_ok(bt_update(&p->voltab, &r));
+	struct problems pr = { 0 };
+	struct vbas_check_stats st;
+	assert_int_equal(vbas_check(p, count_problem, &pr, &st), -EUCLEAN);
+	assert_int_equal(pr.n, 1);
+	assert_string_equal(pr.first, "volumes 1 and 4 are both named 'zz'");
+	p->rdonly = 1;
+	vbas_close(p);
+	dev_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1013,6 +1237,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(t_split_keeps_count, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_split_keeps_count_dec, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_public_totals, fx_new, fx_free),
+		cmocka_unit_test(t_many_references),
+		cmocka_unit_test(t_reference_limit),
+		cmocka_unit_test(t_check_duplicate_names),
 	};
 	return RUN("space", tests);
 }
