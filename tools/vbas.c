@@ -12,6 +12,7 @@
 #include "vbas.h"
 #include "ctl.h"
 
+#include <blkid.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -518,6 +519,183 @@ static int close_vol(const struct args *a, struct vbas_pool *pool, struct vbas_v
 
 /* ---- Commands ------------------------------------------------------------- */
 
+/* ---- format: what the target holds ------------------------------------- */
+
+#define SAMPLE_EDGE   (1u << 20)      /* bytes read at the start and the end */
+#define SAMPLE_PIECE  (64u << 10)     /* bytes read at each spread offset */
+#define SAMPLE_SPREAD 64              /* spread offsets */
+#define SAMPLE_EXTENTS 256            /* a file's data extents looked at */
+
+/* The signatures libblkid recognises in PATH (file systems, partition
+ * tables, LVM, RAID, swap, ...), described in BUF, "; "-separated.
+ * Returns how many, or a negative errno. */
+static int probe_signatures(const char *path, char *buf, size_t len)
+{
+	blkid_probe pr = blkid_new_probe_from_filename(path);
+	int n = 0, r;
+	size_t used = 0;
+	buf[0] = 0;
+	if (!pr)
+		return errno ? -errno : -EIO;
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE |
+					  BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
+	blkid_probe_enable_partitions(pr, 1);
+	blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+	/* Each call goes on from the last match: every signature, as wipefs. */
+	while (n < 16 && (r = blkid_do_probe(pr)) == 0) {
+		const char *type = NULL, *usage = NULL, *label = NULL, *uuid = NULL;
+		char d[400];
+		if (!blkid_probe_lookup_value(pr, "TYPE", &type, NULL)) {
+			blkid_probe_lookup_value(pr, "USAGE", &usage, NULL);
+			blkid_probe_lookup_value(pr, "LABEL", &label, NULL);
+			blkid_probe_lookup_value(pr, "UUID", &uuid, NULL);
+			snprintf(d, sizeof(d), "%s %s", type,
+				 usage && !strcmp(usage, "filesystem") ? "file system" : "signature");
+		} else if (!blkid_probe_lookup_value(pr, "PTTYPE", &type, NULL)) {
+			blkid_probe_lookup_value(pr, "PTUUID", &uuid, NULL);
+			snprintf(d, sizeof(d), "%s partition table", type);
+		} else {
+			continue;
+		}
+		size_t dl = strlen(d);
+		if (label && *label)
+			dl += (size_t)snprintf(d + dl, sizeof(d) - dl, ", label \"%.64s\"", label);
+		if (uuid && *uuid && dl < sizeof(d))
+			snprintf(d + dl, sizeof(d) - dl, ", UUID %.64s", uuid);
+		if (used < len)
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", n ? "; " : "", d);
+		n++;
+	}
+	blkid_free_probe(pr);
+	return r < 0 && n == 0 ? -EIO : n;
+}
+
+/* Whether LEN bytes at OFF in FD hold a non-zero byte (*WHERE: the first).
+ * Returns 1, 0, or a negative errno. */
+static int nonzero_at(int fd, char *buf, uint64_t off, size_t len, uint64_t *where)
+{
+	ssize_t n;
+	while ((n = pread(fd, buf, len, (off_t)off)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	for (ssize_t i = 0; i < n; i++) {
+		if (buf[i]) {
+			*where = off + (uint64_t)i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether FD (SIZE bytes; REG: a regular file) holds data: a non-zero byte
+ * in the parts looked at (*WHERE: its offset).  Reading a whole device
+ * would take hours, so this samples: the first and last MiB, 64 pieces of
+ * 64 KiB spread evenly between, and for a regular file the start of each
+ * of its first 256 data extents (SEEK_DATA), so that a sparse file's data
+ * anywhere is seen.  Returns 1, 0, or a negative errno. */
+static int holds_data(int fd, uint64_t size, int reg, uint64_t *where)
+{
+	char *buf = malloc(SAMPLE_EDGE);
+	int r = 0;
+	if (!buf)
+		return -ENOMEM;
+	uint64_t edge = size < SAMPLE_EDGE ? size : SAMPLE_EDGE;
+	r = nonzero_at(fd, buf, 0, (size_t)edge, where);
+	if (!r && size > edge)
+		r = nonzero_at(fd, buf, size - edge, (size_t)edge, where);
+	for (int i = 1; !r && i <= SAMPLE_SPREAD && size > 2 * SAMPLE_EDGE; i++) {
+		uint64_t off = size / (SAMPLE_SPREAD + 1) * (uint64_t)i / 4096 * 4096;
+		r = nonzero_at(fd, buf, off, SAMPLE_PIECE, where);
+	}
+	off_t pos = 0;
+	for (int i = 0; !r && reg && i < SAMPLE_EXTENTS; i++) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0)
+			break;                /* ENXIO: no data past POS */
+		r = nonzero_at(fd, buf, (uint64_t)d, SAMPLE_PIECE, where);
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h <= d)
+			break;
+		pos = h;
+	}
+	free(buf);
+	return r;
+}
+
+/* Whether FD starts like a vbas pool: a superblock's magic (bytes 4-7) in slot 0, or
+ * in slot 1 for any block size. */
+static int has_pool_magic(int fd)
+{
+	for (uint64_t off = 0; off <= VBAS_BLOCK_SIZE_MAX; off = off ? 2 * off : VBAS_BLOCK_SIZE_MIN) {
+		char m[4];
+		if (pread(fd, m, 4, (off_t)off + 4) == 4 && !memcmp(m, "VBSB", 4))
+			return 1;
+	}
+	return 0;
+}
+
+/* What format must not overwrite without --force: an existing pool, a
+ * signature libblkid knows, any other data, or a file longer than the
+ * new pool.  Returns 0 if the target may be formatted, else the exit
+ * status (said). */
+static int format_refuses(const struct args *a, uint32_t bs)
+{
+	const char *path = a->pos[0];
+	char sigs[1024];
+	uint64_t where;
+	struct stat st;
+	int fd, r;
+
+	if (stat(path, &st) || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)))
+		return 0;                     /* the library says what is wrong */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(a->cmd, path, "%s", strerror(errno));
+	uint64_t size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size
+					     : (uint64_t)lseek(fd, 0, SEEK_END);
+	if (has_pool_magic(fd)) {
+		struct vbas_open_opts o = { .flags = VBAS_OPEN_RDONLY };
+		struct vbas_pool *pool;
+		char who[512];
+		close(fd);
+		r = vbas_open(path, &o, &pool);
+		if (!r) {
+			vbas_close(pool);
+			return fail(a->cmd, path, "already holds a vbas pool (use --force to "
+				    "overwrite it)");
+		}
+		if (r == -EBUSY && !holder_text(path, who, sizeof(who)))
+			return fail(a->cmd, path, "%s", who);
+		const char *m = vbas_errmsg();
+		return fail(a->cmd, path, "holds a vbas pool that does not open (%s): use --force "
+			    "to overwrite it", m && *m ? m : strerror(-r));
+	}
+	r = size ? probe_signatures(path, sigs, sizeof(sigs)) : 0;
+	if (r > 0) {
+		close(fd);
+		return fail(a->cmd, path, "holds %s: use --force to overwrite it", sigs);
+	}
+	if (r < 0) {
+		close(fd);
+		return fail(a->cmd, path, "probing for signatures: %s", strerror(-r));
+	}
+	r = holds_data(fd, size, S_ISREG(st.st_mode), &where);
+	close(fd);
+	if (r < 0)
+		return fail(a->cmd, path, "reading: %s", strerror(-r));
+	if (r)
+		return fail(a->cmd, path, "holds data (a non-zero byte at offset %" PRIu64 ") that "
+			    "is neither a known signature nor a vbas pool: use --force to "
+			    "overwrite it", where);
+	if (S_ISREG(st.st_mode) && a->size / bs * bs < size)
+		return fail(a->cmd, path, "is %" PRIu64 " bytes, more than --size %" PRIu64
+			    ": formatting would cut it short (use --force)", size,
+			    a->size / bs * bs);
+	return 0;
+}
+
 static int cmd_format(const struct args *a)
 {
 	struct vbas_format_opts o = { 0 };
@@ -535,11 +713,17 @@ static int cmd_format(const struct args *a)
 	}
 	o.size = a->size;
 	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
+	uint32_t bs = o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT;
+	if (!(a->seen & O_FORCE) && !(bs & (bs - 1))) {
+		int rc = format_refuses(a, bs);
+		if (rc)
+			return rc;
+	}
 	int r = vbas_format(a->pos[0], &o);
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
 	printf("formatted %s: %s, block size %u\n", a->pos[0], human(a->size, h, sizeof(h)),
-	       o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT);
+	       bs);
 	return 0;
 }
 
