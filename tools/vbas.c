@@ -107,6 +107,12 @@ struct cmd {
 
 /* ---- Messages ----------------------------------------------------------- */
 
+/* The last runtime error, for the JSON error object of a --json command
+ * that fails before it prints its answer (json_error). */
+static int last_errno;                /* 0: not known */
+static char last_error[1024];         /* "WHAT: REASON" */
+static int json_started;              /* the command printed its JSON */
+
 static void usage_hint(const char *cmd)
 {
 	if (cmd)
@@ -139,11 +145,12 @@ static int fail(const char *cmd, const char *what, const char *fmt, ...)
 static int fail(const char *cmd, const char *what, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "vbas: %s: %s: ", cmd, what);
+	int l = snprintf(last_error, sizeof(last_error), "%s: ", what);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (l >= 0 && (size_t)l < sizeof(last_error))
+		vsnprintf(last_error + l, sizeof(last_error) - (size_t)l, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "vbas: %s: %s\n", cmd, last_error);
 	return EXIT_RUNTIME;
 }
 
@@ -156,6 +163,7 @@ static int lib_fail(const char *cmd, const char *what, int r)
 	const char *m = vbas_errmsg();
 	size_t wl = strlen(what);
 
+	last_errno = -r;
 	if (!m || !*m)
 		return fail(cmd, what, "%s", strerror(-r));
 	if (!strncmp(m, "open ", 5) && !strncmp(m + 5, what, wl) && !strncmp(m + 5 + wl, ": ", 2))
@@ -472,8 +480,10 @@ static int open_pool(const struct args *a, unsigned flags, struct vbas_pool **po
 	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
 	char who[512];
 	int r = vbas_open(a->pos[0], &o, pool);
-	if (r == -EBUSY && !holder_text(a->pos[0], who, sizeof(who)))
+	if (r == -EBUSY && !holder_text(a->pos[0], who, sizeof(who))) {
+		last_errno = EBUSY;
 		return fail(a->cmd, a->pos[0], "%s", who);
+	}
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
 	return 0;
@@ -849,6 +859,7 @@ static int cmd_info(const struct args *a)
 			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
 	}
 	if (a->seen & O_JSON) {
+		json_started = 1;
 		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
 		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
@@ -979,6 +990,7 @@ static int cmd_list(const struct args *a)
 		goto out;
 	}
 	if (a->seen & O_JSON) {
+		json_started = 1;
 		putchar('[');
 		for (size_t i = 0; i < l.n; i++) {
 			const char *origin = list_name(&l, l.v[i].origin);
@@ -1240,9 +1252,10 @@ static int cmd_map(const struct args *a)
 	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
 	if (rc)
 		return rc;
-	if (m.json)
+	if (m.json) {
+		json_started = 1;
 		putchar('[');
-	else
+	} else
 		printf("%20s  %20s %-11s %20s  %s\n", "OFFSET", "LENGTH", "", "PHYSICAL", "FLAGS");
 	r = vbas_extents(vol, 0, info.size, map_cb, &m);
 	if (m.json)
@@ -1292,6 +1305,7 @@ static int cmd_check(const struct args *a)
 			rc = lib_fail(a->cmd, a->pos[0], r);
 		if (c.json) {
 			fflush(c.f);
+			json_started = 1;
 			printf("{\"clean\":%s,\"problems\":[%s],\"nodes\":%" PRIu64
 			       ",\"extents\":%" PRIu64 ",\"refcount_records\":%" PRIu64
 			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64 "}\n",
@@ -1410,7 +1424,7 @@ static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 	} else {
 		uint64_t n = same ? (len ? len : sinfo.size - soff) : 0;
 		if (a->seen & O_JSON)
-			printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
+			json_started = 1, printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
 		else if (same)
 			printf("deduped %" PRIu64 " bytes\n", n);
 		else
@@ -1479,6 +1493,7 @@ static int cmd_diff(const struct args *a)
 	if (r) {
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	} else if (a->seen & O_JSON) {
+		json_started = 1;
 		putchar('[');
 		for (size_t i = 0; i < d.n; i++)
 			printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 "}", i ? "," : "",
@@ -2143,6 +2158,24 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	return -1;
 }
 
+/* A --json command that failed before its answer: a JSON object with the
+ * error on stdout (the message is on stderr too), {"error": {"errno":
+ * "ENOENT" or null, "message": "WHAT: REASON"}}; check's also has
+ * "clean": false. */
+static void json_error(const struct cmd *c)
+{
+	const char *en = last_errno ? strerrorname_np(last_errno) : NULL;
+	fputs(!strcmp(c->name, "check") ? "{\"clean\":false,\"error\":{\"errno\":"
+					 : "{\"error\":{\"errno\":", stdout);
+	if (en)
+		json_str(stdout, en);
+	else
+		fputs("null", stdout);
+	fputs(",\"message\":", stdout);
+	json_str(stdout, last_error);
+	puts("}}");
+}
+
 int main(int argc, char **argv)
 {
 	struct args a = { 0 };
@@ -2205,6 +2238,8 @@ int main(int argc, char **argv)
 	rc = parse_args(c, argc - optind, argv + optind, &a);
 	if (rc < 0)
 		rc = c->fn(&a);
+	if (rc == EXIT_RUNTIME && (a.seen & O_JSON) && !json_started)
+		json_error(c);
 	if (fflush(stdout) || ferror(stdout)) {
 		fprintf(stderr, "vbas: %s: stdout: %s\n", c->name, strerror(errno));
 		if (!rc)
