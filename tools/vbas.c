@@ -60,11 +60,13 @@ enum {
 	O_READONLY = 1 << 10,
 	O_BIND = 1 << 11,
 	O_BUFFERED = 1 << 12,
+	O_YES = 1 << 13,
+	O_DRY_RUN = 1 << 14,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
-       OPT_BUFFERED };
+       OPT_BUFFERED, OPT_DRY_RUN };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -79,6 +81,8 @@ static const struct option long_opts[] = {
 	{ "readonly", no_argument, NULL, OPT_READONLY },
 	{ "bind", required_argument, NULL, OPT_BIND },
 	{ "buffered", no_argument, NULL, OPT_BUFFERED },
+	{ "yes", no_argument, NULL, 'y' },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -724,6 +728,18 @@ static int cmd_format(const struct args *a)
 	o.size = a->size;
 	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
 	uint32_t bs = o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT;
+	struct stat st;
+	if (!stat(a->pos[0], &st) && S_ISBLK(st.st_mode)) {
+		int fd = open(a->pos[0], O_RDONLY | O_CLOEXEC);
+		off_t end = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+		if (fd >= 0)
+			close(fd);
+		if (end >= 0 && a->size > (uint64_t)end) {
+			last_errno = ENOSPC;
+			return fail(a->cmd, a->pos[0], "the device holds %" PRIu64 " bytes, less "
+				    "than --size %" PRIu64, (uint64_t)end, a->size);
+		}
+	}
 	if (!(a->seen & O_FORCE) && !(bs & (bs - 1))) {
 		int rc = format_refuses(a, bs);
 		if (rc)
@@ -1016,34 +1032,215 @@ out:
 	return pool ? close_pool(a, pool, rc) : rc;
 }
 
+/* ---- delete and resize: what they drop, and the user's word -------------- */
+
+/* What delete or resize would lose, found out before it runs. */
+struct loss {
+	uint64_t size;      /* the volume's size */
+	uint64_t mapped;    /* bytes mapped in it */
+	uint64_t cut;       /* bytes mapped at or past the new size (resize) */
+	uint64_t from;      /* the new size, for cut_cb */
+	uint32_t bs;        /* the pool's block size */
+	int readonly;       /* the volume is a snapshot */
+	int served;         /* through a server: cut is not known, only mapped */
+};
+
+static int cut_cb(const struct vbas_extent *e, void *arg)
+{
+	struct loss *l = arg;
+	uint64_t s = e->offset > l->from ? e->offset : l->from;
+	if (e->offset + e->length > s)
+		l->cut += e->offset + e->length - s;
+	return 0;
+}
+
+/* Open the pool (*POOL; NULL if a server holds it) and find out what
+ * volume pos[1] holds, and for a new size NEWSIZE below its size what is
+ * mapped past it.  Returns 0, or the exit status (said). */
+static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **pool,
+		     struct loss *l)
+{
+	const char *req[1] = { "list" };
+	struct vbas_vol_info info;
+	struct vbas_vol *vol;
+	char *body;
+	int r, rc;
+	memset(l, 0, sizeof(*l));
+	l->from = newsize;
+	*pool = NULL;
+	if (open_or_ask_server(a, 0, req, 1, pool, &rc, &body)) {
+		struct vol_list vl = { 0 };
+		if (rc)
+			return rc;
+		r = ctl_get_list(body, &vl);
+		free(body);
+		if (r)
+			return fail(a->cmd, a->pos[0], "%s", r == -EPROTO ? ctl_unreadable
+									: strerror(-r));
+		rc = -1;
+		for (size_t i = 0; i < vl.n; i++) {
+			if (!strcmp(vl.v[i].name, a->pos[1])) {
+				l->size = vl.v[i].size;
+				l->mapped = l->cut = vl.v[i].mapped;
+				l->readonly = !!(vl.v[i].flags & VBAS_VOL_READONLY);
+				l->served = 1;
+				rc = 0;
+			}
+		}
+		vol_list_free(&vl);
+		if (rc) {
+			last_errno = ENOENT;
+			return fail(a->cmd, a->pos[0], "volume '%s' not found (through the server)",
+				    a->pos[1]);
+		}
+		struct vbas_pool_info pi;
+		const char *ireq[1] = { "info" };
+		char *msg;
+		int e = ctl_request(a->pos[0], ireq, 1, &msg);
+		if (e >= 0 && !e && msg && !ctl_get_info(msg, &pi))
+			l->bs = pi.block_size;
+		free(msg);
+		if (!l->bs)
+			return fail(a->cmd, a->pos[0], "%s", ctl_unreadable);
+		return 0;
+	}
+	struct vbas_pool_info pi;
+	r = vbas_pool_info(*pool, &pi);
+	l->bs = pi.block_size;
+	if (!r)
+		r = vbas_vol_open(*pool, a->pos[1], &vol);
+	if (!r) {
+		r = vbas_vol_info(vol, &info);
+		if (!r && newsize < info.size)
+			r = vbas_extents(vol, newsize, info.size - newsize, cut_cb, l);
+		vbas_vol_close(vol);
+	}
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		vbas_close(*pool);
+		*pool = NULL;
+		return rc;
+	}
+	l->size = info.size;
+	l->mapped = info.mapped;
+	l->readonly = !!(info.flags & VBAS_VOL_READONLY);
+	return 0;
+}
+
+/* Go on with a command that drops data, WHAT saying which: --dry-run says
+ * what would happen and stops; --yes or --force go on; on a terminal the
+ * user is asked; else it is refused.  Returns -1 to go on, else the exit
+ * status (said). */
+static int confirm(const struct args *a, const char *what)
+{
+	char line[64];
+	if (a->seen & O_DRY_RUN) {
+		printf("would %s; nothing changed (--dry-run)\n", what);
+		return 0;
+	}
+	if (a->seen & (O_YES | O_FORCE))
+		return -1;
+	if (!isatty(STDIN_FILENO)) {
+		last_errno = ECANCELED;
+		return fail(a->cmd, a->pos[0], "would %s: not done without confirmation "
+			    "(standard input is not a terminal): give --yes to go on", what);
+	}
+	fprintf(stderr, "vbas: %s: %s: %s? [y/N] ", a->cmd, a->pos[0], what);
+	fflush(stderr);
+	if (fgets(line, sizeof(line), stdin) &&
+	    (!strcasecmp(line, "y\n") || !strcasecmp(line, "yes\n") ||
+	     !strcasecmp(line, "y") || !strcasecmp(line, "yes")))
+		return -1;
+	last_errno = ECANCELED;
+	return fail(a->cmd, a->pos[0], "not confirmed: nothing changed");
+}
+
+/* Send REQ (N fields) to the pool's server.  Returns the exit status. */
+static int ask_server(const struct args *a, const char *const *req, int n)
+{
+	char *msg;
+	int e = ctl_request(a->pos[0], req, n, &msg), rc = 0;
+	if (e < 0)
+		rc = fail(a->cmd, a->pos[0], "the server stopped before the request: nothing "
+			  "changed (try again)");
+	else if (e)
+		rc = fail(a->cmd, a->pos[0], "%s (through the server)", msg ? msg : strerror(e));
+	free(msg);
+	return rc;
+}
+
 static int cmd_delete(const struct args *a)
 {
-	struct vbas_pool *pool;
 	const char *req[2] = { "delete", a->pos[1] };
-	int r, rc;
-	if (open_or_ask_server(a, 0, req, 2, &pool, &rc, NULL))
+	struct vbas_pool *pool;
+	struct loss l;
+	char what[600], h[32];
+	int r, rc = loss_find(a, UINT64_MAX, &pool, &l);
+	if (rc)
 		return rc;
+	snprintf(what, sizeof(what), "delete volume '%s' (%" PRIu64 " bytes) and the %" PRIu64
+		 " bytes mapped in it (%s)", a->pos[1], l.size, l.mapped,
+		 human(l.mapped, h, sizeof(h)));
+	rc = confirm(a, what);
+	if (rc >= 0)
+		return pool ? close_pool(a, pool, rc) : rc;
+	if (!pool)
+		return ask_server(a, req, 2);
 	r = vbas_vol_delete(pool, a->pos[1]);
-	if (r)
-		rc = lib_fail(a->cmd, a->pos[0], r);
-	return close_pool(a, pool, rc);
+	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
 static int cmd_resize(const struct args *a)
 {
 	struct vbas_pool *pool;
-	char size[24];
+	struct loss l;
+	char size[24], what[600], h[32];
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the new size is required)");
 	snprintf(size, sizeof(size), "%" PRIu64, a->size);
 	const char *req[3] = { "resize", a->pos[1], size };
-	int r, rc;
-	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+	int r, rc = loss_find(a, a->size, &pool, &l);
+	if (rc)
 		return rc;
+	/* A shrink the library would refuse is not asked about. */
+	if (a->size < l.size && (!a->size || a->size % l.bs || l.readonly)) {
+		last_errno = l.readonly ? EROFS : EINVAL;
+		if (l.readonly)
+			rc = fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)",
+				  a->pos[1]);
+		else if (!a->size)
+			rc = fail(a->cmd, a->pos[0], "volume size must not be 0");
+		else
+			rc = fail(a->cmd, a->pos[0], "volume size %" PRIu64 " is not a multiple of "
+				  "the block size (%u)", a->size, l.bs);
+		return pool ? close_pool(a, pool, rc) : rc;
+	}
+	if (a->size >= l.size && (a->seen & O_DRY_RUN)) {
+		printf("would %s volume '%s' from %" PRIu64 " to %" PRIu64 " bytes: nothing is "
+		       "lost; nothing changed (--dry-run)\n", a->size > l.size ? "grow" : "keep",
+		       a->pos[1], l.size, a->size);
+		rc = 0;
+	} else if (a->size < l.size && l.served) {
+		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
+			 " bytes, dropping what is mapped past %" PRIu64 " (the server does "
+			 "not say how much: up to the %" PRIu64 " bytes mapped in it, %s)",
+			 a->pos[1], l.size, a->size, a->size, l.mapped,
+			 human(l.mapped, h, sizeof(h)));
+		rc = confirm(a, what);
+	} else if (a->size < l.size) {
+		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
+			 " bytes, dropping the %" PRIu64 " bytes mapped past %" PRIu64 " (%s)",
+			 a->pos[1], l.size, a->size, l.cut, a->size, human(l.cut, h, sizeof(h)));
+		rc = confirm(a, what);
+	} else {
+		rc = -1;                      /* growing drops nothing */
+	}
+	if (rc >= 0)
+		return pool ? close_pool(a, pool, rc) : rc;
+	if (!pool)
+		return ask_server(a, req, 3);
 	r = vbas_vol_resize(pool, a->pos[1], a->size);
-	if (r)
-		rc = lib_fail(a->cmd, a->pos[0], r);
-	return close_pool(a, pool, rc);
+	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
 /* Read up to LEN bytes from FD, as many as there are before end of file. */
@@ -1868,11 +2065,19 @@ static const struct cmd cmds[] = {
 	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE, 1, 1,
 	  "POOL --size SIZE [--block-size SIZE] [--force]",
 	  "create a pool in a file (created if missing) or a block device",
-	  "Refuses to overwrite an existing pool unless --force is given.\n\n"
+	  "Without --force, refuses a target that holds anything: a vbas pool, a\n"
+	  "signature libblkid recognises (file system, partition table, LVM, RAID,\n"
+	  "swap, ...; named with its label and UUID), or other data (a non-zero\n"
+	  "byte in the first and last MiB, 64 pieces of 64 KiB spread between, or\n"
+	  "the start of a file's first 256 data extents: a sample, not a full read),\n"
+	  "and refuses to cut a regular file longer than SIZE.  Everything is\n"
+	  "checked before anything is written: a format that fails leaves the\n"
+	  "target as it was.\n\n"
 	  "Options:\n"
 	  "  -s, --size SIZE         the pool's size (required)\n"
 	  "  -b, --block-size SIZE   a power of two from 4K to 1M (default 4K)\n"
-	  "  -f, --force             overwrite an existing pool\n" HELP_HELP },
+	  "  -f, --force             overwrite whatever the target holds, and cut a\n"
+	  "                          longer file to SIZE\n" HELP_HELP },
 	{ "info", cmd_info, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "show the pool's size and space use",
 	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
@@ -1898,14 +2103,29 @@ static const struct cmd cmds[] = {
 	  "shows the same, RO as ro/rw and ORIGIN as '-' for none.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
-	{ "delete", cmd_delete, O_CACHE, 2, 2, "POOL NAME",
+	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
+	  "POOL NAME [--yes] [--dry-run]",
 	  "delete a volume and free its blocks",
-	  "Options:\n" CACHE_HELP HELP_HELP },
-	{ "resize", cmd_resize, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
+	  "Its data is lost (snapshots and clones of it are volumes of their own\n"
+	  "and stay).  On a terminal, asks first, naming the volume and the bytes\n"
+	  "mapped in it; otherwise refuses unless --yes (or --force) is given.\n\n"
+	  "Options:\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "                          a terminal)\n"
+	  "  -f, --force             the same as --yes\n"
+	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
+	{ "resize", cmd_resize, O_SIZE | O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
+	  "POOL NAME --size SIZE [--yes] [--dry-run]",
 	  "grow or shrink a volume",
-	  "Shrinking frees the blocks past the new end; growing adds a hole.\n\n"
+	  "Shrinking frees the blocks past the new end; growing adds a hole.\n"
+	  "Shrinking drops the data past the new end: on a terminal, asks first,\n"
+	  "naming the bytes mapped past it (through a server, which does not say\n"
+	  "where the data lies, the bytes mapped in the volume); otherwise refuses\n"
+	  "unless --yes (or --force) is given.  Growing asks nothing.\n\n"
 	  "Options:\n"
-	  "  -s, --size SIZE         the new size (required)\n" CACHE_HELP HELP_HELP },
+	  "  -s, --size SIZE         the new size (required)\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "                          a terminal)\n"
+	  "  -f, --force             the same as --yes\n"
+	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
 	{ "write", cmd_write, O_OFFSET | O_CACHE, 2, 3, "POOL NAME [--offset OFF] [FILE]",
 	  "copy FILE (or standard input) into a volume",
 	  "Reads FILE, or standard input when FILE is absent or '-', to its end and\n"
@@ -2070,6 +2290,8 @@ static const struct opt_info {
 	{ OPT_READONLY, O_READONLY, "--readonly", 0 },
 	{ OPT_BIND, O_BIND, "--bind", 0, offsetof(struct args, bind) },
 	{ OPT_BUFFERED, O_BUFFERED, "--buffered", 0 },
+	{ 'y', O_YES, "--yes", 0 },
+	{ OPT_DRY_RUN, O_DRY_RUN, "--dry-run", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
 #define NOPTS (sizeof(opt_infos) / sizeof(opt_infos[0]))
@@ -2115,7 +2337,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	a->cmd = c->name;
 	opterr = 0;
 	optind = 0;                          /* restart getopt */
-	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:h", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:hy", long_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			return bad_opt(c->name, ch, argv);
 		const struct opt_info *o = find_opt(ch);
