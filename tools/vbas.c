@@ -2211,7 +2211,10 @@ static const struct cmd cmds[] = {
 	  "Opens the pool read-write: an interrupted delete is finished first.\n"
 	  "The JSON object has the keys clean, problems (the messages), nodes,\n"
 	  "extents, refcount_records, volumes and problem_count (also those past\n"
-	  "the first 200, which are not reported one by one).\n\n"
+	  "the first 200, which are not reported one by one).  If the pool cannot\n"
+	  "be opened or checked, the JSON object is {\"clean\": false, \"error\":\n"
+	  "{\"errno\": NAME or null, \"message\": TEXT}} (info, list, map, diff and\n"
+	  "dedupe print {\"error\": {...}} when they fail before their answer).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED, 1, 1,
