@@ -667,8 +667,13 @@ static int format_refuses(const struct args *a, uint32_t bs)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return fail(a->cmd, path, "%s", strerror(errno));
-	uint64_t size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size
-					     : (uint64_t)lseek(fd, 0, SEEK_END);
+	off_t end = S_ISREG(st.st_mode) ? st.st_size : lseek(fd, 0, SEEK_END);
+	if (end < 0) {
+		r = errno;
+		close(fd);
+		return fail(a->cmd, path, "its size: %s", strerror(r));
+	}
+	uint64_t size = (uint64_t)end;
 	if (has_pool_magic(fd)) {
 		struct vbas_open_opts o = { .flags = VBAS_OPEN_RDONLY };
 		struct vbas_pool *pool;
