@@ -60,10 +60,14 @@ $(O)/libvbas.a: $(LIB_OBJ)
 $(O)/libvbas.so: $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libvbas.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(O)/vbas: $(CLI_OBJ) $(O)/libvbas.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The CLI probes a target for signatures before format (libblkid).
+BLKID_CFLAGS := $(shell pkg-config --cflags blkid 2>/dev/null)
+BLKID_LIBS   := $(shell pkg-config --libs blkid 2>/dev/null || echo -lblkid)
 
-$(O)/tools/vbas.o: ALLCFLAGS += -DVBAS_NBDKIT_PLUGINDIR='"$(NBDKIT_PLUGINDIR)"'
+$(O)/vbas: $(CLI_OBJ) $(O)/libvbas.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(BLKID_LIBS)
+
+$(O)/tools/vbas.o: ALLCFLAGS += -DVBAS_NBDKIT_PLUGINDIR='"$(NBDKIT_PLUGINDIR)"' $(BLKID_CFLAGS)
 
 # The plugin carries the library inside; only nbdkit's entry point is
 # exported.

@@ -60,7 +60,11 @@ struct vbas_format_opts {
 
 /* Create a pool in PATH (a regular file, created if missing, or a block
  * device).  Refuses (-EEXIST) to overwrite a pool unless VBAS_FORMAT_FORCE.
- * -ENOSPC: the size holds too few blocks for a pool. */
+ * -ENOSPC: the size holds too few blocks for a pool (or is larger than the
+ * device); -EFBIG: the file system cannot hold a file of that size.  Every
+ * check comes before the first write: on failure PATH is as it was (a file
+ * the call created is removed).  Other contents are not looked at: the
+ * CLI refuses file systems and other data before calling this. */
 int vbas_format(const char *path, const struct vbas_format_opts *opts);
 
 struct vbas_open_opts {

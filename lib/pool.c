@@ -42,17 +42,25 @@ static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
 	return 0;
 }
 
+/* A pool of NBLOCKS blocks of BS bytes is big enough to hold one. */
+static int check_nblocks(uint32_t bs, uint64_t nblocks)
+{
+	if (nblocks < VBAS_FIRST_BLOCK + 64)
+		return vbas_err(-ENOSPC, "a pool needs at least %u blocks of %u bytes (%" PRIu64
+				" KiB); this one would have %" PRIu64, VBAS_FIRST_BLOCK + 64, bs,
+				(uint64_t)(VBAS_FIRST_BLOCK + 64) * bs / 1024, nblocks);
+	return 0;
+}
+
 /* Write an empty pool of NBLOCKS blocks to DEV. */
 static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint32_t fanout)
 {
 	struct vbas_sb sb;
 	void *buf;
-	int r;
 
-	if (nblocks < VBAS_FIRST_BLOCK + 64)
-		return vbas_err(-ENOSPC, "a pool needs at least %u blocks of %u bytes (%" PRIu64
-				" KiB); this one would have %" PRIu64, VBAS_FIRST_BLOCK + 64, bs,
-				(uint64_t)(VBAS_FIRST_BLOCK + 64) * bs / 1024, nblocks);
+	int r = check_nblocks(bs, nblocks);
+	if (r)
+		return r;
 	memset(&sb, 0, sizeof(sb));
 	sb.magic = le32_mk(VBAS_SB_MAGIC);
 	sb.blkno = le64_mk(0);
@@ -116,26 +124,43 @@ int vbas_format(const char *path, const struct vbas_format_opts *o)
 		return vbas_err(-EINVAL, "%s is neither a regular file nor a block device", path);
 	if (!exists && !o->size)
 		return vbas_err(-EINVAL, "%s does not exist: give a size to create it", path);
+	if (o->size > (uint64_t)INT64_MAX)
+		return vbas_err(-EFBIG, "size %" PRIu64 " is larger than a file can be", o->size);
+	/* Everything is checked before a byte of PATH changes: a format that
+	 * fails leaves it as it was (a file it created is removed). */
+	if (o->size) {
+		r = check_nblocks(bs, o->size / bs);
+		if (r)
+			return r;
+	}
 	r = vbas_dev_open_file(path, VBAS_DEV_CREATE, &dev);
 	if (r)
 		return r;
 	if (!(o->flags & VBAS_FORMAT_FORCE) && dev->size && txn_read_sb(dev, &old, &slot) == 0) {
-		dev_destroy(dev);
-		return vbas_err(-EEXIST, "%s already holds a vbas pool (use --force to overwrite it)",
-				path);
+		r = vbas_err(-EEXIST, "%s already holds a vbas pool (use --force to overwrite it)",
+			     path);
+		goto fail;
 	}
 	uint64_t size = o->size;
 	if (exists && S_ISBLK(st.st_mode)) {
 		if (!size)
 			size = dev->size;
 		if (size > dev->size) {
-			dev_destroy(dev);
-			return vbas_err(-ENOSPC, "%s holds %" PRIu64 " bytes, less than %" PRIu64,
-					path, dev->size, size);
+			r = vbas_err(-ENOSPC, "%s holds %" PRIu64 " bytes, less than %" PRIu64,
+				     path, dev->size, size);
+			goto fail;
 		}
 	} else if (size) {
-		/* A fresh, sparse file: old contents go, nothing is allocated. */
 		size = size / bs * bs;
+		/* The new size first: growing past what the file system
+		 * allows (EFBIG) fails here with the file unchanged. */
+		if (ftruncate(dev->fd, (off_t)size) < 0) {
+			r = -errno;
+			vbas_err(r, "resize %s to %" PRIu64 " bytes: %s", path, size, strerror(-r));
+			goto fail;
+		}
+		/* Then a fresh, sparse file: old contents go, nothing is
+		 * allocated. */
 		if (ftruncate(dev->fd, 0) < 0 || ftruncate(dev->fd, (off_t)size) < 0) {
 			r = -errno;
 			dev_destroy(dev);
@@ -145,8 +170,16 @@ int vbas_format(const char *path, const struct vbas_format_opts *o)
 	} else {
 		size = dev->size;
 	}
+	r = check_nblocks(bs, size / bs);
+	if (r)
+		goto fail;
 	r = format_dev(dev, bs, size / bs, o->max_fanout);
 	dev_destroy(dev);
+	return r;
+fail:
+	dev_destroy(dev);
+	if (!exists)
+		unlink(path);
 	return r;
 }
 

@@ -40,7 +40,7 @@ say "$vbas" info "$pool"
 echo "vm1 is untouched:"
 "$vbas" read "$pool" vm1 --offset 33M --length 32M "$work/back2.img"
 cmp "$work/back2.img" <(tail -c 32M "$work/disk.img") && echo "vm1 second half: identical"
-say "$vbas" delete "$pool" vm2
+say "$vbas" delete --yes "$pool" vm2
 say "$vbas" check "$pool"
 say "$vbas" info "$pool" --json
 echo

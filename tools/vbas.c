@@ -12,6 +12,7 @@
 #include "vbas.h"
 #include "ctl.h"
 
+#include <blkid.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -59,11 +60,13 @@ enum {
 	O_READONLY = 1 << 10,
 	O_BIND = 1 << 11,
 	O_BUFFERED = 1 << 12,
+	O_YES = 1 << 13,
+	O_DRY_RUN = 1 << 14,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
-       OPT_BUFFERED };
+       OPT_BUFFERED, OPT_DRY_RUN };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -78,6 +81,8 @@ static const struct option long_opts[] = {
 	{ "readonly", no_argument, NULL, OPT_READONLY },
 	{ "bind", required_argument, NULL, OPT_BIND },
 	{ "buffered", no_argument, NULL, OPT_BUFFERED },
+	{ "yes", no_argument, NULL, 'y' },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -105,6 +110,12 @@ struct cmd {
 };
 
 /* ---- Messages ----------------------------------------------------------- */
+
+/* The last runtime error, for the JSON error object of a --json command
+ * that fails before it prints its answer (json_error). */
+static int last_errno;                /* 0: not known */
+static char last_error[1024];         /* "WHAT: REASON" */
+static int json_started;              /* the command printed its JSON */
 
 static void usage_hint(const char *cmd)
 {
@@ -138,11 +149,12 @@ static int fail(const char *cmd, const char *what, const char *fmt, ...)
 static int fail(const char *cmd, const char *what, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "vbas: %s: %s: ", cmd, what);
+	int l = snprintf(last_error, sizeof(last_error), "%s: ", what);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (l >= 0 && (size_t)l < sizeof(last_error))
+		vsnprintf(last_error + l, sizeof(last_error) - (size_t)l, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "vbas: %s: %s\n", cmd, last_error);
 	return EXIT_RUNTIME;
 }
 
@@ -155,6 +167,7 @@ static int lib_fail(const char *cmd, const char *what, int r)
 	const char *m = vbas_errmsg();
 	size_t wl = strlen(what);
 
+	last_errno = -r;
 	if (!m || !*m)
 		return fail(cmd, what, "%s", strerror(-r));
 	if (!strncmp(m, "open ", 5) && !strncmp(m + 5, what, wl) && !strncmp(m + 5 + wl, ": ", 2))
@@ -471,8 +484,10 @@ static int open_pool(const struct args *a, unsigned flags, struct vbas_pool **po
 	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
 	char who[512];
 	int r = vbas_open(a->pos[0], &o, pool);
-	if (r == -EBUSY && !holder_text(a->pos[0], who, sizeof(who)))
+	if (r == -EBUSY && !holder_text(a->pos[0], who, sizeof(who))) {
+		last_errno = EBUSY;
 		return fail(a->cmd, a->pos[0], "%s", who);
+	}
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
 	return 0;
@@ -518,6 +533,188 @@ static int close_vol(const struct args *a, struct vbas_pool *pool, struct vbas_v
 
 /* ---- Commands ------------------------------------------------------------- */
 
+/* ---- format: what the target holds ------------------------------------- */
+
+#define SAMPLE_EDGE   (1u << 20)      /* bytes read at the start and the end */
+#define SAMPLE_PIECE  (64u << 10)     /* bytes read at each spread offset */
+#define SAMPLE_SPREAD 64              /* spread offsets */
+#define SAMPLE_EXTENTS 256            /* a file's data extents looked at */
+
+/* The signatures libblkid recognises in PATH (file systems, partition
+ * tables, LVM, RAID, swap, ...), described in BUF, "; "-separated.
+ * Returns how many, or a negative errno. */
+static int probe_signatures(const char *path, char *buf, size_t len)
+{
+	blkid_probe pr = blkid_new_probe_from_filename(path);
+	int n = 0, r;
+	size_t used = 0;
+	buf[0] = 0;
+	if (!pr)
+		return errno ? -errno : -EIO;
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_USAGE |
+					  BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
+	blkid_probe_enable_partitions(pr, 1);
+	blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+	/* Each call goes on from the last match: every signature, as wipefs. */
+	while (n < 16 && (r = blkid_do_probe(pr)) == 0) {
+		const char *type = NULL, *usage = NULL, *label = NULL, *uuid = NULL;
+		char d[400];
+		if (!blkid_probe_lookup_value(pr, "TYPE", &type, NULL)) {
+			blkid_probe_lookup_value(pr, "USAGE", &usage, NULL);
+			blkid_probe_lookup_value(pr, "LABEL", &label, NULL);
+			blkid_probe_lookup_value(pr, "UUID", &uuid, NULL);
+			snprintf(d, sizeof(d), "%s %s", type,
+				 usage && !strcmp(usage, "filesystem") ? "file system" : "signature");
+		} else if (!blkid_probe_lookup_value(pr, "PTTYPE", &type, NULL)) {
+			blkid_probe_lookup_value(pr, "PTUUID", &uuid, NULL);
+			snprintf(d, sizeof(d), "%s partition table", type);
+		} else {
+			continue;
+		}
+		size_t dl = strlen(d);
+		if (label && *label)
+			dl += (size_t)snprintf(d + dl, sizeof(d) - dl, ", label \"%.64s\"", label);
+		if (uuid && *uuid && dl < sizeof(d))
+			snprintf(d + dl, sizeof(d) - dl, ", UUID %.64s", uuid);
+		if (used < len)
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", n ? "; " : "", d);
+		n++;
+	}
+	blkid_free_probe(pr);
+	return r < 0 && n == 0 ? -EIO : n;
+}
+
+/* Whether LEN bytes at OFF in FD hold a non-zero byte (*WHERE: the first).
+ * Returns 1, 0, or a negative errno. */
+static int nonzero_at(int fd, char *buf, uint64_t off, size_t len, uint64_t *where)
+{
+	ssize_t n;
+	while ((n = pread(fd, buf, len, (off_t)off)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	for (ssize_t i = 0; i < n; i++) {
+		if (buf[i]) {
+			*where = off + (uint64_t)i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether FD (SIZE bytes; REG: a regular file) holds data: a non-zero byte
+ * in the parts looked at (*WHERE: its offset).  Reading a whole device
+ * would take hours, so this samples: the first and last MiB, 64 pieces of
+ * 64 KiB spread evenly between, and for a regular file the start of each
+ * of its first 256 data extents (SEEK_DATA), so that a sparse file's data
+ * anywhere is seen.  Returns 1, 0, or a negative errno. */
+static int holds_data(int fd, uint64_t size, int reg, uint64_t *where)
+{
+	char *buf = malloc(SAMPLE_EDGE);
+	int r = 0;
+	if (!buf)
+		return -ENOMEM;
+	uint64_t edge = size < SAMPLE_EDGE ? size : SAMPLE_EDGE;
+	r = nonzero_at(fd, buf, 0, (size_t)edge, where);
+	if (!r && size > edge)
+		r = nonzero_at(fd, buf, size - edge, (size_t)edge, where);
+	for (int i = 1; !r && i <= SAMPLE_SPREAD && size > 2 * SAMPLE_EDGE; i++) {
+		uint64_t off = size / (SAMPLE_SPREAD + 1) * (uint64_t)i / 4096 * 4096;
+		r = nonzero_at(fd, buf, off, SAMPLE_PIECE, where);
+	}
+	off_t pos = 0;
+	for (int i = 0; !r && reg && i < SAMPLE_EXTENTS; i++) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0)
+			break;                /* ENXIO: no data past POS */
+		r = nonzero_at(fd, buf, (uint64_t)d, SAMPLE_PIECE, where);
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h <= d)
+			break;
+		pos = h;
+	}
+	free(buf);
+	return r;
+}
+
+/* Whether FD starts like a vbas pool: a superblock's magic (bytes 4-7) in slot 0, or
+ * in slot 1 for any block size. */
+static int has_pool_magic(int fd)
+{
+	for (uint64_t off = 0; off <= VBAS_BLOCK_SIZE_MAX; off = off ? 2 * off : VBAS_BLOCK_SIZE_MIN) {
+		char m[4];
+		if (pread(fd, m, 4, (off_t)off + 4) == 4 && !memcmp(m, "VBSB", 4))
+			return 1;
+	}
+	return 0;
+}
+
+/* What format must not overwrite without --force: an existing pool, a
+ * signature libblkid knows, any other data, or a file longer than the
+ * new pool.  Returns 0 if the target may be formatted, else the exit
+ * status (said). */
+static int format_refuses(const struct args *a, uint32_t bs)
+{
+	const char *path = a->pos[0];
+	char sigs[1024];
+	uint64_t where;
+	struct stat st;
+	int fd, r;
+
+	if (stat(path, &st) || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)))
+		return 0;                     /* the library says what is wrong */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(a->cmd, path, "%s", strerror(errno));
+	off_t end = S_ISREG(st.st_mode) ? st.st_size : lseek(fd, 0, SEEK_END);
+	if (end < 0) {
+		r = errno;
+		close(fd);
+		return fail(a->cmd, path, "its size: %s", strerror(r));
+	}
+	uint64_t size = (uint64_t)end;
+	if (has_pool_magic(fd)) {
+		struct vbas_open_opts o = { .flags = VBAS_OPEN_RDONLY };
+		struct vbas_pool *pool;
+		char who[512];
+		close(fd);
+		r = vbas_open(path, &o, &pool);
+		if (!r) {
+			vbas_close(pool);
+			return fail(a->cmd, path, "already holds a vbas pool (use --force to "
+				    "overwrite it)");
+		}
+		if (r == -EBUSY && !holder_text(path, who, sizeof(who)))
+			return fail(a->cmd, path, "%s", who);
+		const char *m = vbas_errmsg();
+		return fail(a->cmd, path, "holds a vbas pool that does not open (%s): use --force "
+			    "to overwrite it", m && *m ? m : strerror(-r));
+	}
+	r = size ? probe_signatures(path, sigs, sizeof(sigs)) : 0;
+	if (r > 0) {
+		close(fd);
+		return fail(a->cmd, path, "holds %s: use --force to overwrite it", sigs);
+	}
+	if (r < 0) {
+		close(fd);
+		return fail(a->cmd, path, "probing for signatures: %s", strerror(-r));
+	}
+	r = holds_data(fd, size, S_ISREG(st.st_mode), &where);
+	close(fd);
+	if (r < 0)
+		return fail(a->cmd, path, "reading: %s", strerror(-r));
+	if (r)
+		return fail(a->cmd, path, "holds data (a non-zero byte at offset %" PRIu64 ") that "
+			    "is neither a known signature nor a vbas pool: use --force to "
+			    "overwrite it", where);
+	if (S_ISREG(st.st_mode) && a->size / bs * bs < size)
+		return fail(a->cmd, path, "is %" PRIu64 " bytes, more than --size %" PRIu64
+			    ": formatting would cut it short (use --force)", size,
+			    a->size / bs * bs);
+	return 0;
+}
+
 static int cmd_format(const struct args *a)
 {
 	struct vbas_format_opts o = { 0 };
@@ -535,11 +732,29 @@ static int cmd_format(const struct args *a)
 	}
 	o.size = a->size;
 	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
+	uint32_t bs = o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT;
+	struct stat st;
+	if (!stat(a->pos[0], &st) && S_ISBLK(st.st_mode)) {
+		int fd = open(a->pos[0], O_RDONLY | O_CLOEXEC);
+		off_t end = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+		if (fd >= 0)
+			close(fd);
+		if (end >= 0 && a->size > (uint64_t)end) {
+			last_errno = ENOSPC;
+			return fail(a->cmd, a->pos[0], "the device holds %" PRIu64 " bytes, less "
+				    "than --size %" PRIu64, (uint64_t)end, a->size);
+		}
+	}
+	if (!(a->seen & O_FORCE) && !(bs & (bs - 1))) {
+		int rc = format_refuses(a, bs);
+		if (rc)
+			return rc;
+	}
 	int r = vbas_format(a->pos[0], &o);
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
 	printf("formatted %s: %s, block size %u\n", a->pos[0], human(a->size, h, sizeof(h)),
-	       o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT);
+	       bs);
 	return 0;
 }
 
@@ -665,6 +880,7 @@ static int cmd_info(const struct args *a)
 			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
 	}
 	if (a->seen & O_JSON) {
+		json_started = 1;
 		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
 		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
@@ -795,6 +1011,7 @@ static int cmd_list(const struct args *a)
 		goto out;
 	}
 	if (a->seen & O_JSON) {
+		json_started = 1;
 		putchar('[');
 		for (size_t i = 0; i < l.n; i++) {
 			const char *origin = list_name(&l, l.v[i].origin);
@@ -820,34 +1037,215 @@ out:
 	return pool ? close_pool(a, pool, rc) : rc;
 }
 
+/* ---- delete and resize: what they drop, and the user's word -------------- */
+
+/* What delete or resize would lose, found out before it runs. */
+struct loss {
+	uint64_t size;      /* the volume's size */
+	uint64_t mapped;    /* bytes mapped in it */
+	uint64_t cut;       /* bytes mapped at or past the new size (resize) */
+	uint64_t from;      /* the new size, for cut_cb */
+	uint32_t bs;        /* the pool's block size */
+	int readonly;       /* the volume is a snapshot */
+	int served;         /* through a server: cut is not known, only mapped */
+};
+
+static int cut_cb(const struct vbas_extent *e, void *arg)
+{
+	struct loss *l = arg;
+	uint64_t s = e->offset > l->from ? e->offset : l->from;
+	if (e->offset + e->length > s)
+		l->cut += e->offset + e->length - s;
+	return 0;
+}
+
+/* Open the pool (*POOL; NULL if a server holds it) and find out what
+ * volume pos[1] holds, and for a new size NEWSIZE below its size what is
+ * mapped past it.  Returns 0, or the exit status (said). */
+static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **pool,
+		     struct loss *l)
+{
+	const char *req[1] = { "list" };
+	struct vbas_vol_info info;
+	struct vbas_vol *vol;
+	char *body;
+	int r, rc;
+	memset(l, 0, sizeof(*l));
+	l->from = newsize;
+	*pool = NULL;
+	if (open_or_ask_server(a, 0, req, 1, pool, &rc, &body)) {
+		struct vol_list vl = { 0 };
+		if (rc)
+			return rc;
+		r = ctl_get_list(body, &vl);
+		free(body);
+		if (r)
+			return fail(a->cmd, a->pos[0], "%s", r == -EPROTO ? ctl_unreadable
+									: strerror(-r));
+		rc = -1;
+		for (size_t i = 0; i < vl.n; i++) {
+			if (!strcmp(vl.v[i].name, a->pos[1])) {
+				l->size = vl.v[i].size;
+				l->mapped = l->cut = vl.v[i].mapped;
+				l->readonly = !!(vl.v[i].flags & VBAS_VOL_READONLY);
+				l->served = 1;
+				rc = 0;
+			}
+		}
+		vol_list_free(&vl);
+		if (rc) {
+			last_errno = ENOENT;
+			return fail(a->cmd, a->pos[0], "volume '%s' not found (through the server)",
+				    a->pos[1]);
+		}
+		struct vbas_pool_info pi;
+		const char *ireq[1] = { "info" };
+		char *msg;
+		int e = ctl_request(a->pos[0], ireq, 1, &msg);
+		if (e >= 0 && !e && msg && !ctl_get_info(msg, &pi))
+			l->bs = pi.block_size;
+		free(msg);
+		if (!l->bs)
+			return fail(a->cmd, a->pos[0], "%s", ctl_unreadable);
+		return 0;
+	}
+	struct vbas_pool_info pi;
+	r = vbas_pool_info(*pool, &pi);
+	l->bs = pi.block_size;
+	if (!r)
+		r = vbas_vol_open(*pool, a->pos[1], &vol);
+	if (!r) {
+		r = vbas_vol_info(vol, &info);
+		if (!r && newsize < info.size)
+			r = vbas_extents(vol, newsize, info.size - newsize, cut_cb, l);
+		vbas_vol_close(vol);
+	}
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		vbas_close(*pool);
+		*pool = NULL;
+		return rc;
+	}
+	l->size = info.size;
+	l->mapped = info.mapped;
+	l->readonly = !!(info.flags & VBAS_VOL_READONLY);
+	return 0;
+}
+
+/* Go on with a command that drops data, WHAT saying which: --dry-run says
+ * what would happen and stops; --yes or --force go on; on a terminal the
+ * user is asked; else it is refused.  Returns -1 to go on, else the exit
+ * status (said). */
+static int confirm(const struct args *a, const char *what)
+{
+	char line[64];
+	if (a->seen & O_DRY_RUN) {
+		printf("would %s; nothing changed (--dry-run)\n", what);
+		return 0;
+	}
+	if (a->seen & (O_YES | O_FORCE))
+		return -1;
+	if (!isatty(STDIN_FILENO)) {
+		last_errno = ECANCELED;
+		return fail(a->cmd, a->pos[0], "would %s: not done without confirmation "
+			    "(standard input is not a terminal): give --yes to go on", what);
+	}
+	fprintf(stderr, "vbas: %s: %s: %s? [y/N] ", a->cmd, a->pos[0], what);
+	fflush(stderr);
+	if (fgets(line, sizeof(line), stdin) &&
+	    (!strcasecmp(line, "y\n") || !strcasecmp(line, "yes\n") ||
+	     !strcasecmp(line, "y") || !strcasecmp(line, "yes")))
+		return -1;
+	last_errno = ECANCELED;
+	return fail(a->cmd, a->pos[0], "not confirmed: nothing changed");
+}
+
+/* Send REQ (N fields) to the pool's server.  Returns the exit status. */
+static int ask_server(const struct args *a, const char *const *req, int n)
+{
+	char *msg;
+	int e = ctl_request(a->pos[0], req, n, &msg), rc = 0;
+	if (e < 0)
+		rc = fail(a->cmd, a->pos[0], "the server stopped before the request: nothing "
+			  "changed (try again)");
+	else if (e)
+		rc = fail(a->cmd, a->pos[0], "%s (through the server)", msg ? msg : strerror(e));
+	free(msg);
+	return rc;
+}
+
 static int cmd_delete(const struct args *a)
 {
-	struct vbas_pool *pool;
 	const char *req[2] = { "delete", a->pos[1] };
-	int r, rc;
-	if (open_or_ask_server(a, 0, req, 2, &pool, &rc, NULL))
+	struct vbas_pool *pool;
+	struct loss l;
+	char what[600], h[32];
+	int r, rc = loss_find(a, UINT64_MAX, &pool, &l);
+	if (rc)
 		return rc;
+	snprintf(what, sizeof(what), "delete volume '%s' (%" PRIu64 " bytes) and the %" PRIu64
+		 " bytes mapped in it (%s)", a->pos[1], l.size, l.mapped,
+		 human(l.mapped, h, sizeof(h)));
+	rc = confirm(a, what);
+	if (rc >= 0)
+		return pool ? close_pool(a, pool, rc) : rc;
+	if (!pool)
+		return ask_server(a, req, 2);
 	r = vbas_vol_delete(pool, a->pos[1]);
-	if (r)
-		rc = lib_fail(a->cmd, a->pos[0], r);
-	return close_pool(a, pool, rc);
+	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
 static int cmd_resize(const struct args *a)
 {
 	struct vbas_pool *pool;
-	char size[24];
+	struct loss l;
+	char size[24], what[600], h[32];
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the new size is required)");
 	snprintf(size, sizeof(size), "%" PRIu64, a->size);
 	const char *req[3] = { "resize", a->pos[1], size };
-	int r, rc;
-	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+	int r, rc = loss_find(a, a->size, &pool, &l);
+	if (rc)
 		return rc;
+	/* A shrink the library would refuse is not asked about. */
+	if (a->size < l.size && (!a->size || a->size % l.bs || l.readonly)) {
+		last_errno = l.readonly ? EROFS : EINVAL;
+		if (l.readonly)
+			rc = fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)",
+				  a->pos[1]);
+		else if (!a->size)
+			rc = fail(a->cmd, a->pos[0], "volume size must not be 0");
+		else
+			rc = fail(a->cmd, a->pos[0], "volume size %" PRIu64 " is not a multiple of "
+				  "the block size (%u)", a->size, l.bs);
+		return pool ? close_pool(a, pool, rc) : rc;
+	}
+	if (a->size >= l.size && (a->seen & O_DRY_RUN)) {
+		printf("would %s volume '%s' from %" PRIu64 " to %" PRIu64 " bytes: nothing is "
+		       "lost; nothing changed (--dry-run)\n", a->size > l.size ? "grow" : "keep",
+		       a->pos[1], l.size, a->size);
+		rc = 0;
+	} else if (a->size < l.size && l.served) {
+		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
+			 " bytes, dropping what is mapped past %" PRIu64 " (the server does "
+			 "not say how much: up to the %" PRIu64 " bytes mapped in it, %s)",
+			 a->pos[1], l.size, a->size, a->size, l.mapped,
+			 human(l.mapped, h, sizeof(h)));
+		rc = confirm(a, what);
+	} else if (a->size < l.size) {
+		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
+			 " bytes, dropping the %" PRIu64 " bytes mapped past %" PRIu64 " (%s)",
+			 a->pos[1], l.size, a->size, l.cut, a->size, human(l.cut, h, sizeof(h)));
+		rc = confirm(a, what);
+	} else {
+		rc = -1;                      /* growing drops nothing */
+	}
+	if (rc >= 0)
+		return pool ? close_pool(a, pool, rc) : rc;
+	if (!pool)
+		return ask_server(a, req, 3);
 	r = vbas_vol_resize(pool, a->pos[1], a->size);
-	if (r)
-		rc = lib_fail(a->cmd, a->pos[0], r);
-	return close_pool(a, pool, rc);
+	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
 /* Read up to LEN bytes from FD, as many as there are before end of file. */
@@ -1056,9 +1454,10 @@ static int cmd_map(const struct args *a)
 	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
 	if (rc)
 		return rc;
-	if (m.json)
+	if (m.json) {
+		json_started = 1;
 		putchar('[');
-	else
+	} else
 		printf("%20s  %20s %-11s %20s  %s\n", "OFFSET", "LENGTH", "", "PHYSICAL", "FLAGS");
 	r = vbas_extents(vol, 0, info.size, map_cb, &m);
 	if (m.json)
@@ -1108,6 +1507,7 @@ static int cmd_check(const struct args *a)
 			rc = lib_fail(a->cmd, a->pos[0], r);
 		if (c.json) {
 			fflush(c.f);
+			json_started = 1;
 			printf("{\"clean\":%s,\"problems\":[%s],\"nodes\":%" PRIu64
 			       ",\"extents\":%" PRIu64 ",\"refcount_records\":%" PRIu64
 			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64 "}\n",
@@ -1226,7 +1626,7 @@ static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 	} else {
 		uint64_t n = same ? (len ? len : sinfo.size - soff) : 0;
 		if (a->seen & O_JSON)
-			printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
+			json_started = 1, printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
 		else if (same)
 			printf("deduped %" PRIu64 " bytes\n", n);
 		else
@@ -1295,6 +1695,7 @@ static int cmd_diff(const struct args *a)
 	if (r) {
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	} else if (a->seen & O_JSON) {
+		json_started = 1;
 		putchar('[');
 		for (size_t i = 0; i < d.n; i++)
 			printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 "}", i ? "," : "",
@@ -1669,11 +2070,19 @@ static const struct cmd cmds[] = {
 	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE, 1, 1,
 	  "POOL --size SIZE [--block-size SIZE] [--force]",
 	  "create a pool in a file (created if missing) or a block device",
-	  "Refuses to overwrite an existing pool unless --force is given.\n\n"
+	  "Without --force, refuses a target that holds anything: a vbas pool, a\n"
+	  "signature libblkid recognises (file system, partition table, LVM, RAID,\n"
+	  "swap, ...; named with its label and UUID), or other data (a non-zero\n"
+	  "byte in the first and last MiB, 64 pieces of 64 KiB spread between, or\n"
+	  "the start of a file's first 256 data extents: a sample, not a full read),\n"
+	  "and refuses to cut a regular file longer than SIZE.  Everything is\n"
+	  "checked before anything is written: a format that fails leaves the\n"
+	  "target as it was.\n\n"
 	  "Options:\n"
 	  "  -s, --size SIZE         the pool's size (required)\n"
 	  "  -b, --block-size SIZE   a power of two from 4K to 1M (default 4K)\n"
-	  "  -f, --force             overwrite an existing pool\n" HELP_HELP },
+	  "  -f, --force             overwrite whatever the target holds, and cut a\n"
+	  "                          longer file to SIZE\n" HELP_HELP },
 	{ "info", cmd_info, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "show the pool's size and space use",
 	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
@@ -1699,14 +2108,29 @@ static const struct cmd cmds[] = {
 	  "shows the same, RO as ro/rw and ORIGIN as '-' for none.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
-	{ "delete", cmd_delete, O_CACHE, 2, 2, "POOL NAME",
+	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
+	  "POOL NAME [--yes] [--dry-run]",
 	  "delete a volume and free its blocks",
-	  "Options:\n" CACHE_HELP HELP_HELP },
-	{ "resize", cmd_resize, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
+	  "Its data is lost (snapshots and clones of it are volumes of their own\n"
+	  "and stay).  On a terminal, asks first, naming the volume and the bytes\n"
+	  "mapped in it; otherwise refuses unless --yes (or --force) is given.\n\n"
+	  "Options:\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "                          a terminal)\n"
+	  "  -f, --force             the same as --yes\n"
+	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
+	{ "resize", cmd_resize, O_SIZE | O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
+	  "POOL NAME --size SIZE [--yes] [--dry-run]",
 	  "grow or shrink a volume",
-	  "Shrinking frees the blocks past the new end; growing adds a hole.\n\n"
+	  "Shrinking frees the blocks past the new end; growing adds a hole.\n"
+	  "Shrinking drops the data past the new end: on a terminal, asks first,\n"
+	  "naming the bytes mapped past it (through a server, which does not say\n"
+	  "where the data lies, the bytes mapped in the volume); otherwise refuses\n"
+	  "unless --yes (or --force) is given.  Growing asks nothing.\n\n"
 	  "Options:\n"
-	  "  -s, --size SIZE         the new size (required)\n" CACHE_HELP HELP_HELP },
+	  "  -s, --size SIZE         the new size (required)\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "                          a terminal)\n"
+	  "  -f, --force             the same as --yes\n"
+	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
 	{ "write", cmd_write, O_OFFSET | O_CACHE, 2, 3, "POOL NAME [--offset OFF] [FILE]",
 	  "copy FILE (or standard input) into a volume",
 	  "Reads FILE, or standard input when FILE is absent or '-', to its end and\n"
@@ -1792,7 +2216,10 @@ static const struct cmd cmds[] = {
 	  "Opens the pool read-write: an interrupted delete is finished first.\n"
 	  "The JSON object has the keys clean, problems (the messages), nodes,\n"
 	  "extents, refcount_records, volumes and problem_count (also those past\n"
-	  "the first 200, which are not reported one by one).\n\n"
+	  "the first 200, which are not reported one by one).  If the pool cannot\n"
+	  "be opened or checked, the JSON object is {\"clean\": false, \"error\":\n"
+	  "{\"errno\": NAME or null, \"message\": TEXT}} (info, list, map, diff and\n"
+	  "dedupe print {\"error\": {...}} when they fail before their answer).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED, 1, 1,
@@ -1871,6 +2298,8 @@ static const struct opt_info {
 	{ OPT_READONLY, O_READONLY, "--readonly", 0 },
 	{ OPT_BIND, O_BIND, "--bind", 0, offsetof(struct args, bind) },
 	{ OPT_BUFFERED, O_BUFFERED, "--buffered", 0 },
+	{ 'y', O_YES, "--yes", 0 },
+	{ OPT_DRY_RUN, O_DRY_RUN, "--dry-run", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
 #define NOPTS (sizeof(opt_infos) / sizeof(opt_infos[0]))
@@ -1916,7 +2345,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	a->cmd = c->name;
 	opterr = 0;
 	optind = 0;                          /* restart getopt */
-	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:h", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:hy", long_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			return bad_opt(c->name, ch, argv);
 		const struct opt_info *o = find_opt(ch);
@@ -1957,6 +2386,24 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	for (int i = 0; i < a->npos; i++)
 		a->pos[i] = argv[optind + i];
 	return -1;
+}
+
+/* A --json command that failed before its answer: a JSON object with the
+ * error on stdout (the message is on stderr too), {"error": {"errno":
+ * "ENOENT" or null, "message": "WHAT: REASON"}}; check's also has
+ * "clean": false. */
+static void json_error(const struct cmd *c)
+{
+	const char *en = last_errno ? strerrorname_np(last_errno) : NULL;
+	fputs(!strcmp(c->name, "check") ? "{\"clean\":false,\"error\":{\"errno\":"
+					 : "{\"error\":{\"errno\":", stdout);
+	if (en)
+		json_str(stdout, en);
+	else
+		fputs("null", stdout);
+	fputs(",\"message\":", stdout);
+	json_str(stdout, last_error);
+	puts("}}");
 }
 
 int main(int argc, char **argv)
@@ -2021,6 +2468,8 @@ int main(int argc, char **argv)
 	rc = parse_args(c, argc - optind, argv + optind, &a);
 	if (rc < 0)
 		rc = c->fn(&a);
+	if (rc == EXIT_RUNTIME && (a.seen & O_JSON) && !json_started)
+		json_error(c);
 	if (fflush(stdout) || ferror(stdout)) {
 		fprintf(stderr, "vbas: %s: stdout: %s\n", c->name, strerror(errno));
 		if (!rc)

@@ -17,11 +17,16 @@ command -v python3 >/dev/null || { echo "Bail out! python3 is needed"; exit 1; }
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/vbas-cli.XXXXXX")
 BG_PIDS=()
+LOOPS=()     # loop devices attached
 cleanup() {
 	local p
 	for p in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
 		kill -9 "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
+	done
+	mountpoint -q "$T/mnt" 2>/dev/null && umount "$T/mnt"
+	for p in ${LOOPS[@]+"${LOOPS[@]}"}; do
+		losetup -d "$p" 2>/dev/null || true
 	done
 	exec 3>&- 2>/dev/null || true
 	rm -rf "$T"
@@ -107,6 +112,23 @@ sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
 		pass "$d"
 	else
 		fail "$d" "want: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \
+			"stderr: $(cat "$T/err")" "python: $(cat "$T/pyerr" 2>/dev/null)"
+	fi
+}
+
+# expect_json_fail DESC PY_EXPR CMD...: exit 1, "vbas: ..." on stderr, and
+# stdout is JSON for which the Python expression is true (parsed in d).
+expect_json_fail() {
+	local d=$1 expr=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq 1 ] && [[ $(head -n 1 "$T/err") == "vbas: "* ]] && sanitizer_clean &&
+		python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
+		pass "$d"
+	else
+		fail "$d" "want exit 1 and: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \
 			"stderr: $(cat "$T/err")" "python: $(cat "$T/pyerr" 2>/dev/null)"
 	fi
 }
@@ -232,6 +254,116 @@ expect_fail "format: a directory" 1 "^vbas: format: $T: .*neither a regular file
 	"$VBAS" format "$T" --size 64M
 expect_fail "format: in a missing directory" 1 "No such file or directory" \
 	"$VBAS" format nodir/p.img --size 64M
+expect_true "failed formats create no file" test ! -e small.img -a ! -e bs.img -a ! -e nodir
+
+# ---- format refuses what it would destroy; a failed format changes nothing --
+
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+# The sizes this file system cannot hold: "8E" is past any file's size;
+# "1E" also fails (EFBIG) where the file system's limit is lower (ext4).
+BIG_SIZES=8E
+if ! truncate -s 1E big-probe 2>/dev/null; then BIG_SIZES="1E 8E"; fi
+rm -f big-probe
+
+truncate -s 64M ext4.img
+mkfs.ext4 -q -F -L vbasext4 ext4.img >/dev/null 2>&1
+SUM=$(sum ext4.img)
+expect_fail "format refuses an ext4 image file, naming it" 1 \
+	"^vbas: format: ext4.img: holds ext4 file system, label \"vbasext4\", UUID [0-9a-f-]{36}: use --force" \
+	"$VBAS" format ext4.img --size 64M
+expect_true "... which is byte for byte as it was" test "$(sum ext4.img)" = "$SUM"
+expect_true "... and a clean file system" e2fsck -fn ext4.img
+expect_ok "format --force overwrites the ext4 image" "$VBAS" format ext4.img --size 64M --force
+expect_out "... with a clean pool" '^clean' "$VBAS" check ext4.img
+
+truncate -s 16M swap.img
+mkswap -L vbasswap swap.img >/dev/null 2>&1
+expect_fail "format refuses a swap signature" 1 \
+	"^vbas: format: swap.img: holds swap signature, label \"vbasswap\", UUID [0-9a-f-]{36}: use --force" \
+	"$VBAS" format swap.img --size 16M
+
+random_file rnd.img $((4 * MiB))
+SUM=$(sum rnd.img)
+expect_fail "format refuses a file of data" 1 \
+	"^vbas: format: rnd.img: holds data \(a non-zero byte at offset 0\) that is neither a known signature nor a vbas pool: use --force" \
+	"$VBAS" format rnd.img --size 4M
+expect_true "... which is byte for byte as it was" test "$(sum rnd.img)" = "$SUM"
+for bad in $BIG_SIZES "64M --block-size 3000" "64M --block-size 2M" 64K; do
+	# shellcheck disable=SC2086 # the options split
+	expect_fail "a failed format --force --size $bad of a file of data" 1 "^vbas: format: rnd.img: " \
+		"$VBAS" format rnd.img --force --size $bad
+	expect_true "... leaves it byte for byte as it was" test "$(sum rnd.img)" = "$SUM"
+done
+expect_ok "format --force overwrites the file of data" "$VBAS" format rnd.img --size 4M --force
+expect_out "... with a clean pool" '^clean' "$VBAS" check rnd.img
+
+# One byte in the middle of a sparse 1 GiB file: found through its data
+# extents, not by reading the whole file.
+truncate -s 1G sparse.img
+printf x | dd of=sparse.img bs=1 seek=$((333 * MiB + 7)) conv=notrunc status=none
+expect_fail "format refuses a sparse file with one byte of data in its middle" 1 \
+	"^vbas: format: sparse.img: holds data \(a non-zero byte at offset $((333 * MiB + 7))\)" \
+	"$VBAS" format sparse.img --size 1G
+rm -f sparse.img
+
+truncate -s 128M long.img
+expect_fail "format does not cut a longer file" 1 \
+	"^vbas: format: long.img: is 134217728 bytes, more than --size 67108864: formatting would cut it short \(use --force\)" \
+	"$VBAS" format long.img --size 64M
+expect_true "... which keeps its size" test "$(fsize long.img)" -eq $((128 * MiB))
+expect_ok "format --force cuts it" "$VBAS" format long.img --size 64M --force
+expect_true "... to the pool's size" test "$(fsize long.img)" -eq $((64 * MiB))
+truncate -s 64M zero.img
+expect_ok "format takes an empty (all zero) file of its size without --force" \
+	"$VBAS" format zero.img --size 64M
+truncate -s 32M short.img
+expect_ok "... and grows a shorter empty one" "$VBAS" format short.img --size 64M
+expect_true "... to the pool's size" test "$(fsize short.img)" -eq $((64 * MiB))
+
+random_file keep1m $MiB
+expect_ok "a pool with a volume to keep" sh -c "'$VBAS' format keep.img --size 64M &&
+	'$VBAS' create keep.img v --size 1M && '$VBAS' write keep.img v keep1m"
+SUM=$(sum keep.img)
+expect_fail "format refuses the pool" 1 "^vbas: format: keep.img: already holds a vbas pool \(use --force" \
+	"$VBAS" format keep.img --size 64M
+for bad in $BIG_SIZES "64M --block-size 3000" "64M --block-size 2M" 64K; do
+	# shellcheck disable=SC2086 # the options split
+	expect_fail "a failed format --force --size $bad of the pool" 1 "^vbas: format: keep.img: " \
+		"$VBAS" format keep.img --force --size $bad
+	expect_true "... leaves it byte for byte as it was" test "$(sum keep.img)" = "$SUM"
+done
+expect_true "... a pool that still reads the volume's data" same_as keep1m keep.img v 0 $MiB
+expect_out "... and is clean" '^clean' "$VBAS" check keep.img
+# Both superblocks' checksums broken, their magic kept.
+printf '\0\0\0\0' | dd of=keep.img bs=1 seek=0 conv=notrunc status=none
+printf '\0\0\0\0' | dd of=keep.img bs=1 seek=4096 conv=notrunc status=none
+expect_fail "format refuses a pool whose superblocks are damaged" 1 \
+	"^vbas: format: keep.img: holds a vbas pool that does not open \(.*\): use --force" \
+	"$VBAS" format keep.img --size 64M
+expect_ok "format --force overwrites the pool" "$VBAS" format keep.img --size 64M --force
+expect_json "... which is new" 'd == []' "$VBAS" list keep.img --json
+
+# A file system on a block device (a loop device over a file).
+if [ "$(id -u)" -eq 0 ] && command -v losetup >/dev/null && LOOP=$(losetup --find --show ext4.img 2>/dev/null); then
+	LOOPS+=("$LOOP")
+	mkfs.ext4 -q -F -L vbasloop "$LOOP" >/dev/null 2>&1
+	SUM=$(sum "$LOOP")
+	expect_fail "format refuses an ext4 file system on a loop device, naming it" 1 \
+		"^vbas: format: $LOOP: holds ext4 file system, label \"vbasloop\", UUID [0-9a-f-]{36}: use --force" \
+		"$VBAS" format "$LOOP" --size 64M
+	expect_fail "format --force refuses a --size larger than the device" 1 \
+		"^vbas: format: $LOOP: the device holds 67108864 bytes, less than --size 134217728$" \
+		"$VBAS" format "$LOOP" --size 128M --force
+	expect_true "... the device is byte for byte as it was" test "$(sum "$LOOP")" = "$SUM"
+	expect_true "... its file system checks clean" e2fsck -fn "$LOOP"
+	mkdir -p "$T/mnt"
+	expect_true "... and mounts" sh -c "mount '$LOOP' '$T/mnt' && umount '$T/mnt'"
+	expect_ok "format --force overwrites the loop device" "$VBAS" format "$LOOP" --size 64M --force
+	expect_out "... with a clean pool" '^clean' "$VBAS" check "$LOOP"
+	expect_true "detach the loop device" losetup -d "$LOOP"
+else
+	pass "format of a loop device # SKIP needs root and losetup"
+fi
 
 # ---- info -----------------------------------------------------------------
 
@@ -258,6 +390,23 @@ expect_fail "--cache with a bad size" 2 "^vbas: info: --cache: invalid size" \
 	"$VBAS" info $P --cache 12Q
 expect_fail "check: a missing pool" 1 "^vbas: check: nosuch.img: No such file" "$VBAS" check nosuch.img
 expect_fail "check: not a pool" 1 "^vbas: check: junk.img: not a vbas pool" "$VBAS" check junk.img
+# --json: a JSON object with the error on stdout too.
+expect_json_fail "check --json: a missing pool gives a JSON error" \
+	'd == {"clean": False, "error": {"errno": "ENOENT", "message": "nosuch.img: No such file or directory"}}' \
+	"$VBAS" check nosuch.img --json
+expect_json_fail "check --json: not a pool" \
+	'd["clean"] is False and d["error"]["errno"] == "EINVAL" and d["error"]["message"].startswith("junk.img: not a vbas pool")' \
+	"$VBAS" check junk.img --json
+for c in info list; do
+	expect_json_fail "$c --json: a missing pool gives a JSON error" \
+		'd == {"error": {"errno": "ENOENT", "message": "nosuch.img: No such file or directory"}}' \
+		"$VBAS" $c nosuch.img --json
+done
+expect_json_fail "map --json: an unknown volume gives a JSON error" \
+	'd == {"error": {"errno": "ENOENT", "message": "'$P': volume '"'nope'"' not found"}}' \
+	"$VBAS" map $P nope --json
+expect_json_fail "diff --json: a missing pool gives a JSON error" \
+	'd["error"]["errno"] == "ENOENT"' "$VBAS" diff nosuch.img a b --json
 expect_fail "list: not a pool" 1 "^vbas: list: junk.img: not a vbas pool" "$VBAS" list junk.img
 expect_fail "create: not a pool" 1 "^vbas: create: junk.img: not a vbas pool" \
 	"$VBAS" create junk.img a --size 4K
@@ -308,8 +457,8 @@ expect_json "list --json escapes the name" \
 expect_true "list --json is plain ASCII or UTF-8" \
 	python3 -c 'import sys; open(sys.argv[1], "rb").read().decode("utf-8")' "$T/out"
 expect_ok "write to the weirdly named volume" "$VBAS" write $G "$WEIRD" /dev/null
-expect_ok "delete the weirdly named volume" "$VBAS" delete $G "$WEIRD"
-expect_ok "delete the 255-byte name" "$VBAS" delete $G "$N255"
+expect_ok "delete the weirdly named volume" "$VBAS" delete --yes $G "$WEIRD"
+expect_ok "delete the 255-byte name" "$VBAS" delete --yes $G "$N255"
 
 # ---- write and read ---------------------------------------------------------
 
@@ -434,7 +583,7 @@ random_file r1m $MiB
 expect_ok "create volume r" "$VBAS" create $W r --size 1M
 expect_ok "fill r" "$VBAS" write $W r r1m
 USED_R=$(jget 'd["data_used"]' "$VBAS" info $W --json)
-expect_ok "shrink r to 512K" "$VBAS" resize $W r --size 512K
+expect_ok "shrink r to 512K" "$VBAS" resize --yes $W r --size 512K
 expect_json "shrinking freed the blocks past the end" \
 	'[(v["size"], v["mapped"]) for v in d if v["name"] == "r"] == [(524288, 524288)]' \
 	"$VBAS" list $W --json
@@ -442,18 +591,18 @@ expect_json "data_used dropped by 512K" "d['data_used'] == $USED_R - 524288" "$V
 expect_fail "read past the new end" 1 "past the end" "$VBAS" read $W r --offset 512K --length 1
 head -c $((512 * KiB)) r1m >r512k
 expect_true "the kept half is intact" same_as r512k $W r 0 $((512 * KiB))
-expect_ok "grow r back to 1M" "$VBAS" resize $W r --size 1M
+expect_ok "grow r back to 1M" "$VBAS" resize --yes $W r --size 1M
 zeros $((512 * KiB)) >z512k
 expect_true "the regrown half reads as zeros" same_as z512k $W r $((512 * KiB)) $((512 * KiB))
-expect_ok "grow r past the pool (thin)" "$VBAS" resize $W r --size 100G
+expect_ok "grow r past the pool (thin)" "$VBAS" resize --yes $W r --size 100G
 expect_json "r is 100G" '[v["size"] for v in d if v["name"] == "r"] == [100*2**30]' \
 	"$VBAS" list $W --json
 expect_fail "resize: not a multiple of the block size" 1 "not a multiple of the block size" \
-	"$VBAS" resize $W r --size 5000
-expect_fail "resize: size 0" 1 "must not be 0" "$VBAS" resize $W r --size 0
+	"$VBAS" resize --yes $W r --size 5000
+expect_fail "resize: size 0" 1 "must not be 0" "$VBAS" resize --yes $W r --size 0
 expect_fail "resize: unknown volume" 1 "^vbas: resize: $W: volume 'nope' not found" \
-	"$VBAS" resize $W nope --size 1M
-expect_fail "resize: missing --size" 2 "^vbas: resize: --size: missing" "$VBAS" resize $W r
+	"$VBAS" resize --yes $W nope --size 1M
+expect_fail "resize: missing --size" 2 "^vbas: resize: --size: missing" "$VBAS" resize --yes $W r
 
 # ---- delete -----------------------------------------------------------------
 
@@ -464,14 +613,74 @@ OLD_ID=$(jget '[v["id"] for v in d if v["name"] == "d"][0]' "$VBAS" list $W --js
 head -c $((2 * MiB)) d3m5 >d2m
 expect_ok "write 2M into d" write_pipe $W d 0 d2m
 expect_json "d's data is counted" "d['data_used'] == $USED_BEFORE_D + 2*2**20" "$VBAS" info $W --json
-expect_ok "delete d" "$VBAS" delete $W d
+expect_ok "delete d" "$VBAS" delete --yes $W d
 expect_json "d is gone from the list" '"d" not in [v["name"] for v in d]' "$VBAS" list $W --json
 expect_json "delete gave the space back" "d['data_used'] == $USED_BEFORE_D and d['volumes'] == $NVOL" \
 	"$VBAS" info $W --json
-expect_fail "delete: again" 1 "^vbas: delete: $W: volume 'd' not found" "$VBAS" delete $W d
-expect_fail "delete: unknown volume" 1 "volume 'nope' not found" "$VBAS" delete $W nope
-expect_fail "delete: missing NAME" 2 "^vbas: delete: NAME: missing argument" "$VBAS" delete $W
+expect_fail "delete: again" 1 "^vbas: delete: $W: volume 'd' not found" "$VBAS" delete --yes $W d
+expect_fail "delete: unknown volume" 1 "volume 'nope' not found" "$VBAS" delete --yes $W nope
+expect_fail "delete: missing NAME" 2 "^vbas: delete: NAME: missing argument" "$VBAS" delete --yes $W
 expect_ok "create d again" "$VBAS" create $W d --size 4M
+
+# ---- delete and shrink ask first ----------------------------------------------
+
+# tty CMD...: CMD with a terminal for its standard input, the answer
+# (from tty's own standard input) typed in; its output in $T/out, status RC.
+tty() {
+	local e=$-
+	set +e
+	script -qec "$(printf '%q ' "$@")" /dev/null >"$T/out" 2>&1
+	RC=$?
+	[[ $e == *e* ]] && set -e
+	return 0
+}
+random_file c1m $MiB
+expect_ok "a volume to ask about" sh -c "'$VBAS' create $W c --size 4M && '$VBAS' write $W c c1m"
+LOST="volume 'c' \(4194304 bytes\) and the 1048576 bytes mapped in it \(1\.0 MiB\)"
+CUT="shrink volume 'c' from 4194304 to 524288 bytes, dropping the 524288 bytes mapped past 524288 \(512\.0 KiB\)"
+c_whole() { same_as c1m $W c 0 $MiB && test "$(jget '[v["size"] for v in d if v["name"] == "c"]' "$VBAS" list $W --json)" = "[4194304]"; }
+expect_fail "delete without a terminal nor --yes is refused" 1 \
+	"^vbas: delete: $W: would delete $LOST: not done without confirmation \(standard input is not a terminal\): give --yes" \
+	"$VBAS" delete $W c </dev/null
+expect_fail "shrink without a terminal nor --yes is refused" 1 \
+	"^vbas: resize: $W: would $CUT: not done without confirmation" \
+	"$VBAS" resize $W c --size 512K </dev/null
+expect_true "... the volume is whole" c_whole
+expect_out "delete --dry-run names the loss" "^would delete $LOST; nothing changed \(--dry-run\)$" \
+	"$VBAS" delete $W c --dry-run
+expect_out "resize --dry-run names the loss" "^would $CUT; nothing changed \(--dry-run\)$" \
+	"$VBAS" resize $W c --size 512K --dry-run
+expect_out "resize --dry-run of a growth: nothing is lost" \
+	"^would grow volume 'c' from 4194304 to 8388608 bytes: nothing is lost" \
+	"$VBAS" resize $W c --size 8M --dry-run --yes
+expect_true "... the volume is whole" c_whole
+if command -v script >/dev/null; then
+	tty "$VBAS" delete $W c <<<"n"
+	expect_true "delete on a terminal asks, naming the loss; 'n' keeps the volume" \
+		sh -c "[ $RC -eq 1 ] && grep -Eq \"delete $LOST\\? \\[y/N\\]\" '$T/out' && grep -q 'not confirmed: nothing changed' '$T/out'"
+	tty "$VBAS" resize $W c --size 512K <<<""
+	expect_true "shrink on a terminal asks; an empty answer keeps the volume" \
+		sh -c "[ $RC -eq 1 ] && grep -Eq \"$CUT\\? \\[y/N\\]\" '$T/out'"
+	expect_true "... the volume is whole" c_whole
+	tty "$VBAS" resize $W c --size 512K <<<"y"
+	expect_true "shrink on a terminal, 'y': done" sh -c "[ $RC -eq 0 ]"
+	expect_json "... the volume is cut" \
+		'[(v["size"], v["mapped"]) for v in d if v["name"] == "c"] == [(524288, 524288)]' \
+		"$VBAS" list $W --json
+	head -c $((512 * KiB)) c1m >c512k
+	expect_true "... and keeps its first 512K" same_as c512k $W c 0 $((512 * KiB))
+	tty "$VBAS" delete $W c <<<"yes"
+	expect_true "delete on a terminal, 'yes': done" sh -c "[ $RC -eq 0 ]"
+	expect_json "... the volume is gone" '"c" not in [v["name"] for v in d]' "$VBAS" list $W --json
+else
+	pass "delete and resize on a terminal # SKIP needs script (util-linux)"
+	"$VBAS" delete --yes $W c
+fi
+expect_ok "a volume to cut and delete with --force and -y" sh -c "'$VBAS' create $W c --size 4M && '$VBAS' write $W c c1m"
+expect_ok "resize --force shrinks without asking" "$VBAS" resize $W c --size 512K --force </dev/null
+expect_ok "resize grows without asking" "$VBAS" resize $W c --size 1M </dev/null
+expect_ok "delete -y deletes without asking" "$VBAS" delete -y $W c </dev/null
+expect_json "... the volume is gone" '"c" not in [v["name"] for v in d]' "$VBAS" list $W --json
 expect_json "a new volume gets a new id" "[v['id'] for v in d if v['name'] == 'd'][0] > $OLD_ID" \
 	"$VBAS" list $W --json
 expect_true "the re-created d reads as zeros" same_as z1m $W d 0 $MiB
@@ -519,7 +728,7 @@ fi
 expect_ok "discard all of b" "$VBAS" discard $S b --offset 0 --length 64M
 expect_json "b maps nothing" '[v["mapped"] for v in d if v["name"] == "b"] == [0]' \
 	"$VBAS" list $S --json
-expect_ok "delete b" "$VBAS" delete $S b
+expect_ok "delete b" "$VBAS" delete --yes $S b
 random_file c4m $((4 * MiB))
 expect_ok "create c" "$VBAS" create $S c --size 64M
 expect_ok "a new write succeeds" "$VBAS" write $S c c4m
@@ -739,7 +948,7 @@ expect_fail "write into a snapshot fails" 1 "^vbas: write: $H: .*snapshot \(read
 expect_fail "discard of a snapshot fails" 1 "^vbas: discard: $H: .*snapshot \(read-only\)" \
 	"$VBAS" discard $H s1 --offset 0 --length 4K
 expect_fail "resize of a snapshot fails" 1 "^vbas: resize: $H: .*snapshot \(read-only\)" \
-	"$VBAS" resize $H s1 --size 2M
+	"$VBAS" resize --yes $H s1 --size 2M
 expect_true "the snapshot is unchanged after the failures" same_as o1m $H s1 0 $MiB
 expect_json "... and keeps its size" "[v['size'] for v in d if v['name'] == 's1'] == [2**20]" \
 	"$VBAS" list $H --json
@@ -888,7 +1097,7 @@ expect_out "check: clean after dedupe and unshare" '^clean' "$VBAS" check $H
 
 # ---- deleting origins and snapshots ----------------------------------------------------
 
-expect_ok "delete the origin o while s1, s2 live" "$VBAS" delete $H o
+expect_ok "delete the origin o while s1, s2 live" "$VBAS" delete --yes $H o
 expect_true "s1's data is intact" same_as o1m $H s1 0 $MiB
 expect_true "s2's data is intact" same_as o1m $H s2 0 $MiB
 expect_true "c1's data is intact" same_as c1_exp2 $H c1 0 $((2 * MiB))
@@ -896,19 +1105,19 @@ expect_json "s1 and c1: origin null once o is gone" \
 	"[(v['name'], v['origin']) for v in d if v['name'] in ('s1', 'c1')] == [('s1', None), ('c1', None)]" \
 	"$VBAS" list $H --json
 expect_out "check: clean after deleting the origin" '^clean' "$VBAS" check $H
-expect_ok "delete s1 (the parent) before s2" "$VBAS" delete $H s1
+expect_ok "delete s1 (the parent) before s2" "$VBAS" delete --yes $H s1
 expect_true "s2's data is intact" same_as o1m $H s2 0 $MiB
 expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
 expect_out "check: clean after deleting the parent first" '^clean' "$VBAS" check $H
 expect_ok "snapshot c2 as s3, then s3 as s4" sh -c "'$VBAS' snapshot $H c2 s3 && '$VBAS' snapshot $H s3 s4"
-expect_ok "delete s4 (the child) before s3" "$VBAS" delete $H s4
+expect_ok "delete s4 (the child) before s3" "$VBAS" delete --yes $H s4
 expect_true "s3's data is intact" same_as c2_exp $H s3 0 $MiB
-expect_ok "delete s3" "$VBAS" delete $H s3
-expect_ok "delete s2" "$VBAS" delete $H s2
+expect_ok "delete s3" "$VBAS" delete --yes $H s3
+expect_ok "delete s2" "$VBAS" delete --yes $H s2
 expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
 expect_json "list: usage consistent for every volume" "$USAGE_OK" "$VBAS" list $H --json
 expect_out "check: clean after deleting snapshots in both orders" '^clean' "$VBAS" check $H
-expect_ok "delete every volume" sh -c "for v in c1 c2 r1 r2 e1 e2; do '$VBAS' delete $H \$v || exit 1; done"
+expect_ok "delete every volume" sh -c "for v in c1 c2 r1 r2 e1 e2; do '$VBAS' delete --yes $H \$v || exit 1; done"
 expect_json "the pool is empty again" \
 	'd["volumes"] == 0 and d["data_used"] == 0 and d["mapped"] == 0 and d["sharing_saves"] == 0' \
 	"$VBAS" info $H --json

@@ -584,23 +584,36 @@ PIDS+=("$HOLDER")
 for _ in $(seq 200); do [ -e "$T/held" ] && break; sleep 0.05; done
 expect_fail "shrinking a volume a client is connected to is refused" 1 \
 	"^vbas: resize: $P: volume 'made' has 1 client connection\(s\) to its export: disconnect them before shrinking it \(through the server\)" \
-	"$VBAS" resize "$P" made --size 4M
+	"$VBAS" resize --yes "$P" made --size 4M
 expect_fail "deleting a volume a client is connected to is refused" 1 \
 	"^vbas: delete: $P: volume 'made' has 1 client connection\(s\) to its export: disconnect them before deleting it \(through the server\)" \
-	"$VBAS" delete "$P" made
+	"$VBAS" delete --yes "$P" made
 expect_ok "growing it is allowed" "$VBAS" resize "$P" made --size 32M
 expect_true "... and a new connection sees the new size" test "$(export_size made)" = $((32 * MiB))
 expect_true "... the data is still there" sh -c "nbdcopy '$(uri made)' - | head -c $MiB | cmp - src1m.raw"
 kill "$HOLDER" 2>/dev/null
 wait "$HOLDER" 2>/dev/null
+# Without a terminal and without --yes, nothing is deleted or cut, even
+# through the server; --dry-run names the loss and changes nothing.
+expect_fail "delete through the server without --yes is refused" 1 \
+	"^vbas: delete: $P: would delete volume 'made' \(33554432 bytes\) and the 1048576 bytes mapped in it \(1.0 MiB\): not done without confirmation" \
+	"$VBAS" delete "$P" made
+expect_fail "shrink through the server without --yes is refused" 1 \
+	"^vbas: resize: $P: would shrink volume 'made' from 33554432 to 4194304 bytes.*up to the 1048576 bytes mapped.*not done without confirmation" \
+	"$VBAS" resize "$P" made --size 4M
+expect_ok "delete --dry-run through the server" "$VBAS" delete "$P" made --dry-run
+expect_true "... names the loss" grep -Eq \
+	"^would delete volume 'made' \(33554432 bytes\) and the 1048576 bytes mapped in it .*nothing changed" "$T/out"
+expect_true "... the volume is still there, whole, with its data" sh -c \
+	"test \"\$(nbdinfo --size '$(uri made)')\" = $((32 * MiB)) && nbdcopy '$(uri made)' - | head -c $MiB | cmp - src1m.raw"
 for _ in $(seq 100); do
-	"$VBAS" delete "$P" made 2>"$T/del.err" && break
+	"$VBAS" delete --yes "$P" made 2>"$T/del.err" && break
 	sleep 0.05
 done
 expect_true "once the client is gone, delete through the server" sh -c "! nbdinfo --list --json 'nbd+unix://?socket=$SOCK' | grep -q '\"export-name\": \"made\"'"
 expect_fail "delete through the server: an unknown volume" 1 \
 	"^vbas: delete: $P: volume 'made' not found \(through the server\)" \
-	"$VBAS" delete "$P" made
+	"$VBAS" delete --yes "$P" made
 expect_ok "create one more to keep" "$VBAS" create "$P" kept --size 4M
 
 MAPPED_XFS=$(mapped xfs)
@@ -752,7 +765,7 @@ expect_ok "vbas info of a served pool (through the server)" "$VBAS" info "$PL"
 info_of "$PL" >info-on.json
 expect_true "... the same figures as with the server stopped" cmp info-on.json info-off.json
 expect_ok "delete every volume through the server" sh -c \
-	"'$VBAS' delete '$PL' snap && '$VBAS' delete '$PL' 'a b' && '$VBAS' delete '$PL' \"\$(printf 'new\nline')\""
+	"'$VBAS' delete -y '$PL' snap && '$VBAS' delete --yes '$PL' 'a b' && '$VBAS' delete --force '$PL' \"\$(printf 'new\nline')\""
 expect_true "list of a served pool with no volumes: []" sh -c "'$VBAS' list '$PL' --json | grep -qx '\[\]'"
 expect_true "... and info counts none" test "$(jget 'd["volumes"]' "$VBAS" info "$PL" --json)" = 0
 stop_server TERM
