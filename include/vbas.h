@@ -73,6 +73,13 @@ struct vbas_open_opts {
 };
 #define VBAS_OPEN_RDONLY       0x1u
 #define VBAS_OPEN_NO_DIRECT    0x2u   /* buffered I/O even where O_DIRECT works */
+/* With VBAS_OPEN_RDONLY only: open without the pool's lock, to read a pool
+ * that another process (a server) has open for writing.  Only consistent
+ * while that process holds a pin taken with vbas_pool_pin (vbas check of
+ * a served pool asks the server for one through its control channel), and
+ * the opener must check that the generation it opened (vbas_pool_info) is
+ * at least the pinned one.  Not for other uses. */
+#define VBAS_OPEN_PINNED       0x4u
 
 /* Open a pool.  -ENOENT: no such file; -EINVAL/-EUCLEAN: not a vbas pool
  * (bad magic) or no valid superblock; -EBUSY: another opener holds the pool
@@ -82,6 +89,16 @@ int vbas_open(const char *path, const struct vbas_open_opts *opts,
 
 /* Commit and close.  Open volume handles must have been closed (-EBUSY). */
 int vbas_close(struct vbas_pool *pool);
+
+/* Pin the pool's metadata as of its last commit, whose generation goes to
+ * *GENERATION: until the matching vbas_pool_unpin, no block freed from now
+ * on is reused (they are kept aside in memory), so every block that any
+ * commit from this one on uses stays as it is on the device.  Another
+ * process may then read the pool file (VBAS_OPEN_PINNED) at its newest
+ * commit and see it whole.  Pins nest; the blocks come back when the last
+ * one goes.  While pinned, the pool may run out of space sooner. */
+int vbas_pool_pin(struct vbas_pool *pool, uint64_t *generation);
+void vbas_pool_unpin(struct vbas_pool *pool);
 
 /* Commit: every change made before the call is durable when it returns. */
 int vbas_flush(struct vbas_pool *pool);

@@ -427,6 +427,14 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 			file_destroy(d);
 			return vbas_err(-e, "size of %s: %s", path, strerror(e));
 		}
+		/* The kernel lets a read-only device be opened for writing and
+		 * fails the writes: refuse here, as a read-only file is. */
+		int ro = 0;
+		if (!d->readonly && ioctl(fd, BLKROGET, &ro) == 0 && ro) {
+			file_destroy(d);
+			return vbas_err(-EROFS, "open %s: %s (the device is read-only)", path,
+					strerror(EROFS));
+		}
 		d->size = sz;
 	} else {
 		d->size = (uint64_t)st.st_size;

@@ -108,6 +108,11 @@ const struct ext *extset_first_overlap(const struct extset *s, uint64_t start, u
 	return NULL;
 }
 
+int extset_reserve(struct extset *s, size_t n)
+{
+	return grow(s, s->n + n);
+}
+
 void extset_clear(struct extset *s)
 {
 	s->n = 0;

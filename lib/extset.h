@@ -21,6 +21,8 @@ int extset_add(struct extset *s, uint64_t start, uint64_t len);      /* -EEXIST 
 int extset_remove(struct extset *s, uint64_t start, uint64_t len);   /* -ENOENT if not all in */
 /* The first range that overlaps [start, end), or NULL. */
 const struct ext *extset_first_overlap(const struct extset *s, uint64_t start, uint64_t end);
+/* Room for N more ranges, so that that many adds cannot fail. */
+int extset_reserve(struct extset *s, size_t n);
 void extset_clear(struct extset *s);
 void extset_free(struct extset *s);
 

@@ -36,6 +36,10 @@ struct vbas_space {
 	                              by allocation): the last commit may map
 	                              these blocks elsewhere, so they are never
 	                              overwritten in place before the commit */
+	struct extset kept;        /* freed by commits made while pinned: kept
+	                              from reuse until the last pin goes (a
+	                              reader of the pool file may still use them) */
+	unsigned pins;             /* vbas_pool_pin holders */
 	struct refc_delta *q;      /* queued deltas */
 	size_t qhead, qn, qcap;
 	int draining;
@@ -141,7 +145,12 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs);
 uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
 			  uint64_t blocks, uint64_t cow_recs);
 uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
+/* Before the superblock is written: room to keep FREED if pinned, so
+ * that space_committed cannot fail. */
+int space_precommit(struct vbas_pool *p);
 void space_committed(struct vbas_pool *p);
+int space_pin(struct vbas_pool *p);
+void space_unpin(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);
 extern const struct vbas_btree_ops refc_ops;
 

@@ -193,8 +193,10 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	vbas_err_clear();
 	if (!o)
 		o = &def;
-	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT))
+	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED))
 		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
+	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
+		return vbas_err(-EINVAL, "open: a pinned open is read-only");
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -271,6 +273,11 @@ int vbas_open(const char *path, const struct vbas_open_opts *o, struct vbas_pool
 		df |= VBAS_DEV_RDONLY;
 	if (o->flags & VBAS_OPEN_NO_DIRECT)
 		df |= VBAS_DEV_NO_DIRECT;
+	/* The pinning process holds the lock; what keeps its writes away
+	 * from what we read is the pin (space.c S6). */
+	if ((o->flags & (VBAS_OPEN_PINNED | VBAS_OPEN_RDONLY)) ==
+	    (VBAS_OPEN_PINNED | VBAS_OPEN_RDONLY))
+		df |= VBAS_DEV_NOLOCK;
 	r = vbas_dev_open_file(path, df, &dev);
 	if (r)
 		return r;
@@ -316,6 +323,25 @@ int vbas_flush(struct vbas_pool *p)
 	r = p->rdonly ? 0 : txn_commit(p);
 	pthread_mutex_unlock(&p->lock);
 	return r;
+}
+
+int vbas_pool_pin(struct vbas_pool *p, uint64_t *generation)
+{
+	int r;
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	r = space_pin(p);
+	if (!r && generation)
+		*generation = p->gen;
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+void vbas_pool_unpin(struct vbas_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	space_unpin(p);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)

@@ -17,6 +17,15 @@
  *  S4. Records are maximal: two adjacent records differ in count or type.
  *  S5. data_used and meta_used equal the lengths of the records of each
  *      type; after a drain the queue is empty.
+ *  S6. While a pin is held (space_pin: another process reads the pool file
+ *      as of a commit, vbas check of a served pool), every block a commit
+ *      frees goes to KEPT instead of back to the allocator, and comes back
+ *      when the last pin goes.  So no block used by any commit made since
+ *      the first pin is written until then: a reader that opened the newest
+ *      commit at or after the pin reads it whole.  KEPT lives in memory
+ *      only (a restart ends every pin); room for it is taken before the
+ *      superblock is written (space_precommit), so the commit cannot fail
+ *      after it.
  *
  * The space map needs space: changing the refcount tree shadows its nodes,
  * which allocates blocks and frees others, which changes reference counts.
@@ -31,6 +40,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +246,7 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.freed);
 	extset_free(&p->sp.freed_data);
 	extset_free(&p->sp.touched);
+	extset_free(&p->sp.kept);
 	free(p->sp.q);
 	p->sp.q = NULL;
 }
@@ -244,7 +255,8 @@ void space_free(struct vbas_pool *p)
 uint64_t space_avail(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
-	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + sp->freed.total;
+	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + sp->freed.total +
+			sp->kept.total;
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
 	return busy >= usable ? 0 : usable - busy;
 }
@@ -325,17 +337,20 @@ static int first_rec_cb(void *arg, const void *rec)
 	return 1;
 }
 
-/* The first part of the gap [*POS, GEND) that is neither pending nor
- * freed: *START, *LEN, and 1; or 0 if all of it is (*POS moves on). */
+/* The first part of the gap [*POS, GEND) that is neither pending, freed
+ * nor kept: *START, *LEN, and 1; or 0 if all of it is (*POS moves on). */
 static int gap_take(struct vbas_space *sp, uint64_t *pos, uint64_t gend, uint64_t *start,
 		    uint64_t *len)
 {
 	while (*pos < gend) {
 		const struct ext *e1 = extset_first_overlap(&sp->pending, *pos, gend);
 		const struct ext *e2 = extset_first_overlap(&sp->freed, *pos, gend);
+		const struct ext *e3 = extset_first_overlap(&sp->kept, *pos, gend);
 		const struct ext *e = e1;
 		if (!e || (e2 && e2->start < e->start))
 			e = e2;
+		if (!e || (e3 && e3->start < e->start))
+			e = e3;
 		if (e && e->start <= *pos) {
 			*pos = e->start + e->len;
 			continue;
@@ -371,7 +386,8 @@ static int free_scan_cb(void *arg, const void *rec)
 }
 
 /* The first free run at or after POS and before LIMIT: *START, *LEN (0 if
- * none).  Free means no record and in neither PENDING nor FREED (S3).
+ * none).  Free means no record and in none of PENDING, FREED (S3) and
+ * KEPT (S6).
  * One walk along the refcount tree's leaves from POS. */
 static int find_free(struct vbas_pool *p, uint64_t pos, uint64_t limit,
 		     uint64_t *start, uint64_t *len)
@@ -667,7 +683,8 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 				return vbas_err(-EUCLEAN, "block %" PRIu64 " recorded as allocated, "
 						"but it was never handed out", cur);
 		} else if (extset_first_overlap(&p->sp.pending, cur, ge) ||
-			   extset_first_overlap(&p->sp.freed, cur, ge)) {
+			   extset_first_overlap(&p->sp.freed, cur, ge) ||
+			   extset_first_overlap(&p->sp.kept, cur, ge)) {
 			return vbas_err(-EUCLEAN, "block %" PRIu64 " gained a reference while free", cur);
 		}
 		cur = ge;
@@ -782,11 +799,21 @@ void space_punch_freed(struct vbas_pool *p)
 			    sp->freed_data.v[i].len * p->bs);
 }
 
-/* The commit is durable: blocks freed in it may be used again (S2), and
- * its freed data blocks are discarded. */
+int space_precommit(struct vbas_pool *p)
+{
+	return p->sp.pins ? extset_reserve(&p->sp.kept, p->sp.freed.n) : 0;
+}
+
+/* The commit is durable: blocks freed in it may be used again (S2) unless
+ * a pin keeps them (S6), and the data blocks freed in it are discarded
+ * (nothing that reads metadata reads data blocks). */
 void space_committed(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
+	/* Room was made by space_precommit, and a block in FREED is in no
+	 * other set: these cannot fail. */
+	for (size_t i = 0; sp->pins && i < sp->freed.n; i++)
+		(void)extset_add(&sp->kept, sp->freed.v[i].start, sp->freed.v[i].len);
 	/* Punch the data blocks freed in the transaction just committed,
 	 * before they can be handed out again (S2: that is now). */
 	space_punch_freed(p);
@@ -810,4 +837,22 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->touched);
 	sp->qn = sp->qhead = 0;
 	sp->meta_allocs_txn = 0;
+}
+
+/* ---- Pins (S6) ----------------------------------------------------------- */
+
+int space_pin(struct vbas_pool *p)
+{
+	if (p->sp.pins == UINT_MAX)
+		return vbas_err(-EAGAIN, "pin: too many pins");
+	p->sp.pins++;
+	return 0;
+}
+
+void space_unpin(struct vbas_pool *p)
+{
+	if (!p->sp.pins)
+		return;
+	if (--p->sp.pins == 0)
+		extset_clear(&p->sp.kept);
 }

@@ -214,6 +214,11 @@ int txn_commit(struct vbas_pool *p)
 	sb.meta_used = le64_mk(p->sp.meta_used);
 	sb.next_vol_id = le64_mk(p->next_vol_id);
 	sb.nvolumes = le64_mk(p->nvolumes);
+	r = space_precommit(p);
+	if (r) {
+		vbas_err(r, "commit: no memory to keep the blocks a pin holds");
+		goto fail;
+	}
 	r = cache_writeback(p->cache);
 	if (r)
 		goto fail;

@@ -194,6 +194,11 @@ static int ctl_stop[2] = { -1, -1 }; /* a pipe: written to stop the thread */
 static pthread_t ctl_thread;
 static int ctl_running;
 static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+/* Connections holding a pin (vbas_pool_pin): each is released when its
+ * client closes the connection (or dies). */
+#define CTL_MAX_PINS 16
+static int pin_fd[CTL_MAX_PINS];
+static int npins;
 
 /* Connections open on volume NAME. */
 static int connections(const char *name)
@@ -251,8 +256,9 @@ static void ctl_list(const char *what, FILE *out)
 	vol_list_free(&l);
 }
 
-/* Run one request (NUL-separated fields in REQ, N bytes); the reply to OUT. */
-static void ctl_run(char *req, size_t n, FILE *out)
+/* Run one request (NUL-separated fields in REQ, N bytes); the reply to OUT.
+ * Returns 1 if the request took a pin, which the connection now holds. */
+static int ctl_run(char *req, size_t n, FILE *out)
 {
 	const char *f[4] = { 0 };
 	char what[600];
@@ -264,13 +270,13 @@ static void ctl_run(char *req, size_t n, FILE *out)
 	}
 	if (n == 0 || req[n - 1] != '\0' || nf == 0) {
 		fprintf(out, "%d\tmalformed request", EPROTO);
-		return;
+		return 0;
 	}
 	snprintf(what, sizeof(what), "%s%s%s%s%s", f[0], f[1] ? " " : "", f[1] ? f[1] : "",
 		 f[2] ? " " : "", f[2] ? f[2] : "");
 	if (!strcmp(f[0], "ping") && nf == 1) {
 		fprintf(out, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
-		return;
+		return 0;
 	}
 	if (!strcmp(f[0], "info") && nf == 1) {
 		struct vbas_pool_info info;
@@ -281,29 +287,29 @@ static void ctl_run(char *req, size_t n, FILE *out)
 			fputs("0\t", out);
 			ctl_put_info(out, &info);
 		}
-		return;
+		return 0;
 	}
 	if (!strcmp(f[0], "list") && nf == 1) {
 		ctl_list(what, out);
-		return;
+		return 0;
 	}
 	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && nf == 3) {
 		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
 		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
 		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
-		return;
+		return 0;
 	}
 	if ((!strcmp(f[0], "create") || !strcmp(f[0], "resize")) && nf == 3) {
 		struct vbas_vol_info info;
 		if (ctl_size(f[2], &size)) {
 			fprintf(out, "%d\t%s: bad size '%.40s'", EINVAL, f[0], f[2]);
-			return;
+			return 0;
 		}
 		if (!strcmp(f[0], "create")) {
 			r = vbas_vol_create(pool, f[1], size);
 			ctl_done(r, what, out, "volume '%s' created by the server; it is an "
 				 "export now", f[1]);
-			return;
+			return 0;
 		}
 		/* NBD tells a connected client its export's size once: a
 		 * shrink would cut the ground from under it.  A client sees
@@ -313,32 +319,55 @@ static void ctl_run(char *req, size_t n, FILE *out)
 		if (!r && c && size < info.size) {
 			fprintf(out, "%d\tvolume '%s' has %d client connection(s) to its export: "
 				 "disconnect them before shrinking it", EBUSY, f[1], c);
-			return;
+			return 0;
 		}
 		if (!r)
 			r = vbas_vol_resize(pool, f[1], size);
 		ctl_done(r, what, out, "volume '%s' resized by the server%s", f[1],
 			 c ? " (connected clients see the new size when they connect again)" : "");
-		return;
+		return 0;
 	}
 	if (!strcmp(f[0], "delete") && nf == 2) {
 		int c = connections(f[1]);
 		if (c) {
 			fprintf(out, "%d\tvolume '%s' has %d client connection(s) to its export: "
 				 "disconnect them before deleting it", EBUSY, f[1], c);
-			return;
+			return 0;
 		}
 		r = vbas_vol_delete(pool, f[1]);
 		ctl_done(r, what, out, "volume '%s' deleted by the server", f[1]);
-		return;
+		return 0;
+	}
+	if (!strcmp(f[0], "pin")) {
+		/* vbas check of the served pool: see docs/nbd.md. */
+		uint64_t gen;
+		if (nf != 1) {
+			fprintf(out, "%d\tpin takes no arguments, got %d", EINVAL, nf - 1);
+			return 0;
+		}
+		if (npins == CTL_MAX_PINS) {
+			fprintf(out, "%d\tpin: %d pins are held already (one per running check): "
+				 "try again when one is done", EAGAIN, CTL_MAX_PINS);
+			return 0;
+		}
+		r = vbas_pool_pin(pool, &gen);
+		if (r) {
+			fprintf(out, "%d\tpin: %s", -r, vbas_errmsg());
+			return 0;
+		}
+		fprintf(out, "0\t%" PRIu64 "\n", gen);
+		nbdkit_debug("vbas: control: pin at generation %" PRIu64 " (%d held)", gen, npins + 1);
+		return 1;
 	}
 	fprintf(out, "%d\tunknown control request '%.40s' with %d argument(s)", EINVAL,
 		 f[0], nf - 1);
+	return 0;
 }
 
 /* One client: read its request (to EOF, bounded, with a timeout), run it,
- * answer. */
-static void ctl_serve(int c)
+ * answer.  Returns 1 if the connection holds a pin now: the caller keeps
+ * it open. */
+static int ctl_serve(int c)
 {
 	char req[CTL_MAX + 1];
 	size_t n = 0;
@@ -368,18 +397,21 @@ static void ctl_serve(int c)
 	if (!out) {
 		static const char oom[] = "12\tthe server is out of memory";
 		(void)!write(c, oom, sizeof(oom) - 1);
-		return;
+		return 0;
 	}
+	int pinned = 0;
 	if (n > CTL_MAX)
 		fprintf(out, "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
 	else
-		ctl_run(req, n, out);
+		pinned = ctl_run(req, n, out);
 	if (fclose(out)) {
 		static const char oom[] = "12\tthe server ran out of memory for its answer "
 					  "(the request may have been carried out)";
 		free(reply);
 		(void)!write(c, oom, sizeof(oom) - 1);
-		return;
+		if (pinned)
+			vbas_pool_unpin(pool);
+		return 0;
 	}
 	size_t off = 0;
 	while (off < rl) {
@@ -391,15 +423,33 @@ static void ctl_serve(int c)
 		off += (size_t)k;
 	}
 	free(reply);
+	if (pinned && off < rl) {
+		vbas_pool_unpin(pool);      /* the client did not hear of it */
+		pinned = 0;
+	}
+	return pinned;
+}
+
+static void unpin(int i)
+{
+	close(pin_fd[i]);
+	pin_fd[i] = pin_fd[--npins];
+	vbas_pool_unpin(pool);
+	nbdkit_debug("vbas: control: pin released (%d held)", npins);
 }
 
 static void *ctl_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		struct pollfd pf[2] = { { .fd = ctl_fd, .events = POLLIN },
-					{ .fd = ctl_stop[0], .events = POLLIN } };
-		if (poll(pf, 2, -1) < 0) {
+		struct pollfd pf[2 + CTL_MAX_PINS] = {
+			{ .fd = ctl_fd, .events = POLLIN },
+			{ .fd = ctl_stop[0], .events = POLLIN } };
+		/* A pin's client has shut its side down after the request:
+		 * only its close (POLLHUP) or an error is waited for. */
+		for (int i = 0; i < npins; i++)
+			pf[2 + i] = (struct pollfd){ .fd = pin_fd[i], .events = 0 };
+		if (poll(pf, 2 + (nfds_t)npins, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			nbdkit_error("control: poll: %m");
@@ -407,14 +457,21 @@ static void *ctl_main(void *arg)
 		}
 		if (pf[1].revents)
 			break;
+		for (int i = npins - 1; i >= 0; i--)
+			if (pf[2 + i].revents)
+				unpin(i);
 		if (!(pf[0].revents & POLLIN))
 			continue;
 		int c = accept4(ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (c < 0)
 			continue;
-		ctl_serve(c);
-		close(c);
+		if (ctl_serve(c))
+			pin_fd[npins++] = c;
+		else
+			close(c);
 	}
+	while (npins)
+		unpin(npins - 1);
 	return NULL;
 }
 

@@ -20,6 +20,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,6 +63,7 @@ enum {
 	O_BUFFERED = 1 << 12,
 	O_YES = 1 << 13,
 	O_DRY_RUN = 1 << 14,
+	O_NOMODIFY = 1 << 15,
 };
 
 /* Long-only options get codes above the char range. */
@@ -83,6 +85,7 @@ static const struct option long_opts[] = {
 	{ "buffered", no_argument, NULL, OPT_BUFFERED },
 	{ "yes", no_argument, NULL, 'y' },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -1486,20 +1489,183 @@ static void check_cb(const char *problem, void *arg)
 	c->n++;
 }
 
+/* Ask the server of POOL for a pin (docs/nbd.md): *GEN is the generation
+ * of its last commit, and the returned descriptor holds the pin until it
+ * is closed.  -1 if no server listens; -2 if it refused (*MSG says why,
+ * *ERR its errno). */
+static int ctl_pin(const char *pool, uint64_t *gen, char *msg, size_t mlen, int *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 30 };
+	char reply[CTL_MAX + 1];
+	size_t got = 0;
+	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* The answer to a pin is one line; the connection stays open. */
+	int ok = write(fd, "pin", 4) == 4 && !shutdown(fd, SHUT_WR);
+	while (ok && got < sizeof(reply) - 1 && !memchr(reply, '\n', got)) {
+		ssize_t k = read(fd, reply + got, sizeof(reply) - 1 - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	reply[got] = 0;
+	char *tab = strchr(reply, '\t'), *end;
+	*err = EPROTO;
+	snprintf(msg, mlen, "the server's control channel gave no answer to a pin");
+	if (ok && tab) {
+		*err = atoi(reply);
+		if (*err) {
+			snprintf(msg, mlen, "%s", tab + 1);
+		} else {
+			errno = 0;
+			*gen = strtoull(tab + 1, &end, 10);
+			if (!errno && end != tab + 1 && !strcmp(end, "\n"))
+				return fd;
+			*err = EPROTO;
+			snprintf(msg, mlen, "%s", ctl_unreadable);
+		}
+	}
+	close(fd);
+	return -2;
+}
+
+/* Open the served pool PATH read-only under the pin taken at generation
+ * GEN: its newest commit, which must be GEN or later.  Only a superblock
+ * being written while it is read (torn: the older slot is taken) gives an
+ * older one; try again then. */
+static int open_pinned(const struct args *a, uint64_t gen, struct vbas_pool **pool,
+		       uint64_t *opened)
+{
+	struct vbas_open_opts o = { .cache_bytes = a->cache,
+				    .flags = VBAS_OPEN_RDONLY | VBAS_OPEN_PINNED };
+	struct vbas_pool_info info;
+	for (int tries = 0;; tries++) {
+		int r = vbas_open(a->pos[0], &o, pool);
+		if (!r)
+			r = vbas_pool_info(*pool, &info);
+		if (r) {
+			int rc = lib_fail(a->cmd, a->pos[0], r);
+			if (*pool)
+				vbas_close(*pool);
+			*pool = NULL;
+			return rc;
+		}
+		if (info.generation >= gen) {
+			*opened = info.generation;
+			return 0;
+		}
+		vbas_close(*pool);
+		*pool = NULL;
+		if (tries == 50)
+			return fail(a->cmd, a->pos[0], "the newest commit on the device is %" PRIu64
+				    ", older than the server's %" PRIu64 " (is the file the one served?)",
+				    info.generation, gen);
+		usleep(10000);
+	}
+}
+
+/* check: read-write when it can (an interrupted delete is finished first),
+ * read-only with --no-modify, when it may not write, when the pool is open
+ * read-only elsewhere, and when a server holds it (under a pin). */
 static int cmd_check(const struct args *a)
 {
 	struct check_out c = { .json = !!(a->seen & O_JSON) };
 	struct vbas_check_stats st = { 0 };
-	struct vbas_pool *pool;
-	char *text = NULL;
+	struct vbas_open_opts o = { .cache_bytes = a->cache };
+	struct vbas_pool_info info;
+	struct vbas_pool *pool = NULL;
+	char *text = NULL, why[CTL_MAX + 64];
 	size_t tlen = 0;
-	int r, rc = open_pool(a, 0, &pool);
-	if (rc)
-		return rc;
+	int ro = !!(a->seen & O_NOMODIFY), pin = -1, r, rc = 0;
+	uint64_t gen = 0;
+
+	o.flags = ro ? VBAS_OPEN_RDONLY : 0;
+	r = vbas_open(a->pos[0], &o, &pool);
+	if (r == -EACCES || r == -EROFS || r == -EPERM) {
+		/* No write permission: a read-only file or device, a read-only
+		 * mount, an immutable file. */
+		fprintf(stderr, "vbas: %s: %s: cannot open for writing (%s): checking read-only; "
+			"interrupted work (a delete in progress) is not finished\n", a->cmd,
+			a->pos[0], strerror(-r));
+		ro = 1;
+		o.flags = VBAS_OPEN_RDONLY;
+		r = vbas_open(a->pos[0], &o, &pool);
+	}
+	if (r == -EBUSY && !ro) {
+		/* Open read-only elsewhere (serve --readonly): the lock is shared. */
+		o.flags = VBAS_OPEN_RDONLY;
+		r = vbas_open(a->pos[0], &o, &pool);
+		if (!r) {
+			ro = 1;
+			fprintf(stderr, "vbas: %s: %s: the pool is open read-only elsewhere: checking "
+				"read-only; interrupted work (a delete in progress) is not finished\n",
+				a->cmd, a->pos[0]);
+		}
+	}
+	if (r == -EBUSY) {
+		/* A server holds it: check its last commit under a pin. */
+		int err;
+		pin = ctl_pin(a->pos[0], &gen, why, sizeof(why), &err);
+		if (pin == -1) {
+			/* No server: says who holds it (or opens it, if the
+			 * holder has just let go). */
+			rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+			if (rc)
+				return rc;
+			ro = 1;
+		} else if (pin == -2) {
+			return fail(a->cmd, a->pos[0], "%s (through the server)", why);
+		} else {
+			ro = 1;
+			rc = open_pinned(a, gen, &pool, &gen);
+			if (rc) {
+				close(pin);
+				return rc;
+			}
+		}
+	} else if (r) {
+		return lib_fail(a->cmd, a->pos[0], r);
+	}
+	if (pin < 0) {
+		r = vbas_pool_info(pool, &info);
+		if (r)
+			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+		gen = info.generation;
+	}
+	/* A test hook: hold the pool open (and a served pool's pin) this long
+	 * before checking. */
+	const char *pause = getenv("VBAS_TEST_CHECK_PAUSE_MS");
+	if (pause)
+		usleep((useconds_t)strtoul(pause, NULL, 10) * 1000);
 	c.f = c.json ? open_memstream(&text, &tlen) : stdout;
-	if (!c.f)
-		return close_pool(a, pool, fail(a->cmd, a->pos[0], "%s", strerror(errno)));
+	if (!c.f) {
+		rc = fail(a->cmd, a->pos[0], "%s", strerror(errno));
+		goto out;
+	}
 	r = vbas_check(pool, check_cb, &c, &st);
+	if (pin >= 0) {
+		/* The server sends nothing more: readable means it closed the
+		 * connection, so the pin may have gone during the check. */
+		struct pollfd pf = { .fd = pin, .events = POLLIN };
+		if (poll(&pf, 1, 0) != 0) {
+			rc = fail(a->cmd, a->pos[0], "the server went away during the check, and "
+				  "with it the pin: the result is not valid; check again");
+			if (c.json)
+				fclose(c.f);
+			goto out;
+		}
+	}
 	if (r && r != -EUCLEAN) {
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	} else {
@@ -1510,20 +1676,28 @@ static int cmd_check(const struct args *a)
 			json_started = 1;
 			printf("{\"clean\":%s,\"problems\":[%s],\"nodes\":%" PRIu64
 			       ",\"extents\":%" PRIu64 ",\"refcount_records\":%" PRIu64
-			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64 "}\n",
+			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64
+			       ",\"read_only\":%s,\"served\":%s,\"generation\":%" PRIu64 "}\n",
 			       r ? "false" : "true", text ? text : "", st.nodes, st.extents,
-			       st.refcount_records, st.volumes, st.problems);
+			       st.refcount_records, st.volumes, st.problems, ro ? "true" : "false",
+			       pin >= 0 ? "true" : "false", gen);
 		} else {
 			printf("%s: %" PRIu64 " problem(s); %" PRIu64 " tree nodes, %" PRIu64
-			       " extents, %" PRIu64 " refcount records, %" PRIu64 " volumes\n",
+			       " extents, %" PRIu64 " refcount records, %" PRIu64 " volumes%s%s\n",
 			       r ? "NOT CLEAN" : "clean", st.problems, st.nodes, st.extents,
-			       st.refcount_records, st.volumes);
+			       st.refcount_records, st.volumes,
+			       pin >= 0 ? "; the server's commit" : ro ? "; read-only" : "",
+			       pin >= 0 ? ", read-only" : "");
 		}
 	}
 	if (c.json)
 		fclose(c.f);
+out:
 	free(text);
-	return close_pool(a, pool, rc);
+	rc = close_pool(a, pool, rc);
+	if (pin >= 0)
+		close(pin);
+	return rc;
 }
 
 /* ---- Sharing ---------------------------------------------------------------- */
@@ -2210,17 +2384,26 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP,
 	  "POOL FROM TO" },
-	{ "check", cmd_check, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
+	{ "check", cmd_check, O_JSON | O_CACHE | O_NOMODIFY, 1, 1, "POOL [--no-modify] [--json]",
 	  "verify every invariant of the pool",
 	  "Prints each problem found.  Exit status 0 if the pool is clean, 1 if not.\n"
-	  "Opens the pool read-write: an interrupted delete is finished first.\n"
+	  "Opens the pool read-write when it can: an interrupted delete is finished\n"
+	  "first.  With --no-modify, or when it cannot write (a read-only file, mount\n"
+	  "or device; no permission: said on stderr), or when the pool is open\n"
+	  "read-only elsewhere, it opens the pool read-only, writes nothing, and\n"
+	  "checks the last commit as it is (a delete in progress as half done).\n"
+	  "While vbas serve serves the pool, it checks the server's last commit\n"
+	  "read-only, under a pin the server holds for it (docs/nbd.md), beside\n"
+	  "the server's I/O.\n"
 	  "The JSON object has the keys clean, problems (the messages), nodes,\n"
 	  "extents, refcount_records, volumes and problem_count (also those past\n"
-	  "the first 200, which are not reported one by one).  If the pool cannot\n"
-	  "be opened or checked, the JSON object is {\"clean\": false, \"error\":\n"
-	  "{\"errno\": NAME or null, \"message\": TEXT}} (info, list, map, diff and\n"
-	  "dedupe print {\"error\": {...}} when they fail before their answer).\n\n"
+	  "the first 200, which are not reported one by one), read_only, served\n"
+	  "and generation (the commit checked).  If the pool cannot be opened or\n"
+	  "checked, the JSON object is {\"clean\": false, \"error\": {\"errno\":\n"
+	  "NAME or null, \"message\": TEXT}} (info, list, map, diff and dedupe\n"
+	  "print {\"error\": {...}} when they fail before their answer).\n\n"
 	  "Options:\n"
+	  "  -n, --no-modify         open read-only: finish nothing, write nothing\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED, 1, 1,
 	  "POOL [--socket PATH | --port N [--bind ADDR]] [--readonly] [--buffered]\n"
@@ -2267,8 +2450,8 @@ static void usage(FILE *f)
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
 		   "(powers of 1024; also k, KiB, KB).\n\n"
 		   "While vbas serve serves a pool, info, list, create, resize, delete,\n"
-		   "snapshot and clone go through the server; other commands say who holds\n"
-		   "the pool.\n\n"
+		   "snapshot and clone go through the server, and check checks the server's\n"
+		   "last commit; other commands say who holds the pool.\n\n"
 		   "Exit status: 0 success, 1 failure (check: problems found), 2 usage error.\n");
 }
 
@@ -2300,6 +2483,7 @@ static const struct opt_info {
 	{ OPT_BUFFERED, O_BUFFERED, "--buffered", 0 },
 	{ 'y', O_YES, "--yes", 0 },
 	{ OPT_DRY_RUN, O_DRY_RUN, "--dry-run", 0 },
+	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
 #define NOPTS (sizeof(opt_infos) / sizeof(opt_infos[0]))
@@ -2345,7 +2529,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	a->cmd = c->name;
 	opterr = 0;
 	optind = 0;                          /* restart getopt */
-	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:hy", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:nhy", long_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			return bad_opt(c->name, ch, argv);
 		const struct opt_info *o = find_opt(ch);

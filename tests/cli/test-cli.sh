@@ -18,8 +18,20 @@ command -v python3 >/dev/null || { echo "Bail out! python3 is needed"; exit 1; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/vbas-cli.XXXXXX")
 BG_PIDS=()
 LOOPS=()     # loop devices attached
+RO_MOUNTS=()   # read-only bind mounts
+RO_LOOPS=()    # read-only loop devices
+RO_IMMUTABLE=()  # files made immutable
 cleanup() {
 	local p
+	for p in ${RO_MOUNTS[@]+"${RO_MOUNTS[@]}"}; do
+		umount "$p" 2>/dev/null || umount -l "$p" 2>/dev/null || true
+	done
+	for p in ${RO_LOOPS[@]+"${RO_LOOPS[@]}"}; do
+		losetup -d "$p" 2>/dev/null || true
+	done
+	for p in ${RO_IMMUTABLE[@]+"${RO_IMMUTABLE[@]}"}; do
+		chattr -i "$p" 2>/dev/null || true
+	done
 	for p in ${BG_PIDS[@]+"${BG_PIDS[@]}"}; do
 		kill -9 "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
@@ -694,6 +706,65 @@ expect_json "check --json: clean" \
 expect_json "check --json: volumes agree with list" \
 	"d['volumes'] == $(jget 'len(d)' "$VBAS" list $W --json)" "$VBAS" check $W --json
 expect_out "check: the thin pool is clean" '^clean' "$VBAS" check $G
+
+# ---- check: read-only -------------------------------------------------------
+# --no-modify opens read-only and writes nothing; without it, check falls
+# back to that by itself when it may not write, and says so.
+
+RO=ro.img
+head -c $MiB /dev/urandom >ro.data
+"$VBAS" format $RO --size 32M >/dev/null && "$VBAS" create $RO v --size 8M >/dev/null &&
+	"$VBAS" write $RO v ro.data >/dev/null && "$VBAS" snapshot $RO v vs >/dev/null ||
+	echo "# setting up the read-only pool failed"
+RO_SUM=$(sha256sum <$RO)
+unchanged() { test "$(sha256sum <"$1")" = "$RO_SUM"; }
+expect_out "check -n: clean, and says it was read-only" '^clean: .*; read-only$' "$VBAS" check -n $RO
+expect_true "... not a byte of the pool changed" unchanged $RO
+expect_json "check --no-modify --json: read_only, not served, the last commit's generation" \
+	"d['clean'] is True and d['read_only'] is True and d['served'] is False and d['generation'] == $(jget 'd["generation"]' "$VBAS" info $RO --json) and d['volumes'] == 2" \
+	"$VBAS" check --no-modify $RO --json
+expect_json "check --json without -n: not read-only" "d['read_only'] is False" "$VBAS" check $RO --json
+RO_SUM=$(sha256sum <$RO)
+expect_fail "-n is check's option only" 2 "^vbas: info: --no-modify: not an option of 'info'" \
+	"$VBAS" info $RO -n
+if [ "$(id -u)" -eq 0 ] && chattr +i $RO 2>/dev/null; then
+	RO_IMMUTABLE+=("$T/$RO")
+	expect_out "check of an immutable pool file: read-only by itself" '^clean: .*; read-only$' \
+		"$VBAS" check $RO
+	expect_true "... which it says on stderr" grep -q \
+		"^vbas: check: $RO: cannot open for writing (Operation not permitted): checking read-only; interrupted work (a delete in progress) is not finished$" "$T/err"
+	expect_true "... and the pool is as it was" unchanged $RO
+	chattr -i $RO
+else
+	pass "check of an immutable file # SKIP needs root and chattr"
+fi
+if [ "$(id -u)" -eq 0 ] && mkdir -p rodir && mount --bind "$T" rodir 2>/dev/null; then
+	RO_MOUNTS+=("$T/rodir")
+	if mount -o remount,bind,ro rodir 2>/dev/null; then
+		expect_out "check on a read-only mount: read-only by itself" '^clean: .*; read-only$' \
+			"$VBAS" check rodir/$RO
+		expect_true "... which it says on stderr" grep -q \
+			"^vbas: check: rodir/$RO: cannot open for writing (Read-only file system): checking read-only" "$T/err"
+		expect_true "... and the pool is as it was" unchanged $RO
+	else
+		fail "remount the bind mount read-only"
+	fi
+	umount rodir
+else
+	pass "check on a read-only mount # SKIP needs root"
+fi
+if [ "$(id -u)" -eq 0 ] && command -v losetup >/dev/null && ROLOOP=$(losetup -r --show -f $RO 2>/dev/null); then
+	RO_LOOPS+=("$ROLOOP")
+	expect_out "check of a read-only loop device: read-only by itself" '^clean: .*; read-only$' \
+		"$VBAS" check "$ROLOOP"
+	expect_true "... which it says on stderr" grep -Eq \
+		"^vbas: check: $ROLOOP: cannot open for writing \((Read-only file system|Permission denied)\): checking read-only" "$T/err"
+	expect_out "check -n of the read-only loop device" '^clean: .*; read-only$' "$VBAS" check -n "$ROLOOP"
+	losetup -d "$ROLOOP"
+	expect_true "... and the pool is as it was" unchanged $RO
+else
+	pass "check of a read-only loop device # SKIP needs root and losetup"
+fi
 expect_ok "64K blocks: create a volume" "$VBAS" create p64.img v --size 1M
 expect_ok "64K blocks: write 5000 bytes at 70000" write_stdin p64.img v 70000 d5000
 expect_json "64K blocks: 5000 bytes at 70000 map one 64K block" \

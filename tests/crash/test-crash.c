@@ -1213,7 +1213,7 @@ struct ds {
 	struct rng r;
 	int skip_model_write;   /* break the model (proves the check can fail) */
 	/* What the sweep met. */
-	uint64_t present, gone, resume_crashed;
+	uint64_t present, gone, resume_crashed, ro_checked;
 	char where[160];        /* the trial, for messages */
 };
 
@@ -1429,6 +1429,27 @@ static uint64_t ds_trial(struct ds *D, int victim, uint64_t at, unsigned mode, u
 	int present = le64_get(sb.generation) == D->gen;
 	D->present += present;
 	D->gone += !present;
+	if (!present) {
+		/* Read-only (vbas check -n): a delete cut short is checked as it
+		 * is, half done, and not one byte is written. */
+		struct vbas_open_opts ro = { .flags = VBAS_OPEN_RDONLY };
+		struct vbas_pool *rp;
+		struct vbas_check_stats st;
+		uint64_t w = vbas_memdev_writes(surv);
+		uint8_t *img = malloc(surv->size);
+		assert_non_null(img);
+		memcpy(img, vbas_memdev_image(surv), surv->size);
+		assert_ok(vbas_open_dev(surv, &ro, &rp));
+		e = vbas_check(rp, NULL, NULL, &st);
+		if (e)
+			fail_msg("%s: read-only check of the delete cut short: %d %s", D->where, e,
+				 vbas_errmsg());
+		assert_ok(vbas_close(rp));
+		assert_int_equal(vbas_memdev_writes(surv), w);
+		assert_memory_equal(img, vbas_memdev_image(surv), surv->size);
+		free(img);
+		D->ro_checked++;
+	}
 	if (!present && resume_at != UINT64_MAX) {
 		/* Lose power again while open resumes the delete (if it takes
 		 * that many writes; else after it). */
@@ -1477,7 +1498,7 @@ static void ds_sweep(struct ds *D, int victim, uint64_t points)
 			 rm ? (unsigned)strtoul(rm, NULL, 0) : 1, 0, NULL);
 		return;
 	}
-	D->present = D->gone = D->resume_crashed = 0;
+	D->present = D->gone = D->resume_crashed = D->ro_checked = 0;
 	for (uint64_t k = 0; k < points; k++) {
 		uint64_t at = k % 2 ? rng_below(&r, w + 1) : (w * k) / points;
 		/* Every other crash that leaves the delete half done also cuts
@@ -1494,6 +1515,8 @@ static void ds_sweep(struct ds *D, int victim, uint64_t points)
 		(unsigned long long)D->resume_crashed);
 	/* The points met both outcomes and open had deletes to resume. */
 	assert_true(D->present > 0 && D->gone > 0 && D->resume_crashed > 0);
+	/* ... and each of the latter was checked read-only first. */
+	assert_int_equal(D->ro_checked, D->gone);
 }
 
 static void t_crash_delete_shared(void **state)

@@ -207,6 +207,32 @@ def writer(uri, progress):
         time.sleep(1)
 
 
+def churn(uri, seconds):
+    """Write a MiB, flush, trim it, flush, over and over for SECONDS: every
+    flush a commit that frees tree nodes and data blocks, which a nearly
+    full pool hands out again at once."""
+    import time
+    h = connect(uri)
+    end = time.time() + float(seconds)
+    i = full = 0
+    while time.time() < end:
+        off = (i % 4) * MiB
+        try:
+            h.pwrite(pattern(i, MiB), off)
+            h.flush()
+        except nbd.Error as e:
+            # A pin keeps what the trims free: the pool may be full
+            # while a check runs (docs/nbd.md).
+            if err_name(e) != "ENOSPC":
+                raise
+            full += 1
+            time.sleep(0.02)
+        h.trim(MiB, off)
+        h.flush()
+        i += 1
+    print("# %d write/trim cycles, %d writes refused (ENOSPC)" % (i, full))
+
+
 def verify_flushed(dump, progress):
     with open(progress) as f:
         lines = [l for l in f.read().split("\n") if l.strip()]
@@ -282,6 +308,75 @@ def ctl_requests(pool):
     ]:
         got = ask(req)
         say(got.startswith(want), "control channel: %s" % desc, repr(got[:120]))
+
+
+def ctl_socket(pool):
+    import stat
+    st = os.stat(pool)
+    a, b = (0, st.st_rdev) if stat.S_ISBLK(st.st_mode) else (st.st_dev, st.st_ino)
+    d = os.environ.get("VBAS_CTL_DIR") or ("/run/vbas" if os.geteuid() == 0 else "/tmp")
+    return "%s/vbas-%x-%x.ctl" % (d, a, b)
+
+
+def pin_requests(pool):
+    """The pin request (docs/nbd.md): its bad forms get errors; a pin is
+    answered with the generation and held while the connection is open;
+    at most 16 are held at once."""
+    import socket
+    path = ctl_socket(pool)
+
+    def pin(req=b"pin\0"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(req)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        out = b""
+        while not out.endswith(b"\n"):
+            k = s.recv(4096)
+            if not k:
+                break
+            out += k
+        return s, out.decode(errors="replace")
+
+    for desc, req, want in [
+        ("a pin with an argument", b"pin\0x\0", "22\tpin takes no arguments, got 1"),
+        ("a pin with two arguments", b"pin\0x\0y\0", "22\tpin takes no arguments, got 2"),
+        ("a pin without its final NUL", b"pin", "71\tmalformed request"),
+    ]:
+        s, got = pin(req)
+        s.close()
+        say(got.startswith(want), "pin request: %s" % desc, repr(got[:120]))
+    held = []
+    for i in range(16):
+        s, got = pin()
+        ok = got.startswith("0\t") and got.endswith("\n") and got[2:-1].isdigit()
+        held.append(s)
+        if not ok:
+            break
+    say(ok, "pin request: 16 pins, each answered with a generation", repr(got[:120]))
+    # The connection stays open, and nothing more comes on it.
+    held[0].settimeout(0.3)
+    try:
+        more = held[0].recv(10)
+        say(False, "pin request: the server keeps a pin's connection open", repr(more))
+    except socket.timeout:
+        say(True, "pin request: the server keeps a pin's connection open")
+    s, got = pin()
+    s.close()
+    say(got.startswith("11\tpin: 16 pins are held already"), "pin request: a 17th is refused (EAGAIN)",
+        repr(got[:120]))
+    held.pop().close()
+    import time
+    for _ in range(100):
+        s, got = pin()
+        s.close()
+        if got.startswith("0\t"):
+            break
+        time.sleep(0.05)
+    say(got.startswith("0\t"), "pin request: a pin closed makes room for another", repr(got[:120]))
+    for s in held:
+        s.close()
 
 
 def map_data(path):

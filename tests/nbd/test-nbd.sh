@@ -98,6 +98,18 @@ expect_fail() {
 	fi
 }
 
+# expect_out DESC REGEX CMD...: exit 0, and stdout matching the extended regex.
+expect_out() {
+	local d=$1 re=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq 0 ] && grep -Eq -- "$re" "$T/out"; then
+		pass "$d"
+	else
+		fail "$d" "want exit 0 and stdout ~ /$re/; got exit $RC: $*" \
+			"stdout: $(head -c 1500 "$T/out")" "stderr: $(head -c 1500 "$T/err")"
+	fi
+}
 # py_checks DESC CMD...: runs a helper that prints PASS/FAIL lines; each
 # becomes a check.  A helper that dies is one more failure.
 py_checks() {
@@ -836,6 +848,99 @@ if [ "$ROOT" -eq 1 ]; then
 else
 	skip "write-back error on a loop device" "losetup and mount need root"
 fi
+
+# ---- vbas check of a served pool (a pin on the server) -------------------------------------
+# The CLI asks the server for a pin and reads the pool file read-only at
+# the server's newest commit while the server goes on.  During every
+# check one client writes and flushes (verified afterwards), and another
+# writes, trims and flushes in a loop in a nearly full pool (a commit each
+# time, freeing tree nodes and data blocks that are handed out again at
+# once).  The test hook VBAS_TEST_CHECK_PAUSE_MS holds the pool open
+# before checking, so that many commits happen in between: without the
+# pin, blocks of the checked commit are reused by then.
+
+PV=$T/checked.img
+head -c $((40 * MiB)) /dev/urandom >static.raw
+"$VBAS" format "$PV" --size 64M >/dev/null && "$VBAS" create "$PV" static --size 40M >/dev/null &&
+	"$VBAS" write "$PV" static static.raw >/dev/null && "$VBAS" create "$PV" w --size 12M >/dev/null &&
+	"$VBAS" create "$PV" c --size 4M >/dev/null || echo "# setting up the checked pool failed"
+expect_true "check while served: serve the pool" start_server "$PV" checked
+rm -f progress
+$PY "$HELP" writer "$(uri w)" progress 2>writer.err &
+WRITER=$!
+PIDS+=("$WRITER")
+$PY "$HELP" churn "$(uri c)" 15 >churn.out 2>churn.err &
+CHURN=$!
+PIDS+=("$CHURN")
+for _ in $(seq 200); do [ -f progress ] && [ "$(wc -l <progress)" -ge 2 ] && break; sleep 0.05; done
+W0=$(progress)
+for i in 1 2 3; do
+	expect_out "check of a served pool while a client writes ($i)" \
+		"^clean: .*; the server's commit, read-only$" "$VBAS" check "$PV"
+done
+expect_out "... also when it holds the pool open for 2 s before checking" \
+	"^clean: .*; the server's commit, read-only$" env VBAS_TEST_CHECK_PAUSE_MS=2000 "$VBAS" check "$PV"
+expect_true "... while the client went on flushing" test "$(progress)" -gt "$W0"
+expect_true "... and the check said nothing on stderr" test ! -s "$T/err"
+expect_true "check --json of a served pool: served, read-only, a generation" \
+	test "$(jget 'd["clean"] and d["served"] and d["read_only"] and d["generation"] > 0' "$VBAS" check "$PV" --json)" = True
+kill "$WRITER" 2>/dev/null
+wait "$WRITER" 2>/dev/null
+wait "$CHURN"
+CHURN_RC=$?
+expect_true "the writing, trimming and flushing client ran to its end" \
+	sh -c "test $CHURN_RC -eq 0 && grep -q 'write/trim cycles' churn.out"
+expect_ok "the server still serves" nbdinfo "$(uri w)"
+expect_true "the static volume reads back" sh -c "nbdcopy '$(uri static)' - | cmp - static.raw"
+py_checks "pin requests" $PY "$HELP" pin-requests "$PV"
+expect_ok "copy the written volume out" nbdcopy "$(uri w)" "$T/checked.raw"
+stop_server TERM
+py_checks "written during the checks" $PY "$HELP" verify-flushed "$T/checked.raw" progress
+expect_out "vbas check with the server stopped: clean" '^clean' "$VBAS" check "$PV"
+
+# A killed check lets go of its pin: while it is held, blocks freed are not
+# reused (a 64 MiB pool with 32 MiB written and trimmed has no room for 32
+# MiB more); once the check is killed, they are.
+PP=$T/pinned.img
+"$VBAS" format "$PP" --size 64M >/dev/null && "$VBAS" create "$PP" v --size 256M >/dev/null ||
+	echo "# setting up the pinned pool failed"
+expect_true "pins: serve the pool" start_server "$PP" pinned
+expect_ok "pins: write 32 MiB" nbdsh -u "$(uri v)" -c "h.pwrite(b'\x5a' * (32 << 20), 0)" -c "h.flush()"
+VBAS_TEST_CHECK_PAUSE_MS=60000 "$VBAS" check "$PP" >/dev/null 2>&1 &
+CHK=$!
+PIDS+=("$CHK")
+opened=0
+for _ in $(seq 200); do
+	for fd in /proc/"$CHK"/fd/*; do
+		[ "$(readlink "$fd" 2>/dev/null)" = "$PP" ] && opened=1
+	done
+	[ $opened -eq 1 ] && break
+	sleep 0.05
+done
+expect_true "pins: the check has the pool open (under its pin)" test $opened -eq 1
+expect_ok "pins: trim the 32 MiB" nbdsh -u "$(uri v)" -c "h.trim(32 << 20, 0)" -c "h.flush()"
+expect_fail "pins: while the check holds its pin, 32 MiB more do not fit" 1 "ENOSPC|No space" \
+	nbdsh -u "$(uri v)" -c "h.pwrite(b'\xa5' * (32 << 20), 64 << 20)" -c "h.flush()"
+{ kill -KILL "$CHK"; wait "$CHK"; } 2>/dev/null
+ok_after=0
+for _ in $(seq 100); do
+	nbdsh -u "$(uri v)" -c "h.pwrite(b'\xa5' * (32 << 20), 64 << 20)" -c "h.flush()" 2>/dev/null && { ok_after=1; break; }
+	sleep 0.05
+done
+expect_true "pins: once the check is killed, they do" test $ok_after -eq 1
+expect_ok "... and read back" nbdsh -u "$(uri v)" -c "assert h.pread(32 << 20, 64 << 20) == b'\xa5' * (32 << 20)"
+expect_out "... and check of the served pool is clean" "^clean: " "$VBAS" check "$PP"
+stop_server TERM
+expect_out "... as it is with the server stopped" '^clean' "$VBAS" check "$PP"
+
+# A --readonly server shares the pool's lock: check opens it read-only.
+expect_true "check of a --readonly server: serve" start_server "$PP" pinro --readonly
+expect_out "check of a --readonly server: clean, read-only" '^clean: .*; read-only$' "$VBAS" check "$PP"
+expect_true "... which it says on stderr" grep -q \
+	"^vbas: check: $PP: the pool is open read-only elsewhere: checking read-only" "$T/err"
+expect_out "check -n of a --readonly server" '^clean: .*; read-only$' "$VBAS" check -n "$PP"
+expect_ok "... and the server still serves" nbdinfo "$(uri v)"
+stop_server TERM
 
 # ---- Corrupt metadata reaches the client as EIO --------------------------------------------
 

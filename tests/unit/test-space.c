@@ -356,6 +356,8 @@ static void verify(struct sfx *f, int every_lookup)
 			assert_true(in_set(&sp->freed, b));
 		if (in_set(&sp->freed, b) && (f->rc[b] || f->node[b]))
 			fail_msg("block %llu is in FREED and in use (S1)", (unsigned long long)b);
+		if (in_set(&sp->kept, b) && (f->rc[b] || f->node[b] || in_set(&sp->freed, b)))
+			fail_msg("block %llu is in KEPT and in use or FREED (S6)", (unsigned long long)b);
 		if (f->node[b] && f->committed[b] && node_txid(f, b) == f->p->env.txid)
 			fail_msg("node %llu written in this transaction over a block the last "
 				 "commit uses (S3)", (unsigned long long)b);
@@ -363,7 +365,7 @@ static void verify(struct sfx *f, int every_lookup)
 	assert_int_equal(sp->freed_data.total, nfreed);
 	/* Free space as the allocator counts it. */
 	assert_int_equal(space_avail(f->p),
-			 usable(f) - f->data_in_use - nodes - sp->freed.total);
+			 usable(f) - f->data_in_use - nodes - sp->freed.total - sp->kept.total);
 	assert_int_equal(space_free_blocks(f->p), usable(f) - f->data_in_use - nodes);
 	/* The space layer's own lookup. */
 	for (uint64_t b = VBAS_FIRST_BLOCK; b < f->nb; b++) {
@@ -604,6 +606,100 @@ static void t_no_reuse_before_commit(void **state)
 	assert_true(refill + f->p->sp.meta_reserve >= nfreed);
 	verify(f, 1);
 	free(was_freed);
+	free_all(f);
+	commit(f);
+	verify(f, 1);
+	assert_check_clean(f->p);
+	teardown(f);
+}
+
+/* Pins (S6): blocks freed by commits made while a pin is held are not
+ * handed out, by data or metadata allocations, until the last pin goes;
+ * pins nest; afterwards they are reused. */
+static void free_every_other(struct sfx *f, uint64_t first, uint8_t *mark, uint64_t *n)
+{
+	for (uint64_t b = first; b + 16 <= f->nb; b += 64) {
+		uint64_t k = 0;
+		while (k < 16 && f->rc[b + k] == 1)
+			k++;
+		if (k) {
+			ref_data(f, b, k, -1);
+			memset(mark + b, 1, k);
+			*n += k;
+		}
+	}
+}
+
+static void no_freed_handed_out(struct sfx *f, const uint8_t *mark, const char *what)
+{
+	uint64_t s, got, (*runs)[2] = calloc(f->nb, sizeof(*runs));
+	size_t nruns = 0;
+	int e;
+	assert_int_equal(alloc_data(f, VBAS_FIRST_BLOCK, 1, 0, &s, &got), -ENOSPC);
+	while (!(e = space_alloc(f->p, VBAS_FIRST_BLOCK, UINT64_MAX, VBAS_BT_META, 1, &s, &got))) {
+		for (uint64_t b = s; b < s + got; b++)
+			if (mark[b])
+				fail_msg("%s: block %llu, freed while pinned, handed out", what,
+					 (unsigned long long)b);
+		runs[nruns][0] = s;
+		runs[nruns][1] = got;
+		nruns++;
+	}
+	assert_int_equal(e, -ENOSPC);
+	while (nruns--)
+		space_unalloc(f->p, runs[nruns][0], runs[nruns][1]);
+	free(runs);
+}
+
+static void t_pin(void **state)
+{
+	struct sfx *f = *state;
+	uint64_t s, got, gen, gen2, n1 = 0, n2 = 0;
+	int e;
+	setup(f, 8ull << 20, 0, 0);
+	while (!(e = alloc_data(f, VBAS_FIRST_BLOCK, 64, 0, &s, &got)))
+		assert_ok(space_drain(f->p));
+	assert_int_equal(e, -ENOSPC);
+	commit(f);
+	uint8_t *mark = calloc(f->nb, 1);
+	/* A pin: its generation is the last commit's. */
+	assert_ok(vbas_pool_pin(f->p, &gen));
+	assert_int_equal(gen, f->p->gen);
+	free_every_other(f, VBAS_FIRST_BLOCK, mark, &n1);
+	assert_true(n1 > 100);
+	commit(f);
+	verify(f, 1);
+	assert_true(f->p->sp.kept.total >= n1);
+	no_freed_handed_out(f, mark, "one pin");
+	/* A second pin nests; more blocks freed under both. */
+	assert_ok(vbas_pool_pin(f->p, &gen2));
+	assert_int_equal(gen2, f->p->gen);
+	assert_true(gen2 > gen);
+	free_every_other(f, VBAS_FIRST_BLOCK + 32, mark, &n2);
+	assert_true(n2 > 100);
+	commit(f);
+	verify(f, 1);
+	no_freed_handed_out(f, mark, "two pins");
+	/* One pin gone: the other still keeps them. */
+	vbas_pool_unpin(f->p);
+	assert_true(f->p->sp.kept.total >= n1 + n2);
+	no_freed_handed_out(f, mark, "one of two pins released");
+	/* The last one gone: they come back, and are reused. */
+	vbas_pool_unpin(f->p);
+	assert_int_equal(f->p->sp.kept.total, 0);
+	uint64_t reused = 0;
+	while (!(e = alloc_data(f, VBAS_FIRST_BLOCK, 64, 0, &s, &got))) {
+		assert_ok(space_drain(f->p));
+		for (uint64_t b = s; b < s + got; b++)
+			reused += mark[b];
+	}
+	assert_int_equal(e, -ENOSPC);
+	assert_true(reused >= (n1 + n2) * 9 / 10);
+	verify(f, 1);
+	/* An unpin without a pin changes nothing. */
+	vbas_pool_unpin(f->p);
+	assert_int_equal(f->p->sp.pins, 0);
+	free(mark);
 	free_all(f);
 	commit(f);
 	verify(f, 1);
@@ -1232,6 +1328,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(t_random_model, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_no_reuse_before_commit, fx_new, fx_free),
+		cmocka_unit_test_setup_teardown(t_pin, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_contiguity, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_reserve, fx_new, fx_free),
 		cmocka_unit_test_setup_teardown(t_split_keeps_count, fx_new, fx_free),
