@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of vbas for each build directory given (e.g. build
 # build-san) and prints one TAP-style line per test case, then the total as
-# its last line: "N passed, N failed".
+# its last line: "N passed, N failed".  --fuzz DIR (the fuzz build, make
+# fuzz-bin): also each fuzz harness for $FUZZ_CHECK_TIME seconds (default
+# 20) and the replay of every kept finding in fuzz/regress/ (fuzz/run.sh),
+# each a test.
 set -u
 cd "$(dirname "$0")/.."
 pass=0
@@ -36,7 +39,15 @@ run_one() {   # label command...
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-for build in "$@"; do
+builds=()
+fuzz=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--fuzz) fuzz=$2; shift 2;;
+	*) builds+=("$1"); shift;;
+	esac
+done
+for build in "${builds[@]}"; do
 	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-* "$build"/tests/crash/test-*; do
 		[ -x "$t" ] || continue
 		case "$t" in *.d|*.o) continue;; esac
@@ -53,6 +64,11 @@ for build in "$@"; do
 		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build"
 	fi
 done
+if [ -n "$fuzz" ]; then
+	for h in node sb pool ctl; do
+		run_one "$fuzz/fuzz-$h" fuzz/run.sh "$fuzz" --time "${FUZZ_CHECK_TIME:-20}" "$h"
+	done
+fi
 if [ ${#failed[@]} -ne 0 ]; then
 	echo "# failed: ${failed[*]}"
 fi
