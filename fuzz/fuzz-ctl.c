@@ -2,7 +2,8 @@
  * The first byte of the input picks the parser, the rest is its input:
  *   0  a request, as the plugin splits it (ctl_split_req), and the size
  *      argument of create and resize (ctl_size)
- *   1  a reply's errno and message (ctl_split_reply), as the CLI reads it
+ *   1  a reply's errno and message (ctl_split_reply), as the CLI reads it:
+ *      an errno that is not a number from 0 to 4095 must read as EPROTO
  *   2  an info answer (ctl_get_info): one that parses must print
  *      (ctl_put_info) to a text that parses to the same figures
  *   3  a list answer (ctl_get_list): likewise with ctl_put_list
@@ -51,8 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	}
 	case 1: {
-		int e;
-		if (!ctl_split_reply(s, &e) && (e < 0 || e > 4095))
+		/* An errno that is not a number from 0 to 4095 reads as EPROTO. */
+		int e, digit = s[0] >= '0' && s[0] <= '9';
+		if (!ctl_split_reply(s, &e) && (e < 0 || e > 4095 || (!digit && e != EPROTO)))
 			abort();
 		break;
 	}
