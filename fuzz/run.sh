@@ -90,9 +90,9 @@ for h in "${names[@]}"; do
 		rmdir "$art" 2>/dev/null
 	else
 		echo "not ok $((++n)) - fuzz $h: $found finding(s), exit $st, after ${runs:-?} runs; log $log"
-		grep -E 'ERROR|SUMMARY|runtime error|^ +#[0-9]+ 0x' "$log" | head -n 40 | sed 's/^/#   /'
-		for a in "$art"/*; do
-			[ -f "$a" ] && echo "#   reproducer: $a (replay: $bin $a)"
+		grep -E 'ERROR|SUMMARY|runtime error|^ +#[0-9]+ 0x' "$log" | head -n 30 | sed 's/^/#   /'
+		find "$art" -type f | head -n 10 | while read -r a; do
+			echo "#   reproducer: $a (replay: $bin $a)"
 		done
 		rc=1
 	fi

@@ -161,8 +161,9 @@ static inline int ctl_size(const char *s, uint64_t *v)
 	return errno ? -1 : 0;
 }
 
-/* A reply "ERRNO\tMESSAGE" (NUL-ended): *ERR the errno, and the message
- * moved to the start of REPLY.  -1 if it is not a reply. */
+/* A reply "ERRNO\tMESSAGE" (NUL-ended): *ERR the errno (EPROTO if it is
+ * not decimal digits for 0..4095), and the message moved to the start of
+ * REPLY.  -1 if it is not a reply (no tab). */
 static inline int ctl_split_reply(char *reply, int *err)
 {
 	char *tab = strchr(reply, '\t'), *e;
@@ -170,7 +171,8 @@ static inline int ctl_split_reply(char *reply, int *err)
 		return -1;
 	errno = 0;
 	long v = strtol(reply, &e, 10);
-	*err = errno || v < 0 || v > 4095 || e != tab ? EPROTO : (int)v;
+	int digit = reply[0] >= '0' && reply[0] <= '9';
+	*err = !digit || errno || v > 4095 || e != tab ? EPROTO : (int)v;
 	memmove(reply, tab + 1, strlen(tab + 1) + 1);
 	return 0;
 }
