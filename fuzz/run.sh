@@ -72,15 +72,16 @@ for h in "${names[@]}"; do
 	done
 	[ "$replay_only" -eq 0 ] || continue
 	corpus=${FUZZ_CORPUS:-$build/fuzz/corpus}/$h
-	art=$build/fuzz/artifacts/$h/$(date +%Y%m%d-%H%M%S)
-	log=$build/fuzz/$h.log
-	mkdir -p "$corpus" "$art"
+	stamp=$(date +%Y%m%d-%H%M%S)
+	art=$build/fuzz/artifacts/$h/$stamp
+	log=$build/fuzz/logs/$h-$stamp-$$.log
+	mkdir -p "$corpus" "$art" "$build/fuzz/logs"
 	"$bin" "${opts[@]}" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
 		-max_len="$(max_len "$h")" -max_total_time="$time" \
 		-artifact_prefix="$art/" "$corpus" "$seeds/$h" >"$log" 2>&1
 	st=$?
 	# The last status line: "#RUNS: cov: C ft: F corp: N exec/s S ..."
-	last=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -n 1)
+	last=$(grep -aE '^#[0-9]+: cov: ' "$log" | tail -n 1)
 	runs=$(echo "$last" | sed -nE 's/^#([0-9]+):.*/\1/p')
 	speed=$(echo "$last" | sed -nE 's/.*exec\/s:? ([0-9]+).*/\1/p')
 	cov=$(echo "$last" | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+')
@@ -90,7 +91,7 @@ for h in "${names[@]}"; do
 		rmdir "$art" 2>/dev/null
 	else
 		echo "not ok $((++n)) - fuzz $h: $found finding(s), exit $st, after ${runs:-?} runs; log $log"
-		grep -E 'ERROR|SUMMARY|runtime error|^ +#[0-9]+ 0x' "$log" | head -n 30 | sed 's/^/#   /'
+		grep -aE 'ERROR|SUMMARY|runtime error|^ +#[0-9]+ 0x' "$log" | head -n 30 | sed 's/^/#   /'
 		find "$art" -type f | head -n 10 | while read -r a; do
 			echo "#   reproducer: $a (replay: $bin $a)"
 		done
