@@ -4,6 +4,8 @@
 #   make demo       the end-to-end demo on a pool in a file
 #   make bench      benchmarks (not tests); BENCH_ARGS=--sharing-only: just sharing,
 #                   --nbd-only: just the NBD benchmark, --no-nbd: all but it
+#   make fuzz       each libFuzzer harness for FUZZ_TIME seconds (default 300;
+#                   docs/fuzzing.md), built by make fuzz-bin into build-fuzz/
 #   make install    PREFIX=/usr/local DESTDIR=  (the plugin goes to nbdkit's
 #                   plugin directory, NBDKIT_PLUGINDIR=)
 
@@ -90,11 +92,45 @@ $(O)/bench/%: bench/%.c $(O)/libvbas.a
 
 tests-bin: $(TEST_BIN) $(O)/vbas
 
+# ---- Fuzzing (docs/fuzzing.md): clang's libFuzzer, the library built again
+# with the fuzzer's coverage and ASan+UBSan into its own directory.
+FUZZ_O     ?= build-fuzz
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 300
+FUZZ_NAMES := node sb pool ctl
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=gnu11 $(WARN) -Wno-unknown-attributes -O1 -g -pthread -Iinclude -Ilib -MMD -MP $(FUZZ_SAN)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_O)/%.o)
+FUZZ_BIN   := $(FUZZ_NAMES:%=$(FUZZ_O)/fuzz/fuzz-%) $(FUZZ_O)/fuzz/mkseeds
+
+$(FUZZ_O)/lib/%.o $(FUZZ_O)/fuzz/%.o: ALLCFLAGS = $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link
+$(FUZZ_O)/lib/%.o: lib/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(ALLCFLAGS) -c -o $@ $<
+$(FUZZ_O)/fuzz/%.o: fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(ALLCFLAGS) -c -o $@ $<
+$(FUZZ_O)/libvbas.a: $(FUZZ_LIB_OBJ)
+	$(AR) rcs $@ $^
+# The pool and node harnesses bring the structure-aware mutator.
+$(FUZZ_O)/fuzz/fuzz-pool $(FUZZ_O)/fuzz/fuzz-node: $(FUZZ_O)/fuzz/mutator.o
+$(FUZZ_O)/fuzz/fuzz-%: $(FUZZ_O)/fuzz/fuzz-%.o $(FUZZ_O)/libvbas.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $(filter %.o,$^) $(FUZZ_O)/libvbas.a $(LDLIBS)
+$(FUZZ_O)/fuzz/mkseeds: $(FUZZ_O)/fuzz/mkseeds.o $(FUZZ_O)/libvbas.a
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
+
+fuzz-bin: $(FUZZ_BIN)
+
+# FUZZ_TIME=SEC per harness; FUZZ_ARGS=harness names (default all).
+fuzz: fuzz-bin
+	fuzz/run.sh $(FUZZ_O) --time $(FUZZ_TIME) $(FUZZ_ARGS)
+
 check:
 	@scripts/install-deps.sh --check-only >/dev/null 2>&1 || scripts/install-deps.sh
 	$(MAKE) --no-print-directory all tests-bin O=build
 	$(MAKE) --no-print-directory all tests-bin O=build-san SAN=1 OPT=-O1
-	tests/run-tests.sh build build-san
+	$(MAKE) --no-print-directory fuzz-bin
+	tests/run-tests.sh build build-san --fuzz $(FUZZ_O)
 
 demo: all
 	scripts/demo.sh $(O)
@@ -118,9 +154,9 @@ install: all
 	install -m 755 $(PLUGIN) $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vbas-plugin.so
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san $(FUZZ_O)
 
-.PHONY: all check demo bench install clean tests-bin
+.PHONY: all check demo bench install clean tests-bin fuzz fuzz-bin
 .SECONDARY:
 
--include $(shell find $(O) -name '*.d' 2>/dev/null)
+-include $(shell find $(O) $(if $(filter fuzz%,$(MAKECMDGOALS)),$(FUZZ_O)) -name '*.d' 2>/dev/null)

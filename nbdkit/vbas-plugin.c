@@ -211,17 +211,6 @@ static int connections(const char *name)
 	return n;
 }
 
-/* A size in bytes as the CLI sends it: decimal digits only. */
-static int ctl_size(const char *s, uint64_t *v)
-{
-	char *e;
-	if (!*s || strspn(s, "0123456789") != strlen(s))
-		return -1;
-	errno = 0;
-	*v = strtoull(s, &e, 10);
-	return errno ? -1 : 0;
-}
-
 /* The reply to a request that ran: R from the library (and then a commit,
  * so that the change is durable when the client hears of it). */
 static void ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
@@ -260,15 +249,11 @@ static void ctl_list(const char *what, FILE *out)
  * Returns 1 if the request took a pin, which the connection now holds. */
 static int ctl_run(char *req, size_t n, FILE *out)
 {
-	const char *f[4] = { 0 };
+	const char *f[4];
 	char what[600];
 	uint64_t size;
-	int nf = 0, r;
-	for (size_t i = 0; i < n && nf < 4; nf++) {
-		f[nf] = req + i;
-		i += strnlen(req + i, n - i) + 1;
-	}
-	if (n == 0 || req[n - 1] != '\0' || nf == 0) {
+	int nf, r;
+	if (ctl_split_req(req, n, f, &nf)) {
 		fprintf(out, "%d\tmalformed request", EPROTO);
 		return 0;
 	}

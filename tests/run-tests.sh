@@ -10,7 +10,13 @@
 # scripts/install-deps.sh) can run every test.  A test that legitimately
 # cannot run there is named in CI_SKIP_OK below (none is).
 #
-#   tests/run-tests.sh BUILD...     run the tests
+#   tests/run-tests.sh BUILD... [--fuzz DIR]
+#                                   run the tests; --fuzz DIR (the fuzz
+#                                   build, make fuzz-bin): also each fuzz
+#                                   harness for $FUZZ_CHECK_TIME seconds
+#                                   (default 20) and the replay of every
+#                                   kept finding in fuzz/regress/
+#                                   (fuzz/run.sh), each a test
 #   tests/run-tests.sh --self-test  check this script's counting (TAP)
 set -u
 cd "$(dirname "$0")/.."
@@ -173,8 +179,16 @@ trap 'rm -rf "$logdir"' EXIT
 
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+builds=()
+fuzz=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--fuzz) fuzz=$2; shift 2;;
+	*) builds+=("$1"); shift;;
+	esac
+done
 run_one runner tests/run-tests.sh --self-test
-for build in "$@"; do
+for build in "${builds[@]}"; do
 	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-* "$build"/tests/crash/test-*; do
 		[ -x "$t" ] || continue
 		case "$t" in *.d|*.o) continue;; esac
@@ -192,5 +206,10 @@ for build in "$@"; do
 		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build"
 	fi
 done
+if [ -n "$fuzz" ]; then
+	for h in node sb pool ctl; do
+		run_one "$fuzz/fuzz-$h" fuzz/run.sh "$fuzz" --time "${FUZZ_CHECK_TIME:-20}" "$h"
+	done
+fi
 summary
 [ "$fail" -eq 0 ]

@@ -136,6 +136,47 @@ static inline int ctl_num(const char **s, uint64_t *v)
 	return 0;
 }
 
+/* A request (N bytes at REQ) split into its NUL-ended fields: F[0] the
+ * command, then its arguments; *NF fields, counting at most 4.  -1 if it
+ * is not a request (empty, or its last field is not ended by a NUL). */
+static inline int ctl_split_req(const char *req, size_t n, const char *f[4], int *nf)
+{
+	*nf = 0;
+	memset(f, 0, 4 * sizeof(f[0]));
+	for (size_t i = 0; i < n && *nf < 4; ++*nf) {
+		f[*nf] = req + i;
+		i += strnlen(req + i, n - i) + 1;
+	}
+	return n == 0 || req[n - 1] != '\0' || *nf == 0 ? -1 : 0;
+}
+
+/* A size in bytes as the CLI sends it: decimal digits only. */
+static inline int ctl_size(const char *s, uint64_t *v)
+{
+	char *e;
+	if (!*s || strspn(s, "0123456789") != strlen(s))
+		return -1;
+	errno = 0;
+	*v = strtoull(s, &e, 10);
+	return errno ? -1 : 0;
+}
+
+/* A reply "ERRNO\tMESSAGE" (NUL-ended): *ERR the errno (EPROTO if it is
+ * not decimal digits for 0..4095), and the message moved to the start of
+ * REPLY.  -1 if it is not a reply (no tab). */
+static inline int ctl_split_reply(char *reply, int *err)
+{
+	char *tab = strchr(reply, '\t'), *e;
+	if (!tab)
+		return -1;
+	errno = 0;
+	long v = strtol(reply, &e, 10);
+	int digit = reply[0] >= '0' && reply[0] <= '9';
+	*err = !digit || errno || v > 4095 || e != tab ? EPROTO : (int)v;
+	memmove(reply, tab + 1, strlen(tab + 1) + 1);
+	return 0;
+}
+
 #define CTL_INFO_FIELDS(X) X(size) X(block_size) X(total_blocks) X(data_used) \
 	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
 	X(sharing_saves) X(generation) X(cache_blocks)

@@ -811,14 +811,12 @@ static int ctl_request(const char *pool, const char *const *fields, int n, char 
 		got += (size_t)k;
 	}
 	close(fd);
-	char *tab = ok && reply ? (reply[got] = 0, strchr(reply, '\t')) : NULL;
-	if (!tab) {
+	int e;
+	if (!ok || !reply || (reply[got] = 0, ctl_split_reply(reply, &e))) {
 		free(reply);
 		*msg = strdup("the server's control channel gave no answer");
 		return EPROTO;
 	}
-	int e = atoi(reply);
-	memmove(reply, tab + 1, strlen(tab + 1) + 1);
 	*msg = reply;
 	return e;
 }
