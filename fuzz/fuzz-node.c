@@ -38,10 +38,10 @@ static int refcount(void *ctx, uint64_t blkno, uint32_t *rc)
 static void report(void *arg, const char *fmt, ...) { (void)arg, (void)fmt; }
 static int rec_cb(void *arg, const void *rec)
 {
-	const struct vbas_btree_ops *ops = arg;
+	const struct vbas_btree *t = arg;
 	char why[128];
-	if (ops->check_rec)
-		ops->check_rec(rec, why, sizeof(why));
+	if (t->ops->check_rec)
+		t->ops->check_rec(t->env, rec, why, sizeof(why));
 	return 0;
 }
 static int iter_cb(void *arg, const void *rec)
@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct env_ctx ec = { .next = VBAS_FIRST_BLOCK };
 	struct bt_env env = { .block_size = FZ_BS, .alloc_meta = alloc_meta,
 			      .dec_meta = ref_noop, .inc_meta = ref_noop,
-			      .refcount = refcount, .ctx = &ec };
+			      .refcount = refcount, .ctx = &ec, .nblocks = FZ_NBLOCKS };
 	struct vbas_validator v;
 	struct vbas_dev *d = fz_load(data, size);
 	if (!d)
@@ -90,21 +90,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			env.txid = le64_get(h->txid);
 	}
 	env.txid++;
+	env.types[ops.tree_type] = &ops;
 	bt_node_validator(&v, &env);
 	if (cache_create(d, FZ_BS, 32, &v, &env.cache))
 		abort();
 
+	/* The roots are pinned to the versions the input holds. */
 	struct vbas_btree t = { .ops = &ops, .env = &env, .root = fz_blkno(data, 0),
-				.owner = le64_get(h0->owner) };
+				.root_txid = le64_get(h0->txid), .owner = le64_get(h0->owner) };
 	struct vbas_btree t2 = t;
-	if (fz_nrecs(size) > 1)
+	if (fz_nrecs(size) > 1) {
+		const struct vbas_node_hdr *h1 = (const void *)(data + FZ_REC + 4);
 		t2.root = fz_blkno(data, 1) < FZ_NBLOCKS ? fz_blkno(data, 1) : 0;
+		t2.root_txid = t2.root ? le64_get(h1->txid) : 0;
+	}
 	uint8_t rec[BT_MAX_REC], key[BT_MAX_KEY] = { 0 };
 	uint64_t nodes = 0, recs = 0;
 	unsigned height, count = 0;
 	int shared;
 	struct bt_cow cow = { 0 };
-	struct bt_check_cbs cbs = { .report = report, .rec_cb = rec_cb, .arg = &ops };
+	struct bt_check_cbs cbs = { .report = report, .rec_cb = rec_cb, .arg = &t };
 
 	bt_check(&t, &cbs, &nodes, &recs);
 	bt_height(&t, &height);
