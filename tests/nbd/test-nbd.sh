@@ -873,14 +873,16 @@ $PY "$HELP" churn "$(uri c)" 15 >churn.out 2>churn.err &
 CHURN=$!
 PIDS+=("$CHURN")
 for _ in $(seq 200); do [ -f progress ] && [ "$(wc -l <progress)" -ge 2 ] && break; sleep 0.05; done
-W0=$(progress)
+# This writer's progress file ($T/progress), not the earlier one's.
+checked_progress() { tail -n 1 "$T/progress" 2>/dev/null || echo 0; }
+W0=$(checked_progress)
 for i in 1 2 3; do
 	expect_out "check of a served pool while a client writes ($i)" \
 		"^clean: .*; the server's commit, read-only$" "$VBAS" check "$PV"
 done
 expect_out "... also when it holds the pool open for 2 s before checking" \
 	"^clean: .*; the server's commit, read-only$" env VBAS_TEST_CHECK_PAUSE_MS=2000 "$VBAS" check "$PV"
-expect_true "... while the client went on flushing" test "$(progress)" -gt "$W0"
+expect_true "... while the client went on flushing" test "$(checked_progress)" -gt "$W0"
 expect_true "... and the check said nothing on stderr" test ! -s "$T/err"
 expect_true "check --json of a served pool: served, read-only, a generation" \
 	test "$(jget 'd["clean"] and d["served"] and d["read_only"] and d["generation"] > 0' "$VBAS" check "$PV" --json)" = True
