@@ -764,13 +764,29 @@ static int cmd_format(const struct args *a)
 static const char ctl_unreadable[] =
 	"the server's answer is cut short or not one this vbas reads (another version of vbas?)";
 
+/* A connection to the control socket of POOL's server, or -1 if none
+ * listens. */
+static int ctl_connect(const char *pool)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* Send request FIELDS (N of them) to the server of pool POOL through its
  * control channel (ctl.h).  Returns -1 if there is no server listening;
  * else its errno (0: done), with *MSG its message (malloc'ed; NULL if
  * out of memory). */
 static int ctl_request(const char *pool, const char *const *fields, int n, char **msg)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char req[CTL_MAX];
 	size_t rl = 0, got = 0, cap = 0;
 	char *reply = NULL;
@@ -782,15 +798,9 @@ static int ctl_request(const char *pool, const char *const *fields, int n, char 
 		memcpy(req + rl, fields[i], l);
 		rl += l;
 	}
-	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = ctl_connect(pool);
 	if (fd < 0)
 		return -1;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
 	/* The reply runs to the server's EOF (a list is a line per volume). */
 	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
 	while (ok) {
@@ -1493,19 +1503,12 @@ static void check_cb(const char *problem, void *arg)
  * *ERR its errno). */
 static int ctl_pin(const char *pool, uint64_t *gen, char *msg, size_t mlen, int *err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 30 };
 	char reply[CTL_MAX + 1];
 	size_t got = 0;
-	if (vbas_ctl_path(pool, sa.sun_path, sizeof(sa.sun_path)))
-		return -1;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = ctl_connect(pool);
 	if (fd < 0)
 		return -1;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		close(fd);
-		return -1;
-	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	/* The answer to a pin is one line; the connection stays open. */
 	int ok = write(fd, "pin", 4) == 4 && !shutdown(fd, SHUT_WR);
