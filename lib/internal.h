@@ -94,6 +94,7 @@ struct vbas_pool {
 	int broken;                /* a failed change: read-only until reopen */
 	char broken_msg[512];
 	int dirty;                 /* changes since the last commit */
+	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
 	struct vol_state *open_vols;
 	uint64_t commits;
 };
@@ -144,6 +145,21 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs);
  * holding COW_RECS records to copy: paths, splits, copies. */
 uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
 			  uint64_t blocks, uint64_t cow_recs);
+/* Metadata blocks a change of the counts of N consecutive blocks may need
+ * (at most one record per block; leaves at least a quarter full). */
+uint64_t space_range_meta(struct vbas_pool *p, uint64_t n);
+/* Who may use the metadata reserve.  A change that may grow metadata
+ * without freeing anything (discard or shrink under a snapshot, a new
+ * volume) keeps half of it; a delete, which is what lets a full pool free
+ * space, may use all of it (docs/design.md, "A full pool"). */
+enum space_class { SPACE_GROW, SPACE_FREE };
+/* Room for one step of a change that may take NEED metadata blocks (a
+ * bound) before anything it frees comes back: 0, or after a commit that
+ * gave back the blocks freed so far, or -ENOSPC (WHAT: for the message)
+ * with nothing changed.  Pool lock held; may commit. */
+int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const char *what);
+/* Blocks a change of class CLS may take now (no commit). */
+uint64_t space_room_free(struct vbas_pool *p, enum space_class cls);
 uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
 /* Before the superblock is written: room to keep FREED if pinned, so
  * that space_committed cannot fail. */
@@ -178,7 +194,7 @@ int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks);   /* live volumes */
 
 /* map.c */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
-	      uint64_t lblk, uint64_t nblk, int allow_commit);
+	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped);
 int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	       uint64_t *pblk, uint64_t *len, int *mapped);
 /* map_lookup, and whether the blocks are shared (a shared tree node on the

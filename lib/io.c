@@ -198,11 +198,23 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 	r = rl_lock(p, vol->vs, lblk, n, 1);
 	if (r)
 		goto out;
+	uint64_t stopped = UINT64_MAX;
 	r = vol_get(p, vol->id, &rec);
 	if (!r)
-		r = map_unmap(p, vol->id, &rec, lblk, n, 1);
-	if (r)
+		r = map_unmap(p, vol->id, &rec, lblk, n, "discard", &stopped);
+	if (r == -ENOSPC && stopped != UINT64_MAX) {
+		/* No room for the next step's metadata (a discard under a
+		 * snapshot copies mapping leaves and frees nothing): stopped
+		 * before it, every step before it done, the pool writable. */
+		if (stopped > lblk)
+			vbas_err_ctx(r, "discard of %" PRIu64 "+%" PRIu64 " stopped at offset %" PRIu64
+				     " (what lies before it is discarded)", off, len,
+				     stopped << p->bshift);
+		else
+			vbas_err_ctx(r, "discard of %" PRIu64 "+%" PRIu64, off, len);
+	} else if (r) {
 		txn_fail(p, r);
+	}
 	rl_unlock(p, vol->vs, lblk, n, 1);
 out:
 	pthread_mutex_unlock(&p->lock);

@@ -233,11 +233,57 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
 	return 0;
 }
 
+/* Room for unmapping [S, *X) of the extent at LBLK (physical PBLK) of
+ * tree T (volume record REC), a step of a change WHAT: the paths it
+ * shadows, the copies of shared nodes on them, and the count changes of
+ * the blocks.  A step that frees what it unmaps (no shared node on the
+ * path, blocks with one reference; *X is cut to such a run) may use the
+ * metadata reserve, since what it frees comes back at the next commit;
+ * one that frees nothing (under a snapshot) may not.  When there is no
+ * room for the whole piece, a piece as short as a refcount leaf can
+ * surely take is tried (*X moves back).  Pool lock held; may commit. */
+static int unmap_room(struct vbas_pool *p, struct vbas_btree *t, const struct vbas_vol_rec *rec,
+		      uint64_t lblk, uint64_t pblk, uint64_t s, uint64_t *x, const char *what)
+{
+	struct bt_cow cow = { 0 };
+	uint8_t k[8];
+	int sh;
+	st_le64(k, lblk);
+	int r = bt_path_cow(t, k, le64_get(rec->share_gen), &sh, &cow, 1);
+	if (r)
+		return r;
+	enum space_class cls = SPACE_GROW;
+	if (!sh) {
+		uint32_t rc;
+		uint64_t run;
+		r = space_refcount_run(p, pblk + (s - lblk), *x - s, &rc, &run);
+		if (r)
+			return r;
+		if (rc == 1) {
+			cls = SPACE_FREE;
+			*x = s + run;
+		}
+	}
+	uint64_t base = space_op_meta(p, t) + space_cow_meta(p, cow.recs);
+	r = space_room(p, base + space_range_meta(p, *x - s), cls, what);
+	uint64_t piece = bt_leaf_cap(&p->sp.refc) / 4;
+	if (r == -ENOSPC && *x - s > piece &&
+	    !space_room(p, base + space_range_meta(p, piece), cls, what)) {
+		*x = s + piece;
+		r = 0;
+	}
+	return r;
+}
+
 /* Unmap [lblk, lblk+n) of volume ID; the blocks lose a reference.  With
- * ALLOW_COMMIT the work may be split over several commits, each one a
- * consistent state with a prefix of the range unmapped. */
+ * STEPS (a change that works in steps, named for messages) the work may
+ * be split over several commits, each one a consistent state with a
+ * prefix of the range unmapped, and every step first makes sure of room
+ * for its metadata: when there is none, it stops before changing
+ * anything, with -ENOSPC and *STOPPED set to the first block still
+ * mapped.  Without STEPS the caller holds the room. */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
-	      uint64_t lblk, uint64_t n, int allow_commit)
+	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped)
 {
 	struct vbas_btree t;
 	uint64_t cur = lblk, end = lblk + n;
@@ -262,6 +308,17 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 			break;
 		uint64_t s = e.lblk > cur ? e.lblk : cur;
 		uint64_t x = e.lblk + e.len < end ? e.lblk + e.len : end;
+		if (steps) {
+			r = unmap_room(p, &t, rec, e.lblk, e.pblk, s, &x, steps);
+			if (r == -ENOSPC) {
+				*stopped = s;
+				return r;
+			}
+			if (r)
+				break;
+			/* A commit may have come between: the tree as recorded. */
+			vol_map_tree(p, id, rec, &t);
+		}
 		r = mdel(&t, e.lblk);
 		if (!r && e.lblk < s)
 			r = mput(&t, e.lblk, e.pblk, s - e.lblk);
@@ -276,8 +333,10 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
 		vol_set_root(rec, &t);
 		cur = x;
-		if (allow_commit) {
+		if (steps) {
 			r = vol_put(p, id, rec);
+			if (!r)
+				r = space_drain(p);
 			if (!r)
 				r = txn_maybe_commit(p);
 			if (r)
@@ -577,7 +636,7 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			 * reference (and are freed if their other owners let
 			 * go of them meanwhile). */
 			if (!r && map->priv_cow)
-				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, 0);
+				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL);
 			if (!r) {
 				vol_map_tree(p, vol->id, &rec, &t);
 				r = map_insert(&t, map->priv_blk, map->priv_pblk, used);

@@ -215,7 +215,7 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 		if (r == -ENOSPC)
 			*nospace = 1;
 		if (!r)
-			r = map_unmap(p, did, &dr, dl + done, span, 0);
+			r = map_unmap(p, did, &dr, dl + done, span, NULL, NULL);
 		if (!r && k) {
 			uint64_t added = 0;
 			vol_map_tree(p, did, &dr, &dt);

@@ -313,6 +313,55 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
 	return n + n / 8 + 1;
 }
 
+uint64_t space_range_meta(struct vbas_pool *p, uint64_t n)
+{
+	unsigned hr = 0;
+	if (!n)
+		return 0;
+	if (bt_height(&p->sp.refc, &hr))
+		hr = 8;
+	hr++;                                   /* the tree may grow a level */
+	/* N blocks lie in at most N records; a leaf other than the root
+	 * holds at least a quarter of its capacity after a delete (btree.c
+	 * min_fill), so they span at most N / that + 2 leaves.  Each leaf
+	 * shadowed with its path and a sibling (a delete refills thin
+	 * nodes), and the two records cut at the ends split a leaf each. */
+	uint64_t minf = bt_leaf_cap(&p->sp.refc) / 4;
+	uint64_t leaves = n / (minf ? minf : 1) + 2;
+	return (leaves + 2) * 2 * (hr + 1);
+}
+
+static uint64_t room_keep(struct vbas_pool *p, enum space_class cls)
+{
+	return p->sp.reserved + (cls == SPACE_GROW ? p->sp.meta_reserve / 2 : 0);
+}
+
+uint64_t space_room_free(struct vbas_pool *p, enum space_class cls)
+{
+	uint64_t avail = space_avail(p), keep = room_keep(p, cls);
+	return avail > keep ? avail - keep : 0;
+}
+
+int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const char *what)
+{
+	struct vbas_space *sp = &p->sp;
+	for (int tries = 0;; tries++) {
+		uint64_t avail = space_avail(p), keep = room_keep(p, cls);
+		if (space_room_free(p, cls) >= need)
+			return 0;
+		/* Blocks freed in this transaction come back at its commit. */
+		if (tries || !sp->freed.total)
+			return vbas_err(-ENOSPC, "%s: the pool is full: its next step may need %" PRIu64
+					" metadata blocks; %" PRIu64 " are free, %" PRIu64 " of them held "
+					"back (%s)", what, need, avail, keep,
+					cls == SPACE_GROW ? "reservations, and half the metadata reserve, "
+					"kept for deletes" : "reservations");
+		int r = txn_commit(p);
+		if (r)
+			return r;
+	}
+}
+
 /* Free blocks as a user counts them: what is not in use. */
 uint64_t space_free_blocks(struct vbas_pool *p)
 {

@@ -321,6 +321,17 @@ out:
 	return e;
 }
 
+/* Metadata blocks a step of a delete that releases BUDGET records and
+ * nodes may take: their count changes, and the volume table's path for
+ * the cursor. */
+static uint64_t delete_step_meta(struct vbas_pool *p, uint64_t budget)
+{
+	unsigned hv = 0;
+	if (bt_height(&p->voltab, &hv))
+		hv = 8;
+	return space_cow_meta(p, budget) + 2 * (hv + 2);
+}
+
 /* Release the mapping tree of volume ID (marked DELETING) and remove its
  * record.  bt_drop releases the tree in key order without changing it:
  * subtrees shared with snapshots or clones just lose a reference, so
@@ -330,7 +341,7 @@ out:
  * commit may show: the volume marked DELETING, its cursor moved on.
  * The cursor is saved with each step, so commits along the way are
  * consistent and open resumes from the last one (the intent). */
-static int finish_delete(struct vbas_pool *p, uint64_t id)
+static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 {
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
@@ -343,19 +354,24 @@ static int finish_delete(struct vbas_pool *p, uint64_t id)
 		vol_map_tree(p, id, &rec, &t);
 		uint8_t cursor[8];
 		st_le64(cursor, le64_get(rec.del_cursor));
-		/* Each record or node released may change a refcount record:
-		 * take a step whose metadata fits in what is free, committing
-		 * first (blocks freed so far come back) if even a small one
-		 * does not. */
+		/* Each record or node released may change a refcount record,
+		 * and the step saves its cursor in the volume's record: take a
+		 * step whose metadata fits in what is free, down to a single
+		 * record; if even that does not fit, commit first (blocks
+		 * freed so far come back), or stop with ENOSPC.  A delete may
+		 * use all of the metadata reserve (SPACE_FREE). */
 		uint64_t budget = vbas_tun.drop_budget;
-		while (budget > 8 && space_cow_meta(p, budget) > space_avail(p))
+		while (budget > 1 && delete_step_meta(p, budget) > space_room_free(p, SPACE_FREE))
 			budget /= 2;
-		if (space_cow_meta(p, budget) > space_avail(p) && p->sp.freed.total) {
-			e = txn_commit(p);
-			if (e)
-				return e;
-			continue;
+		e = space_room(p, delete_step_meta(p, budget), SPACE_FREE, "delete");
+		if (e == -ENOSPC) {
+			/* Nothing of this step was done: the volume stays marked,
+			 * its cursor where the last step left it. */
+			*stopped = 1;
+			p->deletes_stopped = 1;
 		}
+		if (e)
+			return e;
 		e = bt_drop(&t, cursor, budget, &done);
 		if (e)
 			return e;
@@ -399,14 +415,28 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 		e = vbas_err(-EBUSY, "volume '%s' is open", name);
 		goto out;
 	}
+	/* Deletes an earlier ENOSPC stopped go on first: they free space. */
+	if (p->deletes_stopped) {
+		e = vol_resume_deletes(p);
+		if (e)
+			goto out;
+	}
+	int stopped = 0;
+	e = space_room(p, delete_step_meta(p, 1), SPACE_FREE, "delete");
+	if (e)
+		goto out;
 	rec.flags = le32_mk(le32_get(rec.flags) | VBAS_VOLF_DELETING);
 	rec.del_cursor = le64_mk(0);
 	e = vol_put(p, id, &rec);
 	if (!e)
-		e = finish_delete(p, id);
+		e = finish_delete(p, id, &stopped);
 	if (!e)
 		e = space_drain(p);
-	if (e)
+	if (e && stopped)
+		vbas_err_ctx(e, "the delete of '%s' stopped part way: the volume is gone from the "
+			     "list, and what it still holds is freed by the next delete or open",
+			     name);
+	else if (e)
 		txn_fail(p, e);
 	else
 		e = txn_maybe_commit(p);
@@ -432,9 +462,11 @@ static int del_cb(void *arg, const void *rec)
 	return 0;
 }
 
-/* At open: finish deletes a crash interrupted. */
+/* Finish the deletes a crash interrupted (at open) or an ENOSPC stopped.
+ * One that stops again with ENOSPC is left for later, the pool writable. */
 int vol_resume_deletes(struct vbas_pool *p)
 {
+	p->deletes_stopped = 0;
 	for (;;) {
 		struct del_collect c = { .n = 0 };
 		int e = bt_iter(&p->voltab, NULL, del_cb, &c);
@@ -443,7 +475,10 @@ int vol_resume_deletes(struct vbas_pool *p)
 		if (!c.n)
 			return 0;
 		for (unsigned i = 0; i < c.n; i++) {
-			e = finish_delete(p, c.ids[i]);
+			int stopped = 0;
+			e = finish_delete(p, c.ids[i], &stopped);
+			if (e && stopped)
+				return 0;
 			if (e) {
 				txn_fail(p, e);
 				return vbas_err_ctx(e, "resuming the delete of volume %" PRIu64, c.ids[i]);
@@ -479,15 +514,24 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 		uint64_t s = size >> p->bshift, n = (old - size) >> p->bshift;
 		if (vs)
 			rl_lock(p, vs, s, n, 1);
+		uint64_t stopped = UINT64_MAX;
 		e = vol_get(p, id, &rec);
 		if (!e)
-			e = map_unmap(p, id, &rec, s, n, 1);
+			e = map_unmap(p, id, &rec, s, n, "shrink", &stopped);
 		if (!e) {
 			rec.size = le64_mk(size);
 			e = vol_put(p, id, &rec);
 		}
 		if (vs)
 			rl_unlock(p, vs, s, n, 1);
+		if (e == -ENOSPC && stopped != UINT64_MAX) {
+			/* Stopped cleanly (map_unmap): the size stays. */
+			e = vbas_err_ctx(e, "resize of '%s' to %" PRIu64 " bytes stopped at offset %"
+					 PRIu64 ": the volume keeps its size of %" PRIu64 " bytes, and "
+					 "what lay between the new end and that offset is gone", name,
+					 size, stopped << p->bshift, old);
+			goto out;
+		}
 	} else if (size > old) {
 		rec.size = le64_mk(size);
 		e = vol_put(p, id, &rec);

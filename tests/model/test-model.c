@@ -327,6 +327,32 @@ static void op_write(struct run *R, int i)
 	free(buf);
 }
 
+/* An unmap of [OFF, OFF+LEN) of volume I (open as V) stopped with ENOSPC
+ * (no room for the metadata of its next step, under a snapshot): a prefix
+ * of the range is unmapped, the rest is as it was, mapped where it was
+ * (BEFORE: physmap before the change).  The model adopts the prefix. */
+static void adopt_stopped_unmap(struct run *R, int i, struct vbas_vol *v, uint64_t off,
+				uint64_t len, const uint64_t *before)
+{
+	struct mvol *mv = &R->m.v[i];
+	uint32_t bs = R->m.bs;
+	uint64_t *after = physmap(R, v, off, len), n = len / bs, stop = n;
+	for (uint64_t k = 0; k < n; k++) {
+		if (after[k] && after[k] != before[k])
+			fail_msg("unmap hit ENOSPC and moved block %llu",
+				 (unsigned long long)(off / bs + k));
+		if (after[k] && stop == n)
+			stop = k;
+		if (!after[k] && before[k] && k > stop)
+			fail_msg("unmap hit ENOSPC at block %llu, but block %llu after it is unmapped",
+				 (unsigned long long)(off / bs + stop), (unsigned long long)(off / bs + k));
+	}
+	memset(mv->data + off, 0, stop * bs);
+	memset(mv->pid + off / bs, 0, stop * sizeof(*mv->pid));
+	free(after);
+	compare_range(R, i, off, len);
+}
+
 static void op_discard(struct run *R, int i)
 {
 	struct mvol *mv = &R->m.v[i];
@@ -334,17 +360,25 @@ static void op_discard(struct run *R, int i)
 	uint32_t bs = R->m.bs;
 	pick_range(R, mv->size, 1, &off, &len);
 	struct vbas_vol *v = vopen(R, i);
+	uint64_t *before = mv->readonly ? NULL : physmap(R, v, off, len);
 	int e = vbas_discard(v, off, len, 0);
 	/* Unaligned discards are refused and change nothing. */
 	assert_int_equal(vbas_discard(v, off + 1, bs, 0), -EINVAL);
-	vbas_vol_close(v);
 	if (mv->readonly) {
+		vbas_vol_close(v);
 		expect_rofs(R, i, e);
 		return;
 	}
-	assert_ok(e);
-	memset(mv->data + off, 0, len);
-	memset(mv->pid + off / bs, 0, len / bs * sizeof(*mv->pid));
+	if (e == -ENOSPC) {
+		R->enospc++;
+		adopt_stopped_unmap(R, i, v, off, len, before);
+	} else {
+		assert_ok(e);
+		memset(mv->data + off, 0, len);
+		memset(mv->pid + off / bs, 0, len / bs * sizeof(*mv->pid));
+	}
+	free(before);
+	vbas_vol_close(v);
 }
 
 static void op_zero(struct run *R, int i)
@@ -427,13 +461,28 @@ static void op_resize(struct run *R, int i)
 	struct mvol *mv = &R->m.v[i];
 	uint32_t bs = R->m.bs;
 	uint64_t size = (1 + rng_below(&R->r, 1024)) * bs;
+	struct vbas_vol *v = NULL;
+	uint64_t *before = NULL;
+	if (!mv->readonly && size < mv->size) {
+		v = vopen(R, i);
+		before = physmap(R, v, size, mv->size - size);
+		vbas_vol_close(v);
+	}
 	int e = vbas_vol_resize(R->p, mv->name, size);
 	if (mv->readonly) {
 		expect_rofs(R, i, e);
-		return;
+	} else if (e == -ENOSPC && before) {
+		/* A shrink under a snapshot stopped: the size stays, a prefix
+		 * of what lay past the new end is gone. */
+		R->enospc++;
+		v = vopen(R, i);
+		adopt_stopped_unmap(R, i, v, size, mv->size - size, before);
+		vbas_vol_close(v);
+	} else {
+		assert_ok(e);
+		mvol_resize(mv, size, bs);
 	}
-	assert_ok(e);
-	mvol_resize(mv, size, bs);
+	free(before);
 }
 
 static int free_slot(struct run *R)

@@ -1,0 +1,283 @@
+/* A full pool stays usable (issue: space guarantees).
+ *
+ * The scenario of the report: fill a pool with random one-block writes
+ * until ENOSPC, take a snapshot, then discard every other block of the
+ * origin (fstrim after the snapshot).  Every discard under the snapshot
+ * copies mapping leaves and splits refcount records without freeing a
+ * block, so sooner or later there is no room for more; what must happen
+ * then is a clean ENOSPC: the pool stays writable, nothing committed or
+ * uncommitted is rolled back, and deleting the snapshot (which frees
+ * what the discards could not) works and lets the discards finish. */
+#include "common.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The contents of logical block LBLK at version V (0: never written). */
+static void pattern(void *buf, uint32_t bs, uint64_t lblk, uint32_t v)
+{
+	if (!v) {
+		memset(buf, 0, bs);
+		return;
+	}
+	struct rng r = { .s = lblk * 1000003u + v };
+	rng_fill(&r, buf, bs);
+}
+
+/* Every block of VOL reads as MODEL says. */
+static void verify_vol(struct vbas_vol *vol, uint32_t bs, const uint32_t *model, uint64_t n,
+		       const char *what)
+{
+	char *got = malloc(bs), *want = malloc(bs);
+	assert_non_null(got);
+	assert_non_null(want);
+	for (uint64_t b = 0; b < n; b++) {
+		int r = vbas_pread(vol, got, bs, b * bs);
+		if (r)
+			fail_msg("%s: read of block %" PRIu64 ": %d: %s", what, b, r, vbas_errmsg());
+		pattern(want, bs, b, model[b]);
+		if (memcmp(got, want, bs))
+			fail_msg("%s: block %" PRIu64 " (version %u) reads other bytes", what, b,
+				 model[b]);
+	}
+	free(got);
+	free(want);
+}
+
+struct fullcase {
+	uint64_t pool;
+	uint32_t bs, fanout;
+	uint64_t slack;    /* blocks discarded before the snapshot */
+};
+
+static void trim_under_snapshot(const struct fullcase *c)
+{
+	struct vbas_dev *d = mem_pool(c->pool, c->bs, c->fanout);
+	struct vbas_pool *p = open_mem(d, 4u << 20);
+	struct vbas_vol *vol;
+	struct rng rng = { .s = test_seed(12) ^ c->pool ^ c->bs };
+	uint32_t bs = c->bs;
+	uint64_t n = c->pool / bs;     /* the volume: as large as the pool */
+	uint32_t *model = calloc(n, sizeof(*model)), *snap = calloc(n, sizeof(*snap));
+	char *buf = malloc(bs);
+	assert_non_null(model);
+	assert_non_null(snap);
+	assert_non_null(buf);
+	assert_ok(vbas_vol_create(p, "origin", n * bs));
+	assert_ok(vbas_vol_open(p, "origin", &vol));
+
+	/* Random one-block writes until the pool is full. */
+	uint64_t writes = 0;
+	for (;;) {
+		uint64_t b = rng_below(&rng, n);
+		pattern(buf, bs, b, model[b] + 1);
+		int r = vbas_pwrite(vol, buf, bs, b * bs, 0);
+		if (r == -ENOSPC)
+			break;
+		if (r)
+			fail_msg("write %" PRIu64 ": %d: %s", writes, r, vbas_errmsg());
+		model[b]++;
+		writes++;
+	}
+	/* Some room, so that the discards under the snapshot run for a
+	 * while before they find none: the bounds they hold are tried
+	 * against what the steps really take. */
+	uint64_t freed = 0;
+	for (uint64_t b = 0; b < n && freed < c->slack; b++) {
+		if (!model[b] || b % 3)
+			continue;
+		assert_ok(vbas_discard(vol, b * bs, bs, 0));
+		model[b] = 0;
+		freed++;
+	}
+	assert_ok(vbas_flush(p));
+	memcpy(snap, model, n * sizeof(*model));
+	assert_ok(vbas_vol_snapshot(p, "origin", "snap", 0));
+
+	/* fstrim: every other written block of the origin, in order. */
+	uint64_t ok = 0, nospc = 0, b, first_fail = n;
+	for (b = 0; b < n; b++) {
+		if (!model[b] || b % 2)
+			continue;
+		int r = vbas_discard(vol, b * bs, bs, 0);
+		if (r == -ENOSPC) {
+			print_message("# %s\n", vbas_errmsg());
+			nospc++;
+			first_fail = b;
+			break;
+		}
+		if (r)
+			fail_msg("discard of block %" PRIu64 " after %" PRIu64 " discards: %d: %s",
+				 b, ok, r, vbas_errmsg());
+		model[b] = 0;
+		ok++;
+	}
+	print_message("# %" PRIu64 " MiB pool, %u-byte blocks: %" PRIu64 " writes filled it, "
+		      "%" PRIu64 " blocks discarded; %" PRIu64 " discards under the snapshot, then %s\n",
+		      c->pool >> 20, bs, writes, freed, ok, nospc ? "ENOSPC" : "none refused");
+	/* Whatever happened, the pool is writable and nothing was rolled
+	 * back: a flush commits, the data is as the model says. */
+	assert_ok(vbas_flush(p));
+	verify_vol(vol, bs, model, n, "origin after the discards");
+	struct vbas_vol *sv;
+	assert_ok(vbas_vol_open(p, "snap", &sv));
+	verify_vol(sv, bs, snap, n, "snapshot after the discards");
+	assert_ok(vbas_vol_close(sv));
+	/* Deleting the snapshot frees what the discards could not ... */
+	int r = vbas_vol_delete(p, "snap");
+	if (r)
+		fail_msg("delete of the snapshot (%" PRIu64 " discards done, %" PRIu64
+			 " refused): %d: %s", ok, nospc, r, vbas_errmsg());
+	assert_ok(vbas_flush(p));
+	/* ... and the rest of the discards go through. */
+	for (b = first_fail; b < n; b++) {
+		if (!model[b] || b % 2)
+			continue;
+		r = vbas_discard(vol, b * bs, bs, 0);
+		if (r)
+			fail_msg("discard of block %" PRIu64 " after the snapshot went: %d: %s", b, r,
+				 vbas_errmsg());
+		model[b] = 0;
+	}
+	assert_ok(vbas_flush(p));
+	verify_vol(vol, bs, model, n, "origin at the end");
+	assert_check_clean(p);
+	assert_ok(vbas_vol_close(vol));
+	assert_ok(vbas_close(p));
+
+	/* The same after a reopen. */
+	p = open_mem(d, 4u << 20);
+	assert_ok(vbas_vol_open(p, "origin", &vol));
+	verify_vol(vol, bs, model, n, "origin after a reopen");
+	assert_check_clean(p);
+	assert_ok(vbas_vol_close(vol));
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	free(model);
+	free(snap);
+	free(buf);
+}
+
+static void t_trim_32m_4k(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 32u << 20, 4096, 0, 0 });
+}
+
+static void t_trim_32m_4k_slack(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 32u << 20, 4096, 0, 400 });
+}
+
+static void t_trim_8m_4k_fanout8(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 8u << 20, 4096, 8, 0 });
+}
+
+static void t_trim_8m_4k_fanout8_slack(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 8u << 20, 4096, 8, 150 });
+}
+
+static void t_trim_16m_8k_slack(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 16u << 20, 8192, 0, 200 });
+}
+
+static void t_trim_64m_64k(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 64u << 20, 65536, 0, 0 });
+}
+
+static void t_trim_64m_64k_slack(void **state)
+{
+	(void)state;
+	trim_under_snapshot(&(struct fullcase){ 64u << 20, 65536, 0, 60 });
+}
+
+/* A delete that runs out of room part way (a pin keeps what it frees
+ * from coming back, as while vbas check reads a served pool) stops with
+ * ENOSPC: the pool stays writable, the volume is gone from the list, and
+ * the next delete finishes it once room is back. */
+static int count_vols(const struct vbas_vol_info *vi, void *arg)
+{
+	(void)vi;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void t_delete_stops_and_resumes(void **state)
+{
+	(void)state;
+	const uint32_t bs = 4096;
+	struct vbas_dev *d = mem_pool(8u << 20, bs, 8);
+	struct vbas_pool *p = open_mem(d, 1u << 20);
+	struct vbas_vol *vol;
+	struct rng rng = { .s = test_seed(5) };
+	uint64_t n = 4096, writes = 0, gen;
+	char *buf = malloc(bs);
+	assert_non_null(buf);
+	assert_ok(vbas_vol_create(p, "big", n * bs));
+	assert_ok(vbas_vol_create(p, "small", bs));
+	assert_ok(vbas_vol_open(p, "big", &vol));
+	for (;;) {
+		uint64_t b = rng_below(&rng, n);
+		rng_fill(&rng, buf, bs);
+		int r = vbas_pwrite(vol, buf, bs, b * bs, 0);
+		if (r == -ENOSPC)
+			break;
+		assert_ok(r);
+		writes++;
+	}
+	assert_ok(vbas_vol_close(vol));
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_pool_pin(p, &gen));
+	uint64_t budget = vbas_tun.drop_budget;
+	vbas_tun.drop_budget = 4;
+	int r = vbas_vol_delete(p, "big");
+	vbas_tun.drop_budget = budget;
+	print_message("# %" PRIu64 " writes filled the pool; the pinned delete: %s\n", writes,
+		      r ? vbas_errmsg() : "done");
+	assert_int_equal(r, -ENOSPC);
+	assert_non_null(strstr(vbas_errmsg(), "stopped part way"));
+	assert_false(p->broken);
+	assert_ok(vbas_flush(p));
+	int nv = 0;
+	assert_ok(vbas_vol_list(p, count_vols, &nv));
+	assert_int_equal(nv, 1);
+	assert_int_equal(vbas_vol_open(p, "big", &vol), -ENOENT);
+	assert_check_clean(p);
+	vbas_pool_unpin(p);
+	/* The next delete finishes the stopped one first. */
+	assert_ok(vbas_vol_delete(p, "small"));
+	assert_ok(vbas_flush(p));
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.data_used, 0);
+	assert_int_equal(pi.volumes, 0);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_delete_stops_and_resumes),
+		cmocka_unit_test(t_trim_32m_4k),
+		cmocka_unit_test(t_trim_32m_4k_slack),
+		cmocka_unit_test(t_trim_8m_4k_fanout8),
+		cmocka_unit_test(t_trim_8m_4k_fanout8_slack),
+		cmocka_unit_test(t_trim_16m_8k_slack),
+		cmocka_unit_test(t_trim_64m_64k),
+		cmocka_unit_test(t_trim_64m_64k_slack),
+	};
+	return RUN("full", tests);
+}
