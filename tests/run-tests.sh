@@ -18,6 +18,10 @@
 #                                   kept finding in fuzz/regress/
 #                                   (fuzz/run.sh), each a test
 #   tests/run-tests.sh --self-test  check this script's counting (TAP)
+#
+# Suites run side by side, $TEST_JOBS at a time (default: the number of
+# processors; TEST_JOBS=1 runs them one after another), each counted as it
+# ends; the time each took follows its summary line.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -86,13 +90,58 @@ count_log() {
 	skipped=$((skipped + s))
 }
 
-run_one() {   # label command...
-	local label=$1; shift
-	local log="$logdir/$(echo "$label" | tr '/ ' '__').log"
-	local t0=$SECONDS
-	"$@" >"$log" 2>&1
-	local rc=$?
-	count_log "$label" "$log" "$rc" " ($((SECONDS - t0)) s)"
+# Suites run as jobs, at most $TEST_JOBS at once (default: the number of
+# processors).  A suite of class "sys" (loop devices, mounts, nbdkit, real
+# clients: the shell suites) never runs beside another "sys" suite, so that
+# two never race for the same devices or wait on each other's servers; the
+# "cpu" suites (unit, model, crash, fuzz) run beside anything.  Suites start
+# in the order queued (the longest first) and are counted as they finish.
+q_label=()
+q_class=()
+q_cmd=()
+queue() {   # class label command...
+	q_class+=("$1")
+	q_label+=("$2")
+	shift 2
+	q_cmd+=("$(printf '%q ' "$@")")
+}
+
+run_queue() {
+	local jobs=${TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
+	local n=${#q_label[@]} i running=0 sys_busy=0 left pid
+	left=$n
+	local -a state=() pids=()
+	local -A index_of=()
+	[ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
+	while [ "$left" -gt 0 ]; do
+		for ((i = 0; i < n && running < jobs; i++)); do
+			[ -z "${state[i]:-}" ] || continue
+			if [ "${q_class[i]}" = sys ]; then
+				[ "$sys_busy" -eq 0 ] || continue
+				sys_busy=1
+			fi
+			local log="$logdir/$i.log"
+			(
+				t0=$SECONDS
+				eval "${q_cmd[i]}" >"$log" 2>&1
+				rc=$?
+				echo "$rc $((SECONDS - t0))" >"$log.rc"
+			) &
+			pids[i]=$!
+			index_of[$!]=$i
+			state[i]=running
+			running=$((running + 1))
+		done
+		wait -n -p pid
+		i=${index_of[$pid]}
+		state[i]=done
+		running=$((running - 1))
+		left=$((left - 1))
+		[ "${q_class[i]}" != sys ] || sys_busy=0
+		local rc=1 secs=0
+		[ -f "$logdir/$i.log.rc" ] && read -r rc secs <"$logdir/$i.log.rc"
+		count_log "${q_label[i]}" "$logdir/$i.log" "$rc" " ($secs s)"
+	done
 }
 
 summary() {
@@ -187,29 +236,38 @@ while [ $# -gt 0 ]; do
 	*) builds+=("$1"); shift;;
 	esac
 done
-run_one runner tests/run-tests.sh --self-test
+queue cpu runner tests/run-tests.sh --self-test
+# The crash tests take longest (the sanitizer build's most): queue them first.
 for build in "${builds[@]}"; do
-	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-* "$build"/tests/crash/test-*; do
+	for t in "$build"/tests/crash/test-*; do
 		[ -x "$t" ] || continue
 		case "$t" in *.d|*.o) continue;; esac
-		run_one "$t" "$t"
+		queue cpu "$t" "$t"
 	done
-	run_one "$build/cli" tests/cli/test-cli.sh "$build"
-	run_one "$build/cli-hostile" tests/cli/test-hostile.sh "$build"
+done
+for build in "${builds[@]}"; do
+	for t in "$build"/tests/unit/test-* "$build"/tests/model/test-*; do
+		[ -x "$t" ] || continue
+		case "$t" in *.d|*.o) continue;; esac
+		queue cpu "$t" "$t"
+	done
+	queue sys "$build/cli" tests/cli/test-cli.sh "$build"
+	queue sys "$build/cli-hostile" tests/cli/test-hostile.sh "$build"
 	if grep -qa __asan_init "$build/vbas"; then
 		# The sanitizer build has no plugin: nbdkit, which is not built
 		# with ASan, cannot dlopen an ASan-built one.  Only the checks of
 		# vbas serve's arguments run there; the NBD tests run against the
 		# plain build.
-		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build" --args-only
+		queue sys "$build/nbd" tests/nbd/test-nbd.sh "$build" --args-only
 	else
-		run_one "$build/nbd" tests/nbd/test-nbd.sh "$build"
+		queue sys "$build/nbd" tests/nbd/test-nbd.sh "$build"
 	fi
 done
 if [ -n "$fuzz" ]; then
 	for h in node sb pool ctl; do
-		run_one "$fuzz/fuzz-$h" fuzz/run.sh "$fuzz" --time "${FUZZ_CHECK_TIME:-20}" "$h"
+		queue cpu "$fuzz/fuzz-$h" fuzz/run.sh "$fuzz" --time "${FUZZ_CHECK_TIME:-20}" "$h"
 	done
 fi
+run_queue
 summary
 [ "$fail" -eq 0 ]
