@@ -602,6 +602,7 @@ static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock 
 	int r = new_node(t, c->blkno, n_level(c->data), &s);
 	if (r)
 		return r;
+	t->grown++;
 	memcpy((uint8_t *)s->data + HDR, (uint8_t *)c->data + HDR + keep * sz, (n - keep) * sz);
 	memset((uint8_t *)c->data + HDR + keep * sz, 0, (n - keep) * sz);
 	set_nrecs(s->data, n - keep);
@@ -635,6 +636,7 @@ static int prepare_root(struct vbas_btree *t, const void *rec, struct cblock **o
 		put(t, root);
 		return r;
 	}
+	t->grown++;
 	uint8_t e[BT_MAX_REC];
 	memset(e, 0, sizeof(e));
 	insert_item(t, nr->data, 0, e);
@@ -767,6 +769,7 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 		r = new_node(t, 0, 0, &cur);
 		if (r)
 			return r;
+		t->grown++;
 		insert_item(t, cur->data, 0, rec);
 		t->root = cur->blkno;
 		t->root_txid = t->env->txid;
@@ -901,6 +904,7 @@ static int refill_child(struct vbas_btree *t, void *p, const uint8_t *hi, unsign
 		remove_item(t, p, ri);
 		set_entry_keys(t, p, li, l->data);
 		put(t, rt);
+		t->grown--;
 		r = t->env->dec_meta(t->env->ctx, dead);
 		*c = l;
 		*i = li;
@@ -957,6 +961,7 @@ static int collapse_root(struct vbas_btree *t)
 		} else {
 			return 0;
 		}
+		t->grown--;
 		r = t->env->dec_meta(t->env->ctx, old);
 		if (r || !t->root)
 			return r;

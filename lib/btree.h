@@ -97,6 +97,8 @@ struct vbas_btree {
 	uint64_t root_txid;        /* transaction that wrote the root (0: empty) */
 	uint64_t owner;            /* stamped in nodes this tree creates */
 	void *val_ctx;             /* passed to ops->val_inc and val_dec */
+	int64_t grown;             /* nodes added (splits, new roots) less nodes
+	                              merged away, since the owner last zeroed it */
 };
 
 enum bt_lookup_mode { BT_EQ, BT_LE, BT_GE };

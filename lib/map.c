@@ -290,6 +290,7 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	struct mext e;
 	int r = 0;
 
+	int unsaved = 0;            /* REC changed since the last vol_put */
 	vol_map_tree(p, id, rec, &t);
 	while (cur < end) {
 		r = mget(&t, cur, BT_LE, &e);
@@ -333,21 +334,28 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
 		vol_set_root(rec, &t);
 		cur = x;
+		unsaved = 1;
 		if (steps) {
+			/* The step ends in a state a commit may show. */
 			r = vol_put(p, id, rec);
 			if (!r)
 				r = space_drain(p);
-			if (!r)
-				r = txn_maybe_commit(p);
+			if (r)
+				break;
+			unsaved = 0;
+			r = txn_maybe_commit(p);
 			if (r)
 				break;
 		}
 	}
-	vol_set_root(rec, &t);
-	if (!r)
+	/* (Without STEPS a failure above leaves REC to the caller, who
+	 * abandons the transaction; with STEPS, every step saved it.) */
+	if (!r && unsaved) {
+		vol_set_root(rec, &t);
 		r = vol_put(p, id, rec);
-	if (!r)
-		r = space_drain(p);
+		if (!r)
+			r = space_drain(p);
+	}
 	return r;
 }
 

@@ -227,17 +227,57 @@ int space_load(struct vbas_pool *p)
 	sp->data_used = le64_get(p->sb.data_used);
 	sp->meta_used = le64_get(p->sb.meta_used);
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	sp->meta_rover = VBAS_FIRST_BLOCK;
+	sp->data_rover = VBAS_FIRST_BLOCK + usable / 32;
+	int r = bt_count_nodes(&sp->refc, &sp->refc_nodes);
+	if (r)
+		return r;
+	space_size_reserve(p);
+	return 0;
+}
+
+/* Blocks one transaction's refcount churn may take over a refcount tree of
+ * NODES committed nodes.  Every node a commit shadows gives its old block
+ * a -1 and its new one a +1 in the refcount tree, whose leaves are shadowed
+ * in turn and whose records split: at most every committed node of the
+ * refcount tree once, and the splits the new records make.  With leaves at
+ * least a quarter full (Q records), k changes make at most 2k records and
+ * so 2k/Q splits: the whole is at most Q/(Q-2) times the nodes shadowed
+ * (Q is taken as at least 3). */
+static uint64_t churn_of(struct vbas_pool *p, uint64_t nodes)
+{
+	uint64_t q = bt_leaf_cap(&p->sp.refc) / 4;
+	if (q < 3)
+		q = 3;
+	return nodes * q / (q - 2) + 8;
+}
+
+uint64_t space_cascade(struct vbas_pool *p)
+{
+	return churn_of(p, p->sp.refc_nodes);
+}
+
+void space_size_reserve(struct vbas_pool *p)
+{
+	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
 	uint64_t r = usable / 128;
 	if (r < 64)
 		r = 64;
 	if (r > 65536)
 		r = 65536;
+	/* Half of it (what deletes may use beyond what growing changes may)
+	 * covers a delete step and the refcount tree's churn in one commit:
+	 * this one's (the tree as last committed) or the next one's (the tree
+	 * as it is now, grown by this transaction's splits). */
+	uint64_t nodes = p->sp.refc_nodes;
+	if (p->sp.refc.grown > 0)
+		nodes += (uint64_t)p->sp.refc.grown;
+	uint64_t churn = 2 * (churn_of(p, nodes) + 32);
+	if (r < churn)
+		r = churn;
 	if (r > usable / 4)
 		r = usable / 4;
-	sp->meta_reserve = r;
-	sp->meta_rover = VBAS_FIRST_BLOCK;
-	sp->data_rover = VBAS_FIRST_BLOCK + usable / 32;
-	return 0;
+	p->sp.meta_reserve = r;
 }
 
 void space_free(struct vbas_pool *p)
@@ -345,6 +385,7 @@ uint64_t space_room_free(struct vbas_pool *p, enum space_class cls)
 int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const char *what)
 {
 	struct vbas_space *sp = &p->sp;
+	need += space_cascade(p);
 	for (int tries = 0;; tries++) {
 		uint64_t avail = space_avail(p), keep = room_keep(p, cls);
 		if (space_room_free(p, cls) >= need)
@@ -767,6 +808,8 @@ int space_drain(struct vbas_pool *p)
 		}
 	}
 	sp->draining = 0;
+	if (sp->refc.grown)
+		space_size_reserve(p);
 	return r;
 }
 
@@ -869,6 +912,16 @@ void space_committed(struct vbas_pool *p)
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
 	extset_clear(&sp->touched);
+	/* The refcount tree as committed (its interior nodes, just written,
+	 * are in the cache); if they cannot be read, more than it can have
+	 * grown by. */
+	uint64_t n;
+	if (bt_count_nodes(&sp->refc, &n) == 0)
+		sp->refc_nodes = n;
+	else
+		sp->refc_nodes += sp->refc.grown > 0 ? (uint64_t)sp->refc.grown : 0;
+	sp->refc.grown = 0;
+	space_size_reserve(p);
 	sp->meta_allocs_txn = 0;
 }
 
@@ -886,6 +939,8 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->touched);
 	sp->qn = sp->qhead = 0;
 	sp->meta_allocs_txn = 0;
+	sp->refc.grown = 0;
+	space_size_reserve(p);
 }
 
 /* ---- Pins (S6) ----------------------------------------------------------- */

@@ -263,8 +263,9 @@ static void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
 /* ---- Operations -------------------------------------------------------- */
 
 /* A new volume NAME (for WHAT): the name must be free, and the pool must
- * have room beyond half its metadata reserve for the record.  Pool lock
- * held. */
+ * have room for the record (and a snapshot's count change of the source's
+ * root) beyond half its metadata reserve: a change that grows metadata.
+ * Pool lock held; may commit. */
 static int new_volume_room(struct vbas_pool *p, const char *name, const char *what)
 {
 	uint64_t id;
@@ -273,9 +274,9 @@ static int new_volume_room(struct vbas_pool *p, const char *name, const char *wh
 		return vbas_err(-EEXIST, "volume '%s' already exists", name);
 	if (e != -ENOENT)
 		return e;
-	if (space_avail(p) < p->sp.meta_reserve / 2)
-		return vbas_err(-ENOSPC, "%s '%s': the pool is full", what, name);
-	return 0;
+	char w[VBAS_NAME_MAX + 32];
+	snprintf(w, sizeof(w), "%s '%s'", what, name);
+	return space_room(p, space_op_meta(p, NULL), SPACE_GROW, w);
 }
 
 int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
@@ -361,7 +362,8 @@ static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 		 * freed so far come back), or stop with ENOSPC.  A delete may
 		 * use all of the metadata reserve (SPACE_FREE). */
 		uint64_t budget = vbas_tun.drop_budget;
-		while (budget > 1 && delete_step_meta(p, budget) > space_room_free(p, SPACE_FREE))
+		while (budget > 1 && delete_step_meta(p, budget) + space_cascade(p) >
+				     space_room_free(p, SPACE_FREE))
 			budget /= 2;
 		e = space_room(p, delete_step_meta(p, budget), SPACE_FREE, "delete");
 		if (e == -ENOSPC) {
