@@ -552,6 +552,17 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		uint64_t avail = space_avail(p);
 		uint64_t keep = p->sp.meta_reserve + p->sp.reserved;
 		if (resv && resv->left) {
+			/* A write with a reservation does not fail for want of
+			 * metadata room.  When the pool is tight, the room comes
+			 * from the metadata reserve's half that growing changes
+			 * may use (after a commit, if that gives blocks back);
+			 * only if that is short too does map_end draw on the
+			 * reservation itself (and then on free space). */
+			int held = avail >= keep + meta;
+			if (!held && meta) {
+				held = !space_room(p, meta, SPACE_GROW, "write");
+				vbas_err_clear();
+			}
 			uint64_t want = n < resv->left ? n : resv->left;
 			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
 			if (!r) {
@@ -559,10 +570,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 				p->sp.reserved -= got;
 				map->priv_resv = resv;
 				resv->refs++;
-				/* A write with a reservation does not fail for want
-				 * of metadata room: without it, map_end draws on the
-				 * reservation (and then on free space). */
-				if (avail < keep + meta)
+				if (!held)
 					meta = 0;
 			}
 		} else if (avail <= keep + meta) {
