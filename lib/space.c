@@ -329,14 +329,21 @@ uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t 
 	return runs * space_op_meta(p, map) + splits + space_cow_meta(p, cow_recs);
 }
 
-uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
+/* Levels of the refcount tree a change may touch: its height, and one
+ * more for a root split (9 if the root cannot be read). */
+static unsigned refc_levels(struct vbas_pool *p)
 {
 	unsigned hr = 0;
-	if (!cow_recs)
-		return 0;
 	if (bt_height(&p->sp.refc, &hr))
 		hr = 8;
-	hr++;                                   /* the tree may grow a level */
+	return hr + 1;
+}
+
+uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
+{
+	if (!cow_recs)
+		return 0;
+	unsigned hr = refc_levels(p);
 	/* Each change shadows at most a path of the refcount tree, but no
 	 * more nodes than the tree has (each is shadowed once a
 	 * transaction); each adds at most two records, and every half
@@ -355,12 +362,9 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
 
 uint64_t space_range_meta(struct vbas_pool *p, uint64_t n)
 {
-	unsigned hr = 0;
 	if (!n)
 		return 0;
-	if (bt_height(&p->sp.refc, &hr))
-		hr = 8;
-	hr++;                                   /* the tree may grow a level */
+	unsigned hr = refc_levels(p);
 	/* N blocks lie in at most N records; a leaf other than the root
 	 * holds at least a quarter of its capacity after a delete (btree.c
 	 * min_fill), so they span at most N / that + 2 leaves.  Each leaf
