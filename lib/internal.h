@@ -45,7 +45,8 @@ struct vbas_space {
 	int draining;
 	uint64_t reserved;         /* blocks promised to reservations */
 	uint64_t meta_reserve;     /* blocks kept for metadata (space_size_reserve) */
-	uint64_t refc_nodes;       /* nodes of the refcount tree as last committed */
+	uint64_t refc_nodes;       /* nodes of the refcount tree as last committed
+	                              (counted at open; refc.grown since) */
 	uint64_t meta_rover, data_rover;
 	uint64_t meta_allocs_txn;  /* metadata blocks allocated this transaction */
 	struct vbas_resv *op_resv; /* the running change's reservation: its
@@ -151,7 +152,8 @@ uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t 
 uint64_t space_cascade(struct vbas_pool *p);
 /* Size the metadata reserve: 1/128 of the pool (64 .. 65,536 blocks), and
  * at least twice a delete step plus space_cascade; at most a quarter of
- * the pool.  At open and after every commit. */
+ * the pool.  At open, after drains that grew the refcount tree, and at
+ * every commit. */
 void space_size_reserve(struct vbas_pool *p);
 /* Metadata blocks a change of the counts of N consecutive blocks may need
  * (at most one record per block; leaves at least a quarter full). */

@@ -391,14 +391,13 @@ int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const c
 	struct vbas_space *sp = &p->sp;
 	need += space_cascade(p);
 	for (int tries = 0;; tries++) {
-		uint64_t avail = space_avail(p), keep = room_keep(p, cls);
 		if (space_room_free(p, cls) >= need)
 			return 0;
 		/* Blocks freed in this transaction come back at its commit. */
 		if (tries || !sp->freed.total)
 			return vbas_err(-ENOSPC, "%s: the pool is full: its next step may need %" PRIu64
 					" metadata blocks; %" PRIu64 " are free, %" PRIu64 " of them held "
-					"back (%s)", what, need, avail, keep,
+					"back (%s)", what, need, space_avail(p), room_keep(p, cls),
 					cls == SPACE_GROW ? "reservations, and half the metadata reserve, "
 					"kept for deletes" : "reservations");
 		int r = txn_commit(p);
@@ -916,14 +915,9 @@ void space_committed(struct vbas_pool *p)
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
 	extset_clear(&sp->touched);
-	/* The refcount tree as committed (its interior nodes, just written,
-	 * are in the cache); if they cannot be read, more than it can have
-	 * grown by. */
-	uint64_t n;
-	if (bt_count_nodes(&sp->refc, &n) == 0)
-		sp->refc_nodes = n;
-	else
-		sp->refc_nodes += sp->refc.grown > 0 ? (uint64_t)sp->refc.grown : 0;
+	/* The refcount tree as committed: counted at open, then kept by its
+	 * splits and merges (shadowing replaces a node, it adds none). */
+	sp->refc_nodes = (uint64_t)((int64_t)sp->refc_nodes + sp->refc.grown);
 	sp->refc.grown = 0;
 	space_size_reserve(p);
 	sp->meta_allocs_txn = 0;

@@ -341,6 +341,11 @@ static void verify(struct sfx *f, int every_lookup)
 		if (f->node[b])
 			fail_msg("tree node %llu has no record", (unsigned long long)b);
 	}
+	/* The refcount tree's node count, kept by splits and merges
+	 * (space_cascade, the reserve), is what a walk finds. */
+	uint64_t rn;
+	assert_ok(bt_count_nodes(&sp->refc, &rn));
+	assert_int_equal((int64_t)sp->refc_nodes + sp->refc.grown, rn);
 	/* S5 */
 	assert_int_equal(w.data, f->data_in_use);
 	assert_int_equal(sp->data_used, f->data_in_use);
