@@ -945,8 +945,8 @@ static void share_vbas(struct share_res *R, const char *pool_path, char *buf)
 						 (char *)pool_path, src, name, NULL };
 				run_cmd(argv, -1, &v[n]);
 				spent += v[n];
-				char *dargv[] = { (char *)opt.vbas_cli, "delete", (char *)pool_path,
-						  name, NULL };
+				char *dargv[] = { (char *)opt.vbas_cli, "delete", "--yes",
+						  (char *)pool_path, name, NULL };
 				run_cmd(dargv, -1, NULL);
 			}
 			if (kind)
