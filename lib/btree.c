@@ -463,6 +463,18 @@ static int shadow_node(struct vbas_btree *t, struct cblock *b, struct cblock **o
 			else if (t->ops->val_inc)
 				r = t->ops->val_inc(t->val_ctx, leaf_rec(t, n->data, i));
 		}
+	} else if (t->env->touched && t->env->mark_touched && t->env->touched(t->env->ctx, blk)) {
+		/* Shared in the last commit maybe (its count changed since):
+		 * that commit still reaches the children through the old
+		 * block, so they are not to be written in place before the
+		 * next one, though nothing else shares them now. */
+		unsigned cnt = n_recs(n->data);
+		for (unsigned i = 0; i < cnt && !r; i++) {
+			if (n_level(n->data))
+				r = t->env->mark_touched(t->env->ctx, ent_child(t, n->data, i), 1);
+			else if (t->ops->val_touch)
+				r = t->ops->val_touch(t->val_ctx, leaf_rec(t, n->data, i));
+		}
 	}
 	if (!r)
 		r = t->env->dec_meta(t->env->ctx, blk);

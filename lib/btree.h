@@ -59,6 +59,10 @@ struct bt_env {
 	/* Did the count of a block change in this transaction (so the last
 	 * commit may share it)?  May be NULL. */
 	int (*touched)(void *ctx, uint64_t blkno);
+	/* Count [blkno, blkno+len) as touched in this transaction (a node
+	 * shared in the last commit was copied: what it points to must not
+	 * be written in place until the commit).  May be NULL. */
+	int (*mark_touched)(void *ctx, uint64_t blkno, uint64_t len);
 	void *ctx;
 };
 
@@ -74,6 +78,10 @@ struct vbas_btree_ops {
 	/* A node holding REC was copied from a shared node: REC's targets
 	 * gain a reference (NULL: the values point at nothing). */
 	int (*val_inc)(void *ctx, const void *rec);
+	/* A node holding REC, not shared now but maybe in the last commit,
+	 * was copied: REC's targets count as touched (env->mark_touched;
+	 * NULL: the values point at nothing). */
+	int (*val_touch)(void *ctx, const void *rec);
 	/* A node holding REC is freed by bt_drop: REC's targets lose the
 	 * reference it held (NULL: the values point at nothing). */
 	int (*val_dec)(void *ctx, const void *rec);

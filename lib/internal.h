@@ -126,6 +126,9 @@ int space_is_free(struct vbas_pool *p, uint64_t blk);  /* allocatable now */
 /* Whether BLK's count changed in this transaction other than by its
  * allocation; *RUN (<= MAX) blocks from BLK answer the same. */
 int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run);
+/* Count [start, start+len) as touched: written in place only after the
+ * next commit (a node the last commit may share was copied). */
+int space_mark_touched(struct vbas_pool *p, uint64_t start, uint64_t len);
 int space_queue(struct vbas_pool *p, uint64_t start, uint64_t len, int delta,
 		int type, int is_alloc);
 int space_drain(struct vbas_pool *p);

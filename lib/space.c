@@ -204,6 +204,16 @@ static int touch(struct vbas_space *sp, uint64_t start, uint64_t len)
 	return 0;
 }
 
+int space_mark_touched(struct vbas_pool *p, uint64_t start, uint64_t len)
+{
+	return touch(&p->sp, start, len);
+}
+
+static int env_mark_touched(void *ctx, uint64_t blkno, uint64_t len)
+{
+	return space_mark_touched(ctx, blkno, len);
+}
+
 static int env_refcount(void *ctx, uint64_t blkno, uint32_t *rc)
 {
 	int type;
@@ -218,6 +228,7 @@ int space_load(struct vbas_pool *p)
 	p->env.inc_meta = env_inc_meta;
 	p->env.refcount = env_refcount;
 	p->env.touched = env_touched;
+	p->env.mark_touched = env_mark_touched;
 	p->env.ctx = p;
 	sp->refc.ops = &refc_ops;
 	sp->refc.env = &p->env;

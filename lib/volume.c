@@ -92,6 +92,14 @@ static int map_val_inc(void *ctx, const void *rec)
 	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), +1, VBAS_BT_DATA, 0);
 }
 
+/* A leaf copied from one the last commit may share: its extents are not
+ * to be written in place until the next commit. */
+static int map_val_touch(void *ctx, const void *rec)
+{
+	const struct vbas_map_rec *r = rec;
+	return space_mark_touched(ctx, le64_get(r->v.pblk), le32_get(r->v.len));
+}
+
 /* A leaf of a dropped mapping tree is freed: its extents lose a reference. */
 static int map_val_dec(void *ctx, const void *rec)
 {
@@ -106,6 +114,7 @@ const struct vbas_btree_ops map_ops = {
 	.val_size = sizeof(struct vbas_map_val),
 	.cmp = bt_cmp_u64,
 	.val_inc = map_val_inc,
+	.val_touch = map_val_touch,
 	.val_dec = map_val_dec,
 	.check_rec = map_check_rec,
 	.end_key = map_end_key,

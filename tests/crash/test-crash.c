@@ -1554,7 +1554,9 @@ static void t_crash_delete_shared(void **state)
  *   2  C has the block by reflink and discards it; V writes it
  *   3  V's block 0 is reflinked to V's block 1 and discarded; V writes block 1
  *   4  as 3, but one write covers the second half of block 0 (copied on
- *      write) and block 1 (in place, as P is no longer shared by then) */
+ *      write) and block 1 (in place, as P is no longer shared by then)
+ *   5  as 1, but V first writes block 1: that copies the tree's root (no
+ *      longer shared, but shared in the last commit) before V writes P */
 static char committed_share_case(int how)
 {
 	struct vbas_dev *d = mem_pool(16 << 20, 4096, 0);
@@ -1573,11 +1575,11 @@ static char committed_share_case(int how)
 		vbas_vol_close(c);
 	}
 	vbas_vol_close(v);
-	if (how < 2)
+	if (how < 2 || how == 5)
 		assert_ok(vbas_vol_snapshot(p, "v", "c", how == 0 ? VBAS_SNAP_WRITABLE : 0));
 	assert_ok(vbas_flush(p));
 	/* The running transaction. */
-	if (how == 1)
+	if (how == 1 || how == 5)
 		assert_ok(vbas_vol_delete(p, "c"));
 	if (how == 0 || how == 2) {
 		assert_ok(vbas_vol_open(p, "c", &c));
@@ -1595,6 +1597,9 @@ static char committed_share_case(int how)
 	} else if (how == 4) {
 		assert_ok(vbas_reflink(v, 0, v, 4096, 4096));
 		assert_ok(vbas_pwrite(v, b, 6144, 2048, 0));
+	} else if (how == 5) {
+		assert_ok(vbas_pwrite(v, b, 4096, 4096, 0));
+		assert_ok(vbas_pwrite(v, b, 4096, 0, 0));
 	} else {
 		assert_ok(vbas_pwrite(v, b, 4096, 0, 0));
 	}
@@ -1606,7 +1611,7 @@ static char committed_share_case(int how)
 	p = open_mem(s, 0);
 	assert_check_clean(p);
 	/* Where the last commit mapped P and nothing wrote since. */
-	assert_ok(vbas_vol_open(p, how >= 3 ? "v" : "c", &c));
+	assert_ok(vbas_vol_open(p, how >= 3 && how != 5 ? "v" : "c", &c));
 	assert_ok(vbas_pread(c, got, how == 4 ? 2048 : 4096, 0));
 	vbas_vol_close(c);
 	assert_ok(vbas_close(p));
@@ -1624,8 +1629,10 @@ static void t_no_overwrite_of_committed_share(void **state)
 		"a block reflinked within a volume was discarded at its first place",
 		"one write copied a block reflinked within the volume and overwrote its "
 		"second place",
+		"a snapshot sharing the block was deleted, and a write elsewhere copied the "
+		"tree's root first",
 	};
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		char g = committed_share_case(i);
 		if (g != 'A')
 			fail_msg("%s, then the block was overwritten in place: after a crash the "
