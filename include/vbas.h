@@ -117,6 +117,8 @@ struct vbas_pool_info {
 	uint64_t sharing_saves;   /* mapped - data_used: what sharing saves */
 	uint64_t generation;      /* id of the last commit */
 	uint32_t cache_blocks;    /* size of the metadata cache, in blocks */
+	uint64_t reserved_metadata; /* of RESERVED: the metadata allowances
+	                             reservations hold for their writes */
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -212,14 +214,43 @@ int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
 
 /* ---- Reservations ----------------------------------------------------- */
 
-/* Claim NBLOCKS free pool blocks for later writes, or fail with -ENOSPC.
- * Writes that pass the reservation draw from it and never fail with
- * -ENOSPC while it lasts.  vbas_resv_put() returns what was not used. */
+/* Claim NBLOCKS free pool blocks for later writes, with the metadata
+ * those writes may need, or fail with -ENOSPC having claimed nothing.
+ * Writes that pass the reservation to vbas_map_begin draw their blocks
+ * and their metadata room from it and do not fail with -ENOSPC while
+ * blocks are left in it: the metadata allowance covers one write's tree
+ * changes plus the nodes NBLOCKS new extents may add, for any volume of
+ * the pool, and every commit tops it up from the blocks it freed.  A
+ * reservation is not tied to a range or a volume.  Reference counted:
+ * vbas_resv_put() of the last reference returns what was not used.
+ * (docs/design.md, "Reservations", says what is over-reserved, and why.) */
 int vbas_reserve(struct vbas_pool *pool, uint64_t nblocks,
 		 struct vbas_resv **resvp);
+/* Reserve what a write of [OFF, OFF+LEN) of VOL needs now: a block for
+ * every hole and every shared block (copy on write), the nodes its
+ * extents may add, and copies of the shared tree nodes on its paths;
+ * nothing if the range is all mapped and unshared.  Sized for that range,
+ * as it is at the call; usable for any write, like vbas_reserve's.
+ * -EROFS: a snapshot; -ERANGE: past the end; -EINVAL: LEN 0. */
+int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
+		       struct vbas_resv **resvp);
 void vbas_resv_get(struct vbas_resv *resv);
 void vbas_resv_put(struct vbas_resv *resv);
-uint64_t vbas_resv_remaining(const struct vbas_resv *resv);
+uint64_t vbas_resv_remaining(const struct vbas_resv *resv);   /* data blocks */
+
+/* What a reservation holds and what its writes took, in blocks: the
+ * over-reservation is META_GRANTED against META_USED (which counts the
+ * shadow copies each commit frees again, and the refcount tree's churn a
+ * step pays for).  META_SHORT counts metadata blocks its writes took out
+ * of room other reservations held: 0 unless a bound was wrong. */
+struct vbas_resv_stats {
+	uint64_t data_left, data_used;
+	uint64_t meta_held;     /* allowance held now */
+	uint64_t meta_granted;  /* held in all: at the start and by top-ups */
+	uint64_t meta_used;     /* metadata blocks the writes allocated */
+	uint64_t meta_short;
+};
+int vbas_resv_stats(const struct vbas_resv *resv, struct vbas_resv_stats *st);
 
 /* ---- The mapping interface -------------------------------------------- */
 

@@ -1223,6 +1223,7 @@ int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *
 			if (cow->seen[lv] != blk) {
 				cow->seen[lv] = blk;
 				cow->recs += n_recs(d);
+				cow->nodes++;
 			}
 		}
 		if (lv == 0) {

@@ -144,7 +144,8 @@ int bt_path_shared(struct vbas_btree *t, const void *key, uint64_t share_gen, in
  * transaction (env->touched), which the last commit may share.  Zero COW
  * before the first call. */
 struct bt_cow {
-	uint64_t recs;
+	uint64_t recs;             /* records of the shared nodes counted */
+	uint64_t nodes;            /* shared nodes counted (each copied once) */
 	uint64_t seen[BT_MAX_DEPTH];
 };
 int bt_path_cow(struct vbas_btree *t, const void *key, uint64_t share_gen, int *shared,

@@ -51,6 +51,10 @@ struct vbas_space {
 	uint64_t meta_allocs_txn;  /* metadata blocks allocated this transaction */
 	struct vbas_resv *op_resv; /* the running change's reservation: its
 	                              metadata blocks are drawn from it */
+	struct vbas_resv *resvs;   /* guarded reservations (resv.c) */
+	uint64_t resv_meta;        /* their allowances, summed (in RESERVED) */
+	uint64_t overdrawn;        /* metadata blocks taken out of RESERVED by a
+	                              change that held none (a bound was wrong) */
 };
 
 /* A volume that has open handles: shared by them. */
@@ -69,10 +73,24 @@ struct vbas_vol {
 	uint64_t id;
 };
 
+/* A reservation (resv.c).  LEFT data blocks and META metadata blocks are
+ * counted in the pool's RESERVED, so nobody else takes them.  A guarded
+ * reservation (vbas_reserve, vbas_reserve_range) keeps its own metadata
+ * allowance: its writes hold their metadata room out of META, give back
+ * what they did not use, and every commit tops META up again to the
+ * target (resv_target), out of the blocks the commit freed. */
 struct vbas_resv {
 	struct vbas_pool *pool;
 	int refs;                  /* under pool->lock */
-	uint64_t left;             /* blocks not yet used */
+	int guard;                 /* keeps a metadata allowance (public cookies) */
+	uint64_t left;             /* data blocks not yet used */
+	uint64_t meta;             /* metadata blocks held for the writes */
+	unsigned hm;               /* mapping tree levels the allowance assumes */
+	uint64_t cow;              /* metadata for copies of shared nodes
+	                              (vbas_reserve_range), until the first write */
+	/* For vbas_resv_stats: what was held and what the writes took. */
+	uint64_t data_granted, meta_granted, meta_used, meta_short;
+	struct vbas_resv *prev, *next;  /* guarded ones: pool->resvs */
 };
 
 struct vbas_pool {
@@ -150,6 +168,12 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs);
  * holding COW_RECS records to copy: paths, splits, copies. */
 uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
 			  uint64_t blocks, uint64_t cow_recs);
+/* Reservation allowances (resv.c): levels a mapping tree of a pool this
+ * size may have; the room of a one-block write into a tree of HM levels;
+ * the nodes N blocks written may add to the trees for good. */
+unsigned space_map_levels(struct vbas_pool *p);
+uint64_t space_resv_step(struct vbas_pool *p, unsigned hm);
+uint64_t space_resv_growth(struct vbas_pool *p, unsigned hm, uint64_t n);
 /* Metadata blocks the refcount tree's own churn may take in one
  * transaction, beside what the changes themselves shadow. */
 uint64_t space_cascade(struct vbas_pool *p);
@@ -163,9 +187,10 @@ void space_size_reserve(struct vbas_pool *p);
 uint64_t space_range_meta(struct vbas_pool *p, uint64_t n);
 /* Who may use the metadata reserve.  A change that may grow metadata
  * without freeing anything (discard or shrink under a snapshot, a new
- * volume) keeps half of it; a delete, which is what lets a full pool free
+ * volume) keeps half of it; data writes and new reservations keep all
+ * of it (SPACE_DATA); a delete, which is what lets a full pool free
  * space, may use all of it (docs/design.md, "A full pool"). */
-enum space_class { SPACE_GROW, SPACE_FREE };
+enum space_class { SPACE_DATA, SPACE_GROW, SPACE_FREE };
 /* Room for one step of a change that may take NEED metadata blocks (a
  * bound) before anything it frees comes back: 0, or after a commit that
  * gave back the blocks freed so far, or -ENOSPC (WHAT: for the message)
@@ -204,6 +229,23 @@ void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *r
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
 int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks);   /* live volumes */
+
+/* resv.c */
+/* Top every guarded reservation's allowance up to its target (commit). */
+void resv_refill(struct vbas_pool *p);
+/* Hold NEED metadata blocks for a step of RV's writes: out of the
+ * allowance, else (after a commit if blocks freed would help) out of the
+ * free room; returns what it holds, counted in RESERVED. */
+uint64_t resv_hold(struct vbas_pool *p, struct vbas_resv *rv, uint64_t need);
+/* The step is done: UNUSED of what it held was not used; it allocated
+ * ALLOCATED metadata blocks in all, OVERDRAWN of them out of reserved room. */
+void resv_unhold(struct vbas_pool *p, struct vbas_resv *rv, uint64_t unused, uint64_t allocated,
+		 uint64_t overdrawn);
+/* An unguarded reservation of DATA blocks and META metadata blocks
+ * (vbas_pwrite, vbas_unshare: META is their bound for all their steps,
+ * and each step holds what is left of it). */
+int resv_new(struct vbas_pool *p, uint64_t data, uint64_t meta, struct vbas_resv **rvp);
+void resv_put_locked(struct vbas_resv *rv);
 
 /* map.c */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,

@@ -133,7 +133,7 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 		return r;
 	r = count_needed(vol, lblk, nblk, &needed, &meta);
 	if (!r && needed) {
-		r = vbas_reserve(p, needed + meta, &resv);
+		r = resv_new(p, needed, meta, &resv);
 		if (r)
 			vbas_err_ctx(r, "write of %zu bytes at offset %" PRIu64, len, off);
 	}

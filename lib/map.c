@@ -553,16 +553,11 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		uint64_t keep = p->sp.meta_reserve + p->sp.reserved;
 		if (resv && resv->left) {
 			/* A write with a reservation does not fail for want of
-			 * metadata room.  When the pool is tight, the room comes
-			 * from the metadata reserve's half that growing changes
-			 * may use (after a commit, if that gives blocks back);
-			 * only if that is short too does map_end draw on the
-			 * reservation itself (and then on free space). */
-			int held = avail >= keep + meta;
-			if (!held && meta) {
-				held = !space_room(p, meta, SPACE_GROW, "write");
-				vbas_err_clear();
-			}
+			 * room: its data comes out of the reservation, and its
+			 * metadata room out of the reservation's allowance
+			 * (resv.c); an unguarded one (vbas_pwrite's own, with
+			 * VBAS_MAP_METAHELD) hands its whole bound to each step. */
+			uint64_t held = resv_hold(p, resv, meta);
 			uint64_t want = n < resv->left ? n : resv->left;
 			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
 			if (!r) {
@@ -570,8 +565,9 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 				p->sp.reserved -= got;
 				map->priv_resv = resv;
 				resv->refs++;
-				if (!held)
-					meta = 0;
+				map->priv_meta = held;
+			} else if (held) {
+				resv_unhold(p, resv, held, 0, 0);
 			}
 		} else if (avail <= keep + meta) {
 			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
@@ -579,10 +575,10 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		} else {
 			r = space_alloc(p, hint, n < avail - keep - meta ? n : avail - keep - meta,
 					VBAS_BT_DATA, 0, &pblk, &got);
-		}
-		if (!r) {
-			map->priv_meta = meta;
-			p->sp.reserved += meta;
+			if (!r) {
+				map->priv_meta = meta;
+				p->sp.reserved += meta;
+			}
 		}
 		if (r) {
 			if (!locked)
@@ -641,9 +637,11 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 				p->sp.reserved += unused;
 			}
 		}
-		/* The metadata blocks come out of what was held for them. */
+		/* The metadata blocks come out of what was held for them,
+		 * never out of a reservation's data blocks. */
 		struct vbas_resv held = { .pool = p, .refs = 1, .left = map->priv_meta };
-		p->sp.op_resv = map->priv_meta ? &held : map->priv_resv;
+		p->sp.op_resv = &held;
+		uint64_t allocs0 = p->sp.meta_allocs_txn, over0 = p->sp.overdrawn;
 		if (used) {
 			struct vbas_vol_rec rec;
 			struct vbas_btree t;
@@ -671,21 +669,23 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			 * them would make the next shadow every path again. */
 			if (r)
 				txn_fail(p, r);
-			else if (!(map->priv_state & 8))
-				r = txn_maybe_commit(p);
 		}
 		p->sp.op_resv = NULL;
-		p->sp.reserved -= held.left;
+		struct vbas_resv *rv = map->priv_resv;
+		if (rv) {
+			/* What the step did not use goes back to the allowance. */
+			resv_unhold(p, rv, held.left,
+				    p->sp.meta_allocs_txn - allocs0, p->sp.overdrawn - over0);
+		} else {
+			p->sp.reserved -= held.left;
+		}
+		if (used && !r && !(map->priv_state & 8))
+			r = txn_maybe_commit(p);
 	}
 	if (!locked)
 		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);
-	if (map->priv_resv) {
-		struct vbas_resv *rv = map->priv_resv;
-		if (--rv->refs == 0) {
-			p->sp.reserved -= rv->left;
-			free(rv);
-		}
-	}
+	if (map->priv_resv)
+		resv_put_locked(map->priv_resv);
 	map->priv_state = 0;
 	pthread_mutex_unlock(&p->lock);
 	return r;

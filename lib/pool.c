@@ -366,75 +366,8 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->generation = p->gen;
 	cache_stats(p->cache, &cs);
 	info->cache_blocks = (uint32_t)cs.max_blocks;
+	info->reserved_metadata = p->sp.resv_meta * p->bs;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }
 
-/* ---- Reservations ------------------------------------------------------ */
-
-int vbas_reserve(struct vbas_pool *p, uint64_t nblocks, struct vbas_resv **resvp)
-{
-	struct vbas_resv *rv;
-	int r;
-	vbas_err_clear();
-	rv = calloc(1, sizeof(*rv));
-	if (!rv)
-		return -ENOMEM;
-	pthread_mutex_lock(&p->lock);
-	r = txn_writable(p, "reserve");
-	if (!r) {
-		uint64_t avail = space_avail(p), keep = p->sp.meta_reserve + p->sp.reserved;
-		if (avail < keep || avail - keep < nblocks) {
-			/* Blocks freed in this transaction come back at commit. */
-			if (p->sp.freed.total)
-				r = txn_commit(p);
-			avail = space_avail(p);
-			if (!r && (avail < keep || avail - keep < nblocks))
-				r = vbas_err(-ENOSPC, "the pool is full: %" PRIu64 " blocks needed, %"
-					     PRIu64 " free for data", nblocks, avail > keep ? avail - keep : 0);
-		}
-	}
-	if (!r) {
-		p->sp.reserved += nblocks;
-		rv->pool = p;
-		rv->refs = 1;
-		rv->left = nblocks;
-		*resvp = rv;
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (r)
-		free(rv);
-	return r;
-}
-
-void vbas_resv_get(struct vbas_resv *rv)
-{
-	pthread_mutex_lock(&rv->pool->lock);
-	rv->refs++;
-	pthread_mutex_unlock(&rv->pool->lock);
-}
-
-void vbas_resv_put(struct vbas_resv *rv)
-{
-	struct vbas_pool *p;
-	int last;
-	if (!rv)
-		return;
-	p = rv->pool;
-	pthread_mutex_lock(&p->lock);
-	last = --rv->refs == 0;
-	if (last)
-		p->sp.reserved -= rv->left;
-	pthread_mutex_unlock(&p->lock);
-	if (last)
-		free(rv);
-}
-
-uint64_t vbas_resv_remaining(const struct vbas_resv *rv)
-{
-	uint64_t n;
-	pthread_mutex_lock(&rv->pool->lock);
-	n = rv->left;
-	pthread_mutex_unlock(&rv->pool->lock);
-	return n;
-}

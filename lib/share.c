@@ -403,7 +403,7 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need, &meta);
 	if (r || !need)
 		return r;
-	r = vbas_reserve(p, need + meta, &resv);
+	r = resv_new(p, need, meta, &resv);
 	if (r)
 		return vbas_err_ctx(r, "unshare: %" PRIu64 " shared blocks need copies", need);
 	const size_t chunk = 1 << 20;

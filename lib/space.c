@@ -154,6 +154,11 @@ static int env_alloc_meta(void *ctx, uint64_t hint, uint64_t *blkno)
 	if (rv && rv->left) {
 		rv->left--;
 		p->sp.reserved--;
+	} else if (space_avail(p) < p->sp.reserved) {
+		/* Beyond what the change held, and beyond the metadata reserve:
+		 * out of room promised to reservations.  Counted (a bound was
+		 * wrong), for the tests and vbas_resv_stats. */
+		p->sp.overdrawn++;
 	}
 	return space_queue(p, *blkno, 1, +1, VBAS_BT_META, 1);
 }
@@ -312,32 +317,105 @@ uint64_t space_avail(struct vbas_pool *p)
 	return busy >= usable ? 0 : usable - busy;
 }
 
-uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map)
+/* The room one change takes on paths: see space_op_meta; HM is the
+ * mapping tree's height. */
+static uint64_t op_meta_h(struct vbas_pool *p, unsigned hm)
 {
-	unsigned hr = 0, hv = 0, hm = 0;
-	if (bt_height(&p->sp.refc, &hr) || bt_height(&p->voltab, &hv) ||
-	    (map && bt_height(map, &hm)))
+	unsigned hr = 0, hv = 0;
+	if (bt_height(&p->sp.refc, &hr) || bt_height(&p->voltab, &hv))
 		return 64;
 	/* Each tree's path shadowed, a split at every level, and the
 	 * refcount tree changed for a few records: generous. */
 	return 2 * (2 * hm + 3 * hr + hv + 4);
 }
 
-uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
-			  uint64_t blocks, uint64_t cow_recs)
+uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map)
 {
-	unsigned hm = 0, hr = 0;
+	unsigned hm = 0;
+	if (map && bt_height(map, &hm))
+		return 64;
+	return op_meta_h(p, hm);
+}
+
+/* space_write_meta for a mapping tree of HM levels and leaves of MCAP. */
+static uint64_t write_meta_h(struct vbas_pool *p, unsigned hm, unsigned mcap, uint64_t runs,
+			     uint64_t blocks, uint64_t cow_recs)
+{
+	unsigned hr = 0;
 	if (!runs && !blocks)
 		return 0;
-	if (bt_height(map, &hm) || bt_height(&p->sp.refc, &hr))
+	if (bt_height(&p->sp.refc, &hr))
 		hm = hr = 8;
 	/* Free space may be in pieces: up to one extent, and one refcount
 	 * record, per block, and every half leaf of new records splits a
 	 * leaf and maybe every level above it. */
-	uint64_t hmap = bt_leaf_cap(map) / 2, href = bt_leaf_cap(&p->sp.refc) / 2;
+	uint64_t hmap = mcap / 2, href = bt_leaf_cap(&p->sp.refc) / 2;
 	uint64_t splits = (2 * blocks / (hmap ? hmap : 1) + 1) * (hm + 1) +
 			  (2 * blocks / (href ? href : 1) + 1) * (hr + 1);
-	return runs * space_op_meta(p, map) + splits + space_cow_meta(p, cow_recs);
+	return runs * op_meta_h(p, hm) + splits + space_cow_meta(p, cow_recs);
+}
+
+uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
+			  uint64_t blocks, uint64_t cow_recs)
+{
+	unsigned hm = 0;
+	if (bt_height(map, &hm))
+		hm = 8;
+	return write_meta_h(p, hm, bt_leaf_cap(map), runs, blocks, cow_recs);
+}
+
+/* Nodes that inserting RECS records can add to a tree of LEVELS levels
+ * (leaves of LCAP records, interior nodes of ICAP): a split leaves two
+ * nodes at least half full, so a level splits once per half node of
+ * records it receives, and once more for a node that was full already;
+ * each split is one record for the level above; and a new root. */
+static uint64_t insert_growth(uint64_t recs, unsigned lcap, unsigned icap, unsigned levels)
+{
+	uint64_t total = 1, r = recs;
+	for (unsigned l = 0; l < levels && r; l++) {
+		uint64_t half = (l ? icap : lcap) / 2;
+		r = r / (half ? half : 1) + 1;
+		total += r;
+	}
+	return total;
+}
+
+/* Levels of a tree with leaves of LCAP and interior nodes of ICAP that
+ * holds RECS records with every node a quarter full (btree.c's least
+ * fill, but for the root). */
+static unsigned levels_for(uint64_t recs, unsigned lcap, unsigned icap)
+{
+	uint64_t q = lcap / 4 ? lcap / 4 : 1, qi = icap / 4 > 1 ? icap / 4 : 2;
+	unsigned l = 1;
+	for (uint64_t nodes = recs / q + 1; nodes > 1 && l < 64; nodes = nodes / qi + 1)
+		l++;
+	return l;
+}
+
+unsigned space_map_levels(struct vbas_pool *p)
+{
+	struct vbas_btree m = { .ops = &map_ops, .env = &p->env };
+	return levels_for(p->nblocks, bt_leaf_cap(&m), bt_int_cap(&m));
+}
+
+uint64_t space_resv_step(struct vbas_pool *p, unsigned hm)
+{
+	struct vbas_btree m = { .ops = &map_ops, .env = &p->env };
+	return write_meta_h(p, hm, bt_leaf_cap(&m), 1, 1, 0);
+}
+
+uint64_t space_resv_growth(struct vbas_pool *p, unsigned hm, uint64_t n)
+{
+	if (!n)
+		return 0;
+	struct vbas_btree m = { .ops = &map_ops, .env = &p->env };
+	unsigned hr = 0;
+	if (bt_height(&p->sp.refc, &hr))
+		hr = 8;
+	/* A block written is at most one new extent, and two refcount
+	 * records: its own, and one a copy on write splits off. */
+	return insert_growth(n, bt_leaf_cap(&m), bt_int_cap(&m), hm + 1) +
+	       insert_growth(2 * n, bt_leaf_cap(&p->sp.refc), bt_int_cap(&p->sp.refc), hr + 1);
 }
 
 /* Levels of the refcount tree a change may touch: its height, and one
@@ -388,7 +466,8 @@ uint64_t space_range_meta(struct vbas_pool *p, uint64_t n)
 
 static uint64_t room_keep(struct vbas_pool *p, enum space_class cls)
 {
-	return p->sp.reserved + (cls == SPACE_GROW ? p->sp.meta_reserve / 2 : 0);
+	return p->sp.reserved + (cls == SPACE_DATA ? p->sp.meta_reserve :
+				 cls == SPACE_GROW ? p->sp.meta_reserve / 2 : 0);
 }
 
 uint64_t space_room_free(struct vbas_pool *p, enum space_class cls)
@@ -409,6 +488,7 @@ int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const c
 			return vbas_err(-ENOSPC, "%s: the pool is full: its next step may need %" PRIu64
 					" metadata blocks; %" PRIu64 " are free, %" PRIu64 " of them held "
 					"back (%s)", what, need, space_avail(p), room_keep(p, cls),
+					cls == SPACE_DATA ? "reservations, and the metadata reserve" :
 					cls == SPACE_GROW ? "reservations, and half the metadata reserve, "
 					"kept for deletes" : "reservations");
 		int r = txn_commit(p);
@@ -932,6 +1012,8 @@ void space_committed(struct vbas_pool *p)
 	sp->refc.grown = 0;
 	space_size_reserve(p);
 	sp->meta_allocs_txn = 0;
+	/* The shadows reservations' writes took came back: top them up. */
+	resv_refill(p);
 }
 
 /* The running transaction is abandoned: back to the last commit. */

@@ -895,10 +895,12 @@ static int cmd_info(const struct args *a)
 		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
 		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
-		       ",\"metadata_reserve\":%" PRIu64 ",\"generation\":%" PRIu64
+		       ",\"reserved_metadata\":%" PRIu64 ",\"metadata_reserve\":%" PRIu64
+		       ",\"generation\":%" PRIu64
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64 "}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
-		       i.total_blocks, i.reserved, i.metadata_reserve, i.generation,
+		       i.total_blocks, i.reserved, i.reserved_metadata, i.metadata_reserve,
+		       i.generation,
 		       i.cache_blocks, i.mapped, i.sharing_saves);
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
@@ -909,6 +911,7 @@ static int cmd_info(const struct args *a)
 			{ "free", i.free, 1 },
 			{ "metadata reserve", i.metadata_reserve, 1 },
 			{ "reserved", i.reserved, 1 },
+			{ "  for metadata", i.reserved_metadata, 1 },
 			{ "mapped", i.mapped, 1 },
 			{ "sharing saves", i.sharing_saves, 1 },
 			{ "volumes", i.volumes, 0 },
@@ -2261,7 +2264,8 @@ static const struct cmd cmds[] = {
 	{ "info", cmd_info, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "show the pool's size and space use",
 	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
-	  "data_used, metadata_used, free, volumes, total_blocks, reserved,\n"
+	  "data_used, metadata_used, free, volumes, total_blocks, reserved (held\n"
+	  "by reservations), reserved_metadata (of those, the metadata allowances),\n"
 	  "metadata_reserve, generation, cache_blocks, mapped (summed over every\n"
 	  "volume) and sharing_saves (mapped - data_used: what sharing saves).\n\n"
 	  "Options:\n"

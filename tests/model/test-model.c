@@ -47,6 +47,8 @@ struct run {
 	struct rng r;
 	uint64_t cache;
 	uint64_t enospc, ops;
+	struct vbas_resv *resv;   /* a reservation held across operations */
+	uint64_t resv_writes, resv_refused;
 };
 
 static void mvol_resize(struct mvol *mv, uint64_t size, uint32_t bs)
@@ -201,8 +203,11 @@ static void compare_all(struct run *R)
 	assert_int_equal(pi.sharing_saves, (total - distinct) * R->m.bs);
 }
 
+static void drop_resv(struct run *R);
+
 static void reopen(struct run *R)
 {
+	drop_resv(R);
 	assert_ok(vbas_close(R->p));
 	R->p = open_mem(R->dev, R->cache);
 }
@@ -315,6 +320,8 @@ static void op_write(struct run *R, int i)
 	if (mv->readonly) {
 		expect_rofs(R, i, e);
 	} else if (e == -ENOSPC) {
+		if (trace())
+			fprintf(stderr, "#   ENOSPC: %s\n", vbas_errmsg());
 		R->enospc++;
 		compare_range(R, i, off, len);   /* nothing changed */
 	} else {
@@ -325,6 +332,114 @@ static void op_write(struct run *R, int i)
 			model_written(&R->m, i, b, refs);
 	}
 	free(buf);
+}
+
+/* A write through the mapping interface with a reservation: either one
+ * of vbas_reserve_range for the range, taken just before (ENOSPC then is
+ * clean: nothing changed), or the reservation R holds across operations,
+ * if it has blocks for the whole range left.  Once reserved, no step of
+ * the write may fail, whatever else the pool holds, and no metadata block
+ * may come from beyond the reservation's allowance (meta_short). */
+static void op_resv_write(struct run *R, int i)
+{
+	struct mvol *mv = &R->m.v[i];
+	uint64_t off, len;
+	uint32_t bs = R->m.bs;
+	pick_range(R, mv->size, 1, &off, &len);
+	struct vbas_vol *v = vopen(R, i);
+	struct vbas_resv *rv = NULL;
+	int own = !R->resv || vbas_resv_remaining(R->resv) < len / bs || rng_below(&R->r, 2);
+	struct vbas_pool_info pi0;
+	assert_ok(vbas_pool_info(R->p, &pi0));
+	uint64_t gen0 = pi0.generation;
+	int e = own ? vbas_reserve_range(v, off, len, &rv) : 0;
+	if (trace())
+		fprintf(stderr, "#  reserved write %s %llu+%llu own %d: %d\n", mv->name,
+			(unsigned long long)off, (unsigned long long)len, own, e);
+	if (mv->readonly) {
+		struct vbas_iomap m;
+		if (!own)
+			e = vbas_map_begin(v, off, len, VBAS_MAP_WRITE, R->resv, &m);
+		expect_rofs(R, i, e);
+		vbas_vol_close(v);
+		return;
+	}
+	if (e == -ENOSPC) {
+		R->enospc++;
+		R->resv_refused++;
+		vbas_vol_close(v);
+		compare_range(R, i, off, len);
+		return;
+	}
+	assert_ok(e);
+	if (!own)
+		rv = R->resv;
+	uint8_t *buf = malloc(len);
+	rng_fill(&R->r, buf, len);
+	const uint32_t *refs = model_refs(&R->m);
+	for (uint64_t done = 0; done < len;) {
+		struct vbas_iomap m;
+		e = vbas_map_begin(v, off + done, len - done, VBAS_MAP_WRITE, rv, &m);
+		if (e)
+			fail_msg("a write inside a reservation failed: %s %llu+%llu at %llu: %d: %s",
+				 mv->name, (unsigned long long)off, (unsigned long long)len,
+				 (unsigned long long)done, e, vbas_errmsg());
+		assert_true(m.type == VBAS_IOMAP_NEW || m.type == VBAS_IOMAP_MAPPED);
+		if (trace())
+			fprintf(stderr, "#   step %llu+%llu: %s%s\n", (unsigned long long)(off + done),
+				(unsigned long long)m.length, m.type == VBAS_IOMAP_NEW ? "new" : "in place",
+				m.flags & VBAS_IOMAP_F_SHARED ? " (copy)" : "");
+		assert_ok(dev_pwrite(R->p->dev, buf + done, m.length, m.physical));
+		assert_ok(vbas_map_end(v, &m, m.length, 0));
+		done += m.length;
+	}
+	struct vbas_resv_stats st;
+	assert_ok(vbas_resv_stats(rv, &st));
+	if (st.meta_short)
+		fail_msg("a reservation's writes took %llu metadata blocks beyond its allowance "
+			 "(%llu held in all, %llu used)", (unsigned long long)st.meta_short,
+			 (unsigned long long)st.meta_granted, (unsigned long long)st.meta_used);
+	if (own) {
+		/* Exactly what the range needed, unless a commit came between:
+		 * blocks whose count changed in the transaction are copied on
+		 * write until it commits, and then they need no copy. */
+		struct vbas_pool_info pi;
+		assert_ok(vbas_pool_info(R->p, &pi));
+		if (pi.generation == gen0)
+			assert_int_equal(st.data_left, 0);
+		vbas_resv_put(rv);
+	}
+	memcpy(mv->data + off, buf, len);
+	for (uint64_t b = off / bs; b < (off + len) / bs; b++)
+		model_written(&R->m, i, b, refs);
+	R->resv_writes++;
+	free(buf);
+	vbas_vol_close(v);
+}
+
+/* Take or drop the reservation held across operations. */
+static void op_resv_hold(struct run *R)
+{
+	if (R->resv) {
+		vbas_resv_put(R->resv);
+		R->resv = NULL;
+		return;
+	}
+	uint64_t n = 1 + rng_below(&R->r, 64);
+	int e = vbas_reserve(R->p, n, &R->resv);
+	if (e == -ENOSPC) {
+		R->enospc++;
+		R->resv = NULL;
+		return;
+	}
+	assert_ok(e);
+	assert_int_equal(vbas_resv_remaining(R->resv), n);
+}
+
+static void drop_resv(struct run *R)
+{
+	vbas_resv_put(R->resv);
+	R->resv = NULL;
 }
 
 /* An unmap of [OFF, OFF+LEN) of volume I (open as V) stopped with ENOSPC
@@ -517,7 +632,26 @@ static void op_delete(struct run *R, int i)
 	struct mvol *mv = &R->m.v[i];
 	if (trace())
 		fprintf(stderr, "#  delete %s\n", mv->name);
-	assert_ok(vbas_vol_delete(R->p, mv->name));
+	int e = vbas_vol_delete(R->p, mv->name);
+	if (e == -ENOSPC && R->resv) {
+		/* The room the delete's step needs is promised to the
+		 * reservation held: it waits for that to go. */
+		struct vbas_vol_info info;
+		R->enospc++;
+		drop_resv(R);
+		if (vbas_vol_stat(R->p, mv->name, &info) == -ENOENT)
+			reopen(R);           /* it stopped part way: finish it */
+		else
+			e = vbas_vol_delete(R->p, mv->name);
+		if (e != -ENOSPC)
+			assert_ok(e);
+		else
+			assert_int_equal(vbas_vol_stat(R->p, mv->name, &info), -ENOENT);
+		if (R->p->deletes_stopped)
+			reopen(R);
+	} else {
+		assert_ok(e);
+	}
 	assert_int_equal(vbas_vol_delete(R->p, mv->name), -ENOENT);
 	mv->live = 0;
 	free(mv->data);
@@ -803,8 +937,12 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 		int j = pick_live(&R);
 		if (i < 0 || what < 3)
 			op_create(&R);
-		else if (what < 30)
+		else if (what < 24)
 			op_write(&R, i);
+		else if (what < 28)
+			op_resv_write(&R, i);
+		else if (what < 30)
+			op_resv_hold(&R);
 		else if (what < 38)
 			op_discard(&R, i);
 		else if (what < 43)
@@ -839,19 +977,28 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 		if (R.p->broken)
 			fail_msg("op %llu left the pool read-only: %s", (unsigned long long)n,
 				 R.p->broken_msg);
+		/* What reservations hold is free, and nothing took from it. */
+		if (space_avail(R.p) < R.p->sp.reserved || R.p->sp.overdrawn)
+			fail_msg("op %llu: %llu blocks free, %llu reserved; %llu metadata blocks "
+				 "were taken out of reserved room", (unsigned long long)n,
+				 (unsigned long long)space_avail(R.p),
+				 (unsigned long long)R.p->sp.reserved,
+				 (unsigned long long)R.p->sp.overdrawn);
 		if (n % 97 == 0 || getenv("VBAS_CHECK_ALL")) {
 			compare_all(&R);
 			if (getenv("VBAS_CHECK_ALL"))
 				assert_check_clean(R.p);
 		}
 	}
+	drop_resv(&R);
 	compare_all(&R);
 	assert_check_clean(R.p);
 	reopen(&R);
 	compare_all(&R);
 	assert_check_clean(R.p);
-	fprintf(stderr, "# %llu operations, %llu ENOSPC\n", (unsigned long long)R.ops,
-		(unsigned long long)R.enospc);
+	fprintf(stderr, "# %llu operations, %llu ENOSPC; %llu writes inside reservations, %llu "
+		"reservations refused\n", (unsigned long long)R.ops, (unsigned long long)R.enospc,
+		(unsigned long long)R.resv_writes, (unsigned long long)R.resv_refused);
 	assert_ok(vbas_close(R.p));
 	dev_destroy(R.dev);
 	for (int i = 0; i < MAXVOL; i++) {
