@@ -119,6 +119,13 @@ struct vbas_pool_info {
 	uint32_t cache_blocks;    /* size of the metadata cache, in blocks */
 	uint64_t reserved_metadata; /* of RESERVED: the metadata allowances
 	                             reservations hold for their writes */
+	/* Since the pool was opened, summed over every reservation: bytes of
+	 * metadata allowance granted (at reservation time and by the top-ups
+	 * of commits), and bytes of metadata their writes allocated.  Their
+	 * difference is what the bounds over-reserve (docs/design.md,
+	 * "Reservations"). */
+	uint64_t reserved_metadata_granted;
+	uint64_t reserved_metadata_used;
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 

@@ -53,6 +53,7 @@ struct vbas_space {
 	                              metadata blocks are drawn from it */
 	struct vbas_resv *resvs;   /* guarded reservations (resv.c) */
 	uint64_t resv_meta;        /* their allowances, summed (in RESERVED) */
+	uint64_t resv_meta_granted, resv_meta_used;  /* since open, for info */
 	uint64_t overdrawn;        /* metadata blocks taken out of RESERVED by a
 	                              change that held none (a bound was wrong) */
 };

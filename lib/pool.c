@@ -367,6 +367,8 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	cache_stats(p->cache, &cs);
 	info->cache_blocks = (uint32_t)cs.max_blocks;
 	info->reserved_metadata = p->sp.resv_meta * p->bs;
+	info->reserved_metadata_granted = p->sp.resv_meta_granted * p->bs;
+	info->reserved_metadata_used = p->sp.resv_meta_used * p->bs;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

@@ -46,6 +46,7 @@ static void allow(struct vbas_pool *p, struct vbas_resv *rv, uint64_t n)
 {
 	rv->meta += n;
 	rv->meta_granted += n;
+	p->sp.resv_meta_granted += n;
 	p->sp.resv_meta += n;
 	p->sp.reserved += n;
 }
@@ -110,6 +111,8 @@ void resv_unhold(struct vbas_pool *p, struct vbas_resv *rv, uint64_t unused, uin
 		 uint64_t overdrawn)
 {
 	rv->meta_used += allocated;
+	if (rv->guard)
+		p->sp.resv_meta_used += allocated;
 	rv->meta_short += overdrawn;
 	rv->meta += unused;
 	if (!rv->guard)

@@ -434,11 +434,12 @@ uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
 		return 0;
 	unsigned hr = refc_levels(p);
 	/* Each change shadows at most a path of the refcount tree, but no
-	 * more nodes than the tree has (each is shadowed once a
-	 * transaction); each adds at most two records, and every half
-	 * leaf's worth of records splits a leaf, maybe every level above. */
+	 * more nodes than the tree had at the last commit (each is shadowed
+	 * once a transaction; those added since are this transaction's
+	 * already); each adds at most two records, and every half leaf's
+	 * worth of records splits a leaf, maybe every level above. */
 	uint64_t shadow = cow_recs * hr;
-	uint64_t tree = p->sp.meta_used + 2 * hr;
+	uint64_t tree = p->sp.refc_nodes + 2 * hr;
 	if (shadow > tree)
 		shadow = tree;
 	uint64_t half = bt_leaf_cap(&p->sp.refc) / 2;

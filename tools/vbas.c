@@ -895,11 +895,13 @@ static int cmd_info(const struct args *a)
 		printf("{\"size\":%" PRIu64 ",\"block_size\":%u,\"data_used\":%" PRIu64
 		       ",\"metadata_used\":%" PRIu64 ",\"free\":%" PRIu64 ",\"volumes\":%" PRIu64
 		       ",\"total_blocks\":%" PRIu64 ",\"reserved\":%" PRIu64
-		       ",\"reserved_metadata\":%" PRIu64 ",\"metadata_reserve\":%" PRIu64
+		       ",\"reserved_metadata\":%" PRIu64 ",\"reserved_metadata_granted\":%" PRIu64
+		       ",\"reserved_metadata_used\":%" PRIu64 ",\"metadata_reserve\":%" PRIu64
 		       ",\"generation\":%" PRIu64
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64 "}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
-		       i.total_blocks, i.reserved, i.reserved_metadata, i.metadata_reserve,
+		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
+		       i.reserved_metadata_used, i.metadata_reserve,
 		       i.generation,
 		       i.cache_blocks, i.mapped, i.sharing_saves);
 	} else {
@@ -2266,6 +2268,8 @@ static const struct cmd cmds[] = {
 	  "Sizes are in bytes.  The JSON object has the keys size, block_size,\n"
 	  "data_used, metadata_used, free, volumes, total_blocks, reserved (held\n"
 	  "by reservations), reserved_metadata (of those, the metadata allowances),\n"
+	  "reserved_metadata_granted and reserved_metadata_used (allowances granted\n"
+	  "and what the reserved writes took, since the pool was opened),\n"
 	  "metadata_reserve, generation, cache_blocks, mapped (summed over every\n"
 	  "volume) and sharing_saves (mapped - data_used: what sharing saves).\n\n"
 	  "Options:\n"

@@ -1190,7 +1190,7 @@ expect_json "list: usage consistent for every volume" "$USAGE_OK" "$VBAS" list $
 expect_out "check: clean after deleting snapshots in both orders" '^clean' "$VBAS" check $H
 expect_ok "delete every volume" sh -c "for v in c1 c2 r1 r2 e1 e2; do '$VBAS' delete --yes $H \$v || exit 1; done"
 expect_json "the pool is empty again" \
-	'd["volumes"] == 0 and d["data_used"] == 0 and d["mapped"] == 0 and d["sharing_saves"] == 0 and d["reserved"] == 0 and d["reserved_metadata"] == 0' \
+	'd["volumes"] == 0 and d["data_used"] == 0 and d["mapped"] == 0 and d["sharing_saves"] == 0 and d["reserved"] == 0 and d["reserved_metadata"] == 0 and d["reserved_metadata_granted"] == 0 and d["reserved_metadata_used"] == 0' \
 	"$VBAS" info $H --json
 expect_out "check: clean at the end" '^clean' "$VBAS" check $H
 

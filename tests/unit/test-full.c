@@ -415,6 +415,10 @@ static void reserved_writes(uint64_t pool, uint32_t bs, uint32_t fanout, uint64_
 	vbas_resv_put(rv);
 	assert_ok(vbas_pool_info(p, &pi));
 	assert_int_equal(pi.reserved, 0);
+	/* The pool's figures since open: this reservation's, and the
+	 * binary search's (granted, never used). */
+	assert_true(pi.reserved_metadata_granted >= st.meta_granted * bs);
+	assert_int_equal(pi.reserved_metadata_used, st.meta_used * bs);
 	assert_ok(vbas_flush(p));
 	verify_vol(vol, bs, model, n, "after the reserved writes");
 	assert_check_clean(p);
