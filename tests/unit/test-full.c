@@ -485,16 +485,20 @@ static void t_reserve_range(void **state)
 	assert_int_equal(vbas_reserve_range(vol, bs, nb * bs, &rv), -ERANGE);
 	assert_int_equal(vbas_reserve_range(vol, UINT64_MAX - 10, 20, &rv), -ERANGE);
 	assert_int_equal(vbas_reserve_range(vol, 0, bs, NULL), -EINVAL);
+	assert_int_equal(vbas_reserve(p, 1, NULL), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "no place for the reservation"));
+	struct vbas_resv_stats st;
+	assert_int_equal(vbas_resv_stats(NULL, &st), -EINVAL);
 	assert_null(rv);
 	assert_ok(vbas_pool_info(p, &pi));
 	assert_int_equal(pi.reserved, 0);
 
 	/* Before any snapshot: the holes only; a partial block counts whole. */
-	struct vbas_resv_stats st;
 	assert_ok(vbas_reserve_range(vol, 8 * bs + 100, 16 * bs, &rv));
 	assert_ok(vbas_resv_stats(rv, &st));
 	assert_int_equal(st.data_left, 16 - 8 + 1);   /* blocks 16..24 of 8..24 */
 	assert_true(st.meta_held > 0);
+	assert_int_equal(vbas_resv_stats(rv, NULL), -EINVAL);
 	assert_ok(vbas_pool_info(p, &pi));
 	assert_int_equal(pi.reserved, (st.data_left + st.meta_held) * bs);
 	assert_int_equal(pi.reserved_metadata, st.meta_held * bs);
