@@ -364,6 +364,16 @@ uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t 
 	return write_meta_h(p, hm, bt_leaf_cap(map), runs, blocks, cow_recs);
 }
 
+/* Levels of the refcount tree a change may touch: its height, and one
+ * more for a root split (9 if the root cannot be read). */
+static unsigned refc_levels(struct vbas_pool *p)
+{
+	unsigned hr = 0;
+	if (bt_height(&p->sp.refc, &hr))
+		hr = 8;
+	return hr + 1;
+}
+
 /* Nodes that inserting RECS records can add to a tree of LEVELS levels
  * (leaves of LCAP records, interior nodes of ICAP): a split leaves two
  * nodes at least half full, so a level splits once per half node of
@@ -409,23 +419,11 @@ uint64_t space_resv_growth(struct vbas_pool *p, unsigned hm, uint64_t n)
 	if (!n)
 		return 0;
 	struct vbas_btree m = { .ops = &map_ops, .env = &p->env };
-	unsigned hr = 0;
-	if (bt_height(&p->sp.refc, &hr))
-		hr = 8;
 	/* A block written is at most one new extent, and two refcount
 	 * records: its own, and one a copy on write splits off. */
 	return insert_growth(n, bt_leaf_cap(&m), bt_int_cap(&m), hm + 1) +
-	       insert_growth(2 * n, bt_leaf_cap(&p->sp.refc), bt_int_cap(&p->sp.refc), hr + 1);
-}
-
-/* Levels of the refcount tree a change may touch: its height, and one
- * more for a root split (9 if the root cannot be read). */
-static unsigned refc_levels(struct vbas_pool *p)
-{
-	unsigned hr = 0;
-	if (bt_height(&p->sp.refc, &hr))
-		hr = 8;
-	return hr + 1;
+	       insert_growth(2 * n, bt_leaf_cap(&p->sp.refc), bt_int_cap(&p->sp.refc),
+			     refc_levels(p));
 }
 
 uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
