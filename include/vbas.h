@@ -126,6 +126,13 @@ struct vbas_pool_info {
 	 * "Reservations"). */
 	uint64_t reserved_metadata_granted;
 	uint64_t reserved_metadata_used;
+	/* Reserved ranges (vbas_vol_reserve): their blocks are in use (in
+	 * DATA_USED); of RESERVED, the blocks held for copies on write of
+	 * the shared ones. */
+	uint64_t reserved_ranges;
+	uint64_t reserved_owed;
+	/* Free for new data: FREE less the metadata reserve and RESERVED. */
+	uint64_t available;
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -142,6 +149,9 @@ struct vbas_vol_info {
 	uint64_t origin;    /* id of the volume this is a snapshot or clone of
 	                       (0: none; the origin may have been deleted) */
 	uint32_t flags;     /* VBAS_VOL_* */
+	uint64_t reserved;  /* bytes of its reserved ranges (vbas_vol_reserve) */
+	uint64_t owed;      /* bytes the pool holds for copies on write of
+	                       reserved blocks that are shared */
 };
 #define VBAS_VOL_READONLY      0x1u   /* a snapshot */
 
@@ -173,6 +183,12 @@ int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
  * first if SRC changed in the running transaction.  -EEXIST: NAME taken;
  * -ENOENT: no SRC. */
 #define VBAS_SNAP_WRITABLE     0x1u
+/* Reserved ranges of SRC become shared: by default the pool sets aside a
+ * block for every reserved block of SRC (if writable) and of a clone, so
+ * that their writes still cannot fail, or the call fails with -ENOSPC
+ * having changed nothing.  NORESERVE shares them without: a write there
+ * may then fail with -ENOSPC until it has copied the block once. */
+#define VBAS_SNAP_NORESERVE    0x2u
 int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
 		      unsigned flags);
 
@@ -241,6 +257,20 @@ int vbas_reserve(struct vbas_pool *pool, uint64_t nblocks,
  * -EROFS: a snapshot; -ERANGE: past the end; -EINVAL: LEN 0. */
 int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		       struct vbas_resv **resvp);
+/* Persistent reservation, fallocate mode 0: every later write inside
+ * [OFF, OFF+LEN) of VOL succeeds, whatever else happens in the pool, until
+ * vbas_vol_unreserve.  Holes get blocks of their own, zeroed on the
+ * device; the range's extents are marked reserved in the volume's tree,
+ * so it survives close, crash and reopen, and a snapshot, clone or
+ * reflink that shares its blocks sets their copies aside (see
+ * VBAS_SNAP_NORESERVE).  Whole blocks: the range is rounded out.  A
+ * discard inside it zeroes the blocks and keeps them.  -ENOSPC (nothing
+ * changed): not enough room; -EROFS: a snapshot; -ERANGE: past the end;
+ * -EINVAL: LEN 0.  Reserving a range reserved already is a no-op. */
+int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
+/* End the reservation of [OFF, OFF+LEN) (block aligned, else -EINVAL):
+ * the blocks stay mapped with their data; a discard frees them. */
+int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
 void vbas_resv_get(struct vbas_resv *resv);
 void vbas_resv_put(struct vbas_resv *resv);
 uint64_t vbas_resv_remaining(const struct vbas_resv *resv);   /* data blocks */

@@ -33,7 +33,8 @@ struct ck {
 	size_t nrefs, caprefs;
 	int oom;
 	/* per volume being walked */
-	uint64_t vol_id, vol_blocks, vol_mapped;
+	uint64_t vol_id, vol_blocks, vol_mapped, vol_resv;
+	uint64_t owed;           /* summed over live volumes */
 	uint64_t prev_end;
 	/* refcount records */
 	struct ref *rrec;
@@ -45,7 +46,7 @@ struct ck {
 	 * walked twice; what its subtree maps is remembered instead */
 	struct seen *seen;
 	size_t seen_n, seen_cap;
-	struct walk { uint64_t blk, mapped0; } stack[BT_MAX_DEPTH + 1];
+	struct walk { uint64_t blk, mapped0, resv0; } stack[BT_MAX_DEPTH + 1];
 	unsigned depth;
 	/* volumes */
 	uint64_t *vids;
@@ -57,6 +58,7 @@ struct ck {
 struct seen {
 	uint64_t blk;            /* 0: empty slot */
 	uint64_t mapped;         /* blocks its subtree maps */
+	uint64_t resv;           /* of those, in reserved extents */
 	uint64_t end;            /* end of its last extent */
 	int done;                /* walked to the end */
 };
@@ -160,6 +162,7 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 			return -EUCLEAN;
 		}
 		c->vol_mapped += e->mapped;
+		c->vol_resv += e->resv;
 		if (e->end > c->vol_blocks)
 			problem(c, "volume %" PRIu64 ": shared subtree at node %" PRIu64 " maps up to "
 				"block %" PRIu64 ", past the end of the volume (%" PRIu64 " blocks)",
@@ -169,7 +172,7 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 		return BT_CHECK_SEEN;
 	}
 	if (c->depth <= BT_MAX_DEPTH)
-		c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped };
+		c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped, c->vol_resv };
 	c->depth++;
 	return 0;
 }
@@ -187,6 +190,7 @@ static int node_done(void *arg, uint64_t blkno)
 	if (!e)
 		return -ENOMEM;
 	e->mapped = c->vol_mapped - c->stack[c->depth].mapped0;
+	e->resv = c->vol_resv - c->stack[c->depth].resv0;
 	e->end = c->prev_end;
 	e->done = 1;
 	return 0;
@@ -211,6 +215,8 @@ static int map_rec_cb(void *arg, const void *rec)
 		return 0;
 	}
 	c->vol_mapped += n;
+	if (le32_get(r->v.flags) & VBAS_MAPF_RESERVED)
+		c->vol_resv += n;
 	return add_ref(c, pb, n, VBAS_BT_DATA);
 }
 
@@ -441,6 +447,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		c.vol_id = c.vids[i];
 		c.vol_blocks = le64_get(rec.size) >> p->bshift;
 		c.vol_mapped = 0;
+		c.vol_resv = 0;
 		c.prev_end = 0;
 		c.depth = 0;
 		cbs.rec_cb = map_rec_cb;
@@ -449,9 +456,15 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		uint8_t from[8];
 		st_le64(from, le64_get(rec.del_cursor));
 		cbs.from = deleting ? from : NULL;
-		if (!deleting && le64_get(rec.del_cursor))
-			problem(&c, "volume %" PRIu64 ": a delete cursor but no delete in progress",
-				c.vids[i]);
+		if (!deleting && le64_get(rec.owed) > le64_get(rec.resv_blocks))
+			problem(&c, "volume %" PRIu64 ": owes %" PRIu64 " blocks, more than its %"
+				PRIu64 " reserved blocks", c.vids[i], le64_get(rec.owed),
+				le64_get(rec.resv_blocks));
+		if (!deleting && (le32_get(rec.flags) & VBAS_VOLF_READONLY) && le64_get(rec.owed))
+			problem(&c, "volume %" PRIu64 ": a snapshot that owes %" PRIu64 " blocks",
+				c.vids[i], le64_get(rec.owed));
+		if (!deleting)
+			c.owed += le64_get(rec.owed);
 		if (le64_get(rec.origin) >= p->next_vol_id)
 			problem(&c, "volume %" PRIu64 ": origin %" PRIu64 " was never handed out",
 				c.vids[i], le64_get(rec.origin));
@@ -466,10 +479,17 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " mapped blocks, "
 				"its tree maps %" PRIu64, c.vids[i], c.vnames[i], le64_get(rec.mapped),
 				c.vol_mapped);
+		if (!deleting && c.vol_resv != le64_get(rec.resv_blocks))
+			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " reserved blocks, "
+				"its tree marks %" PRIu64, c.vids[i], c.vnames[i],
+				le64_get(rec.resv_blocks), c.vol_resv);
 	}
 	if (c.nv != p->nvolumes)
 		problem(&c, "the superblock counts %" PRIu64 " volumes, the volume table holds %zu",
 			p->nvolumes, c.nv);
+	if (c.owed > space_free_blocks(p))
+		problem(&c, "volumes owe %" PRIu64 " blocks for copies of shared reserved blocks, "
+			"but only %" PRIu64 " are free", c.owed, space_free_blocks(p));
 	if (!c.oom) {
 		if (c.nrefs)
 			qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);

@@ -326,6 +326,52 @@ static int file_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* Make [off, off+len) read as zeros.  A file keeps the range allocated
+ * (FALLOC_FL_ZERO_RANGE: a reservation down to the host file system),
+ * or, where the file system cannot (no support, or it is full), punches
+ * it out; a block device uses its write-zeroes (BLKZEROOUT).  What is
+ * left falls to dev_zero's writes of zeros. */
+static int file_zero(struct vbas_dev *d, uint64_t off, uint64_t len)
+{
+	struct stat st;
+	if (fstat(d->fd, &st) == 0 && S_ISBLK(st.st_mode)) {
+		uint64_t range[2] = { off, len };
+		return ioctl(d->fd, BLKZEROOUT, range) == 0 ? 0 : -EOPNOTSUPP;
+	}
+	if (fallocate(d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0)
+		return 0;
+	if (fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0)
+		return 0;
+	return -EOPNOTSUPP;
+}
+
+int dev_zero(struct vbas_dev *d, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	if (d->ops->zero) {
+		int r = d->ops->zero(d, off, len);
+		if (r != -EOPNOTSUPP)
+			return r;
+	}
+	size_t chunk = 1u << 20;
+	void *z = NULL;
+	if (posix_memalign(&z, 4096, chunk))
+		return -ENOMEM;
+	memset(z, 0, chunk);
+	int r = 0;
+	while (!r && len) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+		r = dev_pwrite(d, z, n, off);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return r;
+}
+
 static void file_destroy(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
@@ -347,6 +393,7 @@ static const struct vbas_dev_ops file_ops = {
 	.pwrite = file_pwrite,
 	.flush = file_flush,
 	.discard = file_discard,
+	.zero = file_zero,
 	.destroy = file_destroy,
 };
 

@@ -21,6 +21,9 @@ struct vbas_dev_ops {
 	int (*pwrite)(struct vbas_dev *dev, const void *buf, size_t len, uint64_t off);
 	int (*flush)(struct vbas_dev *dev);
 	int (*discard)(struct vbas_dev *dev, uint64_t off, uint64_t len);
+	/* Optional: make the range read as zeros; -EOPNOTSUPP lets dev_zero
+	 * write zeros instead. */
+	int (*zero)(struct vbas_dev *dev, uint64_t off, uint64_t len);
 	void (*destroy)(struct vbas_dev *dev);
 };
 
@@ -61,6 +64,9 @@ static inline int dev_flush(struct vbas_dev *d)
 }
 static inline int dev_discard(struct vbas_dev *d, uint64_t o, uint64_t l)
 { return d->ops->discard ? d->ops->discard(d, o, l) : 0; }
+/* Make [off, off+len) read as zeros (block aligned), durable with the
+ * next flush. */
+int dev_zero(struct vbas_dev *d, uint64_t off, uint64_t len);
 static inline void dev_destroy(struct vbas_dev *d) { if (d) d->ops->destroy(d); }
 
 /* ---- In-memory device (tests) ----------------------------------------- */

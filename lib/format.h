@@ -21,7 +21,9 @@
 
 #define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
 #define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
-#define VBAS_FORMAT_VERSION  3u
+#define VBAS_FORMAT_VERSION  4u      /* 4: reserved ranges (VBAS_MAPF_RESERVED) */
+#define VBAS_FORMAT_VERSION_MIN 3u   /* 3: the same, without reserved ranges;
+                                        written as 4 by the first reservation */
 
 #define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
 #define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
@@ -112,8 +114,13 @@ struct vbas_map_key {
 struct vbas_map_val {
 	vbas_le64 pblk;          /* first physical block */
 	vbas_le32 len;           /* blocks, >= 1 */
-	vbas_le32 flags;         /* none defined yet: 0 */
+	vbas_le32 flags;         /* VBAS_MAPF_* */
 };
+/* The extent lies in a reserved range (vbas_vol_reserve): its blocks are
+ * the volume's until unreserved, and discarding them zeroes them in place.
+ * Records with different flags never merge. */
+#define VBAS_MAPF_RESERVED   0x1u
+#define VBAS_MAPF_KNOWN      VBAS_MAPF_RESERVED
 _Static_assert(sizeof(struct vbas_map_key) == 8, "vbas_map_key");
 _Static_assert(sizeof(struct vbas_map_val) == 16, "vbas_map_val");
 
@@ -153,13 +160,21 @@ struct vbas_vol_rec {
 	                            was shared (snapshot or clone of it, or its
 	                            own creation as one); tree nodes written in
 	                            a later transaction are this volume's alone */
+	union {
 	vbas_le64 del_cursor;    /* DELETING: every mapping-tree subtree whose
 	                            keys all lie below this has been released */
+	vbas_le64 owed;          /* otherwise: blocks the pool holds free for
+	                            copies on write of the volume's reserved
+	                            blocks that snapshots, clones or reflinks
+	                            share (at most resv_blocks; see
+	                            docs/design.md, "Reserved ranges") */
+	};
 	vbas_le32 flags;         /* VBAS_VOLF_* */
 	vbas_le16 name_len;      /* 1..255 */
 	vbas_le16 pad;           /* zero */
 	vbas_le64 root_txid;     /* transaction that wrote the root, 0 = empty */
-	vbas_le64 reserved[1];   /* zero */
+	vbas_le64 resv_blocks;   /* blocks of its extents marked
+	                            VBAS_MAPF_RESERVED (format 3: zero) */
 	uint8_t   name[256];     /* name_len bytes, zero padded */
 };
 _Static_assert(sizeof(struct vbas_vol_rec) == 344, "vbas_vol_rec");

@@ -56,6 +56,11 @@ struct vbas_space {
 	uint64_t resv_meta_granted, resv_meta_used;  /* since open, for info */
 	uint64_t overdrawn;        /* metadata blocks taken out of RESERVED by a
 	                              change that held none (a bound was wrong) */
+	struct vbas_resv *owed;    /* holds the volumes' owed blocks (their
+	                              vbas_vol_rec.owed, summed, less those a
+	                              write in flight has taken) */
+	uint64_t resv_blocks;      /* blocks of reserved ranges in writable
+	                              volumes, summed (for info) */
 };
 
 /* A volume that has open handles: shared by them. */
@@ -249,10 +254,13 @@ int resv_new(struct vbas_pool *p, uint64_t data, uint64_t meta, struct vbas_resv
 void resv_put_locked(struct vbas_resv *rv);
 
 /* map.c */
+#define MAP_KEEP_RESERVED 0x1u
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
-	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped);
+	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped, unsigned how);
 int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	       uint64_t *pblk, uint64_t *len, int *mapped);
+int map_lookup_f(struct vbas_btree *t, uint64_t lblk, uint64_t *pblk, uint64_t *len,
+		 int *mapped, uint32_t *flags);
 /* map_lookup, and whether the blocks are shared (a shared tree node on the
  * path, or data blocks with more than one reference): *LEN is cut to a run
  * that is all shared or all not.  COW (or NULL): bt_path_cow's count, for
@@ -261,10 +269,14 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
 		      struct bt_cow *cow, int for_write);
+int map_lookup_shared_f(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
+			uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
+			struct bt_cow *cow, int for_write, uint32_t *flags);
 /* What [lblk, lblk+n) of a volume's tree T holds: holes and shared
  * blocks, and the runs of each (map_lookup_shared's runs). */
 struct map_census {
 	uint64_t holes, hole_runs, shared, shared_runs;
+	uint64_t shared_resv, shared_resv_runs;   /* of SHARED: reserved blocks */
 	struct bt_cow cow;         /* records under shared nodes on the paths */
 };
 int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
@@ -275,7 +287,18 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 int map_count(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint64_t max, uint64_t *count,
 	      uint64_t *stop);
 /* Map [lblk, lblk+n) -> pblk.. into a hole of T (no counts changed). */
-int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n);
+int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n, uint32_t flags);
+int map_set_flags(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint32_t flags,
+		  uint64_t *changed);
+
+/* Reserved ranges (prealloc.c). */
+void vol_resv_add(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n);
+void vol_resv_sub(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n);
+void owed_free(struct vbas_pool *p);
+int owed_load(struct vbas_pool *p);
+int owed_grow(struct vbas_pool *p, uint64_t n, const char *what);
+void owed_release(struct vbas_pool *p, uint64_t n);
+int owed_recount(struct vbas_pool *p);
 /* Internal vbas_map_begin flag: a write that leaves holes as holes (it
  * only copies shared blocks: unshare). */
 #define VBAS_MAP_NOALLOC 0x100u

@@ -61,10 +61,15 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	/* Each run that needs blocks is one change of the trees.  The
 	 * reservation holds room for that metadata too: it is not drawn from
 	 * the reservation, but keeps other writers from taking it. */
-	uint64_t runs = c.hole_runs + c.shared_runs;
-	*meta = !r && runs ? space_write_meta(p, &t, runs, c.holes + c.shared, c.cow.recs) : 0;
+	/* Copies of reserved blocks take the volume's owed blocks (and the
+	 * metadata those hold), not the write's. */
+	uint64_t covered = c.shared_resv < le64_get(rec.owed) ? c.shared_resv : le64_get(rec.owed);
+	uint64_t runs = c.hole_runs + c.shared_runs -
+			(covered == c.shared_resv ? c.shared_resv_runs : 0);
+	*needed = c.holes + c.shared - covered;
+	*meta = !r && runs && *needed ?
+		space_write_meta(p, &t, runs, *needed, c.cow.recs) : 0;
 	pthread_mutex_unlock(&p->lock);
-	*needed = c.holes + c.shared;
 	return r;
 }
 
@@ -169,6 +174,58 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	return r;
 }
 
+/* Zero the reserved blocks of [lblk, lblk+n) of VOL, whose range lock
+ * the caller holds, as the pool lock: a discard keeps them.  One the
+ * volume alone maps is zeroed in place; a shared one is copied (with the
+ * volume's owed blocks) into a block zeroed instead. */
+static int zero_reserved(struct vbas_vol *vol, uint64_t lblk, uint64_t n)
+{
+	struct vbas_pool *p = vol->pool;
+	uint64_t cur = lblk, end = lblk + n;
+	int r = 0;
+	while (!r && cur < end) {
+		struct vbas_vol_rec rec;
+		struct vbas_btree t;
+		uint64_t pb, run;
+		int m, sh;
+		uint32_t f;
+		r = vol_get(p, vol->id, &rec);
+		if (r)
+			break;
+		vol_map_tree(p, vol->id, &rec, &t);
+		r = map_lookup_shared_f(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh,
+					NULL, 1, &f);
+		if (r || (!m && run == UINT64_MAX))
+			break;
+		uint64_t take = run < end - cur ? run : end - cur;
+		if (m && (f & VBAS_MAPF_RESERVED)) {
+			pthread_mutex_unlock(&p->lock);
+			if (!sh) {
+				r = dev_zero(p->dev, pb << p->bshift, take << p->bshift);
+			} else {
+				struct vbas_iomap im;
+				r = map_begin(vol, cur << p->bshift, take << p->bshift,
+					      VBAS_MAP_WRITE | VBAS_MAP_LOCKED, NULL, &im);
+				if (!r) {
+					int z = dev_zero(p->dev, im.physical, im.length);
+					r = vbas_map_end(vol, &im, z ? 0 : im.length, z);
+					if (!r)
+						r = z;
+					take = im.length >> p->bshift;
+				}
+			}
+			pthread_mutex_lock(&p->lock);
+			if (r) {
+				vbas_err_ctx(r, "zeroing the reserved blocks at offset %" PRIu64,
+					     cur << p->bshift);
+				break;
+			}
+		}
+		cur += take;
+	}
+	return r;
+}
+
 int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags)
 {
 	struct vbas_pool *p = vol->pool;
@@ -201,7 +258,7 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 	uint64_t stopped = UINT64_MAX;
 	r = vol_get(p, vol->id, &rec);
 	if (!r)
-		r = map_unmap(p, vol->id, &rec, lblk, n, "discard", &stopped);
+		r = map_unmap(p, vol->id, &rec, lblk, n, "discard", &stopped, MAP_KEEP_RESERVED);
 	if (r == -ENOSPC && stopped != UINT64_MAX) {
 		/* No room for the next step's metadata (a discard under a
 		 * snapshot copies mapping leaves and frees nothing): stopped
@@ -214,6 +271,10 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 			vbas_err_ctx(r, "discard of %" PRIu64 "+%" PRIu64, off, len);
 	} else if (r) {
 		txn_fail(p, r);
+	} else {
+		/* (A failure here changed no metadata, or failed the
+		 * transaction itself, in vbas_map_end.) */
+		r = zero_reserved(vol, lblk, n);
 	}
 	rl_unlock(p, vol->vs, lblk, n, 1);
 out:

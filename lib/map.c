@@ -23,8 +23,14 @@
 
 #define MAX_EXT_LEN 0xffffffffull
 
+/* vbas_iomap.priv_cow of a NEW mapping: */
+#define COW_SHARED   0x1u    /* replaces shared blocks */
+#define COW_RESERVED 0x2u    /* of a reserved range: the new extent is too */
+#define COW_OWED     0x4u    /* its blocks are the volume's owed ones */
+
 struct mext {
 	uint64_t lblk, pblk, len;
+	uint32_t flags;            /* VBAS_MAPF_* */
 };
 
 static void to_mext(const struct vbas_map_rec *r, struct mext *e)
@@ -32,6 +38,7 @@ static void to_mext(const struct vbas_map_rec *r, struct mext *e)
 	e->lblk = le64_get(r->k.lblk);
 	e->pblk = le64_get(r->v.pblk);
 	e->len = le32_get(r->v.len);
+	e->flags = le32_get(r->v.flags);
 }
 
 static int mget(struct vbas_btree *t, uint64_t key, enum bt_lookup_mode mode, struct mext *e)
@@ -45,13 +52,14 @@ static int mget(struct vbas_btree *t, uint64_t key, enum bt_lookup_mode mode, st
 	return x;
 }
 
-static int mput(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t len)
+static int mput(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t len, uint32_t flags)
 {
 	struct vbas_map_rec r;
 	memset(&r, 0, sizeof(r));
 	r.k.lblk = le64_mk(lblk);
 	r.v.pblk = le64_mk(pblk);
 	r.v.len = le32_mk((uint32_t)len);
+	r.v.flags = le32_mk(flags);
 	return bt_insert(t, &r);
 }
 
@@ -62,17 +70,21 @@ static int mdel(struct vbas_btree *t, uint64_t lblk)
 	return bt_delete(t, k, NULL);
 }
 
-/* What is at LBLK: mapped (*PBLK, *LEN blocks to the extent's end) or a
- * hole (*LEN blocks to the next extent, UINT64_MAX if none). */
-int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
-	       uint64_t *pblk, uint64_t *len, int *mapped)
+/* What is at LBLK: mapped (*PBLK, *LEN blocks to the extent's end, its
+ * VBAS_MAPF_* in *FLAGS if asked) or a hole (*LEN blocks to the next
+ * extent, UINT64_MAX if none; *FLAGS 0). */
+int map_lookup_f(struct vbas_btree *t, uint64_t lblk, uint64_t *pblk, uint64_t *len,
+		 int *mapped, uint32_t *flags)
 {
 	struct mext e;
 	int r = mget(t, lblk, BT_LE, &e);
-	(void)p;
+	if (flags)
+		*flags = 0;
 	if (r && r != -ENOENT)
 		return r;
 	if (!r && e.lblk + e.len > lblk) {
+		if (flags)
+			*flags = e.flags;
 		*mapped = 1;
 		*pblk = e.pblk + (lblk - e.lblk);
 		*len = e.lblk + e.len - lblk;
@@ -90,11 +102,26 @@ int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
 	return 0;
 }
 
+int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
+	       uint64_t *pblk, uint64_t *len, int *mapped)
+{
+	(void)p;
+	return map_lookup_f(t, lblk, pblk, len, mapped, NULL);
+}
+
 int map_lookup_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 		      uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
 		      struct bt_cow *cow, int for_write)
 {
-	int r = map_lookup(p, t, lblk, pblk, len, mapped);
+	return map_lookup_shared_f(p, t, share_gen, lblk, pblk, len, mapped, shared, cow,
+				   for_write, NULL);
+}
+
+int map_lookup_shared_f(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
+			uint64_t lblk, uint64_t *pblk, uint64_t *len, int *mapped, int *shared,
+			struct bt_cow *cow, int for_write, uint32_t *flags)
+{
+	int r = map_lookup_f(t, lblk, pblk, len, mapped, flags);
 	*shared = 0;
 	if (r || (!*mapped && !cow))
 		return r;
@@ -137,7 +164,8 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 	while (cur < end) {
 		uint64_t pb, run;
 		int m, sh;
-		int r = map_lookup_shared(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow, 1);
+		uint32_t f;
+		int r = map_lookup_shared_f(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow, 1, &f);
 		if (r)
 			return r;
 		uint64_t take = run < end - cur ? run : end - cur;
@@ -147,6 +175,10 @@ int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, ui
 		} else if (sh) {
 			c->shared += take;
 			c->shared_runs++;
+			if (f & VBAS_MAPF_RESERVED) {
+				c->shared_resv += take;
+				c->shared_resv_runs++;
+			}
 		}
 		cur += take;
 	}
@@ -192,16 +224,17 @@ int map_count(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint64_t max, uin
 	return 0;
 }
 
-/* Map [lblk, lblk+n) -> [pblk, ...) into a hole, merged with neighbours
- * that continue it both logically and physically. */
-int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
+/* Map [lblk, lblk+n) -> [pblk, ...) into a hole, with FLAGS, merged with
+ * neighbours that continue it both logically and physically and have the
+ * same flags. */
+int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n, uint32_t flags)
 {
 	struct mext e;
 	int r;
 	r = mget(t, lblk + n, BT_EQ, &e);
 	if (r && r != -ENOENT)
 		return r;
-	if (!r && e.pblk == pblk + n && e.len + n <= MAX_EXT_LEN) {
+	if (!r && e.pblk == pblk + n && e.flags == flags && e.len + n <= MAX_EXT_LEN) {
 		r = mdel(t, e.lblk);
 		if (r)
 			return r;
@@ -211,7 +244,7 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
 		r = mget(t, lblk - 1, BT_LE, &e);
 		if (r && r != -ENOENT)
 			return r;
-		if (!r && e.lblk + e.len == lblk && e.pblk + e.len == pblk &&
+		if (!r && e.lblk + e.len == lblk && e.pblk + e.len == pblk && e.flags == flags &&
 		    e.len + n <= MAX_EXT_LEN) {
 			r = mdel(t, e.lblk);
 			if (r)
@@ -223,12 +256,53 @@ int map_insert(struct vbas_btree *t, uint64_t lblk, uint64_t pblk, uint64_t n)
 	}
 	while (n) {
 		uint64_t l = n > MAX_EXT_LEN ? MAX_EXT_LEN : n;
-		r = mput(t, lblk, pblk, l);
+		r = mput(t, lblk, pblk, l, flags);
 		if (r)
 			return r;
 		lblk += l;
 		pblk += l;
 		n -= l;
+	}
+	return 0;
+}
+
+/* Give the extents in [lblk, lblk+n) FLAGS, splitting those that cross an
+ * end of the range; *CHANGED counts the blocks whose flags changed.  The
+ * caller holds the room: the paths, and two more records. */
+int map_set_flags(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint32_t flags,
+		  uint64_t *changed)
+{
+	uint64_t cur = lblk, end = lblk + n;
+	struct mext e;
+	*changed = 0;
+	while (cur < end) {
+		int r = mget(t, cur, BT_LE, &e);
+		if (r && r != -ENOENT)
+			return r;
+		if (r || e.lblk + e.len <= cur) {
+			r = mget(t, cur, BT_GE, &e);
+			if (r == -ENOENT)
+				return 0;
+			if (r)
+				return r;
+		}
+		if (e.lblk >= end)
+			return 0;
+		uint64_t s = e.lblk > cur ? e.lblk : cur;
+		uint64_t x = e.lblk + e.len < end ? e.lblk + e.len : end;
+		cur = x;
+		if (e.flags == flags)
+			continue;
+		r = mdel(t, e.lblk);
+		if (!r && e.lblk < s)
+			r = mput(t, e.lblk, e.pblk, s - e.lblk, e.flags);
+		if (!r)
+			r = mput(t, s, e.pblk + (s - e.lblk), x - s, flags);
+		if (!r && e.lblk + e.len > x)
+			r = mput(t, x, e.pblk + (x - e.lblk), e.lblk + e.len - x, e.flags);
+		if (r)
+			return r;
+		*changed += x - s;
 	}
 	return 0;
 }
@@ -276,6 +350,8 @@ static int unmap_room(struct vbas_pool *p, struct vbas_btree *t, const struct vb
 }
 
 /* Unmap [lblk, lblk+n) of volume ID; the blocks lose a reference.  With
+ * MAP_KEEP_RESERVED in HOW, extents of reserved ranges stay mapped (the
+ * caller zeroes them).  With
  * STEPS (a change that works in steps, named for messages) the work may
  * be split over several commits, each one a consistent state with a
  * prefix of the range unmapped, and every step first makes sure of room
@@ -283,7 +359,7 @@ static int unmap_room(struct vbas_pool *p, struct vbas_btree *t, const struct vb
  * anything, with -ENOSPC and *STOPPED set to the first block still
  * mapped.  Without STEPS the caller holds the room. */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
-	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped)
+	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped, unsigned how)
 {
 	struct vbas_btree t;
 	uint64_t cur = lblk, end = lblk + n;
@@ -309,6 +385,10 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 			break;
 		uint64_t s = e.lblk > cur ? e.lblk : cur;
 		uint64_t x = e.lblk + e.len < end ? e.lblk + e.len : end;
+		if ((how & MAP_KEEP_RESERVED) && (e.flags & VBAS_MAPF_RESERVED)) {
+			cur = x;
+			continue;
+		}
 		if (steps) {
 			r = unmap_room(p, &t, rec, e.lblk, e.pblk, s, &x, steps);
 			if (r == -ENOSPC) {
@@ -322,9 +402,9 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 		}
 		r = mdel(&t, e.lblk);
 		if (!r && e.lblk < s)
-			r = mput(&t, e.lblk, e.pblk, s - e.lblk);
+			r = mput(&t, e.lblk, e.pblk, s - e.lblk, e.flags);
 		if (!r && e.lblk + e.len > x)
-			r = mput(&t, x, e.pblk + (x - e.lblk), e.lblk + e.len - x);
+			r = mput(&t, x, e.pblk + (x - e.lblk), e.lblk + e.len - x, e.flags);
 		if (!r)
 			r = space_queue(p, e.pblk + (s - e.lblk), x - s, -1, VBAS_BT_DATA, 0);
 		if (!r)
@@ -332,6 +412,8 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 		if (r)
 			break;
 		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
+		if (e.flags & VBAS_MAPF_RESERVED)
+			vol_resv_sub(p, rec, x - s);
 		vol_set_root(rec, &t);
 		cur = x;
 		unsaved = 1;
@@ -493,10 +575,11 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	}
 	vol_map_tree(p, vol->id, &rec, &t);
 	int shared = 0;
+	uint32_t xf = 0;
 	struct bt_cow cow = { 0 };
 	if (write)
-		r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk, &pblk, &run, &mapped,
-				      &shared, &cow, 1);
+		r = map_lookup_shared_f(p, &t, le64_get(rec.share_gen), lblk, &pblk, &run, &mapped,
+					&shared, &cow, 1, &xf);
 	else
 		r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
 	if (r) {
@@ -511,7 +594,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		 * map_end. */
 		map->flags |= VBAS_IOMAP_F_SHARED;
 		map->cow_physical = (pblk << p->bshift) + inblk;
-		map->priv_cow = 1;
+		map->priv_cow = COW_SHARED | ((xf & VBAS_MAPF_RESERVED) ? COW_RESERVED : 0);
 	}
 	if (write && (flags & VBAS_MAP_SPAN) &&
 	    (shared || (!mapped && !(flags & VBAS_MAP_NOALLOC)))) {
@@ -521,11 +604,13 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		while (!r && n < last) {
 			uint64_t pb2, run2;
 			int m2, sh2;
-			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), lblk + n, &pb2, &run2,
-					      &m2, &sh2, &cow, 1);
-			if (r || (m2 && !sh2))
+			uint32_t xf2;
+			r = map_lookup_shared_f(p, &t, le64_get(rec.share_gen), lblk + n, &pb2,
+						&run2, &m2, &sh2, &cow, 1, &xf2);
+			/* (The new extent carries one set of flags.) */
+			if (r || (m2 && !sh2) || xf2 != xf)
 				break;
-			map->priv_cow |= sh2;
+			map->priv_cow |= sh2 ? COW_SHARED : 0;
 			n += run2 < last - n ? run2 : last - n;
 		}
 		if (r) {
@@ -551,7 +636,31 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 				space_write_meta(p, &t, 1, n, cow.recs);
 		uint64_t avail = space_avail(p);
 		uint64_t keep = p->sp.meta_reserve + p->sp.reserved;
-		if (resv && resv->left) {
+		struct vbas_resv *ow = p->sp.owed;
+		if (shared && (xf & VBAS_MAPF_RESERVED) && le64_get(rec.owed) && ow && ow->left) {
+			/* A copy of a reserved block a snapshot or reflink
+			 * shares: its block was set aside then (the volume's
+			 * owed blocks), and its metadata room comes out of the
+			 * owed blocks' allowance. */
+			struct vbas_resv *mr = ow;
+			if (flags & VBAS_MAP_METAHELD)
+				meta = space_write_meta(p, &t, 1, n, cow.recs);
+			uint64_t held = resv_hold(p, mr, meta);
+			uint64_t want = n < le64_get(rec.owed) ? n : le64_get(rec.owed);
+			if (want > ow->left)
+				want = ow->left;
+			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
+			if (!r) {
+				ow->left -= got;
+				p->sp.reserved -= got;
+				map->priv_cow |= COW_OWED;
+				map->priv_resv = mr;
+				mr->refs++;
+				map->priv_meta = held;
+			} else if (held) {
+				resv_unhold(p, mr, held, 0, 0);
+			}
+		} else if (resv && resv->left) {
 			/* A write with a reservation does not fail for want of
 			 * room: its data comes out of the reservation, and its
 			 * metadata room out of the reservation's allowance
@@ -631,11 +740,10 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			used = 0;
 		uint64_t unused = map->priv_nblk - used;
 		space_unalloc(p, map->priv_pblk + used, unused);
-		if (map->priv_resv) {
-			if (!p->broken) {
-				map->priv_resv->left += unused;
-				p->sp.reserved += unused;
-			}
+		struct vbas_resv *dres = (map->priv_cow & COW_OWED) ? p->sp.owed : map->priv_resv;
+		if (dres && !p->broken) {
+			dres->left += unused;
+			p->sp.reserved += unused;
 		}
 		/* The metadata blocks come out of what was held for them,
 		 * never out of a reservation's data blocks. */
@@ -645,15 +753,25 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 		if (used) {
 			struct vbas_vol_rec rec;
 			struct vbas_btree t;
+			uint32_t xf = (map->priv_cow & COW_RESERVED) ? VBAS_MAPF_RESERVED : 0;
 			r = vol_get(p, vol->id, &rec);
+			if (!r && (map->priv_cow & COW_OWED)) {
+				/* The copies took owed blocks. */
+				uint64_t o = le64_get(rec.owed);
+				rec.owed = le64_mk(o > used ? o - used : 0);
+			}
+			/* (The new extent counts before the old goes: the
+			 * owed blocks stay within the reserved ones.) */
+			if (!r && xf)
+				vol_resv_add(p, &rec, used);
 			/* Copy on write: the old blocks lose this mapping's
 			 * reference (and are freed if their other owners let
 			 * go of them meanwhile). */
 			if (!r && map->priv_cow)
-				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL);
+				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL, 0);
 			if (!r) {
 				vol_map_tree(p, vol->id, &rec, &t);
-				r = map_insert(&t, map->priv_blk, map->priv_pblk, used);
+				r = map_insert(&t, map->priv_blk, map->priv_pblk, used, xf);
 			}
 			if (!r)
 				r = space_queue(p, map->priv_pblk, used, +1, VBAS_BT_DATA, 1);

@@ -236,6 +236,8 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	r = space_load(p);
+	if (!r)
+		r = owed_load(p);
 	if (r)
 		goto fail;
 	if (!p->rdonly) {
@@ -250,6 +252,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	*poolp = p;
 	return 0;
 fail:
+	owed_free(p);
 	cache_destroy(p->cache);
 	space_free(p);
 	pthread_mutex_destroy(&p->lock);
@@ -305,6 +308,7 @@ int vbas_close(struct vbas_pool *p)
 	}
 	if (!p->rdonly && !p->broken)
 		r = txn_commit(p);
+	owed_free(p);
 	pthread_mutex_unlock(&p->lock);
 	cache_destroy(p->cache);
 	space_free(p);
@@ -369,6 +373,10 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->reserved_metadata = p->sp.resv_meta * p->bs;
 	info->reserved_metadata_granted = p->sp.resv_meta_granted * p->bs;
 	info->reserved_metadata_used = p->sp.resv_meta_used * p->bs;
+	info->reserved_ranges = p->sp.resv_blocks * p->bs;
+	info->reserved_owed = p->sp.owed ? p->sp.owed->left * p->bs : 0;
+	uint64_t fb = space_free_blocks(p), keep = p->sp.meta_reserve + p->sp.reserved;
+	info->available = fb > keep ? (fb - keep) * p->bs : 0;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

@@ -227,7 +227,9 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		 * and the copies of the shared nodes on its paths. */
 		unsigned hm = 0;
 		r = bt_height(&t, &hm);
-		uint64_t data = c.holes + c.shared;
+		/* (Copies of reserved blocks take the volume's owed blocks.) */
+		uint64_t owed = le64_get(rec.owed);
+		uint64_t data = c.holes + c.shared - (c.shared_resv < owed ? c.shared_resv : owed);
 		uint64_t cow = c.cow.recs ? space_cow_meta(p, c.cow.recs) + c.cow.nodes : 0;
 		uint64_t meta = data ? space_resv_step(p, hm + 1) + space_resv_growth(p, hm + 1, data) +
 				cow : 0;
@@ -296,4 +298,108 @@ int vbas_resv_stats(const struct vbas_resv *rv, struct vbas_resv_stats *st)
 	st->meta_short = rv->meta_short;
 	pthread_mutex_unlock(&rv->pool->lock);
 	return 0;
+}
+
+/* ---- Owed blocks -------------------------------------------------------
+ *
+ * A volume's owed blocks (vbas_vol_rec.owed) are the copies on write its
+ * reserved blocks may need because a snapshot, clone or reflink shares
+ * them.  The pool holds them all in one guarded reservation (sp.owed),
+ * whose allowance covers the metadata of the copies; it is rebuilt at
+ * open from the volume records. */
+
+static struct vbas_resv *owed_new(struct vbas_pool *p)
+{
+	struct vbas_resv *rv = calloc(1, sizeof(*rv));
+	if (!rv)
+		return NULL;
+	rv->pool = p;
+	rv->refs = 1;
+	rv->guard = 1;
+	rv->hm = space_map_levels(p);
+	rv->next = p->sp.resvs;
+	if (rv->next)
+		rv->next->prev = rv;
+	p->sp.resvs = rv;
+	return rv;
+}
+
+struct owed_sum {
+	uint64_t owed, resv;
+};
+
+static int owed_sum_cb(void *arg, const void *rec)
+{
+	struct owed_sum *s = arg;
+	const struct vbas_voltab_rec *r = rec;
+	uint32_t f = le32_get(r->v.flags);
+	if (f & VBAS_VOLF_DELETING)
+		return 0;
+	s->owed += le64_get(r->v.owed);
+	if (!(f & VBAS_VOLF_READONLY))
+		s->resv += le64_get(r->v.resv_blocks);
+	return 0;
+}
+
+int owed_load(struct vbas_pool *p)
+{
+	struct owed_sum s = { 0, 0 };
+	int r = bt_iter(&p->voltab, NULL, owed_sum_cb, &s);
+	if (r < 0)
+		return r;
+	p->sp.owed = owed_new(p);
+	if (!p->sp.owed)
+		return -ENOMEM;
+	p->sp.resv_blocks = s.resv;
+	struct vbas_resv *rv = p->sp.owed;
+	rv->left = rv->data_granted = s.owed;
+	p->sp.reserved += s.owed;
+	/* The allowance as the last commit left room for it (a shortfall is
+	 * met from the free room, then the reserve, like any short one). */
+	uint64_t t = resv_target(p, rv), room = space_room_free(p, SPACE_GROW);
+	allow(p, rv, t < room ? t : room);
+	return 0;
+}
+
+void owed_free(struct vbas_pool *p)
+{
+	if (p->sp.owed)
+		resv_put_locked(p->sp.owed);
+	p->sp.owed = NULL;
+}
+
+int owed_grow(struct vbas_pool *p, uint64_t n, const char *what)
+{
+	struct vbas_resv *rv = p->sp.owed;
+	if (!n)
+		return 0;
+	rv->left += n;
+	uint64_t t1 = resv_target(p, rv);
+	rv->left -= n;
+	uint64_t meta = t1 > rv->meta ? t1 - rv->meta : 0, need = n + meta;
+	if (space_room_free(p, SPACE_DATA) < need && p->sp.freed.total) {
+		int r = txn_commit(p);
+		if (r)
+			return r;
+	}
+	uint64_t room = space_room_free(p, SPACE_DATA);
+	if (room < need)
+		return vbas_err(-ENOSPC, "%s: the pool is full: the copies on write of the reserved "
+				"blocks it shares need %" PRIu64 " blocks (%" PRIu64 " for data, %" PRIu64
+				" for metadata), %" PRIu64 " free for data", what, need, n, meta, room);
+	rv->left += n;
+	rv->data_granted += n;
+	p->sp.reserved += n;
+	allow(p, rv, meta);
+	return 0;
+}
+
+void owed_release(struct vbas_pool *p, uint64_t n)
+{
+	struct vbas_resv *rv = p->sp.owed;
+	if (n > rv->left)
+		n = rv->left;
+	rv->left -= n;
+	p->sp.reserved -= n;
+	resv_trim(p, rv);
 }

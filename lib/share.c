@@ -167,13 +167,16 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 	 * queue), one volume record update and one drain. */
 	enum { BATCH = 512 };
 	struct { uint64_t off, pblk, len; } x[BATCH];
+	/* The destination's reserved runs in the batch: what lands there is
+	 * reserved too (and shared, so owed). */
+	struct { uint64_t off, len; } df[BATCH + 1];
 	uint64_t done = 0;
 	int r = 0;
 	while (!r && done < n) {
 		struct vbas_vol_rec sr, dr;
 		struct vbas_btree st, dt;
-		unsigned k = 0;
-		uint64_t span = 0;
+		unsigned k = 0, nd = 0;
+		uint64_t span = 0, src_resv = 0;
 		r = vol_get(p, sid, &sr);
 		if (r)
 			break;
@@ -181,12 +184,15 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 		while (!r && k < BATCH && done + span < n) {
 			uint64_t pb, run;
 			int mapped;
-			r = map_lookup(p, &st, sl + done + span, &pb, &run, &mapped);
+			uint32_t f;
+			r = map_lookup_f(&st, sl + done + span, &pb, &run, &mapped, &f);
 			if (r)
 				break;
 			uint64_t take = run < n - done - span ? run : n - done - span;
 			if (mapped)
 				x[k++] = (typeof(x[0])){ span, pb, take };
+			if (mapped && (f & VBAS_MAPF_RESERVED))
+				src_resv += take;
 			span += take;
 		}
 		if (!r)
@@ -207,20 +213,78 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 			if (k && x[k - 1].off + x[k - 1].len > span)
 				x[k - 1].len = span - x[k - 1].off;
 		}
+		/* The destination's reserved runs, and the blocks that land in
+		 * them. */
+		uint64_t dres = 0;
+		for (uint64_t c = 0; !r && c < span;) {
+			uint64_t pb, run;
+			int mapped;
+			uint32_t f;
+			r = map_lookup_f(&dt, dl + done + c, &pb, &run, &mapped, &f);
+			uint64_t take = run < span - c ? run : span - c;
+			if (!r && mapped && (f & VBAS_MAPF_RESERVED)) {
+				if (nd && df[nd - 1].off + df[nd - 1].len == c)
+					df[nd - 1].len += take;
+				else if (nd < BATCH + 1)
+					df[nd++] = (typeof(df[0])){ c, take };
+			}
+			c += take;
+		}
+		for (unsigned i = 0, j = 0; !r && i < k; i++) {
+			uint64_t a = x[i].off, b = a + x[i].len;
+			while (j < nd && df[j].off + df[j].len <= a)
+				j++;
+			for (unsigned q = j; q < nd && df[q].off < b; q++) {
+				uint64_t lo = df[q].off > a ? df[q].off : a;
+				uint64_t hi = df[q].off + df[q].len < b ? df[q].off + df[q].len : b;
+				dres += hi - lo;
+			}
+		}
+		if (r)
+			break;
+		/* The source's reserved blocks become shared (a bound: some may
+		 * be shared already), and so are the destination's new ones:
+		 * their copies are held first, or the step stops cleanly. */
+		uint64_t src_more = 0;
+		if (src_resv && !(le32_get(sr.flags) & VBAS_VOLF_READONLY)) {
+			uint64_t room = le64_get(sr.resv_blocks) - le64_get(sr.owed);
+			src_more = src_resv < room ? src_resv : room;
+		}
 		r = step_room(p, did, &dr, dl + done, span, k + old, done, n);
 		if (r == 1) {
 			r = 0;              /* committed: freed blocks came back */
 			continue;
 		}
+		if (!r)
+			r = owed_grow(p, dres + src_more, "reflink");
 		if (r == -ENOSPC)
 			*nospace = 1;
 		if (!r)
-			r = map_unmap(p, did, &dr, dl + done, span, NULL, NULL);
+			r = map_unmap(p, did, &dr, dl + done, span, NULL, NULL, 0);
 		if (!r && k) {
 			uint64_t added = 0;
 			vol_map_tree(p, did, &dr, &dt);
-			for (unsigned i = 0; !r && i < k; i++) {
-				r = map_insert(&dt, dl + done + x[i].off, x[i].pblk, x[i].len);
+			for (unsigned i = 0, j = 0; !r && i < k; i++) {
+				/* In pieces: inside the reserved runs, and out. */
+				uint64_t a = x[i].off, b = a + x[i].len;
+				while (j < nd && df[j].off + df[j].len <= a)
+					j++;
+				for (uint64_t c = a; !r && c < b;) {
+					uint64_t e = b;
+					uint32_t f = 0;
+					unsigned q = j;
+					while (q < nd && df[q].off + df[q].len <= c)
+						q++;
+					if (q < nd && df[q].off <= c) {
+						f = VBAS_MAPF_RESERVED;
+						if (df[q].off + df[q].len < e)
+							e = df[q].off + df[q].len;
+					} else if (q < nd && df[q].off < e) {
+						e = df[q].off;
+					}
+					r = map_insert(&dt, dl + done + c, x[i].pblk + (c - a), e - c, f);
+					c = e;
+				}
 				if (!r)
 					r = space_queue(p, x[i].pblk, x[i].len, +1, VBAS_BT_DATA, 0);
 				added += x[i].len;
@@ -228,7 +292,29 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 			if (!r) {
 				vol_set_root(&dr, &dt);
 				dr.mapped = le64_mk(le64_get(dr.mapped) + added);
+				vol_resv_add(p, &dr, dres);
+				dr.owed = le64_mk(le64_get(dr.owed) + dres);
+				if (sid == did && src_more) {
+					/* Within one volume: its own blocks shared. */
+					uint64_t o = le64_get(dr.owed) + src_more;
+					uint64_t rb = le64_get(dr.resv_blocks);
+					if (o > rb) {
+						owed_release(p, o - rb);
+						o = rb;
+					}
+					dr.owed = le64_mk(o);
+					src_more = 0;
+				}
 				r = vol_put(p, did, &dr);
+			}
+		}
+		if (!r && src_more && sid == did) {
+			owed_release(p, src_more);    /* nothing landed */
+		} else if (!r && src_more) {
+			r = vol_get(p, sid, &sr);
+			if (!r) {
+				sr.owed = le64_mk(le64_get(sr.owed) + src_more);
+				r = vol_put(p, sid, &sr);
 			}
 		}
 		if (!r)

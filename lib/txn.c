@@ -47,7 +47,8 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 		return "checksum mismatch";
 	if (le64_get(sb->blkno) != slot)
 		return "written to the wrong slot";
-	if (le32_get(sb->version) != VBAS_FORMAT_VERSION)
+	if (le32_get(sb->version) < VBAS_FORMAT_VERSION_MIN ||
+	    le32_get(sb->version) > VBAS_FORMAT_VERSION)
 		return "unsupported format version";
 	if (bs < VBAS_BLOCK_SIZE_MIN || bs > VBAS_BLOCK_SIZE_MAX || (bs & (bs - 1)))
 		return "bad block size";

@@ -45,6 +45,16 @@ static int voltab_check_rec(const struct bt_env *env, const void *rec, char *why
 	    le64_get(r->v.mapped) > size / env->block_size)
 		return snprintf(why, len, "%" PRIu64 " blocks mapped, more than its size",
 				le64_get(r->v.mapped)), -EUCLEAN;
+	if (!(le32_get(r->v.flags) & VBAS_VOLF_DELETING) &&
+	    le64_get(r->v.resv_blocks) > le64_get(r->v.mapped))
+		return snprintf(why, len, "%" PRIu64 " reserved blocks, more than the %" PRIu64
+				" it maps", le64_get(r->v.resv_blocks), le64_get(r->v.mapped)),
+		       -EUCLEAN;
+	if (!(le32_get(r->v.flags) & VBAS_VOLF_DELETING) &&
+	    le64_get(r->v.owed) > le64_get(r->v.resv_blocks))
+		return snprintf(why, len, "%" PRIu64 " blocks owed, more than the %" PRIu64
+				" reserved", le64_get(r->v.owed), le64_get(r->v.resv_blocks)),
+		       -EUCLEAN;
 	return 0;
 }
 
@@ -74,7 +84,7 @@ static int map_check_rec(const struct bt_env *env, const void *rec, char *why, s
 	uint64_t lmax = VBAS_VOLUME_SIZE_MAX / env->block_size;
 	if (l >= lmax || n > lmax - l)
 		return snprintf(why, len, "past the largest volume size"), -EUCLEAN;
-	if (le32_get(r->v.flags))
+	if (le32_get(r->v.flags) & ~VBAS_MAPF_KNOWN)
 		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
 	return 0;
 }
@@ -245,6 +255,8 @@ static void fill_info(const struct vbas_pool *p, uint64_t id, const struct vbas_
 	info->mapped = le64_get(v->mapped) * p->bs;
 	info->origin = le64_get(v->origin);
 	info->flags = (le32_get(v->flags) & VBAS_VOLF_READONLY) ? VBAS_VOL_READONLY : 0;
+	info->reserved = le64_get(v->resv_blocks) * p->bs;
+	info->owed = le64_get(v->owed) * p->bs;
 }
 
 static struct vol_state *find_open(struct vbas_pool *p, uint64_t id)
@@ -436,6 +448,12 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 	e = space_room(p, delete_step_meta(p, 1), SPACE_FREE, "delete");
 	if (e)
 		goto out;
+	/* What it owed goes back (the field becomes the delete cursor). */
+	int owing = p->sp.owed->left > le64_get(rec.owed);
+	uint64_t had_resv = le64_get(rec.resv_blocks);
+	owed_release(p, le64_get(rec.owed));
+	if (!(le32_get(rec.flags) & VBAS_VOLF_READONLY))
+		p->sp.resv_blocks = p->sp.resv_blocks > had_resv ? p->sp.resv_blocks - had_resv : 0;
 	rec.flags = le32_mk(le32_get(rec.flags) | VBAS_VOLF_DELETING);
 	rec.del_cursor = le64_mk(0);
 	e = vol_put(p, id, &rec);
@@ -449,8 +467,17 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 			     name);
 	else if (e)
 		txn_fail(p, e);
-	else
+	else if (owing && had_resv) {
+		/* Others owe blocks for reserved ones it may have shared with
+		 * them: counted again once the delete is committed. */
+		e = txn_commit(p);
+		if (!e)
+			e = owed_recount(p);
+		if (e)
+			txn_fail(p, e);
+	} else {
 		e = txn_maybe_commit(p);
+	}
 out:
 	pthread_mutex_unlock(&p->lock);
 	return e;
@@ -528,7 +555,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 		uint64_t stopped = UINT64_MAX;
 		e = vol_get(p, id, &rec);
 		if (!e)
-			e = map_unmap(p, id, &rec, s, n, "shrink", &stopped);
+			e = map_unmap(p, id, &rec, s, n, "shrink", &stopped, 0);
 		if (!e) {
 			rec.size = le64_mk(size);
 			e = vol_put(p, id, &rec);
@@ -567,13 +594,14 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	int e;
 
 	vbas_err_clear();
-	if (flags & ~VBAS_SNAP_WRITABLE)
+	if (flags & ~(VBAS_SNAP_WRITABLE | VBAS_SNAP_NORESERVE))
 		return vbas_err(-EINVAL, "snapshot: unknown flags %#x", flags);
+	int writable = !!(flags & VBAS_SNAP_WRITABLE);
 	e = check_name(name);
 	if (e)
 		return e;
 	pthread_mutex_lock(&p->lock);
-	e = txn_writable(p, flags ? "clone" : "snapshot");
+	e = txn_writable(p, writable ? "clone" : "snapshot");
 	if (e)
 		goto out;
 	e = vol_lookup_name(p, src, &sid, &srec);
@@ -625,6 +653,33 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 		if (e)
 			goto out;
 	}
+	/* Reserved blocks shared are copies on write to come: the source (if
+	 * writable) and a clone each owe all of theirs, held now or refused
+	 * before anything changed (unless VBAS_SNAP_NORESERVE).  O(1): the
+	 * counts are in the record. */
+	uint64_t rb = le64_get(srec.resv_blocks), src_owed = le64_get(srec.owed);
+	uint64_t clone_owed = 0, more = 0;
+	if (rb && !(flags & VBAS_SNAP_NORESERVE)) {
+		if (!(le32_get(srec.flags) & VBAS_VOLF_READONLY)) {
+			more = rb - src_owed;
+			src_owed = rb;
+		}
+		if (writable) {
+			clone_owed = rb;
+			more += rb;
+		}
+		e = owed_grow(p, more, writable ? "clone" : "snapshot");
+		if (e) {
+			vbas_err_ctx(e, "'%s' has %" PRIu64 " bytes of reserved ranges (use "
+				     "--no-reserve to share them without holding their copies)", src,
+				     rb << p->bshift);
+			goto out;
+		}
+		/* (owed_grow may have committed: the record as it is now.) */
+		e = vol_get(p, sid, &srec);
+		if (e)
+			goto out;
+	}
 	uint64_t gen = p->env.txid;
 	memset(&r, 0, sizeof(r));
 	id = p->next_vol_id;
@@ -637,7 +692,10 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	r.v.ctime = le64_mk((uint64_t)time(NULL));
 	r.v.cgen = le64_mk(gen);
 	r.v.share_gen = le64_mk(gen);
-	r.v.flags = le32_mk(flags & VBAS_SNAP_WRITABLE ? 0 : VBAS_VOLF_READONLY);
+	r.v.flags = le32_mk(writable ? 0 : VBAS_VOLF_READONLY);
+	r.v.resv_blocks = le64_mk(rb);
+	r.v.owed = le64_mk(clone_owed);
+	srec.owed = le64_mk(src_owed);
 	r.v.name_len = le16_mk((uint16_t)strlen(name));
 	memcpy(r.v.name, name, strlen(name));
 	srec.share_gen = le64_mk(gen);
@@ -652,6 +710,8 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 		txn_fail(p, e);
 		goto out;
 	}
+	if (writable)
+		p->sp.resv_blocks += rb;
 	p->next_vol_id++;
 	p->nvolumes++;
 	p->dirty = 1;
