@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,9 +165,12 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 			goto out;
 	}
 	if (space_room_free(p, SPACE_DATA) < data + shared) {
+		char aside[96] = "";
+		if (shared)
+			snprintf(aside, sizeof(aside), " and %" PRIu64 " set aside for copies of "
+				 "blocks a snapshot shares", shared);
 		r = vbas_err(-ENOSPC, "reserve: the pool is full: the range needs %" PRIu64 " new "
-			     "blocks and %" PRIu64 " set aside for copies of blocks a snapshot "
-			     "shares; %" PRIu64 " are free for data", data, shared,
+			     "blocks%s; %" PRIu64 " are free for data", data, aside,
 			     space_room_free(p, SPACE_DATA));
 		goto out;
 	}

@@ -255,8 +255,14 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 			r = 0;              /* committed: freed blocks came back */
 			continue;
 		}
-		if (!r)
-			r = owed_grow(p, dres + src_more, "reflink");
+		if (!r && owed_grow(p, dres + src_more, "reflink") == -ENOSPC) {
+			uint64_t avail = space_avail(p);
+			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64 " held "
+				     "back; %" PRIu64 " of %" PRIu64 " blocks were shared before it ran "
+				     "out (the copies on write of the reserved blocks it shares need "
+				     "%" PRIu64 " more)", avail, p->sp.meta_reserve + p->sp.reserved,
+				     done, n, dres + src_more);
+		}
 		if (r == -ENOSPC)
 			*nospace = 1;
 		if (!r)

@@ -278,8 +278,11 @@ static int ctl_run(char *req, size_t n, FILE *out)
 		ctl_list(what, out);
 		return 0;
 	}
-	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && nf == 3) {
+	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) &&
+	    (nf == 3 || (nf == 4 && !strcmp(f[3], "noreserve")))) {
 		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
+		if (nf == 4)
+			flags |= VBAS_SNAP_NORESERVE;
 		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
 		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
 		return 0;
@@ -310,6 +313,30 @@ static int ctl_run(char *req, size_t n, FILE *out)
 			r = vbas_vol_resize(pool, f[1], size);
 		ctl_done(r, what, out, "volume '%s' resized by the server%s", f[1],
 			 c ? " (connected clients see the new size when they connect again)" : "");
+		return 0;
+	}
+	if ((!strcmp(f[0], "reserve") || !strcmp(f[0], "unreserve")) && nf == 4) {
+		/* OFF LEN; LEN 0: to the end of the volume. */
+		uint64_t off, len;
+		struct vbas_vol *v;
+		struct vbas_vol_info info;
+		if (ctl_size(f[2], &off) || ctl_size(f[3], &len)) {
+			fprintf(out, "%d\t%s: bad range '%.40s' '%.40s'", EINVAL, f[0], f[2], f[3]);
+			return 0;
+		}
+		r = vbas_vol_open(pool, f[1], &v);
+		if (!r) {
+			r = vbas_vol_info(v, &info);
+			if (!r && !len)
+				len = off < info.size ? info.size - off : 1;
+			if (!r)
+				r = !strcmp(f[0], "reserve") ? vbas_vol_reserve(v, off, len) :
+							       vbas_vol_unreserve(v, off, len);
+			int e = vbas_vol_close(v);
+			if (!r)
+				r = e;
+		}
+		ctl_done(r, what, out, "%s of '%s' done by the server", f[0], f[1]);
 		return 0;
 	}
 	if (!strcmp(f[0], "delete") && nf == 2) {

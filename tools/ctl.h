@@ -179,7 +179,9 @@ static inline int ctl_split_reply(char *reply, int *err)
 
 #define CTL_INFO_FIELDS(X) X(size) X(block_size) X(total_blocks) X(data_used) \
 	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
-	X(sharing_saves) X(generation) X(cache_blocks)
+	X(sharing_saves) X(generation) X(cache_blocks) X(reserved_metadata) \
+	X(reserved_metadata_granted) X(reserved_metadata_used) X(reserved_ranges) \
+	X(reserved_owed) X(available)
 
 static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
 {
@@ -201,14 +203,16 @@ static inline int ctl_get_info(const char *s, struct vbas_pool_info *i)
 }
 
 /* A volume of the list reply: "ID SIZE MAPPED ORIGIN FLAGS EXCLUSIVE SHARED
- * NAME\n", the name in hex (a name may hold any byte but '/' and NUL). */
+ * RESERVED OWED NAME\n", the name in hex (a name may hold any byte but '/'
+ * and NUL). */
 static inline void ctl_put_vol(FILE *f, const struct vbas_vol_info *v,
 			       const struct vbas_vol_usage *u)
 {
-	fprintf(f, "%llu %llu %llu %llu %u %llu %llu ", (unsigned long long)v->id,
+	fprintf(f, "%llu %llu %llu %llu %u %llu %llu %llu %llu ", (unsigned long long)v->id,
 		(unsigned long long)v->size, (unsigned long long)v->mapped,
 		(unsigned long long)v->origin, (unsigned)v->flags,
-		(unsigned long long)u->exclusive, (unsigned long long)u->shared);
+		(unsigned long long)u->exclusive, (unsigned long long)u->shared,
+		(unsigned long long)v->reserved, (unsigned long long)v->owed);
 	for (const unsigned char *c = (const unsigned char *)v->name; *c; c++)
 		fprintf(f, "%02x", *c);
 	fputc('\n', f);
@@ -228,7 +232,8 @@ static inline int ctl_get_vol(const char **s, struct vbas_vol_info *v, struct vb
 	memset(u, 0, sizeof(*u));
 	if (ctl_num(s, &v->id) || ctl_num(s, &v->size) || ctl_num(s, &v->mapped) ||
 	    ctl_num(s, &v->origin) || ctl_num(s, &f) || f > UINT32_MAX ||
-	    ctl_num(s, &u->exclusive) || ctl_num(s, &u->shared) || *(*s)++ != ' ')
+	    ctl_num(s, &u->exclusive) || ctl_num(s, &u->shared) || ctl_num(s, &v->reserved) ||
+	    ctl_num(s, &v->owed) || *(*s)++ != ' ')
 		return -1;
 	v->flags = (uint32_t)f;
 	u->mapped = v->mapped;

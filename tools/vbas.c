@@ -64,11 +64,13 @@ enum {
 	O_YES = 1 << 13,
 	O_DRY_RUN = 1 << 14,
 	O_NOMODIFY = 1 << 15,
+	O_RESERVE = 1 << 16,
+	O_NO_RESERVE = 1 << 17,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
-       OPT_BUFFERED, OPT_DRY_RUN };
+       OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -85,6 +87,8 @@ static const struct option long_opts[] = {
 	{ "buffered", no_argument, NULL, OPT_BUFFERED },
 	{ "yes", no_argument, NULL, 'y' },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "reserve", no_argument, NULL, OPT_RESERVE },
+	{ "no-reserve", no_argument, NULL, OPT_NO_RESERVE },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -898,12 +902,15 @@ static int cmd_info(const struct args *a)
 		       ",\"reserved_metadata\":%" PRIu64 ",\"reserved_metadata_granted\":%" PRIu64
 		       ",\"reserved_metadata_used\":%" PRIu64 ",\"metadata_reserve\":%" PRIu64
 		       ",\"generation\":%" PRIu64
-		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64 "}\n",
+		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64
+		       ",\"available\":%" PRIu64 ",\"reserved_ranges\":%" PRIu64
+		       ",\"reserved_owed\":%" PRIu64 "}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
 		       i.reserved_metadata_used, i.metadata_reserve,
 		       i.generation,
-		       i.cache_blocks, i.mapped, i.sharing_saves);
+		       i.cache_blocks, i.mapped, i.sharing_saves, i.available, i.reserved_ranges,
+		       i.reserved_owed);
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -914,6 +921,9 @@ static int cmd_info(const struct args *a)
 			{ "metadata reserve", i.metadata_reserve, 1 },
 			{ "reserved", i.reserved, 1 },
 			{ "  for metadata", i.reserved_metadata, 1 },
+			{ "  owed copies", i.reserved_owed, 1 },
+			{ "available", i.available, 1 },
+			{ "reserved ranges", i.reserved_ranges, 1 },
 			{ "mapped", i.mapped, 1 },
 			{ "sharing saves", i.sharing_saves, 1 },
 			{ "volumes", i.volumes, 0 },
@@ -934,6 +944,8 @@ static int cmd_info(const struct args *a)
 	return pool ? close_pool(a, pool, 0) : 0;
 }
 
+static int ask_server(const struct args *a, const char *const *req, int n);
+
 static int cmd_create(const struct args *a)
 {
 	struct vbas_pool *pool;
@@ -942,12 +954,36 @@ static int cmd_create(const struct args *a)
 		return usage_err(a->cmd, "--size", "missing (the volume's size is required)");
 	snprintf(size, sizeof(size), "%" PRIu64, a->size);
 	const char *req[3] = { "create", a->pos[1], size };
+	const char *rreq[4] = { "reserve", a->pos[1], "0", "0" };
+	const char *dreq[2] = { "delete", a->pos[1] };
 	int r, rc;
-	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL)) {
+		if (rc || !(a->seen & O_RESERVE))
+			return rc;
+		/* A thick volume, or none. */
+		rc = ask_server(a, rreq, 4);
+		if (rc && ask_server(a, dreq, 2) == 0)
+			fprintf(stderr, "vbas: %s: %s: volume '%s' not created\n", a->cmd, a->pos[0],
+				a->pos[1]);
 		return rc;
+	}
 	r = vbas_vol_create(pool, a->pos[1], a->size);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
+	if (!rc && (a->seen & O_RESERVE)) {
+		struct vbas_vol *vol;
+		r = vbas_vol_open(pool, a->pos[1], &vol);
+		if (!r) {
+			r = vbas_vol_reserve(vol, 0, a->size);
+			vbas_vol_close(vol);
+		}
+		if (r) {
+			rc = lib_fail(a->cmd, a->pos[0], r);
+			if (!vbas_vol_delete(pool, a->pos[1]))
+				fprintf(stderr, "vbas: %s: %s: volume '%s' not created\n", a->cmd,
+					a->pos[0], a->pos[1]);
+		}
+	}
 	return close_pool(a, pool, rc);
 }
 
@@ -965,7 +1001,7 @@ static const char *list_name(const struct vol_list *l, uint64_t id)
 static void print_list_text(const struct vol_list *l)
 {
 	char **names = calloc(l->n ? l->n : 1, sizeof(*names));
-	int wn = 4, wid = 2, ws = 4, wm = 6, we = 9, wsh = 6;
+	int wn = 4, wid = 2, ws = 4, wm = 6, we = 9, wsh = 6, wr = 8;
 	char buf[32], h1[32], h2[32];
 
 	for (size_t i = 0; names && i < l->n; i++) {
@@ -983,9 +1019,12 @@ static void print_list_text(const struct vol_list *l)
 			we = n;
 		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->u[i].shared)) > wsh)
 			wsh = n;
+		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].reserved)) > wr)
+			wr = n;
 	}
-	printf("%-*s  %*s  %*s %11s  %*s %11s  %*s  %*s  %-2s  %s\n", wn, "NAME", wid, "ID",
-	       ws, "SIZE", "", wm, "MAPPED", "", we, "EXCLUSIVE", wsh, "SHARED", "RO", "ORIGIN");
+	printf("%-*s  %*s  %*s %11s  %*s %11s  %*s  %*s  %*s  %-2s  %s\n", wn, "NAME", wid, "ID",
+	       ws, "SIZE", "", wm, "MAPPED", "", we, "EXCLUSIVE", wsh, "SHARED", wr, "RESERVED",
+	       "RO", "ORIGIN");
 	for (size_t i = 0; i < l->n; i++) {
 		const struct vbas_vol_info *v = &l->v[i];
 		const char *origin = list_name(l, v->origin);
@@ -993,9 +1032,10 @@ static void print_list_text(const struct vol_list *l)
 		snprintf(h1, sizeof(h1), "(%s)", human(v->size, buf, sizeof(buf)));
 		snprintf(h2, sizeof(h2), "(%s)", human(v->mapped, buf, sizeof(buf)));
 		printf("%-*s  %*" PRIu64 "  %*" PRIu64 " %-11s  %*" PRIu64 " %-11s  %*" PRIu64
-		       "  %*" PRIu64 "  %-2s  %s\n", wn,
+		       "  %*" PRIu64 "  %*" PRIu64 "  %-2s  %s\n", wn,
 		       names && names[i] ? names[i] : v->name, wid, v->id, ws, v->size, h1,
 		       wm, v->mapped, h2, we, l->u[i].exclusive, wsh, l->u[i].shared,
+		       wr, v->reserved,
 		       (v->flags & VBAS_VOL_READONLY) ? "ro" : "rw",
 		       otext ? otext : origin ? origin : "-");
 		free(otext);
@@ -1041,8 +1081,9 @@ static int cmd_list(const struct args *a)
 				json_str(stdout, origin);
 			else
 				fputs("null", stdout);
-			printf(",\"readonly\":%s}",
-			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false");
+			printf(",\"readonly\":%s,\"reserved\":%" PRIu64 ",\"owed\":%" PRIu64 "}",
+			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false",
+			       l.v[i].reserved, l.v[i].owed);
 		}
 		puts("]");
 	} else {
@@ -1712,15 +1753,67 @@ static int snapshot_common(const struct args *a, unsigned flags)
 {
 	struct vbas_pool *pool;
 	/* A served pool: the server takes the snapshot, beside its writes. */
-	const char *req[3] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
-			       a->pos[2] };
+	const char *req[4] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
+			       a->pos[2], "noreserve" };
 	int r, rc;
-	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+	if (a->seen & O_NO_RESERVE)
+		flags |= VBAS_SNAP_NORESERVE;
+	if (open_or_ask_server(a, 0, req, (a->seen & O_NO_RESERVE) ? 4 : 3, &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	return close_pool(a, pool, rc);
+}
+
+/* reserve and unreserve: [OFF, OFF+LEN), by default from 0 (or OFF) to the
+ * end of the volume. */
+static int reserve_common(const struct args *a, int un)
+{
+	char off[24], len[24];
+	struct vbas_vol_info info;
+	struct vbas_pool *pool;
+	struct vbas_vol *vol;
+	uint64_t o = (a->seen & O_OFFSET) ? a->offset : 0;
+	uint64_t l = (a->seen & O_LENGTH) ? a->length : 0;
+	const char *what = un ? "unreserve" : "reserve";
+	int r, rc;
+
+	if ((a->seen & O_LENGTH) && !l)
+		return usage_err(a->cmd, "--length", "must not be 0");
+	snprintf(off, sizeof(off), "%" PRIu64, o);
+	snprintf(len, sizeof(len), "%" PRIu64, l);
+	const char *req[4] = { what, a->pos[1], off, len };
+	if (open_or_ask_server(a, 0, req, 4, &pool, &rc, NULL))
+		return rc;
+	r = vbas_vol_open(pool, a->pos[1], &vol);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	r = vbas_vol_info(vol, &info);
+	if (!r && !l)
+		l = o < info.size ? info.size - o : 1;   /* (past the end: refused) */
+	if (!r)
+		r = un ? vbas_vol_unreserve(vol, o, l) : vbas_vol_reserve(vol, o, l);
+	if (!r)
+		r = vbas_vol_info(vol, &info);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	} else {
+		char h[32];
+		printf("'%s': %" PRIu64 " bytes (%s) reserved\n", a->pos[1], info.reserved,
+		       human(info.reserved, h, sizeof(h)));
+	}
+	return close_vol(a, pool, vol, rc);
+}
+
+static int cmd_reserve(const struct args *a)
+{
+	return reserve_common(a, 0);
+}
+
+static int cmd_unreserve(const struct args *a)
+{
+	return reserve_common(a, 1);
 }
 
 static int cmd_snapshot(const struct args *a)
@@ -2271,23 +2364,35 @@ static const struct cmd cmds[] = {
 	  "reserved_metadata_granted and reserved_metadata_used (allowances granted\n"
 	  "and what the reserved writes took, since the pool was opened),\n"
 	  "metadata_reserve, generation, cache_blocks, mapped (summed over every\n"
-	  "volume) and sharing_saves (mapped - data_used: what sharing saves).\n\n"
+	  "volume), sharing_saves (mapped - data_used: what sharing saves),\n"
+	  "available (free for new data: free less the metadata reserve and what\n"
+	  "reservations hold), reserved_ranges (bytes of reserved ranges, in use)\n"
+	  "and reserved_owed (of reserved: held for copies on write of reserved\n"
+	  "blocks that are shared).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
-	{ "create", cmd_create, O_SIZE | O_CACHE, 2, 2, "POOL NAME --size SIZE",
-	  "create a thin volume",
+	{ "create", cmd_create, O_SIZE | O_RESERVE | O_CACHE, 2, 2,
+	  "POOL NAME --size SIZE [--reserve]",
+	  "create a thin (or, with --reserve, thick) volume",
 	  "NAME is 1 to 255 bytes without '/'.  SIZE is a multiple of the block\n"
-	  "size and may exceed the pool: blocks are allocated as they are written.\n\n"
+	  "size and may exceed the pool: blocks are allocated as they are written.\n"
+	  "With --reserve the whole volume is reserved at once (see 'reserve'): no\n"
+	  "write to it can ever fail for want of space; if the pool cannot hold it,\n"
+	  "the volume is not created.\n\n"
 	  "Options:\n"
-	  "  -s, --size SIZE         the volume's size (required)\n" CACHE_HELP HELP_HELP },
+	  "  -s, --size SIZE         the volume's size (required)\n"
+	  "      --reserve           reserve all of it (a thick volume)\n" CACHE_HELP HELP_HELP },
 	{ "list", cmd_list, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "list the volumes",
 	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"exclusive\",\n"
-	  "\"shared\", \"origin\", \"readonly\"}; sizes in bytes.  mapped = exclusive +\n"
+	  "\"shared\", \"origin\", \"readonly\", \"reserved\", \"owed\"}; sizes in bytes.\n"
+	  "mapped = exclusive +\n"
 	  "shared: exclusive blocks are the volume's alone (deleting it frees them),\n"
 	  "shared ones are also used by another volume or at another offset.  origin\n"
 	  "is the name of the volume this one is a snapshot or clone of, or null\n"
-	  "(none, or deleted); readonly is true for a snapshot.  The text table\n"
+	  "(none, or deleted); readonly is true for a snapshot.  reserved is the\n"
+	  "bytes of its reserved ranges, owed what the pool holds for their copies\n"
+	  "on write where they are shared.  The text table\n"
 	  "shows the same, RO as ro/rw and ORIGIN as '-' for none.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
@@ -2337,23 +2442,58 @@ static const struct cmd cmds[] = {
 	  "  -o, --offset OFF        start of the range, a multiple of the block size\n"
 	  "  -l, --length LEN        length of the range, a multiple of the block size\n"
 	  CACHE_HELP HELP_HELP },
+	{ "reserve", cmd_reserve, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
+	  "POOL NAME [--offset OFF] [--length LEN]",
+	  "reserve a range of a volume: every later write inside it succeeds",
+	  "Like fallocate: the holes of the range get blocks of their own (zeroed,\n"
+	  "so they still read as zeros), and the range is marked reserved in the\n"
+	  "volume, which survives close, crash and reopen.  Writes inside it never\n"
+	  "fail for want of space, whatever else fills the pool.  A snapshot, clone\n"
+	  "or reflink that shares reserved blocks sets their copies on write aside\n"
+	  "too, or fails (see 'snapshot --no-reserve').  A discard inside the range\n"
+	  "zeroes its blocks and keeps them.  The range is rounded out to whole\n"
+	  "blocks; by default it is the whole volume (from OFF to the end).  Fails\n"
+	  "with nothing changed if the pool cannot hold it.  Prints the volume's\n"
+	  "reserved bytes.\n\n"
+	  "Options:\n"
+	  "  -o, --offset OFF        start of the range (default 0)\n"
+	  "  -l, --length LEN        length of the range (default: to the end)\n"
+	  CACHE_HELP HELP_HELP },
+	{ "unreserve", cmd_unreserve, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
+	  "POOL NAME [--offset OFF] [--length LEN]",
+	  "end the reservation of a block-aligned range",
+	  "The blocks stay mapped, with their data; a discard frees them.  By\n"
+	  "default the whole volume.\n\n"
+	  "Options:\n"
+	  "  -o, --offset OFF        start of the range, a multiple of the block size\n"
+	  "  -l, --length LEN        length of the range, a multiple of the block size\n"
+	  CACHE_HELP HELP_HELP },
 	{ "map", cmd_map, O_JSON | O_CACHE, 2, 2, "POOL NAME [--json]",
 	  "list a volume's mapped extents",
 	  "The JSON form is an array of {\"offset\", \"length\", \"physical\", \"flags\"}\n"
 	  "in bytes; flags holds \"shared\" for a block shared with another volume.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
-	{ "snapshot", cmd_snapshot, O_CACHE, 3, 3, "POOL SOURCE NEW",
+	{ "snapshot", cmd_snapshot, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",
 	  "make NEW a read-only snapshot of volume SOURCE",
 	  "O(1): NEW shares SOURCE's blocks until SOURCE is written (copy on\n"
 	  "write).  SOURCE may itself be a snapshot or a clone.  Writes, discards\n"
-	  "and resizes of a snapshot fail.\n\n"
-	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
-	{ "clone", cmd_clone, O_CACHE, 3, 3, "POOL SOURCE NEW",
+	  "and resizes of a snapshot fail.  If SOURCE has reserved ranges, the\n"
+	  "copies their writes will need are set aside (still O(1)), or the\n"
+	  "snapshot fails with nothing changed.\n\n"
+	  "Options:\n"
+	  "      --no-reserve        share reserved ranges without setting their\n"
+	  "                          copies aside: writes there may then fail for\n"
+	  "                          want of space\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	{ "clone", cmd_clone, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",
 	  "make NEW a writable clone of volume SOURCE",
 	  "O(1): NEW shares SOURCE's blocks; either can be written afterwards\n"
-	  "without the other seeing it.  SOURCE may be a snapshot or a clone.\n\n"
-	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	  "without the other seeing it.  SOURCE may be a snapshot or a clone.\n"
+	  "Reserved ranges stay reserved in both: their copies are set aside for\n"
+	  "each, or the clone fails with nothing changed.\n\n"
+	  "Options:\n"
+	  "      --no-reserve        do not set copies aside (see 'snapshot')\n"
+	  CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
 	{ "reflink", cmd_reflink, O_CACHE, 6, 6, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH",
 	  "share a range of SRC into DST (like FICLONERANGE)",
 	  "Afterwards DST's range reads as SRC's does, and the two share blocks\n"
@@ -2492,6 +2632,8 @@ static const struct opt_info {
 	{ OPT_BUFFERED, O_BUFFERED, "--buffered", 0 },
 	{ 'y', O_YES, "--yes", 0 },
 	{ OPT_DRY_RUN, O_DRY_RUN, "--dry-run", 0 },
+	{ OPT_RESERVE, O_RESERVE, "--reserve", 0 },
+	{ OPT_NO_RESERVE, O_NO_RESERVE, "--no-reserve", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };

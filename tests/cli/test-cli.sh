@@ -176,7 +176,7 @@ fsize() { stat -c %s "$1"; }
 
 # ---- Help and usage -------------------------------------------------------
 
-CMDS="format info create list delete resize write read discard map check snapshot clone reflink dedupe unshare diff"
+CMDS="format info create list delete resize write read discard reserve unreserve map check snapshot clone reflink dedupe unshare diff"
 
 expect_out "vbas --help prints the usage" '^Usage: vbas' "$VBAS" --help
 expect_out "vbas --help lists every command" 'discard' "$VBAS" --help
@@ -883,25 +883,25 @@ check_ctl() {  # check_ctl DESC WANT_RC STDERR_RE|STDOUT_RE REPLY CMD...
 	fi
 }
 check_ctl "list through a control channel: a whole answer is printed" 0 \
-	'^x +7 +4096 \(4\.0 KiB\) +0 \(0 B\) +0 +0 +rw +-$' \
-	'0\t1\n7 4096 0 0 0 0 0 78\n' "$VBAS" list $L
+	'^x +7 +4096 \(4\.0 KiB\) +0 \(0 B\) +0 +0 +0 +rw +-$' \
+	'0\t1\n7 4096 0 0 0 0 0 0 0 78\n' "$VBAS" list $L
 expect_true "... and the request was 'list' and nothing more" \
 	test "$(od -An -c "$T/ctl.req" | tr -s ' ')" = " l i s t \\0"
 check_ctl "list: an answer cut short is refused" 1 \
 	"^vbas: list: $L: the server's answer is cut short or not one this vbas reads" \
-	'0\t2\n7 4096 0 0 0 0 0 78\n' "$VBAS" list $L
+	'0\t2\n7 4096 0 0 0 0 0 0 0 78\n' "$VBAS" list $L
 check_ctl "list: a name that is not hex is refused" 1 "cut short or not one this vbas reads" \
-	'0\t1\n7 4096 0 0 0 0 0 7g\n' "$VBAS" list $L
+	'0\t1\n7 4096 0 0 0 0 0 0 0 7g\n' "$VBAS" list $L
 check_ctl "list: an error from the server is said" 1 \
 	"^vbas: list: $L: something broke \(through the server\)" \
 	'5\tsomething broke' "$VBAS" list $L
 check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19\n' "$VBAS" info $L
 check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 1' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 1' "$VBAS" info $L
 check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
 	"cut short or not one this vbas reads" \
-	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13\n' "$VBAS" info $L
+	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19\n' "$VBAS" info $L
 check_ctl "a channel that closes without an answer" 1 \
 	"^vbas: info: $L: the server's control channel gave no answer" '' "$VBAS" info $L
 printf 'hello, pool' >&3
@@ -974,7 +974,7 @@ expect_json "list: mapped == exclusive + shared, all exclusive before a snapshot
 	"$VBAS" list $H --json
 expect_ok "snapshot o as s1" "$VBAS" snapshot $H o s1
 expect_json "list --json: the keys, in order" \
-	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly"]' \
+	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly", "reserved", "owed"]' \
 	"$VBAS" list $H --json
 expect_json "after a snapshot: shared == mapped for both, nothing exclusive" \
 	"$USAGE_OK and [(v['name'], v['mapped'], v['shared'], v['exclusive']) for v in d] == [('o', 2**20, 2**20, 0), ('s1', 2**20, 2**20, 0)]" \
@@ -983,7 +983,7 @@ expect_json "s1: origin o, read-only; o: no origin, writable" \
 	"[(v['name'], v['origin'], v['readonly']) for v in d] == [('o', None, False), ('s1', 'o', True)]" \
 	"$VBAS" list $H --json
 expect_out "list: text shows RO and ORIGIN" '^s1 .* ro +o$' "$VBAS" list $H
-expect_out "list: text header has the new columns" '^NAME +ID +SIZE +MAPPED +EXCLUSIVE +SHARED +RO +ORIGIN$' \
+expect_out "list: text header has the new columns" '^NAME +ID +SIZE +MAPPED +EXCLUSIVE +SHARED +RESERVED +RO +ORIGIN$' \
 	"$VBAS" list $H
 random_file n64k $((64 * KiB))
 expect_ok "write 64K at 128K into the origin" "$VBAS" write $H o --offset 128K n64k
@@ -1193,5 +1193,86 @@ expect_json "the pool is empty again" \
 	'd["volumes"] == 0 and d["data_used"] == 0 and d["mapped"] == 0 and d["sharing_saves"] == 0 and d["reserved"] == 0 and d["reserved_metadata"] == 0 and d["reserved_metadata_granted"] == 0 and d["reserved_metadata_used"] == 0' \
 	"$VBAS" info $H --json
 expect_out "check: clean at the end" '^clean' "$VBAS" check $H
+
+# ---- Reserved ranges: reserve, unreserve, create --reserve, --no-reserve ------
+
+R=resv.img
+"$VBAS" format $R --size 32M >/dev/null
+expect_ok "create --reserve: a thick volume" "$VBAS" create $R thick --size 4M --reserve
+expect_json "list: the thick volume is mapped and reserved whole, owes nothing" \
+	"[(v['mapped'], v['reserved'], v['owed']) for v in d if v['name'] == 'thick'] == [(4*2**20, 4*2**20, 0)]" \
+	"$VBAS" list $R --json
+expect_true "the thick volume reads as zeros" same_as <(zeros $((4 * MiB))) $R thick 0 $((4 * MiB))
+expect_json "info: reserved_ranges 4 MiB; available below free" \
+	'd["reserved_ranges"] == 4*2**20 and d["reserved_owed"] == 0 and 0 < d["available"] < d["free"]' \
+	"$VBAS" info $R --json
+expect_fail "create --reserve larger than the pool: refused" 1 \
+	"^vbas: create: $R: reserve: the pool is full: the range needs [0-9]+ new blocks; [0-9]+ are free for data" \
+	"$VBAS" create $R huge --size 64M --reserve
+expect_json "... and the volume is not left behind" \
+	"'huge' not in [v['name'] for v in d]" "$VBAS" list $R --json
+expect_ok "create a thin volume" "$VBAS" create $R thin --size 40M
+random_file t1m $MiB
+expect_ok "write 1 MiB into it" "$VBAS" write $R thin --offset $MiB t1m
+expect_out "reserve 2 MiB of it, around the data" "^'thin': 2097152 bytes \(2.0 MiB\) reserved$" \
+	"$VBAS" reserve $R thin --offset $((MiB / 2)) --length $((2 * MiB))
+expect_true "the data is unchanged" same_as t1m $R thin $MiB $MiB
+expect_true "the backed holes read as zeros" same_as <(zeros $((MiB / 2))) $R thin $((MiB / 2)) $((MiB / 2))
+expect_json "list: thin maps 2 MiB, all reserved" \
+	"[(v['mapped'], v['reserved']) for v in d if v['name'] == 'thin'] == [(2*2**20, 2*2**20)]" \
+	"$VBAS" list $R --json
+expect_out "list: a RESERVED column" 'RESERVED' "$VBAS" list $R
+expect_out "reserve of a reserved range: nothing to do" "^'thin': 2097152 bytes" \
+	"$VBAS" reserve $R thin --offset $MiB --length $MiB
+expect_fail "reserve: zero length" 2 "^vbas: reserve: --length: must not be 0" \
+	"$VBAS" reserve $R thin --length 0
+expect_fail "reserve: past the end" 1 "^vbas: reserve: $R: range .* is past the end of the volume" \
+	"$VBAS" reserve $R thin --offset 40M --length 4K
+expect_fail "reserve: more than the pool" 1 "^vbas: reserve: $R: the pool is full: the range needs [0-9]+ new blocks; [0-9]+ are free for data" \
+	"$VBAS" reserve $R thin
+expect_fail "reserve: no such volume" 1 "^vbas: reserve: $R: .*not found" \
+	"$VBAS" reserve $R nosuch
+expect_fail "unreserve: not block-aligned" 1 "^vbas: unreserve: $R: range 100\+4096 is not aligned to the block size" \
+	"$VBAS" unreserve $R thin --offset 100 --length 4K
+expect_ok "snapshot of the thick volume sets its copies aside" "$VBAS" snapshot $R thick ts
+expect_json "list: thick owes 4 MiB, its snapshot nothing" \
+	"[(v['name'], v['owed']) for v in d if v['name'] in ('thick', 'ts')] == [('thick', 4*2**20), ('ts', 0)]" \
+	"$VBAS" list $R --json
+expect_fail "reserve of a snapshot: read-only" 1 "^vbas: reserve: $R: the volume is a snapshot \(read-only\)" \
+	"$VBAS" reserve $R ts
+expect_out "check: clean with reserved ranges and owed copies" '^clean' "$VBAS" check $R
+# Another volume fills the pool; the reserved ranges can still be written.
+expect_ok "create a filler" "$VBAS" create $R fill --size 64M
+run sh -c "head -c $((32 * MiB)) /dev/urandom | '$VBAS' write $R fill"
+expect_true "the filler runs out of space" test "$RC" -ne 0
+expect_json "the pool has next to nothing available" 'd["available"] < 2*2**20' "$VBAS" info $R --json
+expect_fail "a clone of the thick volume cannot hold its copies: refused" 1 \
+	"^vbas: clone: $R: .thick. has 4194304 bytes of reserved ranges \(use --no-reserve .*the pool is full: the copies on write" \
+	"$VBAS" clone $R thick tc
+expect_ok "with --no-reserve it is made" "$VBAS" clone $R thick tc --no-reserve
+expect_json "list: the clone owes nothing, and is reserved like its source" \
+	"[(v['reserved'], v['owed']) for v in d if v['name'] == 'tc'] == [(4*2**20, 0)]" \
+	"$VBAS" list $R --json
+random_file t4m $((4 * MiB))
+expect_ok "the thick volume, all of it shared, is written whole" "$VBAS" write $R thick t4m
+expect_true "... and reads back" same_as t4m $R thick 0 $((4 * MiB))
+expect_true "its snapshot still reads zeros" same_as <(zeros $((4 * MiB))) $R ts 0 $((4 * MiB))
+random_file t2m $((2 * MiB))
+expect_ok "thin's reserved range is written whole" "$VBAS" write $R thin --offset $((MiB / 2)) t2m
+expect_true "... and reads back" same_as t2m $R thin $((MiB / 2)) $((2 * MiB))
+expect_ok "discard inside the reserved range" "$VBAS" discard $R thin --offset $MiB --length $MiB
+expect_true "... reads zeros" same_as <(zeros $MiB) $R thin $MiB $MiB
+expect_json "... and keeps the blocks" \
+	"[(v['mapped'], v['reserved']) for v in d if v['name'] == 'thin'] == [(2*2**20, 2*2**20)]" \
+	"$VBAS" list $R --json
+expect_ok "and is written again" "$VBAS" write $R thin --offset $MiB t1m
+expect_ok "unreserve the thin volume" "$VBAS" unreserve $R thin
+expect_json "list: thin reserves nothing, keeps its blocks" \
+	"[(v['mapped'], v['reserved']) for v in d if v['name'] == 'thin'] == [(2*2**20, 0)]" \
+	"$VBAS" list $R --json
+expect_ok "delete the snapshot" "$VBAS" delete --yes $R ts
+expect_json "the thick volume owes nothing once its snapshot is gone" \
+	"[v['owed'] for v in d if v['name'] == 'thick'] == [0]" "$VBAS" list $R --json
+expect_out "check: clean at the end" '^clean' "$VBAS" check $R
 
 tap_end

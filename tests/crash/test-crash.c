@@ -1735,6 +1735,201 @@ static void t_early_punch_caught(void **state)
 			 "the crash device does not see early punches");
 }
 
+/* ---- Reserved ranges across power cuts ----------------------------------- */
+
+/* A scripted life of a reserved range, a flush after every step:
+ *   0  v: blocks 0..15 written (version 1)
+ *   1  reserve blocks 8..39 (holes backed with zeroed blocks)
+ *   2  snapshot s of v (v owes 32 copies)
+ *   3  v writes 8..39 (version 2, copies paid with the owed blocks)
+ *   4  v discards 20..29 (zeroed in place, kept)
+ *   5  unreserve 32..39
+ *   6  delete s (the owed blocks are counted again)
+ *   7  v writes 8..19 (version 3, in place)
+ * Power goes at a device write; the survivor must be clean (vbas_check
+ * counts each volume's reserved blocks), hold the state of a commit
+ * (each sector of v as of that commit or the next), and its reserved
+ * range must still be writable when another volume has filled the pool. */
+#define RS_STEPS 8
+#define RS_NB 64
+static const uint64_t rs_resv[RS_STEPS] = { 0, 32, 32, 32, 32, 24, 24, 24 };
+
+static void rs_model(int step, uint8_t *ver)
+{
+	memset(ver, 0, RS_NB);
+	for (int b = 0; step >= 0 && b < 16; b++)
+		ver[b] = 1;
+	if (step >= 3)
+		for (int b = 8; b < 40; b++)
+			ver[b] = 2;
+	if (step >= 4)
+		for (int b = 20; b < 30; b++)
+			ver[b] = 0;
+	if (step >= 7)
+		for (int b = 8; b < 20; b++)
+			ver[b] = 3;
+}
+
+static void rs_pattern(uint8_t *buf, uint64_t b, int v)
+{
+	if (!v) {
+		memset(buf, 0, BS);
+		return;
+	}
+	struct rng r = { .s = b * 7919 + (uint64_t)v };
+	rng_fill(&r, buf, BS);
+}
+
+static int rs_write(struct vbas_vol *v, uint64_t from, uint64_t to, int ver)
+{
+	uint8_t buf[BS];
+	for (uint64_t b = from; b < to; b++) {
+		rs_pattern(buf, b, ver);
+		int r = vbas_pwrite(v, buf, BS, b * BS, 0);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Run the script on D; stops at the first error (the power cut).  GENS
+ * gets the generation after each step's flush. */
+static void rs_script(struct vbas_dev *d, uint64_t *gens)
+{
+	struct vbas_open_opts oo = { .cache_bytes = 1 << 20 };
+	struct vbas_pool *p;
+	struct vbas_vol *v = NULL;
+	if (vbas_open_dev(d, &oo, &p))
+		return;                 /* the power went during the open */
+	int r = vbas_vol_create(p, "v", RS_NB * BS);
+	for (int step = 0; !r && step < RS_STEPS; step++) {
+		if (!v && (r = vbas_vol_open(p, "v", &v)))
+			break;
+		switch (step) {
+		case 0: r = rs_write(v, 0, 16, 1); break;
+		case 1: r = vbas_vol_reserve(v, 8 * BS, 32 * BS); break;
+		case 2: r = vbas_vol_snapshot(p, "v", "s", 0); break;
+		case 3: r = rs_write(v, 8, 40, 2); break;
+		case 4: r = vbas_discard(v, 20 * BS, 10 * BS, 0); break;
+		case 5: r = vbas_vol_unreserve(v, 32 * BS, 8 * BS); break;
+		case 6: r = vbas_vol_delete(p, "s"); break;
+		case 7: r = rs_write(v, 8, 20, 3); break;
+		}
+		if (!r)
+			r = vbas_flush(p);
+		if (!r && gens)
+			gens[step] = p->gen;
+	}
+	if (v)
+		vbas_vol_close(v);
+	vbas_close(p);
+}
+
+/* Every sector of VOL as of one of the model's steps LO..HI (-1: before
+ * the first). */
+static void rs_check_data(struct vbas_vol *vol, int lo, int hi, uint64_t at)
+{
+	uint8_t got[BS], want[BS], ver[RS_STEPS + 1][RS_NB];
+	for (int j = lo; j <= hi; j++)
+		rs_model(j, ver[j - lo]);
+	for (uint64_t blk = 0; blk < RS_NB; blk++) {
+		assert_ok(vbas_pread(vol, got, BS, blk * BS));
+		for (unsigned s = 0; s < BS / SECT; s++) {
+			int ok = 0;
+			for (int j = lo; !ok && j <= hi; j++) {
+				rs_pattern(want, blk, ver[j - lo][blk]);
+				ok = !memcmp(got + s * SECT, want + s * SECT, SECT);
+			}
+			if (!ok)
+				fail_msg("crash at write %llu: block %llu sector %u is as of none of "
+					 "steps %d..%d", (unsigned long long)at, (unsigned long long)blk,
+					 s, lo, hi);
+		}
+	}
+}
+
+static void t_crash_reserve(void **state)
+{
+	(void)state;
+	uint64_t gens[RS_STEPS];
+	struct vbas_dev *d = mem_pool(8 << 20, BS, 0);
+	uint64_t w0 = vbas_memdev_writes(d);
+	rs_script(d, gens);
+	uint64_t total = vbas_memdev_writes(d) - w0;
+	dev_destroy(d);
+	uint64_t pts = test_ops(48), stride = total / pts ? total / pts : 1;
+	unsigned probes = 0;
+	fprintf(stderr, "#   reserve script: %llu device writes, a crash every %llu\n",
+		(unsigned long long)total, (unsigned long long)stride);
+	for (uint64_t at = 0; at <= total; at += stride) {
+		unsigned mode = crash_modes[at % 4];
+		d = mem_pool(8 << 20, BS, 0);
+		vbas_memdev_arm_crash(d, at, mode, 77 + at);
+		rs_script(d, NULL);
+		if (!vbas_memdev_crashed(d))
+			vbas_memdev_crash_now(d, mode, 77 + at);
+		struct vbas_dev *s = vbas_memdev_survivor(d);
+		dev_destroy(d);
+		struct vbas_pool *p = open_mem(s, 1 << 20);
+		assert_check_clean(p);
+		/* The newest step whose commit the survivor holds (or -1), and
+		 * the first with that commit (a step that changed no metadata
+		 * commits nothing new): the survivor is as of one of LO..HI. */
+		int k = -1;
+		while (k + 1 < RS_STEPS && gens[k + 1] <= p->gen)
+			k++;
+		int lo = k, hi = k + 1 < RS_STEPS ? k + 1 : k;
+		while (lo > 0 && gens[lo - 1] == gens[k])
+			lo--;
+		struct vbas_vol *v;
+		if (vbas_vol_open(p, "v", &v)) {
+			assert_true(k < 0);
+			assert_ok(vbas_close(p));
+			dev_destroy(s);
+			continue;
+		}
+		rs_check_data(v, lo, hi, at);
+		struct vbas_vol_info vi;
+		assert_ok(vbas_vol_info(v, &vi));
+		int rok = 0;
+		for (int j = lo; j <= hi; j++)
+			rok |= vi.reserved == (j >= 0 ? rs_resv[j] : 0) * BS;
+		if (!rok)
+			fail_msg("crash at write %llu (steps %d..%d): %llu bytes reserved",
+				 (unsigned long long)at, lo, hi, (unsigned long long)vi.reserved);
+		struct vbas_vol *sv;
+		if (!vbas_vol_open(p, "s", &sv)) {
+			rs_check_data(sv, 1, 1, at);
+			vbas_vol_close(sv);
+		}
+		/* The guarantee itself, now and then: another volume fills the
+		 * pool, and every reserved block of v is written. */
+		if (at % (4 * stride) == 0 && vi.reserved) {
+			struct vbas_vol *f;
+			uint8_t buf[BS];
+			probes++;
+			assert_ok(vbas_vol_create(p, "fill", 1 << 30));
+			assert_ok(vbas_vol_open(p, "fill", &f));
+			memset(buf, 0x5a, sizeof(buf));
+			for (uint64_t b = 0; vbas_pwrite(f, buf, BS, b * BS, 0) == 0; b++)
+				;
+			vbas_vol_close(f);
+			assert_false(p->broken);
+			uint64_t end = vi.reserved / BS == 24 ? 32 : 40;
+			int r = rs_write(v, 8, end, 4);
+			if (r)
+				fail_msg("crash at write %llu (after step %d): a write into the reserved "
+					 "range of a full pool: %d: %s", (unsigned long long)at, k, r,
+					 vbas_errmsg());
+			assert_check_clean(p);
+		}
+		vbas_vol_close(v);
+		assert_ok(vbas_close(p));
+		dev_destroy(s);
+	}
+	fprintf(stderr, "#   %u survivors filled and written\n", probes);
+}
+
 int main(void)
 {
 	/* $VBAS_BREAK_MODEL=punch: the library punches freed blocks before
@@ -1752,6 +1947,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_crash_sharing_small_txn, restore_tunables),
 		cmocka_unit_test_teardown(t_crash_delete_shared, restore_tunables),
 		cmocka_unit_test(t_no_overwrite_of_committed_share),
+		cmocka_unit_test(t_crash_reserve),
 		cmocka_unit_test_teardown(t_early_punch_caught, restore_tunables),
 		cmocka_unit_test(t_corrupt_superblock),
 		cmocka_unit_test(t_corrupt_node),

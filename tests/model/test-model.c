@@ -29,6 +29,7 @@ struct mvol {
 	uint64_t size;
 	uint8_t *data;
 	uint32_t *pid;         /* per block: physical block id, 0 = hole */
+	uint8_t *rsv;          /* per block: in a reserved range */
 };
 
 struct model {
@@ -49,15 +50,19 @@ struct run {
 	uint64_t enospc, ops;
 	struct vbas_resv *resv;   /* a reservation held across operations */
 	uint64_t resv_writes, resv_refused;
+	uint64_t reserves, reserves_refused, resv_range_writes;
+	int reserving;            /* op_reserve in the mix */
 };
 
 static void mvol_resize(struct mvol *mv, uint64_t size, uint32_t bs)
 {
 	mv->data = realloc(mv->data, size);
 	mv->pid = realloc(mv->pid, size / bs * sizeof(*mv->pid));
+	mv->rsv = realloc(mv->rsv, size / bs);
 	if (size > mv->size) {
 		memset(mv->data + mv->size, 0, size - mv->size);
 		memset(mv->pid + mv->size / bs, 0, (size - mv->size) / bs * sizeof(*mv->pid));
+		memset(mv->rsv + mv->size / bs, 0, (size - mv->size) / bs);
 	}
 	mv->size = size;
 }
@@ -169,6 +174,12 @@ static void compare_all(struct run *R)
 		live++;
 		assert_ok(vbas_vol_stat(R->p, mv->name, &info));
 		assert_int_equal(info.size, mv->size);
+		uint64_t rb = 0;
+		for (uint64_t b = 0; b < mv->size / R->m.bs; b++)
+			rb += mv->rsv[b];
+		if (info.reserved != rb * R->m.bs)
+			fail_msg("volume %s: %llu bytes reserved, model %llu", mv->name,
+				 (unsigned long long)info.reserved, (unsigned long long)(rb * R->m.bs));
 		assert_int_equal(!!(info.flags & VBAS_VOL_READONLY), mv->readonly);
 		uint64_t mb = mapped_blocks(mv, R->m.bs), excl = 0;
 		if (info.mapped != mb * R->m.bs)
@@ -306,6 +317,20 @@ static void op_write(struct run *R, int i)
 	uint64_t off, len;
 	uint32_t bs = R->m.bs;
 	pick_range(R, mv->size, rng_below(&R->r, 3) == 0, &off, &len);
+	if (rng_below(&R->r, 3) == 0) {
+		/* Aim inside a reserved run, if the volume has one. */
+		uint64_t nb = mv->size / bs, b0 = rng_below(&R->r, nb), b = b0;
+		while (b < nb && !mv->rsv[b])
+			b++;
+		if (b < nb) {
+			uint64_t e = b;
+			while (e < nb && mv->rsv[e])
+				e++;
+			uint64_t s = b * bs + rng_below(&R->r, (e - b) * bs);
+			off = s;
+			len = 1 + rng_below(&R->r, e * bs - s);
+		}
+	}
 	uint8_t *buf = malloc(len);
 	if (rng_below(&R->r, 4) == 0)
 		memset(buf, (int)rng_below(&R->r, 256), len);
@@ -322,10 +347,20 @@ static void op_write(struct run *R, int i)
 	} else if (e == -ENOSPC) {
 		if (trace())
 			fprintf(stderr, "#   ENOSPC: %s\n", vbas_errmsg());
+		/* Never inside reserved ranges. */
+		int all = 1;
+		for (uint64_t b = off / bs; b <= (off + len - 1) / bs; b++)
+			all &= mv->rsv[b];
+		if (all)
+			fail_msg("a write of %llu+%llu, all of it in reserved ranges, failed: %s",
+				 (unsigned long long)off, (unsigned long long)len, vbas_errmsg());
 		R->enospc++;
 		compare_range(R, i, off, len);   /* nothing changed */
 	} else {
 		assert_ok(e);
+		if (trace() && mv->rsv[off / bs])
+			fprintf(stderr, "#   (into a reserved range)\n");
+		R->resv_range_writes += mv->rsv[off / bs];
 		memcpy(mv->data + off, buf, len);
 		const uint32_t *refs = model_refs(&R->m);
 		for (uint64_t b = off / bs; b <= (off + len - 1) / bs; b++)
@@ -447,7 +482,7 @@ static void drop_resv(struct run *R)
  * of the range is unmapped, the rest is as it was, mapped where it was
  * (BEFORE: physmap before the change).  The model adopts the prefix. */
 static void adopt_stopped_unmap(struct run *R, int i, struct vbas_vol *v, uint64_t off,
-				uint64_t len, const uint64_t *before)
+				uint64_t len, const uint64_t *before, int keep_rsv)
 {
 	struct mvol *mv = &R->m.v[i];
 	uint32_t bs = R->m.bs;
@@ -456,14 +491,19 @@ static void adopt_stopped_unmap(struct run *R, int i, struct vbas_vol *v, uint64
 		if (after[k] && after[k] != before[k])
 			fail_msg("unmap hit ENOSPC and moved block %llu",
 				 (unsigned long long)(off / bs + k));
-		if (after[k] && stop == n)
+		/* (A discard keeps reserved blocks: they are no stop.) */
+		if (after[k] && stop == n && !(keep_rsv && mv->rsv[off / bs + k]))
 			stop = k;
 		if (!after[k] && before[k] && k > stop)
 			fail_msg("unmap hit ENOSPC at block %llu, but block %llu after it is unmapped",
 				 (unsigned long long)(off / bs + stop), (unsigned long long)(off / bs + k));
 	}
-	memset(mv->data + off, 0, stop * bs);
-	memset(mv->pid + off / bs, 0, stop * sizeof(*mv->pid));
+	for (uint64_t k = 0; k < stop; k++) {
+		if (keep_rsv && mv->rsv[off / bs + k])
+			continue;
+		memset(mv->data + off + k * bs, 0, bs);
+		mv->pid[off / bs + k] = 0;
+	}
 	free(after);
 	compare_range(R, i, off, len);
 }
@@ -485,12 +525,22 @@ static void op_discard(struct run *R, int i)
 		return;
 	}
 	if (e == -ENOSPC) {
+		if (strstr(vbas_errmsg(), "reserved blocks"))
+			fail_msg("discard of %llu+%llu: zeroing its reserved blocks failed: %s",
+				 (unsigned long long)off, (unsigned long long)len, vbas_errmsg());
 		R->enospc++;
-		adopt_stopped_unmap(R, i, v, off, len, before);
+		adopt_stopped_unmap(R, i, v, off, len, before, 1);
 	} else {
 		assert_ok(e);
+		/* Reserved blocks are zeroed and kept (copied if shared). */
 		memset(mv->data + off, 0, len);
-		memset(mv->pid + off / bs, 0, len / bs * sizeof(*mv->pid));
+		const uint32_t *refs = model_refs(&R->m);
+		for (uint64_t b = off / bs; b < (off + len) / bs; b++) {
+			if (mv->rsv[b])
+				model_written(&R->m, i, b, refs);
+			else
+				mv->pid[b] = 0;
+		}
 	}
 	free(before);
 	vbas_vol_close(v);
@@ -559,7 +609,7 @@ static void op_zero(struct run *R, int i)
 		}
 		for (uint64_t b = fb; b <= lb; b++) {
 			int whole = b >= as && b < ae;
-			if (whole && !nopunch)
+			if (whole && !nopunch && !mv->rsv[b])
 				mv->pid[b] = 0;
 			else if (mv->pid[b] || whole)
 				model_written(&R->m, i, b, refs);   /* written with zeros */
@@ -591,13 +641,64 @@ static void op_resize(struct run *R, int i)
 		 * of what lay past the new end is gone. */
 		R->enospc++;
 		v = vopen(R, i);
-		adopt_stopped_unmap(R, i, v, size, mv->size - size, before);
+		adopt_stopped_unmap(R, i, v, size, mv->size - size, before, 0);
 		vbas_vol_close(v);
 	} else {
 		assert_ok(e);
 		mvol_resize(mv, size, bs);
 	}
 	free(before);
+}
+
+/* A persistent reservation (vbas_vol_reserve) of a range, rounded out to
+ * blocks: its holes get blocks of their own and still read as zeros; or a
+ * clean ENOSPC that changed nothing.  Or (a third of the time) the end of
+ * one, block-aligned: the blocks stay, with their data. */
+static void op_reserve(struct run *R, int i)
+{
+	struct mvol *mv = &R->m.v[i];
+	uint32_t bs = R->m.bs;
+	uint64_t off, len;
+	int un = rng_below(&R->r, 3) == 0;
+	pick_range(R, mv->size, un, &off, &len);
+	struct vbas_vol *v = vopen(R, i);
+	uint64_t *before = physmap(R, v, off / bs * bs, ((off + len + bs - 1) / bs - off / bs) * bs);
+	if (trace())
+		fprintf(stderr, "#  %s %s %llu+%llu\n", un ? "unreserve" : "reserve", mv->name,
+			(unsigned long long)off, (unsigned long long)len);
+	int e = un ? vbas_vol_unreserve(v, off, len) : vbas_vol_reserve(v, off, len);
+	/* Bad input: refused, nothing changes. */
+	assert_int_equal(vbas_vol_reserve(v, off, 0), mv->readonly ? -EROFS : -EINVAL);
+	assert_int_equal(vbas_vol_reserve(v, mv->size, bs), mv->readonly ? -EROFS : -ERANGE);
+	uint64_t *after = physmap(R, v, off / bs * bs, ((off + len + bs - 1) / bs - off / bs) * bs);
+	vbas_vol_close(v);
+	uint64_t fb = off / bs, lb = (off + len - 1) / bs;
+	if (mv->readonly) {
+		expect_rofs(R, i, e);
+	} else if (e == -ENOSPC) {
+		R->reserves_refused++;
+		for (uint64_t b = fb; b <= lb; b++)
+			if (before[b - fb] != after[b - fb])
+				fail_msg("a refused %s changed block %llu", un ? "unreserve" : "reserve",
+					 (unsigned long long)b);
+	} else {
+		assert_ok(e);
+		R->reserves++;
+		for (uint64_t b = fb; b <= lb; b++) {
+			if (before[b - fb] && before[b - fb] != after[b - fb])
+				fail_msg("%s moved block %llu", un ? "unreserve" : "reserve",
+					 (unsigned long long)b);
+			if (!before[b - fb] && !un) {
+				if (!after[b - fb])
+					fail_msg("reserve left block %llu a hole", (unsigned long long)b);
+				mv->pid[b] = ++R->m.next_pid;
+			}
+			mv->rsv[b] = !un;
+		}
+	}
+	compare_range(R, i, fb * bs, (lb - fb + 1) * bs);
+	free(before);
+	free(after);
 }
 
 static int free_slot(struct run *R)
@@ -668,8 +769,10 @@ static void op_delete(struct run *R, int i)
 	mv->live = 0;
 	free(mv->data);
 	free(mv->pid);
+	free(mv->rsv);
 	mv->data = NULL;
 	mv->pid = NULL;
+	mv->rsv = NULL;
 	mv->size = 0;
 }
 
@@ -700,6 +803,7 @@ static void op_snapshot(struct run *R, int i, int writable)
 	mvol_resize(mv, src->size, R->m.bs);
 	memcpy(mv->data, src->data, src->size);
 	memcpy(mv->pid, src->pid, src->size / R->m.bs * sizeof(*mv->pid));
+	memcpy(mv->rsv, src->rsv, src->size / R->m.bs);
 }
 
 /* Two aligned ranges of LEN bytes in volumes I and J (not overlapping if
@@ -731,6 +835,8 @@ static void model_share(struct run *R, int i, uint64_t so, int j, uint64_t doff,
 	uint32_t bs = R->m.bs;
 	memmove(R->m.v[j].data + doff, R->m.v[i].data + so, len);
 	memmove(R->m.v[j].pid + doff / bs, R->m.v[i].pid + so / bs, len / bs * sizeof(uint32_t));
+	for (uint64_t b = doff / bs; b < (doff + len) / bs; b++)
+		R->m.v[j].rsv[b] &= R->m.v[j].pid[b] != 0;
 }
 
 /* A reflink or dedupe that ran out of space stops at a block boundary,
@@ -933,6 +1039,7 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 	struct run R;
 	memset(&R, 0, sizeof(R));
 	R.r.s = seed;
+	R.reserving = !getenv("VBAS_NO_RESERVE_OPS");
 	R.m.bs = bs;
 	R.cache = cache;
 	R.dev = mem_pool(pool_size, bs, fanout);
@@ -955,6 +1062,8 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 			op_resv_write(&R, i);
 		else if (what < 30)
 			op_resv_hold(&R);
+		else if (what < 34 && R.reserving)
+			op_reserve(&R, i);
 		else if (what < 38)
 			op_discard(&R, i);
 		else if (what < 43)
@@ -1009,13 +1118,17 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 	compare_all(&R);
 	assert_check_clean(R.p);
 	fprintf(stderr, "# %llu operations, %llu ENOSPC; %llu writes inside reservations, %llu "
-		"reservations refused\n", (unsigned long long)R.ops, (unsigned long long)R.enospc,
-		(unsigned long long)R.resv_writes, (unsigned long long)R.resv_refused);
+		"reservations refused; %llu reserved ranges taken or ended (%llu refused), %llu "
+		"writes into them\n", (unsigned long long)R.ops, (unsigned long long)R.enospc,
+		(unsigned long long)R.resv_writes, (unsigned long long)R.resv_refused,
+		(unsigned long long)R.reserves, (unsigned long long)R.reserves_refused,
+		(unsigned long long)R.resv_range_writes);
 	assert_ok(vbas_close(R.p));
 	dev_destroy(R.dev);
 	for (int i = 0; i < MAXVOL; i++) {
 		free(R.m.v[i].data);
 		free(R.m.v[i].pid);
+		free(R.m.v[i].rsv);
 	}
 	free(R.m.refs);
 }
