@@ -347,7 +347,8 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map,
 /* ---- Convenience I/O built on the mapping interface ------------------- */
 
 #define VBAS_IO_FUA      0x1u    /* pwrite/zeroes: commit before returning */
-#define VBAS_IO_NO_PUNCH 0x2u    /* write_zeroes: allocate, do not discard */
+#define VBAS_IO_NO_PUNCH 0x2u    /* write_zeroes: allocate, do not discard: the
+                                    range becomes reserved (vbas_vol_reserve) */
 
 /* All-or-nothing in space: pwrite reserves every block it needs first and
  * fails with -ENOSPC having changed nothing.  -ERANGE: past the end. */

@@ -254,7 +254,8 @@ int resv_new(struct vbas_pool *p, uint64_t data, uint64_t meta, struct vbas_resv
 void resv_put_locked(struct vbas_resv *rv);
 
 /* map.c */
-#define MAP_KEEP_RESERVED 0x1u
+#define MAP_KEEP_RESERVED 0x1u     /* reserved extents stay mapped */
+#define MAP_COW           0x2u     /* the caller maps the range again at once */
 int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	      uint64_t lblk, uint64_t n, const char *steps, uint64_t *stopped, unsigned how);
 int map_lookup(struct vbas_pool *p, struct vbas_btree *t, uint64_t lblk,
@@ -293,7 +294,7 @@ int map_set_flags(struct vbas_btree *t, uint64_t lblk, uint64_t n, uint32_t flag
 
 /* Reserved ranges (prealloc.c). */
 void vol_resv_add(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n);
-void vol_resv_sub(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n);
+void vol_resv_sub(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n, int clamp);
 void owed_free(struct vbas_pool *p);
 int owed_load(struct vbas_pool *p);
 int owed_grow(struct vbas_pool *p, uint64_t n, const char *what);

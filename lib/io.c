@@ -327,6 +327,11 @@ int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned
 				"of the volume (%" PRIu64 " bytes)", off, len, info.size);
 	uint64_t bs = p->bs, end = off + len;
 	uint64_t as = (off + bs - 1) / bs * bs, ae = end / bs * bs;
+	/* Allocate: the range becomes reserved (whole blocks), so that later
+	 * writes there cannot fail for want of space, as after fallocate's
+	 * ZERO_RANGE; then it is zeroed like any reserved range. */
+	if ((flags & VBAS_IO_NO_PUNCH) && (r = vbas_vol_reserve(vol, off, len)))
+		return r;
 	if (as >= ae) {                       /* within one or two blocks */
 		uint64_t mid = as < end ? as : end;
 		if (mid > off)
@@ -341,19 +346,8 @@ int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned
 		r = zero_partial(vol, ae, end - ae);
 	if (r)
 		return r;
-	if (flags & VBAS_IO_NO_PUNCH) {
-		/* Allocate and write zeros: later writes there cannot fail for
-		 * want of space. */
-		size_t chunk = 1 << 20;
-		void *z = calloc(1, chunk);
-		if (!z)
-			return -ENOMEM;
-		for (uint64_t o = as; !r && o < ae; o += chunk)
-			r = vbas_pwrite(vol, z, ae - o < chunk ? ae - o : chunk, o, 0);
-		free(z);
-	} else {
-		r = vbas_discard(vol, as, ae - as, 0);
-	}
+	/* (Reserved blocks are zeroed and kept; the rest are unmapped.) */
+	r = vbas_discard(vol, as, ae - as, 0);
 done:
 	if (!r && (flags & VBAS_IO_FUA))
 		r = vbas_flush(p);

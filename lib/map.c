@@ -351,7 +351,8 @@ static int unmap_room(struct vbas_pool *p, struct vbas_btree *t, const struct vb
 
 /* Unmap [lblk, lblk+n) of volume ID; the blocks lose a reference.  With
  * MAP_KEEP_RESERVED in HOW, extents of reserved ranges stay mapped (the
- * caller zeroes them).  With
+ * caller zeroes them); with MAP_COW, the caller maps the range again at
+ * once and saves REC itself.  With
  * STEPS (a change that works in steps, named for messages) the work may
  * be split over several commits, each one a consistent state with a
  * prefix of the range unmapped, and every step first makes sure of room
@@ -413,7 +414,7 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 			break;
 		rec->mapped = le64_mk(le64_get(rec->mapped) - (x - s));
 		if (e.flags & VBAS_MAPF_RESERVED)
-			vol_resv_sub(p, rec, x - s);
+			vol_resv_sub(p, rec, x - s, !(how & MAP_COW));
 		vol_set_root(rec, &t);
 		cur = x;
 		unsaved = 1;
@@ -434,7 +435,10 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	 * abandons the transaction; with STEPS, every step saved it.) */
 	if (!r && unsaved) {
 		vol_set_root(rec, &t);
-		r = vol_put(p, id, rec);
+		/* (MAP_COW: the caller saves REC once it has mapped the range
+		 * again; saved now, it would hold counts only half changed.) */
+		if (!(how & MAP_COW))
+			r = vol_put(p, id, rec);
 		if (!r)
 			r = space_drain(p);
 	}
@@ -760,19 +764,20 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 				uint64_t o = le64_get(rec.owed);
 				rec.owed = le64_mk(o > used ? o - used : 0);
 			}
-			/* (The new extent counts before the old goes: the
-			 * owed blocks stay within the reserved ones.) */
-			if (!r && xf)
-				vol_resv_add(p, &rec, used);
 			/* Copy on write: the old blocks lose this mapping's
 			 * reference (and are freed if their other owners let
-			 * go of them meanwhile). */
+			 * go of them meanwhile).  (The new extent takes the
+			 * place of the old one in the reserved count: the owed
+			 * blocks need not shrink with it meanwhile.) */
 			if (!r && map->priv_cow)
-				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL, 0);
+				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL,
+					      MAP_COW);
 			if (!r) {
 				vol_map_tree(p, vol->id, &rec, &t);
 				r = map_insert(&t, map->priv_blk, map->priv_pblk, used, xf);
 			}
+			if (!r && xf)
+				vol_resv_add(p, &rec, used);
 			if (!r)
 				r = space_queue(p, map->priv_pblk, used, +1, VBAS_BT_DATA, 1);
 			if (!r) {

@@ -34,14 +34,14 @@ void vol_resv_add(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n)
 }
 
 /* N reserved blocks left the volume's tree: the owed ones stay within
- * what is left. */
-void vol_resv_sub(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n)
+ * what is left (with CLAMP; without, the caller puts as many back). */
+void vol_resv_sub(struct vbas_pool *p, struct vbas_vol_rec *rec, uint64_t n, int clamp)
 {
 	uint64_t rb = le64_get(rec->resv_blocks), o = le64_get(rec->owed);
 	rb = rb > n ? rb - n : 0;
 	p->sp.resv_blocks = p->sp.resv_blocks > n ? p->sp.resv_blocks - n : 0;
 	rec->resv_blocks = le64_mk(rb);
-	if (o > rb) {
+	if (clamp && o > rb) {
 		owed_release(p, o - rb);
 		rec->owed = le64_mk(rb);
 	}
@@ -361,7 +361,7 @@ int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		uint64_t o = le64_get(rec.owed), x = shared < o ? shared : o;
 		owed_release(p, x);
 		rec.owed = le64_mk(o - x);
-		vol_resv_sub(p, &rec, changed);
+		vol_resv_sub(p, &rec, changed, 1);
 		r = vol_put(p, vol->id, &rec);
 	}
 	if (!r)

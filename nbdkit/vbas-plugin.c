@@ -875,8 +875,9 @@ static int vbas_nbd_trim(void *handle, uint32_t count, uint64_t offset, uint32_t
 }
 
 /* Zero: with NBDKIT_FLAG_MAY_TRIM, unmap whole blocks (space returns);
- * without it (NBD_CMD_FLAG_NO_HOLE), allocate and write zeros, so that
- * later writes there need no space. */
+ * without it (NBD_CMD_FLAG_NO_HOLE: a client's fallocate), reserve the
+ * range (vbas_vol_reserve) and zero it, so that later writes there cannot
+ * fail for want of space. */
 static int vbas_nbd_zero(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
 	struct handle *h = handle;

@@ -111,23 +111,6 @@ expect_out() {
 	fi
 }
 
-# expect_json DESC PY_EXPR CMD...: exit 0, stdout is JSON, and the Python
-# expression is true with the parsed value in d.
-expect_json() {
-	local d=$1 expr=$2
-	shift 2
-	run "$@"
-	if [ "$RC" -eq 0 ] && sanitizer_clean &&
-		python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
-		pass "$d"
-	else
-		fail "$d" "want: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \
-			"stderr: $(cat "$T/err")" "python: $(cat "$T/pyerr" 2>/dev/null)"
-	fi
-}
-
 # expect_json_fail DESC PY_EXPR CMD...: exit 1, "vbas: ..." on stderr, and
 # stdout is JSON for which the Python expression is true (parsed in d).
 expect_json_fail() {

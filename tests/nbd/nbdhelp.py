@@ -137,6 +137,15 @@ def pool_full(fill_uri, other_uri, spare_uri, other_file):
     """A client fills an over-provisioned pool: ENOSPC for its write; another
     export still reads and writes; trimming a third export frees space, and
     the same client's next write succeeds."""
+    # First, another client's fallocate: a zero without permission to
+    # punch (NO_HOLE) reserves its range.
+    o = connect(other_uri)
+    resv_off = o.get_size() - 4 * MiB
+    o.zero(2 * MiB, resv_off, nbd.CMD_FLAG_NO_HOLE)
+    o.flush()
+    say(o.pread(2 * MiB, resv_off) == bytes(2 * MiB), "a zero with NO_HOLE reads as zeros")
+    o.shutdown()
+
     h = connect(fill_uri)
     chunk = MiB
     off = 0
@@ -169,6 +178,16 @@ def pool_full(fill_uri, other_uri, spare_uri, other_file):
     say(o.pread(MiB, 0) == new, "another export still overwrites (no new space needed)")
     expect_errno("a write into a hole of another export: ENOSPC", "ENOSPC",
                  lambda: o.pwrite(new, o.get_size() - MiB))
+    fal = pattern(77, 2 * MiB)
+    try:
+        for k in range(0, 2 * MiB, 64 * 1024):
+            o.pwrite(fal[k:k + 64 * 1024], resv_off + k)
+        o.flush()
+        say(o.pread(2 * MiB, resv_off) == fal,
+            "the range zeroed with NO_HOLE before the pool filled takes every write")
+    except nbd.Error as e:
+        say(False, "the range zeroed with NO_HOLE before the pool filled takes every write",
+            str(e))
     o.shutdown()
 
     s = connect(spare_uri)

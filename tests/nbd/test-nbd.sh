@@ -628,6 +628,30 @@ expect_fail "delete through the server: an unknown volume" 1 \
 	"$VBAS" delete --yes "$P" made
 expect_ok "create one more to keep" "$VBAS" create "$P" kept --size 4M
 
+# ---- Reserved ranges of a served pool (the control channel) ----------------------------
+
+expect_ok "reserve through the server" "$VBAS" reserve "$P" kept --offset 1M --length 2M
+expect_json "... list shows 2 MiB reserved" \
+	"[(v['reserved'], v['owed']) for v in d if v['name'] == 'kept'] == [(2*2**20, 0)]" \
+	"$VBAS" list "$P" --json
+expect_fail "reserve through the server: past the end" 1 \
+	"^vbas: reserve: $P: .*past the end of the volume.*\(through the server\)" \
+	"$VBAS" reserve "$P" kept --offset 4M --length 4K
+expect_fail "reserve through the server: an unknown volume" 1 \
+	"^vbas: reserve: $P: .*'nosuch' not found.*\(through the server\)" \
+	"$VBAS" reserve "$P" nosuch
+expect_ok "snapshot --no-reserve through the server" "$VBAS" snapshot "$P" kept kept-s1 --no-reserve
+expect_json "... the volume owes nothing" \
+	"[v['owed'] for v in d if v['name'] == 'kept'] == [0]" "$VBAS" list "$P" --json
+expect_ok "snapshot through the server" "$VBAS" snapshot "$P" kept kept-s2
+expect_json "... the volume owes its reserved blocks" \
+	"[v['owed'] for v in d if v['name'] == 'kept'] == [2*2**20]" "$VBAS" list "$P" --json
+expect_ok "unreserve through the server" "$VBAS" unreserve "$P" kept
+expect_json "... nothing reserved or owed" \
+	"[(v['reserved'], v['owed']) for v in d if v['name'] == 'kept'] == [(0, 0)]" \
+	"$VBAS" list "$P" --json
+expect_ok "delete the snapshots" sh -c "'$VBAS' delete --yes '$P' kept-s1 && '$VBAS' delete --yes '$P' kept-s2"
+
 MAPPED_XFS=$(mapped xfs)
 
 # ---- Stop: SIGTERM commits what the client did not flush ------------------------------------
@@ -681,6 +705,8 @@ PF=$T/full.img
 	echo "# setting up the full pool failed"
 expect_true "serve an over-provisioned pool" start_server "$PF" full
 py_checks "pool full" $PY "$HELP" pool-full "$(uri fill)" "$(uri other)" "$(uri spare)" other.raw
+expect_json "list through the server: the NO_HOLE zero reserved 2 MiB of 'other'" \
+	"[v['reserved'] for v in d if v['name'] == 'other'] == [2*2**20]" "$VBAS" list "$PF" --json
 expect_true "the server log says the pool is full, naming the export" \
 	grep -Eq "error: fill: write of [0-9]+ bytes at offset [0-9]+: .*(full|No space)" "$T/full.err"
 expect_true "the server is still up" kill -0 "$NBDKIT_PID"

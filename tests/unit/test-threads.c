@@ -362,6 +362,7 @@ struct rworker {
 	uint64_t pool_bytes;
 	unsigned flags;
 	uint8_t *data, *mapped;     /* the model: bytes, and mapped per block */
+	uint8_t *rsv;               /* per block: reserved (a NO_PUNCH zero) */
 	uint8_t *buf, *rbuf;
 	struct rng r;
 	double deadline;
@@ -514,15 +515,16 @@ static int rw_discard(struct rworker *rw)
 		return RFAIL(rw, "discard(%llu, %llu) = %d: %s", (unsigned long long)(rw->base + off),
 			     (unsigned long long)len, e, vbas_errmsg());
 	memset(rw->data + off, 0, len);
-	memset(rw->mapped + off / rw->bs, 0, len / rw->bs);
+	/* Reserved blocks are zeroed and kept. */
+	memcpy(rw->mapped + off / rw->bs, rw->rsv + off / rw->bs, len / rw->bs);
 	if (rng_below(&rw->r, 3) == 0)
 		return rw_verify(rw, off, len, "right after this thread's discard");
 	return 0;
 }
 
 /* write_zeroes: partial blocks at either end are zeroed in place (holes
- * stay holes), whole blocks in between are unmapped, or written with zeros
- * under VBAS_IO_NO_PUNCH (io.c). */
+ * stay holes), whole blocks in between are unmapped (reserved ones zeroed
+ * and kept); under VBAS_IO_NO_PUNCH the range is reserved (io.c). */
 static int rw_zero(struct rworker *rw)
 {
 	uint64_t off, len;
@@ -538,9 +540,15 @@ static int rw_zero(struct rworker *rw)
 			     (unsigned long long)(rw->base + off), (unsigned long long)len, fl, e,
 			     vbas_errmsg());
 	uint64_t as = (off + rw->bs - 1) / rw->bs * rw->bs, ae = (off + len) / rw->bs * rw->bs;
+	uint64_t fb = off / rw->bs, lb = (off + len - 1) / rw->bs;
 	memset(rw->data + off, 0, len);
-	if (as < ae)
-		memset(rw->mapped + as / rw->bs, nopunch, (ae - as) / rw->bs);
+	if (nopunch) {
+		/* The range (whole blocks) is reserved: allocated, and kept. */
+		memset(rw->mapped + fb, 1, lb - fb + 1);
+		memset(rw->rsv + fb, 1, lb - fb + 1);
+	} else if (as < ae) {
+		memcpy(rw->mapped + as / rw->bs, rw->rsv + as / rw->bs, (ae - as) / rw->bs);
+	}
 	if (rng_below(&rw->r, 3) == 0)
 		return rw_verify(rw, off, len, "right after this thread's write_zeroes");
 	return 0;
@@ -847,6 +855,7 @@ static void rw_init(struct rworker *rw, int i, struct vbas_pool *p, const char *
 	rw->flags = flags;
 	rw->data = talloc(size);
 	rw->mapped = talloc(size / rw->bs);
+	rw->rsv = talloc(size / rw->bs);
 	rw->buf = talloc_io(RW_BUF);
 	rw->rbuf = talloc_io(RW_BUF);
 	rw->r.s = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i * 1000003u + 1;
