@@ -411,6 +411,7 @@ static struct {
 	int no_extents;
 	/* Sharing benchmark. */
 	int sharing_only, no_sharing, no_qcow2, xfs_scratch;
+	int space_only, no_space;   /* the space-guarantee benchmark */
 	uint64_t share_ops;     /* writes per target, CoW-against-overwrite test */
 	uint64_t share_size;    /* volumes of the CoW-against-overwrite test */
 	const char *vbas_cli;   /* the vbas command; default next to this program */
@@ -1649,12 +1650,215 @@ static void share_report(const struct share_res *R)
 	printf("%.96s\n", rule);
 }
 
+/* ---- Space guarantees ----------------------------------------------------- */
+
+/* What the guarantees cost (issue 12), side by side in one run:
+ *  - 4 KiB allocating writes and copy-on-write writes, without and with a
+ *    reservation cookie (vbas_reserve before the writes, its put after,
+ *    both timed); and writes into a reserved range (a thick volume);
+ *  - a snapshot (+ commit) of a volume whose reserved range has N extents
+ *    against one whose range is one extent: it must stay flat;
+ *  - vbas_vol_reserve of 1 TiB (+ commit) on a pool with 1 GiB in use. */
+struct space_res {
+	double alloc[2], cow[2], thick;      /* IOPS; [0] without, [1] with a cookie */
+	uint64_t nw;                         /* writes per measurement */
+	struct timing snap1, snapn;
+	uint64_t snapn_extents;
+	double build_s, reserve_n_s;
+	double tib_s;
+	uint64_t tib_extents;
+};
+
+/* N 4 KiB writes through the mapping interface at the blocks of PERM (data
+ * I/O included), with a cookie for all of them if COOKIE, + commit. */
+static double space_writes(struct vbas_pool *pool, struct vbas_vol *vol, const uint32_t *perm,
+			   uint64_t n, int cookie, const char *buf)
+{
+	struct vbas_resv *rv = NULL;
+	struct vbas_iomap m;
+	double t0 = now();
+	if (cookie)
+		V(vbas_reserve(pool, n, &rv));
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t off = (uint64_t)perm[i] * BS;
+		V(vbas_map_begin(vol, off, BS, VBAS_MAP_WRITE, rv, &m));
+		full_pwrite(m.fd, buf + (i % 64) * BS, BS, (off_t)m.physical, "space bench write");
+		V(vbas_map_end(vol, &m, BS, 0));
+	}
+	vbas_resv_put(rv);
+	V(vbas_flush(pool));
+	return n / (now() - t0);
+}
+
+static void space_run(struct space_res *R, char *buf)
+{
+	static char path[4200], tib_path[4200];
+	snprintf(path, sizeof(path), "%s/space.pool", opt.dir);
+	snprintf(tib_path, sizeof(tib_path), "%s/space-tib.pool", opt.dir);
+	cleanup_add(path);
+	cleanup_add(tib_path);
+	memset(R, 0, sizeof(*R));
+	uint64_t ne = opt.extents, vsize = 2 * ne * BS;
+	/* Room for the N-extent volume, its reserved holes, and the copies a
+	 * snapshot owes for all of them; the write tests' volumes besides. */
+	struct vbas_format_opts fo = { .size = 2 * vsize + 2 * GiB + vsize / 16, .block_size = BS,
+				       .flags = VBAS_FORMAT_FORCE };
+	V(vbas_format(path, &fo));
+	struct vbas_pool *pool;
+	struct vbas_open_opts oo = { .cache_bytes = 256 * MiB };
+	V(vbas_open(path, &oo, &pool));
+
+	/* Writes: 4 volumes of 256 MiB; each measurement writes NW blocks. */
+	uint64_t nb = 256 * MiB / BS;
+	R->nw = nb / 2;
+	uint32_t *perm = make_perm(nb);
+	const char *names[4] = { "a0", "a1", "t", "c" };
+	struct vbas_vol *v[4];
+	for (int k = 0; k < 4; k++) {
+		V(vbas_vol_create(pool, names[k], 256 * MiB));
+		V(vbas_vol_open(pool, names[k], &v[k]));
+	}
+	/* Allocating: one volume without, one with a cookie, in ABBA order. */
+	double a0 = space_writes(pool, v[0], perm, R->nw / 2, 0, buf);
+	double a1 = space_writes(pool, v[1], perm, R->nw / 2, 1, buf);
+	double b1 = space_writes(pool, v[1], perm + R->nw / 2, R->nw / 2, 1, buf);
+	double b0 = space_writes(pool, v[0], perm + R->nw / 2, R->nw / 2, 0, buf);
+	R->alloc[0] = (a0 + b0) / 2;
+	R->alloc[1] = (a1 + b1) / 2;
+	/* Copy on write: both volumes snapshotted, their blocks written again. */
+	V(vbas_vol_snapshot(pool, "a0", "a0s", 0));
+	V(vbas_vol_snapshot(pool, "a1", "a1s", 0));
+	a0 = space_writes(pool, v[0], perm, R->nw / 2, 0, buf);
+	a1 = space_writes(pool, v[1], perm, R->nw / 2, 1, buf);
+	b1 = space_writes(pool, v[1], perm + R->nw / 2, R->nw / 2, 1, buf);
+	b0 = space_writes(pool, v[0], perm + R->nw / 2, R->nw / 2, 0, buf);
+	R->cow[0] = (a0 + b0) / 2;
+	R->cow[1] = (a1 + b1) / 2;
+	/* A thick volume: reserved whole, then written (in place). */
+	V(vbas_vol_reserve(v[2], 0, 256 * MiB));
+	V(vbas_flush(pool));
+	R->thick = space_writes(pool, v[2], perm, R->nw, 0, buf);
+	free(perm);
+	for (int k = 0; k < 4; k++)
+		V(vbas_vol_close(v[k]));
+	const char *drop[] = { "a0s", "a1s", "a0", "a1", "t", "c" };
+	for (size_t k = 0; k < sizeof(drop) / sizeof(drop[0]); k++)
+		V(vbas_vol_delete(pool, drop[k]));
+	V(vbas_flush(pool));
+
+	/* Snapshots: a thick volume of one extent, and one of 2N extents (N
+	 * mapped every other block, the N holes between reserved). */
+	struct vbas_vol *one, *many;
+	V(vbas_vol_create(pool, "one", vsize));
+	V(vbas_vol_open(pool, "one", &one));
+	V(vbas_vol_reserve(one, 0, vsize));
+	V(vbas_vol_close(one));
+	V(vbas_vol_create(pool, "many", vsize));
+	V(vbas_vol_open(pool, "many", &many));
+	double t0 = now();
+	map_every_other(many, ne);
+	V(vbas_flush(pool));
+	R->build_s = now() - t0;
+	t0 = now();
+	V(vbas_vol_reserve(many, 0, vsize));
+	V(vbas_flush(pool));
+	R->reserve_n_s = now() - t0;
+	struct vbas_vol_info vi;
+	V(vbas_vol_info(many, &vi));
+	V(vbas_vol_close(many));
+	R->snapn_extents = 2 * ne;
+	double ts1[9], tsn[9];
+	int runs = 0;
+	for (; runs < 9 && (runs < 5 || now() - t0 < 30); runs++) {
+		const char *src[2] = { "one", "many" };
+		double *dst[2] = { ts1, tsn };
+		for (int k = 0; k < 2; k++) {
+			double s = now();
+			V(vbas_vol_snapshot(pool, src[k], "snap", 0));
+			V(vbas_flush(pool));
+			dst[k][runs] = now() - s;
+			V(vbas_vol_delete(pool, "snap"));
+			V(vbas_flush(pool));
+		}
+	}
+	R->snap1 = timing_of(ts1, runs);
+	R->snapn = timing_of(tsn, runs);
+	V(vbas_close(pool));
+	unlink(path);
+	cleanup_del(path);
+
+	/* 1 TiB reserved on a pool with 1 GiB in use. */
+	struct vbas_format_opts ft = { .size = 1024 * GiB + 4 * GiB, .block_size = BS,
+				       .flags = VBAS_FORMAT_FORCE };
+	V(vbas_format(tib_path, &ft));
+	V(vbas_open(tib_path, &oo, &pool));
+	struct vbas_vol *u, *tv;
+	V(vbas_vol_create(pool, "used", 1 * GiB));
+	V(vbas_vol_open(pool, "used", &u));
+	struct vbas_iomap m;
+	for (uint64_t off = 0; off < 1 * GiB; off += m.length) {
+		V(vbas_map_begin(u, off, 1 * GiB - off, VBAS_MAP_WRITE, NULL, &m));
+		V(vbas_map_end(u, &m, m.length, 0));
+	}
+	V(vbas_vol_close(u));
+	V(vbas_vol_create(pool, "tib", 1024 * GiB));
+	V(vbas_vol_open(pool, "tib", &tv));
+	V(vbas_flush(pool));
+	t0 = now();
+	V(vbas_vol_reserve(tv, 0, 1024 * GiB));
+	V(vbas_flush(pool));
+	R->tib_s = now() - t0;
+	V(vbas_vol_info(tv, &vi));
+	if (vi.reserved != 1024 * GiB)
+		die("1 TiB reserve: %" PRIu64 " bytes reserved", vi.reserved);
+	V(vbas_vol_close(tv));
+	V(vbas_close(pool));
+	unlink(tib_path);
+	cleanup_del(tib_path);
+}
+
+static void space_report(const struct space_res *R)
+{
+	static const char rule[] = "------------------------------------------------------------"
+				   "------------------------------------";
+	printf("\nSpace guarantees (4 KiB blocks; writes through vbas_map_begin/map_end with the "
+	       "data written, + commit)\n");
+	printf("%.96s\n", rule);
+	printf("%-44s %12s %12s %12s\n", "4K random writes, each block once", "no cookie",
+	       "cookie", "cookie/none");
+	printf("%.96s\n", rule);
+	printf("%-44s %12.0f %12.0f %12.3f\n", "allocating (into holes), IOPS", R->alloc[0],
+	       R->alloc[1], R->alloc[1] / R->alloc[0]);
+	printf("%-44s %12.0f %12.0f %12.3f\n", "copy on write (after a snapshot), IOPS",
+	       R->cow[0], R->cow[1], R->cow[1] / R->cow[0]);
+	printf("%-44s %12.0f %12s %12.3f  x allocating, no cookie\n",
+	       "into a reserved range (thick), IOPS", R->thick, "", R->thick / R->alloc[0]);
+	printf("  %" PRIu64 " writes per cell, ABBA order; a cookie's reserve and put are "
+	       "timed with its writes\n", R->nw / 2);
+	printf("%.96s\n", rule);
+	printf("%-44s %13.3f ms  median of %d (max %.3f ms)\n",
+	       "snapshot + commit, reserved range, 1 extent", R->snap1.med * 1e3, R->snap1.runs,
+	       R->snap1.max * 1e3);
+	char what[64];
+	snprintf(what, sizeof(what), "  ... of %" PRIu64 " extents", R->snapn_extents);
+	printf("%-44s %13.3f ms  median of %d (max %.3f ms); %.2fx the 1-extent one%s\n",
+	       what, R->snapn.med * 1e3, R->snapn.runs,
+	       R->snapn.max * 1e3, R->snapn.med / R->snap1.med,
+	       R->snapn.med < 2 * R->snap1.med + 1e-3 ? "" : "  ** NOT FLAT **");
+	printf("%-44s %14.3f s  vbas_vol_reserve of the 2N-extent volume (N holes), + commit\n",
+	       "  reserve of that range", R->reserve_n_s);
+	printf("%-44s %14.3f s  vbas_vol_reserve + commit, a pool with 1 GiB in use\n",
+	       "reserve 1 TiB", R->tib_s);
+	printf("%.96s\n", rule);
+}
+
 static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 		"usage: %s [--dir DIR] [--size BYTES] [--time SEC | --ops N] [--extents N]\n"
 		"          [--cache BYTES] [--seed N] [--no-extents] [--sharing-only | --no-sharing]\n"
 		"          [--share-ops N] [--share-size BYTES] [--vbas-cli PATH]\n"
+		"          [--space-only | --no-space]\n"
 		"          [--xfs-dir DIR [--xfs-scratch] | --xfs-skip REASON] [--no-qcow2]\n"
 		"  --dir      directory for the pool and raw files (default $VBAS_BENCH_DIR,\n"
 		"             else a fresh mktemp -d under /var/tmp, removed at the end)\n"
@@ -1675,6 +1879,10 @@ static void usage(int status)
 		"             --xfs-scratch: leave the largest files there (the file system is\n"
 		"             thrown away after; deleting them would take XFS half a minute)\n"
 		"  --no-qcow2 skip the qcow2 column (default: used if qemu-img is in $PATH)\n"
+		"  --space-only  only the space-guarantee benchmark (writes with and without a\n"
+		"             cookie and into a reserved range, snapshots of a reserved range of\n"
+		"             1 and 2*--extents extents, a reserve of 1 TiB); --no-space: all\n"
+		"             but it\n"
 		"  The sharing volumes have 1, 10000 and --extents extents.\n", prog);
 	exit(status);
 }
@@ -1704,6 +1912,14 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-sharing")) {
 			opt.no_sharing = 1;
+			continue;
+		}
+		if (!strcmp(a, "--space-only")) {
+			opt.space_only = 1;
+			continue;
+		}
+		if (!strcmp(a, "--no-space")) {
+			opt.no_space = 1;
 			continue;
 		}
 		if (!strcmp(a, "--no-qcow2")) {
@@ -1797,6 +2013,22 @@ int main(int argc, char **argv)
 	cleanup_files[3] = ext_path;
 	if (made_dir)
 		cleanup_dir = tmpdir;
+	if (opt.space_only) {
+		struct space_res spr;
+		char *sbuf = xalloc_aligned(SEQ_IO);
+		rng_s = opt.seed;
+		for (size_t i = 0; i < SEQ_IO / 8; i++)
+			((uint64_t *)sbuf)[i] = rng_next();
+		printf("vbas bench: dir %s, space guarantees only, seed %#" PRIx64 "\n", opt.dir,
+		       opt.seed);
+		space_run(&spr, sbuf);
+		free(sbuf);
+		cleanup_dir = NULL;
+		if (made_dir && rmdir(tmpdir) < 0)
+			fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
+		space_report(&spr);
+		return 0;
+	}
 	if (opt.sharing_only) {
 		struct share_res sr;
 		char *sbuf = xalloc_aligned(SEQ_IO);
@@ -1991,6 +2223,9 @@ int main(int argc, char **argv)
 	struct share_res sr;
 	if (!opt.no_sharing)
 		share_run(&sr, buf);
+	struct space_res spr;
+	if (!opt.no_space)
+		space_run(&spr, buf);
 	free(buf);
 	cleanup_dir = NULL;
 	if (made_dir && rmdir(tmpdir) < 0)
@@ -2089,5 +2324,7 @@ int main(int argc, char **argv)
 	printf("%.96s\n", rule);
 	if (!opt.no_sharing)
 		share_report(&sr);
+	if (!opt.no_space)
+		space_report(&spr);
 	return 0;
 }

@@ -326,11 +326,14 @@ static int file_discard(struct vbas_dev *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* Make [off, off+len) read as zeros.  A file keeps the range allocated
- * (FALLOC_FL_ZERO_RANGE: a reservation down to the host file system),
- * or, where the file system cannot (no support, or it is full), punches
- * it out; a block device uses its write-zeroes (BLKZEROOUT).  What is
- * left falls to dev_zero's writes of zeros. */
+/* Make [off, off+len) read as zeros.  A file's range that is a hole
+ * already (the blocks the pool frees are punched out) needs nothing; one
+ * that holds data is zeroed and stays allocated (FALLOC_FL_ZERO_RANGE),
+ * or, where the file system cannot (no support, or it is full), punched
+ * out.  (The host file system's own space is not reserved for a range
+ * that was a hole: a pool file on an over-committed file system should be
+ * preallocated.)  A block device uses its write-zeroes (BLKZEROOUT).
+ * What is left falls to dev_zero's writes of zeros. */
 static int file_zero(struct vbas_dev *d, uint64_t off, uint64_t len)
 {
 	struct stat st;
@@ -338,6 +341,9 @@ static int file_zero(struct vbas_dev *d, uint64_t off, uint64_t len)
 		uint64_t range[2] = { off, len };
 		return ioctl(d->fd, BLKZEROOUT, range) == 0 ? 0 : -EOPNOTSUPP;
 	}
+	off_t data = lseek(d->fd, (off_t)off, SEEK_DATA);
+	if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= off + len))
+		return 0;
 	if (fallocate(d->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 		      (off_t)len) == 0)
 		return 0;
