@@ -369,6 +369,7 @@ struct vbas_extent {
 	uint32_t flags;     /* VBAS_EXTENT_* */
 };
 #define VBAS_EXTENT_SHARED 0x1u
+#define VBAS_EXTENT_RESERVED 0x2u   /* in a reserved range (vbas_vol_reserve) */
 
 /* Calls CB for each mapped extent overlapping [off, off+len), clipped to
  * it, in logical order.  A non-zero return from CB stops and is returned. */

@@ -378,8 +378,9 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		while (!r && n < 256 && (cur << p->bshift) < end) {
 			uint64_t pb, run;
 			int m, sh;
-			r = map_lookup_shared(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m, &sh,
-					      NULL, 0);
+			uint32_t f;
+			r = map_lookup_shared_f(p, &t, le64_get(rec.share_gen), cur, &pb, &run, &m,
+						&sh, NULL, 0, &f);
 			if (r)
 				break;
 			uint64_t s = cur << p->bshift, e;
@@ -392,7 +393,8 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 				batch[n].offset = cs;
 				batch[n].length = e - cs;
 				batch[n].physical = (pb << p->bshift) + (cs - s);
-				batch[n].flags = sh ? VBAS_EXTENT_SHARED : 0;
+				batch[n].flags = (sh ? VBAS_EXTENT_SHARED : 0) |
+						 ((f & VBAS_MAPF_RESERVED) ? VBAS_EXTENT_RESERVED : 0);
 				n++;
 			}
 			off = e;

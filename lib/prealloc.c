@@ -429,8 +429,14 @@ int owed_recount(struct vbas_pool *p)
 		uint64_t o = le64_get(rec.owed);
 		if (shared >= o)
 			continue;
-		/* The record's path in the volume table: a few blocks, out of
-		 * what the recount gives back. */
+		/* Saving the record shadows its path in the volume table: with
+		 * no room for that (a full pool), the bound stays as it is. */
+		unsigned hv = 0;
+		if (bt_height(&p->voltab, &hv) ||
+		    space_room(p, 2 * (hv + 2), SPACE_GROW, "recount") == -ENOSPC) {
+			vbas_err_clear();
+			break;
+		}
 		owed_release(p, o - shared);
 		rec.owed = le64_mk(shared);
 		r = vol_put(p, c.ids[i], &rec);

@@ -1488,15 +1488,16 @@ struct map_out {
 static int map_cb(const struct vbas_extent *e, void *arg)
 {
 	struct map_out *m = arg;
+	int sh = !!(e->flags & VBAS_EXTENT_SHARED), rs = !!(e->flags & VBAS_EXTENT_RESERVED);
 	if (m->json) {
 		printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"physical\":%" PRIu64
-		       ",\"flags\":[%s]}", m->n ? "," : "", e->offset, e->length, e->physical,
-		       (e->flags & VBAS_EXTENT_SHARED) ? "\"shared\"" : "");
+		       ",\"flags\":[%s%s%s]}", m->n ? "," : "", e->offset, e->length, e->physical,
+		       sh ? "\"shared\"" : "", sh && rs ? "," : "", rs ? "\"reserved\"" : "");
 	} else {
 		char h[32];
 		printf("%20" PRIu64 "  %20" PRIu64 " %-11s %20" PRIu64 "  %s\n", e->offset,
 		       e->length, human(e->length, h, sizeof(h)), e->physical,
-		       (e->flags & VBAS_EXTENT_SHARED) ? "shared" : "-");
+		       sh && rs ? "shared,reserved" : sh ? "shared" : rs ? "reserved" : "-");
 	}
 	m->n++;
 	return 0;
@@ -2471,7 +2472,8 @@ static const struct cmd cmds[] = {
 	{ "map", cmd_map, O_JSON | O_CACHE, 2, 2, "POOL NAME [--json]",
 	  "list a volume's mapped extents",
 	  "The JSON form is an array of {\"offset\", \"length\", \"physical\", \"flags\"}\n"
-	  "in bytes; flags holds \"shared\" for a block shared with another volume.\n\n"
+	  "in bytes; flags holds \"shared\" for a block shared with another volume, and\n"
+	  "\"reserved\" for one in a reserved range.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
 	{ "snapshot", cmd_snapshot, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",

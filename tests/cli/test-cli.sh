@@ -1186,6 +1186,10 @@ expect_json "list: the thick volume is mapped and reserved whole, owes nothing" 
 	"[(v['mapped'], v['reserved'], v['owed']) for v in d if v['name'] == 'thick'] == [(4*2**20, 4*2**20, 0)]" \
 	"$VBAS" list $R --json
 expect_true "the thick volume reads as zeros" same_as <(zeros $((4 * MiB))) $R thick 0 $((4 * MiB))
+expect_json "map: the thick volume's extents are all reserved" \
+	"sum(e['length'] for e in d) == 4*2**20 and all(e['flags'] == ['reserved'] for e in d)" \
+	"$VBAS" map $R thick --json
+expect_out "map: the text form says reserved" ' reserved$' "$VBAS" map $R thick
 expect_json "info: reserved_ranges 4 MiB; available below free" \
 	'd["reserved_ranges"] == 4*2**20 and d["reserved_owed"] == 0 and 0 < d["available"] < d["free"]' \
 	"$VBAS" info $R --json

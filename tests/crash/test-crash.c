@@ -1857,7 +1857,7 @@ static void t_crash_reserve(void **state)
 	rs_script(d, gens);
 	uint64_t total = vbas_memdev_writes(d) - w0;
 	dev_destroy(d);
-	uint64_t pts = test_ops(48), stride = total / pts ? total / pts : 1;
+	uint64_t pts = test_ops(24), stride = total / pts ? total / pts : 1;
 	unsigned probes = 0;
 	fprintf(stderr, "#   reserve script: %llu device writes, a crash every %llu\n",
 		(unsigned long long)total, (unsigned long long)stride);
