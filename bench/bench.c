@@ -1699,9 +1699,9 @@ static void space_run(struct space_res *R, char *buf)
 	cleanup_add(tib_path);
 	memset(R, 0, sizeof(*R));
 	uint64_t ne = opt.extents, vsize = 2 * ne * BS;
-	/* Room for the N-extent volume, its reserved holes, and the copies a
-	 * snapshot owes for all of them; the write tests' volumes besides. */
-	struct vbas_format_opts fo = { .size = 2 * vsize + 2 * GiB + vsize / 16, .block_size = BS,
+	/* Room for the two thick volumes, the copies a snapshot of either
+	 * owes, and their metadata; the write tests' volumes besides. */
+	struct vbas_format_opts fo = { .size = 3 * vsize + 2 * GiB + vsize / 8, .block_size = BS,
 				       .flags = VBAS_FORMAT_FORCE };
 	V(vbas_format(path, &fo));
 	struct vbas_pool *pool;
@@ -1902,32 +1902,20 @@ int main(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
 			usage(0);
-		if (!strcmp(a, "--no-extents")) {
-			opt.no_extents = 1;
-			continue;
-		}
-		if (!strcmp(a, "--sharing-only")) {
-			opt.sharing_only = 1;
-			continue;
-		}
-		if (!strcmp(a, "--no-sharing")) {
-			opt.no_sharing = 1;
-			continue;
-		}
-		if (!strcmp(a, "--space-only")) {
-			opt.space_only = 1;
-			continue;
-		}
-		if (!strcmp(a, "--no-space")) {
-			opt.no_space = 1;
-			continue;
-		}
-		if (!strcmp(a, "--no-qcow2")) {
-			opt.no_qcow2 = 1;
-			continue;
-		}
-		if (!strcmp(a, "--xfs-scratch")) {
-			opt.xfs_scratch = 1;
+		static const struct { const char *name; int *flag; } flags[] = {
+			{ "--no-extents", &opt.no_extents },
+			{ "--sharing-only", &opt.sharing_only },
+			{ "--no-sharing", &opt.no_sharing },
+			{ "--space-only", &opt.space_only },
+			{ "--no-space", &opt.no_space },
+			{ "--no-qcow2", &opt.no_qcow2 },
+			{ "--xfs-scratch", &opt.xfs_scratch },
+		};
+		size_t f = 0;
+		while (f < sizeof(flags) / sizeof(flags[0]) && strcmp(a, flags[f].name))
+			f++;
+		if (f < sizeof(flags) / sizeof(flags[0])) {
+			*flags[f].flag = 1;
 			continue;
 		}
 		if (!v)
@@ -1969,6 +1957,8 @@ int main(int argc, char **argv)
 		die("--extents must be at least 1");
 	if (opt.sharing_only && opt.no_sharing)
 		die("--sharing-only and --no-sharing exclude each other");
+	if (opt.space_only && (opt.no_space || opt.sharing_only))
+		die("--space-only excludes --no-space and --sharing-only");
 	opt.share_size = opt.share_size / SEQ_IO * SEQ_IO;
 	if (!opt.no_sharing && opt.share_size < 16 * MiB)
 		die("--share-size must be at least 16 MiB");
@@ -2013,35 +2003,28 @@ int main(int argc, char **argv)
 	cleanup_files[3] = ext_path;
 	if (made_dir)
 		cleanup_dir = tmpdir;
-	if (opt.space_only) {
+	if (opt.space_only || opt.sharing_only) {
+		/* One part alone. */
+		struct share_res sr;
 		struct space_res spr;
 		char *sbuf = xalloc_aligned(SEQ_IO);
 		rng_s = opt.seed;
 		for (size_t i = 0; i < SEQ_IO / 8; i++)
 			((uint64_t *)sbuf)[i] = rng_next();
-		printf("vbas bench: dir %s, space guarantees only, seed %#" PRIx64 "\n", opt.dir,
-		       opt.seed);
-		space_run(&spr, sbuf);
+		printf("vbas bench: dir %s, %s only, seed %#" PRIx64 "\n", opt.dir,
+		       opt.space_only ? "space guarantees" : "sharing", opt.seed);
+		if (opt.space_only)
+			space_run(&spr, sbuf);
+		else
+			share_run(&sr, sbuf);
 		free(sbuf);
 		cleanup_dir = NULL;
 		if (made_dir && rmdir(tmpdir) < 0)
 			fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
-		space_report(&spr);
-		return 0;
-	}
-	if (opt.sharing_only) {
-		struct share_res sr;
-		char *sbuf = xalloc_aligned(SEQ_IO);
-		rng_s = opt.seed;
-		for (size_t i = 0; i < SEQ_IO / 8; i++)
-			((uint64_t *)sbuf)[i] = rng_next();
-		printf("vbas bench: dir %s, sharing only, seed %#" PRIx64 "\n", opt.dir, opt.seed);
-		share_run(&sr, sbuf);
-		free(sbuf);
-		cleanup_dir = NULL;
-		if (made_dir && rmdir(tmpdir) < 0)
-			fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
-		share_report(&sr);
+		if (opt.space_only)
+			space_report(&spr);
+		else
+			share_report(&sr);
 		return 0;
 	}
 	if (!opt.no_extents)

@@ -282,6 +282,17 @@ struct map_census {
 };
 int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
 	       uint64_t n, struct map_census *c);
+/* Call CB for each run of [lblk, lblk+n) of T as a write sees it (a hole,
+ * or blocks shared or not, of one extent); with COW, count the shared
+ * nodes on the paths, the one past the end included.  A non-zero return
+ * of CB stops the walk and is returned. */
+struct map_run {
+	uint64_t lblk, n, pblk;
+	int mapped, shared;
+	uint32_t flags;            /* VBAS_MAPF_* (0 for a hole) */
+};
+int map_walk(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
+	     uint64_t n, struct bt_cow *cow, int (*cb)(void *, const struct map_run *), void *arg);
 /* Extents of T that overlap [lblk, lblk+n), counting at most MAX that
  * start inside it: *STOP is where the first one past MAX starts (else
  * lblk+n). */

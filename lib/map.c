@@ -156,40 +156,55 @@ int map_lookup_shared_f(struct vbas_pool *p, struct vbas_btree *t, uint64_t shar
 	return 0;
 }
 
-int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
-	       uint64_t n, struct map_census *c)
+int map_walk(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
+	     uint64_t n, struct bt_cow *cow, int (*cb)(void *, const struct map_run *), void *arg)
 {
 	uint64_t cur = lblk, end = lblk + n;
-	memset(c, 0, sizeof(*c));
 	while (cur < end) {
-		uint64_t pb, run;
-		int m, sh;
-		uint32_t f;
-		int r = map_lookup_shared_f(p, t, share_gen, cur, &pb, &run, &m, &sh, &c->cow, 1, &f);
+		struct map_run x;
+		uint64_t run;
+		int r = map_lookup_shared_f(p, t, share_gen, cur, &x.pblk, &run, &x.mapped, &x.shared,
+					    cow, 1, &x.flags);
 		if (r)
 			return r;
-		uint64_t take = run < end - cur ? run : end - cur;
-		if (!m) {
-			c->holes += take;
-			c->hole_runs++;
-		} else if (sh) {
-			c->shared += take;
-			c->shared_runs++;
-			if (f & VBAS_MAPF_RESERVED) {
-				c->shared_resv += take;
-				c->shared_resv_runs++;
-			}
-		}
-		cur += take;
+		x.lblk = cur;
+		x.n = run < end - cur ? run : end - cur;
+		if ((r = cb(arg, &x)))
+			return r;
+		cur += x.n;
 	}
 	/* A change may merge with the extent after the range: its path. */
-	if (n) {
+	if (n && cow) {
 		uint8_t k[8];
 		int sh;
 		st_le64(k, end);
-		return bt_path_cow(t, k, share_gen, &sh, &c->cow, 1);
+		return bt_path_cow(t, k, share_gen, &sh, cow, 1);
 	}
 	return 0;
+}
+
+static int census_cb(void *arg, const struct map_run *x)
+{
+	struct map_census *c = arg;
+	if (!x->mapped) {
+		c->holes += x->n;
+		c->hole_runs++;
+	} else if (x->shared) {
+		c->shared += x->n;
+		c->shared_runs++;
+		if (x->flags & VBAS_MAPF_RESERVED) {
+			c->shared_resv += x->n;
+			c->shared_resv_runs++;
+		}
+	}
+	return 0;
+}
+
+int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
+	       uint64_t n, struct map_census *c)
+{
+	memset(c, 0, sizeof(*c));
+	return map_walk(p, t, share_gen, lblk, n, &c->cow, census_cb, c);
 }
 
 struct count_ctx {

@@ -68,6 +68,29 @@ static int resv_args(struct vbas_pool *p, const struct vbas_vol_rec *rec, uint64
 	return 0;
 }
 
+/* Checks, then the range lock, then the volume's record as it is under
+ * it: the start of reserve and unreserve.  Pool lock held. */
+static int resv_lock(struct vbas_vol *vol, uint64_t off, uint64_t len, int un,
+		     struct vbas_vol_rec *rec, uint64_t *lblk, uint64_t *n, int *locked)
+{
+	struct vbas_pool *p = vol->pool;
+	const char *what = un ? "unreserve" : "reserve";
+	int r = txn_writable(p, what);
+	if (!r)
+		r = vol_get(p, vol->id, rec);
+	if (!r)
+		r = resv_args(p, rec, off, len, un, what, lblk, n);
+	if (!r)
+		r = rl_lock(p, vol->vs, *lblk, *n, 1);
+	if (r)
+		return r;
+	*locked = 1;
+	r = vol_get(p, vol->id, rec);
+	if (!r)
+		r = resv_args(p, rec, off, len, un, what, lblk, n);
+	return r;
+}
+
 struct hole {
 	uint64_t lblk, n;
 };
@@ -76,48 +99,31 @@ struct pext {
 	uint64_t lblk, pblk, n;
 };
 
-/* What [lblk, lblk+n) of T holds for a reservation: its holes (into
- * *HOLES, *NH of them), the blocks not yet reserved that are shared
- * (*SHARED) or not (*EXCL), the runs of those, and the shared nodes on
- * the paths (COW). */
-static int survey(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
-		  uint64_t n, struct hole **holes, size_t *nh, uint64_t *shared, uint64_t *excl,
-		  uint64_t *runs, struct bt_cow *cow)
+/* What [lblk, lblk+n) of a volume holds for a reservation: its holes, and
+ * the blocks not yet reserved that are shared or not. */
+struct survey {
+	struct hole *holes;
+	size_t nh, cap;
+	uint64_t shared, excl;
+};
+
+static int survey_cb(void *arg, const struct map_run *x)
 {
-	uint64_t cur = lblk, end = lblk + n;
-	size_t cap = 0;
-	*holes = NULL;
-	*nh = 0;
-	*shared = *excl = *runs = 0;
-	while (cur < end) {
-		uint64_t pb, run;
-		int m, sh;
-		uint32_t f;
-		int r = map_lookup_shared_f(p, t, share_gen, cur, &pb, &run, &m, &sh, cow, 1, &f);
-		if (r)
-			return r;
-		uint64_t take = run < end - cur ? run : end - cur;
-		if (!m) {
-			if (*nh == cap) {
-				size_t nc = cap ? 2 * cap : 16;
-				struct hole *h = realloc(*holes, nc * sizeof(*h));
-				if (!h)
-					return -ENOMEM;
-				*holes = h;
-				cap = nc;
-			}
-			(*holes)[(*nh)++] = (struct hole){ cur, take };
-		} else if (!(f & VBAS_MAPF_RESERVED)) {
-			*(sh ? shared : excl) += take;
-			(*runs)++;
+	struct survey *s = arg;
+	if (!x->mapped) {
+		if (s->nh == s->cap) {
+			size_t nc = s->cap ? 2 * s->cap : 16;
+			struct hole *h = realloc(s->holes, nc * sizeof(*h));
+			if (!h)
+				return -ENOMEM;
+			s->holes = h;
+			s->cap = nc;
 		}
-		cur += take;
+		s->holes[s->nh++] = (struct hole){ x->lblk, x->n };
+	} else if (!(x->flags & VBAS_MAPF_RESERVED)) {
+		*(x->shared ? &s->shared : &s->excl) += x->n;
 	}
-	/* A new extent may merge with the one after the range: its path. */
-	uint8_t k[8];
-	int sh;
-	st_le64(k, end);
-	return bt_path_cow(t, k, share_gen, &sh, cow, 1);
+	return 0;
 }
 
 int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
@@ -125,38 +131,28 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	struct vbas_pool *p = vol->pool;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	struct hole *holes = NULL;
+	struct survey sv = { NULL, 0, 0, 0, 0 };
 	struct pext *ex = NULL;
-	size_t nh = 0, ne = 0, ecap = 0;
-	uint64_t lblk = 0, n = 0, shared, excl, runs, data = 0, meta = 0, held = 0;
+	size_t ne = 0, ecap = 0;
+	uint64_t lblk = 0, n = 0, data = 0, meta = 0, held = 0;
 	struct bt_cow cow = { 0 };
 	int r, locked = 0, owed = 0;
 
 	vbas_err_clear();
 	pthread_mutex_lock(&p->lock);
-	r = txn_writable(p, "reserve");
-	if (!r)
-		r = vol_get(p, vol->id, &rec);
-	if (!r)
-		r = resv_args(p, &rec, off, len, 0, "reserve", &lblk, &n);
-	if (!r)
-		r = rl_lock(p, vol->vs, lblk, n, 1);
-	if (r)
-		goto out;
-	locked = 1;
-	r = vol_get(p, vol->id, &rec);
-	if (!r)
-		r = resv_args(p, &rec, off, len, 0, "reserve", &lblk, &n);
+	r = resv_lock(vol, off, len, 0, &rec, &lblk, &n, &locked);
 	if (r)
 		goto out;
 	vol_map_tree(p, vol->id, &rec, &t);
-	r = survey(p, &t, le64_get(rec.share_gen), lblk, n, &holes, &nh, &shared, &excl, &runs,
-		   &cow);
+	r = map_walk(p, &t, le64_get(rec.share_gen), lblk, n, &cow, survey_cb, &sv);
 	if (r)
 		goto out;
+	struct hole *holes = sv.holes;
+	size_t nh = sv.nh;
+	uint64_t shared = sv.shared;
 	for (size_t i = 0; i < nh; i++)
 		data += holes[i].n;
-	if (!data && !shared && !excl)
+	if (!data && !shared && !sv.excl)
 		goto out;                   /* reserved already */
 	if (space_room_free(p, SPACE_DATA) < data + shared && p->sp.freed.total) {
 		/* Blocks freed in this transaction come back at the commit. */
@@ -279,36 +275,36 @@ out:
 	if (locked)
 		rl_unlock(p, vol->vs, lblk, n, 1);
 	pthread_mutex_unlock(&p->lock);
-	free(holes);
+	free(sv.holes);
 	free(ex);
 	return r;
 }
 
-/* Reserved blocks of [lblk, lblk+n) of T that a write would copy. */
+/* Reserved blocks of [lblk, lblk+n) of T, and of those the ones a write
+ * would copy. */
+struct resv_count {
+	uint64_t resv, shared;
+};
+
+static int resv_count_cb(void *arg, const struct map_run *x)
+{
+	struct resv_count *c = arg;
+	if (x->mapped && (x->flags & VBAS_MAPF_RESERVED)) {
+		c->resv += x->n;
+		c->shared += x->shared ? x->n : 0;
+	}
+	return 0;
+}
+
 static int count_resv_shared(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen,
 			     uint64_t lblk, uint64_t n, uint64_t *resv, uint64_t *shared,
 			     struct bt_cow *cow)
 {
-	uint64_t cur = lblk, end = lblk + n;
-	*resv = *shared = 0;
-	while (cur < end) {
-		uint64_t pb, run;
-		int m, sh;
-		uint32_t f;
-		int r = map_lookup_shared_f(p, t, share_gen, cur, &pb, &run, &m, &sh, cow, 1, &f);
-		if (r)
-			return r;
-		if (run == UINT64_MAX && !m)
-			break;
-		uint64_t take = run < end - cur ? run : end - cur;
-		if (m && (f & VBAS_MAPF_RESERVED)) {
-			*resv += take;
-			if (sh)
-				*shared += take;
-		}
-		cur += take;
-	}
-	return 0;
+	struct resv_count c = { 0, 0 };
+	int r = map_walk(p, t, share_gen, lblk, n, cow, resv_count_cb, &c);
+	*resv = c.resv;
+	*shared = c.shared;
+	return r;
 }
 
 int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
@@ -322,19 +318,7 @@ int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 
 	vbas_err_clear();
 	pthread_mutex_lock(&p->lock);
-	r = txn_writable(p, "unreserve");
-	if (!r)
-		r = vol_get(p, vol->id, &rec);
-	if (!r)
-		r = resv_args(p, &rec, off, len, 1, "unreserve", &lblk, &n);
-	if (!r)
-		r = rl_lock(p, vol->vs, lblk, n, 1);
-	if (r)
-		goto out;
-	locked = 1;
-	r = vol_get(p, vol->id, &rec);
-	if (!r)
-		r = resv_args(p, &rec, off, len, 1, "unreserve", &lblk, &n);
+	r = resv_lock(vol, off, len, 1, &rec, &lblk, &n, &locked);
 	if (r)
 		goto out;
 	vol_map_tree(p, vol->id, &rec, &t);
