@@ -677,8 +677,10 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 		}
 		/* (owed_grow may have committed: the record as it is now.) */
 		e = vol_get(p, sid, &srec);
-		if (e)
+		if (e) {
+			owed_release(p, more);
 			goto out;
+		}
 	}
 	uint64_t gen = p->env.txid;
 	memset(&r, 0, sizeof(r));
