@@ -255,7 +255,10 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 			r = 0;              /* committed: freed blocks came back */
 			continue;
 		}
-		if (!r && owed_grow(p, dres + src_more, "reflink") == -ENOSPC) {
+		int g = r ? 0 : owed_grow(p, dres + src_more, "reflink");
+		if (g && g != -ENOSPC)
+			r = g;
+		if (g == -ENOSPC) {
 			uint64_t avail = space_avail(p);
 			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64 " held "
 				     "back; %" PRIu64 " of %" PRIu64 " blocks were shared before it ran "
