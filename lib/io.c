@@ -273,8 +273,10 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 		txn_fail(p, r);
 	} else {
 		/* (A failure here changed no metadata, or failed the
-		 * transaction itself, in vbas_map_end.) */
-		r = zero_reserved(vol, lblk, n);
+		 * transaction itself, in vbas_map_end.)  A volume without
+		 * reserved blocks needs no second walk. */
+		if (le64_get(rec.resv_blocks))
+			r = zero_reserved(vol, lblk, n);
 	}
 	rl_unlock(p, vol->vs, lblk, n, 1);
 out:

@@ -655,47 +655,36 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 				space_write_meta(p, &t, 1, n, cow.recs);
 		uint64_t avail = space_avail(p);
 		uint64_t keep = p->sp.meta_reserve + p->sp.reserved;
+		/* A write with a reservation does not fail for want of room:
+		 * its data comes out of the reservation, and its metadata room
+		 * out of the reservation's allowance (resv.c); an unguarded one
+		 * (vbas_pwrite's own, with VBAS_MAP_METAHELD) hands its whole
+		 * bound to each step.  A copy of a reserved block a snapshot or
+		 * reflink shares takes the volume's owed blocks, set aside then
+		 * (and the metadata room of their allowance). */
+		struct vbas_resv *rs = resv && resv->left ? resv : NULL;
+		uint64_t cap = n;
 		struct vbas_resv *ow = p->sp.owed;
 		if (shared && (xf & VBAS_MAPF_RESERVED) && le64_get(rec.owed) && ow && ow->left) {
-			/* A copy of a reserved block a snapshot or reflink
-			 * shares: its block was set aside then (the volume's
-			 * owed blocks), and its metadata room comes out of the
-			 * owed blocks' allowance. */
-			struct vbas_resv *mr = ow;
+			rs = ow;
+			map->priv_cow |= COW_OWED;
+			if (cap > le64_get(rec.owed))
+				cap = le64_get(rec.owed);
 			if (flags & VBAS_MAP_METAHELD)
 				meta = space_write_meta(p, &t, 1, n, cow.recs);
-			uint64_t held = resv_hold(p, mr, meta);
-			uint64_t want = n < le64_get(rec.owed) ? n : le64_get(rec.owed);
-			if (want > ow->left)
-				want = ow->left;
-			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
+		}
+		if (rs) {
+			uint64_t held = resv_hold(p, rs, meta);
+			r = space_alloc(p, hint, cap < rs->left ? cap : rs->left, VBAS_BT_DATA, 1,
+					&pblk, &got);
 			if (!r) {
-				ow->left -= got;
+				rs->left -= got;
 				p->sp.reserved -= got;
-				map->priv_cow |= COW_OWED;
-				map->priv_resv = mr;
-				mr->refs++;
+				map->priv_resv = rs;
+				rs->refs++;
 				map->priv_meta = held;
 			} else if (held) {
-				resv_unhold(p, mr, held, 0, 0);
-			}
-		} else if (resv && resv->left) {
-			/* A write with a reservation does not fail for want of
-			 * room: its data comes out of the reservation, and its
-			 * metadata room out of the reservation's allowance
-			 * (resv.c); an unguarded one (vbas_pwrite's own, with
-			 * VBAS_MAP_METAHELD) hands its whole bound to each step. */
-			uint64_t held = resv_hold(p, resv, meta);
-			uint64_t want = n < resv->left ? n : resv->left;
-			r = space_alloc(p, hint, want, VBAS_BT_DATA, 1, &pblk, &got);
-			if (!r) {
-				resv->left -= got;
-				p->sp.reserved -= got;
-				map->priv_resv = resv;
-				resv->refs++;
-				map->priv_meta = held;
-			} else if (held) {
-				resv_unhold(p, resv, held, 0, 0);
+				resv_unhold(p, rs, held, 0, 0);
 			}
 		} else if (avail <= keep + meta) {
 			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
@@ -759,9 +748,8 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			used = 0;
 		uint64_t unused = map->priv_nblk - used;
 		space_unalloc(p, map->priv_pblk + used, unused);
-		struct vbas_resv *dres = (map->priv_cow & COW_OWED) ? p->sp.owed : map->priv_resv;
-		if (dres && !p->broken) {
-			dres->left += unused;
+		if (map->priv_resv && !p->broken) {
+			map->priv_resv->left += unused;
 			p->sp.reserved += unused;
 		}
 		/* The metadata blocks come out of what was held for them,

@@ -59,14 +59,19 @@ print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
 # expect_json DESC PY_EXPR CMD...: exit 0, stdout is JSON, and the Python
 # expression is true with the parsed value in d (and nothing from a
 # sanitizer, where the script defines sanitizer_clean).
+# json_holds PY_EXPR: $T/out is JSON and the expression is true of it (d).
+json_holds() {
+	python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$1" 2>"$T/pyerr"
+}
+
 expect_json() {
 	local d=$1 expr=$2
 	shift 2
 	run "$@"
 	if [ "$RC" -eq 0 ] && { ! declare -F sanitizer_clean >/dev/null || sanitizer_clean; } &&
-		python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
+		json_holds "$expr"; then
 		pass "$d"
 	else
 		fail "$d" "want: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \

@@ -118,9 +118,7 @@ expect_json_fail() {
 	shift 2
 	run "$@"
 	if [ "$RC" -eq 1 ] && [[ $(head -n 1 "$T/err") == "vbas: "* ]] && sanitizer_clean &&
-		python3 -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$expr" 2>"$T/pyerr"; then
+		json_holds "$expr"; then
 		pass "$d"
 	else
 		fail "$d" "want exit 1 and: $expr; exit $RC: $*" "stdout: $(head -c 800 "$T/out")" \

@@ -323,6 +323,14 @@ def ctl_requests(pool):
         ("a create with a size past 2^64", b"create\0nv\0" + b"9" * 21 + b"\0",
          "22\tcreate: bad size"),
         ("a delete without its name", b"delete\0", "22\tunknown control request 'delete'"),
+        ("a reserve with an offset that is not a number", b"reserve\0nv\0abc\0" b"0\0",
+         "22\treserve: bad range 'abc' '0'"),
+        ("an unreserve with a length past 2^64", b"unreserve\0nv\0" b"0\0" + b"9" * 21 + b"\0",
+         "22\tunreserve: bad range"),
+        ("a reserve without its length", b"reserve\0nv\0" b"0\0",
+         "22\tunknown control request 'reserve'"),
+        ("a snapshot whose fourth field is not noreserve", b"snapshot\0a\0b\0x\0",
+         "22\tunknown control request 'snapshot'"),
         ("ping", b"ping\0", "0\tvbas "),
     ]:
         got = ask(req)
