@@ -186,6 +186,9 @@ int main(int argc, char **argv)
 	OK(vbas_vol_close(c));
 	OK(vbas_vol_delete(p, "a-snap"));
 	STEP();
+	/* A reserved range: mapping records flagged, the volume's count. */
+	OK(vbas_vol_reserve(b, 4 * FZ_BS, 12 * FZ_BS));
+	STEP();
 	OK(vbas_vol_close(a));
 	OK(vbas_vol_close(b));
 	OK(vbas_close(p));
@@ -229,13 +232,14 @@ int main(int argc, char **argv)
 	}
 
 	/* Control channel: requests, and replies as the server writes them. */
-	static const char *const reqs[][3] = { { "ping" }, { "info" }, { "list" },
+	static const char *const reqs[][4] = { { "ping" }, { "info" }, { "list" },
 		{ "snapshot", "a", "s" }, { "clone", "a", "c" }, { "create", "v", "1048576" },
-		{ "resize", "v", "4096" }, { "delete", "v" } };
+		{ "resize", "v", "4096" }, { "delete", "v" }, { "snapshot", "a", "s", "noreserve" },
+		{ "reserve", "v", "0", "4096" }, { "unreserve", "v", "4096", "0" } };
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
 		char buf[256] = { 0 };
 		size_t n = 1;
-		for (int k = 0; k < 3 && reqs[i][k]; k++) {
+		for (int k = 0; k < 4 && reqs[i][k]; k++) {
 			size_t l = strlen(reqs[i][k]) + 1;
 			memcpy(buf + n, reqs[i][k], l);
 			n += l;
@@ -252,7 +256,8 @@ int main(int argc, char **argv)
 	put(3, out, on);
 	free(out);
 	struct vol_list l = { 0 };
-	struct vbas_vol_info vi = { .name = "vol", .id = 1, .size = 65536, .mapped = 8192 };
+	struct vbas_vol_info vi = { .name = "vol", .id = 1, .size = 65536, .mapped = 8192,
+				    .reserved = 8192, .owed = 4096 };
 	struct vbas_vol_usage u = { 8192, 4096, 4096 };
 	vol_list_add(&l, &vi, &u);
 	strcpy(vi.name, "snap\xff");
