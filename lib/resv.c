@@ -325,7 +325,7 @@ static struct vbas_resv *owed_new(struct vbas_pool *p)
 }
 
 struct owed_sum {
-	uint64_t owed, resv;
+	uint64_t owed, resv, limit;
 };
 
 static int owed_sum_cb(void *arg, const void *rec)
@@ -335,18 +335,30 @@ static int owed_sum_cb(void *arg, const void *rec)
 	uint32_t f = le32_get(r->v.flags);
 	if (f & VBAS_VOLF_DELETING)
 		return 0;
+	/* (Each is below the pool's size, checked as read: the sums, cut
+	 * at the pool's size, cannot wrap.) */
 	s->owed += le64_get(r->v.owed);
+	if (s->owed > s->limit)
+		s->owed = s->limit;
 	if (!(f & VBAS_VOLF_READONLY))
 		s->resv += le64_get(r->v.resv_blocks);
+	if (s->resv > s->limit)
+		s->resv = s->limit;
 	return 0;
 }
 
 int owed_load(struct vbas_pool *p)
 {
-	struct owed_sum s = { 0, 0 };
+	struct owed_sum s = { 0, 0, p->nblocks };
 	int r = bt_iter(&p->voltab, NULL, owed_sum_cb, &s);
 	if (r < 0)
 		return r;
+	/* Volumes that owe more than is free for data (a damaged pool; check
+	 * says so) get what is: the metadata reserve stays for deletes, so
+	 * the pool can be read and freed. */
+	uint64_t data_room = space_room_free(p, SPACE_DATA);
+	if (s.owed > data_room)
+		s.owed = data_room;
 	p->sp.owed = owed_new(p);
 	if (!p->sp.owed)
 		return -ENOMEM;

@@ -51,7 +51,7 @@ static int voltab_check_rec(const struct bt_env *env, const void *rec, char *why
 				" it maps", le64_get(r->v.resv_blocks), le64_get(r->v.mapped)),
 		       -EUCLEAN;
 	if (!(le32_get(r->v.flags) & VBAS_VOLF_DELETING) &&
-	    le64_get(r->v.owed) > le64_get(r->v.resv_blocks))
+	    (le64_get(r->v.owed) > le64_get(r->v.resv_blocks) || le64_get(r->v.owed) > env->nblocks))
 		return snprintf(why, len, "%" PRIu64 " blocks owed, more than the %" PRIu64
 				" reserved", le64_get(r->v.owed), le64_get(r->v.resv_blocks)),
 		       -EUCLEAN;

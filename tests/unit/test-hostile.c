@@ -360,7 +360,8 @@ enum {
 	LEAF_ON_SB, LEAF_NRECS, LEAF_LEVEL, NODE_TYPE, NODE_TXID_NEWER, NODE_STALE, NODE_OLD_TXID,
 	INT_KEY_UP, INT_KEY_ORDER, INT_CHILD_SIBLING, INT_CHILD_SB, INT_CHILD_PAST,
 	INT_CHILD_TXID, INT_NRECS0, LEAF_PAST_SIZE, REFC_LEN0, REFC_PAST, REFC_OVERLAP, VOL_NAMELEN_FFFF,
-	VOL_NAMELEN_300, VOL_NAMELEN_0, VOL_ROOT_PAST, VOL_ROOT_TXID,
+	VOL_NAMELEN_300, VOL_NAMELEN_0, VOL_ROOT_PAST, VOL_ROOT_TXID, LEAF_FLAGS, VOL_RESV_PAST,
+	VOL_OWED_PAST,
 };
 
 static const struct mcase cases[] = {
@@ -403,6 +404,9 @@ static const struct mcase cases[] = {
 	/* Reads name the mapping tree's root, whose version the record
 	 * no longer matches. */
 	{ "volume table: mapping root of another transaction", T_VOLTAB, 0, 2, VOL_ROOT_TXID },
+	{ "mapping leaf: unknown extent flags", T_MAP, 0, 1, LEAF_FLAGS },
+	{ "volume table: more reserved blocks than mapped", T_VOLTAB, 0, 1, VOL_RESV_PAST },
+	{ "volume table: more blocks owed than reserved", T_VOLTAB, 0, 1, VOL_OWED_PAST },
 };
 
 static uint64_t ld(const uint8_t *x) { return ld_le64(x); }
@@ -557,6 +561,22 @@ static int mutate(uint8_t *img, uint64_t blk, const struct mcase *c)
 			uint8_t *t = VOLREC(n, i) + 8 + offsetof(struct vbas_vol_rec, root_txid);
 			if (ld(t) > 1)
 				st_le64(t, ld(t) - 1);
+		}
+		break;
+	case LEAF_FLAGS:
+		st_le32(MAPREC(n, 0) + 20, 0x6);
+		break;
+	case VOL_RESV_PAST:
+		for (unsigned i = 0; i < nr; i++) {
+			uint8_t *v = VOLREC(n, i) + 8;
+			st_le64(v + offsetof(struct vbas_vol_rec, resv_blocks),
+				ld(v + offsetof(struct vbas_vol_rec, mapped)) + 1);
+		}
+		break;
+	case VOL_OWED_PAST:
+		for (unsigned i = 0; i < nr; i++) {
+			uint8_t *v = VOLREC(n, i) + 8;
+			st_le64(v + offsetof(struct vbas_vol_rec, owed), ~0ull);
 		}
 		break;
 	default:

@@ -493,6 +493,59 @@ static void t_format3_upgrade(void **state)
 	dev_destroy(d);
 }
 
+static void collect(const char *msg, void *arg)
+{
+	char *all = arg;
+	strncat(all, msg, 4095 - strlen(all));
+}
+
+/* A damaged pool whose volumes owe more blocks than are free (written
+ * behind the library's back) opens, reads and deletes; check names it. */
+static void t_owed_past_free(void **state)
+{
+	(void)state;
+	struct vbas_dev *d = mem_pool(8u << 20, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1u << 20);
+	struct vbas_vol *v;
+	static uint32_t model[512];
+	memset(model, 0, sizeof(model));
+	assert_ok(vbas_vol_create(p, "v", 512 * BS));
+	assert_ok(vbas_vol_create(p, "w", 512 * BS));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_vol_reserve(v, 0, 512 * BS));
+	for (uint64_t b = 0; b < 512; b += 5)
+		wr(v, model, b, 1);
+	assert_ok(vbas_vol_close(v));
+	assert_ok(vbas_vol_open(p, "w", &v));
+	assert_ok(vbas_vol_reserve(v, 0, 512 * BS));
+	assert_ok(vbas_vol_close(v));
+	/* Both owe all their blocks: 1024, where about 900 are free. */
+	for (uint64_t id = 1; id <= 2; id++) {
+		struct vbas_vol_rec rec;
+		assert_ok(vol_get(p, id, &rec));
+		rec.owed = rec.resv_blocks;
+		assert_ok(vol_put(p, id, &rec));
+	}
+	assert_ok(vbas_flush(p));
+	p = reopen(p, d);
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_true(pi.reserved_owed < pi.free);
+	static char all[4096];
+	all[0] = 0;
+	struct vbas_check_stats st;
+	assert_int_not_equal(vbas_check(p, collect, all, &st), 0);
+	assert_non_null(strstr(all, "volumes owe 1024 blocks"));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	verify(v, model, 512, "a pool whose volumes owe too much");
+	assert_ok(vbas_vol_close(v));
+	assert_ok(vbas_vol_delete(p, "w"));
+	assert_ok(vbas_vol_delete(p, "v"));
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -500,6 +553,7 @@ int main(void)
 		cmocka_unit_test(t_reserve_snapshot),
 		cmocka_unit_test(t_reserve_reflink),
 		cmocka_unit_test(t_format3_upgrade),
+		cmocka_unit_test(t_owed_past_free),
 	};
 	return RUN("prealloc", tests);
 }
