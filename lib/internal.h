@@ -282,6 +282,11 @@ struct map_census {
 };
 int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
 	       uint64_t n, struct map_census *c);
+/* What a write of the census's range needs from the free room: a block
+ * for every hole and shared block, less the copies of reserved blocks the
+ * volume's OWED blocks pay for; and the runs of those (RUNS may be NULL). */
+void map_census_needs(const struct map_census *c, uint64_t owed, uint64_t *blocks,
+		      uint64_t *runs);
 /* Call CB for each run of [lblk, lblk+n) of T as a write sees it (a hole,
  * or blocks shared or not, of one extent); with COW, count the shared
  * nodes on the paths, the one past the end included.  A non-zero return

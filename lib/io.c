@@ -61,12 +61,10 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	/* Each run that needs blocks is one change of the trees.  The
 	 * reservation holds room for that metadata too: it is not drawn from
 	 * the reservation, but keeps other writers from taking it. */
-	/* Copies of reserved blocks take the volume's owed blocks (and the
-	 * metadata those hold), not the write's. */
-	uint64_t covered = c.shared_resv < le64_get(rec.owed) ? c.shared_resv : le64_get(rec.owed);
-	uint64_t runs = c.hole_runs + c.shared_runs -
-			(covered == c.shared_resv ? c.shared_resv_runs : 0);
-	*needed = c.holes + c.shared - covered;
+	/* (Copies of reserved blocks take the volume's owed blocks, and the
+	 * metadata those hold, not the write's.) */
+	uint64_t runs;
+	map_census_needs(&c, le64_get(rec.owed), needed, &runs);
 	*meta = !r && runs && *needed ?
 		space_write_meta(p, &t, runs, *needed, c.cow.recs) : 0;
 	pthread_mutex_unlock(&p->lock);

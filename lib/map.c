@@ -200,6 +200,16 @@ static int census_cb(void *arg, const struct map_run *x)
 	return 0;
 }
 
+void map_census_needs(const struct map_census *c, uint64_t owed, uint64_t *blocks,
+		      uint64_t *runs)
+{
+	uint64_t covered = c->shared_resv < owed ? c->shared_resv : owed;
+	*blocks = c->holes + c->shared - covered;
+	if (runs)
+		*runs = c->hole_runs + c->shared_runs -
+			(covered == c->shared_resv ? c->shared_resv_runs : 0);
+}
+
 int map_census(struct vbas_pool *p, struct vbas_btree *t, uint64_t share_gen, uint64_t lblk,
 	       uint64_t n, struct map_census *c)
 {

@@ -227,9 +227,8 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		 * and the copies of the shared nodes on its paths. */
 		unsigned hm = 0;
 		r = bt_height(&t, &hm);
-		/* (Copies of reserved blocks take the volume's owed blocks.) */
-		uint64_t owed = le64_get(rec.owed);
-		uint64_t data = c.holes + c.shared - (c.shared_resv < owed ? c.shared_resv : owed);
+		uint64_t data;
+		map_census_needs(&c, le64_get(rec.owed), &data, NULL);
 		uint64_t cow = c.cow.recs ? space_cow_meta(p, c.cow.recs) + c.cow.nodes : 0;
 		uint64_t meta = data ? space_resv_step(p, hm + 1) + space_resv_growth(p, hm + 1, data) +
 				cow : 0;
