@@ -133,8 +133,70 @@ struct vbas_pool_info {
 	uint64_t reserved_owed;
 	/* Free for new data: FREE less the metadata reserve and RESERVED. */
 	uint64_t available;
+	/* The settings (vbas_pool_set), permille. */
+	uint32_t low_water, expendable_floor;
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
+
+/* ---- Space settings, growth and events ------------------------------- */
+
+/* Stored in the pool (committed by vbas_pool_set), in permille of the
+ * pool's blocks (info's total_blocks). */
+struct vbas_pool_settings {
+	uint32_t low_water;        /* use (what is not available for new data)
+	                              at which VBAS_EVENT_LOW_WATER fires, and a
+	                              server grows the pool if told to; 0 = none */
+	uint32_t expendable_floor; /* room kept free by deleting expendable
+	                              snapshots, oldest first (VBAS_SNAP_EXPENDABLE);
+	                              0 = delete them only when a write or a
+	                              reservation would fail for lack of room */
+};
+int vbas_pool_get(struct vbas_pool *pool, struct vbas_pool_settings *settings);
+/* -EINVAL: a figure above 1000. */
+int vbas_pool_set(struct vbas_pool *pool, const struct vbas_pool_settings *settings);
+
+/* Grow the pool to SIZE bytes (rounded down to whole blocks) and commit:
+ * a regular file is extended (sparse); a block device must have grown
+ * first (lvextend).  Online: volumes stay open, writes go on.  -EINVAL:
+ * smaller than the pool; -ENOSPC: the device holds less than SIZE;
+ * -EFBIG: the file system cannot hold a file that large. */
+int vbas_pool_grow(struct vbas_pool *pool, uint64_t size);
+
+enum vbas_event_type {
+	VBAS_EVENT_LOW_WATER = 1,   /* use rose to the low-water mark */
+	VBAS_EVENT_LOW_WATER_CLEAR, /* use fell 1% below it (or the pool grew) */
+	VBAS_EVENT_META_LOW,        /* the room available for new data fell to the
+	                               size of the metadata reserve: the pool is
+	                               all but full */
+	VBAS_EVENT_META_LOW_CLEAR,  /* and rose 1% of the pool above it */
+	VBAS_EVENT_ENOSPC,          /* a write or reservation was refused for lack
+	                               of room (once until room comes back: COUNT
+	                               says how many refusals it stands for) */
+	VBAS_EVENT_EXPENDED,        /* expendable snapshot NAME was deleted to
+	                               make room */
+	VBAS_EVENT_GROWN,           /* the pool grew (vbas_pool_grow) */
+};
+/* Use, for events, is what is not available: blocks in use, the
+ * metadata reserve, and the copies set aside for shared reserved ranges;
+ * not what writes in flight and cookies hold for a moment, which would
+ * make use jump past a mark and back at every write. */
+struct vbas_event {
+	enum vbas_event_type type;
+	uint32_t use;               /* permille of the pool in use, at the event */
+	uint32_t low_water;         /* the mark (permille), 0 = none */
+	uint64_t size;              /* bytes the pool covers */
+	uint64_t available;         /* bytes available for new data, as above */
+	uint64_t needed;            /* ENOSPC: bytes the refused change needed */
+	uint64_t count;             /* ENOSPC: refusals since the last event */
+	char name[VBAS_NAME_MAX + 1];   /* EXPENDED: the snapshot */
+};
+/* Call FN (NULL: none) for every event from now on.  Each threshold fires
+ * once per crossing, up and down; registering while above the low-water
+ * mark fires LOW_WATER at once.  FN runs with the pool's lock held, in the
+ * thread whose change caused the event: it must not call into the library;
+ * copy the event and return (hand it to a thread of your own). */
+void vbas_pool_on_event(struct vbas_pool *pool,
+			void (*fn)(const struct vbas_event *ev, void *arg), void *arg);
 
 /* Message for the calling thread's last failed vbas call ("" if none). */
 const char *vbas_errmsg(void);
@@ -154,6 +216,7 @@ struct vbas_vol_info {
 	                       reserved blocks that are shared */
 };
 #define VBAS_VOL_READONLY      0x1u   /* a snapshot */
+#define VBAS_VOL_EXPENDABLE    0x2u   /* deleted by the pool to make room */
 
 /* Names are 1..255 bytes, no '/' and no NUL.  Sizes are multiples of the
  * block size, 1 block .. VBAS_VOLUME_SIZE_MAX, and may exceed the pool.
@@ -189,6 +252,11 @@ int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
  * having changed nothing.  NORESERVE shares them without: a write there
  * may then fail with -ENOSPC until it has copied the block once. */
 #define VBAS_SNAP_NORESERVE    0x2u
+/* A snapshot the pool may delete, oldest first, when a write or a
+ * reservation would otherwise fail for lack of room, or free room would
+ * fall below the pool's expendable_floor (vbas_pool_set); never one that
+ * is open.  Not with VBAS_SNAP_WRITABLE (-EINVAL). */
+#define VBAS_SNAP_EXPENDABLE   0x4u
 int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
 		      unsigned flags);
 

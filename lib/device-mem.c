@@ -241,14 +241,43 @@ static void mem_destroy(struct vbas_dev *d)
 	free(m);
 }
 
+static int mem_grow(struct vbas_dev *d, uint64_t size)
+{
+	return d->size >= size ? 0 : -ENOSPC;
+}
+
 static const struct vbas_dev_ops mem_ops = {
 	.name = "memory",
 	.pread = mem_pread,
 	.pwrite = mem_pwrite,
 	.flush = mem_flush,
 	.discard = mem_discard,
+	.grow = mem_grow,
 	.destroy = mem_destroy,
 };
+
+int vbas_memdev_grow(struct vbas_dev *d, uint64_t size)
+{
+	struct memdev *m = (struct memdev *)d;
+	int r = 0;
+	pthread_mutex_lock(&m->lock);
+	if (size > d->size) {
+		uint8_t *c = realloc(m->cur, size), *u = c ? realloc(m->durable, size) : NULL;
+		if (c)
+			m->cur = c;
+		if (u)
+			m->durable = u;
+		if (!c || !u) {
+			r = -ENOMEM;
+		} else {
+			memset(c + d->size, 0, size - d->size);
+			memset(u + d->size, 0, size - d->size);
+			d->size = size;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
 
 static struct memdev *memdev_new(uint64_t size)
 {

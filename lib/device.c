@@ -83,6 +83,8 @@ struct file_dev {
 	struct vbas_dev d;
 	struct bounce slot[BOUNCE_SLOTS];
 	_Atomic uint64_t *prealloc;      /* a bit per piece: allocated (NULL: off) */
+	uint64_t pieces;                 /* pieces the bitmap covers (the size at
+	                                    open: a grown part is not preallocated) */
 	_Atomic uint64_t behind;         /* small bytes written since the last write-out */
 	_Atomic int wb_err;              /* first write-back error (negative errno) */
 	int wait_fd;                     /* a second open of the file, or -1 */
@@ -219,6 +221,8 @@ static void prealloc(struct vbas_dev *d, uint64_t off, size_t len)
 	if (!f->prealloc || !len)
 		return;
 	for (uint64_t c = off >> PREALLOC_SHIFT; c <= (off + len - 1) >> PREALLOC_SHIFT; c++) {
+		if (c >= f->pieces)
+			break;
 		uint64_t bit = 1ull << (c & 63);
 		_Atomic uint64_t *w = &f->prealloc[c >> 6];
 		if ((atomic_load_explicit(w, memory_order_relaxed) & bit) ||
@@ -378,6 +382,33 @@ int dev_zero(struct vbas_dev *d, uint64_t off, uint64_t len)
 	return r;
 }
 
+static int file_grow(struct vbas_dev *d, uint64_t size)
+{
+	struct stat st;
+	uint64_t have;
+	if (fstat(d->fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(d->fd, BLKGETSIZE64, &have) < 0)
+			return -errno;
+	} else {
+		have = (uint64_t)st.st_size;
+		if (have < size) {
+			if (size > (uint64_t)INT64_MAX)
+				return -EFBIG;
+			if (ftruncate(d->fd, (off_t)size) < 0)
+				return -errno;
+			have = size;
+		}
+	}
+	if (have < size)
+		return -ENOSPC;
+	/* Readers look at the size without a lock; it only grows, and
+	 * nothing reads past the old end before the pool says it may. */
+	__atomic_store_n(&d->size, have, __ATOMIC_RELEASE);
+	return 0;
+}
+
 static void file_destroy(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
@@ -400,6 +431,7 @@ static const struct vbas_dev_ops file_ops = {
 	.flush = file_flush,
 	.discard = file_discard,
 	.zero = file_zero,
+	.grow = file_grow,
 	.destroy = file_destroy,
 };
 
@@ -491,9 +523,10 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 		d->size = sz;
 	} else {
 		d->size = (uint64_t)st.st_size;
-		if (!d->readonly && d->size)
-			f->prealloc = calloc(((d->size - 1) >> PREALLOC_SHIFT) / 64 + 1,
-					     sizeof(*f->prealloc));
+		if (!d->readonly && d->size) {
+			f->pieces = ((d->size - 1) >> PREALLOC_SHIFT) + 1;
+			f->prealloc = calloc((f->pieces - 1) / 64 + 1, sizeof(*f->prealloc));
+		}
 	}
 	*devp = d;
 	return 0;

@@ -24,6 +24,11 @@ struct vbas_dev_ops {
 	/* Optional: make the range read as zeros; -EOPNOTSUPP lets dev_zero
 	 * write zeros instead. */
 	int (*zero)(struct vbas_dev *dev, uint64_t off, uint64_t len);
+	/* Make the device hold at least SIZE bytes (vbas_pool_grow): a
+	 * regular file is extended, sparse; a block device must have grown
+	 * already.  -ENOSPC: it holds less; -EFBIG: the file system cannot
+	 * hold a file that large.  Durable with the next flush. */
+	int (*grow)(struct vbas_dev *dev, uint64_t size);
 	void (*destroy)(struct vbas_dev *dev);
 };
 
@@ -97,6 +102,9 @@ struct vbas_dev *vbas_memdev_survivor(struct vbas_dev *mem);
 void vbas_memdev_fail_write(struct vbas_dev *mem, uint64_t n);
 uint64_t vbas_memdev_writes(struct vbas_dev *mem);
 uint64_t vbas_memdev_discards(struct vbas_dev *mem);   /* discards so far */
+/* The device grows to SIZE bytes, reading as zeros past its old end (a
+ * logical volume extended under the pool): durable at once. */
+int vbas_memdev_grow(struct vbas_dev *mem, uint64_t size);
 /* Direct access to the current image, for corruption tests. */
 uint8_t *vbas_memdev_image(struct vbas_dev *mem);
 

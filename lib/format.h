@@ -21,9 +21,10 @@
 
 #define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
 #define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
-#define VBAS_FORMAT_VERSION  4u      /* 4: reserved ranges (VBAS_MAPF_RESERVED) */
-#define VBAS_FORMAT_VERSION_MIN 3u   /* 3: the same, without reserved ranges;
-                                        written as 4 by the first reservation */
+#define VBAS_FORMAT_VERSION  4u      /* 4: reserved ranges (VBAS_MAPF_RESERVED),
+                                        expendable snapshots, space settings */
+#define VBAS_FORMAT_VERSION_MIN 3u   /* 3: the same, without those; written as
+                                        4 by the first change that uses one */
 
 #define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
 #define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
@@ -56,7 +57,15 @@ struct vbas_sb {
 	vbas_le64 pad0;          /* zero */
 	vbas_le64 voltab_root_txid; /* transaction that wrote voltab_root */
 	vbas_le64 refc_root_txid;   /* transaction that wrote refc_root */
-	vbas_le64 reserved[16];  /* zero */
+	/* Space settings (format 4; zero in format 3), in permille of the
+	 * blocks usable for data and metadata: */
+	vbas_le16 low_water;     /* use at which a server reports, and grows
+	                            the pool if told to; 0 = none; <= 1000 */
+	vbas_le16 exp_floor;     /* free room below which expendable snapshots
+	                            are deleted, oldest first; 0 = only when a
+	                            write would fail for lack of room; <= 1000 */
+	vbas_le32 pad1;          /* zero */
+	vbas_le64 reserved[15];  /* zero */
 };
 _Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
@@ -144,7 +153,9 @@ _Static_assert(sizeof(struct vbas_refc_val) == 16, "vbas_refc_val");
 /* Volume table. */
 #define VBAS_VOLF_READONLY   0x1u
 #define VBAS_VOLF_DELETING   0x2u    /* delete in progress: resumed at open */
-#define VBAS_VOLF_KNOWN      (VBAS_VOLF_READONLY | VBAS_VOLF_DELETING)
+#define VBAS_VOLF_EXPENDABLE 0x4u    /* a snapshot the pool deletes, oldest
+                                        first, to make room (format 4) */
+#define VBAS_VOLF_KNOWN      (VBAS_VOLF_READONLY | VBAS_VOLF_DELETING | VBAS_VOLF_EXPENDABLE)
 
 struct vbas_vol_key {
 	vbas_le64 id;

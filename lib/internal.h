@@ -123,6 +123,17 @@ struct vbas_pool {
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
 	struct vol_state *open_vols;
 	uint64_t commits;
+	/* Space settings (vbas_pool_set), permille; in the superblock from
+	 * the next commit. */
+	unsigned low_water, exp_floor;
+	int may_expend;            /* an expendable snapshot may exist */
+	/* Events (admin.c). */
+	void (*ev_fn)(const struct vbas_event *, void *);
+	void *ev_arg;
+	int ev_low, ev_meta;       /* above the low-water mark; near the reserve */
+	int ev_enospc_sent;        /* a refusal was reported: the next waits for
+	                              room to come back (more than ev_enospc_avail) */
+	uint64_t ev_enospc_avail, ev_enospc_count;
 };
 
 /* Limits that bound one transaction and one step of a delete.  Tests lower
@@ -235,6 +246,29 @@ void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *r
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
 int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks);   /* live volumes */
+
+/* admin.c */
+/* Blocks available for new data: free less the metadata reserve and what
+ * reservations hold (vbas_pool_info's AVAILABLE). */
+uint64_t space_available(struct vbas_pool *p);
+/* Fire the threshold events whose state changed (pool lock held). */
+void ev_check(struct vbas_pool *p);
+static inline void ev_space(struct vbas_pool *p) { if (p->ev_fn) ev_check(p); }
+/* A change was refused for want of NEED blocks. */
+void ev_enospc(struct vbas_pool *p, uint64_t need);
+void ev_expended(struct vbas_pool *p, const char *name);
+/* The pool uses a format 4 feature from this commit on. */
+void txn_need_v4(struct vbas_pool *p);
+/* Room for NEED blocks of new data (and their metadata) for a change of
+ * class SPACE_DATA: 0, possibly after a commit (blocks freed come back) or
+ * after deleting expendable snapshots (*EXPENDED set: volumes' records may
+ * have changed, re-read them); or -ENOSPC (reported as an event; the
+ * caller says why). */
+int space_make_room(struct vbas_pool *p, uint64_t need, int *expended);
+
+/* volume.c: delete expendable snapshots, oldest first, while the room
+ * for data is below NEED blocks plus the floor: 1 if one was deleted. */
+int vol_expend(struct vbas_pool *p, uint64_t need);
 
 /* resv.c */
 /* Top every guarded reservation's allowance up to its target (commit). */

@@ -697,6 +697,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 				resv_unhold(p, rs, held, 0, 0);
 			}
 		} else if (avail <= keep + meta) {
+			ev_enospc(p, n + meta);
 			r = vbas_err(-ENOSPC, "pool is full: %" PRIu64 " blocks free, %" PRIu64
 				     " held back for metadata and reservations", avail, keep + meta);
 		} else {

@@ -215,6 +215,9 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->rdonly = !!(o->flags & VBAS_OPEN_RDONLY) || dev->readonly;
 	p->next_vol_id = le64_get(p->sb.next_vol_id);
 	p->nvolumes = le64_get(p->sb.nvolumes);
+	p->low_water = le16_get(p->sb.low_water);
+	p->exp_floor = le16_get(p->sb.exp_floor);
+	p->may_expend = 1;   /* until a search finds none */
 
 	p->env.txid = p->gen + 1;
 	memcpy(p->env.uuid, p->uuid, 16);
@@ -375,8 +378,9 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->reserved_metadata_used = p->sp.resv_meta_used * p->bs;
 	info->reserved_ranges = p->sp.resv_blocks * p->bs;
 	info->reserved_owed = p->sp.owed ? p->sp.owed->left * p->bs : 0;
-	uint64_t fb = space_free_blocks(p), keep = p->sp.meta_reserve + p->sp.reserved;
-	info->available = fb > keep ? (fb - keep) * p->bs : 0;
+	info->available = space_available(p) * p->bs;
+	info->low_water = p->low_water;
+	info->expendable_floor = p->exp_floor;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

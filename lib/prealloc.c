@@ -143,23 +143,36 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	r = resv_lock(vol, off, len, 0, &rec, &lblk, &n, &locked);
 	if (r)
 		goto out;
-	vol_map_tree(p, vol->id, &rec, &t);
-	r = map_walk(p, &t, le64_get(rec.share_gen), lblk, n, &cow, survey_cb, &sv);
-	if (r)
-		goto out;
+	for (int expended = 1; expended;) {
+		vol_map_tree(p, vol->id, &rec, &t);
+		free(sv.holes);
+		sv = (struct survey){ NULL, 0, 0, 0, 0 };
+		cow = (struct bt_cow){ 0 };
+		r = map_walk(p, &t, le64_get(rec.share_gen), lblk, n, &cow, survey_cb, &sv);
+		if (r)
+			goto out;
+		uint64_t want = sv.shared;
+		for (size_t i = 0; i < sv.nh; i++)
+			want += sv.holes[i].n;
+		expended = 0;
+		if (!want)
+			break;
+		/* Room, if need be by deleting expendable snapshots: they
+		 * may have shared blocks of the range (count again). */
+		r = space_make_room(p, want, &expended);
+		if (r && r != -ENOSPC)
+			goto out;
+		if (expended && (r = vol_get(p, vol->id, &rec)))
+			goto out;
+	}
 	struct hole *holes = sv.holes;
 	size_t nh = sv.nh;
 	uint64_t shared = sv.shared;
 	for (size_t i = 0; i < nh; i++)
 		data += holes[i].n;
+	r = 0;
 	if (!data && !shared && !sv.excl)
 		goto out;                   /* reserved already */
-	if (space_room_free(p, SPACE_DATA) < data + shared && p->sp.freed.total) {
-		/* Blocks freed in this transaction come back at the commit. */
-		r = txn_commit(p);
-		if (r)
-			goto out;
-	}
 	if (space_room_free(p, SPACE_DATA) < data + shared) {
 		char aside[96] = "";
 		if (shared)
@@ -255,10 +268,7 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		rec.mapped = le64_mk(le64_get(rec.mapped) + data);
 		vol_resv_add(p, &rec, data + changed);
 		rec.owed = le64_mk(le64_get(rec.owed) + shared);
-		if (le32_get(p->sb.version) < VBAS_FORMAT_VERSION) {
-			p->sb.version = le32_mk(VBAS_FORMAT_VERSION);
-			p->dirty = 1;
-		}
+		txn_need_v4(p);
 		r = vol_put(p, vol->id, &rec);
 	}
 	if (!r)

@@ -132,12 +132,10 @@ static int resv_new_locked(struct vbas_pool *p, uint64_t data, uint64_t meta, in
 	uint64_t need = data + meta;
 	if (need < data)
 		return vbas_err(-ENOSPC, "reserve: %" PRIu64 " blocks is more than any pool holds", data);
-	if (space_room_free(p, SPACE_DATA) < need && p->sp.freed.total) {
-		/* Blocks freed in this transaction come back at commit. */
-		r = txn_commit(p);
-		if (r)
-			return r;
-	}
+	/* (Deleting expendable snapshots only lowers what the caller counted.) */
+	r = space_make_room(p, need, NULL);
+	if (r && r != -ENOSPC)
+		return r;
 	uint64_t room = space_room_free(p, SPACE_DATA);
 	if (room < need) {
 		if (meta)
@@ -168,6 +166,7 @@ static int resv_new_locked(struct vbas_pool *p, uint64_t data, uint64_t meta, in
 		p->sp.reserved += meta;
 	}
 	*rvp = rv;
+	ev_space(p);
 	return 0;
 }
 
@@ -253,6 +252,7 @@ void resv_put_locked(struct vbas_resv *rv)
 	if (--rv->refs)
 		return;
 	p->sp.reserved -= rv->left + rv->meta;
+	ev_space(p);
 	if (rv->guard) {
 		p->sp.resv_meta -= rv->meta;
 		if (rv->prev)
@@ -395,13 +395,14 @@ int owed_grow(struct vbas_pool *p, uint64_t n, const char *what)
 	}
 	uint64_t room = space_room_free(p, SPACE_DATA);
 	if (room < need)
-		return vbas_err(-ENOSPC, "%s: the pool is full: the copies on write of the reserved "
+		return ev_enospc(p, need), vbas_err(-ENOSPC, "%s: the pool is full: the copies on write of the reserved "
 				"blocks it shares need %" PRIu64 " blocks (%" PRIu64 " for data, %" PRIu64
 				" for metadata), %" PRIu64 " free for data", what, need, n, meta, room);
 	rv->left += n;
 	rv->data_granted += n;
 	p->sp.reserved += n;
 	allow(p, rv, meta);
+	ev_space(p);
 	return 0;
 }
 

@@ -650,6 +650,7 @@ int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 		return r;
 	*start = s;
 	*got = l;
+	ev_space(p);
 	return 0;
 }
 
@@ -1013,6 +1014,7 @@ void space_committed(struct vbas_pool *p)
 	sp->meta_allocs_txn = 0;
 	/* The shadows reservations' writes took came back: top them up. */
 	resv_refill(p);
+	ev_space(p);
 }
 
 /* The running transaction is abandoned: back to the last commit. */

@@ -59,6 +59,8 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 		return "pool is larger than its device";
 	if (le32_get(sb->flags) != 0)
 		return "unknown feature flags";
+	if (le16_get(sb->low_water) > 1000 || le16_get(sb->exp_floor) > 1000)
+		return "bad space settings";
 	uint32_t fan = le32_get(sb->max_fanout);
 	if (fan && (fan < 4 || fan > 65535))
 		return "bad max_fanout";
@@ -174,6 +176,9 @@ void txn_fail(struct vbas_pool *p, int err)
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	p->next_vol_id = le64_get(p->sb.next_vol_id);
 	p->nvolumes = le64_get(p->sb.nvolumes);
+	p->nblocks = p->env.nblocks = le64_get(p->sb.nblocks);
+	p->low_water = le16_get(p->sb.low_water);
+	p->exp_floor = le16_get(p->sb.exp_floor);
 	p->dirty = 0;
 }
 
@@ -215,6 +220,9 @@ int txn_commit(struct vbas_pool *p)
 	sb.meta_used = le64_mk(p->sp.meta_used);
 	sb.next_vol_id = le64_mk(p->next_vol_id);
 	sb.nvolumes = le64_mk(p->nvolumes);
+	sb.nblocks = le64_mk(p->nblocks);
+	sb.low_water = le16_mk((uint16_t)p->low_water);
+	sb.exp_floor = le16_mk((uint16_t)p->exp_floor);
 	r = space_precommit(p);
 	if (r) {
 		vbas_err(r, "commit: no memory to keep the blocks a pin holds");
@@ -266,6 +274,7 @@ struct vbas_tunables vbas_tun = {
 int txn_maybe_commit(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
+	ev_space(p);
 	if (!p->dirty || p->broken || p->rdonly)
 		return 0;
 	int big = sp->freed.n > vbas_tun.txn_big_freed ||

@@ -28,6 +28,9 @@ static int voltab_check_rec(const struct bt_env *env, const void *rec, char *why
 			return snprintf(why, len, "name padding is not zero"), -EUCLEAN;
 	if (le32_get(r->v.flags) & ~VBAS_VOLF_KNOWN)
 		return snprintf(why, len, "unknown flags %#x", le32_get(r->v.flags)), -EUCLEAN;
+	if ((le32_get(r->v.flags) & (VBAS_VOLF_EXPENDABLE | VBAS_VOLF_READONLY)) ==
+	    VBAS_VOLF_EXPENDABLE)
+		return snprintf(why, len, "expendable but not a snapshot"), -EUCLEAN;
 	uint64_t size = le64_get(r->v.size);
 	if (size == 0 || size > VBAS_VOLUME_SIZE_MAX || size % env->block_size)
 		return snprintf(why, len, "size %" PRIu64, size), -EUCLEAN;
@@ -254,7 +257,8 @@ static void fill_info(const struct vbas_pool *p, uint64_t id, const struct vbas_
 	info->size = le64_get(v->size);
 	info->mapped = le64_get(v->mapped) * p->bs;
 	info->origin = le64_get(v->origin);
-	info->flags = (le32_get(v->flags) & VBAS_VOLF_READONLY) ? VBAS_VOL_READONLY : 0;
+	info->flags = ((le32_get(v->flags) & VBAS_VOLF_READONLY) ? VBAS_VOL_READONLY : 0) |
+		      ((le32_get(v->flags) & VBAS_VOLF_EXPENDABLE) ? VBAS_VOL_EXPENDABLE : 0);
 	info->reserved = le64_get(v->resv_blocks) * p->bs;
 	info->owed = le64_get(v->owed) * p->bs;
 }
@@ -420,34 +424,22 @@ static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 	return e;
 }
 
-int vbas_vol_delete(struct vbas_pool *p, const char *name)
+/* Delete volume ID (record REC, named NAME), which is not open; pool lock
+ * held.  An ENOSPC part way leaves it marked for later, the pool writable. */
+static int vol_delete_locked(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec rec,
+			     const char *name)
 {
-	struct vbas_vol_rec rec;
-	uint64_t id;
 	int e;
-
-	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
-	e = txn_writable(p, "delete");
-	if (e)
-		goto out;
-	e = vol_lookup_name(p, name, &id, &rec);
-	if (e)
-		goto out;
-	if (find_open(p, id)) {
-		e = vbas_err(-EBUSY, "volume '%s' is open", name);
-		goto out;
-	}
 	/* Deletes an earlier ENOSPC stopped go on first: they free space. */
 	if (p->deletes_stopped) {
 		e = vol_resume_deletes(p);
 		if (e)
-			goto out;
+			return e;
 	}
 	int stopped = 0;
 	e = space_room(p, delete_step_meta(p, 1), SPACE_FREE, "delete");
 	if (e)
-		goto out;
+		return e;
 	/* What it owed goes back (the field becomes the delete cursor). */
 	int owing = p->sp.owed->left > le64_get(rec.owed);
 	uint64_t had_resv = le64_get(rec.resv_blocks);
@@ -478,9 +470,82 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 	} else {
 		e = txn_maybe_commit(p);
 	}
-out:
+	return e;
+}
+
+int vbas_vol_delete(struct vbas_pool *p, const char *name)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	pthread_mutex_lock(&p->lock);
+	e = txn_writable(p, "delete");
+	if (!e)
+		e = vol_lookup_name(p, name, &id, &rec);
+	if (!e && find_open(p, id))
+		e = vbas_err(-EBUSY, "volume '%s' is open", name);
+	if (!e)
+		e = vol_delete_locked(p, id, rec, name);
 	pthread_mutex_unlock(&p->lock);
 	return e;
+}
+
+/* The oldest expendable snapshot that is not open (ids grow with age). */
+struct expend_find {
+	struct vbas_pool *p;
+	uint64_t id;
+	struct vbas_vol_rec rec;
+	int seen;                  /* expendable ones, open or not */
+};
+
+static int expend_cb(void *arg, const void *rec)
+{
+	struct expend_find *f = arg;
+	const struct vbas_voltab_rec *r = rec;
+	uint32_t fl = le32_get(r->v.flags);
+	if (!(fl & VBAS_VOLF_EXPENDABLE) || (fl & VBAS_VOLF_DELETING))
+		return 0;
+	f->seen = 1;
+	if (find_open(f->p, le64_get(r->k.id)))
+		return 0;
+	f->id = le64_get(r->k.id);
+	f->rec = r->v;
+	return 1;
+}
+
+int vol_expend(struct vbas_pool *p, uint64_t need)
+{
+	uint64_t floor = ((p->nblocks - VBAS_FIRST_BLOCK) * p->exp_floor + 999) / 1000;
+	int any = 0;
+	while (p->may_expend && space_room_free(p, SPACE_DATA) < need + floor) {
+		struct expend_find f;
+		memset(&f, 0, sizeof(f));
+		f.p = p;
+		int e = bt_iter(&p->voltab, NULL, expend_cb, &f);
+		if (e < 0)
+			return e;
+		if (!f.seen)
+			p->may_expend = 0;
+		if (!f.id)
+			break;
+		char name[VBAS_NAME_MAX + 1];
+		unsigned nl = le16_get(f.rec.name_len);
+		memcpy(name, f.rec.name, nl);
+		name[nl] = 0;
+		/* Then commit, so that what it freed can be used. */
+		e = vol_delete_locked(p, f.id, f.rec, name);
+		if (!e)
+			e = txn_commit(p);
+		if (e == -ENOSPC)
+			break;   /* stopped part way: the rest goes at the next delete */
+		if (e)
+			return e;
+		ev_expended(p, name);
+		any = 1;
+	}
+	return any;
 }
 
 struct del_collect {
@@ -594,9 +659,11 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	int e;
 
 	vbas_err_clear();
-	if (flags & ~(VBAS_SNAP_WRITABLE | VBAS_SNAP_NORESERVE))
+	if (flags & ~(VBAS_SNAP_WRITABLE | VBAS_SNAP_NORESERVE | VBAS_SNAP_EXPENDABLE))
 		return vbas_err(-EINVAL, "snapshot: unknown flags %#x", flags);
 	int writable = !!(flags & VBAS_SNAP_WRITABLE);
+	if (writable && (flags & VBAS_SNAP_EXPENDABLE))
+		return vbas_err(-EINVAL, "clone: only a snapshot can be expendable");
 	e = check_name(name);
 	if (e)
 		return e;
@@ -694,7 +761,12 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	r.v.ctime = le64_mk((uint64_t)time(NULL));
 	r.v.cgen = le64_mk(gen);
 	r.v.share_gen = le64_mk(gen);
-	r.v.flags = le32_mk(writable ? 0 : VBAS_VOLF_READONLY);
+	r.v.flags = le32_mk(writable ? 0 : VBAS_VOLF_READONLY |
+			    ((flags & VBAS_SNAP_EXPENDABLE) ? VBAS_VOLF_EXPENDABLE : 0));
+	if (flags & VBAS_SNAP_EXPENDABLE) {
+		txn_need_v4(p);
+		p->may_expend = 1;
+	}
 	r.v.resv_blocks = le64_mk(rb);
 	r.v.owed = le64_mk(clone_owed);
 	srec.owed = le64_mk(src_owed);

@@ -23,6 +23,7 @@
 #include "vbas.h"
 
 #include "../tools/ctl.h"
+#include "events.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -133,6 +134,33 @@ static int vbas_nbd_config(const char *key, const char *value)
 		cache_bytes = (uint64_t)v;
 		return 0;
 	}
+	if (!strcmp(key, "events")) {
+		if (!*value) {
+			nbdkit_error("events=: empty file name");
+			return -1;
+		}
+		ev_conf.log = value;
+		return 0;
+	}
+	if (!strcmp(key, "on_event")) {
+		if (!*value) {
+			nbdkit_error("on_event=: empty command");
+			return -1;
+		}
+		ev_conf.on_event = value;
+		return 0;
+	}
+	if (!strcmp(key, "autoextend")) {
+		int64_t v = nbdkit_parse_size(value);
+		if (v < 0)
+			return -1;
+		if (v == 0) {
+			nbdkit_error("autoextend=%s: the step must be more than 0", value);
+			return -1;
+		}
+		ev_conf.autoextend = (uint64_t)v;
+		return 0;
+	}
 	int *flag = !strcmp(key, "readonly") ? &pool_rdonly :
 		    !strcmp(key, "direct") ? &pool_direct : NULL;
 	if (flag) {
@@ -143,7 +171,8 @@ static int vbas_nbd_config(const char *key, const char *value)
 		return 0;
 	}
 	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "
-		     "readonly=BOOL, direct=BOOL)", key);
+		     "readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE)",
+		     key);
 	return -1;
 }
 
@@ -153,7 +182,12 @@ static int vbas_nbd_config_complete(void)
 		nbdkit_error("pool=FILE is required: the vbas pool to serve");
 		return -1;
 	}
-	return 0;
+	if (pool_rdonly && (ev_conf.autoextend || ev_conf.on_event || ev_conf.log)) {
+		nbdkit_error("events=, on_event= and autoextend= are for a pool served for "
+			     "writing, not with readonly=true");
+		return -1;
+	}
+	return ev_open_log();
 }
 
 /* Before nbdkit forks into the background, so that the user sees why a
@@ -278,11 +312,16 @@ static int ctl_run(char *req, size_t n, FILE *out)
 		ctl_list(what, out);
 		return 0;
 	}
-	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) &&
-	    (nf == 3 || (nf == 4 && !strcmp(f[3], "noreserve")))) {
+	if ((!strcmp(f[0], "snapshot") || !strcmp(f[0], "clone")) && (nf == 3 || nf == 4)) {
 		unsigned flags = !strcmp(f[0], "clone") ? VBAS_SNAP_WRITABLE : 0;
-		if (nf == 4)
+		if (nf == 4 && (!strcmp(f[3], "noreserve") || !strcmp(f[3], "noreserve,expendable")))
 			flags |= VBAS_SNAP_NORESERVE;
+		if (nf == 4 && (!strcmp(f[3], "expendable") || !strcmp(f[3], "noreserve,expendable")))
+			flags |= VBAS_SNAP_EXPENDABLE;
+		if (nf == 4 && !(flags & (VBAS_SNAP_NORESERVE | VBAS_SNAP_EXPENDABLE))) {
+			fprintf(out, "%d\t%s: unknown flags '%.40s'", EINVAL, f[0], f[3]);
+			return 0;
+		}
 		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
 		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
 		return 0;
@@ -337,6 +376,43 @@ static int ctl_run(char *req, size_t n, FILE *out)
 				r = e;
 		}
 		ctl_done(r, what, out, "%s of '%s' done by the server", f[0], f[1]);
+		return 0;
+	}
+	if (!strcmp(f[0], "grow") && nf == 2) {
+		/* SIZE, or +N: by N. */
+		struct vbas_pool_info info;
+		int plus = f[1][0] == '+';
+		if (ctl_size(f[1] + plus, &size) || (plus && !size)) {
+			fprintf(out, "%d\tgrow: bad size '%.40s'", EINVAL, f[1]);
+			return 0;
+		}
+		r = vbas_pool_info(pool, &info);
+		if (!r && plus && info.size + size < size)
+			r = -EFBIG;
+		if (!r)
+			r = vbas_pool_grow(pool, plus ? info.size + size : size);
+		if (!r)
+			r = vbas_pool_info(pool, &info);
+		ctl_done(r, what, out, "the pool grown to %" PRIu64 " bytes by the server", info.size);
+		return 0;
+	}
+	if (!strcmp(f[0], "set") && nf == 3) {
+		struct vbas_pool_settings s;
+		uint64_t v;
+		int lw = !strcmp(f[1], "low_water"), fl = !strcmp(f[1], "expendable_floor");
+		if ((!lw && !fl) || ctl_size(f[2], &v) || v > 1000) {
+			fprintf(out, "%d\tset: bad setting '%.40s' '%.40s' (low_water or "
+				 "expendable_floor, 0 to 1000 permille)", EINVAL, f[1], f[2]);
+			return 0;
+		}
+		r = vbas_pool_get(pool, &s);
+		if (lw)
+			s.low_water = (uint32_t)v;
+		else
+			s.expendable_floor = (uint32_t)v;
+		if (!r)
+			r = vbas_pool_set(pool, &s);
+		ctl_done(r, what, out, "%s set by the server", f[1]);
 		return 0;
 	}
 	if (!strcmp(f[0], "delete") && nf == 2) {
@@ -495,6 +571,8 @@ static int vbas_nbd_after_fork(void)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (!pool || pool_rdonly)
 		return 0;
+	if (ev_start(pool, pool_path))
+		return -1;
 	if (vbas_ctl_path(pool_path, ctl_path, sizeof(ctl_path))) {
 		nbdkit_error("control: no socket path for %s", pool_path);
 		return 0;
@@ -548,6 +626,7 @@ static void ctl_shutdown(void)
 static void close_pool(void)
 {
 	ctl_shutdown();
+	ev_stop();
 	if (!pool)
 		return;
 	pthread_mutex_lock(&handles_lock);
@@ -843,8 +922,11 @@ static int vbas_nbd_pwrite(void *handle, const void *buf, uint32_t count, uint64
 			   uint32_t flags)
 {
 	struct handle *h = handle;
-	int r = vbas_pwrite(h->vol, buf, count, offset,
-			    (flags & NBDKIT_FLAG_FUA) ? VBAS_IO_FUA : 0);
+	int r, tries = 0;
+	/* Full: with autoextend=, grow the pool and try again. */
+	do
+		r = vbas_pwrite(h->vol, buf, count, offset, (flags & NBDKIT_FLAG_FUA) ? VBAS_IO_FUA : 0);
+	while (r == -ENOSPC && tries++ < 16 && ev_grow_for_write());
 	return r ? io_fail(h, "write", count, offset, r) : 0;
 }
 
@@ -890,7 +972,10 @@ static int vbas_nbd_zero(void *handle, uint32_t count, uint64_t offset, uint32_t
 		}
 		f |= VBAS_IO_NO_PUNCH;
 	}
-	int r = vbas_write_zeroes(h->vol, offset, count, f);
+	int r, tries = 0;
+	do
+		r = vbas_write_zeroes(h->vol, offset, count, f);
+	while (r == -ENOSPC && tries++ < 16 && ev_grow_for_write());
 	return r ? io_fail(h, "write zeroes", count, offset, r) : 0;
 }
 
@@ -952,7 +1037,12 @@ static struct nbdkit_plugin plugin = {
 		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)\n"
 		       "direct=BOOL    O_DIRECT I/O to the pool (default true); false: through\n"
 		       "               the page cache, written back in the background (flush\n"
-		       "               still commits and syncs)",
+		       "               still commits and syncs)\n"
+		       "events=FILE    append a JSON line per space event to FILE\n"
+		       "on_event=CMD   run CMD with /bin/sh -c per event ($VBAS_EVENT,\n"
+		       "               $VBAS_EVENT_JSON, $VBAS_POOL)\n"
+		       "autoextend=SIZE  grow a pool file by SIZE at its low-water mark and\n"
+		       "               when a write finds it full (if the host has room)",
 	.magic_config_key = "pool",
 	.get_ready = vbas_nbd_get_ready,
 	.after_fork = vbas_nbd_after_fork,

@@ -34,6 +34,8 @@ fail=0
 skipped=0
 failed=()
 ci_skips=()
+notok=()
+fail_logs=()
 
 is_ci() { [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; }
 
@@ -64,6 +66,7 @@ count_log() {
 				fi
 			elif [[ $line == not* ]]; then
 				f=$((f + 1))
+				notok+=("$label: $line")
 			else
 				p=$((p + 1))
 			fi
@@ -84,6 +87,7 @@ count_log() {
 		failed+=("$label")
 		echo "# ---- output of $label ----"
 		grep -vE '^ok [0-9]+' "$log" | tail -n 60 | sed 's/^/#   /'
+		fail_logs+=("$label" "$log")
 	fi
 	pass=$((pass + p))
 	fail=$((fail + f))
@@ -149,6 +153,17 @@ summary() {
 		echo "# skipped under CI, counted as failed:"
 		printf '#   %s\n' "${ci_skips[@]}"
 	fi
+	# Again at the end, where a reader of the last lines looks: the
+	# failed cases, and the last lines of each failed suite's output.
+	local i
+	for ((i = 0; i < ${#fail_logs[@]}; i += 2)); do
+		echo "# ---- the end of ${fail_logs[i]}'s output ----"
+		grep -vE '^ok [0-9]+' "${fail_logs[i + 1]}" | tail -n 15 | sed 's/^/#   /'
+	done
+	if [ ${#notok[@]} -ne 0 ]; then
+		echo "# failed cases:"
+		printf '#   %s\n' "${notok[@]}"
+	fi
 	if [ ${#failed[@]} -ne 0 ]; then
 		echo "# failed: ${failed[*]}"
 	fi
@@ -179,7 +194,7 @@ EOF
 	check() {
 		local desc=$1 w=$2 ci=$3 rc=$4 log=$5 allow=${6:-}
 		got=$(
-			pass=0 fail=0 skipped=0 failed=() ci_skips=()
+			pass=0 fail=0 skipped=0 failed=() ci_skips=() notok=() fail_logs=()
 			CI_SKIP_OK=()
 			[ -n "$allow" ] && CI_SKIP_OK=("$allow")
 			CI=$ci count_log test "$log" "$rc" >"$t/out"
@@ -213,6 +228,14 @@ EOF
 		"1 passed, 1 failed, 0 skipped" "" 134 "$t/crash.log"
 	check "CI=false is not CI" \
 		"1 passed, 0 failed, 1 skipped" false 0 "$t/allowed.log"
+	n=$((n + 1))
+	if (count_log test "$t/mixed.log" 0 >/dev/null; summary) 2>&1 | tail -n 4 |
+		grep -q '^#   test: not ok 5 - broken$'; then
+		echo "ok $n - the failed cases are named again just before the last line"
+	else
+		echo "not ok $n - the failed cases are named again just before the last line"
+		bad=$((bad + 1))
+	fi
 	echo "1..$n"
 	rm -rf "$t"
 	[ "$bad" -eq 0 ]

@@ -23,6 +23,11 @@
  *   info                 the pool's figures (vbas_pool_info), for vbas info
  *   list                 every volume with its usage, for vbas list
  *   ping                 answers with the server's pid
+ *   grow     SIZE        grow the pool to SIZE bytes, or by N with "+N"
+ *   set      KEY PERMILLE  a space setting: low_water or expendable_floor
+ *   reserve  NAME OFF LEN / unreserve NAME OFF LEN   (LEN 0: to the end)
+ * snapshot and clone take a fourth field: "noreserve", "expendable" (a
+ * snapshot), or both joined by a comma.
  * Every change is committed before the reply.
  * Reply: "ERRNO\tMESSAGE" (ERRNO 0: done), and the server closes.  The
  * MESSAGE of info is the figures in CTL_INFO_FIELDS order, decimal, each
@@ -181,7 +186,7 @@ static inline int ctl_split_reply(char *reply, int *err)
 	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
 	X(sharing_saves) X(generation) X(cache_blocks) X(reserved_metadata) \
 	X(reserved_metadata_granted) X(reserved_metadata_used) X(reserved_ranges) \
-	X(reserved_owed) X(available)
+	X(reserved_owed) X(available) X(low_water) X(expendable_floor)
 
 static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
 {

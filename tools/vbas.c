@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "vbas.h"
 #include "ctl.h"
+#include "json.h"
 
 #include <blkid.h>
 #include <ctype.h>
@@ -66,11 +67,17 @@ enum {
 	O_NOMODIFY = 1 << 15,
 	O_RESERVE = 1 << 16,
 	O_NO_RESERVE = 1 << 17,
+	O_LOW_WATER = 1 << 18,
+	O_FLOOR = 1 << 19,
+	O_EXPENDABLE = 1 << 20,
+	O_ON_EVENT = 1 << 21,
+	O_AUTOEXTEND = 1 << 22,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
-       OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE };
+       OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
+       OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -89,6 +96,11 @@ static const struct option long_opts[] = {
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "reserve", no_argument, NULL, OPT_RESERVE },
 	{ "no-reserve", no_argument, NULL, OPT_NO_RESERVE },
+	{ "low-water", required_argument, NULL, OPT_LOW_WATER },
+	{ "expendable-floor", required_argument, NULL, OPT_FLOOR },
+	{ "expendable", no_argument, NULL, OPT_EXPENDABLE },
+	{ "on-event", required_argument, NULL, OPT_ON_EVENT },
+	{ "autoextend", required_argument, NULL, OPT_AUTOEXTEND },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -98,8 +110,10 @@ static const struct option long_opts[] = {
 struct args {
 	const char *cmd;              /* the command's name, for messages */
 	unsigned seen;                /* O_* given */
-	uint64_t size, block_size, offset, length, cache;
+	uint64_t size, block_size, offset, length, cache, autoextend;
+	int size_plus;                /* --size +SIZE: relative (grow) */
 	const char *socket, *port, *bind;   /* serve's string options */
+	const char *low_water, *floor, *on_event;
 	int npos;
 	char *pos[MAX_POS];
 };
@@ -259,66 +273,6 @@ static const char *human(uint64_t v, char *buf, size_t len)
 }
 
 /* ---- JSON and text output ------------------------------------------------ */
-
-/* Length of the valid UTF-8 sequence at S (at most N bytes), 0 if none. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len;
-	uint32_t c;
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0)
-		len = 2, c = s[0] & 0x1f;
-	else if ((s[0] & 0xf0) == 0xe0)
-		len = 3, c = s[0] & 0x0f;
-	else if ((s[0] & 0xf8) == 0xf0)
-		len = 4, c = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		c = (c << 6) | (s[i] & 0x3f);
-	}
-	/* No overlong forms, surrogates or code points past U+10FFFF. */
-	if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
-	    (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
-		return 0;
-	return len;
-}
-
-/* S as a JSON string.  Bytes that are not valid UTF-8 come out as \u00XX
- * (the code point of the byte's Latin-1 reading). */
-static void json_str(FILE *f, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t n = strlen(str);
-	fputc('"', f);
-	while (n) {
-		size_t l = utf8_len(s, n);
-		if (l == 0) {
-			fprintf(f, "\\u%04x", s[0]);
-			l = 1;
-		} else if (l > 1) {
-			fwrite(s, 1, l, f);
-		} else if (*s == '"' || *s == '\\') {
-			fprintf(f, "\\%c", *s);
-		} else if (*s == '\n') {
-			fputs("\\n", f);
-		} else if (*s == '\t') {
-			fputs("\\t", f);
-		} else if (*s < 0x20 || *s == 0x7f) {
-			fprintf(f, "\\u%04x", *s);
-		} else {
-			fputc(*s, f);
-		}
-		s += l;
-		n -= l;
-	}
-	fputc('"', f);
-}
 
 /* NAME for a terminal: control bytes and backslashes as \xNN / \\. */
 static char *text_name(const char *name)
@@ -875,8 +829,61 @@ static int open_or_ask_server(const struct args *a, unsigned flags, const char *
 	return 1;
 }
 
+/* A permille figure as a percentage: "80%", "12.5%", or "none" for 0. */
+static const char *permille_text(uint32_t pm, char *buf, size_t len)
+{
+	if (!pm)
+		snprintf(buf, len, "none");
+	else if (pm % 10)
+		snprintf(buf, len, "%u.%u%%", pm / 10, pm % 10);
+	else
+		snprintf(buf, len, "%u%%", pm / 10);
+	return buf;
+}
+
+/* The same for JSON: a number of percent, or null. */
+static const char *permille_json(uint32_t pm, char *buf, size_t len)
+{
+	if (!pm)
+		snprintf(buf, len, "null");
+	else if (pm % 10)
+		snprintf(buf, len, "%u.%u", pm / 10, pm % 10);
+	else
+		snprintf(buf, len, "%u", pm / 10);
+	return buf;
+}
+
+/* A percentage ("80%", "80", "12.5%"; "0", "off" or "none": 0) into
+ * permille; -1 if it is not one from 0 to 100 with at most one decimal. */
+static int parse_percent(const char *s, uint32_t *pm)
+{
+	if (!strcmp(s, "off") || !strcmp(s, "none")) {
+		*pm = 0;
+		return 0;
+	}
+	unsigned whole = 0, tenth = 0;
+	size_t n = strspn(s, "0123456789");
+	if (n == 0 || n > 3)
+		return -1;
+	whole = (unsigned)strtoul(s, NULL, 10);
+	s += n;
+	if (*s == '.') {
+		s++;
+		if (*s < '0' || *s > '9')
+			return -1;
+		tenth = (unsigned)(*s++ - '0');
+	}
+	if (*s == '%')
+		s++;
+	if (*s || whole * 10 + tenth > 1000)
+		return -1;
+	*pm = whole * 10 + tenth;
+	return 0;
+}
+
 static int cmd_info(const struct args *a)
 {
+	char pm1[16], pm2[16];
 	struct vbas_pool_info i;
 	struct vbas_pool *pool = NULL;
 	const char *req[1] = { "info" };
@@ -904,13 +911,14 @@ static int cmd_info(const struct args *a)
 		       ",\"generation\":%" PRIu64
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64
 		       ",\"available\":%" PRIu64 ",\"reserved_ranges\":%" PRIu64
-		       ",\"reserved_owed\":%" PRIu64 "}\n",
+		       ",\"reserved_owed\":%" PRIu64 ",\"low_water\":%s,\"expendable_floor\":%s}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
 		       i.reserved_metadata_used, i.metadata_reserve,
 		       i.generation,
 		       i.cache_blocks, i.mapped, i.sharing_saves, i.available, i.reserved_ranges,
-		       i.reserved_owed);
+		       i.reserved_owed, permille_json(i.low_water, pm1, sizeof(pm1)),
+		       permille_json(i.expendable_floor, pm2, sizeof(pm2)));
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -940,6 +948,9 @@ static int cmd_info(const struct args *a)
 			else
 				printf("%-17s %20" PRIu64 "\n", rows[k].k, rows[k].v);
 		}
+		printf("%-17s %20s\n", "low water", permille_text(i.low_water, pm1, sizeof(pm1)));
+		printf("%-17s %20s\n", "expendable floor",
+		       permille_text(i.expendable_floor, pm2, sizeof(pm2)));
 	}
 	return pool ? close_pool(a, pool, 0) : 0;
 }
@@ -1036,6 +1047,7 @@ static void print_list_text(const struct vol_list *l)
 		       names && names[i] ? names[i] : v->name, wid, v->id, ws, v->size, h1,
 		       wm, v->mapped, h2, we, l->u[i].exclusive, wsh, l->u[i].shared,
 		       wr, v->reserved,
+		       (v->flags & VBAS_VOL_EXPENDABLE) ? "ex" :
 		       (v->flags & VBAS_VOL_READONLY) ? "ro" : "rw",
 		       otext ? otext : origin ? origin : "-");
 		free(otext);
@@ -1081,9 +1093,11 @@ static int cmd_list(const struct args *a)
 				json_str(stdout, origin);
 			else
 				fputs("null", stdout);
-			printf(",\"readonly\":%s,\"reserved\":%" PRIu64 ",\"owed\":%" PRIu64 "}",
+			printf(",\"readonly\":%s,\"reserved\":%" PRIu64 ",\"owed\":%" PRIu64
+			       ",\"expendable\":%s}",
 			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false",
-			       l.v[i].reserved, l.v[i].owed);
+			       l.v[i].reserved, l.v[i].owed,
+			       (l.v[i].flags & VBAS_VOL_EXPENDABLE) ? "true" : "false");
 		}
 		puts("]");
 	} else {
@@ -1754,12 +1768,20 @@ static int snapshot_common(const struct args *a, unsigned flags)
 {
 	struct vbas_pool *pool;
 	/* A served pool: the server takes the snapshot, beside its writes. */
-	const char *req[4] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
-			       a->pos[2], "noreserve" };
-	int r, rc;
 	if (a->seen & O_NO_RESERVE)
 		flags |= VBAS_SNAP_NORESERVE;
-	if (open_or_ask_server(a, 0, req, (a->seen & O_NO_RESERVE) ? 4 : 3, &pool, &rc, NULL))
+	if (a->seen & O_EXPENDABLE)
+		flags |= VBAS_SNAP_EXPENDABLE;
+	/* The flags as a fourth field: "noreserve", "expendable", or both
+	 * joined by a comma. */
+	const char *how = (a->seen & O_NO_RESERVE) && (a->seen & O_EXPENDABLE) ?
+			  "noreserve,expendable" : (a->seen & O_NO_RESERVE) ? "noreserve" :
+			  "expendable";
+	const char *req[4] = { flags & VBAS_SNAP_WRITABLE ? "clone" : "snapshot", a->pos[1],
+			       a->pos[2], how };
+	int r, rc;
+	if (open_or_ask_server(a, 0, req, (a->seen & (O_NO_RESERVE | O_EXPENDABLE)) ? 4 : 3,
+			       &pool, &rc, NULL))
 		return rc;
 	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
 	if (r)
@@ -1825,6 +1847,83 @@ static int cmd_snapshot(const struct args *a)
 static int cmd_clone(const struct args *a)
 {
 	return snapshot_common(a, VBAS_SNAP_WRITABLE);
+}
+
+static int cmd_grow(const struct args *a)
+{
+	struct vbas_pool_info i;
+	struct vbas_pool *pool;
+	char size[32], h[32];
+	int r, rc;
+	if (!(a->seen & O_SIZE))
+		return usage_err(a->cmd, "--size", "missing (the new size, or +SIZE to add)");
+	if (a->size_plus && !a->size)
+		return usage_err(a->cmd, "--size", "+0 adds nothing");
+	snprintf(size, sizeof(size), "%s%" PRIu64, a->size_plus ? "+" : "", a->size);
+	const char *req[2] = { "grow", size };
+	if (open_or_ask_server(a, 0, req, 2, &pool, &rc, NULL)) {
+		if (!rc)
+			printf("%s: grown (through the server)\n", a->pos[0]);
+		return rc;
+	}
+	r = vbas_pool_info(pool, &i);
+	uint64_t want = a->size_plus ? i.size + a->size : a->size;
+	if (!r && a->size_plus && want < i.size)
+		r = -EFBIG;
+	if (!r)
+		r = vbas_pool_grow(pool, want);
+	if (!r)
+		r = vbas_pool_info(pool, &i);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	else
+		printf("%s: %" PRIu64 " bytes (%s), %" PRIu64 " available\n", a->pos[0], i.size,
+		       human(i.size, h, sizeof(h)), i.available);
+	return close_pool(a, pool, rc);
+}
+
+static int cmd_set(const struct args *a)
+{
+	struct vbas_pool_settings s;
+	struct vbas_pool *pool;
+	uint32_t lw = 0, fl = 0;
+	char v1[16], v2[16];
+	int r, rc;
+	if (!(a->seen & (O_LOW_WATER | O_FLOOR)))
+		return usage_err(a->cmd, "--low-water", "give --low-water or --expendable-floor "
+				 "(or both)");
+	if ((a->seen & O_LOW_WATER) && parse_percent(a->low_water, &lw))
+		return usage_err(a->cmd, "--low-water", "'%s' is not a percentage from 0 to 100 "
+				 "(80%%, 12.5%%, or off)", a->low_water);
+	if ((a->seen & O_FLOOR) && parse_percent(a->floor, &fl))
+		return usage_err(a->cmd, "--expendable-floor", "'%s' is not a percentage from 0 "
+				 "to 100 (5%%, 2.5%%, or off)", a->floor);
+	snprintf(v1, sizeof(v1), "%u", lw);
+	snprintf(v2, sizeof(v2), "%u", fl);
+	const char *req1[3] = { "set", "low_water", v1 };
+	const char *req2[3] = { "set", "expendable_floor", v2 };
+	const char *const *first = (a->seen & O_LOW_WATER) ? req1 : req2;
+	if (open_or_ask_server(a, 0, first, 3, &pool, &rc, NULL)) {
+		if (!rc && first == req1 && (a->seen & O_FLOOR))
+			rc = ask_server(a, req2, 3);
+		if (!rc)
+			printf("%s: settings changed (through the server)\n", a->pos[0]);
+		return rc;
+	}
+	r = vbas_pool_get(pool, &s);
+	if (a->seen & O_LOW_WATER)
+		s.low_water = lw;
+	if (a->seen & O_FLOOR)
+		s.expendable_floor = fl;
+	if (!r)
+		r = vbas_pool_set(pool, &s);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	else
+		printf("%s: low water %s, expendable floor %s\n", a->pos[0],
+		       permille_text(s.low_water, v1, sizeof(v1)),
+		       permille_text(s.expendable_floor, v2, sizeof(v2)));
+	return close_pool(a, pool, rc);
 }
 
 /* Parse positional argument I (named WHAT) as a size into OUT. */
@@ -2134,12 +2233,27 @@ static void print_uris(const struct args *a, const struct vol_list *l, const cha
 	}
 }
 
+/* Copy the event lines the server has written to FD (non-blocking) to
+ * stdout, whole lines as they come. */
+static void pump_events(int fd)
+{
+	char buf[8192];
+	ssize_t k;
+	if (fd < 0)
+		return;
+	while ((k = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)k, stdout);
+	fflush(stdout);
+}
+
 static int cmd_serve(const struct args *a)
 {
 	struct vol_list l = { 0 };
 	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], sock[PATH_MAX];
 	char tmpdir[PATH_MAX], pidfile[PATH_MAX + 16], why[PATH_MAX + 200];
-	char poolarg[PATH_MAX + 8], cachearg[48], portarg[16];
+	char poolarg[PATH_MAX + 8], cachearg[48], portarg[16], autoarg[48], evlog[48];
+	char *evarg = NULL;
+	int evp[2] = { -1, -1 };
 	const char *host = "localhost";
 	unsigned port = 10809;
 	struct vbas_pool *vp;
@@ -2177,6 +2291,13 @@ static int cmd_serve(const struct args *a)
 	}
 	if (a->seen & O_BIND)
 		host = a->bind;
+	if ((a->seen & O_READONLY) && (a->seen & (O_ON_EVENT | O_AUTOEXTEND)))
+		return usage_err(a->cmd, (a->seen & O_ON_EVENT) ? "--on-event" : "--autoextend",
+				 "not with --readonly (a read-only pool does not fill up)");
+	if ((a->seen & O_ON_EVENT) && !*a->on_event)
+		return usage_err(a->cmd, "--on-event", "empty command");
+	if ((a->seen & O_AUTOEXTEND) && !a->autoextend)
+		return usage_err(a->cmd, "--autoextend", "the step must be more than 0");
 
 	/* The pool: it exists, is a pool, is not in use; its volumes. */
 	rc = open_pool(a, VBAS_OPEN_RDONLY, &vp);
@@ -2256,6 +2377,28 @@ static int cmd_serve(const struct args *a)
 		argv[n++] = "readonly=true";
 	if (a->seen & O_BUFFERED)
 		argv[n++] = "direct=false";
+	/* Events come back through a pipe, printed on our stdout (nbdkit may
+	 * close its own). */
+	if (!(a->seen & O_READONLY)) {
+		if (pipe2(evp, O_CLOEXEC)) {
+			rc = fail(a->cmd, "pipe", "%s", strerror(errno));
+			goto rmtmp;
+		}
+		snprintf(evlog, sizeof(evlog), "events=/dev/fd/%d", evp[1]);
+		argv[n++] = evlog;
+	}
+	if (a->seen & O_ON_EVENT) {
+		if (asprintf(&evarg, "on_event=%s", a->on_event) < 0) {
+			evarg = NULL;
+			rc = fail(a->cmd, "--on-event", "%s", strerror(ENOMEM));
+			goto rmtmp;
+		}
+		argv[n++] = evarg;
+	}
+	if (a->seen & O_AUTOEXTEND) {
+		snprintf(autoarg, sizeof(autoarg), "autoextend=%" PRIu64, a->autoextend);
+		argv[n++] = autoarg;
+	}
 	argv[n] = NULL;
 
 	sigemptyset(&set);
@@ -2274,9 +2417,16 @@ static int cmd_serve(const struct args *a)
 	}
 	if (child == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
+		if (evp[1] >= 0)
+			fcntl(evp[1], F_SETFD, 0);
 		execv(nbdkit, (char *const *)argv);
 		fprintf(stderr, "vbas: serve: %s: %s\n", nbdkit, strerror(errno));
 		_exit(127);
+	}
+	if (evp[1] >= 0) {
+		close(evp[1]);
+		evp[1] = -1;
+		fcntl(evp[0], F_SETFL, O_NONBLOCK);
 	}
 
 	/* Wait for nbdkit to listen (or to fail), then for it to end; a
@@ -2291,6 +2441,7 @@ static int cmd_serve(const struct args *a)
 			kill(child, SIGTERM);
 			stopping = 1;
 		}
+		pump_events(evp[0]);
 		pid_t w = waitpid(child, &status, WNOHANG);
 		if (w == child) {
 			exited = 1;
@@ -2311,6 +2462,7 @@ static int cmd_serve(const struct args *a)
 		}
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	pump_events(evp[0]);
 	if (have_sock)
 		unlink(sock);   /* nbdkit leaves its socket behind */
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
@@ -2331,6 +2483,11 @@ rmtmp:
 	unlink(pidfile);
 	rmdir(tmpdir);
 out:
+	if (evp[0] >= 0)
+		close(evp[0]);
+	if (evp[1] >= 0)
+		close(evp[1]);
+	free(evarg);
 	vol_list_free(&l);
 	return rc;
 }
@@ -2368,10 +2525,39 @@ static const struct cmd cmds[] = {
 	  "volume), sharing_saves (mapped - data_used: what sharing saves),\n"
 	  "available (free for new data: free less the metadata reserve and what\n"
 	  "reservations hold), reserved_ranges (bytes of reserved ranges, in use)\n"
-	  "and reserved_owed (of reserved: held for copies on write of reserved\n"
-	  "blocks that are shared).\n\n"
+	  "reserved_owed (of reserved: held for copies on write of reserved\n"
+	  "blocks that are shared), and the settings low_water and\n"
+	  "expendable_floor (percent, or null for none; see 'set').\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+	{ "grow", cmd_grow, O_SIZE | O_CACHE, 1, 1, "POOL --size [+]SIZE",
+	  "grow the pool (a file, or a block device grown first)",
+	  "A pool in a regular file is extended to SIZE (sparse: the file system\n"
+	  "gives blocks as they are written); a pool on a block device takes SIZE\n"
+	  "once the device holds it (after lvextend, say).  +SIZE adds to the\n"
+	  "pool's size.  Committed before it returns: a crash leaves the old pool\n"
+	  "or the grown one.  Works on a served pool, through the server: its\n"
+	  "volumes stay exported and writes go on.  A pool never shrinks.\n\n"
+	  "Options:\n"
+	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n" CACHE_HELP HELP_HELP,
+	  "POOL" },
+	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_CACHE, 1, 1,
+	  "POOL [--low-water PCT] [--expendable-floor PCT]",
+	  "change the pool's space settings (stored in the pool)",
+	  "PCT is a percentage of the pool: 80%, 12.5% (one decimal at most), or\n"
+	  "off.  The low-water mark is the use at which vbas serve reports an\n"
+	  "event, and grows the pool if it runs with --autoextend.  Use is what is\n"
+	  "not available for new data (see 'info'); an event fires once per\n"
+	  "crossing, and clears when use falls 1% of the pool below the mark.\n"
+	  "The expendable floor is the free room kept by deleting snapshots made\n"
+	  "with 'snapshot --expendable', oldest first; with none set, they are\n"
+	  "deleted only when a write or a reservation would fail for want of room.\n"
+	  "Works on a served pool, through the server.\n\n"
+	  "Options:\n"
+	  "      --low-water PCT     the low-water mark (off: none)\n"
+	  "      --expendable-floor PCT\n"
+	  "                          free room to keep by deleting expendable snapshots\n"
+	  CACHE_HELP HELP_HELP, "POOL" },
 	{ "create", cmd_create, O_SIZE | O_RESERVE | O_CACHE, 2, 2,
 	  "POOL NAME --size SIZE [--reserve]",
 	  "create a thin (or, with --reserve, thick) volume",
@@ -2386,15 +2572,17 @@ static const struct cmd cmds[] = {
 	{ "list", cmd_list, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
 	  "list the volumes",
 	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"exclusive\",\n"
-	  "\"shared\", \"origin\", \"readonly\", \"reserved\", \"owed\"}; sizes in bytes.\n"
+	  "\"shared\", \"origin\", \"readonly\", \"reserved\", \"owed\", \"expendable\"};\n"
+	  "sizes in bytes.\n"
 	  "mapped = exclusive +\n"
 	  "shared: exclusive blocks are the volume's alone (deleting it frees them),\n"
 	  "shared ones are also used by another volume or at another offset.  origin\n"
 	  "is the name of the volume this one is a snapshot or clone of, or null\n"
 	  "(none, or deleted); readonly is true for a snapshot.  reserved is the\n"
 	  "bytes of its reserved ranges, owed what the pool holds for their copies\n"
-	  "on write where they are shared.  The text table\n"
-	  "shows the same, RO as ro/rw and ORIGIN as '-' for none.\n\n"
+	  "on write where they are shared; expendable is true for a snapshot the\n"
+	  "pool may delete to make room.  The text table shows the same, RO as\n"
+	  "ro/rw (ex: an expendable snapshot) and ORIGIN as '-' for none.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
 	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
@@ -2476,7 +2664,8 @@ static const struct cmd cmds[] = {
 	  "\"reserved\" for one in a reserved range.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
-	{ "snapshot", cmd_snapshot, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",
+	{ "snapshot", cmd_snapshot, O_NO_RESERVE | O_EXPENDABLE | O_CACHE, 3, 3,
+	  "POOL SOURCE NEW [--no-reserve] [--expendable]",
 	  "make NEW a read-only snapshot of volume SOURCE",
 	  "O(1): NEW shares SOURCE's blocks until SOURCE is written (copy on\n"
 	  "write).  SOURCE may itself be a snapshot or a clone.  Writes, discards\n"
@@ -2486,7 +2675,12 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "      --no-reserve        share reserved ranges without setting their\n"
 	  "                          copies aside: writes there may then fail for\n"
-	  "                          want of space\n" CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	  "                          want of space\n"
+	  "      --expendable        the pool may delete the snapshot, oldest such\n"
+	  "                          first, rather than refuse a write or a\n"
+	  "                          reservation for want of room (see 'set'); never\n"
+	  "                          while it is open or exported with clients\n"
+	  CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
 	{ "clone", cmd_clone, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",
 	  "make NEW a writable clone of volume SOURCE",
 	  "O(1): NEW shares SOURCE's blocks; either can be written afterwards\n"
@@ -2556,9 +2750,10 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "  -n, --no-modify         open read-only: finish nothing, write nothing\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
-	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED, 1, 1,
+	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED |
+	  O_ON_EVENT | O_AUTOEXTEND, 1, 1,
 	  "POOL [--socket PATH | --port N [--bind ADDR]] [--readonly] [--buffered]\n"
-	  "                  [--cache SIZE]",
+	  "                  [--on-event CMD] [--autoextend STEP] [--cache SIZE]",
 	  "serve every volume as an NBD export (nbdkit, in the foreground)",
 	  "Runs nbdkit with the vbas plugin (nbdkit-vbas-plugin.so, looked for beside\n"
 	  "this vbas binary, then in nbdkit's plugin directory; $VBAS_NBDKIT_PLUGIN\n"
@@ -2566,7 +2761,18 @@ static const struct cmd cmds[] = {
 	  "it; snapshots are read-only.  Once nbdkit listens, prints one NBD URI per\n"
 	  "volume (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME).  SIGINT\n"
 	  "(Ctrl-C) or SIGTERM stops nbdkit, which commits and closes the pool.\n"
-	  "While the pool is served, other vbas commands on it fail (it is locked).\n\n"
+	  "While the pool is served, other vbas commands on it go through the\n"
+	  "server (create, delete, resize, snapshot, clone, reserve, grow, set,\n"
+	  "info, list, check) or fail (it is locked).\n"
+	  "Events are printed on stdout as one JSON object per line, each with the\n"
+	  "keys event, time, pool, use and low_water (percent), size and available\n"
+	  "(bytes): low_water and low_water_clear (use crossed the pool's low-water\n"
+	  "mark up, or fell 1% below it; see 'set'), metadata_reserve and\n"
+	  "metadata_reserve_clear (the room for new data fell to the metadata\n"
+	  "reserve, or rose again), enospc (a write or reservation was refused;\n"
+	  "with needed and count, once until room comes back), expended (an\n"
+	  "expendable snapshot was deleted; with volume), grown, and\n"
+	  "autoextend_refused (with reason).\n\n"
 	  "Options:\n"
 	  "      --socket PATH       listen on a unix socket (a stale one is replaced)\n"
 	  "      --port N            listen on TCP port N (default: 10809)\n"
@@ -2577,6 +2783,13 @@ static const struct cmd cmds[] = {
 	  "                          background, instead of O_DIRECT (faster large\n"
 	  "                          writes at queue depth 1; NBD flush still commits\n"
 	  "                          and syncs; the host caches what the guest caches)\n"
+	  "      --on-event CMD      run CMD with /bin/sh -c for each event, one at a\n"
+	  "                          time, with $VBAS_EVENT (its name), $VBAS_EVENT_JSON\n"
+	  "                          (its line) and $VBAS_POOL\n"
+	  "      --autoextend STEP   grow a pool file by STEP when use reaches the\n"
+	  "                          low-water mark, and when a write finds the pool\n"
+	  "                          full (the write then goes on), while the file\n"
+	  "                          system holding it has STEP free\n"
 	  CACHE_HELP HELP_HELP },
 };
 
@@ -2636,6 +2849,11 @@ static const struct opt_info {
 	{ OPT_DRY_RUN, O_DRY_RUN, "--dry-run", 0 },
 	{ OPT_RESERVE, O_RESERVE, "--reserve", 0 },
 	{ OPT_NO_RESERVE, O_NO_RESERVE, "--no-reserve", 0 },
+	{ OPT_LOW_WATER, O_LOW_WATER, "--low-water", 0, offsetof(struct args, low_water) },
+	{ OPT_FLOOR, O_FLOOR, "--expendable-floor", 0, offsetof(struct args, floor) },
+	{ OPT_EXPENDABLE, O_EXPENDABLE, "--expendable", 0 },
+	{ OPT_ON_EVENT, O_ON_EVENT, "--on-event", 0, offsetof(struct args, on_event) },
+	{ OPT_AUTOEXTEND, O_AUTOEXTEND, "--autoextend", offsetof(struct args, autoextend) },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
@@ -2702,7 +2920,15 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 			*(const char **)(void *)((char *)a + opt_infos[i].sfield) = raw[i];
 		if (!raw[i] || !opt_infos[i].field)
 			continue;
-		if (parse_size(raw[i], (uint64_t *)((char *)a + opt_infos[i].field), why, sizeof(why)))
+		const char *val = raw[i];
+		if (opt_infos[i].code == 's' && val[0] == '+') {
+			if (strcmp(c->name, "grow"))
+				return usage_err(c->name, "--size", "a relative size ('%s') is for "
+						 "grow only", val);
+			a->size_plus = 1;
+			val++;
+		}
+		if (parse_size(val, (uint64_t *)((char *)a + opt_infos[i].field), why, sizeof(why)))
 			return usage_err(c->name, opt_infos[i].name, "%s", why);
 	}
 	a->npos = argc - optind;

@@ -877,12 +877,14 @@ check_ctl "list: an error from the server is said" 1 \
 	"^vbas: list: $L: something broke \(through the server\)" \
 	'5\tsomething broke' "$VBAS" list $L
 check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
+check_ctl "info through a control channel: the settings" 0 '^low water +80%$' \
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
 check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 1' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800' "$VBAS" info $L
 check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
 	"cut short or not one this vbas reads" \
-	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19\n' "$VBAS" info $L
+	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
 check_ctl "a channel that closes without an answer" 1 \
 	"^vbas: info: $L: the server's control channel gave no answer" '' "$VBAS" info $L
 printf 'hello, pool' >&3
@@ -955,7 +957,7 @@ expect_json "list: mapped == exclusive + shared, all exclusive before a snapshot
 	"$VBAS" list $H --json
 expect_ok "snapshot o as s1" "$VBAS" snapshot $H o s1
 expect_json "list --json: the keys, in order" \
-	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly", "reserved", "owed"]' \
+	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly", "reserved", "owed", "expendable"]' \
 	"$VBAS" list $H --json
 expect_json "after a snapshot: shared == mapped for both, nothing exclusive" \
 	"$USAGE_OK and [(v['name'], v['mapped'], v['shared'], v['exclusive']) for v in d] == [('o', 2**20, 2**20, 0), ('s1', 2**20, 2**20, 0)]" \
@@ -1259,5 +1261,79 @@ expect_ok "delete the snapshot" "$VBAS" delete --yes $R ts
 expect_json "the thick volume owes nothing once its snapshot is gone" \
 	"[v['owed'] for v in d if v['name'] == 'thick'] == [0]" "$VBAS" list $R --json
 expect_out "check: clean at the end" '^clean' "$VBAS" check $R
+
+# ---- Space settings, growth, expendable snapshots -------------------------------
+
+E=grow.img
+expect_ok "settings: format a 32M pool" "$VBAS" format $E --size 32M
+expect_json "info --json: no settings at first" 'd["low_water"] is None and d["expendable_floor"] is None' \
+	"$VBAS" info $E --json
+expect_out "info: the settings as text" '^low water +none$' "$VBAS" info $E
+expect_fail "set: nothing to set" 2 "^vbas: set: --low-water: give --low-water or --expendable-floor" \
+	"$VBAS" set $E
+for bad in 101% abc 12.34% -5 '' 1000 50%%; do
+	expect_fail "set: a bad percentage '$bad'" 2 "^vbas: set: --low-water: '$bad' is not a percentage" \
+		"$VBAS" set $E --low-water "$bad"
+done
+expect_fail "set: a bad floor" 2 "^vbas: set: --expendable-floor: 'x' is not a percentage" \
+	"$VBAS" set $E --expendable-floor x
+expect_json "... and nothing changed" 'd["low_water"] is None' "$VBAS" info $E --json
+expect_out "set --low-water 80%" '^grow.img: low water 80%, expendable floor none$' \
+	"$VBAS" set $E --low-water 80%
+expect_out "set --expendable-floor 12.5 keeps the low-water mark" \
+	'^grow.img: low water 80%, expendable floor 12.5%$' "$VBAS" set $E --expendable-floor 12.5
+expect_json "info --json: the settings, in percent" 'd["low_water"] == 80 and d["expendable_floor"] == 12.5' \
+	"$VBAS" info $E --json
+expect_ok "set --low-water off" "$VBAS" set $E --low-water off
+expect_json "... is none" 'd["low_water"] is None and d["expendable_floor"] == 12.5' "$VBAS" info $E --json
+expect_ok "set both off" "$VBAS" set $E --low-water 0 --expendable-floor none
+
+expect_ok "grow: create a volume" "$VBAS" create $E v --size 128M
+random_file g24m $((24 * MiB))
+expect_ok "grow: fill most of the pool" "$VBAS" write $E v g24m
+random_file g16m $((16 * MiB))
+expect_fail "grow: 16M more do not fit" 1 "pool is full|the pool is full" "$VBAS" write $E v --offset $((24 * MiB)) g16m
+expect_fail "grow: --size is required" 2 "^vbas: grow: --size: missing" "$VBAS" grow $E
+expect_fail "grow: smaller is refused" 1 "^vbas: grow: $E: .*a pool only grows" "$VBAS" grow $E --size 16M
+expect_fail "grow: +0 is refused" 2 "^vbas: grow: --size: \+0 adds nothing" "$VBAS" grow $E --size +0
+expect_fail "grow: a bad size" 2 "^vbas: grow: --size: invalid size" "$VBAS" grow $E --size +12Q
+expect_fail "a relative size is for grow only" 2 "^vbas: create: --size: a relative size \('\+1M'\) is for grow only" \
+	"$VBAS" create $E w --size +1M
+expect_true "... and the file kept its size" test "$(fsize $E)" -eq $((32 * MiB))
+expect_out "grow --size 48M" "^grow.img: 50331648 bytes \(48\.0 MiB\)" "$VBAS" grow $E --size 48M
+expect_true "the file is 48M" test "$(fsize $E)" -eq $((48 * MiB))
+expect_out "grow --size +16M" "^grow.img: 67108864 bytes" "$VBAS" grow $E --size +16M
+expect_json "info: 64M" 'd["size"] == 64*2**20 and d["available"] > 30*2**20' "$VBAS" info $E --json
+expect_ok "the write that did not fit now does" "$VBAS" write $E v --offset $((24 * MiB)) g16m
+expect_true "... and both read back" sh -c "cat g24m g16m >g40m"
+expect_true "... byte for byte" same_as g40m $E v 0 $((40 * MiB))
+expect_out "check: the grown pool is clean" '^clean' "$VBAS" check $E
+
+expect_fail "clone --expendable: not an option" 2 "^vbas: clone: --expendable: not an option of 'clone'" \
+	"$VBAS" clone $E v c --expendable
+# v holds 40M (A); x1 is a snapshot of it; v's first 16M are rewritten
+# (B); x2 is a snapshot of that; then v's last 24M are rewritten, which
+# does not fit: x1 (the oldest) is deleted, which frees A's first 16M, and
+# that is enough: x2 stays.
+expect_ok "expendable: grow to 72M" "$VBAS" grow $E --size 72M
+expect_ok "snapshot --expendable" "$VBAS" snapshot $E v x1 --expendable
+random_file g16b $((16 * MiB))
+expect_ok "rewrite v's first 16M" "$VBAS" write $E v g16b
+expect_ok "a second expendable snapshot" "$VBAS" snapshot $E v x2 --expendable
+expect_ok "and a plain one of another volume" sh -c "'$VBAS' create $E w --size 1M && '$VBAS' snapshot $E w keep"
+expect_json "list --json: expendable" \
+	"[(v['name'], v['readonly'], v['expendable']) for v in d] == [('v', False, False), ('x1', True, True), ('x2', True, True), ('w', False, False), ('keep', True, False)]" \
+	"$VBAS" list $E --json
+expect_out "list: RO shows ex for an expendable snapshot" '^x1 .* ex +v$' "$VBAS" list $E
+random_file g24b $((24 * MiB))
+expect_ok "rewriting v's last 24M deletes the oldest expendable snapshot to make room" \
+	"$VBAS" write $E v --offset $((16 * MiB)) g24b
+expect_json "x1 is gone; x2 and keep are not" \
+	"[v['name'] for v in d] == ['v', 'x2', 'w', 'keep']" "$VBAS" list $E --json
+expect_true "v reads its new data" sh -c "cat g16b g24b >g40b"
+expect_true "... byte for byte" same_as g40b $E v 0 $((40 * MiB))
+expect_true "x2 reads what v held when it was taken" sh -c "cat g16b >x2exp && tail -c $((24 * MiB)) g40m >>x2exp"
+expect_true "... byte for byte" same_as x2exp $E x2 0 $((40 * MiB))
+expect_out "check: clean" '^clean' "$VBAS" check $E
 
 tap_end
