@@ -186,6 +186,11 @@ int main(int argc, char **argv)
 	OK(vbas_vol_close(c));
 	OK(vbas_vol_delete(p, "a-snap"));
 	STEP();
+	/* Space settings in the superblock, an expendable snapshot. */
+	struct vbas_pool_settings st = { .low_water = 800, .expendable_floor = 50 };
+	OK(vbas_pool_set(p, &st));
+	OK(vbas_vol_snapshot(p, "b", "b-exp", VBAS_SNAP_EXPENDABLE));
+	STEP();
 	/* A reserved range: mapping records flagged, the volume's count. */
 	OK(vbas_vol_reserve(b, 4 * FZ_BS, 12 * FZ_BS));
 	STEP();
@@ -235,7 +240,10 @@ int main(int argc, char **argv)
 	static const char *const reqs[][4] = { { "ping" }, { "info" }, { "list" },
 		{ "snapshot", "a", "s" }, { "clone", "a", "c" }, { "create", "v", "1048576" },
 		{ "resize", "v", "4096" }, { "delete", "v" }, { "snapshot", "a", "s", "noreserve" },
-		{ "reserve", "v", "0", "4096" }, { "unreserve", "v", "4096", "0" } };
+		{ "reserve", "v", "0", "4096" }, { "unreserve", "v", "4096", "0" },
+		{ "snapshot", "a", "s", "noreserve,expendable" }, { "grow", "+1048576" },
+		{ "grow", "4194304" }, { "set", "low_water", "800" },
+		{ "set", "expendable_floor", "25" } };
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
 		char buf[256] = { 0 };
 		size_t n = 1;
@@ -250,6 +258,8 @@ int main(int argc, char **argv)
 	size_t on;
 	FILE *f = open_memstream(&out, &on);
 	struct vbas_pool_info pi = { 1 << 20, 4096, 254, 8192, 20480, 1000000, 0, 65536, 3, 4096, 0, 7, 16 };
+	pi.low_water = 800;
+	pi.expendable_floor = 25;
 	fputc(2, f);
 	ctl_put_info(f, &pi);
 	fclose(f);
@@ -261,7 +271,7 @@ int main(int argc, char **argv)
 	struct vbas_vol_usage u = { 8192, 4096, 4096 };
 	vol_list_add(&l, &vi, &u);
 	strcpy(vi.name, "snap\xff");
-	vi.id = 2, vi.flags = VBAS_VOL_READONLY, vi.origin = 1;
+	vi.id = 2, vi.flags = VBAS_VOL_READONLY | VBAS_VOL_EXPENDABLE, vi.origin = 1;
 	vol_list_add(&l, &vi, &u);
 	f = open_memstream(&out, &on);
 	fputc(3, f);

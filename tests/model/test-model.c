@@ -26,8 +26,10 @@ struct mvol {
 	int live;
 	int zombie;            /* deleted, but its delete stopped part way
 	                          (ENOSPC): the engine still holds its blocks */
-	uint64_t id;           /* the engine's id (for a zombie) */
+	uint64_t id;           /* the engine's id (for a zombie, and an
+	                          expendable snapshot) */
 	int readonly;
+	int expendable;        /* the pool may delete it to make room */
 	char name[32];
 	uint64_t size;
 	uint8_t *data;
@@ -55,6 +57,7 @@ struct run {
 	uint64_t resv_writes, resv_refused;
 	uint64_t reserves, reserves_refused, resv_range_writes;
 	int reserving;            /* op_reserve in the mix */
+	uint64_t expended;        /* expendable snapshots the pool deleted */
 };
 
 static void mvol_resize(struct mvol *mv, uint64_t size, uint32_t bs)
@@ -767,7 +770,7 @@ static void mvol_free(struct mvol *mv)
 	mv->pid = NULL;
 	mv->rsv = NULL;
 	mv->size = 0;
-	mv->live = mv->zombie = 0;
+	mv->live = mv->zombie = mv->expendable = 0;
 }
 
 /* A delete that stopped part way has released its tree below its cursor
@@ -789,6 +792,40 @@ static void reap_zombies(struct run *R)
 		for (uint64_t b = 0; b < cur && b < nb; b++)
 			mv->pid[b] = 0;
 	}
+	vbas_err_clear();
+}
+
+/* Expendable snapshots the pool deleted to make room: gone from the
+ * engine, they go from the model.  Always the oldest first: none that
+ * remains is older than one that went.  Every other volume is still
+ * there. */
+static void reap_expended(struct run *R, uint64_t n)
+{
+	uint64_t gone_max = 0, kept_min = UINT64_MAX;
+	for (int i = 0; i < MAXVOL; i++) {
+		struct mvol *mv = &R->m.v[i];
+		struct vbas_vol_info vi;
+		if (!mv->live)
+			continue;
+		int e = vbas_vol_stat(R->p, mv->name, &vi);
+		if (e == -ENOENT && mv->expendable) {
+			if (trace())
+				fprintf(stderr, "#   expended %s\n", mv->name);
+			gone_max = mv->id > gone_max ? mv->id : gone_max;
+			mvol_free(mv);
+			R->expended++;
+			continue;
+		}
+		if (e)
+			fail_msg("op %llu: volume %s: %d: %s", (unsigned long long)n, mv->name, e,
+				 vbas_errmsg());
+		if (mv->expendable && mv->id < kept_min)
+			kept_min = mv->id;
+	}
+	if (gone_max && kept_min < gone_max)
+		fail_msg("op %llu: expendable snapshot %llu was deleted before the older %llu",
+			 (unsigned long long)n, (unsigned long long)gone_max,
+			 (unsigned long long)kept_min);
 	vbas_err_clear();
 }
 
@@ -848,7 +885,9 @@ static void op_snapshot(struct run *R, int i, int writable)
 	snprintf(mv->name, sizeof(mv->name), "%s-%d", writable ? "clone" : "snap", R->m.serial++);
 	if (trace())
 		fprintf(stderr, "#  %s %s -> %s\n", writable ? "clone" : "snapshot", src->name, mv->name);
-	int e = vbas_vol_snapshot(R->p, src->name, mv->name, writable ? VBAS_SNAP_WRITABLE : 0);
+	int exp = !writable && rng_below(&R->r, 2);
+	int e = vbas_vol_snapshot(R->p, src->name, mv->name,
+				  writable ? VBAS_SNAP_WRITABLE : exp ? VBAS_SNAP_EXPENDABLE : 0);
 	if (e == -ENOSPC)
 		return;
 	assert_ok(e);
@@ -859,8 +898,11 @@ static void op_snapshot(struct run *R, int i, int writable)
 	struct vbas_vol_info sinfo;
 	assert_ok(vbas_vol_stat(R->p, src->name, &sinfo));
 	assert_int_equal(info.origin, sinfo.id);
+	assert_int_equal(info.flags, writable ? 0 : VBAS_VOL_READONLY | (exp ? VBAS_VOL_EXPENDABLE : 0));
 	mv->live = 1;
 	mv->readonly = !writable;
+	mv->expendable = exp;
+	mv->id = info.id;
 	mv->size = 0;
 	mvol_resize(mv, src->size, R->m.bs);
 	memcpy(mv->data, src->data, src->size);
@@ -1106,6 +1148,12 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 	R.cache = cache;
 	R.dev = mem_pool(pool_size, bs, fanout);
 	R.p = open_mem(R.dev, cache);
+	/* Half the runs keep a tenth of the pool free by deleting expendable
+	 * snapshots; the others delete them only when a change would fail. */
+	if (seed & 1) {
+		struct vbas_pool_settings st = { .expendable_floor = 100 };
+		assert_ok(vbas_pool_set(R.p, &st));
+	}
 	for (int k = 0; k < 3; k++)
 		op_create(&R);
 	for (uint64_t n = 0; n < nops; n++) {
@@ -1157,6 +1205,7 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 		else
 			assert_check_clean(R.p);
 		reap_zombies(&R);
+		reap_expended(&R, n);
 		/* Reserved bytes per volume, after every operation (cheap). */
 		for (int k = 0; k < MAXVOL; k++) {
 			struct vbas_vol_info vi;
@@ -1197,10 +1246,11 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 	assert_check_clean(R.p);
 	fprintf(stderr, "# %llu operations, %llu ENOSPC; %llu writes inside reservations, %llu "
 		"reservations refused; %llu reserved ranges taken or ended (%llu refused), %llu "
-		"writes into them\n", (unsigned long long)R.ops, (unsigned long long)R.enospc,
+		"writes into them; %llu expendable snapshots deleted\n", (unsigned long long)R.ops,
+		(unsigned long long)R.enospc,
 		(unsigned long long)R.resv_writes, (unsigned long long)R.resv_refused,
 		(unsigned long long)R.reserves, (unsigned long long)R.reserves_refused,
-		(unsigned long long)R.resv_range_writes);
+		(unsigned long long)R.resv_range_writes, (unsigned long long)R.expended);
 	assert_ok(vbas_close(R.p));
 	dev_destroy(R.dev);
 	for (int i = 0; i < MAXVOL; i++)

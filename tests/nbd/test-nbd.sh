@@ -230,6 +230,16 @@ expect_fail "serve: no plugin where VBAS_NBDKIT_PLUGIN says" 1 '^vbas: serve: nb
 	env VBAS_NBDKIT_PLUGIN="$T/none.so" "$VBAS" serve p0.img --socket s.sock
 expect_fail "serve: no nbdkit" 1 '^vbas: serve: nbdkit: not found' \
 	env VBAS_NBDKIT="$T/none" "$VBAS" serve p0.img --socket s.sock
+expect_fail "serve: --autoextend 0" 2 '^vbas: serve: --autoextend: the step must be more than 0' \
+	"$VBAS" serve p0.img --socket s.sock --autoextend 0
+expect_fail "serve: --autoextend with a bad size" 2 '^vbas: serve: --autoextend: invalid size' \
+	"$VBAS" serve p0.img --socket s.sock --autoextend 12Q
+expect_fail "serve: an empty --on-event" 2 '^vbas: serve: --on-event: empty command' \
+	"$VBAS" serve p0.img --socket s.sock --on-event ''
+expect_fail "serve: --on-event with --readonly" 2 '^vbas: serve: --on-event: not with --readonly' \
+	"$VBAS" serve p0.img --socket s.sock --readonly --on-event true
+expect_fail "serve: --autoextend with --readonly" 2 '^vbas: serve: --autoextend: not with --readonly' \
+	"$VBAS" serve p0.img --socket s.sock --readonly --autoextend 1G
 expect_true "bad arguments leave no socket behind" test ! -e s.sock
 
 if [ "$ARGS_ONLY" -eq 1 ]; then
@@ -246,7 +256,7 @@ expect_fail "plugin: direct= takes a boolean" 1 'could not decipher boolean \(ma
 expect_fail "plugin: readonly= takes a boolean" 1 'could not decipher boolean \(perhaps\)' \
 	nbdkit "$PLUGIN" pool=p0.img readonly=perhaps --run true
 expect_fail "plugin: an unknown parameter is named, with the ones it takes" 1 \
-	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL\)" \
+	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE\)" \
 	nbdkit "$PLUGIN" pool=p0.img frob=1 --run true
 expect_fail "plugin: pool= is required" 1 'pool=FILE is required' nbdkit "$PLUGIN" direct=false --run true
 expect_ok "plugin: direct=false serves" nbdkit "$PLUGIN" pool=p0.img direct=false --run 'nbdinfo --size "$uri"'
@@ -969,6 +979,117 @@ expect_true "... which it says on stderr" grep -q \
 expect_out "check -n of a --readonly server" '^clean: .*; read-only$' "$VBAS" check -n "$PP"
 expect_ok "... and the server still serves" nbdinfo "$(uri v)"
 stop_server TERM
+
+# ---- Events, growth and autoextend ----------------------------------------------------------
+
+# ev_count TAG EVENT: event lines of that name in server TAG's output.
+ev_count() { grep -c "^{\"event\":\"$2\"," "$T/$1.out"; }
+# ev_wait TAG EVENT N: until there are at least N (5 s at most), then a
+# little longer, so that a count taken after it would see one too many.
+ev_wait() {
+	local i
+	for i in $(seq 100); do
+		[ "$(ev_count "$1" "$2")" -ge "$3" ] && break
+		sleep 0.05
+	done
+	sleep 0.3
+}
+# w_mib NAME OFF_MIB LEN_MIB BYTE: write and flush through NBD.
+w_mib() { nbdsh -u "$(uri "$1")" -c "h.pwrite(bytes([$4]) * ($3 << 20), $2 << 20)" -c "h.flush()"; }
+
+PE=$T/events.img
+"$VBAS" format "$PE" --size 64M >/dev/null && "$VBAS" create "$PE" v --size 256M >/dev/null &&
+	"$VBAS" set "$PE" --low-water 50% >/dev/null || echo "# setting up the events pool failed"
+expect_true "events: serve with --on-event" \
+	start_server "$PE" events --on-event "echo \"\$VBAS_EVENT \$VBAS_POOL\" >>'$T/on-event.log'"
+expect_ok "events: 24 MiB written, below the mark" w_mib v 0 24 1
+ev_wait events low_water 1
+expect_true "... no event" test "$(grep -c '^{' "$T/events.out")" -eq 0
+expect_ok "events: 16 MiB more cross 50%" w_mib v 24 16 2
+ev_wait events low_water 1
+expect_true "... one low_water event" test "$(ev_count events low_water)" -eq 1
+expect_ok "events: 4 MiB more, above the mark" w_mib v 40 4 3
+ev_wait events low_water 2
+expect_true "... no second one" test "$(ev_count events low_water)" -eq 1
+expect_ok "events: trim 36 MiB" nbdsh -u "$(uri v)" -c "h.trim(36 << 20, 0)" -c "h.flush()"
+ev_wait events low_water_clear 1
+expect_true "... one low_water_clear" test "$(ev_count events low_water_clear)" -eq 1
+expect_ok "events: 40 MiB again" w_mib v 0 40 4
+ev_wait events low_water 2
+expect_true "... a second low_water, and still one clear" \
+	test "$(ev_count events low_water)" -eq 2 -a "$(ev_count events low_water_clear)" -eq 1
+expect_true "every event line is JSON with its keys" $PY -c '
+import json, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("{")]
+ok = len(lines) == 3
+for l in lines:
+    d = json.loads(l)
+    ok = ok and list(d)[:7] == ["event", "time", "pool", "use", "low_water", "size", "available"]
+    ok = ok and d["pool"] == sys.argv[2] and d["low_water"] == 50 and d["size"] == 64 << 20
+ok = ok and [json.loads(l)["event"] for l in lines] == ["low_water", "low_water_clear", "low_water"]
+ok = ok and json.loads(lines[0])["use"] >= 50 and json.loads(lines[1])["use"] < 49
+sys.exit(0 if ok else 1)' "$T/events.out" "$PE"
+expect_true "--on-event ran once per event, in order, with the pool" test "$(cat "$T/on-event.log")" = \
+	"$(printf 'low_water %s\nlow_water_clear %s\nlow_water %s' "$PE" "$PE" "$PE")"
+expect_out "grow through the server" "grown \(through the server\)" "$VBAS" grow "$PE" --size +64M
+ev_wait events grown 1
+expect_true "... a grown event, and the mark clears" \
+	test "$(ev_count events grown)" -eq 1 -a "$(ev_count events low_water_clear)" -eq 2
+expect_json "... info through the server: 128 MiB" 'd["size"] == 128 << 20' "$VBAS" info "$PE" --json
+expect_ok "the export takes 40 MiB more" w_mib v 40 40 5
+expect_ok "set through the server" "$VBAS" set "$PE" --low-water 90% --expendable-floor 5%
+expect_json "... info says so" 'd["low_water"] == 90 and d["expendable_floor"] == 5' "$VBAS" info "$PE" --json
+expect_ok "snapshot --expendable through the server" "$VBAS" snapshot "$PE" v xs --expendable
+expect_json "... list says so" '[(v["name"], v["expendable"]) for v in d] == [("v", False), ("xs", True)]' \
+	"$VBAS" list "$PE" --json
+expect_fail "grow through the server: smaller is refused" 1 "a pool only grows.*through the server" \
+	"$VBAS" grow "$PE" --size 64M
+expect_ok "... and the data is all there" nbdsh -u "$(uri v)" \
+	-c "assert h.pread(40 << 20, 0) == b'\x04' * (40 << 20)" -c "assert h.pread(40 << 20, 40 << 20) == b'\x05' * (40 << 20)"
+stop_server TERM
+expect_true "events: the server stopped cleanly" test "$SRV_RC" -eq 0
+expect_out "events: check is clean" '^clean' "$VBAS" check "$PE"
+
+# Autoextend: a 32 MiB pool takes 80 MiB, growing by 16 MiB steps at its
+# low-water mark and when a write finds it full.
+PA=$T/auto.img
+"$VBAS" format "$PA" --size 32M >/dev/null && "$VBAS" create "$PA" v --size 256M >/dev/null &&
+	"$VBAS" set "$PA" --low-water 75% >/dev/null || echo "# setting up the autoextend pool failed"
+head -c $((80 * MiB)) /dev/urandom >a80.raw
+expect_true "autoextend: serve --autoextend 16M" start_server "$PA" auto --autoextend 16M
+expect_ok "autoextend: 80 MiB through nbdcopy into a 32 MiB pool" nbdcopy a80.raw "$(uri v)"
+expect_ok "... read back byte for byte" sh -c "nbdcopy '$(uri v)' - | head -c $((80 * MiB)) | cmp - a80.raw"
+ev_wait auto grown 3
+expect_true "... the pool grew in 16 MiB steps" \
+	sh -c "test \$(( $(stat -c %s "$PA") % (16 << 20) )) -eq 0 -a $(stat -c %s "$PA") -ge $((96 * MiB))"
+expect_true "... with grown events" test "$(ev_count auto grown)" -ge 3
+stop_server TERM
+expect_out "autoextend: check is clean" '^clean' "$VBAS" check "$PA"
+
+# Autoextend refused: the file system holding the pool lacks the step.
+autoextend_refused_test() {
+	local small=$T/small
+	mkdir -p "$small"
+	mount -t tmpfs -o size=48M tmpfs "$small" || return 1
+	MOUNTS+=("$small")
+	"$VBAS" format "$small/p.img" --size 32M >/dev/null && "$VBAS" create "$small/p.img" v --size 256M >/dev/null ||
+		return 1
+	expect_true "autoextend refused: serve --autoextend 64M from a 48 MiB tmpfs" \
+		start_server "$small/p.img" refused --autoextend 64M
+	expect_fail "... 40 MiB do not fit: ENOSPC reaches the client" 1 "ENOSPC|No space" \
+		nbdsh -u "$(uri v)" -c "h.pwrite(b'\x07' * (40 << 20), 0)"
+	ev_wait refused autoextend_refused 1
+	expect_true "... an autoextend_refused event says why" \
+		grep -q '"event":"autoextend_refused".*"reason":"the file system holding the pool has [0-9]* bytes free, less than the step of 67108864"' \
+		"$T/refused.out"
+	expect_true "... and an enospc event" test "$(ev_count refused enospc)" -ge 1
+	expect_true "... the pool file kept its size" test "$(stat -c %s "$small/p.img")" -eq $((32 * MiB))
+	expect_ok "... and takes writes that fit" w_mib v 0 8 9
+	stop_server TERM
+	expect_out "autoextend refused: check is clean" '^clean' "$VBAS" check "$small/p.img"
+	umount "$small"
+}
+autoextend_refused_test || fail "autoextend refused: set-up" "tmpfs or pool set-up failed"
 
 # ---- Corrupt metadata reaches the client as EIO --------------------------------------------
 
