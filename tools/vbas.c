@@ -1849,11 +1849,42 @@ static int cmd_clone(const struct args *a)
 	return snapshot_common(a, VBAS_SNAP_WRITABLE);
 }
 
+/* The pool's figures after a change made through the server; 0 or an
+ * exit status. */
+static int server_info(const struct args *a, struct vbas_pool_info *i)
+{
+	const char *req[1] = { "info" };
+	char *msg;
+	int e = ctl_request(a->pos[0], req, 1, &msg);
+	int bad = e != 0 || !msg || ctl_get_info(msg, i);
+	free(msg);
+	return bad ? fail(a->cmd, a->pos[0], "%s", ctl_unreadable) : 0;
+}
+
+/* What grow and set print: the pool's size and settings. */
+static void print_settings(const struct args *a, const struct vbas_pool_info *i)
+{
+	char h[32], h2[32], v1[16], v2[16];
+	if (a->seen & O_JSON) {
+		json_started = 1;
+		printf("{\"size\":%" PRIu64 ",\"available\":%" PRIu64 ",\"low_water\":%s,"
+		       "\"expendable_floor\":%s}\n", i->size, i->available,
+		       permille_json(i->low_water, v1, sizeof(v1)),
+		       permille_json(i->expendable_floor, v2, sizeof(v2)));
+		return;
+	}
+	printf("%s: %" PRIu64 " bytes (%s), %s available; low water %s, expendable floor %s\n",
+	       a->pos[0], i->size, human(i->size, h, sizeof(h)),
+	       human(i->available, h2, sizeof(h2)),
+	       permille_text(i->low_water, v1, sizeof(v1)),
+	       permille_text(i->expendable_floor, v2, sizeof(v2)));
+}
+
 static int cmd_grow(const struct args *a)
 {
 	struct vbas_pool_info i;
 	struct vbas_pool *pool;
-	char size[32], h[32];
+	char size[32];
 	int r, rc;
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the new size, or +SIZE to add)");
@@ -1862,14 +1893,15 @@ static int cmd_grow(const struct args *a)
 	snprintf(size, sizeof(size), "%s%" PRIu64, a->size_plus ? "+" : "", a->size);
 	const char *req[2] = { "grow", size };
 	if (open_or_ask_server(a, 0, req, 2, &pool, &rc, NULL)) {
-		if (!rc)
-			printf("%s: grown (through the server)\n", a->pos[0]);
+		if (!rc && !(rc = server_info(a, &i)))
+			print_settings(a, &i);
 		return rc;
 	}
 	r = vbas_pool_info(pool, &i);
 	uint64_t want = a->size_plus ? i.size + a->size : a->size;
 	if (!r && a->size_plus && want < i.size)
-		r = -EFBIG;
+		return close_pool(a, pool, fail(a->cmd, a->pos[0], "%" PRIu64 " bytes more is "
+						"past what a pool can hold", a->size));
 	if (!r)
 		r = vbas_pool_grow(pool, want);
 	if (!r)
@@ -1877,8 +1909,7 @@ static int cmd_grow(const struct args *a)
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	else
-		printf("%s: %" PRIu64 " bytes (%s), %" PRIu64 " available\n", a->pos[0], i.size,
-		       human(i.size, h, sizeof(h)), i.available);
+		print_settings(a, &i);
 	return close_pool(a, pool, rc);
 }
 
@@ -1903,11 +1934,12 @@ static int cmd_set(const struct args *a)
 	const char *req1[3] = { "set", "low_water", v1 };
 	const char *req2[3] = { "set", "expendable_floor", v2 };
 	const char *const *first = (a->seen & O_LOW_WATER) ? req1 : req2;
+	struct vbas_pool_info i;
 	if (open_or_ask_server(a, 0, first, 3, &pool, &rc, NULL)) {
 		if (!rc && first == req1 && (a->seen & O_FLOOR))
 			rc = ask_server(a, req2, 3);
-		if (!rc)
-			printf("%s: settings changed (through the server)\n", a->pos[0]);
+		if (!rc && !(rc = server_info(a, &i)))
+			print_settings(a, &i);
 		return rc;
 	}
 	r = vbas_pool_get(pool, &s);
@@ -1917,12 +1949,12 @@ static int cmd_set(const struct args *a)
 		s.expendable_floor = fl;
 	if (!r)
 		r = vbas_pool_set(pool, &s);
+	if (!r)
+		r = vbas_pool_info(pool, &i);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	else
-		printf("%s: low water %s, expendable floor %s\n", a->pos[0],
-		       permille_text(s.low_water, v1, sizeof(v1)),
-		       permille_text(s.expendable_floor, v2, sizeof(v2)));
+		print_settings(a, &i);
 	return close_pool(a, pool, rc);
 }
 
@@ -2530,19 +2562,22 @@ static const struct cmd cmds[] = {
 	  "expendable_floor (percent, or null for none; see 'set').\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
-	{ "grow", cmd_grow, O_SIZE | O_CACHE, 1, 1, "POOL --size [+]SIZE",
+	{ "grow", cmd_grow, O_SIZE | O_JSON | O_CACHE, 1, 1, "POOL --size [+]SIZE [--json]",
 	  "grow the pool (a file, or a block device grown first)",
 	  "A pool in a regular file is extended to SIZE (sparse: the file system\n"
 	  "gives blocks as they are written); a pool on a block device takes SIZE\n"
 	  "once the device holds it (after lvextend, say).  +SIZE adds to the\n"
 	  "pool's size.  Committed before it returns: a crash leaves the old pool\n"
 	  "or the grown one.  Works on a served pool, through the server: its\n"
-	  "volumes stay exported and writes go on.  A pool never shrinks.\n\n"
+	  "volumes stay exported and writes go on.  A pool never shrinks.  Prints\n"
+	  "the new size and what is available; the JSON object has the keys size,\n"
+	  "available, low_water and expendable_floor (as info's).\n\n"
 	  "Options:\n"
-	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n" CACHE_HELP HELP_HELP,
+	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL" },
-	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_CACHE, 1, 1,
-	  "POOL [--low-water PCT] [--expendable-floor PCT]",
+	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_JSON | O_CACHE, 1, 1,
+	  "POOL [--low-water PCT] [--expendable-floor PCT] [--json]",
 	  "change the pool's space settings (stored in the pool)",
 	  "PCT is a percentage of the pool: 80%, 12.5% (one decimal at most), or\n"
 	  "off.  The low-water mark is the use at which vbas serve reports an\n"
@@ -2552,9 +2587,11 @@ static const struct cmd cmds[] = {
 	  "The expendable floor is the free room kept by deleting snapshots made\n"
 	  "with 'snapshot --expendable', oldest first; with none set, they are\n"
 	  "deleted only when a write or a reservation would fail for want of room.\n"
-	  "Works on a served pool, through the server.\n\n"
+	  "Works on a served pool, through the server.  Prints the settings as\n"
+	  "grow does (--json: the same object).\n\n"
 	  "Options:\n"
 	  "      --low-water PCT     the low-water mark (off: none)\n"
+	  "      --json              print a JSON object\n"
 	  "      --expendable-floor PCT\n"
 	  "                          free room to keep by deleting expendable snapshots\n"
 	  CACHE_HELP HELP_HELP, "POOL" },

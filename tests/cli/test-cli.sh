@@ -833,6 +833,9 @@ fake_ctl() {   # fake_ctl REPLY CMD...: one connection answered with REPLY
 	sock=$(python3 -c 'import os, sys; st = os.stat(sys.argv[1])
 print("%s/vbas-%x-%x.ctl" % (sys.argv[2], st.st_dev, st.st_ino))' $L "$T/ctl")
 	rm -f "$sock"
+	# The last call's "ready" must not count for this one: the shell
+	# truncates the file only once the background job has started.
+	rm -f ctl.ready
 	python3 -c 'import socket, sys
 s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
 print("ready", flush=True)
@@ -1278,10 +1281,11 @@ done
 expect_fail "set: a bad floor" 2 "^vbas: set: --expendable-floor: 'x' is not a percentage" \
 	"$VBAS" set $E --expendable-floor x
 expect_json "... and nothing changed" 'd["low_water"] is None' "$VBAS" info $E --json
-expect_out "set --low-water 80%" '^grow.img: low water 80%, expendable floor none$' \
+expect_out "set --low-water 80%" '^grow.img: 33554432 bytes \(32\.0 MiB\), .* available; low water 80%, expendable floor none$' \
 	"$VBAS" set $E --low-water 80%
-expect_out "set --expendable-floor 12.5 keeps the low-water mark" \
-	'^grow.img: low water 80%, expendable floor 12.5%$' "$VBAS" set $E --expendable-floor 12.5
+expect_json "set --expendable-floor 12.5 --json keeps the low-water mark" \
+	'd == {"size": 32*2**20, "available": d["available"], "low_water": 80, "expendable_floor": 12.5}' \
+	"$VBAS" set $E --expendable-floor 12.5 --json
 expect_json "info --json: the settings, in percent" 'd["low_water"] == 80 and d["expendable_floor"] == 12.5' \
 	"$VBAS" info $E --json
 expect_ok "set --low-water off" "$VBAS" set $E --low-water off
@@ -1302,7 +1306,8 @@ expect_fail "a relative size is for grow only" 2 "^vbas: create: --size: a relat
 expect_true "... and the file kept its size" test "$(fsize $E)" -eq $((32 * MiB))
 expect_out "grow --size 48M" "^grow.img: 50331648 bytes \(48\.0 MiB\)" "$VBAS" grow $E --size 48M
 expect_true "the file is 48M" test "$(fsize $E)" -eq $((48 * MiB))
-expect_out "grow --size +16M" "^grow.img: 67108864 bytes" "$VBAS" grow $E --size +16M
+expect_json "grow --size +16M --json" 'd["size"] == 64*2**20 and d["available"] > 30*2**20' \
+	"$VBAS" grow $E --size +16M --json
 expect_json "info: 64M" 'd["size"] == 64*2**20 and d["available"] > 30*2**20' "$VBAS" info $E --json
 expect_ok "the write that did not fit now does" "$VBAS" write $E v --offset $((24 * MiB)) g16m
 expect_true "... and both read back" sh -c "cat g24m g16m >g40m"

@@ -141,6 +141,9 @@ start_server() {
 	shift 2
 	SOCK=$T/$tag.sock
 	SRV_TAG=$tag
+	# Emptied here, not by the background job's redirection, which may
+	# come after the first look below (a tag used before).
+	: >"$T/$tag.out"
 	"$VBAS" serve "$pool" --socket "$SOCK" "$@" >"$T/$tag.out" 2>"$T/$tag.err" &
 	SRV_PID=$!
 	PIDS+=("$SRV_PID")
@@ -1031,13 +1034,15 @@ ok = ok and json.loads(lines[0])["use"] >= 50 and json.loads(lines[1])["use"] < 
 sys.exit(0 if ok else 1)' "$T/events.out" "$PE"
 expect_true "--on-event ran once per event, in order, with the pool" test "$(cat "$T/on-event.log")" = \
 	"$(printf 'low_water %s\nlow_water_clear %s\nlow_water %s' "$PE" "$PE" "$PE")"
-expect_out "grow through the server" "grown \(through the server\)" "$VBAS" grow "$PE" --size +64M
+expect_json "grow through the server" 'd["size"] == 128 << 20 and d["low_water"] == 50' \
+	"$VBAS" grow "$PE" --size +64M --json
 ev_wait events grown 1
 expect_true "... a grown event, and the mark clears" \
 	test "$(ev_count events grown)" -eq 1 -a "$(ev_count events low_water_clear)" -eq 2
 expect_json "... info through the server: 128 MiB" 'd["size"] == 128 << 20' "$VBAS" info "$PE" --json
 expect_ok "the export takes 40 MiB more" w_mib v 40 40 5
-expect_ok "set through the server" "$VBAS" set "$PE" --low-water 90% --expendable-floor 5%
+expect_out "set through the server" "^$PE: 134217728 bytes .*; low water 90%, expendable floor 5%\$" \
+	"$VBAS" set "$PE" --low-water 90% --expendable-floor 5%
 expect_json "... info says so" 'd["low_water"] == 90 and d["expendable_floor"] == 5' "$VBAS" info "$PE" --json
 expect_ok "snapshot --expendable through the server" "$VBAS" snapshot "$PE" v xs --expendable
 expect_json "... list says so" '[(v["name"], v["expendable"]) for v in d] == [("v", False), ("xs", True)]' \

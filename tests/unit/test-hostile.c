@@ -361,7 +361,7 @@ enum {
 	INT_KEY_UP, INT_KEY_ORDER, INT_CHILD_SIBLING, INT_CHILD_SB, INT_CHILD_PAST,
 	INT_CHILD_TXID, INT_NRECS0, LEAF_PAST_SIZE, REFC_LEN0, REFC_PAST, REFC_OVERLAP, VOL_NAMELEN_FFFF,
 	VOL_NAMELEN_300, VOL_NAMELEN_0, VOL_ROOT_PAST, VOL_ROOT_TXID, LEAF_FLAGS, VOL_RESV_PAST,
-	VOL_OWED_PAST,
+	VOL_OWED_PAST, VOL_EXPENDABLE_RW,
 };
 
 static const struct mcase cases[] = {
@@ -407,6 +407,10 @@ static const struct mcase cases[] = {
 	{ "mapping leaf: unknown extent flags", T_MAP, 0, 1, LEAF_FLAGS },
 	{ "volume table: more reserved blocks than mapped", T_VOLTAB, 0, 1, VOL_RESV_PAST },
 	{ "volume table: more blocks owed than reserved", T_VOLTAB, 0, 1, VOL_OWED_PAST },
+	/* A writable volume marked expendable: the pool would delete data
+	 * nobody agreed to lose. */
+	{ "volume table: an expendable volume that is not a snapshot", T_VOLTAB, 0, 1,
+	  VOL_EXPENDABLE_RW },
 };
 
 static uint64_t ld(const uint8_t *x) { return ld_le64(x); }
@@ -579,6 +583,13 @@ static int mutate(uint8_t *img, uint64_t blk, const struct mcase *c)
 			st_le64(v + offsetof(struct vbas_vol_rec, owed), ~0ull);
 		}
 		break;
+	case VOL_EXPENDABLE_RW:
+		for (unsigned i = 0; i < nr; i++) {
+			uint8_t *f = VOLREC(n, i) + 8 + offsetof(struct vbas_vol_rec, flags);
+			if (!(ld_le32(f) & VBAS_VOLF_READONLY))
+				st_le32(f, ld_le32(f) | VBAS_VOLF_EXPENDABLE);
+		}
+		break;
 	default:
 		fail_msg("unknown case %d", c->kind);
 	}
@@ -638,12 +649,16 @@ static void t_superblock_fields(void **state)
 		{ offsetof(struct vbas_sb, refc_root_txid), 8, 0, "tree root of a bad transaction" },
 		{ offsetof(struct vbas_sb, data_used), 8, POOL, "more blocks used" },
 		{ offsetof(struct vbas_sb, next_vol_id), 8, 0, "bad volume counters" },
+		{ offsetof(struct vbas_sb, low_water), 2, 1001, "bad space settings" },
+		{ offsetof(struct vbas_sb, exp_floor), 2, 65535, "bad space settings" },
 	};
 	for (size_t i = 0; i < sizeof(sbc) / sizeof(sbc[0]); i++) {
 		uint8_t *img = fresh();
 		for (unsigned slot = 0; slot < 2; slot++) {
 			uint8_t *sb = img + slot * BS;
-			if (sbc[i].width == 4)
+			if (sbc[i].width == 2)
+				st_le16(sb + sbc[i].off, (uint16_t)sbc[i].val);
+			else if (sbc[i].width == 4)
 				st_le32(sb + sbc[i].off, (uint32_t)sbc[i].val);
 			else
 				st_le64(sb + sbc[i].off, sbc[i].val);
