@@ -60,6 +60,15 @@ static void problem_cb(const char *msg, void *arg)
 	(void)msg, (void)arg;
 }
 
+/* Whatever a damaged pool holds, fsmap's records stay inside the pool. */
+static int fsmap_cb(const struct vbas_fsmap_rec *x, void *arg)
+{
+	const struct vbas_pool_info *pi = arg;
+	if (x->physical >= pi->size || x->length > pi->size - x->physical || !x->length)
+		abort();
+	return 0;
+}
+
 static void read_all(struct vbas_pool *p, uint8_t *buf)
 {
 	struct vbas_pool_info pi;
@@ -91,6 +100,8 @@ static void read_all(struct vbas_pool *p, uint8_t *buf)
 	for (int i = 0; i < l.n; i++)
 		if (v[i])
 			vbas_vol_close(v[i]);
+	if (pi.size)
+		vbas_fsmap(p, 0, 0, fsmap_cb, &pi);
 	vbas_check(p, problem_cb, NULL, &st);
 }
 

@@ -444,6 +444,38 @@ struct vbas_extent {
 int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		 int (*cb)(const struct vbas_extent *ext, void *arg), void *arg);
 
+/* ---- Who uses a block: fsmap ----------------------------------------- */
+
+enum vbas_fsmap_kind {
+	VBAS_FSMAP_FREE = 1,       /* no owner */
+	VBAS_FSMAP_SUPERBLOCK,     /* blocks 0 and 1 */
+	VBAS_FSMAP_VOLTAB,         /* a node of the volume table */
+	VBAS_FSMAP_REFCOUNT,       /* a node of the refcount tree */
+	VBAS_FSMAP_MAPPING,        /* a node of VOLUME's mapping tree */
+	VBAS_FSMAP_DATA,           /* data VOLUME reads at LOGICAL */
+};
+struct vbas_fsmap_rec {
+	uint64_t physical;         /* byte address in the pool */
+	uint64_t length;           /* bytes */
+	enum vbas_fsmap_kind kind;
+	uint32_t level;            /* tree nodes: 0 = leaf */
+	uint64_t volume;           /* MAPPING, DATA: the volume's id */
+	uint64_t logical;          /* DATA: byte offset in the volume */
+	char name[VBAS_NAME_MAX + 1];   /* MAPPING, DATA: the volume's name */
+};
+/* Calls CB for every owner of every block in [OFF, OFF+LEN) (block
+ * aligned; LEN 0: to the end of the pool), in physical order, clipped to
+ * the range: a block shared by snapshots, clones or reflinks once per
+ * volume (and per offset) that reads it, a node shared by several trees
+ * once per tree; runs of blocks with one owner, contiguous physically and
+ * (data) logically, come as one record.  Free runs are FREE records.  A
+ * non-zero return from CB stops and is returned.  -EINVAL: misaligned;
+ * -ERANGE: past the end of the pool.  Holds the pool's lock for the walk:
+ * today it reads every tree (docs/rmap.md says what will make it
+ * O(log n + results)). */
+int vbas_fsmap(struct vbas_pool *pool, uint64_t off, uint64_t len,
+	       int (*cb)(const struct vbas_fsmap_rec *rec, void *arg), void *arg);
+
 /* ---- Checking --------------------------------------------------------- */
 
 /* Verify every invariant: checksums, tree order and keys, reference counts

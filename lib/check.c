@@ -9,6 +9,7 @@
  * mapped blocks per volume, number of volumes, volume ids and names.
  */
 #include "internal.h"
+#include "seen.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -44,8 +45,9 @@ struct ck {
 	/* nodes walked: a node reached again through another reference
 	 * (shared by snapshots and clones) counts the reference but is not
 	 * walked twice; what its subtree maps is remembered instead */
-	struct seen *seen;
-	size_t seen_n, seen_cap;
+	struct seen_set seen;    /* v[0] blocks its subtree maps, v[1] of those
+	                            in reserved extents, v[2] the end of its
+	                            last extent */
 	struct walk { uint64_t blk, mapped0, resv0; } stack[BT_MAX_DEPTH + 1];
 	unsigned depth;
 	/* volumes */
@@ -55,13 +57,6 @@ struct ck {
 	uint64_t max_id;
 };
 
-struct seen {
-	uint64_t blk;            /* 0: empty slot */
-	uint64_t mapped;         /* blocks its subtree maps */
-	uint64_t resv;           /* of those, in reserved extents */
-	uint64_t end;            /* end of its last extent */
-	int done;                /* walked to the end */
-};
 
 static void problem(struct ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void problem(struct ck *c, const char *fmt, ...)
@@ -104,41 +99,6 @@ static int add_ref(struct ck *c, uint64_t start, uint64_t len, int type)
 	return 0;
 }
 
-static struct seen *seen_slot(struct ck *c, uint64_t blk)
-{
-	size_t m = c->seen_cap - 1, i = (size_t)(blk * 0x9e3779b97f4a7c15ull >> 17) & m;
-	while (c->seen[i].blk && c->seen[i].blk != blk)
-		i = (i + 1) & m;
-	return &c->seen[i];
-}
-
-/* The entry for BLK, added if new (*FRESH). */
-static struct seen *seen_get(struct ck *c, uint64_t blk, int *fresh)
-{
-	if (2 * (c->seen_n + 1) > c->seen_cap) {
-		size_t ncap = c->seen_cap ? 2 * c->seen_cap : 4096;
-		struct seen *old = c->seen, *nv = calloc(ncap, sizeof(*nv));
-		size_t ocap = c->seen_cap;
-		if (!nv) {
-			c->oom = 1;
-			return NULL;
-		}
-		c->seen = nv;
-		c->seen_cap = ncap;
-		for (size_t i = 0; i < ocap; i++)
-			if (old[i].blk)
-				*seen_slot(c, old[i].blk) = old[i];
-		free(old);
-	}
-	struct seen *e = seen_slot(c, blk);
-	*fresh = !e->blk;
-	if (*fresh) {
-		e->blk = blk;
-		c->seen_n++;
-	}
-	return e;
-}
-
 static int node_cb(void *arg, uint64_t blkno, unsigned level)
 {
 	struct ck *c = arg;
@@ -152,23 +112,25 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 	int r = add_ref(c, blkno, 1, VBAS_BT_META);
 	if (r)
 		return r;
-	struct seen *e = seen_get(c, blkno, &fresh);
-	if (!e)
+	struct seen *e = seen_get(&c->seen, blkno, &fresh);
+	if (!e) {
+		c->oom = 1;
 		return -ENOMEM;
+	}
 	if (!fresh) {
 		/* A second reference: a node shared between mapping trees. */
 		if (!e->done) {
 			problem(c, "tree node %" PRIu64 " is its own descendant", blkno);
 			return -EUCLEAN;
 		}
-		c->vol_mapped += e->mapped;
-		c->vol_resv += e->resv;
-		if (e->end > c->vol_blocks)
+		c->vol_mapped += e->v[0];
+		c->vol_resv += e->v[1];
+		if (e->v[2] > c->vol_blocks)
 			problem(c, "volume %" PRIu64 ": shared subtree at node %" PRIu64 " maps up to "
 				"block %" PRIu64 ", past the end of the volume (%" PRIu64 " blocks)",
-				c->vol_id, blkno, e->end, c->vol_blocks);
-		if (e->end > c->prev_end)
-			c->prev_end = e->end;
+				c->vol_id, blkno, e->v[2], c->vol_blocks);
+		if (e->v[2] > c->prev_end)
+			c->prev_end = e->v[2];
 		return BT_CHECK_SEEN;
 	}
 	if (c->depth <= BT_MAX_DEPTH)
@@ -186,12 +148,14 @@ static int node_done(void *arg, uint64_t blkno)
 	c->depth--;
 	if (c->depth > BT_MAX_DEPTH || c->stack[c->depth].blk != blkno)
 		return 0;
-	struct seen *e = seen_get(c, blkno, &fresh);
-	if (!e)
+	struct seen *e = seen_get(&c->seen, blkno, &fresh);
+	if (!e) {
+		c->oom = 1;
 		return -ENOMEM;
-	e->mapped = c->vol_mapped - c->stack[c->depth].mapped0;
-	e->resv = c->vol_resv - c->stack[c->depth].resv0;
-	e->end = c->prev_end;
+	}
+	e->v[0] = c->vol_mapped - c->stack[c->depth].mapped0;
+	e->v[1] = c->vol_resv - c->stack[c->depth].resv0;
+	e->v[2] = c->prev_end;
 	e->done = 1;
 	return 0;
 }
@@ -513,7 +477,7 @@ out:
 	free(c.rrc);
 	free(c.vids);
 	free(c.vnames);
-	free(c.seen);
+	seen_free(&c.seen);
 	if (stats)
 		*stats = c.st;
 	return r;

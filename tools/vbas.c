@@ -72,12 +72,15 @@ enum {
 	O_EXPENDABLE = 1 << 20,
 	O_ON_EVENT = 1 << 21,
 	O_AUTOEXTEND = 1 << 22,
+	O_START = 1 << 23,
+	O_PHYSICAL = 1 << 24,
+	O_SUMMARY = 1 << 25,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
-       OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND };
+       OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -101,6 +104,9 @@ static const struct option long_opts[] = {
 	{ "expendable", no_argument, NULL, OPT_EXPENDABLE },
 	{ "on-event", required_argument, NULL, OPT_ON_EVENT },
 	{ "autoextend", required_argument, NULL, OPT_AUTOEXTEND },
+	{ "start", required_argument, NULL, OPT_START },
+	{ "physical", required_argument, NULL, OPT_PHYSICAL },
+	{ "summary", no_argument, NULL, OPT_SUMMARY },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -110,7 +116,7 @@ static const struct option long_opts[] = {
 struct args {
 	const char *cmd;              /* the command's name, for messages */
 	unsigned seen;                /* O_* given */
-	uint64_t size, block_size, offset, length, cache, autoextend;
+	uint64_t size, block_size, offset, length, cache, autoextend, start, physical;
 	int size_plus;                /* --size +SIZE: relative (grow) */
 	const char *socket, *port, *bind;   /* serve's string options */
 	const char *low_water, *floor, *on_event;
@@ -1637,6 +1643,207 @@ static int open_pinned(const struct args *a, uint64_t gen, struct vbas_pool **po
 	}
 }
 
+/* ---- fsmap ----------------------------------------------------------------- */
+
+static const char *const fsmap_kinds[] = {
+	[VBAS_FSMAP_FREE] = "free", [VBAS_FSMAP_SUPERBLOCK] = "superblock",
+	[VBAS_FSMAP_VOLTAB] = "volume-table", [VBAS_FSMAP_REFCOUNT] = "refcount-tree",
+	[VBAS_FSMAP_MAPPING] = "mapping-tree", [VBAS_FSMAP_DATA] = "data",
+};
+
+/* Bytes per owner, for --summary: the pool-wide kinds, and per volume its
+ * data and its mapping tree's nodes. */
+struct fsmap_sum {
+	uint64_t kind[VBAS_FSMAP_DATA + 1];
+	struct fsmap_vol { uint64_t id, data, nodes; char name[VBAS_NAME_MAX + 1]; } *v;
+	size_t nv, cap;
+};
+
+struct fsmap_out {
+	const struct args *a;
+	int json, summary;
+	size_t n;
+	struct fsmap_sum sum;
+	int oom;
+};
+
+static int fsmap_cb(const struct vbas_fsmap_rec *x, void *arg)
+{
+	struct fsmap_out *o = arg;
+	if (o->summary) {
+		o->sum.kind[x->kind] += x->length;
+		if (x->kind != VBAS_FSMAP_DATA && x->kind != VBAS_FSMAP_MAPPING)
+			return 0;
+		size_t i;
+		for (i = 0; i < o->sum.nv && o->sum.v[i].id != x->volume; i++)
+			;
+		if (i == o->sum.nv) {
+			if (o->sum.nv == o->sum.cap) {
+				size_t nc = o->sum.cap ? 2 * o->sum.cap : 16;
+				struct fsmap_vol *nv = realloc(o->sum.v, nc * sizeof(*nv));
+				if (!nv)
+					return o->oom = 1, -ENOMEM;
+				o->sum.v = nv;
+				o->sum.cap = nc;
+			}
+			o->sum.v[i] = (struct fsmap_vol){ .id = x->volume };
+			snprintf(o->sum.v[i].name, sizeof(o->sum.v[i].name), "%s", x->name);
+			o->sum.nv++;
+		}
+		*(x->kind == VBAS_FSMAP_DATA ? &o->sum.v[i].data : &o->sum.v[i].nodes) += x->length;
+		return 0;
+	}
+	if (o->json) {
+		printf("%s{\"physical\":%" PRIu64 ",\"length\":%" PRIu64 ",\"owner\":\"%s\"",
+		       o->n ? "," : "[", x->physical, x->length, fsmap_kinds[x->kind]);
+		if (x->kind >= VBAS_FSMAP_VOLTAB && x->kind <= VBAS_FSMAP_MAPPING)
+			printf(",\"level\":%u", x->level);
+		if (x->kind == VBAS_FSMAP_MAPPING || x->kind == VBAS_FSMAP_DATA) {
+			printf(",\"volume\":");
+			json_str(stdout, x->name);
+			printf(",\"volume_id\":%" PRIu64, x->volume);
+		}
+		if (x->kind == VBAS_FSMAP_DATA)
+			printf(",\"logical\":%" PRIu64, x->logical);
+		putchar('}');
+	} else {
+		char *nm = x->name[0] ? text_name(x->name) : NULL;
+		const char *name = nm ? nm : x->name;
+		if (!o->n)
+			printf("%20s %16s  %s\n", "PHYSICAL", "LENGTH", "OWNER");
+		printf("%20" PRIu64 " %16" PRIu64 "  ", x->physical, x->length);
+		switch (x->kind) {
+		case VBAS_FSMAP_DATA:
+			printf("data of '%s' at %" PRIu64 "\n", name, x->logical);
+			break;
+		case VBAS_FSMAP_MAPPING:
+			printf("mapping tree of '%s', level %u\n", name, x->level);
+			break;
+		case VBAS_FSMAP_VOLTAB:
+		case VBAS_FSMAP_REFCOUNT:
+			printf("%s, level %u\n", x->kind == VBAS_FSMAP_VOLTAB ? "volume table" :
+			       "refcount tree", x->level);
+			break;
+		default:
+			printf("%s\n", x->kind == VBAS_FSMAP_FREE ? "free" : "superblocks");
+		}
+		free(nm);
+	}
+	o->n++;
+	return 0;
+}
+
+static int cmp_fsmap_vol(const void *a, const void *b)
+{
+	const struct fsmap_vol *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void fsmap_summary(struct fsmap_out *o)
+{
+	struct fsmap_sum *s = &o->sum;
+	char h[32];
+	if (s->nv)
+		qsort(s->v, s->nv, sizeof(*s->v), cmp_fsmap_vol);
+	if (o->json) {
+		printf("{\"free\":%" PRIu64 ",\"superblock\":%" PRIu64 ",\"volume_table\":%" PRIu64
+		       ",\"refcount_tree\":%" PRIu64 ",\"volumes\":[", s->kind[VBAS_FSMAP_FREE],
+		       s->kind[VBAS_FSMAP_SUPERBLOCK], s->kind[VBAS_FSMAP_VOLTAB],
+		       s->kind[VBAS_FSMAP_REFCOUNT]);
+		for (size_t i = 0; i < s->nv; i++) {
+			printf("%s{\"name\":", i ? "," : "");
+			json_str(stdout, s->v[i].name);
+			printf(",\"id\":%" PRIu64 ",\"data\":%" PRIu64 ",\"mapping_tree\":%" PRIu64 "}",
+			       s->v[i].id, s->v[i].data, s->v[i].nodes);
+		}
+		printf("]}\n");
+		return;
+	}
+	const struct { const char *k; int kind; } rows[] = {
+		{ "free", VBAS_FSMAP_FREE }, { "superblocks", VBAS_FSMAP_SUPERBLOCK },
+		{ "volume table", VBAS_FSMAP_VOLTAB }, { "refcount tree", VBAS_FSMAP_REFCOUNT },
+	};
+	for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++)
+		printf("%-32s %20" PRIu64 "  %s\n", rows[k].k, s->kind[rows[k].kind],
+		       human(s->kind[rows[k].kind], h, sizeof(h)));
+	for (size_t i = 0; i < s->nv; i++) {
+		char *nm = text_name(s->v[i].name), line[VBAS_NAME_MAX * 4 + 64];
+		snprintf(line, sizeof(line), "data of '%s'", nm ? nm : s->v[i].name);
+		printf("%-32s %20" PRIu64 "  %s\n", line, s->v[i].data, human(s->v[i].data, h, sizeof(h)));
+		snprintf(line, sizeof(line), "mapping tree of '%s'", nm ? nm : s->v[i].name);
+		printf("%-32s %20" PRIu64 "  %s\n", line, s->v[i].nodes,
+		       human(s->v[i].nodes, h, sizeof(h)));
+		free(nm);
+	}
+}
+
+/* fsmap: read-only; a served pool as of the server's last commit, under a
+ * pin (as check). */
+static int cmd_fsmap(const struct args *a)
+{
+	struct fsmap_out o = { .a = a, .json = !!(a->seen & O_JSON),
+			       .summary = !!(a->seen & O_SUMMARY) };
+	struct vbas_open_opts oo = { .cache_bytes = a->cache, .flags = VBAS_OPEN_RDONLY };
+	struct vbas_pool_info info;
+	struct vbas_pool *pool = NULL;
+	char why[CTL_MAX + 64];
+	uint64_t gen = 0;
+	int pin = -1, r, rc;
+
+	if ((a->seen & O_PHYSICAL) && (a->seen & (O_START | O_LENGTH)))
+		return usage_err(a->cmd, "--physical", "one block: not with --start or --length");
+	if ((a->seen & O_LENGTH) && !a->length)
+		return usage_err(a->cmd, "--length", "must not be 0");
+	r = vbas_open(a->pos[0], &oo, &pool);
+	if (r == -EBUSY) {
+		int err;
+		pin = ctl_pin(a->pos[0], &gen, why, sizeof(why), &err);
+		if (pin == -2)
+			return fail(a->cmd, a->pos[0], "%s (through the server)", why);
+		/* No server: says who holds it (or opens it, if the holder has
+		 * just let go). */
+		rc = pin == -1 ? open_pool(a, VBAS_OPEN_RDONLY, &pool) : open_pinned(a, gen, &pool, &gen);
+		if (rc) {
+			if (pin >= 0)
+				close(pin);
+			return rc;
+		}
+	} else if (r) {
+		return lib_fail(a->cmd, a->pos[0], r);
+	}
+	r = vbas_pool_info(pool, &info);
+	uint64_t start = 0, len = 0;
+	if (!r && (a->seen & O_PHYSICAL)) {
+		start = a->physical / info.block_size * info.block_size;
+		len = info.block_size;
+	} else if (!r) {
+		start = (a->seen & O_START) ? a->start : 0;
+		len = (a->seen & O_LENGTH) ? a->length : 0;
+	}
+	rc = 0;
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	else if ((a->seen & O_PHYSICAL) && a->physical >= info.size)
+		rc = fail(a->cmd, a->pos[0], "--physical %" PRIu64 " is past the end of the pool (%"
+			  PRIu64 " bytes)", a->physical, info.size);
+	if (!rc) {
+		r = vbas_fsmap(pool, start, len, fsmap_cb, &o);
+		if (r)
+			rc = lib_fail(a->cmd, a->pos[0], o.oom ? -ENOMEM : r);
+		else if (o.summary)
+			fsmap_summary(&o);
+		else if (o.json)
+			printf("%s\n", o.n ? "]" : "[]");
+		if (!rc && o.json)
+			json_started = 1;
+	}
+	free(o.sum.v);
+	vbas_close(pool);
+	if (pin >= 0)
+		close(pin);
+	return rc;
+}
+
 /* check: read-write when it can (an interrupted delete is finished first),
  * read-only with --no-modify, when it may not write, when the pool is open
  * read-only elsewhere, and when a server holds it (under a pin). */
@@ -2755,6 +2962,30 @@ static const struct cmd cmds[] = {
 	  "  -o, --offset OFF        start of the range (default 0)\n"
 	  "  -l, --length LEN        length of the range (default: to the end)\n"
 	  CACHE_HELP HELP_HELP },
+	{ "fsmap", cmd_fsmap, O_START | O_LENGTH | O_PHYSICAL | O_SUMMARY | O_JSON | O_CACHE, 1, 1,
+	  "POOL [--start OFF] [--length LEN] [--physical OFF] [--summary] [--json]",
+	  "show who uses each block of a physical range (like xfs_io fsmap)",
+	  "Prints, in physical order, every owner of every block of the range (the\n"
+	  "whole pool by default; block-aligned): data, with each volume that reads\n"
+	  "it and the offset it reads it at (a block shared by snapshots, clones or\n"
+	  "reflinks once per volume and offset), nodes of the volume table, the\n"
+	  "refcount tree and each volume's mapping tree, the superblocks, and free\n"
+	  "runs.  --physical OFF answers for the one block that holds byte OFF (a\n"
+	  "bad sector: which volumes and offsets it breaks).  --summary adds up the\n"
+	  "bytes per owner instead.  The JSON form is an array of {\"physical\",\n"
+	  "\"length\", \"owner\" (free, superblock, volume-table, refcount-tree,\n"
+	  "mapping-tree, data), \"level\" (nodes), \"volume\", \"volume_id\" and\n"
+	  "\"logical\" (data)}; with --summary an object {\"free\", \"superblock\",\n"
+	  "\"volume_table\", \"refcount_tree\", \"volumes\": [{\"name\", \"id\", \"data\",\n"
+	  "\"mapping_tree\"}]}.  Read-only; a served pool as of the server's last\n"
+	  "commit (under a pin, as check).  Today it reads every tree of the pool\n"
+	  "(docs/rmap.md).\n\n"
+	  "Options:\n"
+	  "      --start OFF         the first byte of the range (default 0)\n"
+	  "  -l, --length LEN        its length (default: to the end of the pool)\n"
+	  "      --physical OFF      the block holding byte OFF\n"
+	  "      --summary           bytes per owner\n"
+	  "      --json              print JSON\n" CACHE_HELP HELP_HELP, "POOL" },
 	{ "diff", cmd_diff, O_JSON | O_CACHE, 3, 3, "POOL FROM TO [--json]",
 	  "list the ranges where volume TO differs from FROM",
 	  "Compares the mappings of two volumes of one lineage (a snapshot and its\n"
@@ -2891,6 +3122,9 @@ static const struct opt_info {
 	{ OPT_EXPENDABLE, O_EXPENDABLE, "--expendable", 0 },
 	{ OPT_ON_EVENT, O_ON_EVENT, "--on-event", 0, offsetof(struct args, on_event) },
 	{ OPT_AUTOEXTEND, O_AUTOEXTEND, "--autoextend", offsetof(struct args, autoextend) },
+	{ OPT_START, O_START, "--start", offsetof(struct args, start) },
+	{ OPT_PHYSICAL, O_PHYSICAL, "--physical", offsetof(struct args, physical) },
+	{ OPT_SUMMARY, O_SUMMARY, "--summary", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };

@@ -1341,4 +1341,55 @@ expect_true "x2 reads what v held when it was taken" sh -c "cat g16b >x2exp && t
 expect_true "... byte for byte" same_as x2exp $E x2 0 $((40 * MiB))
 expect_out "check: clean" '^clean' "$VBAS" check $E
 
+# ---- fsmap: who uses each block -----------------------------------------------
+
+F=fsmap.img
+expect_ok "fsmap: format a 16M pool" "$VBAS" format $F --size 16M
+expect_json "fsmap of an empty pool: superblocks, the volume table's and refcount tree's roots, free" \
+	'[r["owner"] for r in d if r["owner"] != "free"] == ["superblock"] and sum(r["length"] for r in d) == 16*2**20' \
+	"$VBAS" fsmap $F --json
+expect_ok "fsmap: a volume with 1M" sh -c "'$VBAS' create $F a --size 4M && '$VBAS' write $F a d1m"
+expect_ok "fsmap: a snapshot of it" "$VBAS" snapshot $F a a-snap
+expect_ok "fsmap: a second volume, part of a reflinked into it" \
+	sh -c "'$VBAS' create $F b --size 4M && '$VBAS' reflink $F a 0 b 1048576 262144"
+expect_ok "fsmap: a's first 64K rewritten (copy on write)" "$VBAS" write $F a n64k
+# Every block vbas map shows is named by fsmap as that volume's, at that
+# offset; data blocks shared three ways are named three times.
+"$VBAS" map $F a --json >a.map && "$VBAS" map $F a-snap --json >s.map && "$VBAS" map $F b --json >b.map
+expect_json "fsmap --json names every mapped block of every volume, and no more" \
+	'{(r["volume"], r["physical"] + o, r["logical"] + o) for r in d if r["owner"] == "data" for o in range(0, r["length"], 4096)} == {(v, e["physical"] + o, e["offset"] + o) for v, f in (("a", "a.map"), ("a-snap", "s.map"), ("b", "b.map")) for e in json.load(open(f)) for o in range(0, e["length"], 4096)}' \
+	"$VBAS" fsmap $F --json
+expect_json "fsmap: records in physical order, covering the pool" \
+	'all(d[i]["physical"] <= d[i+1]["physical"] for i in range(len(d)-1)) and max(r["physical"] + r["length"] for r in d) == 16*2**20' \
+	"$VBAS" fsmap $F --json
+PB=$(jget '[e["physical"] + e["length"] - 4096 for e in d if e["offset"] + e["length"] == 2**20][0]' \
+	"$VBAS" map $F a-snap --json)
+expect_json "fsmap --physical: the last block of a's first MiB is a's and a-snap's, at its offset" \
+	'sorted((r["volume"], r["logical"]) for r in d) == [("a", 2**20 - 4096), ("a-snap", 2**20 - 4096)]' \
+	"$VBAS" fsmap $F --physical $((PB + 100)) --json
+PR=$(jget '[e["physical"] for e in d if e["offset"] == 1048576][0]' "$VBAS" map $F b --json)
+expect_json "fsmap --physical: a reflinked block names a, a-snap and b at their offsets" \
+	"sorted((r['volume'], r['logical']) for r in d) == [('a-snap', 0), ('b', 1048576)]" \
+	"$VBAS" fsmap $F --physical $PR --json
+expect_out "fsmap: text names the owner" "^ +$PR +4096  data of 'a-snap' at 0$" "$VBAS" fsmap $F --physical $PR
+expect_json "fsmap --summary --json: data per volume" \
+	'[(v["name"], v["data"]) for v in d["volumes"]] == [("a", 2**20), ("a-snap", 2**20), ("b", 262144)] and d["superblock"] == 8192' \
+	"$VBAS" fsmap $F --summary --json
+expect_out "fsmap --summary: text" "^data of 'a-snap' +1048576  1\.0 MiB$" "$VBAS" fsmap $F --summary
+expect_json "fsmap --start/--length: a sub-range, clipped" \
+	'd[0]["physical"] == 4096 and sum(r["length"] for r in d if r["owner"] != "data") <= 8192 and max(r["physical"] + r["length"] for r in d) == 12288' \
+	"$VBAS" fsmap $F --start 4096 --length 8192 --json
+expect_fail "fsmap: --physical with --start" 2 "^vbas: fsmap: --physical: one block: not with --start or --length" \
+	"$VBAS" fsmap $F --physical 0 --start 0
+expect_fail "fsmap: --length 0" 2 "^vbas: fsmap: --length: must not be 0" "$VBAS" fsmap $F --length 0
+expect_fail "fsmap: a misaligned start" 1 "^vbas: fsmap: $F: offset 100 and length 0 must be multiples of the block size \(4096\)" \
+	"$VBAS" fsmap $F --start 100
+expect_fail "fsmap: past the end" 1 "^vbas: fsmap: $F: 16777216\+4096 is past the end of the pool" \
+	"$VBAS" fsmap $F --start 16M --length 4096
+expect_fail "fsmap: --physical past the end" 1 "^vbas: fsmap: $F: --physical 16777216 is past the end of the pool" \
+	"$VBAS" fsmap $F --physical 16M
+expect_fail "fsmap: no pool" 1 "^vbas: fsmap: nosuch.img: No such file" "$VBAS" fsmap nosuch.img
+expect_json_fail "fsmap --json: not a pool gives a JSON error" \
+	'd["error"]["errno"] == "EINVAL"' "$VBAS" fsmap junk.img --json
+
 tap_end

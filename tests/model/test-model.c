@@ -164,6 +164,103 @@ static int ext_cb(const struct vbas_extent *e, void *arg)
 	return 0;
 }
 
+static int cmp_u64_sort(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* fsmap against the model: every block of every volume (a delete
+ * stopped part way included) is named as that volume's data at its
+ * offset, nothing else is, and physical blocks and the model's block ids
+ * correspond one to one (shared exactly where the model shares). */
+struct fm_ent {
+	uint64_t pblk;
+	int slot;
+	uint64_t lblk;
+};
+
+struct fm_col {
+	struct run *R;
+	struct fm_ent *e;
+	size_t n, cap;
+};
+
+static int fm_cb(const struct vbas_fsmap_rec *x, void *arg)
+{
+	struct fm_col *c = arg;
+	uint32_t bs = c->R->m.bs;
+	if (x->kind != VBAS_FSMAP_DATA)
+		return 0;
+	int slot = -1;
+	for (int i = 0; i < MAXVOL; i++)
+		if ((c->R->m.v[i].live || c->R->m.v[i].zombie) && !strcmp(c->R->m.v[i].name, x->name))
+			slot = i;
+	if (slot < 0)
+		fail_msg("fsmap names volume '%s', which the model does not have", x->name);
+	for (uint64_t o = 0; o < x->length; o += bs) {
+		if (c->n == c->cap) {
+			c->cap = c->cap ? 2 * c->cap : 1024;
+			c->e = realloc(c->e, c->cap * sizeof(*c->e));
+			assert_non_null(c->e);
+		}
+		c->e[c->n++] = (struct fm_ent){ (x->physical + o) / bs, slot, (x->logical + o) / bs };
+	}
+	return 0;
+}
+
+static int cmp_fm_ent(const void *a, const void *b)
+{
+	const struct fm_ent *x = a, *y = b;
+	if (x->slot != y->slot)
+		return x->slot < y->slot ? -1 : 1;
+	return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
+}
+
+static void compare_fsmap(struct run *R)
+{
+	struct fm_col c = { R, NULL, 0, 0 };
+	assert_ok(vbas_fsmap(R->p, 0, 0, fm_cb, &c));
+	if (c.n)
+		qsort(c.e, c.n, sizeof(*c.e), cmp_fm_ent);
+	uint32_t np = R->m.next_pid + 1;
+	uint64_t *phys = calloc(np, sizeof(*phys));
+	assert_non_null(phys);
+	size_t k = 0;
+	for (int i = 0; i < MAXVOL; i++) {
+		struct mvol *mv = &R->m.v[i];
+		if (!mv->live && !mv->zombie)
+			continue;
+		for (uint64_t b = 0; b < mv->size / R->m.bs; b++) {
+			if (!mv->pid[b])
+				continue;
+			if (k >= c.n || c.e[k].slot != i || c.e[k].lblk != b)
+				fail_msg("fsmap: volume %s block %llu is mapped in the model, fsmap does "
+					 "not name it (next it names: slot %d block %llu)", mv->name,
+					 (unsigned long long)b, k < c.n ? c.e[k].slot : -1,
+					 (unsigned long long)(k < c.n ? c.e[k].lblk : 0));
+			uint32_t id = mv->pid[b];
+			if (!phys[id])
+				phys[id] = c.e[k].pblk;
+			else if (phys[id] != c.e[k].pblk)
+				fail_msg("fsmap: volume %s block %llu is at %llu, the model shares it with a "
+					 "block at %llu", mv->name, (unsigned long long)b,
+					 (unsigned long long)c.e[k].pblk, (unsigned long long)phys[id]);
+			k++;
+		}
+	}
+	if (k != c.n)
+		fail_msg("fsmap names %zu data blocks, the model maps %zu", c.n, k);
+	/* One model block per physical block. */
+	qsort(phys + 1, np - 1, sizeof(*phys), cmp_u64_sort);
+	for (uint32_t i = 2; i < np; i++)
+		if (phys[i] && phys[i] == phys[i - 1])
+			fail_msg("fsmap: physical block %llu holds two blocks the model keeps apart",
+				 (unsigned long long)phys[i]);
+	free(phys);
+	free(c.e);
+}
+
 static void compare_all(struct run *R)
 {
 	struct vbas_pool_info pi;
@@ -225,6 +322,7 @@ static void compare_all(struct run *R)
 	assert_int_equal(pi.mapped, total * R->m.bs);
 	/* (A delete stopped part way holds blocks no live volume maps.) */
 	assert_int_equal(pi.sharing_saves, total > distinct ? (total - distinct) * R->m.bs : 0);
+	compare_fsmap(R);
 }
 
 static void drop_resv(struct run *R);
