@@ -37,6 +37,7 @@ static inline struct vbas_node_hdr *nh(void *d) { return d; }
 static inline unsigned n_recs(const void *d) { return le16_get(((const struct vbas_node_hdr *)d)->nrecs); }
 static inline unsigned n_level(const void *d) { return le16_get(((const struct vbas_node_hdr *)d)->level); }
 static inline void set_nrecs(void *d, unsigned n) { nh(d)->nrecs = le16_mk((uint16_t)n); }
+static inline uint64_t n_owner(const void *d) { return le64_get(((const struct vbas_node_hdr *)d)->owner); }
 
 static inline size_t rec_size(const struct vbas_btree *t) { return t->ops->key_size + t->ops->val_size; }
 static inline size_t ent_size(const struct vbas_btree *t)
@@ -456,24 +457,32 @@ static int shadow_node(struct vbas_btree *t, struct cblock *b, struct cblock **o
 	init_node(t, n->data, nblk, n_level(b->data));
 	set_nrecs(n->data, n_recs(b->data));
 	if (rc > 1) {
+		/* A copy of a shared node is the copying tree's. */
 		unsigned cnt = n_recs(n->data);
 		for (unsigned i = 0; i < cnt && !r; i++) {
 			if (n_level(n->data))
 				r = t->env->inc_meta(t->env->ctx, ent_child(t, n->data, i));
 			else if (t->ops->val_inc)
 				r = t->ops->val_inc(t->val_ctx, leaf_rec(t, n->data, i));
+			if (!r && !n_level(n->data) && t->ops->rec_owner)
+				r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, n->data, i), t->owner, +1);
 		}
-	} else if (t->env->touched && t->env->mark_touched && t->env->touched(t->env->ctx, blk)) {
-		/* Shared in the last commit maybe (its count changed since):
-		 * that commit still reaches the children through the old
-		 * block, so they are not to be written in place before the
-		 * next one, though nothing else shares them now. */
-		unsigned cnt = n_recs(n->data);
-		for (unsigned i = 0; i < cnt && !r; i++) {
-			if (n_level(n->data))
-				r = t->env->mark_touched(t->env->ctx, ent_child(t, n->data, i), 1);
-			else if (t->ops->val_touch)
-				r = t->ops->val_touch(t->val_ctx, leaf_rec(t, n->data, i));
+	} else {
+		/* Not shared: the same node at a new address keeps its owner. */
+		nh(n->data)->owner = nh(b->data)->owner;
+		if (t->env->touched && t->env->mark_touched && t->env->touched(t->env->ctx, blk)) {
+			/* Shared in the last commit maybe (its count changed
+			 * since): that commit still reaches the children
+			 * through the old block, so they are not to be written
+			 * in place before the next one, though nothing else
+			 * shares them now. */
+			unsigned cnt = n_recs(n->data);
+			for (unsigned i = 0; i < cnt && !r; i++) {
+				if (n_level(n->data))
+					r = t->env->mark_touched(t->env->ctx, ent_child(t, n->data, i), 1);
+				else if (t->ops->val_touch)
+					r = t->ops->val_touch(t->val_ctx, leaf_rec(t, n->data, i));
+			}
 		}
 	}
 	if (!r)
@@ -615,6 +624,7 @@ static int split_child(struct vbas_btree *t, void *p, unsigned i, struct cblock 
 	if (r)
 		return r;
 	t->grown++;
+	nh(s->data)->owner = nh(c->data)->owner;    /* the records keep their owner */
 	memcpy((uint8_t *)s->data + HDR, (uint8_t *)c->data + HDR + keep * sz, (n - keep) * sz);
 	memset((uint8_t *)c->data + HDR + keep * sz, 0, (n - keep) * sz);
 	set_nrecs(s->data, n - keep);
@@ -785,8 +795,10 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 		insert_item(t, cur->data, 0, rec);
 		t->root = cur->blkno;
 		t->root_txid = t->env->txid;
+		if (t->ops->rec_owner)
+			r = t->ops->rec_owner(t->val_ctx, rec, n_owner(cur->data), +1);
 		put(t, cur);
-		return 0;
+		return r;
 	}
 	r = bt_lookup(t, rec, BT_EQ, tmp);
 	if (r == 0)
@@ -829,6 +841,8 @@ int bt_insert(struct vbas_btree *t, const void *rec)
 	int exact;
 	unsigned pos = leaf_pos(t, cur->data, rec, &exact);
 	insert_item(t, cur->data, pos, rec);
+	if (t->ops->rec_owner)
+		r = t->ops->rec_owner(t->val_ctx, rec, n_owner(cur->data), +1);
 	fixup_path(t, &p);
 out:
 	path_release(t, &p);
@@ -867,6 +881,11 @@ int bt_update(struct vbas_btree *t, const void *rec)
 		r = vbas_err(-EUCLEAN, "%s tree: record vanished during update", t->ops->name);
 		goto out;
 	}
+	if (t->ops->rec_owner) {
+		r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, cur->data, pos), n_owner(cur->data), -1);
+		if (!r)
+			r = t->ops->rec_owner(t->val_ctx, rec, n_owner(cur->data), +1);
+	}
 	memcpy(leaf_rec(t, cur->data, pos), rec, rec_size(t));
 	fixup_path(t, &p);
 out:
@@ -879,6 +898,21 @@ out:
 /* Child I of P (writable, pinned in *C) is thin: merge it with a sibling
  * or even the two out.  On return *C and *I name the node that now covers
  * KEY, writable and pinned. */
+/* N records of leaf FROM from the I-th move to leaf TO: if the two have
+ * different owners, they leave the one and enter the other. */
+static int moved_owner(struct vbas_btree *t, void *from, unsigned i, unsigned n, void *to)
+{
+	int r = 0;
+	if (!t->ops->rec_owner || n_level(from) || n_owner(from) == n_owner(to))
+		return 0;
+	for (unsigned k = i; k < i + n && !r; k++) {
+		r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, from, k), n_owner(from), -1);
+		if (!r)
+			r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, from, k), n_owner(to), +1);
+	}
+	return r;
+}
+
 static int refill_child(struct vbas_btree *t, void *p, const uint8_t *hi, unsigned *i,
 			struct cblock **c, const void *key)
 {
@@ -909,6 +943,9 @@ static int refill_child(struct vbas_btree *t, void *p, const uint8_t *hi, unsign
 	size_t sz = item_size(t, l->data);
 	if (nl + nr <= cp) {
 		/* Merge the right node into the left and drop the right. */
+		r = moved_owner(t, rt->data, 0, nr, l->data);
+		if (r)
+			return r;
 		memcpy((uint8_t *)l->data + HDR + nl * sz, (uint8_t *)rt->data + HDR, nr * sz);
 		set_nrecs(l->data, nl + nr);
 		set_nrecs(rt->data, 0);
@@ -926,11 +963,17 @@ static int refill_child(struct vbas_btree *t, void *p, const uint8_t *hi, unsign
 	unsigned total = nl + nr, want_l = total / 2;
 	if (nl > want_l) {
 		unsigned mv = nl - want_l;
+		r = moved_owner(t, l->data, want_l, mv, rt->data);
+		if (r)
+			return r;
 		memmove((uint8_t *)rt->data + HDR + mv * sz, (uint8_t *)rt->data + HDR, nr * sz);
 		memcpy((uint8_t *)rt->data + HDR, (uint8_t *)l->data + HDR + want_l * sz, mv * sz);
 		memset((uint8_t *)l->data + HDR + want_l * sz, 0, mv * sz);
 	} else {
 		unsigned mv = want_l - nl;
+		r = moved_owner(t, rt->data, 0, mv, l->data);
+		if (r)
+			return r;
 		memcpy((uint8_t *)l->data + HDR + nl * sz, (uint8_t *)rt->data + HDR, mv * sz);
 		memmove((uint8_t *)rt->data + HDR, (uint8_t *)rt->data + HDR + mv * sz, (nr - mv) * sz);
 		memset((uint8_t *)rt->data + HDR + (nr - mv) * sz, 0, mv * sz);
@@ -1020,6 +1063,8 @@ int bt_delete(struct vbas_btree *t, const void *key, void *rec_out)
 	}
 	if (rec_out)
 		memcpy(rec_out, leaf_rec(t, cur->data, pos), rec_size(t));
+	if (t->ops->rec_owner)
+		r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, cur->data, pos), n_owner(cur->data), -1);
 	remove_item(t, cur->data, pos);
 	fixup_path(t, &p);
 out:
@@ -1289,9 +1334,12 @@ static int drop_node(struct drop_ctx *dc, uint64_t blk, uint64_t txid, int level
 		void *d = b->data;
 		unsigned n = n_recs(d);
 		if (n_level(d) == 0) {
-			for (unsigned i = 0; i < n && !r; i++)
+			for (unsigned i = 0; i < n && !r; i++) {
 				if (t->ops->val_dec)
 					r = t->ops->val_dec(t->val_ctx, leaf_rec(t, d, i));
+				if (!r && t->ops->rec_owner)
+					r = t->ops->rec_owner(t->val_ctx, leaf_rec(t, d, i), n_owner(d), -1);
+			}
 			dc->used += n;
 		} else {
 			for (unsigned i = 0; i < n && !r; i++) {

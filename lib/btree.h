@@ -85,6 +85,16 @@ struct vbas_btree_ops {
 	/* A node holding REC is freed by bt_drop: REC's targets lose the
 	 * reference it held (NULL: the values point at nothing). */
 	int (*val_dec)(void *ctx, const void *rec);
+	/* Leaf records and their owners (a reverse map keeps them): REC
+	 * entered (DELTA +1) or left (-1) a leaf whose header names OWNER,
+	 * which is the tree that wrote the node first.  A snapshot or clone
+	 * shares nodes without a call; a node copied because it was shared
+	 * belongs to the copying tree (+1 for each record); a node shadowed
+	 * while not shared, and the sibling a split makes, keep their owner
+	 * (no call); records moved between leaves of two owners (merges,
+	 * rebalancing) leave one and enter the other; a leaf freed
+	 * (bt_drop) lets each record go.  NULL: not kept. */
+	int (*rec_owner)(void *ctx, const void *rec, uint64_t owner, int delta);
 	/* Checks one record on its own (bounds against ENV's pool); 0 or
 	 * -EUCLEAN with a message.  Run on every record of every node read
 	 * from the device, before anything uses it. */

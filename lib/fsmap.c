@@ -58,16 +58,25 @@ static struct vbas_fsmap_rec *fm_add(struct fm *f)
 	return x;
 }
 
-/* [pblk, pblk+n) clipped to the range: 0 if nothing is left. */
-static int clip(const struct fm *f, uint64_t *pblk, uint64_t *n, uint64_t *skip)
+/* A record of [pblk, pblk+n), clipped to the range (LOGICAL moves with
+ * its start), unless nothing of it lies inside: 0 or -ENOMEM. */
+static int fm_put(struct fm *f, uint64_t pblk, uint64_t n, int kind, unsigned level,
+		  uint64_t vol, uint64_t logical)
 {
-	uint64_t s = *pblk, e = *pblk + *n;
-	if (e <= f->lo || s >= f->hi)
+	uint64_t e = pblk + n;
+	if (e <= f->lo || pblk >= f->hi)
 		return 0;
-	*skip = s < f->lo ? f->lo - s : 0;
-	*pblk = s + *skip;
-	*n = (e > f->hi ? f->hi : e) - *pblk;
-	return 1;
+	uint64_t skip = pblk < f->lo ? f->lo - pblk : 0;
+	struct vbas_fsmap_rec *x = fm_add(f);
+	if (!x)
+		return -ENOMEM;
+	x->physical = pblk + skip;
+	x->length = (e > f->hi ? f->hi : e) - x->physical;
+	x->kind = kind;
+	x->level = level;
+	x->volume = vol;
+	x->logical = kind == VBAS_FSMAP_DATA ? logical + skip : 0;
+	return 0;
 }
 
 static int fm_node(void *arg, uint64_t blkno, unsigned level)
@@ -98,18 +107,7 @@ static int fm_node(void *arg, uint64_t blkno, unsigned level)
 		}
 		f->depth++;
 	}
-	uint64_t pb = blkno, n = 1, skip;
-	if (!clip(f, &pb, &n, &skip))
-		return 0;
-	struct vbas_fsmap_rec *x = fm_add(f);
-	if (!x)
-		return -ENOMEM;
-	x->physical = pb;
-	x->length = 1;
-	x->kind = f->kind;
-	x->level = level;
-	x->volume = f->kind == VBAS_FSMAP_MAPPING ? f->vol : 0;
-	return 0;
+	return fm_put(f, blkno, 1, f->kind, level, f->kind == VBAS_FSMAP_MAPPING ? f->vol : 0, 0);
 }
 
 static int fm_node_done(void *arg, uint64_t blkno)
@@ -136,18 +134,8 @@ static int fm_map_rec(void *arg, const void *rec)
 {
 	struct fm *f = arg;
 	const struct vbas_map_rec *m = rec;
-	uint64_t pb = le64_get(m->v.pblk), n = le32_get(m->v.len), skip;
-	if (!clip(f, &pb, &n, &skip))
-		return 0;
-	struct vbas_fsmap_rec *x = fm_add(f);
-	if (!x)
-		return -ENOMEM;
-	x->physical = pb;
-	x->length = n;
-	x->kind = VBAS_FSMAP_DATA;
-	x->volume = f->vol;
-	x->logical = le64_get(m->k.lblk) + skip;
-	return 0;
+	return fm_put(f, le64_get(m->v.pblk), le32_get(m->v.len), VBAS_FSMAP_DATA, 0, f->vol,
+		      le64_get(m->k.lblk));
 }
 
 static int fm_vol_rec(void *arg, const void *rec)
@@ -182,15 +170,7 @@ struct gap {
 
 static int fm_free(struct fm *f, uint64_t s, uint64_t e)
 {
-	if (s >= e)
-		return 0;
-	struct vbas_fsmap_rec *x = fm_add(f);
-	if (!x)
-		return -ENOMEM;
-	x->physical = s;
-	x->length = e - s;
-	x->kind = VBAS_FSMAP_FREE;
-	return 0;
+	return s < e ? fm_put(f, s, e - s, VBAS_FSMAP_FREE, 0, 0, 0) : 0;
 }
 
 static int gap_cb(void *arg, const void *rec)
@@ -251,16 +231,9 @@ static int walk(struct fm *f)
 	struct bt_check_cbs cbs = { .report = fm_report, .node_cb = fm_node,
 				    .node_done = fm_node_done, .arg = f };
 	int r;
-	/* Superblocks. */
-	uint64_t pb = 0, n = VBAS_FIRST_BLOCK, skip;
-	if (clip(f, &pb, &n, &skip)) {
-		struct vbas_fsmap_rec *x = fm_add(f);
-		if (!x)
-			return -ENOMEM;
-		x->physical = pb;
-		x->length = n;
-		x->kind = VBAS_FSMAP_SUPERBLOCK;
-	}
+	r = fm_put(f, 0, VBAS_FIRST_BLOCK, VBAS_FSMAP_SUPERBLOCK, 0, 0, 0);
+	if (r)
+		return r;
 	f->kind = VBAS_FSMAP_VOLTAB;
 	cbs.rec_cb = fm_vol_rec;
 	r = bt_check(&p->voltab, &cbs, NULL, NULL);

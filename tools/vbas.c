@@ -835,29 +835,20 @@ static int open_or_ask_server(const struct args *a, unsigned flags, const char *
 	return 1;
 }
 
-/* A permille figure as a percentage: "80%", "12.5%", or "none" for 0. */
-static const char *permille_text(uint32_t pm, char *buf, size_t len)
+/* A permille figure as a percentage: "80%", "12.5%", or "none" for 0;
+ * for JSON (JSON set) a number of percent, or null. */
+static const char *permille_fmt(uint32_t pm, int json, char *buf, size_t len)
 {
 	if (!pm)
-		snprintf(buf, len, "none");
+		snprintf(buf, len, "%s", json ? "null" : "none");
 	else if (pm % 10)
-		snprintf(buf, len, "%u.%u%%", pm / 10, pm % 10);
+		snprintf(buf, len, "%u.%u%s", pm / 10, pm % 10, json ? "" : "%");
 	else
-		snprintf(buf, len, "%u%%", pm / 10);
+		snprintf(buf, len, "%u%s", pm / 10, json ? "" : "%");
 	return buf;
 }
-
-/* The same for JSON: a number of percent, or null. */
-static const char *permille_json(uint32_t pm, char *buf, size_t len)
-{
-	if (!pm)
-		snprintf(buf, len, "null");
-	else if (pm % 10)
-		snprintf(buf, len, "%u.%u", pm / 10, pm % 10);
-	else
-		snprintf(buf, len, "%u", pm / 10);
-	return buf;
-}
+#define permille_text(pm, buf, len) permille_fmt(pm, 0, buf, len)
+#define permille_json(pm, buf, len) permille_fmt(pm, 1, buf, len)
 
 /* A percentage ("80%", "80", "12.5%"; "0", "off" or "none": 0) into
  * permille; -1 if it is not one from 0 to 100 with at most one decimal. */

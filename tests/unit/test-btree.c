@@ -3,6 +3,8 @@
  * queries, shadowing across commits, and node reference counts. */
 #include "common.h"
 
+#include <inttypes.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,36 @@ static const struct vbas_btree_ops test_ops_kv = {
 	.val_size = 8,
 	.cmp = bt_cmp_u64,
 	.check_rec = test_check_rec,
+	.fmt_key = bt_fmt_u64,
+};
+
+/* Record ownership (rec_owner): what a reverse map would hold, per key
+ * and owner: the number of leaves of that owner holding the key. */
+#define OWN_KEYS 4000
+#define OWN_TREES 5
+static int own_count[OWN_TREES + 1][OWN_KEYS];
+
+static int own_hook(void *ctx, const void *rec, uint64_t owner, int delta)
+{
+	(void)ctx;
+	uint64_t k = ld_le64(rec);
+	if (owner < 1 || owner > OWN_TREES || k >= OWN_KEYS)
+		fail_msg("rec_owner: key %" PRIu64 " owner %" PRIu64, k, owner);
+	own_count[owner][k] += delta;
+	if (own_count[owner][k] < 0)
+		fail_msg("rec_owner: key %" PRIu64 " of owner %" PRIu64 " left more leaves than it "
+			 "entered", k, owner);
+	return 0;
+}
+
+static const struct vbas_btree_ops test_ops_own = {
+	.name = "owned test",
+	.tree_type = VBAS_TREE_TEST,
+	.key_size = 8,
+	.val_size = 8,
+	.cmp = bt_cmp_u64,
+	.check_rec = test_check_rec,
+	.rec_owner = own_hook,
 	.fmt_key = bt_fmt_u64,
 };
 
@@ -378,6 +410,152 @@ static int ival_cb(void *arg, const void *rec)
 	return 0;
 }
 
+/* What the leaves say: every distinct leaf reachable from the live trees
+ * counts each of its records once, under the owner in its header. */
+struct own_walk {
+	struct vbas_pool *p;
+	int (*seen)[OWN_KEYS];
+	uint64_t *blks;
+	size_t n, cap;
+};
+
+static int own_node(void *arg, uint64_t blk, unsigned level)
+{
+	struct own_walk *w = arg;
+	for (size_t i = 0; i < w->n; i++)
+		if (w->blks[i] == blk)
+			return BT_CHECK_SEEN;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? 2 * w->cap : 256;
+		w->blks = realloc(w->blks, w->cap * sizeof(*w->blks));
+	}
+	w->blks[w->n++] = blk;
+	if (level)
+		return 0;
+	struct cblock *b;
+	assert_ok(cache_read(w->p->cache, blk, &b));
+	const struct vbas_node_hdr *h = b->data;
+	uint64_t owner = le64_get(h->owner);
+	assert_true(owner >= 1 && owner <= OWN_TREES);
+	for (unsigned i = 0; i < le16_get(h->nrecs); i++)
+		w->seen[owner][ld_le64((const uint8_t *)b->data + sizeof(*h) + i * 16)]++;
+	cache_put(w->p->cache, b);
+	return 0;
+}
+
+static void own_verify(struct vbas_pool *p, struct vbas_btree *t, const int *live)
+{
+	static int seen[OWN_TREES + 1][OWN_KEYS];
+	struct own_walk w = { p, seen, NULL, 0, 0 };
+	struct bt_check_cbs cbs = { .report = report_fail, .node_cb = own_node, .arg = &w };
+	memset(seen, 0, sizeof(seen));
+	for (int i = 1; i <= OWN_TREES; i++)
+		if (live[i])
+			assert_ok(bt_check(&t[i], &cbs, NULL, NULL));
+	for (int o = 1; o <= OWN_TREES; o++)
+		for (int k = 0; k < OWN_KEYS; k++)
+			if (seen[o][k] != own_count[o][k])
+				fail_msg("key %d of owner %d: %d leaves hold it, the hook counted %d", k, o,
+					 seen[o][k], own_count[o][k]);
+	free(w.blks);
+}
+
+/* N random inserts, deletes (DEL_PCT of them) and updates on tree T. */
+static void own_churn(struct vbas_btree *t, struct rng *r, int n, unsigned del_pct)
+{
+	for (int step = 0; step < n; step++) {
+		uint64_t k = rng_below(r, 600), what = rng_below(r, 100);
+		uint8_t rec[16];
+		mkrec(rec, k, k * 3 + 1);
+		int e;
+		if (what < del_pct) {
+			e = bt_delete(t, rec, NULL);
+		} else if (what < del_pct + 10) {
+			mkrec(rec, k, k * 3 + 2);
+			e = bt_update(t, rec);
+		} else {
+			e = bt_insert(t, rec);
+			e = e == -EEXIST ? 0 : e;
+		}
+		assert_true(e == 0 || e == -ENOENT);
+	}
+}
+
+/* Tree TO shares tree FROM's root, as a snapshot does (committed first:
+ * shared nodes are never written in place). */
+static void own_share(struct fixture *f, struct vbas_btree *from, struct vbas_btree *to)
+{
+	assert_ok(vbas_flush(f->p));
+	to->root = from->root;
+	to->root_txid = from->root_txid;
+	assert_ok(f->p->env.inc_meta(f->p->env.ctx, from->root));
+}
+
+static void own_drop(struct vbas_btree *t)
+{
+	uint8_t cursor[8] = { 0 };
+	int done = 0;
+	while (t->root && !done)
+		assert_ok(bt_drop(t, cursor, 1000, &done));
+	t->root = 0;
+}
+
+/* Trees that share nodes, as snapshots do: the hook's counts always equal
+ * what the leaves hold, through inserts, updates, deletes, copies of
+ * shared leaves, splits, trees released with bt_drop, and merges and
+ * rebalancing between leaves of different owners (a tree whose origin is
+ * gone holds leaves the origin wrote beside leaves of its own). */
+static void t_owners(void **state)
+{
+	struct fixture f;
+	struct rng r = { test_seed(6) };
+	struct vbas_btree t[OWN_TREES + 1];
+	int live[OWN_TREES + 1] = { 0 };
+	(void)state;
+	memset(own_count, 0, sizeof(own_count));
+	setup(&f, &test_ops_own, 5);
+	for (int i = 1; i <= OWN_TREES; i++) {
+		t[i] = f.t;
+		t[i].owner = (uint64_t)i;
+	}
+	live[1] = 1;
+	own_churn(&t[1], &r, 800, 10);
+	own_verify(f.p, t, live);
+	/* Snapshots of snapshots, each written, then the older ones go. */
+	for (int i = 2; i <= OWN_TREES; i++) {
+		own_share(&f, &t[i - 1], &t[i]);
+		live[i] = 1;
+		for (int round = 0; round < 4; round++) {
+			own_churn(&t[i], &r, 150, 40);
+			own_churn(&t[i - 1], &r, 50, 40);
+			if (round % 2)
+				assert_ok(vbas_flush(f.p));
+			own_verify(f.p, t, live);
+		}
+		if (i >= 3) {
+			own_drop(&t[i - 2]);
+			live[i - 2] = 0;
+			own_verify(f.p, t, live);
+			/* Mostly deletes: leaves of three owners merge. */
+			for (int round = 0; round < 4; round++) {
+				own_churn(&t[i], &r, 200, 70);
+				own_churn(&t[i - 1], &r, 100, 60);
+				own_verify(f.p, t, live);
+			}
+		}
+	}
+	for (int i = 1; i <= OWN_TREES; i++)
+		if (live[i]) {
+			own_drop(&t[i]);
+			live[i] = 0;
+		}
+	own_verify(f.p, t, live);
+	for (int o = 1; o <= OWN_TREES; o++)
+		for (int k = 0; k < OWN_KEYS; k++)
+			assert_int_equal(own_count[o][k], 0);
+	teardown(&f);
+}
+
 static void t_interval_query(void **state)
 {
 	struct fixture f;
@@ -487,6 +665,7 @@ int main(void)
 		cmocka_unit_test(t_append_fill),
 		cmocka_unit_test(t_update),
 		cmocka_unit_test(t_interval_query),
+		cmocka_unit_test(t_owners),
 		cmocka_unit_test(t_corrupt_node),
 	};
 	return RUN("btree", tests);

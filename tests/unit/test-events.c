@@ -133,21 +133,32 @@ static void t_low_water(void **state)
 	dev_destroy(d);
 }
 
+/* A 16 MiB pool reporting to L, whose volume "v" (open in *V) was
+ * written block after block until ENOSPC: *B blocks. */
+static struct vbas_pool *full_pool(struct vbas_dev **d, struct evlog *l, struct vbas_vol **v,
+				   uint64_t *b)
+{
+	*d = mem_pool(16u << 20, BS, 0);
+	struct vbas_pool *p = open_mem(*d, 4u << 20);
+	vbas_pool_on_event(p, ev_cb, l);
+	assert_ok(vbas_vol_create(p, "v", 64u << 20));
+	assert_ok(vbas_vol_open(p, "v", v));
+	int r;
+	for (*b = 0; !(r = wr(*v, *b, 1)); ++*b)
+		;
+	assert_int_equal(r, -ENOSPC);
+	assert_false(p->broken);
+	return p;
+}
+
 static void t_enospc_and_meta(void **state)
 {
 	(void)state;
-	struct vbas_dev *d = mem_pool(16u << 20, BS, 0);
-	struct vbas_pool *p = open_mem(d, 4u << 20);
+	struct vbas_dev *d;
 	struct evlog l = { .n = 0 };
-	vbas_pool_on_event(p, ev_cb, &l);
 	struct vbas_vol *v;
-	assert_ok(vbas_vol_create(p, "v", 64u << 20));
-	assert_ok(vbas_vol_open(p, "v", &v));
-	uint64_t b = 0;
-	int r;
-	while (!(r = wr(v, b, 1)))
-		b++;
-	assert_int_equal(r, -ENOSPC);
+	uint64_t b;
+	struct vbas_pool *p = full_pool(&d, &l, &v, &b);
 	assert_false(p->broken);
 	assert_int_equal(count(&l, VBAS_EVENT_META_LOW), 1);
 	assert_int_equal(count(&l, VBAS_EVENT_ENOSPC), 1);
@@ -232,18 +243,11 @@ static void t_settings(void **state)
 static void t_grow(void **state)
 {
 	(void)state;
-	struct vbas_dev *d = mem_pool(16u << 20, BS, 0);
-	struct vbas_pool *p = open_mem(d, 4u << 20);
+	struct vbas_dev *d;
 	struct evlog l = { .n = 0 };
-	vbas_pool_on_event(p, ev_cb, &l);
 	struct vbas_vol *v;
-	assert_ok(vbas_vol_create(p, "v", 64u << 20));
-	assert_ok(vbas_vol_open(p, "v", &v));
-	uint64_t b = 0;
-	int r;
-	while (!(r = wr(v, b, 1)))
-		b++;
-	assert_int_equal(r, -ENOSPC);
+	uint64_t b;
+	struct vbas_pool *p = full_pool(&d, &l, &v, &b);
 	/* Bad sizes: nothing changes. */
 	assert_int_equal(vbas_pool_grow(p, 8u << 20), -EINVAL);
 	assert_non_null(strstr(vbas_errmsg(), "a pool only grows"));
