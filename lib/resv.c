@@ -394,10 +394,12 @@ int owed_grow(struct vbas_pool *p, uint64_t n, const char *what)
 			return r;
 	}
 	uint64_t room = space_room_free(p, SPACE_DATA);
-	if (room < need)
-		return ev_enospc(p, need), vbas_err(-ENOSPC, "%s: the pool is full: the copies on write of the reserved "
+	if (room < need) {
+		ev_enospc(p, need);
+		return vbas_err(-ENOSPC, "%s: the pool is full: the copies on write of the reserved "
 				"blocks it shares need %" PRIu64 " blocks (%" PRIu64 " for data, %" PRIu64
 				" for metadata), %" PRIu64 " free for data", what, need, n, meta, room);
+	}
 	rv->left += n;
 	rv->data_granted += n;
 	p->sp.reserved += n;
