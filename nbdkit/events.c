@@ -23,7 +23,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +51,11 @@ static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
 static struct ev_item *q_head, **q_tail = &q_head;
 static unsigned long q_lost;          /* events dropped for want of memory */
-static int q_stop, running;
+static _Atomic int q_stop;
+static int running;
 static pthread_t thread;
+/* The on_event command running (0: none): stopping the server ends it. */
+static _Atomic pid_t cmd_pid;
 /* One grow at a time, from the thread or from writes. */
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -199,9 +204,13 @@ static void run_command(const struct vbas_event *ev, const char *line)
 		nbdkit_error("on_event: /bin/sh: %s", strerror(r));
 		return;
 	}
+	cmd_pid = pid;
+	if (q_stop)                  /* ev_stop looked before it was there */
+		kill(pid, SIGTERM);
 	int st;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
+	cmd_pid = 0;
 	if (WIFEXITED(st) && WEXITSTATUS(st))
 		nbdkit_error("on_event: '%s' exited with status %d for event %s", ev_conf.on_event,
 			     WEXITSTATUS(st), ev_name(ev->type));
@@ -307,7 +316,7 @@ static void *ev_main(void *arg)
 		char *line = ev_json(&it->ev, it->when, lost ? extra : NULL);
 		if (line && ev_conf.log_fd >= 0)
 			put_line(line);
-		if (line && ev_conf.on_event)
+		if (line && ev_conf.on_event && !q_stop)
 			run_command(&it->ev, line);
 		nbdkit_debug("vbas: event %s", ev_name(it->ev.type));
 		if (it->ev.type == VBAS_EVENT_LOW_WATER && ev_conf.autoextend && !q_stop)
@@ -346,6 +355,12 @@ void ev_stop(void)
 	q_stop = 1;
 	pthread_cond_signal(&q_cond);
 	pthread_mutex_unlock(&q_lock);
+	/* A command that does not end must not keep the server from
+	 * stopping: it gets SIGTERM; the events still queued are logged,
+	 * without their commands. */
+	pid_t c = cmd_pid;
+	if (c > 0)
+		kill(c, SIGTERM);
 	pthread_join(thread, NULL);
 	running = 0;
 	ev_pool = NULL;

@@ -1051,6 +1051,9 @@ expect_fail "grow through the server: smaller is refused" 1 "a pool only grows.*
 	"$VBAS" grow "$PE" --size 64M
 expect_ok "... and the data is all there" nbdsh -u "$(uri v)" \
 	-c "assert h.pread(40 << 20, 0) == b'\x04' * (40 << 20)" -c "assert h.pread(40 << 20, 40 << 20) == b'\x05' * (40 << 20)"
+expect_json "fsmap of the served pool: its last commit, under a pin" \
+	'[(v["name"], v["data"]) for v in d["volumes"]] == [("v", 80 << 20), ("xs", 80 << 20)]' \
+	"$VBAS" fsmap "$PE" --summary --json
 stop_server TERM
 expect_true "events: the server stopped cleanly" test "$SRV_RC" -eq 0
 expect_out "events: check is clean" '^clean' "$VBAS" check "$PE"
@@ -1070,6 +1073,21 @@ expect_true "... the pool grew in 16 MiB steps" \
 expect_true "... with grown events" test "$(ev_count auto grown)" -ge 3
 stop_server TERM
 expect_out "autoextend: check is clean" '^clean' "$VBAS" check "$PA"
+
+# A command that never ends does not keep the server from stopping.
+PH=$T/hang.img
+"$VBAS" format "$PH" --size 32M >/dev/null && "$VBAS" create "$PH" v --size 64M >/dev/null &&
+	"$VBAS" set "$PH" --low-water 10% >/dev/null || echo "# setting up the hang pool failed"
+expect_true "a hanging --on-event: serve" start_server "$PH" hang --on-event "echo started >'$T/hang.log'; exec sleep 600"
+expect_ok "... an event" w_mib v 0 8 1
+for _ in $(seq 100); do [ -s "$T/hang.log" ] && break; sleep 0.05; done
+expect_true "... its command runs" test -s "$T/hang.log"
+t0=$SECONDS
+stop_server TERM
+expect_true "... the server stops at once, cleanly, the command killed" \
+	test $((SECONDS - t0)) -lt 10 -a "$SRV_RC" -eq 0
+expect_true "... and no sleep is left" sh -c "! pgrep -f '^sleep 600\$' >/dev/null"
+pkill -f '^sleep 600$' 2>/dev/null   # (if the check above failed)
 
 # Autoextend refused: the file system holding the pool lacks the step.
 autoextend_refused_test() {
