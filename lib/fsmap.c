@@ -21,10 +21,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A result as the walk keeps it: no name (a record of vbas_fsmap_rec is
+ * 300 bytes, most of it the name; a query of a million extents keeps a
+ * million of these). */
+struct frec {
+	uint64_t physical, length, volume, logical;
+	uint32_t kind, level;
+};
+
 struct fm {
 	struct vbas_pool *p;
 	uint64_t lo, hi;             /* blocks [lo, hi) */
-	struct vbas_fsmap_rec *r;
+	struct frec *r;
 	size_t n, cap;
 	int oom;
 	char damage[400];            /* the first problem the walk met */
@@ -40,11 +48,11 @@ struct fm {
 	size_t nv, capv;
 };
 
-static struct vbas_fsmap_rec *fm_add(struct fm *f)
+static struct frec *fm_add(struct fm *f)
 {
 	if (f->n == f->cap) {
 		size_t nc = f->cap ? 2 * f->cap : 256;
-		struct vbas_fsmap_rec *nr = realloc(f->r, nc * sizeof(*nr));
+		struct frec *nr = realloc(f->r, nc * sizeof(*nr));
 		if (!nr) {
 			f->oom = 1;
 			return NULL;
@@ -52,9 +60,8 @@ static struct vbas_fsmap_rec *fm_add(struct fm *f)
 		f->r = nr;
 		f->cap = nc;
 	}
-	struct vbas_fsmap_rec *x = &f->r[f->n++];
-	memset(x, 0, offsetof(struct vbas_fsmap_rec, name));
-	x->name[0] = 0;
+	struct frec *x = &f->r[f->n++];
+	memset(x, 0, sizeof(*x));
 	return x;
 }
 
@@ -67,7 +74,7 @@ static int fm_put(struct fm *f, uint64_t pblk, uint64_t n, int kind, unsigned le
 	if (e <= f->lo || pblk >= f->hi)
 		return 0;
 	uint64_t skip = pblk < f->lo ? f->lo - pblk : 0;
-	struct vbas_fsmap_rec *x = fm_add(f);
+	struct frec *x = fm_add(f);
 	if (!x)
 		return -ENOMEM;
 	x->physical = pblk + skip;
@@ -93,7 +100,7 @@ static int fm_node(void *arg, uint64_t blkno, unsigned level)
 			/* Shared with a tree walked before: its records again,
 			 * under this volume. */
 			for (uint64_t i = e->v[0]; i < e->v[1]; i++) {
-				struct vbas_fsmap_rec *x = fm_add(f);
+				struct frec *x = fm_add(f);
 				if (!x)
 					return -ENOMEM;
 				*x = f->r[i];
@@ -192,7 +199,7 @@ static int gap_cb(void *arg, const void *rec)
 
 static int cmp_rec(const void *a, const void *b)
 {
-	const struct vbas_fsmap_rec *x = a, *y = b;
+	const struct frec *x = a, *y = b;
 	if (x->physical != y->physical)
 		return x->physical < y->physical ? -1 : 1;
 	if (x->kind != y->kind)
@@ -205,7 +212,7 @@ static int cmp_rec(const void *a, const void *b)
 }
 
 /* Y continues X: the same owner, next physically (and logically). */
-static int continues(const struct vbas_fsmap_rec *x, const struct vbas_fsmap_rec *y)
+static int continues(const struct frec *x, const struct frec *y)
 {
 	return x->kind == y->kind && x->volume == y->volume && x->level == y->level &&
 	       x->physical + x->length == y->physical &&
@@ -327,15 +334,26 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 		f.n = m + 1;
 	}
 	for (size_t i = 0; !r && i < f.n; i++) {
-		struct vbas_fsmap_rec *x = &f.r[i];
-		if (x->kind == VBAS_FSMAP_MAPPING || x->kind == VBAS_FSMAP_DATA)
-			for (size_t k = 0; k < f.nv; k++)
-				if (f.ids[k] == x->volume)
-					memcpy(x->name, f.names[k], sizeof(x->name));
-		x->physical <<= p->bshift;
-		x->length <<= p->bshift;
-		x->logical <<= p->bshift;
-		r = cb(x, arg);
+		const struct frec *y = &f.r[i];
+		struct vbas_fsmap_rec x = {
+			.physical = y->physical << p->bshift, .length = y->length << p->bshift,
+			.kind = (enum vbas_fsmap_kind)y->kind, .level = y->level, .volume = y->volume,
+			.logical = y->logical << p->bshift,
+		};
+		if (y->kind == VBAS_FSMAP_MAPPING || y->kind == VBAS_FSMAP_DATA) {
+			/* The ids came in volume table order: ascending. */
+			size_t lo = 0, hi = f.nv;
+			while (lo < hi) {
+				size_t mid = (lo + hi) / 2;
+				if (f.ids[mid] < y->volume)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < f.nv && f.ids[lo] == y->volume)
+				memcpy(x.name, f.names[lo], sizeof(x.name));
+		}
+		r = cb(&x, arg);
 	}
 	free(f.r);
 	free(f.ids);
