@@ -185,17 +185,13 @@ int vbas_pool_set(struct vbas_pool *p, const struct vbas_pool_settings *s)
 	pthread_mutex_lock(&p->lock);
 	int r = txn_writable(p, "settings");
 	if (!r && (p->low_water != s->low_water || p->exp_floor != s->expendable_floor)) {
-		unsigned lw = p->low_water, fl = p->exp_floor;
 		p->low_water = s->low_water;
 		p->exp_floor = s->expendable_floor;
 		if (s->low_water || s->expendable_floor)
 			txn_need_v4(p);
 		p->dirty = 1;
+		/* (A commit that fails puts the settings back: txn_fail.) */
 		r = txn_commit(p);
-		if (r) {
-			p->low_water = lw;
-			p->exp_floor = fl;
-		}
 		ev_space(p);
 	}
 	pthread_mutex_unlock(&p->lock);

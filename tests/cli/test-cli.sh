@@ -1301,6 +1301,8 @@ expect_fail "grow: --size is required" 2 "^vbas: grow: --size: missing" "$VBAS" 
 expect_fail "grow: smaller is refused" 1 "^vbas: grow: $E: .*a pool only grows" "$VBAS" grow $E --size 16M
 expect_fail "grow: +0 is refused" 2 "^vbas: grow: --size: \+0 adds nothing" "$VBAS" grow $E --size +0
 expect_fail "grow: a bad size" 2 "^vbas: grow: --size: invalid size" "$VBAS" grow $E --size +12Q
+expect_fail "grow: past what a pool can hold" 1 "^vbas: grow: $E: .*more than a pool can hold" \
+	"$VBAS" grow $E --size +8E
 expect_fail "a relative size is for grow only" 2 "^vbas: create: --size: a relative size \('\+1M'\) is for grow only" \
 	"$VBAS" create $E w --size +1M
 expect_true "... and the file kept its size" test "$(fsize $E)" -eq $((32 * MiB))
