@@ -57,6 +57,9 @@ struct vbas_format_opts {
 	uint32_t max_fanout;    /* testing: cap on records per tree node, 0 = none */
 };
 #define VBAS_FORMAT_FORCE      0x1u   /* overwrite an existing pool */
+#define VBAS_FORMAT_NO_RMAP    0x2u   /* keep no reverse map (fsmap then walks
+                                         every tree; repair and shrink need
+                                         one): for comparison and old tools */
 
 /* Create a pool in PATH (a regular file, created if missing, or a block
  * device).  Refuses (-EEXIST) to overwrite a pool unless VBAS_FORMAT_FORCE.
@@ -135,6 +138,7 @@ struct vbas_pool_info {
 	uint64_t available;
 	/* The settings (vbas_pool_set), permille. */
 	uint32_t low_water, expendable_floor;
+	uint32_t rmap;            /* 1: the pool keeps a reverse map */
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -161,6 +165,12 @@ int vbas_pool_set(struct vbas_pool *pool, const struct vbas_pool_settings *setti
  * smaller than the pool; -ENOSPC: the device holds less than SIZE;
  * -EFBIG: the file system cannot hold a file that large. */
 int vbas_pool_grow(struct vbas_pool *pool, uint64_t size);
+
+/* Build the reverse map of a pool that has none (formatted with
+ * VBAS_FORMAT_NO_RMAP, or by a version before format 5): one walk of every
+ * mapping tree and one commit, after which the pool is format 5.  -EEXIST:
+ * it has one; -ENOSPC: no room for it. */
+int vbas_pool_rmap_build(struct vbas_pool *pool);
 
 enum vbas_event_type {
 	VBAS_EVENT_LOW_WATER = 1,   /* use rose to the low-water mark */
@@ -453,6 +463,7 @@ enum vbas_fsmap_kind {
 	VBAS_FSMAP_REFCOUNT,       /* a node of the refcount tree */
 	VBAS_FSMAP_MAPPING,        /* a node of VOLUME's mapping tree */
 	VBAS_FSMAP_DATA,           /* data VOLUME reads at LOGICAL */
+	VBAS_FSMAP_RMAP,           /* a node of the reverse map */
 };
 struct vbas_fsmap_rec {
 	uint64_t physical;         /* byte address in the pool */
@@ -489,6 +500,7 @@ struct vbas_check_stats {
 	uint64_t extents;       /* mapping records visited */
 	uint64_t refcount_records;
 	uint64_t volumes;
+	uint64_t rmap_records;  /* reverse-map records (0: the pool keeps none) */
 };
 int vbas_check(struct vbas_pool *pool,
 	       void (*cb)(const char *problem, void *arg), void *arg,

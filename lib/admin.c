@@ -131,8 +131,8 @@ void vbas_pool_on_event(struct vbas_pool *p, void (*fn)(const struct vbas_event 
 
 void txn_need_v4(struct vbas_pool *p)
 {
-	if (le32_get(p->sb.version) < VBAS_FORMAT_VERSION) {
-		p->sb.version = le32_mk(VBAS_FORMAT_VERSION);
+	if (le32_get(p->sb.version) < VBAS_FORMAT_VERSION_4) {
+		p->sb.version = le32_mk(VBAS_FORMAT_VERSION_4);
 		p->dirty = 1;
 	}
 }

@@ -777,6 +777,42 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 	return r;
 }
 
+int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
+	       int *found)
+{
+	struct cblock *b, *c;
+	uint8_t hib[2][BT_MAX_KEY];
+	const uint8_t *hi = NULL;
+	int r, flip = 0;
+	*found = 0;
+	if (!t->root)
+		return 0;
+	if (t->root == blkno) {
+		*found = 1;
+		return 0;
+	}
+	r = root_get(t, &b);
+	if (r)
+		return r;
+	for (;;) {
+		void *d = b->data;
+		if (n_level(d) <= level || !n_recs(d) || kcmp(t, ent(t, d, 0), key) > 0)
+			break;
+		unsigned i = child_index(t, d, key);
+		if (n_level(d) == level + 1) {
+			*found = ent_child(t, d, i) == blkno;
+			break;
+		}
+		r = child_get(t, d, i, hi, &c);
+		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
+		put(t, b);
+		if (r)
+			return r;
+		b = c;
+	}
+	put(t, b);
+	return 0;
+}
 
 /* ---- Insert ------------------------------------------------------------ */
 
@@ -1605,6 +1641,13 @@ static int check_node(struct check_ctx *cx, uint64_t blk, uint64_t txid, int lev
 	unsigned n = n_recs(d);
 	if (!is_root && n == 0)
 		REPORT(cx, "%s tree: node %" PRIu64 " is empty", t->ops->name, blk);
+	if (!n_level(d) && cx->cbs->leaf_cb) {
+		r = cx->cbs->leaf_cb(cx->cbs->arg, blk, n_owner(d));
+		if (r) {
+			put(t, b);
+			return r;
+		}
+	}
 	for (unsigned i = 0; i < n; i++) {
 		if (i > 0 && kcmp(t, nkey(t, d, i - 1), nkey(t, d, i)) >= 0) {
 			fmt_key(t, nkey(t, d, i - 1), kb1, sizeof(kb1));

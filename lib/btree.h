@@ -128,6 +128,12 @@ int bt_insert(struct vbas_btree *t, const void *rec);          /* -EEXIST */
 int bt_update(struct vbas_btree *t, const void *rec);          /* -ENOENT */
 int bt_delete(struct vbas_btree *t, const void *key, void *rec_out); /* -ENOENT */
 
+/* Whether the path to KEY reaches node BLKNO at LEVEL (the tree's root
+ * counts at any level): how the trees that hold a node are found from the
+ * node (its first key, its level), O(height). */
+int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
+	       int *found);
+
 /* Records with key >= START (all if NULL) in order; CB returns 0 to go on,
  * anything else stops the walk and is returned.  CB must not change the
  * tree. */
@@ -188,6 +194,8 @@ struct bt_check_cbs {
 	int (*node_cb)(void *arg, uint64_t blkno, unsigned level);
 	int (*node_done)(void *arg, uint64_t blkno);
 	int (*rec_cb)(void *arg, const void *rec);
+	/* Before the records of each leaf walked: its owner (header). */
+	int (*leaf_cb)(void *arg, uint64_t blkno, uint64_t owner);
 	const void *from;
 	void *arg;
 };

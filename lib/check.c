@@ -7,6 +7,13 @@
  * of equal count, and compares those with the refcount tree record by
  * record (space.c S1, S4, S5).  Then the totals: data/metadata blocks used,
  * mapped blocks per volume, number of volumes, volume ids and names.
+ *
+ * With a reverse map the check is three-way: the records of every mapping
+ * leaf (each leaf once, under the owner in its header) are summed into
+ * what the rmap must hold and compared with it record by record (rmap.c
+ * R1), and the rmap's counts, summed per block, with the refcount tree
+ * (R2, R3).  Every difference names the blocks, the lineage and the
+ * volume.
  */
 #include "internal.h"
 #include "seen.h"
@@ -37,6 +44,9 @@ struct ck {
 	uint64_t vol_id, vol_blocks, vol_mapped, vol_resv;
 	uint64_t owed;           /* summed over live volumes */
 	uint64_t prev_end;
+	/* reverse map: what the leaves say (FW), what it holds (RM) */
+	struct rmap_set fw, rm;
+	uint64_t leaf_owner;
 	/* refcount records */
 	struct ref *rrec;
 	uint32_t *rrc;
@@ -181,48 +191,31 @@ static int map_rec_cb(void *arg, const void *rec)
 	c->vol_mapped += n;
 	if (le32_get(r->v.flags) & VBAS_MAPF_RESERVED)
 		c->vol_resv += n;
+	if (c->p->sp.rmap_on && rmap_set_add(&c->fw, pb, c->leaf_owner, l, (uint32_t)n, 1)) {
+		c->oom = 1;
+		return -ENOMEM;
+	}
 	return add_ref(c, pb, n, VBAS_BT_DATA);
 }
 
-static int refc_rec_cb(void *arg, const void *rec)
+static int leaf_cb(void *arg, uint64_t blkno, uint64_t owner)
 {
 	struct ck *c = arg;
-	const struct vbas_refc_rec *r = rec;
-	uint64_t s = le64_get(r->k.pblk), n = le32_get(r->v.len);
-	uint32_t t = le32_get(r->v.type), rc = le32_get(r->v.refcount);
-	c->st.refcount_records++;
-	if (s < VBAS_FIRST_BLOCK || s + n > c->p->nblocks)
-		problem(c, "refcount record %" PRIu64 "+%" PRIu64 " lies outside the pool's "
-			"blocks [%u, %" PRIu64 ")", s, n, VBAS_FIRST_BLOCK, c->p->nblocks);
-	if (c->nr) {
-		struct ref *pv = &c->rrec[c->nr - 1];
-		if (pv->start + pv->len > s)
-			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " overlap",
-				pv->start, s);
-		else if (pv->start + pv->len == s && pv->type == t && c->rrc[c->nr - 1] == rc)
-			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " should be one "
-				"(same count %u and type)", pv->start, s, rc);
+	(void)blkno;
+	c->leaf_owner = owner;
+	return 0;
+}
+
+static int rmap_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	struct rmap_irec ir;
+	rmap_to_irec(rec, &ir);
+	c->st.rmap_records++;
+	if (rmap_set_add(&c->rm, ir.pblk, ir.owner, ir.lblk, ir.len, ir.count)) {
+		c->oom = 1;
+		return -ENOMEM;
 	}
-	if (t == VBAS_BT_DATA)
-		c->rdata += n;
-	else if (t == VBAS_BT_META)
-		c->rmeta += n;
-	if (c->nr == c->capr) {
-		size_t nc = c->capr ? c->capr * 2 : 1024;
-		struct ref *v = realloc(c->rrec, nc * sizeof(*v));
-		uint32_t *w = v ? realloc(c->rrc, nc * sizeof(*w)) : NULL;
-		if (v)
-			c->rrec = v;
-		if (!v || !w) {
-			c->oom = 1;
-			return -ENOMEM;
-		}
-		c->rrc = w;
-		c->capr = nc;
-	}
-	c->rrec[c->nr] = (struct ref){ s, n, (uint8_t)t };
-	c->rrc[c->nr] = rc;
-	c->nr++;
 	return 0;
 }
 
@@ -271,6 +264,127 @@ static int cmp_ev(const void *a, const void *b)
 {
 	const struct ev *x = a, *y = b;
 	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static const char *vol_name(struct ck *c, uint64_t id)
+{
+	for (size_t i = 0; i < c->nv; i++)
+		if (c->vids[i] == id)
+			return c->vnames[i][0] ? c->vnames[i] : "(being deleted)";
+	return "(no such volume)";
+}
+
+/* R1: the rmap against the leaves, record by record (both sorted). */
+static void compare_rmap(struct ck *c)
+{
+	size_t i = 0, j = 0;
+	rmap_set_sum(&c->fw);
+	while (i < c->fw.n || j < c->rm.n) {
+		int d = i == c->fw.n ? 1 : j == c->rm.n ? -1 :
+			rmap_irec_cmp(&c->fw.v[i], &c->rm.v[j]);
+		const struct rmap_irec *x = d <= 0 ? &c->fw.v[i] : &c->rm.v[j];
+		int64_t in_leaves = d <= 0 ? c->fw.v[i].count : 0;
+		int64_t in_rmap = d >= 0 ? c->rm.v[j].count : 0;
+		if (in_leaves != in_rmap)
+			problem(c, "blocks %" PRIu64 "+%u (volume %" PRIu64 " '%s' block %" PRIu64
+				"): %" PRId64 " mapping leaf(s) of that volume's lineage hold them, "
+				"the reverse map says %" PRId64, x->pblk, x->len, x->owner,
+				vol_name(c, x->owner), x->lblk, in_leaves, in_rmap);
+		if (d <= 0)
+			i++;
+		if (d >= 0)
+			j++;
+	}
+}
+
+/* R2, R3: the rmap's counts summed per block against the refcount tree. */
+static void compare_rmap_counts(struct ck *c)
+{
+	size_t ne = 2 * c->rm.n;
+	struct ev *ev = malloc((ne ? ne : 1) * sizeof(*ev));
+	if (!ev) {
+		c->oom = 1;
+		return;
+	}
+	for (size_t i = 0; i < c->rm.n; i++) {
+		int32_t n = c->rm.v[i].count > INT32_MAX ? INT32_MAX : (int32_t)c->rm.v[i].count;
+		ev[2 * i] = (struct ev){ c->rm.v[i].pblk, n, VBAS_BT_DATA };
+		ev[2 * i + 1] = (struct ev){ c->rm.v[i].pblk + c->rm.v[i].len, -n, VBAS_BT_DATA };
+	}
+	qsort(ev, ne, sizeof(*ev), cmp_ev);
+	size_t ei = 0, ri = 0;
+	int64_t sum = 0;
+	uint64_t pos = VBAS_FIRST_BLOCK, end = c->p->nblocks;
+	while (pos < end) {
+		while (ei < ne && ev[ei].pos <= pos)
+			sum += ev[ei++].d;
+		while (ri < c->nr && c->rrec[ri].start + c->rrec[ri].len <= pos)
+			ri++;
+		uint64_t next = end;
+		if (ei < ne && ev[ei].pos < next)
+			next = ev[ei].pos;
+		int64_t rc = 0;
+		int type = 0;
+		if (ri < c->nr && c->rrec[ri].start <= pos) {
+			rc = c->rrc[ri];
+			type = c->rrec[ri].type;
+			if (c->rrec[ri].start + c->rrec[ri].len < next)
+				next = c->rrec[ri].start + c->rrec[ri].len;
+		} else if (ri < c->nr && c->rrec[ri].start < next) {
+			next = c->rrec[ri].start;
+		}
+		if (sum && type == VBAS_BT_META)
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are metadata, but the reverse map "
+				"gives them %" PRId64 " data owner(s)", pos, next - pos, sum);
+		else if (type != VBAS_BT_META && sum != rc)
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 ": the refcount tree says %" PRId64
+				" reference(s), the reverse map's owners %" PRId64, pos, next - pos,
+				rc, sum);
+		pos = next;
+	}
+	free(ev);
+}
+
+static int refc_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	const struct vbas_refc_rec *r = rec;
+	uint64_t s = le64_get(r->k.pblk), n = le32_get(r->v.len);
+	uint32_t t = le32_get(r->v.type), rc = le32_get(r->v.refcount);
+	c->st.refcount_records++;
+	if (s < VBAS_FIRST_BLOCK || s + n > c->p->nblocks)
+		problem(c, "refcount record %" PRIu64 "+%" PRIu64 " lies outside the pool's "
+			"blocks [%u, %" PRIu64 ")", s, n, VBAS_FIRST_BLOCK, c->p->nblocks);
+	if (c->nr) {
+		struct ref *pv = &c->rrec[c->nr - 1];
+		if (pv->start + pv->len > s)
+			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " overlap",
+				pv->start, s);
+		else if (pv->start + pv->len == s && pv->type == t && c->rrc[c->nr - 1] == rc)
+			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " should be one "
+				"(same count %u and type)", pv->start, s, rc);
+	}
+	if (t == VBAS_BT_DATA)
+		c->rdata += n;
+	else if (t == VBAS_BT_META)
+		c->rmeta += n;
+	if (c->nr == c->capr) {
+		size_t nc = c->capr ? c->capr * 2 : 1024;
+		struct ref *v = realloc(c->rrec, nc * sizeof(*v));
+		uint32_t *w = v ? realloc(c->rrc, nc * sizeof(*w)) : NULL;
+		if (v)
+			c->rrec = v;
+		if (!v || !w) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		c->rrc = w;
+		c->capr = nc;
+	}
+	c->rrec[c->nr] = (struct ref){ s, n, (uint8_t)t };
+	c->rrc[c->nr] = rc;
+	c->nr++;
+	return 0;
 }
 
 static const char *tname(int t)
@@ -370,7 +484,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 {
 	struct ck c = { .p = p, .cb = cb, .arg = arg };
 	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb,
-				    .node_done = node_done, .arg = &c };
+				    .node_done = node_done, .leaf_cb = leaf_cb, .arg = &c };
 	int r;
 
 	vbas_err_clear();
@@ -390,6 +504,15 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
 	if (r < 0 && r != -EUCLEAN)
 		goto out;
+	/* Reverse map. */
+	if (p->sp.rmap_on) {
+		cbs.rec_cb = rmap_rec_cb;
+		r = bt_check(&p->sp.rmap, &cbs, NULL, NULL);
+		if (r < 0 && r != -EUCLEAN)
+			goto out;
+	} else if (p->sp.rmap.root) {
+		problem(&c, "the pool keeps no reverse map, but has a root for one");
+	}
 	dup_names(&c);
 	/* Each volume's mapping tree. */
 	for (size_t i = 0; i < c.nv && !c.oom; i++) {
@@ -459,6 +582,10 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 			qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
 		compare_counts(&c);
 	}
+	if (!c.oom && p->sp.rmap_on) {
+		compare_rmap(&c);
+		compare_rmap_counts(&c);
+	}
 	if (c.rdata != p->sp.data_used)
 		problem(&c, "data blocks in use: counted %" PRIu64 ", the refcount tree holds %" PRIu64,
 			p->sp.data_used, c.rdata);
@@ -477,6 +604,8 @@ out:
 	free(c.rrc);
 	free(c.vids);
 	free(c.vnames);
+	rmap_set_free(&c.fw);
+	rmap_set_free(&c.rm);
 	seen_free(&c.seen);
 	if (stats)
 		*stats = c.st;

@@ -21,10 +21,13 @@
 
 #define VBAS_SB_MAGIC        0x42534256u  /* "VBSB" */
 #define VBAS_NODE_MAGIC      0x444e4256u  /* "VBND" */
-#define VBAS_FORMAT_VERSION  4u      /* 4: reserved ranges (VBAS_MAPF_RESERVED),
+#define VBAS_FORMAT_VERSION  5u      /* 5: the reverse map (VBAS_SBF_RMAP) */
+#define VBAS_FORMAT_VERSION_4 4u     /* 4: reserved ranges (VBAS_MAPF_RESERVED),
                                         expendable snapshots, space settings */
 #define VBAS_FORMAT_VERSION_MIN 3u   /* 3: the same, without those; written as
-                                        4 by the first change that uses one */
+                                        4 by the first change that uses one;
+                                        a pool without the reverse map (any
+                                        format) works without it */
 
 #define VBAS_SB_SLOTS        2u            /* blocks 0 and 1 */
 #define VBAS_SB_BYTES        512u          /* bytes covered by the sb checksum */
@@ -46,7 +49,7 @@ struct vbas_sb {
 	vbas_le32 block_size;
 	vbas_le64 nblocks;       /* blocks in the pool, superblocks included */
 	vbas_le32 max_fanout;    /* records per node cap (testing), 0 = none */
-	vbas_le32 flags;         /* none defined; must be 0 */
+	vbas_le32 flags;         /* VBAS_SBF_*; others must be 0 */
 	vbas_le64 voltab_root;   /* volume table tree, 0 = empty */
 	vbas_le64 refc_root;     /* refcount tree, 0 = empty */
 	vbas_le64 data_used;     /* blocks of type DATA in the refcount tree */
@@ -65,8 +68,14 @@ struct vbas_sb {
 	                            are deleted, oldest first; 0 = only when a
 	                            write would fail for lack of room; <= 1000 */
 	vbas_le32 pad1;          /* zero */
-	vbas_le64 reserved[15];  /* zero */
+	/* Format 5, with VBAS_SBF_RMAP (zero without): */
+	vbas_le64 rmap_root;     /* reverse map, 0 = empty */
+	vbas_le64 rmap_root_txid;   /* transaction that wrote rmap_root */
+	vbas_le64 reserved[13];  /* zero */
 };
+/* The pool keeps a reverse map (format 5). */
+#define VBAS_SBF_RMAP        0x1u
+#define VBAS_SBF_KNOWN       VBAS_SBF_RMAP
 _Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
 _Static_assert(sizeof(struct vbas_sb) <= VBAS_SB_BYTES, "vbas_sb fits");
@@ -76,6 +85,7 @@ enum vbas_tree_type {
 	VBAS_TREE_VOLTAB = 1,    /* volume id -> struct vbas_vol_rec */
 	VBAS_TREE_REFC   = 2,    /* physical start -> struct vbas_refc_val */
 	VBAS_TREE_MAP    = 3,    /* logical block -> struct vbas_map_val */
+	VBAS_TREE_RMAP   = 4,    /* struct vbas_rmap_key -> struct vbas_rmap_val */
 	VBAS_TREE_TEST   = 15,   /* unit tests only */
 	VBAS_TREE_TEST_OVERLAP = 16,
 	VBAS_TREE_TYPE_MAX
@@ -85,6 +95,7 @@ enum vbas_tree_type {
  * (ids start at 1 and stay below VBAS_OWNER_VOLTAB). */
 #define VBAS_OWNER_VOLTAB    (~0ull - 1)
 #define VBAS_OWNER_REFC      (~0ull - 2)
+#define VBAS_OWNER_RMAP      (~0ull - 3)
 
 struct vbas_node_hdr {
 	vbas_le32 csum;          /* crc32c(salt, bytes [4, block size)) */
@@ -150,6 +161,28 @@ struct vbas_refc_val {
 };
 _Static_assert(sizeof(struct vbas_refc_val) == 16, "vbas_refc_val");
 
+/* Reverse map (format 5, VBAS_SBF_RMAP): one record per distinct mapping
+ * record per lineage, in a tree of overlapping intervals (an interior
+ * entry's high key is (pblk + len - 1, ~0, ~0, ~0) of its subtree's
+ * furthest-reaching record).  OWNER is the volume id in the header of the
+ * mapping leaves that hold the record (the tree that wrote them first:
+ * snapshots and clones share leaves without writing them, so a snapshot
+ * changes nothing here), COUNT how many such leaves hold it.  The counts
+ * of a data block's records sum to its reference count.  Metadata blocks
+ * have no records: every node names its tree, owner and level in its
+ * header.  See docs/rmap.md. */
+struct vbas_rmap_key {
+	vbas_le64 pblk;          /* first physical block */
+	vbas_le64 owner;         /* lineage: a volume id */
+	vbas_le64 lblk;          /* first logical block */
+	vbas_le32 len;           /* blocks, >= 1 */
+};
+struct vbas_rmap_val {
+	vbas_le32 count;         /* >= 1 */
+};
+_Static_assert(sizeof(struct vbas_rmap_key) == 28, "vbas_rmap_key");
+_Static_assert(sizeof(struct vbas_rmap_val) == 4, "vbas_rmap_val");
+
 /* Volume table. */
 #define VBAS_VOLF_READONLY   0x1u
 #define VBAS_VOLF_DELETING   0x2u    /* delete in progress: resumed at open */
@@ -203,7 +236,12 @@ struct vbas_voltab_rec {
 	struct vbas_vol_key k;
 	struct vbas_vol_rec v;
 };
+struct vbas_rmap_rec {
+	struct vbas_rmap_key k;
+	struct vbas_rmap_val v;
+};
 _Static_assert(sizeof(struct vbas_map_rec) == 24, "vbas_map_rec");
+_Static_assert(sizeof(struct vbas_rmap_rec) == 32, "vbas_rmap_rec");
 _Static_assert(sizeof(struct vbas_refc_rec) == 24, "vbas_refc_rec");
 _Static_assert(sizeof(struct vbas_voltab_rec) == 352, "vbas_voltab_rec");
 

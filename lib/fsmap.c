@@ -1,16 +1,27 @@
 /* vbas_fsmap: who uses each block of a physical range.
  *
- * This first implementation walks the trees: the volume table and the
- * refcount tree once, and every volume's mapping tree, keeping the nodes
- * and extents that lie in the range.  A node shared by several mapping
- * trees (snapshots, clones) is walked once: what its subtree gave is
- * remembered (as a span of the result) and given again, under the other
- * volume, each time another tree reaches it.  So the walk reads each node
- * once, and the result holds one record per owner.  Free runs come from
- * the refcount tree (a block without a record is free).  The results are
- * sorted by physical address, merged into runs, and handed to the caller
- * after the pool's lock is let go.  The reverse map (docs/rmap.md) will
- * answer the same query from an interval tree without the walk. */
+ * With a reverse map (docs/rmap.md) the answer costs O(log n + results):
+ * the refcount tree's records over the range give the free runs and the
+ * metadata blocks (each read for its header: tree, owner, level, first
+ * key), the rmap's interval query gives the data records over the range.
+ * A data record (pblk, lineage O, lblk, len) is given to every volume of
+ * O's lineage (O and the volumes made from it, by their origins) that maps
+ * lblk to pblk, found by a lookup in each; a mapping-tree node likewise to
+ * every tree whose path to the node's first key reaches it.
+ *
+ * Without one (a pool formatted without, or made before format 5) it walks
+ * the trees: the volume table and the refcount tree once, and every
+ * volume's mapping tree, keeping the nodes and extents that lie in the
+ * range.  A node shared by several mapping trees (snapshots, clones) is
+ * walked once: what its subtree gave is remembered (as a span of the
+ * result) and given again, under the other volume, each time another tree
+ * reaches it.  Free runs come from the refcount tree (a block without a
+ * record is free).
+ *
+ * Either way the results are put in one canonical form (runs of one owner
+ * merged where they touch or overlap, then sorted by physical address), so
+ * the two answers can be compared record for record, and handed to the
+ * caller after the pool's lock is let go. */
 #include "internal.h"
 #include "seen.h"
 
@@ -42,10 +53,14 @@ struct fm {
 	                                results their subtree gave */
 	uint64_t stack[BT_MAX_DEPTH + 1], start[BT_MAX_DEPTH + 1];
 	unsigned depth;
-	/* volume ids and names, for the results */
+	/* volume ids, names and records, in id order */
 	uint64_t *ids;
 	char (*names)[VBAS_NAME_MAX + 1];
+	struct vbas_vol_rec *recs;
 	size_t nv, capv;
+	/* the volumes of each lineage met (rmap): sorted by owner */
+	struct lineage { uint64_t owner; uint32_t *v; size_t n; } *lin;
+	size_t nlin, caplin;
 };
 
 static struct frec *fm_add(struct fm *f)
@@ -159,9 +174,16 @@ static int fm_vol_rec(void *arg, const void *rec)
 		if (!nn)
 			return f->oom = 1, -ENOMEM;
 		f->names = nn;
+		struct vbas_vol_rec *nrec = realloc(f->recs, nc * sizeof(*nrec));
+		if (!nrec)
+			return f->oom = 1, -ENOMEM;
+		f->recs = nrec;
 		f->capv = nc;
 	}
 	unsigned nl = le16_get(v->v.name_len);
+	if (nl > VBAS_NAME_MAX)
+		nl = VBAS_NAME_MAX;
+	f->recs[f->nv] = v->v;
 	f->ids[f->nv] = le64_get(v->k.id);
 	memcpy(f->names[f->nv], v->v.name, nl);
 	f->names[f->nv][nl] = 0;
@@ -197,6 +219,263 @@ static int gap_cb(void *arg, const void *rec)
 	return 0;
 }
 
+/* A structural problem met on the way: fsmap stops, naming it. */
+static void fm_report(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fm_report(void *arg, const char *fmt, ...)
+{
+	struct fm *f = arg;
+	va_list ap;
+	if (f->damage[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(f->damage, sizeof(f->damage), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- Answered by the reverse map ------------------------------------------ */
+
+static ssize_t vol_index(struct fm *f, uint64_t id)
+{
+	size_t lo = 0, hi = f->nv;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < f->nv && f->ids[lo] == id ? (ssize_t)lo : -1;
+}
+
+/* Whether volume I may hold leaves of lineage O: O itself, or made from
+ * it (a chain of origins that passes O).  A chain that reaches a deleted
+ * volume made after O cannot be followed: the volume counts (the lookups
+ * decide); one that reaches a volume older than O cannot come from O. */
+static int of_lineage(struct fm *f, size_t i, uint64_t o)
+{
+	uint64_t id = f->ids[i];
+	for (size_t steps = 0; steps <= f->nv; steps++) {
+		if (id == o)
+			return 1;
+		if (id < o)
+			return 0;
+		ssize_t k = vol_index(f, id);
+		if (k < 0)
+			return 1;
+		id = le64_get(f->recs[k].origin);
+		if (!id)
+			return 0;
+	}
+	return 1;                   /* a cycle of origins: let the lookups decide */
+}
+
+static struct lineage *lineage_of(struct fm *f, uint64_t o)
+{
+	size_t lo = 0, hi = f->nlin;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (f->lin[mid].owner < o)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < f->nlin && f->lin[lo].owner == o)
+		return &f->lin[lo];
+	if (f->nlin == f->caplin) {
+		size_t nc = f->caplin ? 2 * f->caplin : 16;
+		struct lineage *nl = realloc(f->lin, nc * sizeof(*nl));
+		if (!nl)
+			return f->oom = 1, NULL;
+		f->lin = nl;
+		f->caplin = nc;
+	}
+	struct lineage l = { .owner = o };
+	l.v = malloc((f->nv ? f->nv : 1) * sizeof(*l.v));
+	if (!l.v)
+		return f->oom = 1, NULL;
+	for (size_t i = 0; i < f->nv; i++)
+		if (of_lineage(f, i, o))
+			l.v[l.n++] = (uint32_t)i;
+	memmove(&f->lin[lo + 1], &f->lin[lo], (f->nlin - lo) * sizeof(*f->lin));
+	f->lin[lo] = l;
+	f->nlin++;
+	return &f->lin[lo];
+}
+
+static int deleting(struct fm *f, size_t i)
+{
+	return !!(le32_get(f->recs[i].flags) & VBAS_VOLF_DELETING);
+}
+
+static int rm_data(void *arg, const struct rmap_irec *x)
+{
+	struct fm *f = arg;
+	uint64_t a = x->pblk > f->lo ? x->pblk : f->lo;
+	uint64_t b = x->pblk + x->len < f->hi ? x->pblk + x->len : f->hi;
+	if (a >= b)
+		return 0;
+	struct lineage *l = lineage_of(f, x->owner);
+	if (!l)
+		return -ENOMEM;
+	uint64_t l0 = x->lblk + (a - x->pblk), l1 = l0 + (b - a);
+	for (size_t k = 0; k < l->n; k++) {
+		struct vbas_btree t;
+		uint64_t cur = l0;
+		if (deleting(f, l->v[k]))
+			continue;              /* walked (via_rmap) */
+		vol_map_tree(f->p, f->ids[l->v[k]], &f->recs[l->v[k]], &t);
+		while (cur < l1) {
+			uint64_t pb, len;
+			int mapped, r = map_lookup_f(&t, cur, &pb, &len, &mapped, NULL);
+			if (r)
+				return r;
+			uint64_t seg = len < l1 - cur ? len : l1 - cur;
+			if (mapped && pb == a + (cur - l0)) {
+				r = fm_put(f, pb, seg, VBAS_FSMAP_DATA, 0, f->ids[l->v[k]], cur);
+				if (r)
+					return r;
+			}
+			cur += seg;
+		}
+	}
+	return 0;
+}
+
+/* Metadata block BLK: read its header, and give it to its tree(s). */
+static int rm_node(struct fm *f, uint64_t blk)
+{
+	struct cblock *b;
+	int r = cache_read(f->p->cache, blk, &b);
+	if (r)
+		return r;
+	const struct vbas_node_hdr *h = b->data;
+	unsigned type = le16_get(h->tree_type), level = le16_get(h->level);
+	uint64_t owner = le64_get(h->owner);
+	uint8_t key[BT_MAX_KEY];
+	memcpy(key, (const uint8_t *)b->data + sizeof(*h), sizeof(key));
+	cache_put(f->p->cache, b);
+	switch (type) {
+	case VBAS_TREE_VOLTAB:
+		return fm_put(f, blk, 1, VBAS_FSMAP_VOLTAB, level, 0, 0);
+	case VBAS_TREE_REFC:
+		return fm_put(f, blk, 1, VBAS_FSMAP_REFCOUNT, level, 0, 0);
+	case VBAS_TREE_RMAP:
+		return fm_put(f, blk, 1, VBAS_FSMAP_RMAP, level, 0, 0);
+	case VBAS_TREE_MAP:
+		break;
+	default:
+		return vbas_err(-EUCLEAN, "block %" PRIu64 " is counted as metadata but is a "
+				"node of tree type %u", blk, type);
+	}
+	struct lineage *l = lineage_of(f, owner);
+	if (!l)
+		return -ENOMEM;
+	for (size_t k = 0; k < l->n; k++) {
+		struct vbas_btree t;
+		int found;
+		if (deleting(f, l->v[k]))
+			continue;              /* walked (via_rmap) */
+		vol_map_tree(f->p, f->ids[l->v[k]], &f->recs[l->v[k]], &t);
+		r = bt_reaches(&t, key, level, blk, &found);
+		if (r)
+			return r;
+		if (found && (r = fm_put(f, blk, 1, VBAS_FSMAP_MAPPING, level, f->ids[l->v[k]], 0)))
+			return r;
+	}
+	return 0;
+}
+
+struct rm_refc {
+	struct fm *f;
+	uint64_t pos;
+};
+
+static int rm_refc_cb(void *arg, const void *rec)
+{
+	struct rm_refc *g = arg;
+	struct fm *f = g->f;
+	const struct vbas_refc_rec *x = rec;
+	uint64_t s = le64_get(x->k.pblk), e = s + le32_get(x->v.len);
+	int r;
+	if (s >= f->hi)
+		return 1;
+	if (s > g->pos && (r = fm_free(f, g->pos, s)))
+		return r;
+	if (e > g->pos)
+		g->pos = e;
+	if (le32_get(x->v.type) != VBAS_BT_META)
+		return 0;
+	for (uint64_t b = s > f->lo ? s : f->lo; b < e && b < f->hi; b++)
+		if ((r = rm_node(f, b)))
+			return r;
+	return 0;
+}
+
+static int via_rmap(struct fm *f)
+{
+	struct vbas_pool *p = f->p;
+	int r = fm_put(f, 0, VBAS_FIRST_BLOCK, VBAS_FSMAP_SUPERBLOCK, 0, 0, 0);
+	if (!r)
+		r = bt_iter(&p->voltab, NULL, fm_vol_rec, f);
+	if (r)
+		return r;
+	struct rm_refc g = { f, f->lo > VBAS_FIRST_BLOCK ? f->lo : VBAS_FIRST_BLOCK };
+	uint8_t key[8];
+	struct vbas_refc_rec before;
+	uint64_t start = g.pos;
+	st_le64(key, g.pos);
+	if (bt_lookup(&p->sp.refc, key, BT_LE, &before) == 0)
+		start = le64_get(before.k.pblk);
+	st_le64(key, start);
+	r = bt_iter(&p->sp.refc, key, rm_refc_cb, &g);
+	if (r < 0)
+		return r;
+	r = fm_free(f, g.pos, f->hi > g.pos ? f->hi : g.pos);
+	if (!r)
+		r = rmap_query(p, f->lo, f->hi, rm_data, f);
+	/* A delete in progress (stopped part way by a full pool, until the
+	 * next delete or open finishes it) has released part of its tree,
+	 * which lookups cannot tell from the rest: its tree is walked, as
+	 * without a reverse map, from its cursor. */
+	struct bt_check_cbs cbs = { .report = fm_report, .node_cb = fm_node,
+				    .node_done = fm_node_done, .rec_cb = fm_map_rec, .arg = f };
+	f->kind = VBAS_FSMAP_MAPPING;
+	for (size_t i = 0; !r && i < f->nv; i++) {
+		struct vbas_btree t;
+		uint8_t from[8];
+		if (!deleting(f, i))
+			continue;
+		vol_map_tree(p, f->ids[i], &f->recs[i], &t);
+		st_le64(from, le64_get(f->recs[i].del_cursor));
+		cbs.from = from;
+		f->vol = f->ids[i];
+		f->depth = 0;
+		r = bt_check(&t, &cbs, NULL, NULL);
+	}
+	return r;
+}
+
+/* ---- The canonical form ---------------------------------------------------- */
+
+/* Records of one owner that continue each other (physically, and for data
+ * at the same logical - physical distance) sort next to each other. */
+static int cmp_owner(const void *a, const void *b)
+{
+	const struct frec *x = a, *y = b;
+	if (x->kind != y->kind)
+		return x->kind < y->kind ? -1 : 1;
+	if (x->volume != y->volume)
+		return x->volume < y->volume ? -1 : 1;
+	if (x->level != y->level)
+		return x->level < y->level ? -1 : 1;
+	uint64_t dx = x->logical - x->physical, dy = y->logical - y->physical;
+	if (x->kind == VBAS_FSMAP_DATA && dx != dy)
+		return dx < dy ? -1 : 1;
+	if (x->physical != y->physical)
+		return x->physical < y->physical ? -1 : 1;
+	return 0;
+}
+
 static int cmp_rec(const void *a, const void *b)
 {
 	const struct frec *x = a, *y = b;
@@ -211,25 +490,13 @@ static int cmp_rec(const void *a, const void *b)
 	return 0;
 }
 
-/* Y continues X: the same owner, next physically (and logically). */
+/* Y (sorted by cmp_owner after X) continues or overlaps X: the same
+ * owner, at the same logical - physical distance for data. */
 static int continues(const struct frec *x, const struct frec *y)
 {
 	return x->kind == y->kind && x->volume == y->volume && x->level == y->level &&
-	       x->physical + x->length == y->physical &&
-	       (x->kind != VBAS_FSMAP_DATA || x->logical + x->length == y->logical);
-}
-
-/* A structural problem met on the way: fsmap stops, naming it. */
-static void fm_report(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fm_report(void *arg, const char *fmt, ...)
-{
-	struct fm *f = arg;
-	va_list ap;
-	if (f->damage[0])
-		return;
-	va_start(ap, fmt);
-	vsnprintf(f->damage, sizeof(f->damage), fmt, ap);
-	va_end(ap);
+	       y->physical <= x->physical + x->length &&
+	       (x->kind != VBAS_FSMAP_DATA || x->logical - x->physical == y->logical - y->physical);
 }
 
 static int walk(struct fm *f)
@@ -249,6 +516,10 @@ static int walk(struct fm *f)
 	f->kind = VBAS_FSMAP_REFCOUNT;
 	cbs.rec_cb = NULL;
 	r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
+	if (r)
+		return r;
+	f->kind = VBAS_FSMAP_RMAP;
+	r = bt_check(&p->sp.rmap, &cbs, NULL, NULL);
 	if (r)
 		return r;
 	f->kind = VBAS_FSMAP_MAPPING;
@@ -311,6 +582,8 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 	r = space_drain(p);
 	if (r)
 		txn_fail(p, r);
+	else if (p->sp.rmap_on && !vbas_tun.fsmap_walk)
+		r = via_rmap(&f);
 	else
 		r = walk(&f);
 	pthread_mutex_unlock(&p->lock);
@@ -323,15 +596,20 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 		vbas_err(r, "fsmap: the pool's metadata is damaged (run vbas check): %s", f.damage);
 	}
 	if (!r && f.n) {
-		qsort(f.r, f.n, sizeof(*f.r), cmp_rec);
+		qsort(f.r, f.n, sizeof(*f.r), cmp_owner);
 		size_t m = 0;
 		for (size_t i = 1; i < f.n; i++) {
-			if (continues(&f.r[m], &f.r[i]))
-				f.r[m].length += f.r[i].length;
-			else
+			struct frec *x = &f.r[m];
+			if (continues(x, &f.r[i])) {
+				uint64_t e = f.r[i].physical + f.r[i].length;
+				if (e > x->physical + x->length)
+					x->length = e - x->physical;
+			} else {
 				f.r[++m] = f.r[i];
+			}
 		}
 		f.n = m + 1;
+		qsort(f.r, f.n, sizeof(*f.r), cmp_rec);
 	}
 	for (size_t i = 0; !r && i < f.n; i++) {
 		const struct frec *y = &f.r[i];
@@ -342,21 +620,18 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 		};
 		if (y->kind == VBAS_FSMAP_MAPPING || y->kind == VBAS_FSMAP_DATA) {
 			/* The ids came in volume table order: ascending. */
-			size_t lo = 0, hi = f.nv;
-			while (lo < hi) {
-				size_t mid = (lo + hi) / 2;
-				if (f.ids[mid] < y->volume)
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			if (lo < f.nv && f.ids[lo] == y->volume)
-				memcpy(x.name, f.names[lo], sizeof(x.name));
+			ssize_t k = vol_index(&f, y->volume);
+			if (k >= 0)
+				memcpy(x.name, f.names[k], sizeof(x.name));
 		}
 		r = cb(&x, arg);
 	}
 	free(f.r);
 	free(f.ids);
 	free(f.names);
+	free(f.recs);
+	for (size_t i = 0; i < f.nlin; i++)
+		free(f.lin[i].v);
+	free(f.lin);
 	return r;
 }

@@ -24,8 +24,24 @@ struct refc_delta {
 	uint8_t is_alloc;          /* blocks come out of pending_alloc */
 };
 
+/* A reverse-map record (or a queued change to one: COUNT is then the
+ * delta). */
+struct rmap_irec {
+	uint64_t pblk, owner, lblk;
+	uint32_t len;
+	int64_t count;
+};
+struct rmap_set {
+	struct rmap_irec *v;
+	size_t n, cap;
+};
+
 struct vbas_space {
 	struct vbas_btree refc;    /* the refcount tree */
+	struct vbas_btree rmap;    /* the reverse map (rmap.c), if RMAP_ON */
+	int rmap_on;               /* the pool keeps one (VBAS_SBF_RMAP) */
+	struct rmap_set rq;        /* its queued changes */
+	uint64_t rmap_nodes;       /* its nodes as last committed */
 	uint64_t data_used;        /* blocks of each type in the refcount tree */
 	uint64_t meta_used;
 	struct extset pending;     /* allocated, not yet in the refcount tree */
@@ -145,6 +161,8 @@ struct vbas_tunables {
 	uint64_t txn_big_meta;     /* or this many metadata blocks were written */
 	uint64_t usage_batch;      /* mapping records vbas_vol_usage reads per hold
 	                              of the pool lock */
+	int fsmap_walk;            /* tests only: fsmap walks the trees even with a
+	                              reverse map (to compare the two answers) */
 	int early_punch;           /* tests only, a bug on purpose: punch the data
 	                              blocks a commit frees before its superblock
 	                              is written (the crash tests must catch it) */
@@ -224,6 +242,28 @@ int space_pin(struct vbas_pool *p);
 void space_unpin(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);
 extern const struct vbas_btree_ops refc_ops;
+
+/* rmap.c: the reverse map. */
+extern const struct vbas_btree_ops rmap_ops;
+void rmap_to_irec(const void *rec, struct rmap_irec *ir);
+int rmap_irec_cmp(const void *a, const void *b);
+void rmap_key(void *key, uint64_t pblk, uint64_t owner, uint64_t lblk, uint32_t len);
+int rmap_set_add(struct rmap_set *s, uint64_t pblk, uint64_t owner, uint64_t lblk,
+		 uint32_t len, int64_t count);
+/* Sort, and sum the counts of equal keys into one record. */
+void rmap_set_sum(struct rmap_set *s);
+void rmap_set_free(struct rmap_set *s);
+/* Record (pblk, lblk, len) entered (+1) or left (-1) a mapping leaf of
+ * lineage OWNER: queued for space_drain. */
+int rmap_queue(struct vbas_pool *p, uint64_t pblk, uint64_t owner, uint64_t lblk,
+	       uint32_t len, int delta);
+int rmap_apply(struct vbas_pool *p);
+/* Records overlapping physical blocks [LO, HI), in key order. */
+int rmap_query(struct vbas_pool *p, uint64_t lo, uint64_t hi,
+	       int (*cb)(void *, const struct rmap_irec *), void *arg);
+/* What the rmap should hold, from a walk of every mapping tree (each
+ * leaf once): sorted, counts summed. */
+int rmap_collect(struct vbas_pool *p, struct rmap_set *out);
 
 /* txn.c */
 int txn_commit(struct vbas_pool *p);

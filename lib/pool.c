@@ -35,7 +35,7 @@ static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
 	*bs = o->block_size ? o->block_size : VBAS_BLOCK_SIZE_DEFAULT;
 	if (*bs < VBAS_BLOCK_SIZE_MIN || *bs > VBAS_BLOCK_SIZE_MAX || (*bs & (*bs - 1)))
 		return vbas_err(-EINVAL, "block size %u: must be a power of two from 4K to 1M", *bs);
-	if (o->flags & ~VBAS_FORMAT_FORCE)
+	if (o->flags & ~(VBAS_FORMAT_FORCE | VBAS_FORMAT_NO_RMAP))
 		return vbas_err(-EINVAL, "unknown format flags %#x", o->flags);
 	if (o->max_fanout && (o->max_fanout < 4 || o->max_fanout > 65535))
 		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", o->max_fanout);
@@ -53,7 +53,8 @@ static int check_nblocks(uint32_t bs, uint64_t nblocks)
 }
 
 /* Write an empty pool of NBLOCKS blocks to DEV. */
-static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint32_t fanout)
+static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint32_t fanout,
+		      uint32_t flags)
 {
 	struct vbas_sb sb;
 	void *buf;
@@ -70,6 +71,7 @@ static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint3
 	sb.block_size = le32_mk(bs);
 	sb.nblocks = le64_mk(nblocks);
 	sb.max_fanout = le32_mk(fanout);
+	sb.flags = le32_mk(flags & VBAS_FORMAT_NO_RMAP ? 0 : VBAS_SBF_RMAP);
 	sb.next_vol_id = le64_mk(1);
 	sb.ctime = le64_mk((uint64_t)time(NULL));
 	sb.csum = le32_mk(sb_csum(&sb));
@@ -102,7 +104,7 @@ int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
 	if (size > dev->size)
 		return vbas_err(-ENOSPC, "size %" PRIu64 " is larger than the device (%" PRIu64 ")",
 				size, dev->size);
-	return format_dev(dev, bs, size / bs, o->max_fanout);
+	return format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
 }
 
 int vbas_format(const char *path, const struct vbas_format_opts *o)
@@ -173,7 +175,7 @@ int vbas_format(const char *path, const struct vbas_format_opts *o)
 	r = check_nblocks(bs, size / bs);
 	if (r)
 		goto fail;
-	r = format_dev(dev, bs, size / bs, o->max_fanout);
+	r = format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
 	dev_destroy(dev);
 	return r;
 fail:
@@ -227,6 +229,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->env.types[VBAS_TREE_VOLTAB] = &voltab_ops;
 	p->env.types[VBAS_TREE_REFC] = &refc_ops;
 	p->env.types[VBAS_TREE_MAP] = &map_ops;
+	p->env.types[VBAS_TREE_RMAP] = &rmap_ops;
 	bt_node_validator(&p->validator, &p->env);
 	uint64_t cb = o->cache_bytes ? o->cache_bytes : VBAS_CACHE_DEFAULT;
 	r = cache_create(dev, p->bs, (size_t)(cb / p->bs), &p->validator, &p->cache);
@@ -381,6 +384,7 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->available = space_available(p) * p->bs;
 	info->low_water = p->low_water;
 	info->expendable_floor = p->exp_floor;
+	info->rmap = (uint32_t)p->sp.rmap_on;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

@@ -240,12 +240,21 @@ int space_load(struct vbas_pool *p)
 	sp->refc.owner = VBAS_OWNER_REFC;
 	sp->refc.root = le64_get(p->sb.refc_root);
 	sp->refc.root_txid = le64_get(p->sb.refc_root_txid);
+	sp->rmap.ops = &rmap_ops;
+	sp->rmap.env = &p->env;
+	sp->rmap.owner = VBAS_OWNER_RMAP;
+	sp->rmap.val_ctx = p;
+	sp->rmap_on = !!(le32_get(p->sb.flags) & VBAS_SBF_RMAP);
+	sp->rmap.root = le64_get(p->sb.rmap_root);
+	sp->rmap.root_txid = le64_get(p->sb.rmap_root_txid);
 	sp->data_used = le64_get(p->sb.data_used);
 	sp->meta_used = le64_get(p->sb.meta_used);
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
 	sp->meta_rover = VBAS_FIRST_BLOCK;
 	sp->data_rover = VBAS_FIRST_BLOCK + usable / 32;
 	int r = bt_count_nodes(&sp->refc, &sp->refc_nodes);
+	if (!r)
+		r = bt_count_nodes(&sp->rmap, &sp->rmap_nodes);
 	if (r)
 		return r;
 	space_size_reserve(p);
@@ -273,6 +282,13 @@ uint64_t space_cascade(struct vbas_pool *p)
 	return churn_of(p, p->sp.refc_nodes);
 }
 
+/* Reverse-map records one change of the mapping tree makes or drops: an
+ * extent's old record out, the pieces left of it and the new one in. */
+#define RMAP_RECS_PER_RUN 4u
+
+static unsigned rmap_levels(struct vbas_pool *p);
+static uint64_t recs_meta(struct vbas_btree *t, uint64_t nodes, unsigned levels, uint64_t k);
+
 void space_size_reserve(struct vbas_pool *p)
 {
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
@@ -289,6 +305,11 @@ void space_size_reserve(struct vbas_pool *p)
 	if (p->sp.refc.grown > 0)
 		nodes += (uint64_t)p->sp.refc.grown;
 	uint64_t churn = 2 * (churn_of(p, nodes) + 32);
+	/* And the reverse map's part of the smallest discard or delete step
+	 * (a delete step takes fewer records when room is short). */
+	unsigned hq = rmap_levels(p);
+	if (hq)
+		churn += 2 * recs_meta(&p->sp.rmap, p->sp.rmap_nodes, hq, 2 * RMAP_RECS_PER_RUN);
 	if (r < churn)
 		r = churn;
 	if (r > usable / 4)
@@ -305,6 +326,7 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.kept);
 	free(p->sp.q);
 	p->sp.q = NULL;
+	rmap_set_free(&p->sp.rq);
 }
 
 /* Blocks that can be handed out now. */
@@ -317,9 +339,22 @@ uint64_t space_avail(struct vbas_pool *p)
 	return busy >= usable ? 0 : usable - busy;
 }
 
-/* The room one change takes on paths: see space_op_meta; HM is the
- * mapping tree's height. */
-static uint64_t op_meta_h(struct vbas_pool *p, unsigned hm)
+/* Levels of the reverse map a change may touch: its height and one more
+ * for a root split; 0 if the pool keeps none (9 if its root cannot be
+ * read). */
+static unsigned rmap_levels(struct vbas_pool *p)
+{
+	unsigned hq = 0;
+	if (!p->sp.rmap_on)
+		return 0;
+	if (bt_height(&p->sp.rmap, &hq))
+		hq = 8;
+	return hq + 1;
+}
+
+/* The room one change takes on paths, but for the reverse map; HM is
+ * the mapping tree's height. */
+static uint64_t op_meta_fwd(struct vbas_pool *p, unsigned hm)
 {
 	unsigned hr = 0, hv = 0;
 	if (bt_height(&p->sp.refc, &hr) || bt_height(&p->voltab, &hv))
@@ -327,6 +362,15 @@ static uint64_t op_meta_h(struct vbas_pool *p, unsigned hm)
 	/* Each tree's path shadowed, a split at every level, and the
 	 * refcount tree changed for a few records: generous. */
 	return 2 * (2 * hm + 3 * hr + hv + 4);
+}
+
+
+/* space_op_meta for a mapping tree of HM levels. */
+static uint64_t op_meta_h(struct vbas_pool *p, unsigned hm)
+{
+	unsigned hq = rmap_levels(p);
+	return op_meta_fwd(p, hm) +
+	       (hq ? recs_meta(&p->sp.rmap, p->sp.rmap_nodes, hq, RMAP_RECS_PER_RUN) : 0);
 }
 
 uint64_t space_op_meta(struct vbas_pool *p, struct vbas_btree *map)
@@ -352,7 +396,13 @@ static uint64_t write_meta_h(struct vbas_pool *p, unsigned hm, unsigned mcap, ui
 	uint64_t hmap = mcap / 2, href = bt_leaf_cap(&p->sp.refc) / 2;
 	uint64_t splits = (2 * blocks / (hmap ? hmap : 1) + 1) * (hm + 1) +
 			  (2 * blocks / (href ? href : 1) + 1) * (hr + 1);
-	return runs * op_meta_h(p, hm) + splits + space_cow_meta(p, cow_recs);
+	/* The reverse map: the records of each run, and one per new extent
+	 * (a block each, at worst); their paths are shadowed once a
+	 * transaction, so no more than the tree's nodes. */
+	unsigned hq = rmap_levels(p);
+	uint64_t rm = hq ? recs_meta(&p->sp.rmap, p->sp.rmap_nodes, hq,
+				     RMAP_RECS_PER_RUN * runs + blocks) : 0;
+	return runs * op_meta_fwd(p, hm) + rm + splits + space_cow_meta(p, cow_recs);
 }
 
 uint64_t space_write_meta(struct vbas_pool *p, struct vbas_btree *map, uint64_t runs,
@@ -420,32 +470,49 @@ uint64_t space_resv_growth(struct vbas_pool *p, unsigned hm, uint64_t n)
 		return 0;
 	struct vbas_btree m = { .ops = &map_ops, .env = &p->env };
 	/* A block written is at most one new extent, and two refcount
-	 * records: its own, and one a copy on write splits off. */
-	return insert_growth(n, bt_leaf_cap(&m), bt_int_cap(&m), hm + 1) +
-	       insert_growth(2 * n, bt_leaf_cap(&p->sp.refc), bt_int_cap(&p->sp.refc),
-			     refc_levels(p));
+	 * records: its own, and one a copy on write splits off; and two
+	 * reverse-map records (the new extent, and the second piece of the
+	 * extent it cuts). */
+	uint64_t g = insert_growth(n, bt_leaf_cap(&m), bt_int_cap(&m), hm + 1) +
+		     insert_growth(2 * n, bt_leaf_cap(&p->sp.refc), bt_int_cap(&p->sp.refc),
+				   refc_levels(p));
+	unsigned hq = rmap_levels(p);
+	if (hq)
+		g += insert_growth(2 * n, bt_leaf_cap(&p->sp.rmap), bt_int_cap(&p->sp.rmap), hq);
+	return g;
+}
+
+/* Blocks that changing K records of tree T (NODES nodes at the last
+ * commit, LEVELS levels with a root split) may take: each change shadows
+ * at most a path, but no more nodes than the tree had at the last commit
+ * (each is shadowed once a transaction; those added since are this
+ * transaction's already); each adds at most two records, and every half
+ * leaf's worth of records splits a leaf, maybe every level above.  The
+ * blocks those take are counted too (queued +1s, mostly merged into
+ * runs): an eighth more. */
+static uint64_t recs_meta(struct vbas_btree *t, uint64_t nodes, unsigned levels, uint64_t k)
+{
+	uint64_t shadow = k * levels;
+	uint64_t tree = nodes + 2 * levels;
+	if (shadow > tree)
+		shadow = tree;
+	uint64_t half = bt_leaf_cap(t) / 2;
+	uint64_t splits = (2 * k / (half ? half : 1) + 1) * levels;
+	uint64_t n = shadow + splits;
+	return n + n / 8 + 1;
 }
 
 uint64_t space_cow_meta(struct vbas_pool *p, uint64_t cow_recs)
 {
 	if (!cow_recs)
 		return 0;
-	unsigned hr = refc_levels(p);
-	/* Each change shadows at most a path of the refcount tree, but no
-	 * more nodes than the tree had at the last commit (each is shadowed
-	 * once a transaction; those added since are this transaction's
-	 * already); each adds at most two records, and every half leaf's
-	 * worth of records splits a leaf, maybe every level above. */
-	uint64_t shadow = cow_recs * hr;
-	uint64_t tree = p->sp.refc_nodes + 2 * hr;
-	if (shadow > tree)
-		shadow = tree;
-	uint64_t half = bt_leaf_cap(&p->sp.refc) / 2;
-	uint64_t splits = (2 * cow_recs / (half ? half : 1) + 1) * hr;
-	/* The blocks those take are counted too (queued +1s, mostly merged
-	 * into runs): an eighth more. */
-	uint64_t n = shadow + splits;
-	return n + n / 8 + 1;
+	/* Each record copied (or released) changes a refcount record and,
+	 * with a reverse map, one of its records. */
+	uint64_t n = recs_meta(&p->sp.refc, p->sp.refc_nodes, refc_levels(p), cow_recs);
+	unsigned hq = rmap_levels(p);
+	if (hq)
+		n += recs_meta(&p->sp.rmap, p->sp.rmap_nodes, hq, cow_recs);
+	return n;
 }
 
 uint64_t space_range_meta(struct vbas_pool *p, uint64_t n)
@@ -460,7 +527,13 @@ uint64_t space_range_meta(struct vbas_pool *p, uint64_t n)
 	 * nodes), and the two records cut at the ends split a leaf each. */
 	uint64_t minf = bt_leaf_cap(&p->sp.refc) / 4;
 	uint64_t leaves = n / (minf ? minf : 1) + 2;
-	return (leaves + 2) * 2 * (hr + 1);
+	uint64_t m = (leaves + 2) * 2 * (hr + 1);
+	/* The reverse map loses the records of the extents unmapped (at
+	 * most one per block) and gains the pieces cut at the ends. */
+	unsigned hq = rmap_levels(p);
+	if (hq)
+		m += recs_meta(&p->sp.rmap, p->sp.rmap_nodes, hq, n + 2);
+	return m;
 }
 
 static uint64_t room_keep(struct vbas_pool *p, enum space_class cls)
@@ -887,7 +960,10 @@ int space_drain(struct vbas_pool *p)
 	if (sp->draining)
 		return 0;
 	sp->draining = 1;
-	while (sp->qn) {
+	/* The reverse map first: its changes queue reference counts (the
+	 * nodes they shadow), never the other way round. */
+	r = rmap_apply(p);
+	while (!r && sp->qn) {
 		struct refc_delta d = sp->q[sp->qhead];
 		sp->qhead++;
 		sp->qn--;
@@ -1010,6 +1086,8 @@ void space_committed(struct vbas_pool *p)
 	 * splits and merges (shadowing replaces a node, it adds none). */
 	sp->refc_nodes = (uint64_t)((int64_t)sp->refc_nodes + sp->refc.grown);
 	sp->refc.grown = 0;
+	sp->rmap_nodes = (uint64_t)((int64_t)sp->rmap_nodes + sp->rmap.grown);
+	sp->rmap.grown = 0;
 	space_size_reserve(p);
 	sp->meta_allocs_txn = 0;
 	/* The shadows reservations' writes took came back: top them up. */
@@ -1030,6 +1108,11 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->touched);
 	sp->qn = sp->qhead = 0;
+	sp->rmap_on = !!(le32_get(p->sb.flags) & VBAS_SBF_RMAP);
+	sp->rmap.root = le64_get(p->sb.rmap_root);
+	sp->rmap.root_txid = le64_get(p->sb.rmap_root_txid);
+	sp->rmap.grown = 0;
+	sp->rq.n = 0;
 	sp->meta_allocs_txn = 0;
 	sp->refc.grown = 0;
 	space_size_reserve(p);

@@ -57,17 +57,24 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 	if (le64_get(sb->nblocks) < VBAS_FIRST_BLOCK + 16 ||
 	    le64_get(sb->nblocks) > dev_size / bs)
 		return "pool is larger than its device";
-	if (le32_get(sb->flags) != 0)
+	if (le32_get(sb->flags) & ~VBAS_SBF_KNOWN)
 		return "unknown feature flags";
+	int rmap = !!(le32_get(sb->flags) & VBAS_SBF_RMAP);
+	if (rmap && le32_get(sb->version) < VBAS_FORMAT_VERSION)
+		return "a reverse map in a format older than 5";
+	if (!rmap && (le64_get(sb->rmap_root) || le64_get(sb->rmap_root_txid)))
+		return "a reverse map root without the reverse map";
 	if (le16_get(sb->low_water) > 1000 || le16_get(sb->exp_floor) > 1000)
 		return "bad space settings";
 	uint32_t fan = le32_get(sb->max_fanout);
 	if (fan && (fan < 4 || fan > 65535))
 		return "bad max_fanout";
 	uint64_t nb = le64_get(sb->nblocks), gen = le64_get(sb->generation);
-	uint64_t roots[2] = { le64_get(sb->voltab_root), le64_get(sb->refc_root) };
-	uint64_t txids[2] = { le64_get(sb->voltab_root_txid), le64_get(sb->refc_root_txid) };
-	for (int i = 0; i < 2; i++) {
+	uint64_t roots[3] = { le64_get(sb->voltab_root), le64_get(sb->refc_root),
+			      le64_get(sb->rmap_root) };
+	uint64_t txids[3] = { le64_get(sb->voltab_root_txid), le64_get(sb->refc_root_txid),
+			      le64_get(sb->rmap_root_txid) };
+	for (int i = 0; i < 3; i++) {
 		if (roots[i] && (roots[i] < VBAS_FIRST_BLOCK || roots[i] >= nb))
 			return "tree root outside the pool";
 		if (!roots[i] != !txids[i] || txids[i] > gen)
@@ -216,6 +223,12 @@ int txn_commit(struct vbas_pool *p)
 	sb.refc_root = le64_mk(p->sp.refc.root);
 	sb.voltab_root_txid = le64_mk(p->voltab.root_txid);
 	sb.refc_root_txid = le64_mk(p->sp.refc.root_txid);
+	if (p->sp.rmap_on) {
+		sb.flags = le32_mk(le32_get(sb.flags) | VBAS_SBF_RMAP);
+		sb.version = le32_mk(VBAS_FORMAT_VERSION);
+		sb.rmap_root = le64_mk(p->sp.rmap.root);
+		sb.rmap_root_txid = le64_mk(p->sp.rmap.root_txid);
+	}
 	sb.data_used = le64_mk(p->sp.data_used);
 	sb.meta_used = le64_mk(p->sp.meta_used);
 	sb.next_vol_id = le64_mk(p->next_vol_id);

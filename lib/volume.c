@@ -120,6 +120,13 @@ static int map_val_dec(void *ctx, const void *rec)
 	return space_queue(ctx, le64_get(r->v.pblk), le32_get(r->v.len), -1, VBAS_BT_DATA, 0);
 }
 
+static int map_rec_owner(void *ctx, const void *rec, uint64_t owner, int delta)
+{
+	const struct vbas_map_rec *r = rec;
+	return rmap_queue(ctx, le64_get(r->v.pblk), owner, le64_get(r->k.lblk),
+			  le32_get(r->v.len), delta);
+}
+
 const struct vbas_btree_ops map_ops = {
 	.name = "mapping",
 	.tree_type = VBAS_TREE_MAP,
@@ -129,6 +136,7 @@ const struct vbas_btree_ops map_ops = {
 	.val_inc = map_val_inc,
 	.val_touch = map_val_touch,
 	.val_dec = map_val_dec,
+	.rec_owner = map_rec_owner,
 	.check_rec = map_check_rec,
 	.end_key = map_end_key,
 	.fmt_key = bt_fmt_u64,

@@ -75,12 +75,15 @@ enum {
 	O_START = 1 << 23,
 	O_PHYSICAL = 1 << 24,
 	O_SUMMARY = 1 << 25,
+	O_NO_RMAP = 1 << 26,
+	O_RMAP = 1 << 27,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
-       OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY };
+       OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
+       OPT_NO_RMAP, OPT_RMAP };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -107,6 +110,8 @@ static const struct option long_opts[] = {
 	{ "start", required_argument, NULL, OPT_START },
 	{ "physical", required_argument, NULL, OPT_PHYSICAL },
 	{ "summary", no_argument, NULL, OPT_SUMMARY },
+	{ "no-rmap", no_argument, NULL, OPT_NO_RMAP },
+	{ "rmap", no_argument, NULL, OPT_RMAP },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -699,6 +704,8 @@ static int cmd_format(const struct args *a)
 	}
 	o.size = a->size;
 	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
+	if (a->seen & O_NO_RMAP)
+		o.flags |= VBAS_FORMAT_NO_RMAP;
 	uint32_t bs = o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT;
 	struct stat st;
 	if (!stat(a->pos[0], &st) && S_ISBLK(st.st_mode)) {
@@ -908,14 +915,16 @@ static int cmd_info(const struct args *a)
 		       ",\"generation\":%" PRIu64
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64
 		       ",\"available\":%" PRIu64 ",\"reserved_ranges\":%" PRIu64
-		       ",\"reserved_owed\":%" PRIu64 ",\"low_water\":%s,\"expendable_floor\":%s}\n",
+		       ",\"reserved_owed\":%" PRIu64 ",\"low_water\":%s,\"expendable_floor\":%s"
+		       ",\"rmap\":%s}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
 		       i.reserved_metadata_used, i.metadata_reserve,
 		       i.generation,
 		       i.cache_blocks, i.mapped, i.sharing_saves, i.available, i.reserved_ranges,
 		       i.reserved_owed, permille_json(i.low_water, pm1, sizeof(pm1)),
-		       permille_json(i.expendable_floor, pm2, sizeof(pm2)));
+		       permille_json(i.expendable_floor, pm2, sizeof(pm2)),
+		       i.rmap ? "true" : "false");
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -948,6 +957,7 @@ static int cmd_info(const struct args *a)
 		printf("%-17s %20s\n", "low water", permille_text(i.low_water, pm1, sizeof(pm1)));
 		printf("%-17s %20s\n", "expendable floor",
 		       permille_text(i.expendable_floor, pm2, sizeof(pm2)));
+		printf("%-17s %20s\n", "reverse map", i.rmap ? "yes" : "no");
 	}
 	return pool ? close_pool(a, pool, 0) : 0;
 }
@@ -1640,12 +1650,13 @@ static const char *const fsmap_kinds[] = {
 	[VBAS_FSMAP_FREE] = "free", [VBAS_FSMAP_SUPERBLOCK] = "superblock",
 	[VBAS_FSMAP_VOLTAB] = "volume-table", [VBAS_FSMAP_REFCOUNT] = "refcount-tree",
 	[VBAS_FSMAP_MAPPING] = "mapping-tree", [VBAS_FSMAP_DATA] = "data",
+	[VBAS_FSMAP_RMAP] = "reverse-map",
 };
 
 /* Bytes per owner, for --summary: the pool-wide kinds, and per volume its
  * data and its mapping tree's nodes. */
 struct fsmap_sum {
-	uint64_t kind[VBAS_FSMAP_DATA + 1];
+	uint64_t kind[VBAS_FSMAP_RMAP + 1];
 	struct fsmap_vol { uint64_t id, data, nodes; char name[VBAS_NAME_MAX + 1]; } *v;
 	size_t nv, cap;
 };
@@ -1687,7 +1698,8 @@ static int fsmap_cb(const struct vbas_fsmap_rec *x, void *arg)
 	if (o->json) {
 		printf("%s{\"physical\":%" PRIu64 ",\"length\":%" PRIu64 ",\"owner\":\"%s\"",
 		       o->n ? "," : "[", x->physical, x->length, fsmap_kinds[x->kind]);
-		if (x->kind >= VBAS_FSMAP_VOLTAB && x->kind <= VBAS_FSMAP_MAPPING)
+		if ((x->kind >= VBAS_FSMAP_VOLTAB && x->kind <= VBAS_FSMAP_MAPPING) ||
+		    x->kind == VBAS_FSMAP_RMAP)
 			printf(",\"level\":%u", x->level);
 		if (x->kind == VBAS_FSMAP_MAPPING || x->kind == VBAS_FSMAP_DATA) {
 			printf(",\"volume\":");
@@ -1712,8 +1724,9 @@ static int fsmap_cb(const struct vbas_fsmap_rec *x, void *arg)
 			break;
 		case VBAS_FSMAP_VOLTAB:
 		case VBAS_FSMAP_REFCOUNT:
+		case VBAS_FSMAP_RMAP:
 			printf("%s, level %u\n", x->kind == VBAS_FSMAP_VOLTAB ? "volume table" :
-			       "refcount tree", x->level);
+			       x->kind == VBAS_FSMAP_RMAP ? "reverse map" : "refcount tree", x->level);
 			break;
 		default:
 			printf("%s\n", x->kind == VBAS_FSMAP_FREE ? "free" : "superblocks");
@@ -1738,9 +1751,10 @@ static void fsmap_summary(struct fsmap_out *o)
 		qsort(s->v, s->nv, sizeof(*s->v), cmp_fsmap_vol);
 	if (o->json) {
 		printf("{\"free\":%" PRIu64 ",\"superblock\":%" PRIu64 ",\"volume_table\":%" PRIu64
-		       ",\"refcount_tree\":%" PRIu64 ",\"volumes\":[", s->kind[VBAS_FSMAP_FREE],
-		       s->kind[VBAS_FSMAP_SUPERBLOCK], s->kind[VBAS_FSMAP_VOLTAB],
-		       s->kind[VBAS_FSMAP_REFCOUNT]);
+		       ",\"refcount_tree\":%" PRIu64 ",\"reverse_map\":%" PRIu64 ",\"volumes\":[",
+		       s->kind[VBAS_FSMAP_FREE], s->kind[VBAS_FSMAP_SUPERBLOCK],
+		       s->kind[VBAS_FSMAP_VOLTAB], s->kind[VBAS_FSMAP_REFCOUNT],
+		       s->kind[VBAS_FSMAP_RMAP]);
 		for (size_t i = 0; i < s->nv; i++) {
 			printf("%s{\"name\":", i ? "," : "");
 			json_str(stdout, s->v[i].name);
@@ -1753,6 +1767,7 @@ static void fsmap_summary(struct fsmap_out *o)
 	const struct { const char *k; int kind; } rows[] = {
 		{ "free", VBAS_FSMAP_FREE }, { "superblocks", VBAS_FSMAP_SUPERBLOCK },
 		{ "volume table", VBAS_FSMAP_VOLTAB }, { "refcount tree", VBAS_FSMAP_REFCOUNT },
+		{ "reverse map", VBAS_FSMAP_RMAP },
 	};
 	for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++)
 		printf("%-32s %20" PRIu64 "  %s\n", rows[k].k, s->kind[rows[k].kind],
@@ -1936,16 +1951,19 @@ static int cmd_check(const struct args *a)
 			json_started = 1;
 			printf("{\"clean\":%s,\"problems\":[%s],\"nodes\":%" PRIu64
 			       ",\"extents\":%" PRIu64 ",\"refcount_records\":%" PRIu64
+			       ",\"rmap_records\":%" PRIu64
 			       ",\"volumes\":%" PRIu64 ",\"problem_count\":%" PRIu64
 			       ",\"read_only\":%s,\"served\":%s,\"generation\":%" PRIu64 "}\n",
 			       r ? "false" : "true", text ? text : "", st.nodes, st.extents,
-			       st.refcount_records, st.volumes, st.problems, ro ? "true" : "false",
+			       st.refcount_records, st.rmap_records, st.volumes, st.problems,
+			       ro ? "true" : "false",
 			       pin >= 0 ? "true" : "false", gen);
 		} else {
 			printf("%s: %" PRIu64 " problem(s); %" PRIu64 " tree nodes, %" PRIu64
-			       " extents, %" PRIu64 " refcount records, %" PRIu64 " volumes%s%s\n",
+			       " extents, %" PRIu64 " refcount records, %" PRIu64 " reverse-map "
+			       "records, %" PRIu64 " volumes%s%s\n",
 			       r ? "NOT CLEAN" : "clean", st.problems, st.nodes, st.extents,
-			       st.refcount_records, st.volumes,
+			       st.refcount_records, st.rmap_records, st.volumes,
 			       pin >= 0 ? "; the server's commit" : ro ? "; read-only" : "",
 			       pin >= 0 ? ", read-only" : "");
 		}
@@ -2118,9 +2136,9 @@ static int cmd_set(const struct args *a)
 	uint32_t lw = 0, fl = 0;
 	char v1[16], v2[16];
 	int r, rc;
-	if (!(a->seen & (O_LOW_WATER | O_FLOOR)))
-		return usage_err(a->cmd, "--low-water", "give --low-water or --expendable-floor "
-				 "(or both)");
+	if (!(a->seen & (O_LOW_WATER | O_FLOOR | O_RMAP)))
+		return usage_err(a->cmd, "--low-water", "give --low-water, --expendable-floor "
+				 "or --rmap");
 	if ((a->seen & O_LOW_WATER) && parse_percent(a->low_water, &lw))
 		return usage_err(a->cmd, "--low-water", "'%s' is not a percentage from 0 to 100 "
 				 "(80%%, 12.5%%, or off)", a->low_water);
@@ -2133,6 +2151,23 @@ static int cmd_set(const struct args *a)
 	const char *req2[3] = { "set", "expendable_floor", v2 };
 	const char *const *first = (a->seen & O_LOW_WATER) ? req1 : req2;
 	struct vbas_pool_info i;
+	if (a->seen & O_RMAP) {
+		/* Not through a server: the build holds the pool for its walk. */
+		if ((rc = open_pool(a, 0, &pool)))
+			return rc;
+		r = vbas_pool_info(pool, &i);
+		if (!r && !i.rmap)
+			r = vbas_pool_rmap_build(pool);
+		if (r)
+			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+		if (!(a->seen & (O_LOW_WATER | O_FLOOR))) {
+			if (!(r = vbas_pool_info(pool, &i)))
+				print_settings(a, &i);
+			return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
+		}
+		if ((rc = close_pool(a, pool, 0)))
+			return rc;
+	}
 	if (open_or_ask_server(a, 0, first, 3, &pool, &rc, NULL)) {
 		if (!rc && first == req1 && (a->seen & O_FLOOR))
 			rc = ask_server(a, req2, 3);
@@ -2728,8 +2763,8 @@ out:
 #define HELP_HELP  "  -h, --help              show this help\n"
 
 static const struct cmd cmds[] = {
-	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE, 1, 1,
-	  "POOL --size SIZE [--block-size SIZE] [--force]",
+	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE | O_NO_RMAP, 1, 1,
+	  "POOL --size SIZE [--block-size SIZE] [--no-rmap] [--force]",
 	  "create a pool in a file (created if missing) or a block device",
 	  "Without --force, refuses a target that holds anything: a vbas pool, a\n"
 	  "signature libblkid recognises (file system, partition table, LVM, RAID,\n"
@@ -2738,10 +2773,14 @@ static const struct cmd cmds[] = {
 	  "the start of a file's first 256 data extents: a sample, not a full read),\n"
 	  "and refuses to cut a regular file longer than SIZE.  Everything is\n"
 	  "checked before anything is written: a format that fails leaves the\n"
-	  "target as it was.\n\n"
+	  "target as it was.  The pool keeps a reverse map (who uses each block:\n"
+	  "fsmap, the three-way check) unless --no-rmap says otherwise.\n\n"
 	  "Options:\n"
 	  "  -s, --size SIZE         the pool's size (required)\n"
 	  "  -b, --block-size SIZE   a power of two from 4K to 1M (default 4K)\n"
+	  "      --no-rmap           keep no reverse map: writes do a little less\n"
+	  "                          work, fsmap reads every tree ('set --rmap'\n"
+	  "                          adds one later)\n"
 	  "  -f, --force             overwrite whatever the target holds, and cut a\n"
 	  "                          longer file to SIZE\n" HELP_HELP },
 	{ "info", cmd_info, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
@@ -2756,8 +2795,9 @@ static const struct cmd cmds[] = {
 	  "available (free for new data: free less the metadata reserve and what\n"
 	  "reservations hold), reserved_ranges (bytes of reserved ranges, in use)\n"
 	  "reserved_owed (of reserved: held for copies on write of reserved\n"
-	  "blocks that are shared), and the settings low_water and\n"
-	  "expendable_floor (percent, or null for none; see 'set').\n\n"
+	  "blocks that are shared), the settings low_water and\n"
+	  "expendable_floor (percent, or null for none; see 'set'), and rmap\n"
+	  "(true: the pool keeps a reverse map).\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "grow", cmd_grow, O_SIZE | O_JSON | O_CACHE, 1, 1, "POOL --size [+]SIZE [--json]",
@@ -2774,8 +2814,8 @@ static const struct cmd cmds[] = {
 	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL" },
-	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_JSON | O_CACHE, 1, 1,
-	  "POOL [--low-water PCT] [--expendable-floor PCT] [--json]",
+	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_RMAP | O_JSON | O_CACHE, 1, 1,
+	  "POOL [--low-water PCT] [--expendable-floor PCT] [--rmap] [--json]",
 	  "change the pool's space settings (stored in the pool)",
 	  "PCT is a percentage of the pool: 80%, 12.5% (one decimal at most), or\n"
 	  "off.  The low-water mark is the use at which vbas serve reports an\n"
@@ -2786,9 +2826,13 @@ static const struct cmd cmds[] = {
 	  "with 'snapshot --expendable', oldest first; with none set, they are\n"
 	  "deleted only when a write or a reservation would fail for want of room.\n"
 	  "Works on a served pool, through the server.  Prints the settings as\n"
-	  "grow does (--json: the same object).\n\n"
+	  "grow does (--json: the same object).  --rmap builds the reverse map\n"
+	  "of a pool that has none (made with 'format --no-rmap', or by a version\n"
+	  "before format 5): one walk of every tree and one commit; not while the\n"
+	  "pool is served.\n\n"
 	  "Options:\n"
 	  "      --low-water PCT     the low-water mark (off: none)\n"
+	  "      --rmap              build the reverse map\n"
 	  "      --json              print a JSON object\n"
 	  "      --expendable-floor PCT\n"
 	  "                          free room to keep by deleting expendable snapshots\n"
@@ -2960,17 +3004,19 @@ static const struct cmd cmds[] = {
 	  "whole pool by default; block-aligned): data, with each volume that reads\n"
 	  "it and the offset it reads it at (a block shared by snapshots, clones or\n"
 	  "reflinks once per volume and offset), nodes of the volume table, the\n"
-	  "refcount tree and each volume's mapping tree, the superblocks, and free\n"
-	  "runs.  --physical OFF answers for the one block that holds byte OFF (a\n"
+	  "refcount tree, the reverse map and each volume's mapping tree, the\n"
+	  "superblocks, and free runs.  --physical OFF answers for the one block that holds byte OFF (a\n"
 	  "bad sector: which volumes and offsets it breaks).  --summary adds up the\n"
 	  "bytes per owner instead.  The JSON form is an array of {\"physical\",\n"
 	  "\"length\", \"owner\" (free, superblock, volume-table, refcount-tree,\n"
-	  "mapping-tree, data), \"level\" (nodes), \"volume\", \"volume_id\" and\n"
-	  "\"logical\" (data)}; with --summary an object {\"free\", \"superblock\",\n"
-	  "\"volume_table\", \"refcount_tree\", \"volumes\": [{\"name\", \"id\", \"data\",\n"
-	  "\"mapping_tree\"}]}.  Read-only; a served pool as of the server's last\n"
-	  "commit (under a pin, as check).  Today it reads every tree of the pool\n"
-	  "(docs/rmap.md).\n\n"
+	  "reverse-map, mapping-tree, data), \"level\" (nodes), \"volume\",\n"
+	  "\"volume_id\" and \"logical\" (data)}; with --summary an object {\"free\",\n"
+	  "\"superblock\", \"volume_table\", \"refcount_tree\", \"reverse_map\",\n"
+	  "\"volumes\": [{\"name\", \"id\", \"data\", \"mapping_tree\"}]}.  Read-only;\n"
+	  "a served pool as of the server's last commit (under a pin, as check).\n"
+	  "With the pool's reverse map it reads only what the range holds (an\n"
+	  "interval query, and a lookup per volume that may see each record);\n"
+	  "without one (format --no-rmap) it reads every tree (docs/rmap.md).\n\n"
 	  "Options:\n"
 	  "      --start OFF         the first byte of the range (default 0)\n"
 	  "  -l, --length LEN        its length (default: to the end of the pool)\n"
@@ -2991,6 +3037,10 @@ static const struct cmd cmds[] = {
 	{ "check", cmd_check, O_JSON | O_CACHE | O_NOMODIFY, 1, 1, "POOL [--no-modify] [--json]",
 	  "verify every invariant of the pool",
 	  "Prints each problem found.  Exit status 0 if the pool is clean, 1 if not.\n"
+	  "Every block's reference count is recounted from the trees; with a\n"
+	  "reverse map the check is three-way: the mapping trees, the reverse map\n"
+	  "and the refcounts must agree record for record, and each difference\n"
+	  "names the blocks, the volume and the counts.\n"
 	  "Opens the pool read-write when it can: an interrupted delete is finished\n"
 	  "first.  With --no-modify, or when it cannot write (a read-only file, mount\n"
 	  "or device; no permission: said on stderr), or when the pool is open\n"
@@ -3000,7 +3050,8 @@ static const struct cmd cmds[] = {
 	  "read-only, under a pin the server holds for it (docs/nbd.md), beside\n"
 	  "the server's I/O.\n"
 	  "The JSON object has the keys clean, problems (the messages), nodes,\n"
-	  "extents, refcount_records, volumes and problem_count (also those past\n"
+	  "extents, refcount_records, rmap_records, volumes and problem_count (also\n"
+	  "those past\n"
 	  "the first 200, which are not reported one by one), read_only, served\n"
 	  "and generation (the commit checked).  If the pool cannot be opened or\n"
 	  "checked, the JSON object is {\"clean\": false, \"error\": {\"errno\":\n"
@@ -3116,6 +3167,8 @@ static const struct opt_info {
 	{ OPT_START, O_START, "--start", offsetof(struct args, start) },
 	{ OPT_PHYSICAL, O_PHYSICAL, "--physical", offsetof(struct args, physical) },
 	{ OPT_SUMMARY, O_SUMMARY, "--summary", 0 },
+	{ OPT_NO_RMAP, O_NO_RMAP, "--no-rmap", 0 },
+	{ OPT_RMAP, O_RMAP, "--rmap", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };

@@ -6,7 +6,7 @@ checksum, so that only the engine's own validation can tell.
     craft.py POOL CASE [VOLUME]
 
 Prints the number of the block it changed.  The layouts are those of
-lib/format.h (format version 3).
+lib/format.h (format version 5).
 """
 import struct
 import sys
@@ -19,6 +19,7 @@ HDR = 64
 ENT = 24          # u64 key, le64 child, le64 child txid
 MAPREC = 24       # lblk, pblk, len, flags
 VOLREC = 352      # id, then struct vbas_vol_rec
+RMAPREC = 32      # pblk, owner, lblk, len, count
 
 _TABLE = []
 for n in range(256):
@@ -57,6 +58,7 @@ class Pool:
             sys.exit("craft.py: no valid superblock")
         self.gen, self.bs, sb = best
         self.voltab_root, self.refc_root = struct.unpack_from("<QQ", sb, 64)
+        self.rmap_root = struct.unpack_from("<Q", sb, 152)[0]
 
     def read(self, blk):
         self.f.seek(blk * self.bs)
@@ -134,6 +136,34 @@ def main():
             struct.pack_into("<I", node, HDR + 8, 0)
         elif case == "refc-len-huge":
             struct.pack_into("<I", node, HDR + 8, 0xFFFFFFFF)
+        else:
+            sys.exit("craft.py: unknown case " + case)
+    elif case.startswith("rmap-"):
+        if not pool.rmap_root:
+            sys.exit("craft.py: the pool has no reverse map")
+        # Interior entries: low key, high key (28 bytes each), child, txid.
+        blk = pool.rmap_root
+        node = pool.read(blk)
+        while pool.level(node):
+            blk = struct.unpack_from("<Q", node, HDR + 56)[0]
+            node = pool.read(blk)
+        pblk = struct.unpack_from("<Q", node, HDR)[0]
+        if case == "rmap-len0":
+            struct.pack_into("<I", node, HDR + 24, 0)
+        elif case == "rmap-count":
+            # A count one too high: a valid record the leaves disagree with.
+            c = struct.unpack_from("<I", node, HDR + 28)[0]
+            struct.pack_into("<I", node, HDR + 28, c + 1)
+            pool.write(blk, node)
+            print(pblk)
+            return
+        elif case == "rmap-owner":
+            # Another lineage's record: the true one is lost.
+            o = struct.unpack_from("<Q", node, HDR + 8)[0]
+            struct.pack_into("<Q", node, HDR + 8, o + 1000)
+            pool.write(blk, node)
+            print(pblk)
+            return
         else:
             sys.exit("craft.py: unknown case " + case)
     elif case == "vol-namelen":

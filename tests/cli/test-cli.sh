@@ -880,14 +880,16 @@ check_ctl "list: an error from the server is said" 1 \
 	"^vbas: list: $L: something broke \(through the server\)" \
 	'5\tsomething broke' "$VBAS" list $L
 check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
 check_ctl "info through a control channel: the settings" 0 '^low water +80%$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
+check_ctl "info through a control channel: the reverse map" 0 '^reverse map +yes$' \
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
 check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25' "$VBAS" info $L
 check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
 	"cut short or not one this vbas reads" \
-	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25\n' "$VBAS" info $L
+	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
 check_ctl "a channel that closes without an answer" 1 \
 	"^vbas: info: $L: the server's control channel gave no answer" '' "$VBAS" info $L
 printf 'hello, pool' >&3
@@ -1272,7 +1274,7 @@ expect_ok "settings: format a 32M pool" "$VBAS" format $E --size 32M
 expect_json "info --json: no settings at first" 'd["low_water"] is None and d["expendable_floor"] is None' \
 	"$VBAS" info $E --json
 expect_out "info: the settings as text" '^low water +none$' "$VBAS" info $E
-expect_fail "set: nothing to set" 2 "^vbas: set: --low-water: give --low-water or --expendable-floor" \
+expect_fail "set: nothing to set" 2 "^vbas: set: --low-water: give --low-water, --expendable-floor or --rmap" \
 	"$VBAS" set $E
 for bad in 101% abc 12.34% -5 '' 1000 50%%; do
 	expect_fail "set: a bad percentage '$bad'" 2 "^vbas: set: --low-water: '$bad' is not a percentage" \
@@ -1393,5 +1395,40 @@ expect_fail "fsmap: --physical past the end" 1 "^vbas: fsmap: $F: --physical 167
 expect_fail "fsmap: no pool" 1 "^vbas: fsmap: nosuch.img: No such file" "$VBAS" fsmap nosuch.img
 expect_json_fail "fsmap --json: not a pool gives a JSON error" \
 	'd["error"]["errno"] == "EINVAL"' "$VBAS" fsmap junk.img --json
+
+# ---- the reverse map: off at format, built later, checked three ways ------------
+
+F=rmap.img
+expect_ok "rmap: format --no-rmap" "$VBAS" format $F --size 16M --no-rmap
+expect_json "rmap: info says the pool keeps none" 'd["rmap"] is False' "$VBAS" info $F --json
+expect_out "rmap: info text" "^reverse map +no$" "$VBAS" info $F
+expect_ok "rmap: volumes, a snapshot, a reflink" sh -c "'$VBAS' create $F a --size 4M &&
+	'$VBAS' write $F a d1m && '$VBAS' snapshot $F a a-snap && '$VBAS' create $F b --size 4M &&
+	'$VBAS' reflink $F a 0 b 1048576 65536 && '$VBAS' write $F a n64k"
+expect_json "rmap: check without one counts no records" \
+	'd["clean"] and d["rmap_records"] == 0' "$VBAS" check $F --json
+expect_ok "rmap: fsmap without one (the walk)" sh -c "'$VBAS' fsmap $F --json > rmap-walk.json"
+expect_json "rmap: fsmap --summary shows no reverse map yet" 'd["reverse_map"] == 0' \
+	"$VBAS" fsmap $F --summary --json
+expect_ok "rmap: set --rmap builds it" "$VBAS" set $F --rmap
+expect_json "rmap: info says it keeps one" 'd["rmap"] is True' "$VBAS" info $F --json
+expect_json "rmap: check is three-way, clean, with a record per distinct extent" \
+	'd["clean"] and d["rmap_records"] == d["extents"] == 4' "$VBAS" check $F --json
+expect_out "rmap: check's text counts the records" "^clean: .* reverse-map records" "$VBAS" check $F
+expect_json "rmap: fsmap from the reverse map names the same data as the walk did" \
+	'[r for r in d if r["owner"] == "data"] == [r for r in json.load(open("rmap-walk.json")) if r["owner"] == "data"]' \
+	"$VBAS" fsmap $F --json
+expect_json "rmap: fsmap --summary counts its nodes" 'd["reverse_map"] >= 4096' \
+	"$VBAS" fsmap $F --summary --json
+expect_ok "rmap: set --rmap again: nothing to do" "$VBAS" set $F --rmap
+expect_ok "rmap: writes keep it" "$VBAS" write $F b --offset 1M d1m
+expect_json "rmap: still clean three ways" 'd["clean"] and d["rmap_records"] >= 4' \
+	"$VBAS" check $F --json
+expect_fail "rmap: set --rmap of no pool" 1 "^vbas: set: nosuch.img: No such file" \
+	"$VBAS" set nosuch.img --rmap
+expect_fail "rmap: format --no-rmap takes no value" 2 "^vbas: format: --no-rmap" \
+	"$VBAS" format $F --size 16M --no-rmap=yes
+expect_fail "rmap: --rmap is not a format option" 2 "^vbas: format: --rmap" \
+	"$VBAS" format x.img --size 16M --rmap
 
 tap_end

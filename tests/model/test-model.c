@@ -217,6 +217,68 @@ static int cmp_fm_ent(const void *a, const void *b)
 	return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
 }
 
+struct fm_all {
+	struct vbas_fsmap_rec *r;
+	size_t n, cap;
+};
+
+static int all_cb(const struct vbas_fsmap_rec *x, void *arg)
+{
+	struct fm_all *a = arg;
+	if (a->n == a->cap) {
+		a->cap = a->cap ? 2 * a->cap : 256;
+		a->r = realloc(a->r, a->cap * sizeof(*a->r));
+		assert_non_null(a->r);
+	}
+	a->r[a->n++] = *x;
+	return 0;
+}
+
+static void fsmap_both(struct run *R, uint64_t off, uint64_t len)
+{
+	struct fm_all a = { 0 }, w = { 0 };
+	assert_ok(vbas_fsmap(R->p, off, len, all_cb, &a));
+	vbas_tun.fsmap_walk = 1;
+	int r = vbas_fsmap(R->p, off, len, all_cb, &w);
+	vbas_tun.fsmap_walk = 0;
+	assert_ok(r);
+	for (size_t i = 0; i < a.n || i < w.n; i++) {
+		const struct vbas_fsmap_rec *x = i < a.n ? &a.r[i] : NULL, *y = i < w.n ? &w.r[i] : NULL;
+		if (!x || !y || x->physical != y->physical || x->length != y->length ||
+		    x->kind != y->kind || x->level != y->level || x->volume != y->volume ||
+		    x->logical != y->logical || strcmp(x->name, y->name))
+			fail_msg("fsmap %llu+%llu, record %zu: the reverse map gives %llu+%llu kind %d "
+				 "volume %llu at %llu, the walk %llu+%llu kind %d volume %llu at %llu",
+				 (unsigned long long)off, (unsigned long long)len, i,
+				 (unsigned long long)(x ? x->physical : 0),
+				 (unsigned long long)(x ? x->length : 0), x ? (int)x->kind : 0,
+				 (unsigned long long)(x ? x->volume : 0),
+				 (unsigned long long)(x ? x->logical : 0),
+				 (unsigned long long)(y ? y->physical : 0),
+				 (unsigned long long)(y ? y->length : 0), y ? (int)y->kind : 0,
+				 (unsigned long long)(y ? y->volume : 0),
+				 (unsigned long long)(y ? y->logical : 0));
+	}
+	free(a.r);
+	free(w.r);
+}
+
+/* The reverse map's answer against the walk's, record for record (every
+ * owner of every block, metadata included), over the pool and over a
+ * random range. */
+static void compare_fsmap_paths(struct run *R)
+{
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(R->p, &pi));
+	if (!pi.rmap)
+		return;
+	fsmap_both(R, 0, 0);
+	/* A generator of its own: the model's runs stay what they were. */
+	static struct rng fr = { 12345 };
+	uint64_t nb = pi.total_blocks, s = rng_below(&fr, nb), n = 1 + rng_below(&fr, nb - s);
+	fsmap_both(R, s * R->m.bs, n * R->m.bs);
+}
+
 static void compare_fsmap(struct run *R)
 {
 	struct fm_col c = { R, NULL, 0, 0 };
@@ -323,6 +385,7 @@ static void compare_all(struct run *R)
 	/* (A delete stopped part way holds blocks no live volume maps.) */
 	assert_int_equal(pi.sharing_saves, total > distinct ? (total - distinct) * R->m.bs : 0);
 	compare_fsmap(R);
+	compare_fsmap_paths(R);
 }
 
 static void drop_resv(struct run *R);

@@ -613,6 +613,32 @@ static void t_interval_query(void **state)
 			for (size_t j = 1; j < h.n; j++)
 				assert_true(h.starts[j - 1] < h.starts[j]);
 		}
+		/* Point queries at every boundary of every record (either
+		 * side of its start and of its end), against brute force;
+		 * on the deep tree (fanout 5). */
+		uint32_t *at = malloc(space * sizeof(*at));
+		for (uint64_t i = 0; i < n; i++)
+			at[s[i]] = (uint32_t)i;
+		for (uint64_t i = 0; fan && i < n; i++) {
+			uint64_t pts[4] = { s[i] ? s[i] - 1 : 0, s[i], e[i], e[i] + 1 };
+			for (int k = 0; k < 4; k++) {
+				uint8_t pk[8];
+				st_le64(pk, pts[k]);
+				h.n = 0;
+				assert_ok(bt_query_overlap(&f.t, pk, pk, ival_cb, &h));
+				size_t want = 0;
+				for (uint64_t j = 0; j < n; j++)
+					if (j % 3 && s[j] <= pts[k] && e[j] >= pts[k])
+						want++;
+				assert_int_equal(h.n, want);
+				for (size_t j = 0; j < h.n; j++) {
+					assert_true(h.starts[j] < space && used[h.starts[j]] == 1);
+					uint64_t x = at[h.starts[j]];
+					assert_true(s[x] <= pts[k] && e[x] >= pts[k]);
+				}
+			}
+		}
+		free(at);
 		teardown(&f);
 	}
 	free(s);

@@ -16,7 +16,7 @@
 #include "crc32c.h"
 
 #define BS      4096u
-#define POOL    (12ull << 20)
+#define POOL    (16ull << 20)
 #define VOLSZ   (4ull << 20)
 #define NVOL    3
 #define HDRB    64u

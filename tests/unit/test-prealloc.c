@@ -464,6 +464,7 @@ static void t_format3_upgrade(void **state)
 		if (le32_get(sb.magic) != VBAS_SB_MAGIC)
 			continue;
 		sb.version = le32_mk(3);
+		sb.flags = le32_mk(0);      /* format 3 knew no reverse map */
 		sb.csum = le32_mk(sb_csum(&sb));
 		memcpy(img + slot * BS, &sb, sizeof(sb));
 	}

@@ -1,0 +1,422 @@
+/* The reverse map: kept in the same transactions as the forward maps,
+ * built for a pool that has none, checked three ways, and what it must
+ * not cost (a snapshot changes nothing in it). */
+#include "common.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BS   4096u
+#define NB   512u                  /* blocks per volume */
+
+struct img {
+	uint8_t a[NB * BS], c[NB * BS];
+};
+
+static void vwrite(struct vbas_pool *p, const char *name, uint8_t *img, uint64_t b, uint64_t n,
+		   struct rng *r)
+{
+	struct vbas_vol *v;
+	assert_ok(vbas_vol_open(p, name, &v));
+	rng_fill(r, img + b * BS, n * BS);
+	assert_ok(vbas_pwrite(v, img + b * BS, n * BS, b * BS, 0));
+	vbas_vol_close(v);
+}
+
+static void vcompare(struct vbas_pool *p, const char *name, const uint8_t *img)
+{
+	struct vbas_vol *v;
+	uint8_t *buf = malloc(NB * BS);
+	assert_ok(vbas_vol_open(p, name, &v));
+	assert_ok(vbas_pread(v, buf, NB * BS, 0));
+	if (memcmp(buf, img, NB * BS))
+		fail_msg("volume %s differs from what was written", name);
+	vbas_vol_close(v);
+	free(buf);
+}
+
+/* Volumes of every kind of sharing: snapshots, a clone written over,
+ * reflinks within and across volumes, a dedupe, a discard, a delete. */
+static void populate(struct vbas_pool *p, struct img *m, uint64_t seed)
+{
+	struct rng r = { seed };
+	assert_ok(vbas_vol_create(p, "a", NB * BS));
+	for (int i = 0; i < 60; i++) {
+		uint64_t b = rng_below(&r, NB - 8);
+		vwrite(p, "a", m->a, b, 1 + rng_below(&r, 8), &r);
+	}
+	assert_ok(vbas_vol_snapshot(p, "a", "s1", 0));
+	assert_ok(vbas_vol_snapshot(p, "s1", "c", VBAS_SNAP_WRITABLE));
+	memcpy(m->c, m->a, sizeof(m->a));
+	for (int i = 0; i < 30; i++) {
+		uint64_t b = rng_below(&r, NB - 4);
+		vwrite(p, i & 1 ? "a" : "c", i & 1 ? m->a : m->c, b, 1 + rng_below(&r, 4), &r);
+	}
+	struct vbas_vol *a, *c;
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_vol_open(p, "c", &c));
+	assert_ok(vbas_reflink(a, 0, c, 64 * BS, 32 * BS));
+	memcpy(m->c + 64 * BS, m->a, 32 * BS);
+	assert_ok(vbas_reflink(c, 200 * BS, c, 300 * BS, 16 * BS));
+	memmove(m->c + 300 * BS, m->c + 200 * BS, 16 * BS);
+	assert_ok(vbas_discard(a, 100 * BS, 20 * BS, 0));
+	memset(m->a + 100 * BS, 0, 20 * BS);
+	vbas_vol_close(a);
+	vbas_vol_close(c);
+	assert_ok(vbas_vol_snapshot(p, "c", "s2", 0));
+	assert_ok(vbas_vol_create(p, "gone", NB * BS));
+	uint8_t tmp[NB * BS];
+	memset(tmp, 0, sizeof(tmp));
+	vwrite(p, "gone", tmp, 0, 40, &r);
+	assert_ok(vbas_vol_delete(p, "gone"));
+	assert_ok(vbas_flush(p));
+}
+
+struct recs {
+	struct vbas_fsmap_rec *r;
+	size_t n, cap;
+};
+
+static int collect(const struct vbas_fsmap_rec *x, void *arg)
+{
+	struct recs *c = arg;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 256;
+		c->r = realloc(c->r, c->cap * sizeof(*c->r));
+		assert_non_null(c->r);
+	}
+	c->r[c->n++] = *x;
+	return 0;
+}
+
+static void same_fsmap(const struct recs *x, const struct recs *y)
+{
+	assert_int_equal(x->n, y->n);
+	for (size_t i = 0; i < x->n; i++) {
+		const struct vbas_fsmap_rec *u = &x->r[i], *v = &y->r[i];
+		if (u->physical != v->physical || u->length != v->length || u->kind != v->kind ||
+		    u->volume != v->volume || u->logical != v->logical || u->level != v->level)
+			fail_msg("fsmap record %zu: %llu+%llu kind %d vol %llu at %llu, then %llu+%llu "
+				 "kind %d vol %llu at %llu", i, (unsigned long long)u->physical,
+				 (unsigned long long)u->length, (int)u->kind,
+				 (unsigned long long)u->volume, (unsigned long long)u->logical,
+				 (unsigned long long)v->physical, (unsigned long long)v->length,
+				 (int)v->kind, (unsigned long long)v->volume,
+				 (unsigned long long)v->logical);
+	}
+}
+
+static struct vbas_dev *mem_pool_flags(uint64_t size, uint32_t flags)
+{
+	struct vbas_dev *d = vbas_memdev_create(size);
+	struct vbas_format_opts fo = { .size = size, .block_size = BS, .flags = flags };
+	assert_non_null(d);
+	assert_ok(vbas_format_dev(d, &fo));
+	return d;
+}
+
+/* A pool formatted without a reverse map gains one: the same fsmap, a
+ * clean three-way check, the same data, kept across a reopen. */
+static void t_build(void **state)
+{
+	(void)state;
+	static struct img m;
+	struct vbas_dev *d = mem_pool_flags(16 << 20, VBAS_FORMAT_NO_RMAP);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	struct vbas_pool_info pi;
+	struct vbas_check_stats st;
+	populate(p, &m, test_seed(31));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.rmap, 0);
+	assert_ok(vbas_check(p, NULL, NULL, &st));
+	assert_int_equal(st.rmap_records, 0);
+	struct recs before = { 0 }, after = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, collect, &before));
+	assert_ok(vbas_pool_rmap_build(p));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.rmap, 1);
+	assert_int_equal(le32_get(p->sb.version), VBAS_FORMAT_VERSION);
+	assert_ok(vbas_check(p, NULL, NULL, &st));
+	assert_true(st.rmap_records > 0);
+	assert_int_equal(vbas_pool_rmap_build(p), -EEXIST);
+	/* The data blocks are the same; the map's own nodes are new. */
+	assert_ok(vbas_fsmap(p, 0, 0, collect, &after));
+	struct recs bd = { 0 }, ad = { 0 };
+	for (size_t i = 0; i < before.n; i++)
+		if (before.r[i].kind == VBAS_FSMAP_DATA)
+			collect(&before.r[i], &bd);
+	for (size_t i = 0; i < after.n; i++)
+		if (after.r[i].kind == VBAS_FSMAP_DATA)
+			collect(&after.r[i], &ad);
+	same_fsmap(&bd, &ad);
+	vbas_tun.fsmap_walk = 1;
+	struct recs walked = { 0 };
+	int r = vbas_fsmap(p, 0, 0, collect, &walked);
+	vbas_tun.fsmap_walk = 0;
+	assert_ok(r);
+	same_fsmap(&after, &walked);
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 1 << 20);
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.rmap, 1);
+	assert_check_clean(p);
+	/* And keeps it up from then on. */
+	struct rng rr = { 99 };
+	vwrite(p, "c", m.c, 10, 30, &rr);
+	assert_ok(vbas_flush(p));
+	assert_check_clean(p);
+	vcompare(p, "a", m.a);
+	vcompare(p, "c", m.c);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	free(before.r);
+	free(after.r);
+	free(bd.r);
+	free(ad.r);
+	free(walked.r);
+}
+
+/* Power lost at every write of the build: the pool opens either without
+ * a reverse map or with a whole one, checked clean, its data intact. */
+static void t_build_crash(void **state)
+{
+	(void)state;
+	static struct img m;
+	static const unsigned modes[] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
+					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
+	struct vbas_dev *base = mem_pool_flags(16 << 20, VBAS_FORMAT_NO_RMAP);
+	struct vbas_pool *p = open_mem(base, 1 << 20);
+	populate(p, &m, test_seed(32));
+	assert_ok(vbas_close(p));
+	struct vbas_dev *d = vbas_memdev_clone(base);
+	p = open_mem(d, 1 << 20);
+	uint64_t w0 = vbas_memdev_writes(d);
+	assert_ok(vbas_pool_rmap_build(p));
+	uint64_t total = vbas_memdev_writes(d) - w0;
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	unsigned with = 0, without = 0;
+	for (uint64_t at = 0; at <= total; at++) {
+		d = vbas_memdev_clone(base);
+		p = open_mem(d, 1 << 20);
+		vbas_memdev_arm_crash(d, at, modes[at % 4], 5 + at);
+		int r = vbas_pool_rmap_build(p);
+		if (!vbas_memdev_crashed(d))
+			vbas_memdev_crash_now(d, modes[at % 4], 5 + at);
+		(void)r;
+		vbas_close(p);
+		struct vbas_dev *s = vbas_memdev_survivor(d);
+		dev_destroy(d);
+		p = open_mem(s, 1 << 20);
+		struct vbas_pool_info pi;
+		assert_ok(vbas_pool_info(p, &pi));
+		*(pi.rmap ? &with : &without) += 1;
+		assert_check_clean(p);
+		vcompare(p, "a", m.a);
+		vcompare(p, "c", m.c);
+		assert_ok(vbas_close(p));
+		dev_destroy(s);
+	}
+	fprintf(stderr, "# %llu writes: %u survivors with the reverse map, %u without\n",
+		(unsigned long long)total, with, without);
+	assert_true(with > 0 && without > 0);
+	dev_destroy(base);
+}
+
+/* A snapshot of a volume with many extents changes nothing in the
+ * reverse map: same root, same records. */
+static void t_snapshot_o1(void **state)
+{
+	(void)state;
+	struct vbas_dev *d = mem_pool(64 << 20, BS, 0);
+	struct vbas_pool *p = open_mem(d, 4 << 20);
+	struct vbas_vol *v;
+	uint8_t buf[BS];
+	assert_ok(vbas_vol_create(p, "big", 16384ull * BS));
+	assert_ok(vbas_vol_open(p, "big", &v));
+	memset(buf, 7, sizeof(buf));
+	for (uint64_t b = 0; b < 16384; b += 2)       /* 8192 extents */
+		assert_ok(vbas_pwrite(v, buf, BS, b * BS, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_flush(p));
+	struct vbas_check_stats s0, s1;
+	assert_ok(vbas_check(p, NULL, NULL, &s0));
+	assert_int_equal(s0.rmap_records, 8192);
+	uint64_t root = p->sp.rmap.root, txid = p->sp.rmap.root_txid;
+	uint64_t meta0 = p->sp.meta_allocs_txn;
+	assert_ok(vbas_vol_snapshot(p, "big", "snap", 0));
+	/* Nothing of the reverse map written: its root is the committed one. */
+	assert_int_equal(p->sp.rmap.root, root);
+	assert_int_equal(p->sp.rmap.root_txid, txid);
+	assert_true(p->sp.meta_allocs_txn - meta0 < 16);
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_check(p, NULL, NULL, &s1));
+	assert_int_equal(s1.rmap_records, s0.rmap_records);
+	/* The first write after it copies a shared leaf: its records gain a
+	 * count each, under the same owner (no new records). */
+	assert_ok(vbas_vol_open(p, "big", &v));
+	memset(buf, 9, sizeof(buf));
+	assert_ok(vbas_pwrite(v, buf, BS, 0, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_check(p, NULL, NULL, &s1));
+	assert_int_equal(s1.rmap_records, s0.rmap_records + 1);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
+struct problems {
+	char text[4096];
+	int n;
+};
+
+static void note(const char *msg, void *arg)
+{
+	struct problems *pr = arg;
+	size_t l = strlen(pr->text);
+	snprintf(pr->text + l, sizeof(pr->text) - l, "%s\n", msg);
+	pr->n++;
+}
+
+static void expect_problem(struct vbas_pool *p, const char *what)
+{
+	struct problems pr = { "", 0 };
+	assert_int_equal(vbas_check(p, note, &pr, NULL), -EUCLEAN);
+	if (!strstr(pr.text, what))
+		fail_msg("check did not say '%s'; it said:\n%s", what, pr.text);
+}
+
+/* The three-way check catches a reverse map that disagrees with the
+ * mapping leaves (a record too many, one missing, a wrong count), names
+ * the blocks and the volume, and a refcount that disagrees with the
+ * reverse map's owners. */
+static void t_check_catches(void **state)
+{
+	(void)state;
+	static struct img m;
+	struct vbas_dev *base = mem_pool(16 << 20, BS, 0);
+	struct vbas_pool *p = open_mem(base, 1 << 20);
+	populate(p, &m, test_seed(33));
+	struct vbas_vol *a;
+	uint64_t pb, len;
+	int mapped;
+	assert_ok(vbas_vol_open(p, "a", &a));
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	assert_ok(vol_get(p, a->id, &rec));
+	vol_map_tree(p, a->id, &rec, &t);
+	uint64_t lb = 0;
+	do {
+		assert_ok(map_lookup_f(&t, lb, &pb, &len, &mapped, NULL));
+		if (!mapped)
+			lb += len;
+	} while (!mapped);
+	uint64_t aid = a->id;
+	vbas_vol_close(a);
+	assert_ok(vbas_close(p));
+	for (int kind = 0; kind < 3; kind++) {
+		struct vbas_dev *d = vbas_memdev_clone(base);
+		p = open_mem(d, 1 << 20);
+		assert_check_clean(p);
+		pthread_mutex_lock(&p->lock);
+		struct rmap_irec hit = { 0 };
+		struct vbas_rmap_rec rr;
+		uint8_t key[sizeof(struct vbas_rmap_key)];
+		/* The record of a's block at LB, whoever's lineage holds it. */
+		struct vbas_rmap_rec probe;
+		rmap_key(key, pb, 0, 0, 0);
+		assert_ok(bt_lookup(&p->sp.rmap, key, BT_GE, &probe));
+		rmap_to_irec(&probe, &hit);
+		assert_int_equal(hit.pblk, pb);
+		memcpy(&rr, &probe, sizeof(rr));
+		if (kind == 0) {           /* a record no leaf holds */
+			rmap_key(&rr.k, pb, aid, lb + 100000, 1);
+			rr.v.count = le32_mk(1);
+			assert_ok(bt_insert(&p->sp.rmap, &rr));
+		} else if (kind == 1) {    /* a record lost */
+			assert_ok(bt_delete(&p->sp.rmap, &probe.k, NULL));
+		} else {                   /* a count one too high */
+			rr.v.count = le32_mk(le32_get(rr.v.count) + 1);
+			assert_ok(bt_update(&p->sp.rmap, &rr));
+		}
+		p->dirty = 1;
+		pthread_mutex_unlock(&p->lock);
+		assert_ok(vbas_flush(p));
+		assert_ok(vbas_close(p));
+		p = open_mem(d, 1 << 20);
+		char want[128];
+		snprintf(want, sizeof(want), "blocks %llu+", (unsigned long long)pb);
+		expect_problem(p, want);
+		expect_problem(p, kind == 1 ? "the reverse map says 0" : "the reverse map says");
+		expect_problem(p, "the reverse map's owners");
+		assert_ok(vbas_close(p));
+		dev_destroy(d);
+	}
+	dev_destroy(base);
+}
+
+/* The bad-sector question: every volume that reads one physical block,
+ * at which offset, answered for a block shared by a snapshot, a clone
+ * and a reflink. */
+static void t_bad_sector(void **state)
+{
+	(void)state;
+	struct vbas_dev *d = mem_pool(16 << 20, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	struct vbas_vol *v, *w;
+	uint8_t buf[BS];
+	memset(buf, 1, sizeof(buf));
+	assert_ok(vbas_vol_create(p, "v", 64 * BS));
+	assert_ok(vbas_vol_create(p, "w", 64 * BS));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_vol_open(p, "w", &w));
+	assert_ok(vbas_pwrite(v, buf, BS, 5 * BS, 0));
+	assert_ok(vbas_vol_snapshot(p, "v", "v-snap", 0));
+	assert_ok(vbas_vol_snapshot(p, "v-snap", "v-clone", VBAS_SNAP_WRITABLE));
+	assert_ok(vbas_reflink(v, 5 * BS, w, 9 * BS, BS));
+	assert_ok(vbas_reflink(v, 5 * BS, v, 7 * BS, BS));
+	assert_ok(vbas_flush(p));
+	struct recs all = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, collect, &all));
+	uint64_t phys = UINT64_MAX;
+	for (size_t i = 0; i < all.n; i++)
+		if (all.r[i].kind == VBAS_FSMAP_DATA && !strcmp(all.r[i].name, "w"))
+			phys = all.r[i].physical;
+	assert_true(phys != UINT64_MAX);
+	struct recs one = { 0 };
+	assert_ok(vbas_fsmap(p, phys, BS, collect, &one));
+	const char *want[] = { "v", "v", "w", "v-snap", "v-clone" };
+	const uint64_t at[] = { 5, 7, 9, 5, 5 };
+	assert_int_equal(one.n, 5);
+	for (int k = 0; k < 5; k++) {
+		int found = 0;
+		for (size_t i = 0; i < one.n; i++)
+			found |= one.r[i].kind == VBAS_FSMAP_DATA && one.r[i].physical == phys &&
+				 one.r[i].length == BS && !strcmp(one.r[i].name, want[k]) &&
+				 one.r[i].logical == at[k] * BS;
+		if (!found)
+			fail_msg("fsmap of block %llu does not name %s at block %llu",
+				 (unsigned long long)(phys / BS), want[k], (unsigned long long)at[k]);
+	}
+	vbas_vol_close(v);
+	vbas_vol_close(w);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	free(all.r);
+	free(one.r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(t_build),
+		cmocka_unit_test(t_build_crash),
+		cmocka_unit_test(t_snapshot_o1),
+		cmocka_unit_test(t_check_catches),
+		cmocka_unit_test(t_bad_sector),
+	};
+	return RUN("rmap", tests);
+}
