@@ -22,6 +22,9 @@
  *     4 KiB first writes after a snapshot (CoW) against overwrites; and the
  *     same on XFS (cp --reflink=always, FICLONERANGE) and qcow2 (qemu-img
  *     snapshot -c) where the machine has them.  --sharing-only runs just it.
+ *  6. Space guarantees (--space-only runs just it).
+ *  7. The reverse map: the same writes, reflink, snapshots and fsmap on a
+ *     pool without one and with one (--rmap-only runs just it).
  *
  * Internal mode: bench --rss-only POOL RESULT_FD CACHE_BYTES (see rss_only()).
  */
@@ -412,6 +415,7 @@ static struct {
 	/* Sharing benchmark. */
 	int sharing_only, no_sharing, no_qcow2, xfs_scratch;
 	int space_only, no_space;   /* the space-guarantee benchmark */
+	int rmap_only, no_rmap;     /* the reverse-map benchmark */
 	uint64_t share_ops;     /* writes per target, CoW-against-overwrite test */
 	uint64_t share_size;    /* volumes of the CoW-against-overwrite test */
 	const char *vbas_cli;   /* the vbas command; default next to this program */
@@ -1852,13 +1856,194 @@ static void space_report(const struct space_res *R)
 	printf("%.96s\n", rule);
 }
 
+/* ---- The reverse map: its cost, and what it answers ------------------------ */
+
+/* Everything twice, on a pool without a reverse map (format --no-rmap:
+ * [0]) and with one ([1]), in one run. */
+struct rmap_res {
+	uint64_t nw, nref, nsnap, ext;
+	double alloc_iops[2], cow_iops[2], reflink_s[2];
+	struct timing snap1[2], snapn[2];
+	double fsmap_s[2];
+	uint64_t fsmap_recs[2], fsmap_bytes[2], fsmap_len;
+	double build_s;               /* set --rmap of the pool without one */
+	uint64_t meta[2];             /* metadata_used at the end */
+};
+
+static int fsmap_count(const struct vbas_fsmap_rec *x, void *arg)
+{
+	uint64_t *c = arg;
+	c[0]++;
+	c[1] += x->length;
+	return 0;
+}
+
+static int first_ext(const struct vbas_extent *e, void *arg)
+{
+	*(uint64_t *)arg = e->physical;
+	return 1;
+}
+
+static double snap_time(struct vbas_pool *pool, const char *src, const char *name)
+{
+	double t0 = now();
+	V(vbas_vol_snapshot(pool, src, name, 0));
+	V(vbas_flush(pool));
+	return now() - t0;
+}
+
+static void rmap_run(struct rmap_res *R, char *buf)
+{
+	static char path[4200];
+	snprintf(path, sizeof(path), "%s/rmap.pool", opt.dir);
+	cleanup_add(path);
+	memset(R, 0, sizeof(*R));
+	R->ext = opt.extents;
+	R->nw = 50000;
+	R->nref = 87000;
+	R->nsnap = 100;
+	R->fsmap_len = GiB;
+	uint64_t vbig = 2 * R->ext * BS;
+	for (int m = 0; m < 2; m++) {
+		struct vbas_format_opts fo = { .size = vbig + 4 * GiB, .block_size = BS,
+					       .flags = VBAS_FORMAT_FORCE |
+							(m ? 0 : VBAS_FORMAT_NO_RMAP) };
+		V(vbas_format(path, &fo));
+		struct vbas_pool *pool;
+		struct vbas_open_opts oo = { .cache_bytes = 256 * MiB };
+		V(vbas_open(path, &oo, &pool));
+		struct vbas_vol *w, *r1, *r2, *big;
+
+		/* 4 KiB allocating writes at random into a 1 GiB volume. */
+		uint64_t nb = GiB / BS;
+		uint32_t *perm = make_perm(nb);
+		V(vbas_vol_create(pool, "w", GiB));
+		V(vbas_vol_open(pool, "w", &w));
+		double t0 = now();
+		for (uint64_t i = 0; i < R->nw; i++)
+			V(vbas_pwrite(w, buf + (i % 256) * BS, BS, (uint64_t)perm[i] * BS, 0));
+		V(vbas_flush(pool));
+		R->alloc_iops[m] = R->nw / (now() - t0);
+		/* The same blocks again after a snapshot: each a copy on write. */
+		V(vbas_vol_snapshot(pool, "w", "w-snap", 0));
+		V(vbas_flush(pool));
+		t0 = now();
+		for (uint64_t i = 0; i < R->nw; i++)
+			V(vbas_pwrite(w, buf + ((i + 7) % 256) * BS, BS,
+				      (uint64_t)perm[R->nw - 1 - i] * BS, 0));
+		V(vbas_flush(pool));
+		R->cow_iops[m] = R->nw / (now() - t0);
+		free(perm);
+		vbas_vol_close(w);
+
+		/* Reflink of a volume of 87,000 extents. */
+		V(vbas_vol_create(pool, "r1", 2 * R->nref * BS));
+		V(vbas_vol_create(pool, "r2", 2 * R->nref * BS));
+		V(vbas_vol_open(pool, "r1", &r1));
+		V(vbas_vol_open(pool, "r2", &r2));
+		map_every_other(r1, R->nref);
+		V(vbas_flush(pool));
+		t0 = now();
+		V(vbas_reflink(r1, 0, r2, 0, 2 * R->nref * BS));
+		V(vbas_flush(pool));
+		R->reflink_s[m] = now() - t0;
+		vbas_vol_close(r1);
+		vbas_vol_close(r2);
+
+		/* Snapshots of a 1-extent and an N-extent volume. */
+		V(vbas_vol_create(pool, "one", 1 * MiB));
+		V(vbas_vol_open(pool, "one", &r1));
+		map_every_other(r1, 1);
+		vbas_vol_close(r1);
+		V(vbas_vol_create(pool, "big", vbig));
+		V(vbas_vol_open(pool, "big", &big));
+		map_every_other(big, R->ext);
+		V(vbas_flush(pool));
+		double s1[5], sn[5];
+		char nm[32];
+		for (int k = 0; k < 5; k++) {
+			snprintf(nm, sizeof(nm), "one-%d", k);
+			s1[k] = snap_time(pool, "one", nm);
+			snprintf(nm, sizeof(nm), "big-%d", k);
+			sn[k] = snap_time(pool, "big", nm);
+		}
+		R->snap1[m] = timing_of(s1, 5);
+		R->snapn[m] = timing_of(sn, 5);
+		/* fsmap of 1 GiB of the pool where big's data begins, with 100
+		 * snapshots of it. */
+		for (uint64_t k = 5; k < R->nsnap; k++) {
+			snprintf(nm, sizeof(nm), "big-%" PRIu64, k);
+			V(vbas_vol_snapshot(pool, "big", nm, 0));
+		}
+		V(vbas_flush(pool));
+		uint64_t phys = 0;
+		V(vbas_extents(big, 0, vbig, first_ext, &phys));
+		vbas_vol_close(big);
+		uint64_t c[2] = { 0, 0 };
+		t0 = now();
+		V(vbas_fsmap(pool, phys, R->fsmap_len, fsmap_count, c));
+		R->fsmap_s[m] = now() - t0;
+		R->fsmap_recs[m] = c[0];
+		R->fsmap_bytes[m] = c[1];
+		if (!m) {
+			t0 = now();
+			V(vbas_pool_rmap_build(pool));
+			R->build_s = now() - t0;
+		}
+		struct vbas_pool_info pi;
+		V(vbas_pool_info(pool, &pi));
+		R->meta[m] = pi.metadata_used;
+		V(vbas_close(pool));
+	}
+	unlink(path);
+	cleanup_del(path);
+}
+
+static void rmap_report(const struct rmap_res *R)
+{
+	static const char rule[] = "------------------------------------------------------------"
+				   "------------------------------------";
+	printf("\nreverse map: the same operations on a pool without one (format --no-rmap) and "
+	       "with one\n");
+	printf("%-40s %12s %12s %8s\n", "", "without", "with", "ratio");
+	double a = R->alloc_iops[1] / R->alloc_iops[0], c = R->cow_iops[1] / R->cow_iops[0];
+	printf("%-40s %12.0f %12.0f %7.2fx  IOPS, %" PRIu64 " writes + flush; target >= 0.85x%s\n",
+	       "4 KiB allocating writes", R->alloc_iops[0], R->alloc_iops[1], a, R->nw,
+	       a >= 0.85 ? "" : "  ** BELOW TARGET **");
+	printf("%-40s %12.0f %12.0f %7.2fx  IOPS, the same blocks after a snapshot; target >= "
+	       "0.85x%s\n", "4 KiB copy-on-write writes", R->cow_iops[0], R->cow_iops[1], c,
+	       c >= 0.85 ? "" : "  ** BELOW TARGET **");
+	printf("%-40s %12.3f %12.3f %7.2fx  s, + commit\n", "reflink of 87,000 extents",
+	       R->reflink_s[0], R->reflink_s[1], R->reflink_s[0] / R->reflink_s[1]);
+	printf("%-40s %12.3f %12.3f %8s  ms, + commit, median of 5\n", "snapshot of 1 extent",
+	       R->snap1[0].med * 1e3, R->snap1[1].med * 1e3, "");
+	char what[64];
+	snprintf(what, sizeof(what), "snapshot of %" PRIu64 " extents", R->ext);
+	int flat = R->snapn[1].med < 2 * R->snap1[1].med + 1e-3 &&
+		   R->snapn[1].med < 1.5 * R->snapn[0].med + 1e-3;
+	printf("%-40s %12.3f %12.3f %8s  ms, + commit, median of 5; flat and unchanged%s\n",
+	       what, R->snapn[0].med * 1e3, R->snapn[1].med * 1e3, "",
+	       flat ? "" : "  ** NOT FLAT **");
+	snprintf(what, sizeof(what), "fsmap of 1 GiB, %" PRIu64 " snapshots", R->nsnap);
+	printf("%-40s %12.3f %12.3f %7.2fx  s (the walk, the interval query); %" PRIu64
+	       " records%s\n", what, R->fsmap_s[0], R->fsmap_s[1], R->fsmap_s[0] / R->fsmap_s[1],
+	       R->fsmap_recs[1], R->fsmap_recs[0] == R->fsmap_recs[1] &&
+	       R->fsmap_bytes[0] == R->fsmap_bytes[1] ? "" : "  ** ANSWERS DIFFER **");
+	printf("%-40s %12.1f %12.1f %8s  MiB at the end\n", "metadata used",
+	       R->meta[0] / (double)MiB, R->meta[1] / (double)MiB, "");
+	printf("%-40s %25.3f s  set --rmap of the pool without one, at its end\n",
+	       "build the reverse map", R->build_s);
+	printf("%-40s %25s  not built yet (issue 13)\n", "pool shrink", "-");
+	printf("%.96s\n", rule);
+}
+
 static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 		"usage: %s [--dir DIR] [--size BYTES] [--time SEC | --ops N] [--extents N]\n"
 		"          [--cache BYTES] [--seed N] [--no-extents] [--sharing-only | --no-sharing]\n"
 		"          [--share-ops N] [--share-size BYTES] [--vbas-cli PATH]\n"
-		"          [--space-only | --no-space]\n"
+		"          [--space-only | --no-space] [--rmap-only | --no-rmap]\n"
 		"          [--xfs-dir DIR [--xfs-scratch] | --xfs-skip REASON] [--no-qcow2]\n"
 		"  --dir      directory for the pool and raw files (default $VBAS_BENCH_DIR,\n"
 		"             else a fresh mktemp -d under /var/tmp, removed at the end)\n"
@@ -1883,6 +2068,10 @@ static void usage(int status)
 		"             cookie and into a reserved range, snapshots of a reserved range of\n"
 		"             1 and 2*--extents extents, a reserve of 1 TiB); --no-space: all\n"
 		"             but it\n"
+		"  --rmap-only   only the reverse-map benchmark (allocating and copy-on-write\n"
+		"             writes, a reflink of 87,000 extents, snapshots of 1 and --extents\n"
+		"             extents, fsmap of 1 GiB with 100 snapshots: each without and with\n"
+		"             a reverse map); --no-rmap: all but it\n"
 		"  The sharing volumes have 1, 10000 and --extents extents.\n", prog);
 	exit(status);
 }
@@ -1908,6 +2097,8 @@ int main(int argc, char **argv)
 			{ "--no-sharing", &opt.no_sharing },
 			{ "--space-only", &opt.space_only },
 			{ "--no-space", &opt.no_space },
+			{ "--rmap-only", &opt.rmap_only },
+			{ "--no-rmap", &opt.no_rmap },
 			{ "--no-qcow2", &opt.no_qcow2 },
 			{ "--xfs-scratch", &opt.xfs_scratch },
 		};
@@ -1959,6 +2150,8 @@ int main(int argc, char **argv)
 		die("--sharing-only and --no-sharing exclude each other");
 	if (opt.space_only && (opt.no_space || opt.sharing_only))
 		die("--space-only excludes --no-space and --sharing-only");
+	if (opt.rmap_only && (opt.no_rmap || opt.sharing_only || opt.space_only))
+		die("--rmap-only excludes --no-rmap, --sharing-only and --space-only");
 	opt.share_size = opt.share_size / SEQ_IO * SEQ_IO;
 	if (!opt.no_sharing && opt.share_size < 16 * MiB)
 		die("--share-size must be at least 16 MiB");
@@ -2003,18 +2196,22 @@ int main(int argc, char **argv)
 	cleanup_files[3] = ext_path;
 	if (made_dir)
 		cleanup_dir = tmpdir;
-	if (opt.space_only || opt.sharing_only) {
+	if (opt.space_only || opt.sharing_only || opt.rmap_only) {
 		/* One part alone. */
 		struct share_res sr;
 		struct space_res spr;
+		struct rmap_res rmr;
 		char *sbuf = xalloc_aligned(SEQ_IO);
 		rng_s = opt.seed;
 		for (size_t i = 0; i < SEQ_IO / 8; i++)
 			((uint64_t *)sbuf)[i] = rng_next();
 		printf("vbas bench: dir %s, %s only, seed %#" PRIx64 "\n", opt.dir,
-		       opt.space_only ? "space guarantees" : "sharing", opt.seed);
+		       opt.space_only ? "space guarantees" : opt.rmap_only ? "reverse map" : "sharing",
+		       opt.seed);
 		if (opt.space_only)
 			space_run(&spr, sbuf);
+		else if (opt.rmap_only)
+			rmap_run(&rmr, sbuf);
 		else
 			share_run(&sr, sbuf);
 		free(sbuf);
@@ -2023,6 +2220,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: rmdir %s: %s\n", prog, tmpdir, strerror(errno));
 		if (opt.space_only)
 			space_report(&spr);
+		else if (opt.rmap_only)
+			rmap_report(&rmr);
 		else
 			share_report(&sr);
 		return 0;
@@ -2209,6 +2408,9 @@ int main(int argc, char **argv)
 	struct space_res spr;
 	if (!opt.no_space)
 		space_run(&spr, buf);
+	struct rmap_res rmr;
+	if (!opt.no_rmap)
+		rmap_run(&rmr, buf);
 	free(buf);
 	cleanup_dir = NULL;
 	if (made_dir && rmdir(tmpdir) < 0)
@@ -2309,5 +2511,7 @@ int main(int argc, char **argv)
 		share_report(&sr);
 	if (!opt.no_space)
 		space_report(&spr);
+	if (!opt.no_rmap)
+		rmap_report(&rmr);
 	return 0;
 }

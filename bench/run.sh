@@ -7,12 +7,13 @@
 # Options after BUILD_DIR are passed to the benchmark and override the
 # defaults below (see BUILD_DIR/bench/bench --help); e.g. --size 4G,
 # --time 10, --ops 50000, --extents 100000, --no-extents, --sharing-only,
-# --no-sharing, --space-only, --no-space.  Except these, which are this script's:
+# --no-sharing, --space-only, --no-space, --rmap-only, --no-rmap.  Except these,
+# which are this script's:
 #   --nbd-only        run only the NBD benchmark (bench/nbd.sh)
 #   --no-nbd          skip it
 #   --nbd-time SEC    seconds per NBD test (default 3)
 #   --nbd-size SIZE   the NBD working set (default 1G)
-# --sharing-only and --space-only run no NBD benchmark either.
+# --sharing-only, --space-only and --rmap-only run no NBD benchmark either.
 #
 # The NBD benchmark (bench/nbd.sh, after the others) serves a vbas volume,
 # a raw file and a qcow2 image over NBD and runs fio against each; it
@@ -61,7 +62,7 @@ while [ $n -gt 0 ]; do
 	*)
 		case $a in
 		--no-sharing) sharing=0 ;;
-		--sharing-only|--space-only) nbd=0 ;;
+		--sharing-only|--space-only|--rmap-only) nbd=0 ;;
 		esac
 		set -- "$@" "$a" ;;
 	esac

@@ -57,7 +57,8 @@ static int range_cb(void *arg, const void *lo, const void *hi)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct vbas_btree_ops *const all[] = { &voltab_ops, &refc_ops, &map_ops };
+	static const struct vbas_btree_ops *const all[] = { &voltab_ops, &refc_ops, &map_ops,
+							    &rmap_ops };
 	if (fz_nrecs(size) == 0 || fz_blkno(data, 0) >= FZ_NBLOCKS)
 		return 0;
 	const struct vbas_node_hdr *h0 = (const void *)(data + 4);
@@ -70,8 +71,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	if (!found)
 		ops = map_ops;
-	/* The values point at nothing here: no pool's refcounts to change. */
+	/* The values point at nothing here: no pool's refcounts to change,
+	 * and no reverse map to keep. */
 	ops.val_inc = ops.val_dec = NULL;
+	ops.rec_owner = NULL;
 
 	struct env_ctx ec = { .next = VBAS_FIRST_BLOCK };
 	struct bt_env env = { .block_size = FZ_BS, .alloc_meta = alloc_meta,
@@ -112,6 +115,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct bt_check_cbs cbs = { .report = report, .rec_cb = rec_cb, .arg = &t };
 
 	bt_check(&t, &cbs, &nodes, &recs);
+	if (ops.overlapping) {
+		/* The interval query, from the first record's key to the
+		 * highest, and every way it can be cut short. */
+		uint8_t lo[BT_MAX_KEY] = { 0 }, hi[BT_MAX_KEY];
+		memset(hi, 0xff, sizeof(hi));
+		count = 0;
+		bt_query_overlap(&t, lo, hi, iter_cb, &count);
+		const uint8_t *first = data + 4 + sizeof(struct vbas_node_hdr);
+		memcpy(lo, first, ops.key_size);
+		memcpy(hi, first, ops.key_size);
+		count = 0;
+		bt_query_overlap(&t, lo, hi, iter_cb, &count);
+	}
+	/* Which tree reaches each node of the input, as fsmap asks. */
+	for (size_t i = 0; i < fz_nrecs(size) && i < 8; i++) {
+		const uint8_t *nd = data + i * FZ_REC + 4;
+		const struct vbas_node_hdr *h = (const void *)nd;
+		int found;
+		bt_reaches(&t, nd + sizeof(*h), le16_get(h->level), fz_blkno(data, i), &found);
+	}
 	bt_height(&t, &height);
 	bt_count_nodes(&t, &nodes);
 	bt_iter(&t, NULL, iter_cb, &count);

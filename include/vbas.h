@@ -83,6 +83,11 @@ struct vbas_open_opts {
  * the opener must check that the generation it opened (vbas_pool_info) is
  * at least the pinned one.  Not for other uses. */
 #define VBAS_OPEN_PINNED       0x4u
+/* Open a damaged pool for vbas_repair: a refcount tree or reverse map that
+ * cannot be read does not stop the open, no interrupted delete is resumed,
+ * and nothing but vbas_repair may change the pool (reads and vbas_check
+ * work) until it has repaired it. */
+#define VBAS_OPEN_REPAIR       0x8u
 
 /* Open a pool.  -ENOENT: no such file; -EINVAL/-EUCLEAN: not a vbas pool
  * (bad magic) or no valid superblock; -EBUSY: another opener holds the pool
@@ -505,6 +510,28 @@ struct vbas_check_stats {
 int vbas_check(struct vbas_pool *pool,
 	       void (*cb)(const char *problem, void *arg), void *arg,
 	       struct vbas_check_stats *stats);
+
+/* ---- Repair ------------------------------------------------------------ */
+
+/* Rebuild what the surviving structures determine: a damaged or lost
+ * refcount tree from the mapping trees (every node and every mapped block
+ * recounted), a damaged or lost reverse map from the mapping leaves.  The
+ * result is written as one new commit; until it lands the last commit
+ * stays the one a crash comes back to.  Damage to the volume table or a
+ * mapping tree is named (each problem to CB) and not repaired: -EUCLEAN,
+ * nothing changed.  VBAS_REPAIR_DRY_RUN: say what would be rebuilt,
+ * change nothing.  0 when the pool is sound afterwards (or was). */
+#define VBAS_REPAIR_DRY_RUN    0x1u
+struct vbas_repair_stats {
+	uint32_t refcount_rebuilt;  /* 1: the refcount tree was (or would be) rebuilt */
+	uint32_t rmap_rebuilt;      /* 1: the reverse map was (or would be) */
+	uint64_t refcount_records;  /* records of the new tree */
+	uint64_t rmap_records;
+	uint64_t unrepairable;      /* problems in the volume table or a mapping tree */
+};
+int vbas_repair(struct vbas_pool *pool, unsigned flags,
+		void (*cb)(const char *msg, void *arg), void *arg,
+		struct vbas_repair_stats *stats);
 
 /* ---- Testing hooks ---------------------------------------------------- */
 

@@ -479,6 +479,105 @@ static void compare_counts(struct ck *c)
 	free(ev);
 }
 
+enum { CK_REFC = PIC_REFC, CK_RMAP = PIC_RMAP };
+
+/* Walk the volume table, every mapping tree and, as WHAT says, the
+ * refcount tree and the reverse map: every reference to a block into
+ * C->refs, the mapping leaves' records into C->fw (with a reverse map),
+ * every problem to problem().  Negative: the walk could not go on. */
+static int walk_trees(struct ck *c, const struct bt_check_cbs *cbs_in, unsigned what)
+{
+	struct vbas_pool *p = c->p;
+	struct bt_check_cbs cbs = *cbs_in;
+	int r;
+	/* Volume table. */
+	cbs.rec_cb = vol_rec_cb;
+	r = bt_check(&p->voltab, &cbs, NULL, NULL);
+	if (r < 0 && r != -EUCLEAN)
+		return r;
+	/* Refcount tree. */
+	if (what & CK_REFC) {
+		cbs.rec_cb = refc_rec_cb;
+		r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
+		if (r < 0 && r != -EUCLEAN)
+			return r;
+	}
+	/* Reverse map. */
+	if (p->sp.rmap_on && (what & CK_RMAP)) {
+		cbs.rec_cb = rmap_rec_cb;
+		r = bt_check(&p->sp.rmap, &cbs, NULL, NULL);
+		if (r < 0 && r != -EUCLEAN)
+			return r;
+	} else if (!p->sp.rmap_on && p->sp.rmap.root) {
+		problem(c, "the pool keeps no reverse map, but has a root for one");
+	}
+	dup_names(c);
+	/* Each volume's mapping tree. */
+	for (size_t i = 0; i < c->nv && !c->oom; i++) {
+		struct vbas_vol_rec rec;
+		struct vbas_btree t;
+		r = vol_get(p, c->vids[i], &rec);
+		if (r) {
+			problem(c, "volume %" PRIu64 ": %s", c->vids[i], vbas_errmsg());
+			continue;
+		}
+		c->st.volumes++;
+		if (c->vids[i] >= p->next_vol_id)
+			problem(c, "volume id %" PRIu64 " is not below the next id to hand out (%" PRIu64 ")",
+				c->vids[i], p->next_vol_id);
+		if (le64_get(rec.size) % p->bs)
+			problem(c, "volume %" PRIu64 ": size %" PRIu64 " is not a multiple of the "
+				"block size", c->vids[i], le64_get(rec.size));
+		vol_map_tree(p, c->vids[i], &rec, &t);
+		c->vol_id = c->vids[i];
+		c->vol_blocks = le64_get(rec.size) >> p->bshift;
+		c->vol_mapped = 0;
+		c->vol_resv = 0;
+		c->prev_end = 0;
+		c->depth = 0;
+		cbs.rec_cb = map_rec_cb;
+		/* A delete in progress: the part below the cursor is gone. */
+		int deleting = !!(le32_get(rec.flags) & VBAS_VOLF_DELETING);
+		uint8_t from[8];
+		st_le64(from, le64_get(rec.del_cursor));
+		cbs.from = deleting ? from : NULL;
+		if (!deleting && le64_get(rec.owed) > le64_get(rec.resv_blocks))
+			problem(c, "volume %" PRIu64 ": owes %" PRIu64 " blocks, more than its %"
+				PRIu64 " reserved blocks", c->vids[i], le64_get(rec.owed),
+				le64_get(rec.resv_blocks));
+		if (!deleting && (le32_get(rec.flags) & VBAS_VOLF_READONLY) && le64_get(rec.owed))
+			problem(c, "volume %" PRIu64 ": a snapshot that owes %" PRIu64 " blocks",
+				c->vids[i], le64_get(rec.owed));
+		if (!deleting)
+			c->owed += le64_get(rec.owed);
+		if (le64_get(rec.origin) >= p->next_vol_id)
+			problem(c, "volume %" PRIu64 ": origin %" PRIu64 " was never handed out",
+				c->vids[i], le64_get(rec.origin));
+		if (le64_get(rec.share_gen) > p->env.txid)
+			problem(c, "volume %" PRIu64 ": shared in transaction %" PRIu64 ", which has "
+				"not happened yet", c->vids[i], le64_get(rec.share_gen));
+		r = bt_check(&t, &cbs, NULL, NULL);
+		cbs.from = NULL;
+		if (r < 0 && r != -EUCLEAN)
+			return r;
+		if (!deleting && c->vol_mapped != le64_get(rec.mapped))
+			problem(c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " mapped blocks, "
+				"its tree maps %" PRIu64, c->vids[i], c->vnames[i], le64_get(rec.mapped),
+				c->vol_mapped);
+		if (!deleting && c->vol_resv != le64_get(rec.resv_blocks))
+			problem(c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " reserved blocks, "
+				"its tree marks %" PRIu64, c->vids[i], c->vnames[i],
+				le64_get(rec.resv_blocks), c->vol_resv);
+	}
+	if (c->nv != p->nvolumes)
+		problem(c, "the superblock counts %" PRIu64 " volumes, the volume table holds %zu",
+			p->nvolumes, c->nv);
+	if (c->owed > space_free_blocks(p))
+		problem(c, "volumes owe %" PRIu64 " blocks for copies of shared reserved blocks, "
+			"but only %" PRIu64 " are free", c->owed, space_free_blocks(p));
+	return 0;
+}
+
 int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	       struct vbas_check_stats *stats)
 {
@@ -494,89 +593,9 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		txn_fail(p, r);
 		goto out;
 	}
-	/* Volume table. */
-	cbs.rec_cb = vol_rec_cb;
-	r = bt_check(&p->voltab, &cbs, NULL, NULL);
-	if (r < 0 && r != -EUCLEAN)
+	r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP);
+	if (r < 0)
 		goto out;
-	/* Refcount tree. */
-	cbs.rec_cb = refc_rec_cb;
-	r = bt_check(&p->sp.refc, &cbs, NULL, NULL);
-	if (r < 0 && r != -EUCLEAN)
-		goto out;
-	/* Reverse map. */
-	if (p->sp.rmap_on) {
-		cbs.rec_cb = rmap_rec_cb;
-		r = bt_check(&p->sp.rmap, &cbs, NULL, NULL);
-		if (r < 0 && r != -EUCLEAN)
-			goto out;
-	} else if (p->sp.rmap.root) {
-		problem(&c, "the pool keeps no reverse map, but has a root for one");
-	}
-	dup_names(&c);
-	/* Each volume's mapping tree. */
-	for (size_t i = 0; i < c.nv && !c.oom; i++) {
-		struct vbas_vol_rec rec;
-		struct vbas_btree t;
-		r = vol_get(p, c.vids[i], &rec);
-		if (r) {
-			problem(&c, "volume %" PRIu64 ": %s", c.vids[i], vbas_errmsg());
-			continue;
-		}
-		c.st.volumes++;
-		if (c.vids[i] >= p->next_vol_id)
-			problem(&c, "volume id %" PRIu64 " is not below the next id to hand out (%" PRIu64 ")",
-				c.vids[i], p->next_vol_id);
-		if (le64_get(rec.size) % p->bs)
-			problem(&c, "volume %" PRIu64 ": size %" PRIu64 " is not a multiple of the "
-				"block size", c.vids[i], le64_get(rec.size));
-		vol_map_tree(p, c.vids[i], &rec, &t);
-		c.vol_id = c.vids[i];
-		c.vol_blocks = le64_get(rec.size) >> p->bshift;
-		c.vol_mapped = 0;
-		c.vol_resv = 0;
-		c.prev_end = 0;
-		c.depth = 0;
-		cbs.rec_cb = map_rec_cb;
-		/* A delete in progress: the part below the cursor is gone. */
-		int deleting = !!(le32_get(rec.flags) & VBAS_VOLF_DELETING);
-		uint8_t from[8];
-		st_le64(from, le64_get(rec.del_cursor));
-		cbs.from = deleting ? from : NULL;
-		if (!deleting && le64_get(rec.owed) > le64_get(rec.resv_blocks))
-			problem(&c, "volume %" PRIu64 ": owes %" PRIu64 " blocks, more than its %"
-				PRIu64 " reserved blocks", c.vids[i], le64_get(rec.owed),
-				le64_get(rec.resv_blocks));
-		if (!deleting && (le32_get(rec.flags) & VBAS_VOLF_READONLY) && le64_get(rec.owed))
-			problem(&c, "volume %" PRIu64 ": a snapshot that owes %" PRIu64 " blocks",
-				c.vids[i], le64_get(rec.owed));
-		if (!deleting)
-			c.owed += le64_get(rec.owed);
-		if (le64_get(rec.origin) >= p->next_vol_id)
-			problem(&c, "volume %" PRIu64 ": origin %" PRIu64 " was never handed out",
-				c.vids[i], le64_get(rec.origin));
-		if (le64_get(rec.share_gen) > p->env.txid)
-			problem(&c, "volume %" PRIu64 ": shared in transaction %" PRIu64 ", which has "
-				"not happened yet", c.vids[i], le64_get(rec.share_gen));
-		r = bt_check(&t, &cbs, NULL, NULL);
-		cbs.from = NULL;
-		if (r < 0 && r != -EUCLEAN)
-			goto out;
-		if (!deleting && c.vol_mapped != le64_get(rec.mapped))
-			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " mapped blocks, "
-				"its tree maps %" PRIu64, c.vids[i], c.vnames[i], le64_get(rec.mapped),
-				c.vol_mapped);
-		if (!deleting && c.vol_resv != le64_get(rec.resv_blocks))
-			problem(&c, "volume %" PRIu64 " ('%s'): records %" PRIu64 " reserved blocks, "
-				"its tree marks %" PRIu64, c.vids[i], c.vnames[i],
-				le64_get(rec.resv_blocks), c.vol_resv);
-	}
-	if (c.nv != p->nvolumes)
-		problem(&c, "the superblock counts %" PRIu64 " volumes, the volume table holds %zu",
-			p->nvolumes, c.nv);
-	if (c.owed > space_free_blocks(p))
-		problem(&c, "volumes owe %" PRIu64 " blocks for copies of shared reserved blocks, "
-			"but only %" PRIu64 " are free", c.owed, space_free_blocks(p));
 	if (!c.oom) {
 		if (c.nrefs)
 			qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
@@ -610,4 +629,92 @@ out:
 	if (stats)
 		*stats = c.st;
 	return r;
+}
+
+/* ---- The reference picture, for repair ----------------------------------- */
+
+int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
+		  void (*cb)(const char *, void *), void *arg)
+{
+	struct ck c = { .p = p, .cb = cb, .arg = arg };
+	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb,
+				    .node_done = node_done, .leaf_cb = leaf_cb, .arg = &c };
+	memset(out, 0, sizeof(*out));
+	int r = walk_trees(&c, &cbs, what);
+	if (!r && c.oom)
+		r = -ENOMEM;
+	size_t ne = 2 * c.nrefs;
+	struct ev *ev = r ? NULL : malloc((ne ? ne : 1) * sizeof(*ev));
+	if (!r && !ev)
+		r = -ENOMEM;
+	for (size_t i = 0; !r && i < c.nrefs; i++) {
+		ev[2 * i] = (struct ev){ c.refs[i].start, +1, c.refs[i].type };
+		ev[2 * i + 1] = (struct ev){ c.refs[i].start + c.refs[i].len, -1, c.refs[i].type };
+	}
+	if (!r)
+		qsort(ev, ne, sizeof(*ev), cmp_ev);
+	/* Runs of equal count and type, maximal (as refcount records). */
+	int64_t cd = 0, cm = 0;
+	for (size_t ei = 0; !r && ei < ne;) {
+		uint64_t pos = ev[ei].pos;
+		while (ei < ne && ev[ei].pos == pos) {
+			*(ev[ei].type == VBAS_BT_DATA ? &cd : &cm) += ev[ei].d;
+			ei++;
+		}
+		if (ei == ne || (!cd && !cm))
+			continue;
+		uint64_t next = ev[ei].pos;
+		if (cd && cm) {
+			problem(&c, "blocks %" PRIu64 "+%" PRIu64 " are used both as data and as "
+				"metadata", pos, next - pos);
+			continue;
+		}
+		int type = cd ? VBAS_BT_DATA : VBAS_BT_META;
+		int64_t n = cd ? cd : cm;
+		if (n > 0x7fffffff) {
+			problem(&c, "blocks %" PRIu64 "+%" PRIu64 ": %" PRId64 " references",
+				pos, next - pos, n);
+			continue;
+		}
+		struct pic_run *l = out->n ? &out->v[out->n - 1] : NULL;
+		if (l && l->start + l->len == pos && l->count == n && l->type == type &&
+		    l->len + (next - pos) <= 0xffffffffu) {
+			l->len += next - pos;
+			continue;
+		}
+		if (out->n == out->cap) {
+			size_t nc = out->cap ? 2 * out->cap : 1024;
+			struct pic_run *v = realloc(out->v, nc * sizeof(*v));
+			if (!v) {
+				r = -ENOMEM;
+				break;
+			}
+			out->v = v;
+			out->cap = nc;
+		}
+		out->v[out->n++] = (struct pic_run){ pos, next - pos, (uint32_t)n, (uint8_t)type };
+	}
+	free(ev);
+	rmap_set_sum(&c.fw);
+	out->fw = c.fw;
+	c.fw = (struct rmap_set){ 0 };
+	out->problems = c.st.problems;
+	free(c.refs);
+	free(c.rrec);
+	free(c.rrc);
+	free(c.vids);
+	free(c.vnames);
+	rmap_set_free(&c.fw);
+	rmap_set_free(&c.rm);
+	seen_free(&c.seen);
+	if (r == -ENOMEM)
+		vbas_err(r, "repair: out of memory");
+	return r;
+}
+
+void pic_free(struct pic *pc)
+{
+	free(pc->v);
+	rmap_set_free(&pc->fw);
+	memset(pc, 0, sizeof(*pc));
 }

@@ -56,6 +56,8 @@ struct vbas_space {
 	                              from reuse until the last pin goes (a
 	                              reader of the pool file may still use them) */
 	unsigned pins;             /* vbas_pool_pin holders */
+	struct extset exclude;     /* repair: never handed out until the commit
+	                              (what the last commit and the picture use) */
 	struct refc_delta *q;      /* queued deltas */
 	size_t qhead, qn, qcap;
 	int draining;
@@ -134,6 +136,7 @@ struct vbas_pool {
 	uint64_t nvolumes;
 	int rdonly;
 	int broken;                /* a failed change: read-only until reopen */
+	int repair_mode;           /* VBAS_OPEN_REPAIR, until vbas_repair is done */
 	char broken_msg[512];
 	int dirty;                 /* changes since the last commit */
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
@@ -242,6 +245,35 @@ int space_pin(struct vbas_pool *p);
 void space_unpin(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);
 extern const struct vbas_btree_ops refc_ops;
+
+/* check.c: every reference the pool's trees hold, for repair: the
+ * volume table's and every mapping tree's (and the refcount tree's and
+ * the reverse map's nodes as WHAT says: PIC_*), as maximal runs of one
+ * count and type in block order, and the mapping leaves' records as the reverse map
+ * must hold them (FW, with a reverse map).  Problems met go to CB and are
+ * counted in PROBLEMS. */
+struct pic_run {
+	uint64_t start, len;
+	uint32_t count;
+	uint8_t type;
+};
+struct pic {
+	struct pic_run *v;
+	size_t n, cap;
+	struct rmap_set fw;
+	uint64_t problems;
+};
+#define PIC_REFC 1u
+#define PIC_RMAP 2u
+int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
+		  void (*cb)(const char *, void *), void *arg);
+void pic_free(struct pic *pc);
+
+/* space.c, for repair: a new refcount tree holding RUNS (what the last
+ * commit uses stays in sp.exclude until the commit). */
+int space_rebuild_refc(struct vbas_pool *p, const struct pic_run *runs, size_t n);
+/* Add [start, start+len) to S where it is not already. */
+int extset_add_new(struct extset *s, uint64_t start, uint64_t len);
 
 /* rmap.c: the reverse map. */
 extern const struct vbas_btree_ops rmap_ops;

@@ -195,7 +195,8 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	vbas_err_clear();
 	if (!o)
 		o = &def;
-	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED))
+	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
+			 VBAS_OPEN_REPAIR))
 		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
 	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
 		return vbas_err(-EINVAL, "open: a pinned open is read-only");
@@ -220,6 +221,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->low_water = le16_get(p->sb.low_water);
 	p->exp_floor = le16_get(p->sb.exp_floor);
 	p->may_expend = 1;   /* until a search finds none */
+	p->repair_mode = !!(o->flags & VBAS_OPEN_REPAIR);
 
 	p->env.txid = p->gen + 1;
 	memcpy(p->env.uuid, p->uuid, 16);
@@ -246,7 +248,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		r = owed_load(p);
 	if (r)
 		goto fail;
-	if (!p->rdonly) {
+	if (!p->rdonly && !p->repair_mode) {
 		pthread_mutex_lock(&p->lock);
 		r = vol_resume_deletes(p);
 		if (!r)

@@ -191,22 +191,27 @@ int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run
 	return 0;
 }
 
-/* Add [start, start+len) to TOUCHED, where it is not already. */
-static int touch(struct vbas_space *sp, uint64_t start, uint64_t len)
+int extset_add_new(struct extset *s, uint64_t start, uint64_t len)
 {
 	uint64_t cur = start, end = start + len;
 	while (cur < end) {
-		const struct ext *e = extset_first_overlap(&sp->touched, cur, end);
+		const struct ext *e = extset_first_overlap(s, cur, end);
 		uint64_t gap_end = e ? (e->start > cur ? e->start : cur) : end;
 		uint64_t next = e ? e->start + e->len : end;
 		if (gap_end > cur) {
-			int r = extset_add(&sp->touched, cur, gap_end - cur);
+			int r = extset_add(s, cur, gap_end - cur);
 			if (r)
 				return r;
 		}
 		cur = next > gap_end ? next : gap_end;
 	}
 	return 0;
+}
+
+/* Add [start, start+len) to TOUCHED, where it is not already. */
+static int touch(struct vbas_space *sp, uint64_t start, uint64_t len)
+{
+	return extset_add_new(&sp->touched, start, len);
 }
 
 int space_mark_touched(struct vbas_pool *p, uint64_t start, uint64_t len)
@@ -255,6 +260,12 @@ int space_load(struct vbas_pool *p)
 	int r = bt_count_nodes(&sp->refc, &sp->refc_nodes);
 	if (!r)
 		r = bt_count_nodes(&sp->rmap, &sp->rmap_nodes);
+	if (r && p->repair_mode) {
+		/* Damage vbas_repair is there to mend: counted again then. */
+		sp->refc_nodes = sp->rmap_nodes = 0;
+		vbas_err_clear();
+		r = 0;
+	}
 	if (r)
 		return r;
 	space_size_reserve(p);
@@ -324,6 +335,7 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.freed_data);
 	extset_free(&p->sp.touched);
 	extset_free(&p->sp.kept);
+	extset_free(&p->sp.exclude);
 	free(p->sp.q);
 	p->sp.q = NULL;
 	rmap_set_free(&p->sp.rq);
@@ -602,11 +614,15 @@ static int gap_take(struct vbas_space *sp, uint64_t *pos, uint64_t gend, uint64_
 		const struct ext *e1 = extset_first_overlap(&sp->pending, *pos, gend);
 		const struct ext *e2 = extset_first_overlap(&sp->freed, *pos, gend);
 		const struct ext *e3 = extset_first_overlap(&sp->kept, *pos, gend);
+		const struct ext *e4 = sp->exclude.n ?
+			extset_first_overlap(&sp->exclude, *pos, gend) : NULL;
 		const struct ext *e = e1;
 		if (!e || (e2 && e2->start < e->start))
 			e = e2;
 		if (!e || (e3 && e3->start < e->start))
 			e = e3;
+		if (!e || (e4 && e4->start < e->start))
+			e = e4;
 		if (e && e->start <= *pos) {
 			*pos = e->start + e->len;
 			continue;
@@ -983,6 +999,35 @@ int space_drain(struct vbas_pool *p)
 	return r;
 }
 
+int space_rebuild_refc(struct vbas_pool *p, const struct pic_run *runs, size_t n)
+{
+	struct vbas_space *sp = &p->sp;
+	int r = 0;
+	/* Until its record is in, a block the picture uses must not be handed
+	 * out for the new tree's nodes: all of them stay out until the
+	 * commit. */
+	for (size_t i = 0; !r && i < n; i++)
+		r = extset_add_new(&sp->exclude, runs[i].start, runs[i].len);
+	if (r)
+		return r;
+	sp->refc.root = 0;
+	sp->refc.root_txid = 0;
+	sp->refc.grown = 0;
+	sp->refc_nodes = 0;
+	sp->data_used = sp->meta_used = 0;
+	sp->meta_rover = VBAS_FIRST_BLOCK;
+	p->dirty = 1;
+	for (size_t i = 0; !r && i < n; i++) {
+		r = space_queue(p, runs[i].start, runs[i].len, (int)runs[i].count, runs[i].type, 0);
+		if (!r && (i & 1023) == 1023)
+			r = space_drain(p);
+	}
+	if (!r)
+		r = space_drain(p);
+	space_size_reserve(p);
+	return r;
+}
+
 int space_refcount(struct vbas_pool *p, uint64_t blk, uint32_t *rc, int *type)
 {
 	struct vbas_space *sp = &p->sp;
@@ -1082,6 +1127,7 @@ void space_committed(struct vbas_pool *p)
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->freed);
 	extset_clear(&sp->touched);
+	extset_clear(&sp->exclude);
 	/* The refcount tree as committed: counted at open, then kept by its
 	 * splits and merges (shadowing replaces a node, it adds none). */
 	sp->refc_nodes = (uint64_t)((int64_t)sp->refc_nodes + sp->refc.grown);
@@ -1107,6 +1153,7 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->freed);
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->touched);
+	extset_clear(&sp->exclude);
 	sp->qn = sp->qhead = 0;
 	sp->rmap_on = !!(le32_get(p->sb.flags) & VBAS_SBF_RMAP);
 	sp->rmap.root = le64_get(p->sb.rmap_root);

@@ -195,6 +195,9 @@ int txn_writable(struct vbas_pool *p, const char *what)
 		return vbas_err(-EROFS, "%s: the pool is open read-only", what);
 	if (p->broken)
 		return vbas_err(-EROFS, "%s: %s", what, p->broken_msg);
+	if (p->repair_mode)
+		return vbas_err(-EROFS, "%s: the pool is open for repair: nothing but the repair "
+				"may change it", what);
 	return 0;
 }
 

@@ -1853,6 +1853,65 @@ static int cmd_fsmap(const struct args *a)
 /* check: read-write when it can (an interrupted delete is finished first),
  * read-only with --no-modify, when it may not write, when the pool is open
  * read-only elsewhere, and when a server holds it (under a pin). */
+/* ---- repair --------------------------------------------------------------- */
+
+struct repair_out {
+	int json;
+	size_t n;
+};
+
+static void repair_msg(const char *msg, void *arg)
+{
+	struct repair_out *o = arg;
+	if (o->json) {
+		printf("%s", o->n ? "," : "");
+		json_str(stdout, msg);
+	} else {
+		printf("%s\n", msg);
+	}
+	o->n++;
+}
+
+static int cmd_repair(const struct args *a)
+{
+	struct vbas_pool *pool;
+	struct vbas_repair_stats st;
+	struct repair_out o = { .json = !!(a->seen & O_JSON) };
+	int dry = !!(a->seen & O_DRY_RUN), rc;
+	if ((rc = open_pool(a, VBAS_OPEN_REPAIR | (dry ? VBAS_OPEN_RDONLY : 0), &pool)))
+		return rc;
+	if (o.json) {
+		json_started = 1;
+		printf("{\"messages\":[");
+	}
+	int r = vbas_repair(pool, dry ? VBAS_REPAIR_DRY_RUN : 0, repair_msg, &o, &st);
+	int clean = 0;
+	struct vbas_check_stats cs = { 0 };
+	if (!r && !dry)
+		clean = vbas_check(pool, NULL, NULL, &cs) == 0;
+	if (o.json) {
+		printf("],\"dry_run\":%s,\"refcount_rebuilt\":%s,\"rmap_rebuilt\":%s,"
+		       "\"refcount_records\":%" PRIu64 ",\"rmap_records\":%" PRIu64
+		       ",\"unrepairable\":%" PRIu64 ",\"clean\":%s", dry ? "true" : "false",
+		       st.refcount_rebuilt ? "true" : "false", st.rmap_rebuilt ? "true" : "false",
+		       st.refcount_records, st.rmap_records, st.unrepairable,
+		       !r && !dry ? (clean ? "true" : "false") : "null");
+		if (r) {
+			printf(",\"error\":");
+			json_str(stdout, vbas_errmsg());
+		}
+		printf("}\n");
+	} else if (!r && !dry) {
+		printf("%s: %s\n", a->pos[0], clean ? "clean (vbas check)" :
+		       "NOT CLEAN after the repair: run vbas check");
+	}
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		return close_pool(a, pool, rc);
+	}
+	return close_pool(a, pool, !dry && !clean ? EXIT_RUNTIME : 0);
+}
+
 static int cmd_check(const struct args *a)
 {
 	struct check_out c = { .json = !!(a->seen & O_JSON) };
@@ -3059,6 +3118,23 @@ static const struct cmd cmds[] = {
 	  "print {\"error\": {...}} when they fail before their answer).\n\n"
 	  "Options:\n"
 	  "  -n, --no-modify         open read-only: finish nothing, write nothing\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+	{ "repair", cmd_repair, O_DRY_RUN | O_JSON | O_CACHE, 1, 1, "POOL [--dry-run] [--json]",
+	  "rebuild the refcount tree and the reverse map from the mapping trees",
+	  "The volume table and the mapping trees say which blocks the pool uses;\n"
+	  "the refcount tree only counts them and the reverse map only mirrors the\n"
+	  "mapping records, so when either is damaged or disagrees with them (vbas\n"
+	  "check says so), repair rebuilds it from a walk of the rest, as one new\n"
+	  "commit: a crash before it lands leaves the pool as it was, and repair\n"
+	  "can run again.  Prints what it finds and does, then checks the result.\n"
+	  "Damage to the volume table or a mapping tree is named and not repaired\n"
+	  "(nothing is changed; exit 1).  The pool must not be served or open\n"
+	  "elsewhere.  The JSON object has the keys messages, dry_run,\n"
+	  "refcount_rebuilt, rmap_rebuilt, refcount_records, rmap_records,\n"
+	  "unrepairable (problems not repaired), clean (check after it; null for a\n"
+	  "dry run) and, if it failed, error.\n\n"
+	  "Options:\n"
+	  "      --dry-run           say what would be rebuilt; change nothing\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED |
 	  O_ON_EVENT | O_AUTOEXTEND, 1, 1,

@@ -1,0 +1,299 @@
+/* vbas_repair: rebuild what the surviving structures determine.
+ *
+ * The mapping trees and the volume table are the truth: every block a
+ * pool uses is reached from them (its nodes through parent pointers, its
+ * data through mapping records), so the refcount tree, which only counts
+ * those references, can be rebuilt from a walk of them (check_picture),
+ * and the reverse map, which only mirrors the mapping leaves' records,
+ * from the same walk.  Repair walks the forward trees first: damage there
+ * (a checksum that fails, a record out of bounds or order) is not
+ * repaired here and stops it before it changes anything, naming every
+ * problem.  Otherwise it compares the reverse map with the leaves and the
+ * refcount tree with the picture, and rebuilds what differs, in one new
+ * transaction:
+ *
+ *  - the refcount tree: an empty tree, then every run of the picture
+ *    queued as a count; the blocks the picture uses and the old trees'
+ *    nodes (the last commit's) stay out of the allocator (sp.exclude)
+ *    until the commit, so the new tree never lands on them;
+ *  - the reverse map: with the refcount tree (its old nodes are counted
+ *    in the old refcount tree, which cannot be trusted to free them), an
+ *    empty tree, then every record of the leaves.
+ *
+ * The commit is the usual one: until its superblock is down, a crash
+ * comes back to the last commit (still damaged, and repairable again).
+ * Nodes of the old trees that could not be read are not known, so the new
+ * trees may be written over them; they belong only to the damaged commit.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rep {
+	void (*cb)(const char *, void *);
+	void *arg;
+};
+
+static void say(struct rep *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct rep *R, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	if (!R->cb)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	R->cb(buf, R->arg);
+}
+
+/* Comparing a tree's records with what they should be, in order. */
+struct cmp {
+	struct vbas_pool *p;
+	const struct pic *pc;
+	size_t i;                /* next expected record */
+	uint64_t bad, nodes;
+	int exclude;             /* add every node met to sp.exclude */
+	int err;
+};
+
+static void cmp_report(void *arg, const char *fmt, ...)
+{
+	struct cmp *c = arg;
+	(void)fmt;
+	c->bad++;
+}
+
+static int cmp_node(void *arg, uint64_t blkno, unsigned level)
+{
+	struct cmp *c = arg;
+	(void)level;
+	c->nodes++;
+	if (c->exclude && blkno >= VBAS_FIRST_BLOCK && blkno < c->p->nblocks) {
+		int r = extset_add_new(&c->p->sp.exclude, blkno, 1);
+		if (r)
+			return c->err = r;
+	}
+	return 0;
+}
+
+static int cmp_refc(void *arg, const void *rec)
+{
+	struct cmp *c = arg;
+	const struct vbas_refc_rec *x = rec;
+	const struct pic_run *w = c->i < c->pc->n ? &c->pc->v[c->i] : NULL;
+	if (!w || w->start != le64_get(x->k.pblk) || w->len != le32_get(x->v.len) ||
+	    w->count != le32_get(x->v.refcount) || w->type != le32_get(x->v.type))
+		c->bad++;
+	c->i++;
+	return 0;
+}
+
+static int cmp_rmap(void *arg, const void *rec)
+{
+	struct cmp *c = arg;
+	struct rmap_irec x;
+	rmap_to_irec(rec, &x);
+	const struct rmap_irec *w = c->i < c->pc->fw.n ? &c->pc->fw.v[c->i] : NULL;
+	if (!w || rmap_irec_cmp(w, &x) || w->count != x.count)
+		c->bad++;
+	c->i++;
+	return 0;
+}
+
+/* Whether tree T holds exactly what PC says (its records in order, read
+ * without a problem); with EXCLUDE, its nodes go to sp.exclude. */
+static int tree_matches(struct vbas_pool *p, struct vbas_btree *t, const struct pic *pc,
+			int rmap, int exclude, int *ok)
+{
+	struct cmp c = { .p = p, .pc = pc, .exclude = exclude };
+	struct bt_check_cbs cbs = { .report = cmp_report, .node_cb = cmp_node,
+				    .rec_cb = rmap ? cmp_rmap : cmp_refc, .arg = &c };
+	int r = bt_check(t, &cbs, NULL, NULL);
+	if (c.err)
+		return c.err;
+	if (r && r != -EUCLEAN && r != -EBADMSG && r != -EIO)
+		return r;
+	vbas_err_clear();
+	*ok = !r && !c.bad && c.i == (rmap ? pc->fw.n : pc->n);
+	return 0;
+}
+
+static uint64_t nodes_for(struct vbas_pool *p, const struct vbas_btree_ops *ops, uint64_t recs)
+{
+	struct vbas_btree t = { .ops = ops, .env = &p->env };
+	uint64_t half = bt_leaf_cap(&t) / 2 ? bt_leaf_cap(&t) / 2 : 1;
+	uint64_t ihalf = bt_int_cap(&t) / 2 > 1 ? bt_int_cap(&t) / 2 : 2;
+	uint64_t n = 0;
+	for (uint64_t k = recs / half + 1;; k = k / ihalf + 1) {
+		n += k;
+		if (k <= 1)
+			break;
+	}
+	return n;
+}
+
+static int count_rec(void *arg, const void *rec)
+{
+	(void)rec;
+	++*(uint64_t *)arg;
+	return 0;
+}
+
+static void forward_problem(const char *msg, void *arg)
+{
+	struct rep *R = arg;
+	say(R, "not repairable here: %s", msg);
+}
+
+int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, void *),
+		void *arg, struct vbas_repair_stats *stats)
+{
+	struct rep R = { cb, arg };
+	struct vbas_repair_stats st = { 0 };
+	struct pic a = { 0 }, b = { 0 };
+	int dry = !!(flags & VBAS_REPAIR_DRY_RUN), r;
+	vbas_err_clear();
+	if (flags & ~VBAS_REPAIR_DRY_RUN)
+		return vbas_err(-EINVAL, "repair: unknown flags %#x", flags);
+	pthread_mutex_lock(&p->lock);
+	if (!dry && p->rdonly) {
+		r = vbas_err(-EROFS, "repair: the pool is open read-only");
+		goto out;
+	}
+	if (p->broken) {
+		r = vbas_err(-EROFS, "repair: %s", p->broken_msg);
+		goto out;
+	}
+	if (p->dirty || p->sp.qn || p->sp.rq.n || p->sp.pins) {
+		r = vbas_err(-EBUSY, "repair: the pool has changes or pins in flight (open it "
+			     "with VBAS_OPEN_REPAIR and repair first)");
+		goto out;
+	}
+	/* The forward trees: the truth, which must be whole. */
+	r = check_picture(p, 0, &a, forward_problem, &R);
+	if (r)
+		goto out;
+	if (a.problems) {
+		st.unrepairable = a.problems;
+		r = vbas_err(-EUCLEAN, "repair: the volume table or a mapping tree is damaged "
+			     "(%" PRIu64 " problem(s)); that is not repaired: nothing was changed",
+			     a.problems);
+		goto out;
+	}
+	const struct pic *use = &a;
+	int rmap_ok = 1, refc_ok;
+	if (p->sp.rmap_on) {
+		if ((r = tree_matches(p, &p->sp.rmap, &a, 1, 0, &rmap_ok)))
+			goto out;
+		if (rmap_ok) {
+			/* The reverse map stays: its nodes are references too. */
+			if ((r = check_picture(p, PIC_RMAP, &b, NULL, NULL)))
+				goto out;
+			use = &b;
+		}
+	}
+	/* The refcount tree against everything, its own nodes included: a
+	 * problem reading it is one more than the forward trees had. */
+	struct pic all = { 0 };
+	r = check_picture(p, PIC_REFC | (rmap_ok && p->sp.rmap_on ? PIC_RMAP : 0), &all, NULL, NULL);
+	if (!r)
+		r = tree_matches(p, &p->sp.refc, &all, 0, 0, &refc_ok);
+	uint64_t data = 0, meta = 0;
+	for (size_t i = 0; i < all.n; i++)
+		*(all.v[i].type == VBAS_BT_DATA ? &data : &meta) += all.v[i].len;
+	if (all.problems || data != p->sp.data_used || meta != p->sp.meta_used)
+		refc_ok = 0;
+	pic_free(&all);
+	if (r)
+		goto out;
+	data = meta = 0;
+	for (size_t i = 0; i < use->n; i++)
+		*(use->v[i].type == VBAS_BT_DATA ? &data : &meta) += use->v[i].len;
+	/* A new reverse map is counted in a new refcount tree. */
+	st.rmap_rebuilt = !rmap_ok;
+	st.refcount_rebuilt = !refc_ok || !rmap_ok;
+	if (!st.refcount_rebuilt) {
+		say(&R, "nothing to repair: the refcount tree%s agree%s with the mapping trees",
+		    p->sp.rmap_on ? " and the reverse map" : "", p->sp.rmap_on ? "" : "s");
+		goto out;
+	}
+	if (!rmap_ok)
+		say(&R, "the reverse map does not match the mapping leaves (or cannot be read): "
+		    "%s from them (%zu records)", dry ? "it would be rebuilt" : "rebuilt",
+		    a.fw.n);
+	if (!refc_ok)
+		say(&R, "the refcount tree does not match the blocks the trees use (or cannot be "
+		    "read): %s from them", dry ? "it would be rebuilt" : "rebuilt");
+	else if (!rmap_ok)
+		say(&R, "the refcount tree is %s to count the new reverse map's nodes",
+		    dry ? "would be rebuilt" : "rebuilt");
+	if (dry)
+		goto out;
+	/* Room: the new trees, beside everything the last commit holds. */
+	uint64_t used = data + meta + p->sp.refc_nodes + (rmap_ok ? 0 : p->sp.rmap_nodes);
+	uint64_t need = 2 * (nodes_for(p, &refc_ops, use->n + 2 * a.fw.n / 8 + 64) +
+			     (rmap_ok ? 0 : nodes_for(p, &rmap_ops, a.fw.n))) + 64;
+	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	if (used + need > usable) {
+		r = vbas_err(-ENOSPC, "repair: the new trees may need %" PRIu64 " blocks and %" PRIu64
+			     " are free beside the damaged ones: grow the pool (vbas grow) and "
+			     "repair again", need, usable > used ? usable - used : 0);
+		goto out;
+	}
+	/* What the last commit holds stays out of the allocator until the
+	 * commit: the old trees' nodes as far as they can be read. */
+	int ok;
+	if ((r = tree_matches(p, &p->sp.refc, use, 0, 1, &ok)))
+		goto out;
+	if (!rmap_ok && (r = tree_matches(p, &p->sp.rmap, &a, 1, 1, &ok)))
+		goto out;
+	vbas_err_clear();
+	r = space_rebuild_refc(p, use->v, use->n);
+	if (!r && !rmap_ok) {
+		p->sp.rmap.root = 0;
+		p->sp.rmap.root_txid = 0;
+		p->sp.rmap.grown = 0;
+		p->sp.rmap_nodes = 0;
+		for (size_t i = 0; !r && i < a.fw.n; i++) {
+			struct vbas_rmap_rec rec;
+			memset(&rec, 0, sizeof(rec));
+			rmap_key(&rec.k, a.fw.v[i].pblk, a.fw.v[i].owner, a.fw.v[i].lblk,
+				 a.fw.v[i].len);
+			rec.v.count = le32_mk((uint32_t)a.fw.v[i].count);
+			r = bt_insert(&p->sp.rmap, &rec);
+			if (!r && (i & 1023) == 1023)
+				r = space_drain(p);
+		}
+		if (!r)
+			r = space_drain(p);
+	}
+	if (r) {
+		txn_fail(p, r);
+		goto out;
+	}
+	p->repair_mode = 0;
+	p->dirty = 1;
+	r = txn_commit(p);
+	if (r) {
+		p->repair_mode = 1;
+		goto out;
+	}
+	st.rmap_records = st.rmap_rebuilt ? a.fw.n : 0;
+	bt_iter(&p->sp.refc, NULL, count_rec, &st.refcount_records);
+	say(&R, "repaired: committed as generation %" PRIu64, p->gen);
+out:
+	if (!r && !dry && !st.refcount_rebuilt)
+		p->repair_mode = 0;                  /* sound: usable as it is */
+	pthread_mutex_unlock(&p->lock);
+	pic_free(&a);
+	pic_free(&b);
+	if (stats)
+		*stats = st;
+	return r;
+}
