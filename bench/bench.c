@@ -1977,7 +1977,9 @@ static void rmap_run(struct rmap_res *R, char *buf)
 		}
 		V(vbas_flush(pool));
 		uint64_t phys = 0;
-		V(vbas_extents(big, 0, vbig, first_ext, &phys));
+		int e = vbas_extents(big, 0, vbig, first_ext, &phys);   /* 1: stopped at the first */
+		if (e < 0)
+			die("vbas_extents: %s (%s)", strerror(-e), vbas_errmsg());
 		vbas_vol_close(big);
 		uint64_t c[2] = { 0, 0 };
 		t0 = now();
@@ -1985,14 +1987,14 @@ static void rmap_run(struct rmap_res *R, char *buf)
 		R->fsmap_s[m] = now() - t0;
 		R->fsmap_recs[m] = c[0];
 		R->fsmap_bytes[m] = c[1];
+		struct vbas_pool_info pi;
+		V(vbas_pool_info(pool, &pi));
+		R->meta[m] = pi.metadata_used;
 		if (!m) {
 			t0 = now();
 			V(vbas_pool_rmap_build(pool));
 			R->build_s = now() - t0;
 		}
-		struct vbas_pool_info pi;
-		V(vbas_pool_info(pool, &pi));
-		R->meta[m] = pi.metadata_used;
 		V(vbas_close(pool));
 	}
 	unlink(path);

@@ -132,8 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < fz_nrecs(size) && i < 8; i++) {
 		const uint8_t *nd = data + i * FZ_REC + 4;
 		const struct vbas_node_hdr *h = (const void *)nd;
-		int found;
-		bt_reaches(&t, nd + sizeof(*h), le16_get(h->level), fz_blkno(data, i), &found);
+		int reached;
+		bt_reaches(&t, nd + sizeof(*h), le16_get(h->level), fz_blkno(data, i), &reached);
 	}
 	bt_height(&t, &height);
 	bt_count_nodes(&t, &nodes);

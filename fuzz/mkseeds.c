@@ -138,8 +138,11 @@ static void scatter(struct vbas_vol *v, uint64_t from, uint64_t to, uint64_t str
 
 int main(int argc, char **argv)
 {
+	/* The main workload's pool keeps no reverse map: with nodes of four
+	 * records it would not fit the harnesses' images; a second, smaller
+	 * workload below makes pools with one. */
 	struct vbas_format_opts fo = { .size = DEV_SIZE, .block_size = FZ_BS,
-				       .max_fanout = FZ_FANOUT };
+				       .max_fanout = FZ_FANOUT, .flags = VBAS_FORMAT_NO_RMAP };
 	struct vbas_open_opts oo = { .cache_bytes = 64 * FZ_BS };
 	struct vbas_pool *p;
 	struct vbas_vol *a, *b, *c;
@@ -197,6 +200,36 @@ int main(int argc, char **argv)
 	OK(vbas_vol_close(a));
 	OK(vbas_vol_close(b));
 	OK(vbas_close(p));
+
+	/* A pool with a reverse map: its tree (records of several lineages,
+	 * counts above one) in the node seeds, its root in the superblock. */
+	{
+		struct vbas_format_opts fr = fo;
+		fr.flags = 0;
+		struct vbas_dev *dr = vbas_memdev_create(DEV_SIZE);
+		if (!dr)
+			die("memdev", ENOMEM);
+		OK(vbas_format_dev(dr, &fr));
+		memcpy(prev, vbas_memdev_image(dr), DEV_SIZE);
+		OK(vbas_open_dev(dr, &oo, &p));
+		OK(vbas_vol_create(p, "r", 32 * FZ_BS));
+		OK(vbas_vol_create(p, "q", 32 * FZ_BS));
+		a = vopen(p, "r");
+		scatter(a, 0, 32, 3, 5);
+		OK(vbas_flush(p));
+		seeds(vbas_memdev_image(dr), prev);
+		memcpy(prev, vbas_memdev_image(dr), DEV_SIZE);
+		OK(vbas_vol_snapshot(p, "r", "r-snap", 0));
+		scatter(a, 0, 12, 4, 6);
+		b = vopen(p, "q");
+		OK(vbas_reflink(a, 0, b, 8 * FZ_BS, 8 * FZ_BS));
+		OK(vbas_flush(p));
+		seeds(vbas_memdev_image(dr), prev);
+		OK(vbas_vol_close(a));
+		OK(vbas_vol_close(b));
+		OK(vbas_close(p));
+		dev_destroy(dr);
+	}
 
 	/* Deletes cut short by a power loss: the survivor's volume table
 	 * may hold a volume marked DELETING, resumed at the next open. */

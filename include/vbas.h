@@ -513,13 +513,17 @@ int vbas_check(struct vbas_pool *pool,
 
 /* ---- Repair ------------------------------------------------------------ */
 
-/* Rebuild what the surviving structures determine: a damaged or lost
- * refcount tree from the mapping trees (every node and every mapped block
+/* Rebuild what the surviving structures determine: a mapping-tree leaf
+ * that cannot be read from the reverse map (its records are those the
+ * reverse map holds and no readable leaf accounts for; rewritten in place
+ * as its parents expect it; the reserved-range flag of its extents is not
+ * in the reverse map and comes back clear), a damaged or lost refcount
+ * tree from the mapping trees (every node and every mapped block
  * recounted), a damaged or lost reverse map from the mapping leaves.  The
  * result is written as one new commit; until it lands the last commit
- * stays the one a crash comes back to.  Damage to the volume table or a
- * mapping tree is named (each problem to CB) and not repaired: -EUCLEAN,
- * nothing changed.  VBAS_REPAIR_DRY_RUN: say what would be rebuilt,
+ * stays the one a crash comes back to.  Damage it cannot undo (the volume
+ * table, an interior node, two unreadable leaves over the same keys) is
+ * named (each problem to CB) and not repaired: -EUCLEAN, nothing changed.  VBAS_REPAIR_DRY_RUN: say what would be rebuilt,
  * change nothing.  0 when the pool is sound afterwards (or was). */
 #define VBAS_REPAIR_DRY_RUN    0x1u
 struct vbas_repair_stats {
@@ -528,6 +532,8 @@ struct vbas_repair_stats {
 	uint64_t refcount_records;  /* records of the new tree */
 	uint64_t rmap_records;
 	uint64_t unrepairable;      /* problems in the volume table or a mapping tree */
+	uint32_t leaves_rebuilt;    /* unreadable mapping leaves rebuilt from the
+	                               reverse map (or that would be) */
 };
 int vbas_repair(struct vbas_pool *pool, unsigned flags,
 		void (*cb)(const char *msg, void *arg), void *arg,

@@ -777,6 +777,31 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 	return r;
 }
 
+int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
+		  const void *recs, unsigned n)
+{
+	struct cblock *b;
+	if (n == 0 || n > bt_leaf_cap(t))
+		return vbas_err(-EINVAL, "%s tree: a leaf of %u records", t->ops->name, n);
+	cache_forget(t->env->cache, blkno);
+	int r = cache_new(t->env->cache, blkno, &b);
+	if (r)
+		return r;
+	struct vbas_node_hdr *h = b->data;
+	h->magic = le32_mk(VBAS_NODE_MAGIC);
+	h->blkno = le64_mk(blkno);
+	h->txid = le64_mk(txid);
+	h->owner = le64_mk(owner);
+	memcpy(h->uuid, t->env->uuid, 16);
+	h->level = le16_mk(0);
+	h->nrecs = le16_mk((uint16_t)n);
+	h->tree_type = le16_mk(t->ops->tree_type);
+	memcpy(leaf_rec(t, b->data, 0), recs, (size_t)n * rec_size(t));
+	cache_dirty(b);
+	put(t, b);
+	return 0;
+}
+
 int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
 	       int *found)
 {
@@ -1609,16 +1634,19 @@ static int subtree_keys(struct check_ctx *cx, struct cblock *b, uint8_t *min, ui
  * largest high key, and *OK says whether they could be worked out.
  * Returns non-zero only when the walk cannot go on. */
 static int check_node(struct check_ctx *cx, uint64_t blk, uint64_t txid, int level,
-		      uint64_t parent, int is_root, uint8_t *min, uint8_t *high, int *ok)
+		      uint64_t parent, int is_root, const uint8_t *klo, const uint8_t *khi,
+		      uint8_t *min, uint8_t *high, int *ok)
 {
 	struct vbas_btree *t = cx->t;
 	struct cblock *b;
 	char kb1[64], kb2[64], why[160];
-	uint8_t cmin[BT_MAX_KEY], chigh[BT_MAX_KEY], k[BT_MAX_KEY];
+	uint8_t cmin[BT_MAX_KEY], chigh[BT_MAX_KEY], k[BT_MAX_KEY], hib[BT_MAX_KEY];
 	int r = node_get(t, blk, txid, level, parent, &b), cok;
 	*ok = 0;
 	if (r) {
 		REPORT(cx, "%s", vbas_errmsg());
+		if (cx->cbs->bad_node)
+			return cx->cbs->bad_node(cx->cbs->arg, blk, txid, level, klo, khi);
 		return 0;
 	}
 	*ok = n_recs(b->data) > 0;
@@ -1669,7 +1697,8 @@ static int check_node(struct check_ctx *cx, uint64_t blk, uint64_t txid, int lev
 		}
 		if (n_level(d)) {
 			r = check_node(cx, ent_child(t, d, i), ent_ctxid(t, d, i), (int)n_level(d) - 1,
-				       blk, 0, cmin, chigh, &cok);
+				       blk, 0, ent(t, d, i), child_hi(t, d, i, khi, hib), cmin, chigh,
+				       &cok);
 			if (r)
 				break;
 			if (!cok) {
@@ -1734,7 +1763,7 @@ int bt_check(struct vbas_btree *t, const struct bt_check_cbs *cbs,
 	uint8_t min[BT_MAX_KEY], high[BT_MAX_KEY];
 	int r = 0, ok;
 	if (t->root)
-		r = check_node(&cx, t->root, t->root_txid, -1, 0, 1, min, high, &ok);
+		r = check_node(&cx, t->root, t->root_txid, -1, 0, 1, NULL, NULL, min, high, &ok);
 	if (nodes)
 		*nodes += cx.nodes;
 	if (recs)

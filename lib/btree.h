@@ -128,6 +128,12 @@ int bt_insert(struct vbas_btree *t, const void *rec);          /* -EEXIST */
 int bt_update(struct vbas_btree *t, const void *rec);          /* -ENOENT */
 int bt_delete(struct vbas_btree *t, const void *key, void *rec_out); /* -ENOENT */
 
+/* Repair only: write a leaf of N records (RECS, sorted) at BLKNO in place,
+ * as transaction TXID and OWNER wrote it (what its parents expect), over
+ * whatever the block holds; written back with the next commit. */
+int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
+		  const void *recs, unsigned n);
+
 /* Whether the path to KEY reaches node BLKNO at LEVEL (the tree's root
  * counts at any level): how the trees that hold a node are found from the
  * node (its first key, its level), O(height). */
@@ -196,6 +202,11 @@ struct bt_check_cbs {
 	int (*rec_cb)(void *arg, const void *rec);
 	/* Before the records of each leaf walked: its owner (header). */
 	int (*leaf_cb)(void *arg, uint64_t blkno, uint64_t owner);
+	/* A node that could not be read (after REPORT): where it is, the
+	 * transaction and level its parent expects (-1: the root), and the
+	 * keys its parent gives it, [LO, HI) (NULL: unbounded). */
+	int (*bad_node)(void *arg, uint64_t blkno, uint64_t txid, int level, const void *lo,
+			const void *hi);
 	const void *from;
 	void *arg;
 };

@@ -47,6 +47,9 @@ struct ck {
 	/* reverse map: what the leaves say (FW), what it holds (RM) */
 	struct rmap_set fw, rm;
 	uint64_t leaf_owner;
+	/* repair: mapping-tree nodes that could not be read */
+	struct pic *pic;
+	int in_map;
 	/* refcount records */
 	struct ref *rrec;
 	uint32_t *rrc;
@@ -196,6 +199,28 @@ static int map_rec_cb(void *arg, const void *rec)
 		return -ENOMEM;
 	}
 	return add_ref(c, pb, n, VBAS_BT_DATA);
+}
+
+static int bad_node_cb(void *arg, uint64_t blkno, uint64_t txid, int level, const void *lo,
+		       const void *hi)
+{
+	struct ck *c = arg;
+	struct pic *pc = c->pic;
+	if (!pc || !c->in_map)
+		return 0;
+	if (pc->nbad == pc->capbad) {
+		size_t nc = pc->capbad ? 2 * pc->capbad : 16;
+		struct pic_bad *v = realloc(pc->bad, nc * sizeof(*v));
+		if (!v) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		pc->bad = v;
+		pc->capbad = nc;
+	}
+	pc->bad[pc->nbad++] = (struct pic_bad){ blkno, txid, c->vol_id, lo ? ld_le64(lo) : 0,
+						hi ? ld_le64(hi) : UINT64_MAX, level };
+	return 0;
 }
 
 static int leaf_cb(void *arg, uint64_t blkno, uint64_t owner)
@@ -536,6 +561,7 @@ static int walk_trees(struct ck *c, const struct bt_check_cbs *cbs_in, unsigned 
 		c->prev_end = 0;
 		c->depth = 0;
 		cbs.rec_cb = map_rec_cb;
+		c->in_map = 1;
 		/* A delete in progress: the part below the cursor is gone. */
 		int deleting = !!(le32_get(rec.flags) & VBAS_VOLF_DELETING);
 		uint8_t from[8];
@@ -636,9 +662,10 @@ out:
 int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 		  void (*cb)(const char *, void *), void *arg)
 {
-	struct ck c = { .p = p, .cb = cb, .arg = arg };
+	struct ck c = { .p = p, .cb = cb, .arg = arg, .pic = out };
 	struct bt_check_cbs cbs = { .report = report_cb, .node_cb = node_cb,
-				    .node_done = node_done, .leaf_cb = leaf_cb, .arg = &c };
+				    .node_done = node_done, .leaf_cb = leaf_cb,
+				    .bad_node = bad_node_cb, .arg = &c };
 	memset(out, 0, sizeof(*out));
 	int r = walk_trees(&c, &cbs, what);
 	if (!r && c.oom)
@@ -715,6 +742,7 @@ int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 void pic_free(struct pic *pc)
 {
 	free(pc->v);
+	free(pc->bad);
 	rmap_set_free(&pc->fw);
 	memset(pc, 0, sizeof(*pc));
 }

@@ -257,11 +257,19 @@ struct pic_run {
 	uint32_t count;
 	uint8_t type;
 };
+/* A mapping-tree node that could not be read: where its parent says it
+ * is, and the keys it gives it ([lo, hi); hi UINT64_MAX: unbounded). */
+struct pic_bad {
+	uint64_t blk, txid, vol, lo, hi;
+	int level;                 /* -1: a root */
+};
 struct pic {
 	struct pic_run *v;
 	size_t n, cap;
 	struct rmap_set fw;
 	uint64_t problems;
+	struct pic_bad *bad;
+	size_t nbad, capbad;
 };
 #define PIC_REFC 1u
 #define PIC_RMAP 2u

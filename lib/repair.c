@@ -138,6 +138,149 @@ static uint64_t nodes_for(struct vbas_pool *p, const struct vbas_btree_ops *ops,
 	return n;
 }
 
+/* ---- Mapping leaves from the reverse map --------------------------------- */
+
+static int all_rmap_cb(void *arg, const void *rec)
+{
+	struct rmap_irec x;
+	rmap_to_irec(rec, &x);
+	return rmap_set_add(arg, x.pblk, x.owner, x.lblk, x.len, x.count) ? -ENOMEM : 0;
+}
+
+static void note_problem(void *arg, const char *fmt, ...)
+{
+	(void)fmt;
+	++*(uint64_t *)arg;
+}
+
+static int cmp_lblk(const void *a, const void *b)
+{
+	const struct rmap_irec *x = a, *y = b;
+	return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
+}
+
+/* The leaves of A->bad rebuilt, where the reverse map says what they held:
+ * its records less those the readable leaves account for are the records
+ * of the unreadable ones.  A leaf is rebuilt when that difference, in its
+ * keys, is records of one lineage, each once, that begin at the leaf's low
+ * key and do not overlap; written in place, as its parents expect it.
+ * *FIXED: leaves rebuilt (or, DRY, that would be) of *DISTINCT unreadable
+ * nodes; the others are named. */
+static int rebuild_leaves(struct vbas_pool *p, const struct pic *a, int dry, struct rep *R,
+			  unsigned *fixed, unsigned *distinct)
+{
+	struct rmap_set rm = { 0 }, diff = { 0 };
+	uint64_t problems = 0;
+	int r = 0;
+	*fixed = *distinct = 0;
+	if (!p->sp.rmap_on) {
+		say(R, "the pool keeps no reverse map: unreadable mapping nodes cannot be rebuilt");
+		return 0;
+	}
+	struct bt_check_cbs cbs = { .report = note_problem, .arg = &problems };
+	r = bt_iter(&p->sp.rmap, NULL, all_rmap_cb, &rm);
+	if (!r) {
+		r = bt_check(&p->sp.rmap, &cbs, NULL, NULL);
+		if (r == -EUCLEAN || r == -EBADMSG || r == -EIO) {
+			problems++;
+			r = 0;
+		}
+	}
+	if (r || problems) {
+		rmap_set_free(&rm);
+		vbas_err_clear();
+		say(R, "the reverse map cannot be read whole: unreadable mapping nodes cannot be "
+		    "rebuilt from it");
+		return r == -ENOMEM ? r : 0;
+	}
+	/* What no readable leaf holds (both sets sorted, counts summed). */
+	size_t i = 0, j = 0;
+	while (!r && i < rm.n) {
+		int d = j < a->fw.n ? rmap_irec_cmp(&rm.v[i], &a->fw.v[j]) : -1;
+		if (d > 0) {
+			j++;
+			continue;
+		}
+		int64_t have = d == 0 ? a->fw.v[j].count : 0;
+		if (rm.v[i].count > have)
+			r = rmap_set_add(&diff, rm.v[i].pblk, rm.v[i].owner, rm.v[i].lblk,
+					 rm.v[i].len, rm.v[i].count - have);
+		if (d == 0)
+			j++;
+		i++;
+	}
+	if (!r && diff.n)
+		qsort(diff.v, diff.n, sizeof(*diff.v), cmp_lblk);
+	struct vbas_btree mt = { .ops = &map_ops, .env = &p->env };
+	unsigned cap = bt_leaf_cap(&mt);
+	struct vbas_map_rec *recs = malloc((size_t)cap * sizeof(*recs));
+	if (!r && !recs)
+		r = -ENOMEM;
+	for (size_t k = 0; !r && k < a->nbad; k++) {
+		const struct pic_bad *b = &a->bad[k];
+		const char *why = NULL;
+		int overlap = 0, again = 0;
+		for (size_t o = 0; o < k; o++)
+			again |= a->bad[o].blk == b->blk;
+		if (again)                 /* met through another tree that shares it */
+			continue;
+		++*distinct;
+		for (size_t o = 0; o < a->nbad; o++)
+			overlap |= o != k && a->bad[o].lo < b->hi && b->lo < a->bad[o].hi &&
+				   a->bad[o].blk != b->blk;
+		unsigned n = 0;
+		uint64_t owner = 0, end = 0;
+		if (b->level != 0)
+			why = b->level < 0 ? "a root (its level is not known)" : "an interior node";
+		else if (overlap)
+			why = "another unreadable leaf covers the same keys";
+		for (size_t d = 0; !why && d < diff.n; d++) {
+			const struct rmap_irec *x = &diff.v[d];
+			if (x->lblk < b->lo || x->lblk >= b->hi)
+				continue;
+			if (x->count != 1)
+				why = "the reverse map holds a record it lacks more than once";
+			else if (n && x->owner != owner)
+				why = "its keys hold records of two lineages";
+			else if (n && x->lblk < end)
+				why = "the records it would hold overlap";
+			else if (n == cap)
+				why = "more records than a leaf holds";
+			if (why)
+				break;
+			owner = x->owner;
+			end = x->lblk + x->len;
+			memset(&recs[n], 0, sizeof(recs[n]));
+			recs[n].k.lblk = le64_mk(x->lblk);
+			recs[n].v.pblk = le64_mk(x->pblk);
+			recs[n].v.len = le32_mk(x->len);
+			n++;
+		}
+		if (!why && !n)
+			why = "the reverse map holds nothing for its keys";
+		else if (!why && le64_get(recs[0].k.lblk) != b->lo)
+			why = "its first record is not at the key its parent gives it";
+		if (why) {
+			char hi[32] = "the end";
+			if (b->hi != UINT64_MAX)
+				snprintf(hi, sizeof(hi), "%" PRIu64, b->hi);
+			say(R, "not repairable here: mapping-tree block %" PRIu64 " of volume %" PRIu64
+			    " (logical blocks %" PRIu64 " to %s): %s", b->blk, b->vol, b->lo, hi, why);
+			continue;
+		}
+		say(R, "mapping-tree leaf %" PRIu64 " of volume %" PRIu64 " (lineage %" PRIu64 "): "
+		    "%s from %u reverse-map records (logical blocks %" PRIu64 "..%" PRIu64 ")",
+		    b->blk, b->vol, owner, dry ? "would be rebuilt" : "rebuilt", n, b->lo, end);
+		if (!dry)
+			r = bt_write_leaf(&mt, b->blk, b->txid, owner, recs, n);
+		++*fixed;
+	}
+	free(recs);
+	rmap_set_free(&rm);
+	rmap_set_free(&diff);
+	return r;
+}
+
 static int count_rec(void *arg, const void *rec)
 {
 	(void)rec;
@@ -175,10 +318,32 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 			     "with VBAS_OPEN_REPAIR and repair first)");
 		goto out;
 	}
-	/* The forward trees: the truth, which must be whole. */
-	r = check_picture(p, 0, &a, forward_problem, &R);
+	/* The forward trees: the truth, which must be whole.  Leaves that
+	 * cannot be read come back from the reverse map first. */
+	r = check_picture(p, 0, &a, NULL, NULL);
 	if (r)
 		goto out;
+	if (a.problems && a.nbad) {
+		unsigned fixed, distinct;
+		r = rebuild_leaves(p, &a, dry, &R, &fixed, &distinct);
+		if (r) {
+			txn_fail(p, r);
+			goto out;
+		}
+		st.leaves_rebuilt = fixed;
+		if (fixed == distinct && dry) {
+			say(&R, "(the refcount tree and the reverse map are looked at once the "
+			    "leaves are back: run repair without --dry-run)");
+			goto out;
+		}
+	}
+	if (a.problems) {
+		/* Again, to name what is left. */
+		pic_free(&a);
+		r = check_picture(p, 0, &a, forward_problem, &R);
+		if (r)
+			goto out;
+	}
 	if (a.problems) {
 		st.unrepairable = a.problems;
 		r = vbas_err(-EUCLEAN, "repair: the volume table or a mapping tree is damaged "
@@ -218,6 +383,15 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	/* A new reverse map is counted in a new refcount tree. */
 	st.rmap_rebuilt = !rmap_ok;
 	st.refcount_rebuilt = !refc_ok || !rmap_ok;
+	if (!st.refcount_rebuilt && st.leaves_rebuilt) {
+		p->repair_mode = 0;
+		p->dirty = 1;
+		r = txn_commit(p);
+		if (r)
+			goto out;
+		say(&R, "repaired: committed as generation %" PRIu64, p->gen);
+		goto out;
+	}
 	if (!st.refcount_rebuilt) {
 		say(&R, "nothing to repair: the refcount tree%s agree%s with the mapping trees",
 		    p->sp.rmap_on ? " and the reverse map" : "", p->sp.rmap_on ? "" : "s");

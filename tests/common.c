@@ -29,8 +29,14 @@ uint64_t test_seed(uint64_t def)
 
 uint64_t test_ops(uint64_t def)
 {
-	const char *s = getenv("VBAS_OPS");
-	return s ? strtoull(s, NULL, 0) : def;
+	const char *s = getenv("VBAS_OPS"), *pct = getenv("VBAS_OPS_PCT");
+	if (s)
+		return strtoull(s, NULL, 0);
+	if (pct) {
+		uint64_t n = def * strtoull(pct, NULL, 0) / 100;
+		return n ? n : 1;
+	}
+	return def;
 }
 
 struct vbas_dev *mem_pool(uint64_t size, uint32_t bs, uint32_t fanout)
