@@ -777,6 +777,47 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 	return r;
 }
 
+int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out)
+{
+	struct cblock *b, *c;
+	uint8_t hib[2][BT_MAX_KEY];
+	const uint8_t *hi = NULL;
+	int r, flip = 0;
+	out->n = 0;
+	out->blk = 0;
+	out->has_lo = out->has_hi = 0;
+	if (!t->root)
+		return 0;
+	r = root_get(t, &b);
+	if (r)
+		return r;
+	for (;;) {
+		void *d = b->data;
+		if (n_level(d) == 0)
+			break;
+		unsigned i = kcmp(t, ent(t, d, 0), key) > 0 ? 0 : child_index(t, d, key);
+		if (i || kcmp(t, ent(t, d, 0), key) <= 0) {
+			memcpy(out->lo, ent(t, d, i), t->ops->key_size);
+			out->has_lo = 1;
+		}
+		r = child_get(t, d, i, hi, &c);
+		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
+		put(t, b);
+		if (r)
+			return r;
+		b = c;
+	}
+	if (hi) {
+		memcpy(out->hi, hi, t->ops->key_size);
+		out->has_hi = 1;
+	}
+	out->blk = b->blkno;
+	out->n = n_recs(b->data);     /* <= the leaf capacity: node_get checked */
+	memcpy(out->recs, leaf_rec(t, b->data, 0), (size_t)out->n * rec_size(t));
+	put(t, b);
+	return 0;
+}
+
 int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
 		  const void *recs, unsigned n)
 {

@@ -128,6 +128,18 @@ int bt_insert(struct vbas_btree *t, const void *rec);          /* -EEXIST */
 int bt_update(struct vbas_btree *t, const void *rec);          /* -ENOENT */
 int bt_delete(struct vbas_btree *t, const void *key, void *rec_out); /* -ENOENT */
 
+/* The leaf the path to KEY ends in: its block, a copy of its N records
+ * in RECS (room for bt_leaf_cap records: the caller's), and the keys its
+ * parents give it: [LO, HI), each only if HAS_.  N = 0: an empty tree. */
+struct bt_leaf {
+	uint64_t blk;
+	unsigned n;
+	int has_lo, has_hi;
+	uint8_t lo[BT_MAX_KEY], hi[BT_MAX_KEY];
+	void *recs;
+};
+int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out);
+
 /* Repair only: write a leaf of N records (RECS, sorted) at BLKNO in place,
  * as transaction TXID and OWNER wrote it (what its parents expect), over
  * whatever the block holds; written back with the next commit. */

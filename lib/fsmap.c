@@ -61,6 +61,14 @@ struct fm {
 	/* the volumes of each lineage met (rmap): sorted by owner */
 	struct lineage { uint64_t owner; uint32_t *v; size_t n; } *lin;
 	size_t nlin, caplin;
+	/* per volume, the leaf its last lookup ended in (rmap): records in
+	 * pblk order mostly continue in the same leaves, and snapshots share
+	 * them, so one leaf read serves every volume that reaches it */
+	struct vleaf { uint64_t blk, lo, hi; } *vl;
+	struct bt_leaf leaf;         /* the leaf read last */
+	struct seg { uint64_t pblk, n, lblk; } *segs;
+	size_t nseg, capseg;
+	uint64_t seg_blk, seg_l0, seg_l1, seg_a;   /* what SEGS answer */
 };
 
 static struct frec *fm_add(struct fm *f)
@@ -307,6 +315,61 @@ static int deleting(struct fm *f, size_t i)
 	return !!(le32_get(f->recs[i].flags) & VBAS_VOLF_DELETING);
 }
 
+static int seg_add(struct fm *f, uint64_t pblk, uint64_t n, uint64_t lblk)
+{
+	if (f->nseg == f->capseg) {
+		size_t nc = f->capseg ? 2 * f->capseg : 64;
+		struct seg *s = realloc(f->segs, nc * sizeof(*s));
+		if (!s)
+			return f->oom = 1, -ENOMEM;
+		f->segs = s;
+		f->capseg = nc;
+	}
+	f->segs[f->nseg++] = (struct seg){ pblk, n, lblk };
+	return 0;
+}
+
+/* Where the leaf F->leaf maps [L0, L1) to physical A onwards: F->segs,
+ * and *DONE the first logical block past what the leaf's keys cover. */
+static int leaf_segs(struct fm *f, const struct vleaf *v, uint64_t a, uint64_t l0, uint64_t l1,
+		     uint64_t *done)
+{
+	const struct vbas_map_rec *rec = f->leaf.recs;
+	unsigned n = f->leaf.n;
+	f->nseg = 0;
+	uint64_t cur = l0, end = l1 < v->hi ? l1 : v->hi;
+	/* The last record at or before CUR. */
+	unsigned lo = 0, hi = n;
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		if (le64_get(rec[mid].k.lblk) <= cur)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (unsigned i = lo ? lo - 1 : 0; i < n && cur < end; i++) {
+		uint64_t rl = le64_get(rec[i].k.lblk), rn = le32_get(rec[i].v.len);
+		uint64_t rp = le64_get(rec[i].v.pblk);
+		if (rl + rn <= cur)
+			continue;
+		if (rl >= end)
+			break;
+		uint64_t s = rl > cur ? rl : cur, e = rl + rn < end ? rl + rn : end;
+		if (rp + (s - rl) == a + (s - l0)) {
+			int r = seg_add(f, rp + (s - rl), e - s, s);
+			if (r)
+				return r;
+		}
+		cur = e;
+	}
+	f->seg_blk = v->blk;
+	f->seg_l0 = l0;
+	f->seg_l1 = l1;
+	f->seg_a = a;
+	*done = end;
+	return 0;
+}
+
 static int rm_data(void *arg, const struct rmap_irec *x)
 {
 	struct fm *f = arg;
@@ -321,9 +384,41 @@ static int rm_data(void *arg, const struct rmap_irec *x)
 	for (size_t k = 0; k < l->n; k++) {
 		struct vbas_btree t;
 		uint64_t cur = l0;
-		if (deleting(f, l->v[k]))
+		size_t vi = l->v[k];
+		if (deleting(f, vi))
 			continue;              /* walked (via_rmap) */
-		vol_map_tree(f->p, f->ids[l->v[k]], &f->recs[l->v[k]], &t);
+		struct vleaf *vl = &f->vl[vi];
+		if (!vl->blk || l0 < vl->lo || l0 >= vl->hi || vl->blk != f->leaf.blk) {
+			uint8_t key[8];
+			vol_map_tree(f->p, f->ids[vi], &f->recs[vi], &t);
+			st_le64(key, l0);
+			int r = bt_leaf_get(&t, key, &f->leaf);
+			if (r)
+				return r;
+			vl->blk = f->leaf.blk;
+			vl->lo = f->leaf.has_lo ? ld_le64(f->leaf.lo) : 0;
+			vl->hi = f->leaf.has_hi ? ld_le64(f->leaf.hi) : UINT64_MAX;
+			if (!vl->blk)
+				continue;          /* an empty tree */
+		}
+		if (f->seg_blk != vl->blk || f->seg_l0 != l0 || f->seg_l1 != l1 || f->seg_a != a) {
+			uint64_t done;
+			int r = leaf_segs(f, vl, a, l0, l1, &done);
+			if (r)
+				return r;
+			if (done < l1)
+				f->seg_blk = 0;    /* past this leaf: not for reuse */
+		}
+		for (size_t s = 0; s < f->nseg; s++) {
+			int r = fm_put(f, f->segs[s].pblk, f->segs[s].n, VBAS_FSMAP_DATA, 0, f->ids[vi],
+				       f->segs[s].lblk);
+			if (r)
+				return r;
+		}
+		/* What lies past the leaf's keys: looked up. */
+		cur = vl->hi < l1 ? vl->hi : l1;
+		if (cur < l1)
+			vol_map_tree(f->p, f->ids[vi], &f->recs[vi], &t);
 		while (cur < l1) {
 			uint64_t pb, len;
 			int mapped, r = map_lookup_f(&t, cur, &pb, &len, &mapped, NULL);
@@ -419,6 +514,11 @@ static int via_rmap(struct fm *f)
 		r = bt_iter(&p->voltab, NULL, fm_vol_rec, f);
 	if (r)
 		return r;
+	struct vbas_btree mt = { .ops = &map_ops, .env = &p->env };
+	f->vl = calloc(f->nv ? f->nv : 1, sizeof(*f->vl));
+	f->leaf.recs = malloc((size_t)bt_leaf_cap(&mt) * sizeof(struct vbas_map_rec));
+	if (!f->vl || !f->leaf.recs)
+		return f->oom = 1, -ENOMEM;
 	struct rm_refc g = { f, f->lo > VBAS_FIRST_BLOCK ? f->lo : VBAS_FIRST_BLOCK };
 	uint8_t key[8];
 	struct vbas_refc_rec before;
@@ -630,6 +730,9 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 	free(f.ids);
 	free(f.names);
 	free(f.recs);
+	free(f.vl);
+	free(f.leaf.recs);
+	free(f.segs);
 	for (size_t i = 0; i < f.nlin; i++)
 		free(f.lin[i].v);
 	free(f.lin);
