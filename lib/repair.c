@@ -405,8 +405,8 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 		say(&R, "the refcount tree does not match the blocks the trees use (or cannot be "
 		    "read): %s from them", dry ? "it would be rebuilt" : "rebuilt");
 	else if (!rmap_ok)
-		say(&R, "the refcount tree is %s to count the new reverse map's nodes",
-		    dry ? "would be rebuilt" : "rebuilt");
+		say(&R, "the refcount tree %s to count the new reverse map's nodes",
+		    dry ? "would be rebuilt" : "is rebuilt");
 	if (dry)
 		goto out;
 	/* Room: the new trees, beside everything the last commit holds. */
