@@ -727,12 +727,57 @@ static int ge_cb(void *arg, const void *rec)
 	return 1;
 }
 
-int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, void *rec_out)
+/* Down the path to KEY to the node at LEVEL (or the leaf, if the tree is
+ * lower), pinned in *OUT.  *LEFT: KEY lies below every key of the tree
+ * (the path went to the first child at some level).  BD (may be NULL):
+ * the keys the node's parents give it. */
+struct bounds {
+	uint8_t lo[BT_MAX_KEY], hi[BT_MAX_KEY];
+	int has_lo, has_hi;
+};
+
+static int descend(struct vbas_btree *t, const void *key, unsigned level, struct cblock **out,
+		   int *left, struct bounds *bd)
 {
 	struct cblock *b, *c;
 	uint8_t hib[2][BT_MAX_KEY];
 	const uint8_t *hi = NULL;
-	int r, flip = 0;
+	int flip = 0, r = root_get(t, &b);
+	*left = 0;
+	if (bd)
+		bd->has_lo = bd->has_hi = 0;
+	if (r)
+		return r;
+	while (n_level(b->data) > level) {
+		void *d = b->data;
+		unsigned i = 0;
+		if (n_recs(d) && kcmp(t, ent(t, d, 0), key) <= 0)
+			i = child_index(t, d, key);
+		else
+			*left = 1;
+		if (bd && !*left) {
+			memcpy(bd->lo, ent(t, d, i), t->ops->key_size);
+			bd->has_lo = 1;
+		}
+		r = child_get(t, d, i, hi, &c);
+		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
+		put(t, b);
+		if (r)
+			return r;
+		b = c;
+	}
+	if (bd && hi) {
+		memcpy(bd->hi, hi, t->ops->key_size);
+		bd->has_hi = 1;
+	}
+	*out = b;
+	return 0;
+}
+
+int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, void *rec_out)
+{
+	struct cblock *b;
+	int r;
 
 	if (mode == BT_GE) {
 		/* The first record of a walk from KEY. */
@@ -744,24 +789,13 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 	}
 	if (!t->root)
 		return -ENOENT;
-	r = root_get(t, &b);
+	int left;
+	r = descend(t, key, 0, &b, &left, NULL);
 	if (r)
 		return r;
-	for (;;) {
-		void *d = b->data;
-		if (n_level(d) == 0)
-			break;
-		if (kcmp(t, ent(t, d, 0), key) > 0) {
-			put(t, b);
-			return -ENOENT;
-		}
-		unsigned i = child_index(t, d, key);
-		r = child_get(t, d, i, hi, &c);
-		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
+	if (left) {
 		put(t, b);
-		if (r)
-			return r;
-		b = c;
+		return -ENOENT;
 	}
 	int exact;
 	unsigned pos = leaf_pos(t, b->data, key, &exact);
@@ -779,38 +813,21 @@ int bt_lookup(struct vbas_btree *t, const void *key, enum bt_lookup_mode mode, v
 
 int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out)
 {
-	struct cblock *b, *c;
-	uint8_t hib[2][BT_MAX_KEY];
-	const uint8_t *hi = NULL;
-	int r, flip = 0;
+	struct cblock *b;
+	struct bounds bd;
+	int left;
 	out->n = 0;
 	out->blk = 0;
 	out->has_lo = out->has_hi = 0;
 	if (!t->root)
 		return 0;
-	r = root_get(t, &b);
+	int r = descend(t, key, 0, &b, &left, &bd);
 	if (r)
 		return r;
-	for (;;) {
-		void *d = b->data;
-		if (n_level(d) == 0)
-			break;
-		unsigned i = kcmp(t, ent(t, d, 0), key) > 0 ? 0 : child_index(t, d, key);
-		if (i || kcmp(t, ent(t, d, 0), key) <= 0) {
-			memcpy(out->lo, ent(t, d, i), t->ops->key_size);
-			out->has_lo = 1;
-		}
-		r = child_get(t, d, i, hi, &c);
-		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
-		put(t, b);
-		if (r)
-			return r;
-		b = c;
-	}
-	if (hi) {
-		memcpy(out->hi, hi, t->ops->key_size);
-		out->has_hi = 1;
-	}
+	out->has_lo = bd.has_lo;
+	out->has_hi = bd.has_hi;
+	memcpy(out->lo, bd.lo, sizeof(out->lo));
+	memcpy(out->hi, bd.hi, sizeof(out->hi));
 	out->blk = b->blkno;
 	out->n = n_recs(b->data);     /* <= the leaf capacity: node_get checked */
 	memcpy(out->recs, leaf_rec(t, b->data, 0), (size_t)out->n * rec_size(t));
@@ -846,10 +863,8 @@ int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t 
 int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
 	       int *found)
 {
-	struct cblock *b, *c;
-	uint8_t hib[2][BT_MAX_KEY];
-	const uint8_t *hi = NULL;
-	int r, flip = 0;
+	struct cblock *b;
+	int left;
 	*found = 0;
 	if (!t->root)
 		return 0;
@@ -857,25 +872,12 @@ int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t b
 		*found = 1;
 		return 0;
 	}
-	r = root_get(t, &b);
+	int r = descend(t, key, level + 1, &b, &left, NULL);
 	if (r)
 		return r;
-	for (;;) {
-		void *d = b->data;
-		if (n_level(d) <= level || !n_recs(d) || kcmp(t, ent(t, d, 0), key) > 0)
-			break;
-		unsigned i = child_index(t, d, key);
-		if (n_level(d) == level + 1) {
-			*found = ent_child(t, d, i) == blkno;
-			break;
-		}
-		r = child_get(t, d, i, hi, &c);
-		hi = child_hi(t, d, i, hi, hib[flip ^= 1]);
-		put(t, b);
-		if (r)
-			return r;
-		b = c;
-	}
+	void *d = b->data;
+	if (n_level(d) == level + 1 && n_recs(d) && !left && kcmp(t, ent(t, d, 0), key) <= 0)
+		*found = ent_child(t, d, child_index(t, d, key)) == blkno;
 	put(t, b);
 	return 0;
 }

@@ -322,6 +322,25 @@ static void compare_rmap(struct ck *c)
 	}
 }
 
+/* The refcount record at block POS (*RC 0, *TYPE 0: none), records
+ * before it passed (*RI), and *NEXT cut to where that answer changes. */
+static void refc_at(const struct ck *c, size_t *ri, uint64_t pos, uint64_t *next, uint32_t *rc,
+		    int *type)
+{
+	while (*ri < c->nr && c->rrec[*ri].start + c->rrec[*ri].len <= pos)
+		++*ri;
+	*rc = 0;
+	*type = 0;
+	if (*ri < c->nr && c->rrec[*ri].start <= pos) {
+		*rc = c->rrc[*ri];
+		*type = c->rrec[*ri].type;
+		if (c->rrec[*ri].start + c->rrec[*ri].len < *next)
+			*next = c->rrec[*ri].start + c->rrec[*ri].len;
+	} else if (*ri < c->nr && c->rrec[*ri].start < *next) {
+		*next = c->rrec[*ri].start;
+	}
+}
+
 /* R2, R3: the rmap's counts summed per block against the refcount tree. */
 static void compare_rmap_counts(struct ck *c)
 {
@@ -343,27 +362,16 @@ static void compare_rmap_counts(struct ck *c)
 	while (pos < end) {
 		while (ei < ne && ev[ei].pos <= pos)
 			sum += ev[ei++].d;
-		while (ri < c->nr && c->rrec[ri].start + c->rrec[ri].len <= pos)
-			ri++;
-		uint64_t next = end;
-		if (ei < ne && ev[ei].pos < next)
-			next = ev[ei].pos;
-		int64_t rc = 0;
-		int type = 0;
-		if (ri < c->nr && c->rrec[ri].start <= pos) {
-			rc = c->rrc[ri];
-			type = c->rrec[ri].type;
-			if (c->rrec[ri].start + c->rrec[ri].len < next)
-				next = c->rrec[ri].start + c->rrec[ri].len;
-		} else if (ri < c->nr && c->rrec[ri].start < next) {
-			next = c->rrec[ri].start;
-		}
+		uint64_t next = ei < ne && ev[ei].pos < end ? ev[ei].pos : end;
+		uint32_t rc;
+		int type;
+		refc_at(c, &ri, pos, &next, &rc, &type);
 		if (sum && type == VBAS_BT_META)
 			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are metadata, but the reverse map "
 				"gives them %" PRId64 " data owner(s)", pos, next - pos, sum);
-		else if (type != VBAS_BT_META && sum != rc)
-			problem(c, "blocks %" PRIu64 "+%" PRIu64 ": the refcount tree says %" PRId64
-				" reference(s), the reverse map's owners %" PRId64, pos, next - pos,
+		else if (type != VBAS_BT_META && sum != (int64_t)rc)
+			problem(c, "blocks %" PRIu64 "+%" PRIu64 ": the refcount tree says %u "
+				"reference(s), the reverse map's owners %" PRId64, pos, next - pos,
 				rc, sum);
 		pos = next;
 	}
@@ -474,21 +482,10 @@ static void compare_counts(struct ck *c)
 				cm += ev[ei].d;
 			ei++;
 		}
-		while (ri < c->nr && c->rrec[ri].start + c->rrec[ri].len <= pos)
-			ri++;
-		uint64_t next = end;
-		if (ei < ne && ev[ei].pos < next)
-			next = ev[ei].pos;
-		uint32_t trc = 0;
-		int ttype = 0;
-		if (ri < c->nr && c->rrec[ri].start <= pos) {
-			trc = c->rrc[ri];
-			ttype = c->rrec[ri].type;
-			if (c->rrec[ri].start + c->rrec[ri].len < next)
-				next = c->rrec[ri].start + c->rrec[ri].len;
-		} else if (ri < c->nr && c->rrec[ri].start < next) {
-			next = c->rrec[ri].start;
-		}
+		uint64_t next = ei < ne && ev[ei].pos < end ? ev[ei].pos : end;
+		uint32_t trc;
+		int ttype;
+		refc_at(c, &ri, pos, &next, &trc, &ttype);
 		int64_t found = cd + cm;
 		if (cd && cm)
 			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are used both as data (%" PRId64
@@ -502,6 +499,18 @@ static void compare_counts(struct ck *c)
 		pos = next;
 	}
 	free(ev);
+}
+
+static void ck_free(struct ck *c)
+{
+	free(c->refs);
+	free(c->rrec);
+	free(c->rrc);
+	free(c->vids);
+	free(c->vnames);
+	rmap_set_free(&c->fw);
+	rmap_set_free(&c->rm);
+	seen_free(&c->seen);
 }
 
 enum { CK_REFC = PIC_REFC, CK_RMAP = PIC_RMAP };
@@ -644,14 +653,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 					    c.st.problems) : 0;
 out:
 	pthread_mutex_unlock(&p->lock);
-	free(c.refs);
-	free(c.rrec);
-	free(c.rrc);
-	free(c.vids);
-	free(c.vnames);
-	rmap_set_free(&c.fw);
-	rmap_set_free(&c.rm);
-	seen_free(&c.seen);
+	ck_free(&c);
 	if (stats)
 		*stats = c.st;
 	return r;
@@ -726,14 +728,7 @@ int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 	out->fw = c.fw;
 	c.fw = (struct rmap_set){ 0 };
 	out->problems = c.st.problems;
-	free(c.refs);
-	free(c.rrec);
-	free(c.rrc);
-	free(c.vids);
-	free(c.vnames);
-	rmap_set_free(&c.fw);
-	rmap_set_free(&c.rm);
-	seen_free(&c.seen);
+	ck_free(&c);
 	if (r == -ENOMEM)
 		vbas_err(r, "repair: out of memory");
 	return r;

@@ -298,6 +298,9 @@ void rmap_set_free(struct rmap_set *s);
 int rmap_queue(struct vbas_pool *p, uint64_t pblk, uint64_t owner, uint64_t lblk,
 	       uint32_t len, int delta);
 int rmap_apply(struct vbas_pool *p);
+/* A new reverse map holding the records of S (sorted, counts summed), in
+ * the running transaction. */
+int rmap_load(struct vbas_pool *p, const struct rmap_set *s);
 /* Records overlapping physical blocks [LO, HI), in key order. */
 int rmap_query(struct vbas_pool *p, uint64_t lo, uint64_t hi,
 	       int (*cb)(void *, const struct rmap_irec *), void *arg);

@@ -429,24 +429,8 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 		goto out;
 	vbas_err_clear();
 	r = space_rebuild_refc(p, use->v, use->n);
-	if (!r && !rmap_ok) {
-		p->sp.rmap.root = 0;
-		p->sp.rmap.root_txid = 0;
-		p->sp.rmap.grown = 0;
-		p->sp.rmap_nodes = 0;
-		for (size_t i = 0; !r && i < a.fw.n; i++) {
-			struct vbas_rmap_rec rec;
-			memset(&rec, 0, sizeof(rec));
-			rmap_key(&rec.k, a.fw.v[i].pblk, a.fw.v[i].owner, a.fw.v[i].lblk,
-				 a.fw.v[i].len);
-			rec.v.count = le32_mk((uint32_t)a.fw.v[i].count);
-			r = bt_insert(&p->sp.rmap, &rec);
-			if (!r && (i & 1023) == 1023)
-				r = space_drain(p);
-		}
-		if (!r)
-			r = space_drain(p);
-	}
+	if (!r && !rmap_ok)
+		r = rmap_load(p, &a.fw);
 	if (r) {
 		txn_fail(p, r);
 		goto out;

@@ -361,6 +361,25 @@ int rmap_collect(struct vbas_pool *p, struct rmap_set *out)
 
 /* ---- Building the rmap of a pool that has none ------------------------- */
 
+int rmap_load(struct vbas_pool *p, const struct rmap_set *s)
+{
+	int r = 0;
+	p->sp.rmap.root = 0;
+	p->sp.rmap.root_txid = 0;
+	p->sp.rmap.grown = 0;
+	p->sp.rmap_nodes = 0;
+	for (size_t i = 0; i < s->n && !r; i++) {
+		struct vbas_rmap_rec rec;
+		rmap_from_irec(&s->v[i], &rec);
+		r = bt_insert(&p->sp.rmap, &rec);
+		if (!r && (i & 1023) == 1023)
+			r = space_drain(p);
+	}
+	if (!r)
+		r = space_drain(p);
+	return r;
+}
+
 int vbas_pool_rmap_build(struct vbas_pool *p)
 {
 	struct rmap_set s = { 0 };
@@ -393,17 +412,7 @@ int vbas_pool_rmap_build(struct vbas_pool *p)
 	r = space_room(p, need, SPACE_GROW, "build the reverse map");
 	if (r)
 		goto out;
-	p->sp.rmap.root = 0;
-	p->sp.rmap.root_txid = 0;
-	for (size_t i = 0; i < s.n && !r; i++) {
-		struct vbas_rmap_rec rec;
-		rmap_from_irec(&s.v[i], &rec);
-		r = bt_insert(&p->sp.rmap, &rec);
-		if (!r && (i & 1023) == 1023)
-			r = space_drain(p);
-	}
-	if (!r)
-		r = space_drain(p);
+	r = rmap_load(p, &s);
 	if (r) {
 		txn_fail(p, r);
 		goto out;

@@ -115,3 +115,15 @@ int run_group(const char *name, const struct CMUnitTest *tests, size_t n)
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return _cmocka_run_group_tests(name, tests, n, NULL, NULL);
 }
+
+int fsmap_collect(const struct vbas_fsmap_rec *x, void *arg)
+{
+	struct fsmap_recs *s = arg;
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 256;
+		s->r = realloc(s->r, s->cap * sizeof(*s->r));
+		assert_non_null(s->r);
+	}
+	s->r[s->n++] = *x;
+	return 0;
+}

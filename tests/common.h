@@ -55,6 +55,13 @@ void wrap_init(struct wrapdev *w, struct vbas_dev *inner, const struct vbas_dev_
 void assert_check_clean(struct vbas_pool *p);
 /* cmocka group runner with TAP output. */
 int run_group(const char *name, const struct CMUnitTest *tests, size_t n);
+/* vbas_fsmap's records, gathered: fsmap_collect is the callback. */
+struct fsmap_recs {
+	struct vbas_fsmap_rec *r;
+	size_t n, cap;
+};
+int fsmap_collect(const struct vbas_fsmap_rec *x, void *arg);
+
 #define RUN(name, tests) run_group(name, tests, sizeof(tests) / sizeof((tests)[0]))
 
 #define assert_ok(expr) do { int _r = (expr); \

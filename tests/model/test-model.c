@@ -217,29 +217,13 @@ static int cmp_fm_ent(const void *a, const void *b)
 	return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
 }
 
-struct fm_all {
-	struct vbas_fsmap_rec *r;
-	size_t n, cap;
-};
-
-static int all_cb(const struct vbas_fsmap_rec *x, void *arg)
-{
-	struct fm_all *a = arg;
-	if (a->n == a->cap) {
-		a->cap = a->cap ? 2 * a->cap : 256;
-		a->r = realloc(a->r, a->cap * sizeof(*a->r));
-		assert_non_null(a->r);
-	}
-	a->r[a->n++] = *x;
-	return 0;
-}
 
 static void fsmap_both(struct run *R, uint64_t off, uint64_t len)
 {
-	struct fm_all a = { 0 }, w = { 0 };
-	assert_ok(vbas_fsmap(R->p, off, len, all_cb, &a));
+	struct fsmap_recs a = { 0 }, w = { 0 };
+	assert_ok(vbas_fsmap(R->p, off, len, fsmap_collect, &a));
 	vbas_tun.fsmap_walk = 1;
-	int r = vbas_fsmap(R->p, off, len, all_cb, &w);
+	int r = vbas_fsmap(R->p, off, len, fsmap_collect, &w);
 	vbas_tun.fsmap_walk = 0;
 	assert_ok(r);
 	for (size_t i = 0; i < a.n || i < w.n; i++) {

@@ -15,22 +15,6 @@
 
 #define BS 4096u
 
-struct recs {
-	struct vbas_fsmap_rec *r;
-	size_t n, cap;
-};
-
-static int collect(const struct vbas_fsmap_rec *x, void *arg)
-{
-	struct recs *s = arg;
-	if (s->n == s->cap) {
-		s->cap = s->cap ? 2 * s->cap : 256;
-		s->r = realloc(s->r, s->cap * sizeof(*s->r));
-		assert_non_null(s->r);
-	}
-	s->r[s->n++] = *x;
-	return 0;
-}
 
 static void wr(struct vbas_vol *v, uint64_t b, uint64_t n, int seed)
 {
@@ -54,7 +38,7 @@ static int cmp_rec(const void *a, const void *b)
 }
 
 struct ext_chk {
-	const struct recs *all;
+	const struct fsmap_recs *all;
 	uint64_t vol;
 	const char *name;
 	uint64_t blocks;
@@ -84,7 +68,7 @@ static int ext_cb(const struct vbas_extent *e, void *arg)
 
 struct vol_chk {
 	struct vbas_pool *p;
-	const struct recs *all;
+	const struct fsmap_recs *all;
 	uint64_t blocks;
 };
 
@@ -103,10 +87,10 @@ static int vol_cb(const struct vbas_vol_info *vi, void *arg)
 
 static void check_all(struct vbas_pool *p)
 {
-	struct recs all = { 0 };
+	struct fsmap_recs all = { 0 };
 	struct vbas_pool_info pi;
 	assert_ok(vbas_pool_info(p, &pi));
-	assert_ok(vbas_fsmap(p, 0, 0, collect, &all));
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &all));
 	/* Sorted; every block covered; free runs alone. */
 	uint64_t covered = 0, data = 0;
 	for (size_t i = 0; i < all.n; i++) {
@@ -151,10 +135,10 @@ static void check_all(struct vbas_pool *p)
 			s = 0, l = 1;
 		if (q == 1)
 			s = nb - 1, l = 1;
-		struct recs part = { 0 };
-		assert_ok(vbas_fsmap(p, s * BS, l * BS, collect, &part));
+		struct fsmap_recs part = { 0 };
+		assert_ok(vbas_fsmap(p, s * BS, l * BS, fsmap_collect, &part));
 		uint64_t lo = s * BS, hi = (s + l) * BS;
-		struct recs want = { 0 };
+		struct fsmap_recs want = { 0 };
 		for (size_t i = 0; i < all.n; i++) {
 			struct vbas_fsmap_rec w = all.r[i];
 			if (w.physical + w.length <= lo || w.physical >= hi)
@@ -165,7 +149,7 @@ static void check_all(struct vbas_pool *p)
 			w.length -= cut;
 			if (w.physical + w.length > hi)
 				w.length = hi - w.physical;
-			collect(&w, &want);
+			fsmap_collect(&w, &want);
 		}
 		/* In the order fsmap gives: by where each starts now. */
 		if (want.n)
@@ -221,13 +205,13 @@ static void t_fsmap(void **state)
 	assert_ok(vbas_vol_delete(p, "a-snap"));
 	check_all(p);
 	/* Bad input. */
-	struct recs none = { 0 };
-	assert_int_equal(vbas_fsmap(p, 100, BS, collect, &none), -EINVAL);
+	struct fsmap_recs none = { 0 };
+	assert_int_equal(vbas_fsmap(p, 100, BS, fsmap_collect, &none), -EINVAL);
 	assert_non_null(strstr(vbas_errmsg(), "multiples of the block size"));
-	assert_int_equal(vbas_fsmap(p, 0, 3000, collect, &none), -EINVAL);
-	assert_int_equal(vbas_fsmap(p, 64u << 20, BS, collect, &none), -ERANGE);
+	assert_int_equal(vbas_fsmap(p, 0, 3000, fsmap_collect, &none), -EINVAL);
+	assert_int_equal(vbas_fsmap(p, 64u << 20, BS, fsmap_collect, &none), -ERANGE);
 	assert_non_null(strstr(vbas_errmsg(), "past the end of the pool"));
-	assert_int_equal(vbas_fsmap(p, 0, (64u << 20) + BS, collect, &none), -ERANGE);
+	assert_int_equal(vbas_fsmap(p, 0, (64u << 20) + BS, fsmap_collect, &none), -ERANGE);
 	assert_int_equal(vbas_fsmap(p, 0, 0, NULL, NULL), -EINVAL);
 	assert_int_equal(none.n, 0);
 	assert_ok(vbas_vol_close(a));

@@ -75,24 +75,8 @@ static void populate(struct vbas_pool *p, struct img *m, uint64_t seed)
 	assert_ok(vbas_flush(p));
 }
 
-struct recs {
-	struct vbas_fsmap_rec *r;
-	size_t n, cap;
-};
 
-static int collect(const struct vbas_fsmap_rec *x, void *arg)
-{
-	struct recs *c = arg;
-	if (c->n == c->cap) {
-		c->cap = c->cap ? 2 * c->cap : 256;
-		c->r = realloc(c->r, c->cap * sizeof(*c->r));
-		assert_non_null(c->r);
-	}
-	c->r[c->n++] = *x;
-	return 0;
-}
-
-static void same_fsmap(const struct recs *x, const struct recs *y)
+static void same_fsmap(const struct fsmap_recs *x, const struct fsmap_recs *y)
 {
 	assert_int_equal(x->n, y->n);
 	for (size_t i = 0; i < x->n; i++) {
@@ -133,8 +117,8 @@ static void t_build(void **state)
 	assert_int_equal(pi.rmap, 0);
 	assert_ok(vbas_check(p, NULL, NULL, &st));
 	assert_int_equal(st.rmap_records, 0);
-	struct recs before = { 0 }, after = { 0 };
-	assert_ok(vbas_fsmap(p, 0, 0, collect, &before));
+	struct fsmap_recs before = { 0 }, after = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &before));
 	assert_ok(vbas_pool_rmap_build(p));
 	assert_ok(vbas_pool_info(p, &pi));
 	assert_int_equal(pi.rmap, 1);
@@ -143,18 +127,18 @@ static void t_build(void **state)
 	assert_true(st.rmap_records > 0);
 	assert_int_equal(vbas_pool_rmap_build(p), -EEXIST);
 	/* The data blocks are the same; the map's own nodes are new. */
-	assert_ok(vbas_fsmap(p, 0, 0, collect, &after));
-	struct recs bd = { 0 }, ad = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &after));
+	struct fsmap_recs bd = { 0 }, ad = { 0 };
 	for (size_t i = 0; i < before.n; i++)
 		if (before.r[i].kind == VBAS_FSMAP_DATA)
-			collect(&before.r[i], &bd);
+			fsmap_collect(&before.r[i], &bd);
 	for (size_t i = 0; i < after.n; i++)
 		if (after.r[i].kind == VBAS_FSMAP_DATA)
-			collect(&after.r[i], &ad);
+			fsmap_collect(&after.r[i], &ad);
 	same_fsmap(&bd, &ad);
 	vbas_tun.fsmap_walk = 1;
-	struct recs walked = { 0 };
-	int r = vbas_fsmap(p, 0, 0, collect, &walked);
+	struct fsmap_recs walked = { 0 };
+	int r = vbas_fsmap(p, 0, 0, fsmap_collect, &walked);
 	vbas_tun.fsmap_walk = 0;
 	assert_ok(r);
 	same_fsmap(&after, &walked);
@@ -379,15 +363,15 @@ static void t_bad_sector(void **state)
 	assert_ok(vbas_reflink(v, 5 * BS, w, 9 * BS, BS));
 	assert_ok(vbas_reflink(v, 5 * BS, v, 7 * BS, BS));
 	assert_ok(vbas_flush(p));
-	struct recs all = { 0 };
-	assert_ok(vbas_fsmap(p, 0, 0, collect, &all));
+	struct fsmap_recs all = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &all));
 	uint64_t phys = UINT64_MAX;
 	for (size_t i = 0; i < all.n; i++)
 		if (all.r[i].kind == VBAS_FSMAP_DATA && !strcmp(all.r[i].name, "w"))
 			phys = all.r[i].physical;
 	assert_true(phys != UINT64_MAX);
-	struct recs one = { 0 };
-	assert_ok(vbas_fsmap(p, phys, BS, collect, &one));
+	struct fsmap_recs one = { 0 };
+	assert_ok(vbas_fsmap(p, phys, BS, fsmap_collect, &one));
 	const char *want[] = { "v", "v", "w", "v-snap", "v-clone" };
 	const uint64_t at[] = { 5, 7, 9, 5, 5 };
 	assert_int_equal(one.n, 5);
@@ -486,10 +470,10 @@ static void repair_and_verify(struct vbas_dev *d, const struct img *m, int rmap_
 	assert_check_clean(p);
 	vcompare(p, "a", m->a);
 	vcompare(p, "c", m->c);
-	struct recs x = { 0 }, y = { 0 };
-	assert_ok(vbas_fsmap(p, 0, 0, collect, &x));
+	struct fsmap_recs x = { 0 }, y = { 0 };
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &x));
 	vbas_tun.fsmap_walk = 1;
-	int r = vbas_fsmap(p, 0, 0, collect, &y);
+	int r = vbas_fsmap(p, 0, 0, fsmap_collect, &y);
 	vbas_tun.fsmap_walk = 0;
 	assert_ok(r);
 	same_fsmap(&x, &y);
