@@ -941,9 +941,11 @@ static void reap_zombies(struct run *R)
 }
 
 /* Expendable snapshots the pool deleted to make room: gone from the
- * engine, they go from the model.  Always the oldest first: none that
- * remains is older than one that went.  Every other volume is still
- * there. */
+ * engine, they go from the model (one whose delete stopped part way, the
+ * pool too full for its next step, holds what lies past its cursor: a
+ * zombie, as after a plain delete that stopped).  Always the oldest
+ * first: none that remains is older than one that went.  Every other
+ * volume is still there. */
 static void reap_expended(struct run *R, uint64_t n)
 {
 	uint64_t gone_max = 0, kept_min = UINT64_MAX;
@@ -954,11 +956,19 @@ static void reap_expended(struct run *R, uint64_t n)
 			continue;
 		int e = vbas_vol_stat(R->p, mv->name, &vi);
 		if (e == -ENOENT && mv->expendable) {
+			struct vbas_vol_rec rec;
 			if (trace())
 				fprintf(stderr, "#   expended %s\n", mv->name);
 			gone_max = mv->id > gone_max ? mv->id : gone_max;
-			mvol_free(mv);
 			R->expended++;
+			if (vol_get(R->p, mv->id, &rec) == 0) {
+				assert_true(le32_get(rec.flags) & VBAS_VOLF_DELETING);
+				mv->live = 0;
+				mv->zombie = 1;
+				continue;
+			}
+			vbas_err_clear();
+			mvol_free(mv);
 			continue;
 		}
 		if (e)
@@ -1349,8 +1359,8 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 			reopen(&R);
 		else
 			assert_check_clean(R.p);
-		reap_zombies(&R);
 		reap_expended(&R, n);
+		reap_zombies(&R);
 		/* Reserved bytes per volume, after every operation (cheap). */
 		for (int k = 0; k < MAXVOL; k++) {
 			struct vbas_vol_info vi;
