@@ -486,9 +486,12 @@ struct vbas_fsmap_rec {
  * once per tree; runs of blocks with one owner, contiguous physically and
  * (data) logically, come as one record.  Free runs are FREE records.  A
  * non-zero return from CB stops and is returned.  -EINVAL: misaligned;
- * -ERANGE: past the end of the pool.  Holds the pool's lock for the walk:
- * today it reads every tree (docs/rmap.md says what will make it
- * O(log n + results)). */
+ * -ERANGE: past the end of the pool.  With the pool's reverse map it
+ * reads what the range holds (an interval query; a lookup in each volume
+ * that may see a data record; each node's header): O(log n + results);
+ * without one it walks every tree.  Holds the pool's lock while it
+ * gathers the answer, and calls CB after letting it go; the answer is
+ * held in memory (40 bytes a record) to be put in physical order. */
 int vbas_fsmap(struct vbas_pool *pool, uint64_t off, uint64_t len,
 	       int (*cb)(const struct vbas_fsmap_rec *rec, void *arg), void *arg);
 

@@ -1054,6 +1054,10 @@ expect_ok "... and the data is all there" nbdsh -u "$(uri v)" \
 expect_json "fsmap of the served pool: its last commit, under a pin" \
 	'[(v["name"], v["data"]) for v in d["volumes"]] == [("v", 80 << 20), ("xs", 80 << 20)]' \
 	"$VBAS" fsmap "$PE" --summary --json
+expect_json "check of the served pool: three-way, clean, the reverse map's records counted" \
+	'd["clean"] and d["served"] and d["rmap_records"] > 0' "$VBAS" check "$PE" --json
+expect_fail "repair of the served pool is refused: the server is its only writer" 1 \
+	"^vbas: repair: .*(in use|vbas serve)" "$VBAS" repair "$PE"
 stop_server TERM
 expect_true "events: the server stopped cleanly" test "$SRV_RC" -eq 0
 expect_out "events: check is clean" '^clean' "$VBAS" check "$PE"
