@@ -261,7 +261,7 @@ while [ $# -gt 0 ]; do
 done
 queue cpu runner tests/run-tests.sh --self-test
 # The crash tests take longest (the sanitizer build's most): queue them first.
-# Under the sanitizers they cut power at 60% of the points the plain build
+# Under the sanitizers they cut power at half the points the plain build
 # does (VBAS_OPS_PCT; the same scenarios and modes): the sanitizers look for
 # memory errors, which the points taken find as well, and the whole check
 # stays within its time on two cores.
@@ -270,7 +270,7 @@ for build in "${builds[@]}"; do
 		[ -x "$t" ] || continue
 		case "$t" in *.d|*.o) continue;; esac
 		if grep -qa __asan_init "$t"; then
-			queue cpu "$t" env VBAS_OPS_PCT=60 "$t"
+			queue cpu "$t" env VBAS_OPS_PCT=50 "$t"
 		else
 			queue cpu "$t" "$t"
 		fi
