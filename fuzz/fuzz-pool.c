@@ -152,6 +152,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			vbas_close(p);
 		}
 	}
+	/* Repair reads everything, trusts the mapping trees, and writes. */
+	struct vbas_open_opts rp = { .cache_bytes = 64 * FZ_BS, .flags = VBAS_OPEN_REPAIR };
+	if (!vbas_open_dev(d, &rp, &p)) {
+		struct vbas_repair_stats rs;
+		vbas_repair(p, VBAS_REPAIR_DRY_RUN, NULL, NULL, &rs);
+		if (!vbas_repair(p, 0, NULL, NULL, &rs)) {
+			struct vbas_check_stats st;
+			vbas_check(p, NULL, NULL, &st);
+		}
+		vbas_close(p);
+	}
 	free(buf);
 	return 0;
 }

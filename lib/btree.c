@@ -1321,6 +1321,18 @@ static int count_below(struct vbas_btree *t, uint64_t blk, uint64_t txid, int le
 	return r;
 }
 
+uint64_t bt_nodes_for(const struct vbas_btree *t, uint64_t recs)
+{
+	uint64_t half = bt_leaf_cap(t) / 2 ? bt_leaf_cap(t) / 2 : 1;
+	uint64_t ihalf = bt_int_cap(t) / 2 > 1 ? bt_int_cap(t) / 2 : 2;
+	uint64_t k = recs / half + 1, n = k;
+	while (k > 1) {              /* a level above: a half-full node per IHALF */
+		k = (k + ihalf - 1) / ihalf;
+		n += k;
+	}
+	return n;
+}
+
 int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes)
 {
 	*nodes = 0;

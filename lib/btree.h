@@ -230,6 +230,9 @@ unsigned bt_leaf_cap(const struct vbas_btree *t);
 unsigned bt_int_cap(const struct vbas_btree *t);
 /* Nodes in the tree, counted from its interior nodes (leaves not read). */
 int bt_count_nodes(struct vbas_btree *t, uint64_t *nodes);
+/* Nodes a tree of RECS records built in key order (every node half full)
+ * takes, every level counted. */
+uint64_t bt_nodes_for(const struct vbas_btree *t, uint64_t recs);
 /* Levels (0 for an empty tree). */
 int bt_height(struct vbas_btree *t, unsigned *height);
 

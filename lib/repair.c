@@ -127,15 +127,7 @@ static int tree_matches(struct vbas_pool *p, struct vbas_btree *t, const struct 
 static uint64_t nodes_for(struct vbas_pool *p, const struct vbas_btree_ops *ops, uint64_t recs)
 {
 	struct vbas_btree t = { .ops = ops, .env = &p->env };
-	uint64_t half = bt_leaf_cap(&t) / 2 ? bt_leaf_cap(&t) / 2 : 1;
-	uint64_t ihalf = bt_int_cap(&t) / 2 > 1 ? bt_int_cap(&t) / 2 : 2;
-	uint64_t n = 0;
-	for (uint64_t k = recs / half + 1;; k = k / ihalf + 1) {
-		n += k;
-		if (k <= 1)
-			break;
-	}
-	return n;
+	return bt_nodes_for(&t, recs);
 }
 
 /* ---- Mapping leaves from the reverse map --------------------------------- */

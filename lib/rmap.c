@@ -401,13 +401,7 @@ int vbas_pool_rmap_build(struct vbas_pool *p)
 	/* Room for the tree: leaves at least half full once built in key
 	 * order, and every level above. */
 	struct vbas_btree t = { .ops = &rmap_ops, .env = &p->env };
-	uint64_t lcap = bt_leaf_cap(&t) / 2, icap = bt_int_cap(&t) / 2, need = 0;
-	for (uint64_t k = s.n; k > 1 || !need; k = k / icap + 1) {
-		uint64_t nodes = k / (need ? icap : lcap) + 1;
-		need += nodes + 2;
-		if (nodes <= 1)
-			break;
-	}
+	uint64_t need = bt_nodes_for(&t, s.n);
 	need = need + need / 4 + space_op_meta(p, NULL);
 	r = space_room(p, need, SPACE_GROW, "build the reverse map");
 	if (r)

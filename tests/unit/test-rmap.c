@@ -786,6 +786,27 @@ static void t_repair_leaf(void **state)
 	dev_destroy(base);
 }
 
+/* What a tree of N records built in order takes: every level counted,
+ * and an answer for any fanout (with interior nodes of four entries, a
+ * level of two nodes once made the estimate loop for ever: fuzz-pool). */
+static void t_nodes_for(void **state)
+{
+	(void)state;
+	for (uint32_t fan = 4; fan <= 9; fan++) {
+		struct bt_env env = { .block_size = BS, .max_fanout = fan };
+		struct vbas_btree t = { .ops = &rmap_ops, .env = &env };
+		uint64_t half = bt_leaf_cap(&t) / 2;
+		for (uint64_t n = 0; n < 5000; n += 1 + n / 3) {
+			uint64_t k = bt_nodes_for(&t, n);
+			assert_true(k >= n / half + 1);
+			assert_true(k <= 4 * (n / half + 1) + 16);
+		}
+	}
+	struct bt_env env = { .block_size = BS };
+	struct vbas_btree t = { .ops = &map_ops, .env = &env };
+	assert_true(bt_nodes_for(&t, UINT64_MAX / 4) > 0);
+}
+
 /* A sound pool: nothing to repair, nothing written. */
 static void t_repair_sound(void **state)
 {
@@ -805,6 +826,19 @@ static void t_repair_sound(void **state)
 	assert_int_equal(vbas_memdev_writes(d), w0);
 	assert_int_equal(vbas_repair(p, 0x80, NULL, NULL, NULL), -EINVAL);
 	assert_ok(vbas_close(p));
+	/* Read-only: a dry run only.  Changes in flight: refused. */
+	struct vbas_open_opts ro = { .cache_bytes = 1 << 20,
+				     .flags = VBAS_OPEN_REPAIR | VBAS_OPEN_RDONLY };
+	assert_ok(vbas_open_dev(d, &ro, &p));
+	assert_ok(vbas_repair(p, VBAS_REPAIR_DRY_RUN, NULL, NULL, &st));
+	assert_int_equal(vbas_repair(p, 0, NULL, NULL, NULL), -EROFS);
+	assert_non_null(strstr(vbas_errmsg(), "read-only"));
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 1 << 20);
+	assert_ok(vbas_vol_create(p, "pending", 8 * BS));
+	assert_int_equal(vbas_repair(p, 0, NULL, NULL, NULL), -EBUSY);
+	assert_non_null(strstr(vbas_errmsg(), "in flight"));
+	assert_ok(vbas_close(p));
 	dev_destroy(d);
 }
 
@@ -822,6 +856,7 @@ int main(void)
 		cmocka_unit_test(t_repair_leaf),
 		cmocka_unit_test(t_repair_crash),
 		cmocka_unit_test(t_repair_sound),
+		cmocka_unit_test(t_nodes_for),
 	};
 	return RUN("rmap", tests);
 }
