@@ -88,6 +88,9 @@ struct vbas_open_opts {
  * and nothing but vbas_repair may change the pool (reads and vbas_check
  * work) until it has repaired it. */
 #define VBAS_OPEN_REPAIR       0x8u
+/* Do not go on with a shrink that did not finish (vbas_pool_shrink) at
+ * open: to cancel it, or to look before the moves go on. */
+#define VBAS_OPEN_NO_RESUME    0x10u
 
 /* Open a pool.  -ENOENT: no such file; -EINVAL/-EUCLEAN: not a vbas pool
  * (bad magic) or no valid superblock; -EBUSY: another opener holds the pool
@@ -144,6 +147,8 @@ struct vbas_pool_info {
 	/* The settings (vbas_pool_set), permille. */
 	uint32_t low_water, expendable_floor;
 	uint32_t rmap;            /* 1: the pool keeps a reverse map */
+	uint64_t shrink_to;       /* a shrink in progress: its target in bytes
+	                             (0: none) */
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -170,6 +175,32 @@ int vbas_pool_set(struct vbas_pool *pool, const struct vbas_pool_settings *setti
  * smaller than the pool; -ENOSPC: the device holds less than SIZE;
  * -EFBIG: the file system cannot hold a file that large. */
 int vbas_pool_grow(struct vbas_pool *pool, uint64_t size);
+
+/* Shrink the pool to SIZE bytes (rounded down to whole blocks): every
+ * block in use past the new end, data and metadata, is moved below it,
+ * the reverse map naming every owner, and a pool file is truncated.
+ * Online: volumes stay open and writes go on; the pool lock is taken one
+ * step at a time (one commit each), and a step waits for I/O in flight
+ * on the ranges it moves.  Shared blocks and nodes stay shared.  The
+ * target is recorded in the pool first: from then on nothing is
+ * allocated past it, and a crash or an error leaves it in place; the next
+ * read-write open goes on with the move, and vbas_pool_shrink_cancel
+ * gives the room back.  -EOPNOTSUPP: the pool keeps no reverse map
+ * (vbas_pool_rmap_build); -EINVAL: not smaller, or below the smallest
+ * pool; -ENOSPC: what is in use, promised to reservations and held for
+ * metadata would not fit (nothing changed), or the room below the target
+ * ran out or is in runs too short for an extent (the target stays);
+ * -EBUSY: a delete stopped for lack of room is still in progress, or a
+ * pin keeps blocks past the target. */
+struct vbas_shrink_stats {
+	uint64_t data_blocks;       /* data blocks moved */
+	uint64_t nodes;             /* metadata nodes written for the moves */
+	uint64_t steps;             /* commits */
+};
+int vbas_pool_shrink(struct vbas_pool *pool, uint64_t size, struct vbas_shrink_stats *stats);
+/* Stop a shrink that did not finish: the blocks past its target may be
+ * allocated again (what was moved stays where it went). */
+int vbas_pool_shrink_cancel(struct vbas_pool *pool);
 
 /* Build the reverse map of a pool that has none (formatted with
  * VBAS_FORMAT_NO_RMAP, or by a version before format 5): one walk of every

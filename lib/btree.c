@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define HDR sizeof(struct vbas_node_hdr)
@@ -829,6 +830,7 @@ int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out)
 	memcpy(out->lo, bd.lo, sizeof(out->lo));
 	memcpy(out->hi, bd.hi, sizeof(out->hi));
 	out->blk = b->blkno;
+	out->owner = n_owner(b->data);
 	out->n = n_recs(b->data);     /* <= the leaf capacity: node_get checked */
 	memcpy(out->recs, leaf_rec(t, b->data, 0), (size_t)out->n * rec_size(t));
 	put(t, b);
@@ -880,6 +882,176 @@ int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t b
 		*found = ent_child(t, d, child_index(t, d, key)) == blkno;
 	put(t, b);
 	return 0;
+}
+
+int bt_node_info(struct bt_env *env, uint64_t blk, uint16_t *type, uint64_t *owner,
+		 unsigned *level, void *key, uint64_t *txid)
+{
+	struct cblock *b;
+	int r = cache_read(env->cache, blk, &b);
+	if (r)
+		return r;
+	const struct vbas_node_hdr *h = b->data;
+	*type = le16_get(h->tree_type);
+	*owner = le64_get(h->owner);
+	*level = le16_get(h->level);
+	*txid = le64_get(h->txid);
+	memcpy(key, (const uint8_t *)b->data + HDR, BT_MAX_KEY);
+	cache_put(env->cache, b);
+	return 0;
+}
+
+/* ---- Moving nodes (shrink) --------------------------------------------- */
+
+static struct bt_moved *moved_find(struct bt_moves *mv, uint64_t old)
+{
+	for (size_t i = mv->n; i-- > 0;)
+		if (mv->v[i].old == old)
+			return &mv->v[i];
+	return NULL;
+}
+
+/* Node B (pinned, taken over) as the version every holder will point at,
+ * writable: itself if written in this transaction, its copy if one was
+ * made, else a new copy.  *SHARED if that copy is of a shared node. */
+static int move_node(struct vbas_btree *t, struct bt_moves *mv, struct cblock *b,
+		     struct cblock **out, int *shared)
+{
+	struct bt_env *env = t->env;
+	if (le64_get(nh(b->data)->txid) == env->txid) {
+		cache_dirty(b);
+		*out = b;
+		return 0;
+	}
+	struct bt_moved *m = moved_find(mv, b->blkno);
+	int r;
+	if (m) {
+		put(t, b);
+		if (m->refs > 1)
+			*shared = 1;
+		r = cache_read(env->cache, m->copy, out);
+		if (!r)
+			cache_dirty(*out);
+		return r;
+	}
+	uint32_t rc;
+	uint64_t blk = b->blkno;
+	r = env->refcount(env->ctx, blk, &rc);
+	if (!r && rc == 0)
+		r = vbas_err(-EUCLEAN, "%s tree: node %" PRIu64 " is in use but its reference count is 0",
+			     t->ops->name, blk);
+	if (!r && mv->n == mv->cap) {
+		size_t nc = mv->cap ? 2 * mv->cap : 64;
+		struct bt_moved *v = realloc(mv->v, nc * sizeof(*v));
+		if (!v)
+			r = -ENOMEM;
+		else {
+			mv->v = v;
+			mv->cap = nc;
+		}
+	}
+	struct cblock *n = NULL;
+	if (!r)
+		r = new_node(t, 0, n_level(b->data), &n);
+	if (r) {
+		put(t, b);
+		return r;
+	}
+	uint64_t nblk = n->blkno;
+	memcpy(n->data, b->data, env->block_size);
+	init_node(t, n->data, nblk, n_level(b->data));
+	set_nrecs(n->data, n_recs(b->data));
+	nh(n->data)->owner = nh(b->data)->owner;
+	put(t, b);
+	/* The copy takes every reference the old node had. */
+	for (uint32_t i = 1; i < rc && !r; i++)
+		r = env->inc_meta(env->ctx, nblk);
+	for (uint32_t i = 0; i < rc && !r; i++)
+		r = env->dec_meta(env->ctx, blk);
+	if (r) {
+		put(t, n);
+		return r;
+	}
+	mv->v[mv->n++] = (struct bt_moved){ .old = blk, .copy = nblk, .refs = rc };
+	if (rc > 1)
+		*shared = 1;
+	*out = n;
+	return 0;
+}
+
+/* Entry I of D pointed at C (a node of this transaction); a holder of
+ * the node it pointed at before is repointed. */
+static void repoint(struct vbas_btree *t, struct bt_moves *mv, void *d, unsigned i, uint64_t c)
+{
+	uint64_t was = ent_child(t, d, i);
+	if (was == c)
+		return;
+	struct bt_moved *m = moved_find(mv, was);
+	if (m && m->copy == c)
+		m->hits++;
+	set_child(t, d, i, c);
+}
+
+int bt_relocate(struct vbas_btree *t, const void *key, unsigned level, uint64_t blk,
+		struct bt_moves *mv, int *found, int *shared)
+{
+	struct path p = { .depth = 0 };
+	struct cblock *b;
+	int r;
+	*found = 0;
+	if (!t->root)
+		return 0;
+	r = root_get(t, &b);
+	if (r)
+		return r;
+	p.hi[0] = NULL;
+	p.node[p.depth++] = b;
+	while (n_level(b->data) > level) {
+		void *d = b->data;
+		unsigned i = child_index(t, d, key);
+		p.idx[p.depth - 1] = i;
+		r = child_get(t, d, i, p.hi[p.depth - 1], &b);
+		if (r)
+			goto out;
+		path_set_hi(t, &p, p.depth - 1);
+		p.node[p.depth++] = b;
+	}
+	struct bt_moved *m = moved_find(mv, blk);
+	if (n_level(b->data) != level || (b->blkno != blk && !(m && b->blkno == m->copy)))
+		goto out;
+	*found = 1;
+	/* Bottom-up: each node on the path becomes its copy, and its parent
+	 * (itself made a copy next) points at it. */
+	uint64_t c = 0;
+	for (unsigned i = p.depth; i-- > 0;) {
+		struct cblock *w;
+		r = move_node(t, mv, p.node[i], &w, shared);
+		p.node[i] = NULL;
+		if (r)
+			goto out;
+		if (i + 1 == p.depth) {
+			if (!level && mv->edit)
+				r = mv->edit(mv->arg, t, n_owner(w->data), leaf_rec(t, w->data, 0),
+					     n_recs(w->data));
+		} else {
+			repoint(t, mv, w->data, p.idx[i], c);
+		}
+		c = w->blkno;
+		put(t, w);
+		if (r)
+			goto out;
+	}
+	if (t->root != c) {
+		struct bt_moved *rm = moved_find(mv, t->root);
+		if (rm && rm->copy == c)
+			rm->hits++;
+		t->root = c;
+	}
+	t->root_txid = t->env->txid;
+out:
+	for (unsigned i = 0; i < p.depth; i++)
+		put(t, p.node[i]);
+	return r;
 }
 
 /* ---- Insert ------------------------------------------------------------ */

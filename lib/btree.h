@@ -133,6 +133,7 @@ int bt_delete(struct vbas_btree *t, const void *key, void *rec_out); /* -ENOENT 
  * parents give it: [LO, HI), each only if HAS_.  N = 0: an empty tree. */
 struct bt_leaf {
 	uint64_t blk;
+	uint64_t owner;            /* the owner its header names */
 	unsigned n;
 	int has_lo, has_hi;
 	uint8_t lo[BT_MAX_KEY], hi[BT_MAX_KEY];
@@ -151,6 +152,43 @@ int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t 
  * node (its first key, its level), O(height). */
 int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
 	       int *found);
+
+/* Moving nodes to other blocks (pool shrink), keeping every sharing.
+ *
+ * Shadowing gives a tree its own copy of a shared node; a move must give
+ * every tree that holds the node the same copy.  bt_relocate points tree T
+ * at a copy of node BLK (at LEVEL, reached by KEY) and of every node above
+ * it on T's path, each copy placed by the allocator; called for each tree
+ * that may hold BLK, it makes each copy once (MOVED remembers them) and
+ * repoints each parent once.  A copy keeps the header's owner and takes
+ * the old node's reference count; the old node loses all of it.  Until the
+ * commit, copies of shared nodes are written in place by later calls
+ * (every holder must see the change), so the caller commits before any
+ * other change.  A node written in this transaction that is not a copy
+ * is never met: the caller starts from a commit.
+ *
+ * EDIT (may be NULL) changes the records of the leaf BLK's copy, or of
+ * the leaf itself if it is already one. *FOUND: T's path reaches BLK (or
+ * its copy); *SHARED: a node copied on T's path was shared (the volume's
+ * share_gen must then cover this transaction). */
+struct bt_moved {
+	uint64_t old, copy;
+	uint32_t refs;             /* the old node's count: holders to repoint */
+	uint32_t hits;             /* holders repointed */
+};
+struct bt_moves {
+	struct bt_moved *v;
+	size_t n, cap;
+	int (*edit)(void *arg, struct vbas_btree *t, uint64_t owner, void *recs, unsigned n);
+	void *arg;
+};
+int bt_relocate(struct vbas_btree *t, const void *key, unsigned level, uint64_t blk,
+		struct bt_moves *mv, int *found, int *shared);
+/* The header of node BLK as read (no tree needed): tree type, owner,
+ * level, its first key (KEY: BT_MAX_KEY bytes) and transaction.  Checked
+ * like every read; -EUCLEAN for a node of an unknown tree type. */
+int bt_node_info(struct bt_env *env, uint64_t blk, uint16_t *type, uint64_t *owner,
+		 unsigned *level, void *key, uint64_t *txid);
 
 /* Records with key >= START (all if NULL) in order; CB returns 0 to go on,
  * anything else stops the walk and is returned.  CB must not change the

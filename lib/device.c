@@ -409,6 +409,20 @@ static int file_grow(struct vbas_dev *d, uint64_t size)
 	return 0;
 }
 
+static int file_truncate(struct vbas_dev *d, uint64_t size)
+{
+	struct stat st;
+	if (fstat(d->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size <= size)
+		return 0;
+	/* Nothing reads past the pool's end: the size can drop first. */
+	__atomic_store_n(&d->size, size, __ATOMIC_RELEASE);
+	if (ftruncate(d->fd, (off_t)size) < 0)
+		return -errno;
+	return fsync(d->fd) < 0 ? -errno : 0;
+}
+
 static void file_destroy(struct vbas_dev *d)
 {
 	struct file_dev *f = (struct file_dev *)d;
@@ -432,6 +446,7 @@ static const struct vbas_dev_ops file_ops = {
 	.discard = file_discard,
 	.zero = file_zero,
 	.grow = file_grow,
+	.truncate = file_truncate,
 	.destroy = file_destroy,
 };
 

@@ -29,6 +29,9 @@ struct vbas_dev_ops {
 	 * already.  -ENOSPC: it holds less; -EFBIG: the file system cannot
 	 * hold a file that large.  Durable with the next flush. */
 	int (*grow)(struct vbas_dev *dev, uint64_t size);
+	/* Optional: the pool shrank to SIZE bytes (vbas_pool_shrink, after
+	 * the commit): a regular file is truncated, a block device kept. */
+	int (*truncate)(struct vbas_dev *dev, uint64_t size);
 	void (*destroy)(struct vbas_dev *dev);
 };
 

@@ -71,11 +71,18 @@ struct vbas_sb {
 	/* Format 5, with VBAS_SBF_RMAP (zero without): */
 	vbas_le64 rmap_root;     /* reverse map, 0 = empty */
 	vbas_le64 rmap_root_txid;   /* transaction that wrote rmap_root */
-	vbas_le64 reserved[13];  /* zero */
+	/* With VBAS_SBF_SHRINK (zero without): */
+	vbas_le64 shrink_to;     /* a shrink's target, in blocks: nothing is
+	                            allocated at or past it, and what lies there
+	                            is being moved below it */
+	vbas_le64 reserved[12];  /* zero */
 };
 /* The pool keeps a reverse map (format 5). */
 #define VBAS_SBF_RMAP        0x1u
-#define VBAS_SBF_KNOWN       VBAS_SBF_RMAP
+/* A shrink is in progress (shrink_to); a vbas that does not know the flag
+ * refuses the pool rather than allocate where the shrink is emptying. */
+#define VBAS_SBF_SHRINK      0x2u
+#define VBAS_SBF_KNOWN       (VBAS_SBF_RMAP | VBAS_SBF_SHRINK)
 _Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
 _Static_assert(sizeof(struct vbas_sb) <= VBAS_SB_BYTES, "vbas_sb fits");

@@ -439,16 +439,13 @@ static int rm_data(void *arg, const struct rmap_irec *x)
 /* Metadata block BLK: read its header, and give it to its tree(s). */
 static int rm_node(struct fm *f, uint64_t blk)
 {
-	struct cblock *b;
-	int r = cache_read(f->p->cache, blk, &b);
+	uint8_t key[BT_MAX_KEY];
+	uint16_t type;
+	uint64_t owner, txid;
+	unsigned level;
+	int r = bt_node_info(&f->p->env, blk, &type, &owner, &level, key, &txid);
 	if (r)
 		return r;
-	const struct vbas_node_hdr *h = b->data;
-	unsigned type = le16_get(h->tree_type), level = le16_get(h->level);
-	uint64_t owner = le64_get(h->owner);
-	uint8_t key[BT_MAX_KEY];
-	memcpy(key, (const uint8_t *)b->data + sizeof(*h), sizeof(key));
-	cache_put(f->p->cache, b);
 	switch (type) {
 	case VBAS_TREE_VOLTAB:
 		return fm_put(f, blk, 1, VBAS_FSMAP_VOLTAB, level, 0, 0);

@@ -79,6 +79,13 @@ struct vbas_space {
 	                              write in flight has taken) */
 	uint64_t resv_blocks;      /* blocks of reserved ranges in writable
 	                              volumes, summed (for info) */
+	/* A shrink in progress (shrink.c): nothing is handed out at or past
+	 * LIMIT (0: none), and what lies there is counted apart, so that
+	 * space_avail says what is free below it. */
+	uint64_t limit;
+	int64_t used_above;        /* blocks in the refcount tree past LIMIT */
+	uint64_t freed_above;      /* of FREED, past LIMIT */
+	uint64_t kept_above;       /* of KEPT, past LIMIT */
 };
 
 /* A volume that has open handles: shared by them. */
@@ -166,6 +173,7 @@ struct vbas_tunables {
 	                              of the pool lock */
 	int fsmap_walk;            /* tests only: fsmap walks the trees even with a
 	                              reverse map (to compare the two answers) */
+	uint64_t shrink_step;      /* blocks a shrink moves before it commits */
 	int early_punch;           /* tests only, a bug on purpose: punch the data
 	                              blocks a commit frees before its superblock
 	                              is written (the crash tests must catch it) */
@@ -177,6 +185,16 @@ int space_load(struct vbas_pool *p);
 void space_free(struct vbas_pool *p);
 int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 		int use_reserve, uint64_t *start, uint64_t *got);
+/* N contiguous blocks (a shrink's move), lowest first, never out of the
+ * metadata reserve or reservations: *START, to PENDING. */
+int space_alloc_run(struct vbas_pool *p, uint64_t n, int type, uint64_t *start);
+/* Hand out nothing at or past LIMIT (0: no limit) and count what lies
+ * there apart (a shrink). */
+int space_set_limit(struct vbas_pool *p, uint64_t limit);
+/* The first refcount record that ends past FROM: *START, *LEN, *TYPE;
+ * -ENOENT if none. */
+int space_next_used(struct vbas_pool *p, uint64_t from, uint64_t *start, uint64_t *len,
+		    int *type);
 void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len);
 int space_is_free(struct vbas_pool *p, uint64_t blk);  /* allocatable now */
 /* Whether BLK's count changed in this transaction other than by its
@@ -328,6 +346,9 @@ void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);
 void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
+
+/* shrink.c: go on with a shrink a crash or an error left (at open). */
+int shrink_resume(struct vbas_pool *p);
 int vol_sum_mapped(struct vbas_pool *p, uint64_t *blocks);   /* live volumes */
 
 /* admin.c */
@@ -460,6 +481,12 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 /* Range locks over a volume's logical blocks; called with pool->lock held. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl);
+/* An exclusive range, now or -EBUSY (never waits). */
+int rl_trylock(struct vol_state *vs, uint64_t start, uint64_t n);
+/* The shared state of volume ID if it has open handles, with a reference
+ * (NULL if none); vol_state_put drops it. */
+struct vol_state *vol_state_get(struct vbas_pool *p, uint64_t id);
+void vol_state_put(struct vbas_pool *p, struct vol_state *vs);
 
 /* Helpers. */
 static inline uint64_t bytes_to_blocks(const struct vbas_pool *p, uint64_t b)

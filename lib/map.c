@@ -503,6 +503,18 @@ int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t 
 	return 0;
 }
 
+int rl_trylock(struct vol_state *vs, uint64_t start, uint64_t n)
+{
+	if (rl_conflict(vs, start, n, 1))
+		return -EBUSY;
+	struct rl_range *r = malloc(sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 1 };
+	vs->ranges = r;
+	return 0;
+}
+
 static struct rl_range **rl_find(struct vol_state *vs, uint64_t start, uint64_t n, int excl)
 {
 	struct rl_range **pp = &vs->ranges;

@@ -196,7 +196,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	if (!o)
 		o = &def;
 	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
-			 VBAS_OPEN_REPAIR))
+			 VBAS_OPEN_REPAIR | VBAS_OPEN_NO_RESUME))
 		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
 	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
 		return vbas_err(-EINVAL, "open: a pinned open is read-only");
@@ -244,6 +244,8 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	r = space_load(p);
+	if (!r && (le32_get(p->sb.flags) & VBAS_SBF_SHRINK))
+		r = space_set_limit(p, le64_get(p->sb.shrink_to));
 	if (!r)
 		r = owed_load(p);
 	if (r)
@@ -256,6 +258,11 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		pthread_mutex_unlock(&p->lock);
 		if (r)
 			goto fail;
+		/* A shrink that did not finish goes on.  If it cannot (no room
+		 * below its target, a range that cannot move), the pool opens
+		 * all the same, the target kept: vbas_pool_info says so. */
+		if (!(o->flags & VBAS_OPEN_NO_RESUME) && shrink_resume(p))
+			vbas_err_clear();
 	}
 	*poolp = p;
 	return 0;
@@ -387,6 +394,7 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->low_water = p->low_water;
 	info->expendable_floor = p->exp_floor;
 	info->rmap = (uint32_t)p->sp.rmap_on;
+	info->shrink_to = p->sp.limit * p->bs;
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

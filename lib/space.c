@@ -341,14 +341,102 @@ void space_free(struct vbas_pool *p)
 	rmap_set_free(&p->sp.rq);
 }
 
-/* Blocks that can be handed out now. */
+/* The end of what may be handed out: the pool's, or a shrink's target. */
+static uint64_t alloc_end(const struct vbas_pool *p)
+{
+	return p->sp.limit ? p->sp.limit : p->nblocks;
+}
+
+/* Blocks of [S, S+N) at or past the shrink's target. */
+static uint64_t past_limit(const struct vbas_pool *p, uint64_t s, uint64_t n)
+{
+	uint64_t l = p->sp.limit;
+	if (!l || s + n <= l)
+		return 0;
+	return s >= l ? n : s + n - l;
+}
+
+/* Blocks that can be handed out now.  While a shrink runs, blocks past
+ * its target are neither usable nor busy (those allocated before it began
+ * and not yet counted are taken as busy below it: the figure errs low). */
 uint64_t space_avail(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
 	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + sp->freed.total +
 			sp->kept.total;
-	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
+	uint64_t usable = alloc_end(p) - VBAS_FIRST_BLOCK;
+	if (sp->limit) {
+		uint64_t above = (uint64_t)sp->used_above + sp->freed_above + sp->kept_above;
+		busy = busy > above ? busy - above : 0;
+	}
 	return busy >= usable ? 0 : usable - busy;
+}
+
+static uint64_t set_above(const struct vbas_pool *p, const struct extset *s)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < s->n; i++)
+		n += past_limit(p, s->v[i].start, s->v[i].len);
+	return n;
+}
+
+struct above_scan {
+	struct vbas_pool *p;
+	uint64_t n;
+};
+
+static int above_cb(void *arg, const void *rec)
+{
+	struct above_scan *a = arg;
+	struct refc_irec ir;
+	refc_to_irec(rec, &ir);
+	a->n += past_limit(a->p, ir.start, ir.len);
+	return 0;
+}
+
+int space_set_limit(struct vbas_pool *p, uint64_t limit)
+{
+	struct vbas_space *sp = &p->sp;
+	sp->limit = limit;
+	sp->used_above = 0;
+	sp->freed_above = sp->kept_above = 0;
+	if (!limit)
+		return 0;
+	struct above_scan a = { p, 0 };
+	struct refc_irec ir;
+	uint8_t k[8];
+	int r = refc_get(p, limit, BT_LE, &ir);
+	if (r && r != -ENOENT)
+		goto fail;
+	st_le64(k, !r ? ir.start : limit);
+	r = bt_iter(&sp->refc, k, above_cb, &a);
+	if (r < 0)
+		goto fail;
+	sp->used_above = (int64_t)a.n;
+	sp->freed_above = set_above(p, &sp->freed);
+	sp->kept_above = set_above(p, &sp->kept);
+	return 0;
+fail:
+	sp->limit = 0;
+	return r;
+}
+
+int space_next_used(struct vbas_pool *p, uint64_t from, uint64_t *start, uint64_t *len,
+		    int *type)
+{
+	struct refc_irec ir;
+	int r = refc_get(p, from, BT_LE, &ir);
+	if (r && r != -ENOENT)
+		return r;
+	if (r || ir.start + ir.len <= from) {
+		r = refc_get(p, from, BT_GE, &ir);
+		if (r)
+			return r;
+	}
+	*start = ir.start;
+	*len = ir.len;
+	*type = ir.type;
+	return 0;
 }
 
 /* Levels of the reverse map a change may touch: its height and one more
@@ -691,7 +779,7 @@ static int find_free(struct vbas_pool *p, uint64_t pos, uint64_t limit,
 int space_is_free(struct vbas_pool *p, uint64_t blk)
 {
 	uint64_t s, l;
-	if (blk < VBAS_FIRST_BLOCK || blk >= p->nblocks)
+	if (blk < VBAS_FIRST_BLOCK || blk >= alloc_end(p))
 		return 0;
 	return !find_free(p, blk, blk + 1, &s, &l) && l == 1;
 }
@@ -722,9 +810,9 @@ int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 	}
 	if (avail == 0)
 		return vbas_err(-ENOSPC, "pool is full: no free block for %s", type_name(type));
-	if (hint < VBAS_FIRST_BLOCK || hint >= p->nblocks)
+	if (hint < VBAS_FIRST_BLOCK || hint >= alloc_end(p))
 		hint = VBAS_FIRST_BLOCK;
-	r = find_free(p, hint, p->nblocks, &s, &l);
+	r = find_free(p, hint, alloc_end(p), &s, &l);
 	if (!r && l == 0 && hint > VBAS_FIRST_BLOCK)
 		r = find_free(p, VBAS_FIRST_BLOCK, hint, &s, &l);
 	if (r)
@@ -741,6 +829,35 @@ int space_alloc(struct vbas_pool *p, uint64_t hint, uint64_t max, int type,
 	*got = l;
 	ev_space(p);
 	return 0;
+}
+
+int space_alloc_run(struct vbas_pool *p, uint64_t n, int type, uint64_t *start)
+{
+	struct vbas_space *sp = &p->sp;
+	uint64_t avail = space_avail(p), keep = sp->meta_reserve + sp->reserved;
+	uint64_t pos = VBAS_FIRST_BLOCK, end = alloc_end(p), s, l;
+	if (avail < keep + n)
+		return vbas_err(-ENOSPC, "no room for %" PRIu64 " blocks: %" PRIu64 " free, %" PRIu64
+				" held back for metadata and reservations", n, avail, keep);
+	while (pos < end) {
+		int r = find_free(p, pos, end, &s, &l);
+		if (r)
+			return r;
+		if (!l)
+			break;
+		if (l >= n) {
+			r = extset_add(&sp->pending, s, n);
+			if (r)
+				return r;
+			*start = s;
+			ev_space(p);
+			return 0;
+		}
+		pos = s + l;
+	}
+	(void)type;
+	return vbas_err(-ENOSPC, "no run of %" PRIu64 " free blocks below block %" PRIu64
+			" (%" PRIu64 " blocks free, in shorter runs)", n, end, avail);
 }
 
 void space_unalloc(struct vbas_pool *p, uint64_t start, uint64_t len)
@@ -833,8 +950,10 @@ static int merge_at(struct vbas_pool *p, uint64_t at)
 	return r;
 }
 
-static void count_used(struct vbas_pool *p, int type, int64_t n)
+static void count_used(struct vbas_pool *p, int type, uint64_t start, int64_t n)
 {
+	uint64_t a = past_limit(p, start, (uint64_t)(n < 0 ? -n : n));
+	p->sp.used_above += n < 0 ? -(int64_t)a : (int64_t)a;
 	if (type == VBAS_BT_DATA)
 		p->sp.data_used += (uint64_t)n;
 	else
@@ -845,6 +964,8 @@ static void count_used(struct vbas_pool *p, int type, int64_t n)
 static int became_free(struct vbas_pool *p, uint64_t s, uint64_t n, int type)
 {
 	int r = extset_add(&p->sp.freed, s, n);
+	if (!r)
+		p->sp.freed_above += past_limit(p, s, n);
 	if (r)
 		return r == -EEXIST ? vbas_err(-EUCLEAN, "blocks %" PRIu64 "+%" PRIu64
 					       " freed twice in one transaction", s, n) : r;
@@ -904,7 +1025,7 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 				r = refc_put(p, &rt);
 			}
 			if (!r && nrc == 0) {
-				count_used(p, d->type, -(int64_t)(pe - cur));
+				count_used(p, d->type, cur, -(int64_t)(pe - cur));
 				r = became_free(p, cur, pe - cur, d->type);
 			}
 			if (!r && ir.start < cur) {
@@ -949,7 +1070,7 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 		r = refc_put(p, &n);
 		if (r)
 			return r;
-		count_used(p, d->type, (int64_t)(ge - cur));
+		count_used(p, d->type, cur, (int64_t)(ge - cur));
 		if (d->is_alloc) {
 			r = extset_remove(&p->sp.pending, cur, ge - cur);
 			if (r)
@@ -1121,6 +1242,9 @@ void space_committed(struct vbas_pool *p)
 	 * other set: these cannot fail. */
 	for (size_t i = 0; sp->pins && i < sp->freed.n; i++)
 		(void)extset_add(&sp->kept, sp->freed.v[i].start, sp->freed.v[i].len);
+	if (sp->pins)
+		sp->kept_above += sp->freed_above;
+	sp->freed_above = 0;
 	/* Punch the data blocks freed in the transaction just committed,
 	 * before they can be handed out again (S2: that is now). */
 	space_punch_freed(p);
@@ -1163,6 +1287,10 @@ void space_abort(struct vbas_pool *p)
 	sp->meta_allocs_txn = 0;
 	sp->refc.grown = 0;
 	space_size_reserve(p);
+	/* The shrink's target as committed, and the counts past it. */
+	uint64_t limit = (le32_get(p->sb.flags) & VBAS_SBF_SHRINK) ? le64_get(p->sb.shrink_to) : 0;
+	if (space_set_limit(p, limit))
+		vbas_err_clear();      /* the tree cannot be read: no limit */
 }
 
 /* ---- Pins (S6) ----------------------------------------------------------- */
@@ -1179,6 +1307,8 @@ void space_unpin(struct vbas_pool *p)
 {
 	if (!p->sp.pins)
 		return;
-	if (--p->sp.pins == 0)
+	if (--p->sp.pins == 0) {
 		extset_clear(&p->sp.kept);
+		p->sp.kept_above = 0;
+	}
 }

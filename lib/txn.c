@@ -66,6 +66,12 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 		return "a reverse map root without the reverse map";
 	if (le16_get(sb->low_water) > 1000 || le16_get(sb->exp_floor) > 1000)
 		return "bad space settings";
+	int shrink = !!(le32_get(sb->flags) & VBAS_SBF_SHRINK);
+	if (shrink && (le64_get(sb->shrink_to) < VBAS_FIRST_BLOCK + 64 ||
+		       le64_get(sb->shrink_to) >= le64_get(sb->nblocks)))
+		return "a shrink's target outside the pool";
+	if (!shrink && le64_get(sb->shrink_to))
+		return "a shrink's target without a shrink";
 	uint32_t fan = le32_get(sb->max_fanout);
 	if (fan && (fan < 4 || fan > 65535))
 		return "bad max_fanout";
@@ -237,6 +243,9 @@ int txn_commit(struct vbas_pool *p)
 	sb.next_vol_id = le64_mk(p->next_vol_id);
 	sb.nvolumes = le64_mk(p->nvolumes);
 	sb.nblocks = le64_mk(p->nblocks);
+	sb.flags = le32_mk((le32_get(sb.flags) & ~VBAS_SBF_SHRINK) |
+			   (p->sp.limit ? VBAS_SBF_SHRINK : 0));
+	sb.shrink_to = le64_mk(p->sp.limit);
 	sb.low_water = le16_mk((uint16_t)p->low_water);
 	sb.exp_floor = le16_mk((uint16_t)p->exp_floor);
 	r = space_precommit(p);
@@ -285,6 +294,7 @@ struct vbas_tunables vbas_tun = {
 	.txn_big_freed = 65536,
 	.txn_big_meta = 262144,
 	.usage_batch = 4096,
+	.shrink_step = 8192,
 };
 
 int txn_maybe_commit(struct vbas_pool *p)

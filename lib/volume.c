@@ -279,9 +279,17 @@ static struct vol_state *find_open(struct vbas_pool *p, uint64_t id)
 	return NULL;
 }
 
+struct vol_state *vol_state_get(struct vbas_pool *p, uint64_t id)
+{
+	struct vol_state *vs = find_open(p, id);
+	if (vs)
+		vs->refs++;
+	return vs;
+}
+
 /* Drop a reference to VS (an open handle, or a holder of its range lock
  * that waited); the last one frees it. */
-static void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
+void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
 {
 	if (--vs->refs)
 		return;

@@ -127,3 +127,64 @@ int fsmap_collect(const struct vbas_fsmap_rec *x, void *arg)
 	s->r[s->n++] = *x;
 	return 0;
 }
+
+/* ---- A workload of every kind of sharing ---- */
+
+void img_write(struct vbas_pool *p, const char *name, uint8_t *img, uint64_t b, uint64_t n,
+		   struct rng *r)
+{
+	struct vbas_vol *v;
+	assert_ok(vbas_vol_open(p, name, &v));
+	rng_fill(r, img + b * IMG_BS, n * IMG_BS);
+	assert_ok(vbas_pwrite(v, img + b * IMG_BS, n * IMG_BS, b * IMG_BS, 0));
+	vbas_vol_close(v);
+}
+
+void img_compare(struct vbas_pool *p, const char *name, const uint8_t *img)
+{
+	struct vbas_vol *v;
+	uint8_t *buf = malloc(IMG_NB * IMG_BS);
+	assert_ok(vbas_vol_open(p, name, &v));
+	assert_ok(vbas_pread(v, buf, IMG_NB * IMG_BS, 0));
+	if (memcmp(buf, img, IMG_NB * IMG_BS))
+		fail_msg("volume %s differs from what was written", name);
+	vbas_vol_close(v);
+	free(buf);
+}
+
+/* Volumes of every kind of sharing: snapshots, a clone written over,
+ * reflinks within and across volumes, a dedupe, a discard, a delete. */
+void img_populate(struct vbas_pool *p, struct img *m, uint64_t seed)
+{
+	struct rng r = { seed };
+	assert_ok(vbas_vol_create(p, "a", IMG_NB * IMG_BS));
+	for (int i = 0; i < 60; i++) {
+		uint64_t b = rng_below(&r, IMG_NB - 8);
+		img_write(p, "a", m->a, b, 1 + rng_below(&r, 8), &r);
+	}
+	assert_ok(vbas_vol_snapshot(p, "a", "s1", 0));
+	assert_ok(vbas_vol_snapshot(p, "s1", "c", VBAS_SNAP_WRITABLE));
+	memcpy(m->c, m->a, sizeof(m->a));
+	for (int i = 0; i < 30; i++) {
+		uint64_t b = rng_below(&r, IMG_NB - 4);
+		img_write(p, i & 1 ? "a" : "c", i & 1 ? m->a : m->c, b, 1 + rng_below(&r, 4), &r);
+	}
+	struct vbas_vol *a, *c;
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_vol_open(p, "c", &c));
+	assert_ok(vbas_reflink(a, 0, c, 64 * IMG_BS, 32 * IMG_BS));
+	memcpy(m->c + 64 * IMG_BS, m->a, 32 * IMG_BS);
+	assert_ok(vbas_reflink(c, 200 * IMG_BS, c, 300 * IMG_BS, 16 * IMG_BS));
+	memmove(m->c + 300 * IMG_BS, m->c + 200 * IMG_BS, 16 * IMG_BS);
+	assert_ok(vbas_discard(a, 100 * IMG_BS, 20 * IMG_BS, 0));
+	memset(m->a + 100 * IMG_BS, 0, 20 * IMG_BS);
+	vbas_vol_close(a);
+	vbas_vol_close(c);
+	assert_ok(vbas_vol_snapshot(p, "c", "s2", 0));
+	assert_ok(vbas_vol_create(p, "gone", IMG_NB * IMG_BS));
+	uint8_t tmp[IMG_NB * IMG_BS];
+	memset(tmp, 0, sizeof(tmp));
+	img_write(p, "gone", tmp, 0, 40, &r);
+	assert_ok(vbas_vol_delete(p, "gone"));
+	assert_ok(vbas_flush(p));
+}

@@ -62,6 +62,20 @@ struct fsmap_recs {
 };
 int fsmap_collect(const struct vbas_fsmap_rec *x, void *arg);
 
+/* A workload of every kind of sharing (img_populate): volume "a", its
+ * snapshot "s1", a clone "c" of it written over, reflinks within and
+ * across volumes, a discard, a snapshot "s2" of c, and a volume written
+ * and deleted; M holds what a and c must read (img_compare). */
+#define IMG_BS 4096u
+#define IMG_NB 512u                /* blocks per volume */
+struct img {
+	uint8_t a[IMG_NB * IMG_BS], c[IMG_NB * IMG_BS];
+};
+void img_write(struct vbas_pool *p, const char *name, uint8_t *img, uint64_t b, uint64_t n,
+	       struct rng *r);
+void img_compare(struct vbas_pool *p, const char *name, const uint8_t *img);
+void img_populate(struct vbas_pool *p, struct img *m, uint64_t seed);
+
 #define RUN(name, tests) run_group(name, tests, sizeof(tests) / sizeof((tests)[0]))
 
 #define assert_ok(expr) do { int _r = (expr); \

@@ -9,72 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BS   4096u
-#define NB   512u                  /* blocks per volume */
-
-struct img {
-	uint8_t a[NB * BS], c[NB * BS];
-};
-
-static void vwrite(struct vbas_pool *p, const char *name, uint8_t *img, uint64_t b, uint64_t n,
-		   struct rng *r)
-{
-	struct vbas_vol *v;
-	assert_ok(vbas_vol_open(p, name, &v));
-	rng_fill(r, img + b * BS, n * BS);
-	assert_ok(vbas_pwrite(v, img + b * BS, n * BS, b * BS, 0));
-	vbas_vol_close(v);
-}
-
-static void vcompare(struct vbas_pool *p, const char *name, const uint8_t *img)
-{
-	struct vbas_vol *v;
-	uint8_t *buf = malloc(NB * BS);
-	assert_ok(vbas_vol_open(p, name, &v));
-	assert_ok(vbas_pread(v, buf, NB * BS, 0));
-	if (memcmp(buf, img, NB * BS))
-		fail_msg("volume %s differs from what was written", name);
-	vbas_vol_close(v);
-	free(buf);
-}
-
-/* Volumes of every kind of sharing: snapshots, a clone written over,
- * reflinks within and across volumes, a dedupe, a discard, a delete. */
-static void populate(struct vbas_pool *p, struct img *m, uint64_t seed)
-{
-	struct rng r = { seed };
-	assert_ok(vbas_vol_create(p, "a", NB * BS));
-	for (int i = 0; i < 60; i++) {
-		uint64_t b = rng_below(&r, NB - 8);
-		vwrite(p, "a", m->a, b, 1 + rng_below(&r, 8), &r);
-	}
-	assert_ok(vbas_vol_snapshot(p, "a", "s1", 0));
-	assert_ok(vbas_vol_snapshot(p, "s1", "c", VBAS_SNAP_WRITABLE));
-	memcpy(m->c, m->a, sizeof(m->a));
-	for (int i = 0; i < 30; i++) {
-		uint64_t b = rng_below(&r, NB - 4);
-		vwrite(p, i & 1 ? "a" : "c", i & 1 ? m->a : m->c, b, 1 + rng_below(&r, 4), &r);
-	}
-	struct vbas_vol *a, *c;
-	assert_ok(vbas_vol_open(p, "a", &a));
-	assert_ok(vbas_vol_open(p, "c", &c));
-	assert_ok(vbas_reflink(a, 0, c, 64 * BS, 32 * BS));
-	memcpy(m->c + 64 * BS, m->a, 32 * BS);
-	assert_ok(vbas_reflink(c, 200 * BS, c, 300 * BS, 16 * BS));
-	memmove(m->c + 300 * BS, m->c + 200 * BS, 16 * BS);
-	assert_ok(vbas_discard(a, 100 * BS, 20 * BS, 0));
-	memset(m->a + 100 * BS, 0, 20 * BS);
-	vbas_vol_close(a);
-	vbas_vol_close(c);
-	assert_ok(vbas_vol_snapshot(p, "c", "s2", 0));
-	assert_ok(vbas_vol_create(p, "gone", NB * BS));
-	uint8_t tmp[NB * BS];
-	memset(tmp, 0, sizeof(tmp));
-	vwrite(p, "gone", tmp, 0, 40, &r);
-	assert_ok(vbas_vol_delete(p, "gone"));
-	assert_ok(vbas_flush(p));
-}
-
+#define BS   IMG_BS
+#define NB   IMG_NB                /* blocks per volume */
 
 static void same_fsmap(const struct fsmap_recs *x, const struct fsmap_recs *y)
 {
@@ -112,7 +48,7 @@ static void t_build(void **state)
 	struct vbas_pool *p = open_mem(d, 1 << 20);
 	struct vbas_pool_info pi;
 	struct vbas_check_stats st;
-	populate(p, &m, test_seed(31));
+	img_populate(p, &m, test_seed(31));
 	assert_ok(vbas_pool_info(p, &pi));
 	assert_int_equal(pi.rmap, 0);
 	assert_ok(vbas_check(p, NULL, NULL, &st));
@@ -149,11 +85,11 @@ static void t_build(void **state)
 	assert_check_clean(p);
 	/* And keeps it up from then on. */
 	struct rng rr = { 99 };
-	vwrite(p, "c", m.c, 10, 30, &rr);
+	img_write(p, "c", m.c, 10, 30, &rr);
 	assert_ok(vbas_flush(p));
 	assert_check_clean(p);
-	vcompare(p, "a", m.a);
-	vcompare(p, "c", m.c);
+	img_compare(p, "a", m.a);
+	img_compare(p, "c", m.c);
 	assert_ok(vbas_close(p));
 	dev_destroy(d);
 	free(before.r);
@@ -173,7 +109,7 @@ static void t_build_crash(void **state)
 					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 	struct vbas_dev *base = mem_pool_flags(16 << 20, VBAS_FORMAT_NO_RMAP);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(32));
+	img_populate(p, &m, test_seed(32));
 	assert_ok(vbas_close(p));
 	struct vbas_dev *d = vbas_memdev_clone(base);
 	p = open_mem(d, 1 << 20);
@@ -199,8 +135,8 @@ static void t_build_crash(void **state)
 		assert_ok(vbas_pool_info(p, &pi));
 		*(pi.rmap ? &with : &without) += 1;
 		assert_check_clean(p);
-		vcompare(p, "a", m.a);
-		vcompare(p, "c", m.c);
+		img_compare(p, "a", m.a);
+		img_compare(p, "c", m.c);
 		assert_ok(vbas_close(p));
 		dev_destroy(s);
 	}
@@ -283,7 +219,7 @@ static void t_check_catches(void **state)
 	static struct img m;
 	struct vbas_dev *base = mem_pool(16 << 20, BS, 0);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(33));
+	img_populate(p, &m, test_seed(33));
 	struct vbas_vol *a;
 	uint64_t pb, len;
 	int mapped;
@@ -462,14 +398,14 @@ static void repair_and_verify(struct vbas_dev *d, const struct img *m, int rmap_
 	assert_true(st.refcount_records > 0);
 	assert_non_null(strstr(pr.text, "repaired: committed"));
 	assert_check_clean(p);
-	vcompare(p, "a", m->a);
-	vcompare(p, "c", m->c);
+	img_compare(p, "a", m->a);
+	img_compare(p, "c", m->c);
 	assert_ok(vbas_vol_create(p, "after", 8 * BS));   /* usable again */
 	assert_ok(vbas_close(p));
 	p = open_mem(d, 1 << 20);
 	assert_check_clean(p);
-	vcompare(p, "a", m->a);
-	vcompare(p, "c", m->c);
+	img_compare(p, "a", m->a);
+	img_compare(p, "c", m->c);
 	struct fsmap_recs x = { 0 }, y = { 0 };
 	assert_ok(vbas_fsmap(p, 0, 0, fsmap_collect, &x));
 	vbas_tun.fsmap_walk = 1;
@@ -500,7 +436,7 @@ static void t_repair_random(void **state)
 	const size_t size = 16 << 20;
 	struct vbas_dev *base = mem_pool(size, BS, 8);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(41));
+	img_populate(p, &m, test_seed(41));
 	uint8_t *s1 = malloc(NB * BS);
 	struct vbas_vol *v;
 	assert_ok(vbas_vol_open(p, "s1", &v));
@@ -545,7 +481,7 @@ static void t_repair_wrong_records(void **state)
 	const size_t size = 16 << 20;
 	struct vbas_dev *base = mem_pool(size, BS, 0);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(43));
+	img_populate(p, &m, test_seed(43));
 	assert_ok(vbas_close(p));
 	for (int kind = 0; kind < 3; kind++) {
 		struct vbas_dev *d = vbas_memdev_clone(base);
@@ -594,7 +530,7 @@ static void t_repair_refuses_mapping_damage(void **state)
 	const size_t size = 16 << 20;
 	struct vbas_dev *d = mem_pool(size, BS, 0);
 	struct vbas_pool *p = open_mem(d, 1 << 20);
-	populate(p, &m, test_seed(44));
+	img_populate(p, &m, test_seed(44));
 	struct vbas_vol *v;
 	assert_ok(vbas_vol_open(p, "a", &v));
 	uint64_t root = 0;
@@ -636,7 +572,7 @@ static void t_repair_crash(void **state)
 					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 	struct vbas_dev *base = mem_pool(16 << 20, BS, 8);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(45));
+	img_populate(p, &m, test_seed(45));
 	assert_ok(vbas_close(p));
 	static struct nodes ns;
 	tree_nodes(base, 0, &ns);
@@ -664,8 +600,8 @@ static void t_repair_crash(void **state)
 		assert_ok(vbas_repair(p, 0, NULL, NULL, &st));
 		*(st.refcount_rebuilt ? &again : &repaired) += 1;
 		assert_check_clean(p);
-		vcompare(p, "a", m.a);
-		vcompare(p, "c", m.c);
+		img_compare(p, "a", m.a);
+		img_compare(p, "c", m.c);
 		assert_ok(vbas_close(p));
 		dev_destroy(s);
 	}
@@ -702,7 +638,7 @@ static void t_repair_leaf(void **state)
 	const size_t size = 16 << 20;
 	struct vbas_dev *base = mem_pool(size, BS, 8);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
-	populate(p, &m, test_seed(47));
+	img_populate(p, &m, test_seed(47));
 	uint8_t *s1 = malloc(NB * BS), *s2 = malloc(NB * BS);
 	struct vbas_vol *v;
 	assert_ok(vbas_vol_open(p, "s1", &v));
@@ -757,8 +693,8 @@ static void t_repair_leaf(void **state)
 			assert_non_null(strstr(pr.text, "rebuilt from"));
 			leaves++;
 			assert_check_clean(p);
-			vcompare(p, "a", m.a);
-			vcompare(p, "c", m.c);
+			img_compare(p, "a", m.a);
+			img_compare(p, "c", m.c);
 			assert_ok(vbas_vol_open(p, "s1", &v));
 			uint8_t *buf = malloc(NB * BS);
 			assert_ok(vbas_pread(v, buf, NB * BS, 0));
@@ -814,7 +750,7 @@ static void t_repair_sound(void **state)
 	static struct img m;
 	struct vbas_dev *d = mem_pool(16 << 20, BS, 0);
 	struct vbas_pool *p = open_mem(d, 1 << 20);
-	populate(p, &m, test_seed(46));
+	img_populate(p, &m, test_seed(46));
 	assert_ok(vbas_close(p));
 	uint64_t w0 = vbas_memdev_writes(d);
 	p = open_repair(d);
