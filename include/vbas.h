@@ -201,6 +201,10 @@ int vbas_pool_shrink(struct vbas_pool *pool, uint64_t size, struct vbas_shrink_s
 /* Stop a shrink that did not finish: the blocks past its target may be
  * allocated again (what was moved stays where it went). */
 int vbas_pool_shrink_cancel(struct vbas_pool *pool);
+/* Make a vbas_pool_shrink running in another thread return -ECANCELED
+ * after its current step, its target kept (a server that stops: the next
+ * open goes on with it).  0 whether or not one runs. */
+int vbas_pool_shrink_stop(struct vbas_pool *pool);
 
 /* Build the reverse map of a pool that has none (formatted with
  * VBAS_FORMAT_NO_RMAP, or by a version before format 5): one walk of every

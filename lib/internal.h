@@ -147,6 +147,8 @@ struct vbas_pool {
 	char broken_msg[512];
 	int dirty;                 /* changes since the last commit */
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
+	int shrinks;               /* vbas_pool_shrink calls running */
+	int shrink_stop;           /* vbas_pool_shrink_stop: they return */
 	struct vol_state *open_vols;
 	uint64_t commits;
 	/* Space settings (vbas_pool_set), permille; in the superblock from

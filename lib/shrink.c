@@ -578,14 +578,18 @@ static int run(struct vbas_pool *p, struct vbas_shrink_stats *st)
 {
 	struct shrink S = { .p = p, .limit = p->sp.limit, .st = st };
 	int r;
-	pthread_mutex_lock(&p->lock);
-	S.leafbuf = malloc(p->bs)   /* a leaf's records fit in its block */;
-	pthread_mutex_unlock(&p->lock);
+	S.leafbuf = malloc(p->bs);     /* a leaf's records fit in its block */
 	if (!S.leafbuf)
 		return -ENOMEM;
+	pthread_mutex_lock(&p->lock);
+	p->shrinks++;
+	pthread_mutex_unlock(&p->lock);
 	for (;;) {
 		pthread_mutex_lock(&p->lock);
-		if (p->sp.limit != S.limit) {
+		if (p->shrink_stop) {
+			r = vbas_err(-ECANCELED, "shrink: stopped; the target stays, and the next "
+				     "read-write open goes on with it");
+		} else if (p->sp.limit != S.limit) {
 			r = vbas_err(-ECANCELED, p->sp.limit ? "shrink: another shrink changed the target"
 				     : "shrink: cancelled");
 		} else {
@@ -598,8 +602,13 @@ static int run(struct vbas_pool *p, struct vbas_shrink_stats *st)
 				wait_range(&S);
 		}
 		pthread_mutex_unlock(&p->lock);
-		if (r != -EAGAIN && r != -EINPROGRESS)
+		if (r != -EAGAIN && r != -EINPROGRESS) {
+			pthread_mutex_lock(&p->lock);
+			if (!--p->shrinks)
+				p->shrink_stop = 0;
+			pthread_mutex_unlock(&p->lock);
 			break;
+		}
 		/* The I/O that waited for the step goes first: a mutex is not
 		 * fair, and this thread would take it straight back. */
 		nanosleep(&(struct timespec){ .tv_nsec = 200000 }, NULL);
@@ -677,6 +686,15 @@ int shrink_resume(struct vbas_pool *p)
 	struct vbas_shrink_stats st;
 	memset(&st, 0, sizeof(st));
 	return p->sp.limit ? run(p, &st) : 0;
+}
+
+int vbas_pool_shrink_stop(struct vbas_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->shrinks)
+		p->shrink_stop = 1;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
 }
 
 int vbas_pool_shrink_cancel(struct vbas_pool *p)

@@ -234,6 +234,13 @@ static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static int pin_fd[CTL_MAX_PINS];
 static int npins;
 
+/* A shrink runs in a thread of its own (it takes as long as the data it
+ * moves), answering its connection when done; the control thread goes on
+ * serving.  One at a time. */
+static pthread_mutex_t shrink_lock = PTHREAD_MUTEX_INITIALIZER;
+static int shrink_running;
+static pthread_t shrink_thread;
+
 /* Connections open on volume NAME. */
 static int connections(const char *name)
 {
@@ -396,6 +403,26 @@ static int ctl_run(char *req, size_t n, FILE *out)
 		ctl_done(r, what, out, "the pool grown to %" PRIu64 " bytes by the server", info.size);
 		return 0;
 	}
+	if (!strcmp(f[0], "shrink") && nf == 2) {
+		/* Run by shrink_main: answered with the size and the figures. */
+		struct vbas_shrink_stats st;
+		struct vbas_pool_info info;
+		if (ctl_size(f[1], &size)) {
+			fprintf(out, "%d\tshrink: bad size '%.40s'", EINVAL, f[1]);
+			return 0;
+		}
+		r = vbas_pool_shrink(pool, size, &st);
+		if (!r)
+			r = vbas_pool_info(pool, &info);
+		ctl_done(r, what, out, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64, info.size,
+			 st.data_blocks, st.nodes, st.steps);
+		return 0;
+	}
+	if (!strcmp(f[0], "shrink-cancel") && nf == 1) {
+		r = vbas_pool_shrink_cancel(pool);
+		ctl_done(r, what, out, "the shrink cancelled by the server");
+		return 0;
+	}
 	if (!strcmp(f[0], "set") && nf == 3) {
 		struct vbas_pool_settings s;
 		uint64_t v;
@@ -452,9 +479,75 @@ static int ctl_run(char *req, size_t n, FILE *out)
 	return 0;
 }
 
+static int ctl_answer(int c, char *req, size_t n);
+
+struct shrink_req {
+	int c;
+	size_t n;
+	char req[CTL_MAX + 1];
+};
+
+static void *shrink_main(void *arg)
+{
+	struct shrink_req *s = arg;
+	ctl_answer(s->c, s->req, s->n);
+	close(s->c);
+	free(s);
+	pthread_mutex_lock(&shrink_lock);
+	shrink_running = 2;             /* done: joined by the next one or at stop */
+	pthread_mutex_unlock(&shrink_lock);
+	return NULL;
+}
+
+/* Hand a shrink to its thread; 2: the connection is the thread's. */
+static int shrink_start(int c, const char *req, size_t n)
+{
+	static const char busy[] = "16\tshrink: another shrink is running in the server";
+	static const char oom[] = "12\tthe server is out of memory";
+	pthread_mutex_lock(&shrink_lock);
+	if (shrink_running == 2) {
+		pthread_join(shrink_thread, NULL);
+		shrink_running = 0;
+	}
+	if (shrink_running) {
+		pthread_mutex_unlock(&shrink_lock);
+		(void)!write(c, busy, sizeof(busy) - 1);
+		return 0;
+	}
+	struct shrink_req *s = malloc(sizeof(*s));
+	if (s) {
+		s->c = c;
+		s->n = n;
+		memcpy(s->req, req, n);
+	}
+	if (!s || pthread_create(&shrink_thread, NULL, shrink_main, s)) {
+		pthread_mutex_unlock(&shrink_lock);
+		free(s);
+		(void)!write(c, oom, sizeof(oom) - 1);
+		return 0;
+	}
+	shrink_running = 1;
+	pthread_mutex_unlock(&shrink_lock);
+	return 2;
+}
+
+/* The server stops: a shrink still running stops after its step (its
+ * target stays in the pool, and the next open goes on with it). */
+static void shrink_shutdown(void)
+{
+	pthread_mutex_lock(&shrink_lock);
+	int running = shrink_running;
+	shrink_running = 0;
+	pthread_mutex_unlock(&shrink_lock);
+	if (!running)
+		return;
+	vbas_pool_shrink_stop(pool);
+	pthread_join(shrink_thread, NULL);
+}
+
 /* One client: read its request (to EOF, bounded, with a timeout), run it,
  * answer.  Returns 1 if the connection holds a pin now: the caller keeps
- * it open. */
+ * it open; 2 if a thread took it over. */
 static int ctl_serve(int c)
 {
 	char req[CTL_MAX + 1];
@@ -479,6 +572,15 @@ static int ctl_serve(int c)
 		if (!full)
 			n += (size_t)k;
 	}
+	if (n < sizeof(req) && n >= 7 && !memcmp(req, "shrink", 7))
+		return shrink_start(c, req, n);
+	return ctl_answer(c, req, n);
+}
+
+/* Run request REQ (N bytes) of connection C and answer it; 1 if C holds
+ * a pin now. */
+static int ctl_answer(int c, char *req, size_t n)
+{
 	char *reply = NULL;
 	size_t rl = 0;
 	FILE *out = open_memstream(&reply, &rl);
@@ -553,9 +655,10 @@ static void *ctl_main(void *arg)
 		int c = accept4(ctl_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (c < 0)
 			continue;
-		if (ctl_serve(c))
+		int k = ctl_serve(c);
+		if (k == 1)
 			pin_fd[npins++] = c;
-		else
+		else if (!k)
 			close(c);
 	}
 	while (npins)
@@ -626,6 +729,7 @@ static void ctl_shutdown(void)
 static void close_pool(void)
 {
 	ctl_shutdown();
+	shrink_shutdown();
 	ev_stop();
 	if (!pool)
 		return;

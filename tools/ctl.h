@@ -24,6 +24,12 @@
  *   list                 every volume with its usage, for vbas list
  *   ping                 answers with the server's pid
  *   grow     SIZE        grow the pool to SIZE bytes, or by N with "+N"
+ *   shrink   SIZE        shrink the pool to SIZE bytes (vbas_pool_shrink),
+ *                        run in a thread of its own, answered when done
+ *                        with "SIZE DATA NODES STEPS" (the new size, data
+ *                        blocks and nodes moved, commits); EBUSY while
+ *                        another runs
+ *   shrink-cancel        vbas_pool_shrink_cancel
  *   set      KEY PERMILLE  a space setting: low_water or expendable_floor
  *   reserve  NAME OFF LEN / unreserve NAME OFF LEN   (LEN 0: to the end)
  * snapshot and clone take a fourth field: "noreserve", "expendable" (a
@@ -186,7 +192,7 @@ static inline int ctl_split_reply(char *reply, int *err)
 	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
 	X(sharing_saves) X(generation) X(cache_blocks) X(reserved_metadata) \
 	X(reserved_metadata_granted) X(reserved_metadata_used) X(reserved_ranges) \
-	X(reserved_owed) X(available) X(low_water) X(expendable_floor) X(rmap)
+	X(reserved_owed) X(available) X(low_water) X(expendable_floor) X(rmap) X(shrink_to)
 
 static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
 {

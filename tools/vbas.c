@@ -77,13 +77,14 @@ enum {
 	O_SUMMARY = 1 << 25,
 	O_NO_RMAP = 1 << 26,
 	O_RMAP = 1 << 27,
+	O_CANCEL = 1 << 28,
 };
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
        OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
-       OPT_NO_RMAP, OPT_RMAP };
+       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -112,6 +113,7 @@ static const struct option long_opts[] = {
 	{ "summary", no_argument, NULL, OPT_SUMMARY },
 	{ "no-rmap", no_argument, NULL, OPT_NO_RMAP },
 	{ "rmap", no_argument, NULL, OPT_RMAP },
+	{ "cancel", no_argument, NULL, OPT_CANCEL },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -916,7 +918,7 @@ static int cmd_info(const struct args *a)
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64
 		       ",\"available\":%" PRIu64 ",\"reserved_ranges\":%" PRIu64
 		       ",\"reserved_owed\":%" PRIu64 ",\"low_water\":%s,\"expendable_floor\":%s"
-		       ",\"rmap\":%s}\n",
+		       ",\"rmap\":%s,\"shrink_to\":%" PRIu64 "}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
 		       i.reserved_metadata_used, i.metadata_reserve,
@@ -924,7 +926,7 @@ static int cmd_info(const struct args *a)
 		       i.cache_blocks, i.mapped, i.sharing_saves, i.available, i.reserved_ranges,
 		       i.reserved_owed, permille_json(i.low_water, pm1, sizeof(pm1)),
 		       permille_json(i.expendable_floor, pm2, sizeof(pm2)),
-		       i.rmap ? "true" : "false");
+		       i.rmap ? "true" : "false", i.shrink_to);
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -958,11 +960,17 @@ static int cmd_info(const struct args *a)
 		printf("%-17s %20s\n", "expendable floor",
 		       permille_text(i.expendable_floor, pm2, sizeof(pm2)));
 		printf("%-17s %20s\n", "reverse map", i.rmap ? "yes" : "no");
+		if (i.shrink_to)
+			printf("%-17s %20" PRIu64 "  %s (unfinished: 'resize-pool' goes on, or "
+			       "--cancel)\n", "shrinking to", i.shrink_to,
+			       human(i.shrink_to, h, sizeof(h)));
 	}
 	return pool ? close_pool(a, pool, 0) : 0;
 }
 
 static int ask_server(const struct args *a, const char *const *req, int n);
+/* The same; *BODY (malloc'ed) the answer, when the request succeeds. */
+static int ask_server_body(const struct args *a, const char *const *req, int n, char **body);
 
 static int cmd_create(const struct args *a)
 {
@@ -1241,8 +1249,18 @@ static int confirm(const struct args *a, const char *what)
 /* Send REQ (N fields) to the pool's server.  Returns the exit status. */
 static int ask_server(const struct args *a, const char *const *req, int n)
 {
+	return ask_server_body(a, req, n, NULL);
+}
+
+static int ask_server_body(const struct args *a, const char *const *req, int n, char **body)
+{
 	char *msg;
 	int e = ctl_request(a->pos[0], req, n, &msg), rc = 0;
+	if (body) {
+		*body = e ? NULL : msg;
+		if (!e)
+			return 0;
+	}
 	if (e < 0)
 		rc = fail(a->cmd, a->pos[0], "the server stopped before the request: nothing "
 			  "changed (try again)");
@@ -2188,6 +2206,124 @@ static int cmd_grow(const struct args *a)
 	return close_pool(a, pool, rc);
 }
 
+/* What resize-pool prints after a shrink: the settings, and what moved. */
+static void print_shrunk(const struct args *a, const struct vbas_pool_info *i,
+			 const struct vbas_shrink_stats *st)
+{
+	char h[32], h2[32];
+	if (a->seen & O_JSON) {
+		json_started = 1;
+		printf("{\"size\":%" PRIu64 ",\"available\":%" PRIu64 ",\"moved_data\":%" PRIu64
+		       ",\"moved_nodes\":%" PRIu64 ",\"steps\":%" PRIu64 "}\n", i->size, i->available,
+		       st->data_blocks * i->block_size, st->nodes, st->steps);
+		return;
+	}
+	printf("%s: %" PRIu64 " bytes (%s), %s available; moved %s of data and %" PRIu64
+	       " metadata blocks in %" PRIu64 " commit(s)\n", a->pos[0], i->size,
+	       human(i->size, h, sizeof(h)), human(i->available, h2, sizeof(h2)),
+	       human(st->data_blocks * i->block_size, h2, sizeof(h2)), st->nodes, st->steps);
+}
+
+static int cmd_resize_pool(const struct args *a)
+{
+	struct vbas_pool_info i;
+	struct vbas_shrink_stats st = { 0 };
+	struct vbas_pool *pool;
+	char size[32];
+	int r, rc;
+	int cancel = !!(a->seen & O_CANCEL);
+	if (cancel && (a->seen & O_SIZE))
+		return usage_err(a->cmd, "--cancel", "cancels a shrink: no --size with it");
+	if (!cancel && !(a->seen & O_SIZE))
+		return usage_err(a->cmd, "--size", "missing (the new size, or +SIZE to add)");
+	if (a->size_plus && !a->size)
+		return usage_err(a->cmd, "--size", "+0 adds nothing");
+	if (cancel) {
+		const char *req[1] = { "shrink-cancel" };
+		if (open_or_ask_server(a, VBAS_OPEN_NO_RESUME, req, 1, &pool, &rc, NULL)) {
+			if (!rc && !(rc = server_info(a, &i)))
+				print_settings(a, &i);
+			return rc;
+		}
+		r = vbas_pool_shrink_cancel(pool);
+		if (!r)
+			r = vbas_pool_info(pool, &i);
+		if (r)
+			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+		print_settings(a, &i);
+		return close_pool(a, pool, 0);
+	}
+	/* Whether it grows or shrinks is known once the pool's size is. */
+	const char *ireq[1] = { "info" };
+	char *body;
+	if (open_or_ask_server(a, VBAS_OPEN_NO_RESUME, ireq, 1, &pool, &rc, &body)) {
+		if (rc)
+			return rc;
+		int bad = !body || ctl_get_info(body, &i);
+		free(body);
+		if (bad)
+			return fail(a->cmd, a->pos[0], "the server's answer to info is not one this "
+				    "vbas reads");
+		uint64_t want = a->size_plus ? i.size + a->size : a->size;
+		if (a->size_plus && want < i.size)
+			return fail(a->cmd, a->pos[0], "%" PRIu64 " bytes more is past what a pool "
+				    "can hold", a->size);
+		if (want / i.block_size * i.block_size >= i.size) {
+			if (i.shrink_to)
+				return fail(a->cmd, a->pos[0], "a shrink to %" PRIu64 " bytes did not "
+					    "finish: go on with it (a size below %" PRIu64 "), or --cancel "
+					    "it first", i.shrink_to, i.size);
+			snprintf(size, sizeof(size), "%" PRIu64, want);
+			const char *req[2] = { "grow", size };
+			if ((rc = ask_server(a, req, 2)))
+				return rc;
+			if (!(rc = server_info(a, &i)))
+				print_settings(a, &i);
+			return rc;
+		}
+		snprintf(size, sizeof(size), "%" PRIu64, want);
+		const char *req[2] = { "shrink", size };
+		if ((rc = ask_server_body(a, req, 2, &body)))
+			return rc;
+		unsigned long long f[4];
+		bad = !body || sscanf(body, "%llu %llu %llu %llu", &f[0], &f[1], &f[2], &f[3]) != 4;
+		free(body);
+		if (bad)
+			return fail(a->cmd, a->pos[0], "the server's answer to shrink is not one this "
+				    "vbas reads");
+		st.data_blocks = f[1];
+		st.nodes = f[2];
+		st.steps = f[3];
+		if ((rc = server_info(a, &i)))
+			return rc;
+		print_shrunk(a, &i, &st);
+		return 0;
+	}
+	r = vbas_pool_info(pool, &i);
+	uint64_t want = a->size_plus ? i.size + a->size : a->size;
+	if (!r && a->size_plus && want < i.size)
+		return close_pool(a, pool, fail(a->cmd, a->pos[0], "%" PRIu64 " bytes more is "
+						"past what a pool can hold", a->size));
+	int grow = !r && want / i.block_size * i.block_size >= i.size;
+	if (grow && i.shrink_to)
+		return close_pool(a, pool, fail(a->cmd, a->pos[0], "a shrink to %" PRIu64 " bytes "
+						"did not finish: go on with it (a size below %" PRIu64
+						"), or --cancel it first", i.shrink_to, i.size));
+	if (!r && grow)
+		r = vbas_pool_grow(pool, want);
+	else if (!r)
+		r = vbas_pool_shrink(pool, want, &st);
+	if (!r)
+		r = vbas_pool_info(pool, &i);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	if (grow)
+		print_settings(a, &i);
+	else
+		print_shrunk(a, &i, &st);
+	return close_pool(a, pool, 0);
+}
+
 static int cmd_set(const struct args *a)
 {
 	struct vbas_pool_settings s;
@@ -2866,11 +3002,36 @@ static const struct cmd cmds[] = {
 	  "once the device holds it (after lvextend, say).  +SIZE adds to the\n"
 	  "pool's size.  Committed before it returns: a crash leaves the old pool\n"
 	  "or the grown one.  Works on a served pool, through the server: its\n"
-	  "volumes stay exported and writes go on.  A pool never shrinks.  Prints\n"
+	  "volumes stay exported and writes go on.  'resize-pool' also shrinks.  Prints\n"
 	  "the new size and what is available; the JSON object has the keys size,\n"
 	  "available, low_water and expendable_floor (as info's).\n\n"
 	  "Options:\n"
 	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n"
+	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
+	  "POOL" },
+	{ "resize-pool", cmd_resize_pool, O_SIZE | O_CANCEL | O_JSON | O_CACHE, 1, 1,
+	  "POOL --size [+]SIZE [--json] | POOL --cancel",
+	  "grow or shrink the pool",
+	  "A larger SIZE (or +SIZE) grows the pool as 'grow' does.  A smaller one\n"
+	  "moves every block in use past SIZE, data and metadata, below it, and\n"
+	  "then a pool file is truncated (a block device just stops being used\n"
+	  "past SIZE; shrink the device after).  The reverse map names each\n"
+	  "block's owners; blocks that snapshots and clones share stay shared.\n"
+	  "The target is recorded in the pool first, and nothing is allocated past\n"
+	  "it from then on; the moves run in steps that commit.  A crash or an\n"
+	  "error leaves the target, and the next read-write open goes on with the\n"
+	  "moves (run resize-pool again to see it through, or --cancel to give the\n"
+	  "room back; 'info' shows an unfinished shrink).  Refused, with nothing\n"
+	  "changed, when what is in use, promised to reservations and held for\n"
+	  "metadata would not fit, or when the pool keeps no reverse map ('set\n"
+	  "--rmap').  Works on a served pool, through the server: volumes stay\n"
+	  "exported and writes go on between steps.  Prints the new size, what is\n"
+	  "available and what moved; the JSON object has the keys size, available,\n"
+	  "moved_data (bytes), moved_nodes and steps (a grow prints what 'grow'\n"
+	  "does).\n\n"
+	  "Options:\n"
+	  "  -s, --size [+]SIZE      the new size, or +SIZE to add\n"
+	  "      --cancel            stop an unfinished shrink; the pool keeps its size\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL" },
 	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_RMAP | O_JSON | O_CACHE, 1, 1,
@@ -3196,7 +3357,7 @@ static void usage(FILE *f)
 		   "Thin-provisioned volumes in a pool (a file or a block device).\n\n"
 		   "Commands:\n");
 	for (size_t i = 0; i < NCMDS; i++)
-		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+		fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].summary);
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
 		   "(powers of 1024; also k, KiB, KB).\n\n"
 		   "While vbas serve serves a pool, info, list, create, resize, delete,\n"
@@ -3245,6 +3406,7 @@ static const struct opt_info {
 	{ OPT_SUMMARY, O_SUMMARY, "--summary", 0 },
 	{ OPT_NO_RMAP, O_NO_RMAP, "--no-rmap", 0 },
 	{ OPT_RMAP, O_RMAP, "--rmap", 0 },
+	{ OPT_CANCEL, O_CANCEL, "--cancel", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
@@ -3313,7 +3475,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 			continue;
 		const char *val = raw[i];
 		if (opt_infos[i].code == 's' && val[0] == '+') {
-			if (strcmp(c->name, "grow"))
+			if (strcmp(c->name, "grow") && strcmp(c->name, "resize-pool"))
 				return usage_err(c->name, "--size", "a relative size ('%s') is for "
 						 "grow only", val);
 			a->size_plus = 1;

@@ -880,13 +880,15 @@ check_ctl "list: an error from the server is said" 1 \
 	"^vbas: list: $L: something broke \(through the server\)" \
 	'5\tsomething broke' "$VBAS" list $L
 check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
 check_ctl "info through a control channel: the settings" 0 '^low water +80%$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
 check_ctl "info through a control channel: the reverse map" 0 '^reverse map +yes$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
+check_ctl "info through a control channel: an unfinished shrink" 0 '^shrinking to +8388608 ' \
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 8388608\n' "$VBAS" info $L
 check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1' "$VBAS" info $L
 check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
 	"cut short or not one this vbas reads" \
 	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L
@@ -1430,5 +1432,58 @@ expect_fail "rmap: format --no-rmap takes no value" 2 "^vbas: format: --no-rmap"
 	"$VBAS" format $F --size 16M --no-rmap=yes
 expect_fail "rmap: --rmap is not a format option" 2 "^vbas: format: --rmap" \
 	"$VBAS" format x.img --size 16M --rmap
+
+# ---- resize-pool: shrink (and grow) ----------------------------------------------
+
+F=shrink.img
+expect_ok "shrink: format a 64M pool" "$VBAS" format $F --size 64M
+# A filler written first and deleted last leaves the volumes high in the pool.
+expect_ok "shrink: a filler, volumes, snapshots, a clone and a reflink above it" sh -c "
+	'$VBAS' create $F fill --size 30M && head -c 30M /dev/zero | tr '\\0' x |
+	'$VBAS' write $F fill - && '$VBAS' create $F a --size 8M &&
+	'$VBAS' write $F a d1m && '$VBAS' write $F a --offset 4M d1m &&
+	'$VBAS' snapshot $F a a-snap && '$VBAS' clone $F a-snap c && '$VBAS' write $F c n64k &&
+	'$VBAS' create $F b --size 4M && '$VBAS' reflink $F a 0 b 1048576 65536 &&
+	'$VBAS' delete $F fill --yes"
+expect_ok "shrink: what each volume reads, kept" sh -c "
+	for v in a a-snap c b; do '$VBAS' read $F \$v > shrink-\$v.before || exit 1; done"
+expect_json "shrink: blocks in use past 24M before" \
+	'any(r["owner"] != "free" for r in d)' "$VBAS" fsmap $F --start 24M --json
+expect_fail "shrink: below what is in use: refused" 1 \
+	"^vbas: resize-pool: $F: shrink to .* blocks are in use.*No space left" \
+	"$VBAS" resize-pool $F --size 2M
+expect_json "shrink: refused, nothing changed" 'd["size"] == 64 << 20 and d["shrink_to"] == 0' \
+	"$VBAS" info $F --json
+expect_json "shrink: to 24M, moving data and metadata" \
+	'd["size"] == 24 << 20 and d["moved_data"] > 0 and d["moved_nodes"] > 0 and d["steps"] >= 1' \
+	"$VBAS" resize-pool $F --size 24M --json
+expect_ok "shrink: the file is truncated" test "$(fsize $F)" -eq $((24 << 20))
+expect_json "shrink: check is clean (three-way)" 'd["clean"]' "$VBAS" check $F --json
+expect_ok "shrink: every volume reads what it did" sh -c "
+	for v in a a-snap c b; do '$VBAS' read $F \$v | cmp - shrink-\$v.before || exit 1; done"
+expect_json "shrink: still shared: a snapshot's blocks are a's" \
+	'len([r for r in d if r["owner"] == "data" and r.get("volume") == "a-snap"]) > 0' \
+	"$VBAS" fsmap $F --json
+expect_out "shrink: text output names what moved" "^$F: 20971520 bytes .* moved .* in [0-9]+ commit" \
+	"$VBAS" resize-pool $F --size 20M
+expect_ok "shrink: grows back with resize-pool --size +8M" "$VBAS" resize-pool $F --size +8M
+expect_json "shrink: grown" 'd["size"] == 28 << 20' "$VBAS" info $F --json
+expect_ok "shrink: writes after the moves" "$VBAS" write $F c --offset 2M d1m
+expect_json "shrink: clean after" 'd["clean"]' "$VBAS" check $F --json
+expect_fail "shrink: no shrink to cancel" 1 "^vbas: resize-pool: $F: shrink cancel: no shrink" \
+	"$VBAS" resize-pool $F --cancel
+expect_fail "shrink: --cancel with --size" 2 "^vbas: resize-pool: --cancel: .*no --size" \
+	"$VBAS" resize-pool $F --cancel --size 8M
+expect_fail "shrink: no --size" 2 "^vbas: resize-pool: --size: missing" "$VBAS" resize-pool $F
+expect_fail "shrink: a bad size" 2 "^vbas: resize-pool: --size: invalid size" \
+	"$VBAS" resize-pool $F --size 12Q
+expect_fail "shrink: below the smallest pool" 1 "^vbas: resize-pool: $F: shrink: .*smallest pool" \
+	"$VBAS" resize-pool $F --size 4K
+expect_fail "shrink: no such pool" 1 "^vbas: resize-pool: nosuch.img: No such file" \
+	"$VBAS" resize-pool nosuch.img --size 8M
+expect_ok "shrink: a pool without a reverse map" sh -c "'$VBAS' format norm.img --size 16M --no-rmap"
+expect_fail "shrink: refused without a reverse map, naming set --rmap" 1 \
+	"^vbas: resize-pool: norm.img: shrink: .*reverse map.*set POOL --rmap" \
+	"$VBAS" resize-pool norm.img --size 8M
 
 tap_end
