@@ -1868,7 +1868,98 @@ struct rmap_res {
 	uint64_t fsmap_recs[2], fsmap_bytes[2], fsmap_len, bad_recs[2];
 	double build_s;               /* set --rmap of the pool without one */
 	uint64_t meta[2];             /* metadata_used at the end */
+	/* Pool shrink, and cp of as many bytes as it moved. */
+	double shrink_s, cp_s;
+	uint64_t shrink_from, shrink_to, shrink_data, shrink_nodes, shrink_steps;
 };
+
+/* LEN bytes of BUF (SEQ_IO of them, repeated) to volume NAME, 1 MiB a write. */
+static void fill_vol(struct vbas_pool *pool, const char *name, uint64_t len, const char *buf)
+{
+	struct vbas_vol *v;
+	V(vbas_vol_open(pool, name, &v));
+	for (uint64_t off = 0; off < len; off += SEQ_IO)
+		V(vbas_pwrite(v, buf, SEQ_IO, off, 0));
+	vbas_vol_close(v);
+}
+
+/* A 1 GiB volume with 4 snapshots, a tenth of it rewritten between
+ * them, placed high in a pool (a 2 GiB filler written first and deleted
+ * last), then the pool shrunk to what it holds and a little room: every
+ * block past the new end moves.  Beside it, cp of a file as large as the
+ * data moved, with fsync, from a cold page cache. */
+static void shrink_bench(struct rmap_res *R, char *buf)
+{
+	static char path[4200], src[4200], dst[4200];
+	snprintf(path, sizeof(path), "%s/shrink.pool", opt.dir);
+	snprintf(src, sizeof(src), "%s/shrink-cp.src", opt.dir);
+	snprintf(dst, sizeof(dst), "%s/shrink-cp.dst", opt.dir);
+	cleanup_add(path);
+	struct vbas_format_opts fo = { .size = 4 * GiB, .block_size = BS,
+				       .flags = VBAS_FORMAT_FORCE };
+	V(vbas_format(path, &fo));
+	struct vbas_pool *pool;
+	struct vbas_open_opts oo = { .cache_bytes = 256 * MiB };
+	V(vbas_open(path, &oo, &pool));
+	V(vbas_vol_create(pool, "fill", 2 * GiB));
+	fill_vol(pool, "fill", 2 * GiB, buf);
+	V(vbas_vol_create(pool, "d", GiB));
+	fill_vol(pool, "d", GiB, buf);
+	struct vbas_vol *d;
+	V(vbas_vol_open(pool, "d", &d));
+	uint32_t *perm = make_perm(GiB / (64 * 1024));
+	char nm[16];
+	for (int k = 0; k < 4; k++) {
+		snprintf(nm, sizeof(nm), "d-%d", k);
+		V(vbas_vol_snapshot(pool, "d", nm, 0));
+		for (uint64_t i = 0; i < GiB / (64 * 1024) / 10; i++)
+			V(vbas_pwrite(d, buf + (i % 16) * 64 * 1024, 64 * 1024,
+				      (uint64_t)perm[(k * 1637 + i) % (GiB / (64 * 1024))] * 64 * 1024, 0));
+	}
+	free(perm);
+	vbas_vol_close(d);
+	V(vbas_vol_delete(pool, "fill"));
+	V(vbas_flush(pool));
+	struct vbas_pool_info pi;
+	V(vbas_pool_info(pool, &pi));
+	R->shrink_from = pi.size;
+	R->shrink_to = (pi.data_used + pi.metadata_used + 256 * MiB) / MiB * MiB;
+	struct vbas_shrink_stats st;
+	double t0 = now();
+	V(vbas_pool_shrink(pool, R->shrink_to, &st));
+	R->shrink_s = now() - t0;
+	R->shrink_data = st.data_blocks * BS;
+	R->shrink_nodes = st.nodes;
+	R->shrink_steps = st.steps;
+	V(vbas_close(pool));
+	unlink(path);
+	cleanup_del(path);
+	/* cp of as many bytes. */
+	cleanup_add(src);
+	cleanup_add(dst);
+	int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("%s: %s", src, strerror(errno));
+	for (uint64_t off = 0; off < R->shrink_data; off += SEQ_IO) {
+		size_t l = R->shrink_data - off < SEQ_IO ? (size_t)(R->shrink_data - off) : SEQ_IO;
+		if (write(fd, buf, l) != (ssize_t)l)
+			die("%s: %s", src, strerror(errno));
+	}
+	if (fsync(fd))
+		die("%s: %s", src, strerror(errno));
+	posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+	close(fd);
+	char cmd[3 * sizeof(src) + 64];
+	snprintf(cmd, sizeof(cmd), "cp --reflink=never '%s' '%s' && sync '%s'", src, dst, dst);
+	t0 = now();
+	if (system(cmd))
+		die("%s failed", cmd);
+	R->cp_s = now() - t0;
+	unlink(src);
+	unlink(dst);
+	cleanup_del(src);
+	cleanup_del(dst);
+}
 
 static int fsmap_count(const struct vbas_fsmap_rec *x, void *arg)
 {
@@ -2005,6 +2096,7 @@ static void rmap_run(struct rmap_res *R, char *buf)
 	}
 	unlink(path);
 	cleanup_del(path);
+	shrink_bench(R, buf);
 }
 
 static void rmap_report(const struct rmap_res *R)
@@ -2048,7 +2140,12 @@ static void rmap_report(const struct rmap_res *R)
 	       R->meta[0] / (double)MiB, R->meta[1] / (double)MiB, "");
 	printf("%-40s %25.3f s  set --rmap of the pool without one, at its end\n",
 	       "build the reverse map", R->build_s);
-	printf("%-40s %25s  not built yet (issue 13)\n", "pool shrink", "-");
+	double smb = R->shrink_data / (double)MiB;
+	printf("%-40s %12.1f %12.1f %7.2fx  MiB/s: cp (+ fsync) of %.0f MiB, then shrink %.2f -> "
+	       "%.2f GiB moving %.0f MiB of data and %" PRIu64 " nodes in %" PRIu64 " commits\n",
+	       "pool shrink, against cp", smb / R->cp_s, smb / R->shrink_s,
+	       R->cp_s / R->shrink_s, smb, R->shrink_from / (double)GiB,
+	       R->shrink_to / (double)GiB, smb, R->shrink_nodes, R->shrink_steps);
 	printf("%.96s\n", rule);
 }
 

@@ -129,6 +129,13 @@ static void change(struct vbas_pool *p, uint8_t *buf)
 	}
 	vbas_vol_create(p, "fz-new", 16 * FZ_BS);
 	vbas_flush(p);
+	/* A shrink moves nodes and data the pool says are past the end. */
+	struct vbas_pool_info pi;
+	if (!vbas_pool_info(p, &pi) && pi.size) {
+		vbas_pool_shrink(p, pi.size / 4 * 3, NULL);
+		if (!vbas_pool_info(p, &pi) && pi.shrink_to)
+			vbas_pool_shrink_cancel(p);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

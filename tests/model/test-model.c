@@ -52,7 +52,7 @@ struct run {
 	struct vbas_pool *p;
 	struct rng r;
 	uint64_t cache;
-	uint64_t enospc, ops;
+	uint64_t enospc, ops, shrinks;
 	struct vbas_resv *resv;   /* a reservation held across operations */
 	uint64_t resv_writes, resv_refused;
 	uint64_t reserves, reserves_refused, resv_range_writes;
@@ -383,6 +383,51 @@ static void reopen(struct run *R)
 	reap_zombies(R);
 }
 
+static int trace(void)
+{
+	static int t = -1;
+	if (t < 0)
+		t = getenv("VBAS_TRACE") != NULL;
+	return t;
+}
+
+/* Shrink the pool to a random size it may or may not hold, then grow it
+ * back: every block past the target moves (the data compared later, the
+ * reverse map with fsmap's walk after every step).  A refusal changes
+ * nothing; a shrink that stops part way (room ran out) is cancelled. */
+static void op_shrink(struct run *R)
+{
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(R->p, &pi));
+	if (!pi.rmap)
+		return;
+	uint64_t need = pi.data_used + pi.metadata_used + pi.reserved + 2 * pi.metadata_reserve;
+	uint64_t lo = need < pi.size / 4 ? pi.size / 4 : need;
+	if (lo >= pi.size)
+		return;
+	uint64_t target = lo + rng_below(&R->r, pi.size - lo);
+	struct vbas_shrink_stats st;
+	int e = vbas_pool_shrink(R->p, target, &st);
+	if (trace())
+		fprintf(stderr, "# shrink %llu -> %llu: %d (%s), %llu data blocks, %llu nodes\n",
+			(unsigned long long)pi.size, (unsigned long long)target, e, vbas_errmsg(),
+			(unsigned long long)st.data_blocks, (unsigned long long)st.nodes);
+	struct vbas_pool_info after;
+	assert_ok(vbas_pool_info(R->p, &after));
+	if (e == -ENOSPC || e == -EINVAL) {
+		R->enospc++;
+		if (after.shrink_to)
+			assert_ok(vbas_pool_shrink_cancel(R->p));
+		assert_ok(vbas_pool_info(R->p, &after));
+		assert_int_equal(after.size, pi.size);
+		return;
+	}
+	assert_ok(e);
+	R->shrinks++;
+	assert_int_equal(after.size, target / R->m.bs * R->m.bs);
+	assert_ok(vbas_pool_grow(R->p, pi.size));
+}
+
 static int pick_live(struct run *R)
 {
 	int c[MAXVOL], n = 0;
@@ -410,13 +455,6 @@ static void pick_range(struct run *R, uint64_t size, int aligned, uint64_t *off,
 	}
 }
 
-static int trace(void)
-{
-	static int t = -1;
-	if (t < 0)
-		t = getenv("VBAS_TRACE") != NULL;
-	return t;
-}
 
 /* Engine's physical block of every block of [off, off+len) of volume I
  * (0 for a hole), to see which blocks an interrupted operation touched. */
@@ -1355,8 +1393,10 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 			compare_range(&R, i, off, len);
 		} else if (what < 92)
 			assert_ok(vbas_flush(R.p));
-		else if (what < 96)
+		else if (what < 94)
 			reopen(&R);
+		else if (what < 96)
+			op_shrink(&R);
 		else
 			assert_check_clean(R.p);
 		reap_expended(&R, n);
@@ -1401,11 +1441,13 @@ static void run_model(uint64_t seed, uint64_t nops, uint64_t pool_size, uint32_t
 	assert_check_clean(R.p);
 	fprintf(stderr, "# %llu operations, %llu ENOSPC; %llu writes inside reservations, %llu "
 		"reservations refused; %llu reserved ranges taken or ended (%llu refused), %llu "
-		"writes into them; %llu expendable snapshots deleted\n", (unsigned long long)R.ops,
+		"writes into them; %llu expendable snapshots deleted; %llu shrinks\n",
+		(unsigned long long)R.ops,
 		(unsigned long long)R.enospc,
 		(unsigned long long)R.resv_writes, (unsigned long long)R.resv_refused,
 		(unsigned long long)R.reserves, (unsigned long long)R.reserves_refused,
-		(unsigned long long)R.resv_range_writes, (unsigned long long)R.expended);
+		(unsigned long long)R.resv_range_writes, (unsigned long long)R.expended,
+		(unsigned long long)R.shrinks);
 	assert_ok(vbas_close(R.p));
 	dev_destroy(R.dev);
 	for (int i = 0; i < MAXVOL; i++)

@@ -226,6 +226,40 @@ def writer(uri, progress):
         time.sleep(1)
 
 
+def cycle_writer(uri, progress):
+    """Write chunk after chunk round the export for ever, chunk I holding
+    pattern(I) at slot I % slots, flushing every 4; after each flush append
+    the number written so far to PROGRESS.  Killed by the test."""
+    h = connect(uri)
+    slots = h.get_size() // CHUNK
+    fd = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    i = 0
+    while True:
+        for _ in range(4):
+            h.pwrite(pattern(i, CHUNK), (i % slots) * CHUNK)
+            i += 1
+        h.flush()
+        os.write(fd, b"%d\n" % i)
+
+
+def cycle_check(uri, n):
+    """After cycle_writer was killed having logged N: each slot holds the
+    last chunk flushed there, or one written after the last flush."""
+    n = int(n)
+    h = connect(uri)
+    slots = h.get_size() // CHUNK
+    bad = []
+    for s in range(slots):
+        got = h.pread(CHUNK, s * CHUNK)
+        last = [i for i in range(s, n, slots)][-1:]
+        later = list(range(n + (s - n) % slots, n + 8, slots))
+        if not any(got == pattern(i, CHUNK) for i in last + later) and \
+           not (not last and got == bytes(CHUNK)):
+            bad.append(s)
+    say(n > slots and not bad, "every slot holds its last chunk (%d written)" % n,
+        "bad slots %s" % bad[:10])
+
+
 def churn(uri, seconds):
     """Write a MiB, flush, trim it, flush, over and over for SECONDS: every
     flush a commit that frees tree nodes and data blocks, which a nearly

@@ -1118,6 +1118,65 @@ autoextend_refused_test() {
 }
 autoextend_refused_test || fail "autoextend refused: set-up" "tmpfs or pool set-up failed"
 
+# ---- Shrink of a served pool while a client writes (the control channel) -----------------
+
+# A filler written first and deleted last leaves the volumes high in the
+# pool; a client writes one of them round and round while the server moves
+# every block past the new end, step by step, beside its writes.
+PS=$T/shrink.img
+head -c $((48 * MiB)) /dev/urandom >s48.raw
+"$VBAS" format "$PS" --size 256M >/dev/null && "$VBAS" create "$PS" fill --size 120M >/dev/null &&
+	head -c $((120 * MiB)) /dev/zero | tr '\0' f | "$VBAS" write "$PS" fill - &&
+	"$VBAS" create "$PS" s --size 64M >/dev/null && "$VBAS" write "$PS" s s48.raw &&
+	"$VBAS" snapshot "$PS" s s-snap >/dev/null && "$VBAS" create "$PS" w --size 4M >/dev/null &&
+	"$VBAS" delete "$PS" fill --yes >/dev/null || echo "# setting up the shrink pool failed"
+expect_true "shrink: serve" start_server "$PS" shrink
+expect_ok "shrink: s is written again in part (copy on write from its snapshot)" \
+	nbdsh -u "$(uri s)" -c "h.pwrite(b'\x33' * (4 << 20), 8 << 20)" -c "h.flush()"
+rm -f "$T/cycle.progress"
+$PY "$HELP" cycle-writer "$(uri w)" "$T/cycle.progress" >/dev/null 2>"$T/cycle.err" &
+CPID=$!
+PIDS+=("$CPID")
+cprogress() { tail -n 1 "$T/cycle.progress" 2>/dev/null || echo 0; }
+cwait() {
+	local i
+	for i in $(seq 600); do
+		[ "$(cprogress)" -ge "$1" ] && return 0
+		sleep 0.02
+	done
+	return 1
+}
+expect_true "shrink: a client is writing w" cwait 16
+C_PRE=$(cprogress)
+expect_json "shrink: to 96M through the server, data and metadata moved" \
+	'd["size"] == 96 << 20 and d["moved_data"] >= 32 << 20 and d["moved_nodes"] > 0' \
+	"$VBAS" resize-pool "$PS" --size 96M --json
+C_POST=$(cprogress)
+expect_true "shrink: the client wrote on while the pool shrank" test "$C_POST" -gt "$C_PRE"
+expect_true "shrink: and after" cwait $((C_POST + 16))
+kill "$CPID" 2>/dev/null
+wait "$CPID" 2>/dev/null
+py_checks "shrink: w" $PY "$HELP" cycle-check "$(uri w)" "$(cprogress)"
+expect_ok "shrink: the snapshot reads what was written" \
+	sh -c "nbdcopy '$(uri s-snap)' - | head -c $((48 * MiB)) | cmp - s48.raw"
+expect_ok "shrink: s reads its own write over the snapshot's data" nbdsh -u "$(uri s)" \
+	-c "assert h.pread(8 << 20, 0) == open('s48.raw', 'rb').read(8 << 20)" \
+	-c "assert h.pread(4 << 20, 8 << 20) == b'\x33' * (4 << 20)"
+expect_ok "shrink: the file is 96M" test "$(stat -c %s "$PS")" -eq $((96 * MiB))
+expect_json "shrink: info through the server" 'd["size"] == 96 << 20 and d["shrink_to"] == 0' \
+	"$VBAS" info "$PS" --json
+expect_json "shrink: check of the served pool, clean three ways" 'd["clean"] and d["served"]' \
+	"$VBAS" check "$PS" --json
+expect_fail "shrink: too far, refused through the server" 1 \
+	"^vbas: resize-pool: $PS: shrink to .* in use.*through the server" \
+	"$VBAS" resize-pool "$PS" --size 40M
+expect_json "shrink: grows back through the server" 'd["size"] == 128 << 20' \
+	"$VBAS" resize-pool "$PS" --size 128M --json
+stop_server TERM
+expect_true "shrink: the server stopped cleanly" test "$SRV_RC" -eq 0
+expect_out "shrink: check is clean" '^clean' "$VBAS" check "$PS"
+rm -f s48.raw
+
 # ---- Corrupt metadata reaches the client as EIO --------------------------------------------
 
 PC=$T/corrupt.img

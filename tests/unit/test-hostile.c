@@ -651,6 +651,10 @@ static void t_superblock_fields(void **state)
 		{ offsetof(struct vbas_sb, next_vol_id), 8, 0, "bad volume counters" },
 		{ offsetof(struct vbas_sb, low_water), 2, 1001, "bad space settings" },
 		{ offsetof(struct vbas_sb, exp_floor), 2, 65535, "bad space settings" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_SHRINK,
+		  "a shrink's target outside the pool" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | 0x4, "unknown feature flags" },
+		{ offsetof(struct vbas_sb, shrink_to), 8, 100, "a shrink's target without a shrink" },
 	};
 	for (size_t i = 0; i < sizeof(sbc) / sizeof(sbc[0]); i++) {
 		uint8_t *img = fresh();

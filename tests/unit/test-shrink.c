@@ -377,6 +377,63 @@ static void t_online(void **state)
 	dev_destroy(d);
 }
 
+/* vbas_pool_shrink_stop from another thread (a server that stops): the
+ * shrink returns ECANCELED after a step, its target kept; the next open
+ * goes on with it. */
+struct stopper {
+	struct vbas_pool *p;
+	int r;
+	char msg[256];
+};
+
+static void *shrinker(void *arg)
+{
+	struct stopper *s = arg;
+	s->r = vbas_pool_shrink(s->p, 16 * MiB, NULL);
+	snprintf(s->msg, sizeof(s->msg), "%s", vbas_errmsg());
+	return NULL;
+}
+
+static void t_stop(void **state)
+{
+	(void)state;
+	static struct img m;
+	struct vbas_dev *d = high_pool(32 * MiB, 20 * MiB, &m, test_seed(66));
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	uint64_t step0 = vbas_tun.shrink_step;
+	vbas_tun.shrink_step = 1;
+	struct stopper s = { .p = p };
+	pthread_t th;
+	assert_ok(vbas_pool_shrink_stop(p));      /* none running: nothing */
+	uint64_t c0;
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(p, &pi));
+	c0 = pi.generation;
+	assert_int_equal(pthread_create(&th, NULL, shrinker, &s), 0);
+	/* Once a few steps have committed. */
+	do {
+		sched_yield();
+		assert_ok(vbas_pool_info(p, &pi));
+	} while (pi.generation < c0 + 4);
+	assert_ok(vbas_pool_shrink_stop(p));
+	pthread_join(th, NULL);
+	vbas_tun.shrink_step = step0;
+	assert_int_equal(s.r, -ECANCELED);
+	assert_non_null(strstr(s.msg, "stopped"));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.shrink_to, 16 * MiB);
+	assert_int_equal(pi.size, 32 * MiB);
+	verify(p, &m);
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 1 << 20);                 /* goes on with it */
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.shrink_to, 0);
+	assert_int_equal(pi.size, 16 * MiB);
+	verify(p, &m);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -384,6 +441,7 @@ int main(void)
 		cmocka_unit_test(t_refusals),
 		cmocka_unit_test(t_cancel),
 		cmocka_unit_test(t_online),
+		cmocka_unit_test(t_stop),
 		cmocka_unit_test(t_crash),
 	};
 	return RUN("shrink", tests);
