@@ -572,6 +572,8 @@ struct vbas_repair_stats {
 	uint64_t unrepairable;      /* problems in the volume table or a mapping tree */
 	uint32_t leaves_rebuilt;    /* unreadable mapping leaves rebuilt from the
 	                               reverse map (or that would be) */
+	uint32_t interior_rebuilt;  /* unreadable mapping interior nodes rebuilt
+	                               from the nodes below that lost their parent */
 };
 int vbas_repair(struct vbas_pool *pool, unsigned flags,
 		void (*cb)(const char *msg, void *arg), void *arg,

@@ -862,6 +862,38 @@ int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t 
 	return 0;
 }
 
+int bt_write_interior(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
+		      unsigned level, const void *keys, const uint64_t *child,
+		      const uint64_t *ctxid, unsigned n)
+{
+	struct cblock *b;
+	if (t->ops->overlapping || !level || n == 0 || n > bt_int_cap(t))
+		return vbas_err(-EINVAL, "%s tree: an interior node of %u entries at level %u",
+				t->ops->name, n, level);
+	cache_forget(t->env->cache, blkno);
+	int r = cache_new(t->env->cache, blkno, &b);
+	if (r)
+		return r;
+	struct vbas_node_hdr *h = b->data;
+	h->magic = le32_mk(VBAS_NODE_MAGIC);
+	h->blkno = le64_mk(blkno);
+	h->txid = le64_mk(txid);
+	h->owner = le64_mk(owner);
+	memcpy(h->uuid, t->env->uuid, 16);
+	h->level = le16_mk((uint16_t)level);
+	h->nrecs = le16_mk((uint16_t)n);
+	h->tree_type = le16_mk(t->ops->tree_type);
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t *e = ent(t, b->data, i);
+		memcpy(e, (const uint8_t *)keys + (size_t)i * t->ops->key_size, t->ops->key_size);
+		st_le64(e + ent_size(t) - VBAS_PTR_BYTES, child[i]);
+		st_le64(e + ent_size(t) - 8, ctxid[i]);
+	}
+	cache_dirty(b);
+	put(t, b);
+	return 0;
+}
+
 int bt_reaches(struct vbas_btree *t, const void *key, unsigned level, uint64_t blkno,
 	       int *found)
 {

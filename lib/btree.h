@@ -147,6 +147,14 @@ int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out);
 int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
 		  const void *recs, unsigned n);
 
+/* Repair only: write an interior node at LEVEL of N entries (KEYS, each
+ * the child's exact low key; CHILD and CTXID its block and transaction)
+ * at BLKNO in place, as TXID and OWNER wrote it.  Trees of overlapping
+ * intervals are not written this way (-EINVAL). */
+int bt_write_interior(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
+		      unsigned level, const void *keys, const uint64_t *child,
+		      const uint64_t *ctxid, unsigned n);
+
 /* Whether the path to KEY reaches node BLKNO at LEVEL (the tree's root
  * counts at any level): how the trees that hold a node are found from the
  * node (its first key, its level), O(height). */

@@ -193,6 +193,10 @@ int space_alloc_run(struct vbas_pool *p, uint64_t n, int type, uint64_t *start);
 /* Hand out nothing at or past LIMIT (0: no limit) and count what lies
  * there apart (a shrink). */
 int space_set_limit(struct vbas_pool *p, uint64_t limit);
+/* Every record of the refcount tree in order: CB(ARG, start, len, count,
+ * type) returns 0 to go on. */
+int space_runs(struct vbas_pool *p, int (*cb)(void *, uint64_t, uint64_t, uint32_t, int),
+	       void *arg);
 /* The first refcount record that ends past FROM: *START, *LEN, *TYPE;
  * -ENOENT if none. */
 int space_next_used(struct vbas_pool *p, uint64_t from, uint64_t *start, uint64_t *len,

@@ -145,6 +145,118 @@ static void note_problem(void *arg, const char *fmt, ...)
 	++*(uint64_t *)arg;
 }
 
+/* Mapping nodes some parent holds that no readable one does: the
+ * children of unreadable interior nodes (with their children, which are
+ * told apart by level). */
+struct orphan {
+	uint64_t blk, owner, key, txid;
+	unsigned level;
+	uint32_t missing;          /* references no readable node holds */
+};
+struct orphans {
+	struct vbas_pool *p;
+	const struct pic *a;
+	struct orphan *v;
+	size_t n, cap;
+};
+
+/* References the readable trees hold to BLK (the picture's count). */
+static uint32_t pic_count(const struct pic *a, uint64_t blk)
+{
+	size_t lo = 0, hi = a->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (a->v[mid].start + a->v[mid].len <= blk)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < a->n && a->v[lo].start <= blk ? a->v[lo].count : 0;
+}
+
+static int orphan_cb(void *arg, uint64_t start, uint64_t len, uint32_t rc, int type)
+{
+	struct orphans *o = arg;
+	if (type != VBAS_BT_META)
+		return 0;
+	for (uint64_t b = start; b < start + len; b++) {
+		uint32_t have = pic_count(o->a, b);
+		if (have >= rc)
+			continue;
+		uint8_t key[BT_MAX_KEY];
+		uint16_t tt;
+		struct orphan x = { .blk = b, .missing = rc - have };
+		if (bt_node_info(&o->p->env, b, &tt, &x.owner, &x.level, key, &x.txid)) {
+			vbas_err_clear();      /* unreadable itself: not a candidate */
+			continue;
+		}
+		if (tt != VBAS_TREE_MAP)
+			continue;
+		x.key = ld_le64(key);
+		if (o->n == o->cap) {
+			size_t nc = o->cap ? 2 * o->cap : 64;
+			struct orphan *v = realloc(o->v, nc * sizeof(*v));
+			if (!v)
+				return -ENOMEM;
+			o->v = v;
+			o->cap = nc;
+		}
+		o->v[o->n++] = x;
+	}
+	return 0;
+}
+
+static int cmp_orphan(const void *a, const void *b)
+{
+	const struct orphan *x = a, *y = b;
+	if (x->level != y->level)
+		return x->level < y->level ? -1 : 1;
+	return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Interior node B rebuilt from the nodes one level down, in its keys,
+ * that a parent holds and no readable node does: each must be missing
+ * exactly one reference (B's), and they must tile B's keys from its low
+ * key.  NULL, or why not. */
+static const char *rebuild_interior(struct vbas_pool *p, const struct pic_bad *b,
+				    const struct orphans *o, int dry, unsigned *nent)
+{
+	struct vbas_btree mt = { .ops = &map_ops, .env = &p->env };
+	unsigned cap = bt_int_cap(&mt), n = 0;
+	uint64_t keys[BT_MAX_REC], child[BT_MAX_REC], ctx[BT_MAX_REC], owner = 0;
+	for (size_t i = 0; i < o->n; i++) {
+		const struct orphan *x = &o->v[i];
+		if ((int)x->level != b->level - 1 || x->key < b->lo || x->key >= b->hi ||
+		    x->owner > b->vol)
+			continue;
+		if (x->missing != 1)
+			return "a node under its keys lacks more than one parent";
+		if (n && x->key == keys[n - 1])
+			return "two nodes under its keys start at the same key";
+		if (n == cap || n == BT_MAX_REC)
+			return "more nodes under its keys than it holds";
+		keys[n] = x->key;
+		child[n] = x->blk;
+		ctx[n] = x->txid;
+		if (x->owner > owner)
+			owner = x->owner;
+		n++;
+	}
+	if (!n)
+		return "no node under its keys lacks a parent";
+	if (keys[0] != b->lo)
+		return "its first child does not start at the key its parent gives it";
+	*nent = n;
+	if (dry)
+		return NULL;
+	uint8_t kb[BT_MAX_REC * 8];
+	for (unsigned i = 0; i < n; i++)
+		st_le64(kb + 8 * i, keys[i]);
+	if (bt_write_interior(&mt, b->blk, b->txid, owner, (unsigned)b->level, kb, child, ctx, n))
+		return vbas_errmsg();
+	return NULL;
+}
+
 static int cmp_lblk(const void *a, const void *b)
 {
 	const struct rmap_irec *x = a, *y = b;
@@ -159,12 +271,12 @@ static int cmp_lblk(const void *a, const void *b)
  * *FIXED: leaves rebuilt (or, DRY, that would be) of *DISTINCT unreadable
  * nodes; the others are named. */
 static int rebuild_leaves(struct vbas_pool *p, const struct pic *a, int dry, struct rep *R,
-			  unsigned *fixed, unsigned *distinct)
+			  unsigned *fixed, unsigned *distinct, unsigned *interior)
 {
 	struct rmap_set rm = { 0 }, diff = { 0 };
 	uint64_t problems = 0;
 	int r = 0;
-	*fixed = *distinct = 0;
+	*fixed = *distinct = *interior = 0;
 	if (!p->sp.rmap_on) {
 		say(R, "the pool keeps no reverse map: unreadable mapping nodes cannot be rebuilt");
 		return 0;
@@ -208,6 +320,24 @@ static int rebuild_leaves(struct vbas_pool *p, const struct pic *a, int dry, str
 	struct vbas_map_rec *recs = malloc((size_t)cap * sizeof(*recs));
 	if (!r && !recs)
 		r = -ENOMEM;
+	/* Interior nodes come back from the orphans the refcount tree shows. */
+	struct orphans orph = { .p = p, .a = a };
+	int have_orphans = 0;
+	for (size_t k = 0; !r && k < a->nbad && !have_orphans; k++)
+		have_orphans = a->bad[k].level > 0;
+	if (!r && have_orphans) {
+		int e = space_runs(p, orphan_cb, &orph);
+		if (e == -ENOMEM)
+			r = e;
+		else if (e) {
+			vbas_err_clear();
+			have_orphans = 0;
+			say(R, "the refcount tree cannot be read: unreadable interior nodes cannot be "
+			    "rebuilt");
+		} else if (orph.n) {
+			qsort(orph.v, orph.n, sizeof(*orph.v), cmp_orphan);
+		}
+	}
 	for (size_t k = 0; !r && k < a->nbad; k++) {
 		const struct pic_bad *b = &a->bad[k];
 		const char *why = NULL;
@@ -222,10 +352,25 @@ static int rebuild_leaves(struct vbas_pool *p, const struct pic *a, int dry, str
 				   a->bad[o].blk != b->blk;
 		unsigned n = 0;
 		uint64_t owner = 0, end = 0;
-		if (b->level != 0)
-			why = b->level < 0 ? "a root (its level is not known)" : "an interior node";
+		if (b->level < 0)
+			why = "a root (its level is not known)";
 		else if (overlap)
-			why = "another unreadable leaf covers the same keys";
+			why = "another unreadable node covers the same keys";
+		else if (b->level > 0 && !have_orphans)
+			why = "an interior node (the refcount tree is needed to find its children)";
+		else if (b->level > 0) {
+			unsigned ne = 0;
+			why = rebuild_interior(p, b, &orph, dry, &ne);
+			if (!why) {
+				say(R, "mapping-tree interior node %" PRIu64 " of volume %" PRIu64 " (level "
+				    "%d, logical blocks from %" PRIu64 "): %s from %u nodes below it that "
+				    "had lost their parent", b->blk, b->vol, b->level, b->lo,
+				    dry ? "would be rebuilt" : "rebuilt", ne);
+				++*fixed;
+				++*interior;
+				continue;
+			}
+		}
 		for (size_t d = 0; !why && d < diff.n; d++) {
 			const struct rmap_irec *x = &diff.v[d];
 			if (x->lblk < b->lo || x->lblk >= b->hi)
@@ -268,6 +413,7 @@ static int rebuild_leaves(struct vbas_pool *p, const struct pic *a, int dry, str
 		++*fixed;
 	}
 	free(recs);
+	free(orph.v);
 	rmap_set_free(&rm);
 	rmap_set_free(&diff);
 	return r;
@@ -315,19 +461,28 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	r = check_picture(p, 0, &a, NULL, NULL);
 	if (r)
 		goto out;
-	if (a.problems && a.nbad) {
-		unsigned fixed, distinct;
-		r = rebuild_leaves(p, &a, dry, &R, &fixed, &distinct);
+	/* Rounds: an interior node rebuilt may uncover unreadable nodes
+	 * below it (a dry run sees only the first). */
+	for (int round = 0; a.problems && a.nbad && round < BT_MAX_DEPTH; round++) {
+		unsigned fixed, distinct, interior;
+		r = rebuild_leaves(p, &a, dry, &R, &fixed, &distinct, &interior);
 		if (r) {
 			txn_fail(p, r);
 			goto out;
 		}
-		st.leaves_rebuilt = fixed;
-		if (fixed == distinct && dry) {
-			say(&R, "(the refcount tree and the reverse map are looked at once the "
-			    "leaves are back: run repair without --dry-run)");
+		st.leaves_rebuilt += fixed - interior;
+		st.interior_rebuilt += interior;
+		if (dry && fixed == distinct) {
+			say(&R, "(the nodes below those, the refcount tree and the reverse map are "
+			    "looked at once these are back: run repair without --dry-run)");
 			goto out;
 		}
+		if (!fixed || dry || !interior)
+			break;
+		pic_free(&a);
+		r = check_picture(p, 0, &a, NULL, NULL);
+		if (r)
+			goto out;
 	}
 	if (a.problems) {
 		/* Again, to name what is left. */
@@ -348,6 +503,17 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	if (p->sp.rmap_on) {
 		if ((r = tree_matches(p, &p->sp.rmap, &a, 1, 0, &rmap_ok)))
 			goto out;
+		/* Interior nodes rebuilt from the nodes that had lost their
+		 * parent: if a child was missing (unreadable too), its keys read
+		 * as a hole now, and only the reverse map knows better. */
+		if (!rmap_ok && st.interior_rebuilt) {
+			st.unrepairable = 1;
+			r = vbas_err(-EUCLEAN, "repair: after rebuilding %u interior node(s), the "
+				     "reverse map holds records no mapping leaf does: a node below them "
+				     "is still missing; nothing was changed", st.interior_rebuilt);
+			txn_fail(p, r);
+			goto out;
+		}
 		if (rmap_ok) {
 			/* The reverse map stays: its nodes are references too. */
 			if ((r = check_picture(p, PIC_RMAP, &b, NULL, NULL)))
@@ -375,7 +541,7 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	/* A new reverse map is counted in a new refcount tree. */
 	st.rmap_rebuilt = !rmap_ok;
 	st.refcount_rebuilt = !refc_ok || !rmap_ok;
-	if (!st.refcount_rebuilt && st.leaves_rebuilt) {
+	if (!st.refcount_rebuilt && (st.leaves_rebuilt || st.interior_rebuilt)) {
 		p->repair_mode = 0;
 		p->dirty = 1;
 		r = txn_commit(p);

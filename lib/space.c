@@ -421,6 +421,26 @@ fail:
 	return r;
 }
 
+struct runs_walk {
+	int (*cb)(void *, uint64_t, uint64_t, uint32_t, int);
+	void *arg;
+};
+
+static int runs_cb(void *arg, const void *rec)
+{
+	struct runs_walk *w = arg;
+	struct refc_irec ir;
+	refc_to_irec(rec, &ir);
+	return w->cb(w->arg, ir.start, ir.len, ir.rc, ir.type);
+}
+
+int space_runs(struct vbas_pool *p, int (*cb)(void *, uint64_t, uint64_t, uint32_t, int),
+	       void *arg)
+{
+	struct runs_walk w = { cb, arg };
+	return bt_iter(&p->sp.refc, NULL, runs_cb, &w);
+}
+
 int space_next_used(struct vbas_pool *p, uint64_t from, uint64_t *start, uint64_t *len,
 		    int *type)
 {

@@ -1910,9 +1910,11 @@ static int cmd_repair(const struct args *a)
 	if (o.json) {
 		printf("],\"dry_run\":%s,\"refcount_rebuilt\":%s,\"rmap_rebuilt\":%s,"
 		       "\"refcount_records\":%" PRIu64 ",\"rmap_records\":%" PRIu64
+		       ",\"leaves_rebuilt\":%u,\"interior_rebuilt\":%u"
 		       ",\"unrepairable\":%" PRIu64 ",\"clean\":%s", dry ? "true" : "false",
 		       st.refcount_rebuilt ? "true" : "false", st.rmap_rebuilt ? "true" : "false",
-		       st.refcount_records, st.rmap_records, st.unrepairable,
+		       st.refcount_records, st.rmap_records, st.leaves_rebuilt, st.interior_rebuilt,
+		       st.unrepairable,
 		       !r && !dry ? (clean ? "true" : "false") : "null");
 		if (r) {
 			printf(",\"error\":");
@@ -3288,10 +3290,15 @@ static const struct cmd cmds[] = {
 	  "check says so), repair rebuilds it from a walk of the rest, as one new\n"
 	  "commit: a crash before it lands leaves the pool as it was, and repair\n"
 	  "can run again.  Prints what it finds and does, then checks the result.\n"
-	  "Damage to the volume table or a mapping tree is named and not repaired\n"
-	  "(nothing is changed; exit 1).  The pool must not be served or open\n"
-	  "elsewhere.  The JSON object has the keys messages, dry_run,\n"
-	  "refcount_rebuilt, rmap_rebuilt, refcount_records, rmap_records,\n"
+	  "A mapping-tree leaf that cannot be read is rebuilt in place from the\n"
+	  "reverse map (its records, less what the readable leaves hold); an\n"
+	  "interior node from the nodes one level down that lost their parent\n"
+	  "(the refcount tree counts a reference no readable node holds).  Other\n"
+	  "damage to the volume table or a mapping tree (a root, two lost nodes\n"
+	  "over the same keys) is named and not repaired (nothing is changed;\n"
+	  "exit 1).  The pool must not be served or open elsewhere.  The JSON\n"
+	  "object has the keys messages, dry_run, refcount_rebuilt, rmap_rebuilt,\n"
+	  "refcount_records, rmap_records, leaves_rebuilt, interior_rebuilt,\n"
 	  "unrepairable (problems not repaired), clean (check after it; null for a\n"
 	  "dry run) and, if it failed, error.\n\n"
 	  "Options:\n"

@@ -630,7 +630,8 @@ static int lvl_cb(void *arg, uint64_t blkno, unsigned level)
 /* An unreadable mapping-tree leaf (a byte flipped, or zeroed) of a volume
  * that shares most of its tree with a snapshot and a clone: repair
  * rebuilds it from the reverse map, and every byte of every volume is
- * back.  An unreadable interior node is named, and nothing changed. */
+ * back.  An unreadable interior node is rebuilt from the nodes below it
+ * that lost their parent, with the same result. */
 static void t_repair_leaf(void **state)
 {
 	(void)state;
@@ -665,7 +666,7 @@ static void t_repair_leaf(void **state)
 	assert_ok(vbas_close(p));
 	struct rng r = { test_seed(48) };
 	unsigned leaves = 0, interior = 0;
-	for (int trial = 0; trial < 12; trial++) {
+	for (int trial = 0; trial < 18; trial++) {
 		const struct lvl_nodes *L = &ln[trial & 1];
 		size_t i = rng_below(&r, L->n);
 		if (trial < 10)
@@ -685,13 +686,19 @@ static void t_repair_leaf(void **state)
 		struct problems pr = { "", 0 };
 		struct vbas_repair_stats st;
 		int e = vbas_repair(p, 0, note, &pr, &st);
-		if (L->level[i] == 0) {
+		{
 			if (e)
-				fail_msg("trial %d, leaf %llu: %d: %s\n%s", trial, (unsigned long long)blk,
-					 e, vbas_errmsg(), pr.text);
-			assert_int_equal(st.leaves_rebuilt, 1);
+				fail_msg("trial %d, level %u node %llu: %d: %s\n%s", trial, L->level[i],
+					 (unsigned long long)blk, e, vbas_errmsg(), pr.text);
+			if (L->level[i] == 0) {
+				assert_int_equal(st.leaves_rebuilt, 1);
+				leaves++;
+			} else {
+				assert_int_equal(st.interior_rebuilt, 1);
+				assert_int_equal(st.leaves_rebuilt, 0);
+				interior++;
+			}
 			assert_non_null(strstr(pr.text, "rebuilt from"));
-			leaves++;
 			assert_check_clean(p);
 			img_compare(p, "a", m.a);
 			img_compare(p, "c", m.c);
@@ -708,18 +715,76 @@ static void t_repair_leaf(void **state)
 			assert_ok(vbas_close(p));
 			p = open_mem(d, 1 << 20);
 			assert_check_clean(p);
-		} else {
-			assert_int_equal(e, -EUCLEAN);
-			assert_non_null(strstr(pr.text, "an interior node"));
-			interior++;
 		}
 		assert_ok(vbas_close(p));
 		dev_destroy(d);
 	}
-	fprintf(stderr, "# %u leaves rebuilt, %u interior nodes named\n", leaves, interior);
+	fprintf(stderr, "# %u leaves rebuilt, %u interior nodes rebuilt\n", leaves, interior);
+	assert_true(leaves == 10 && interior == 8);
+
 	free(s1);
 	free(s2);
 	dev_destroy(base);
+}
+
+/* An interior node and its last leaf, both unreadable, in a volume that
+ * shares nothing: the node rebuilt from the children it can find would
+ * read the lost leaf's keys as a hole.  The volume's count of mapped
+ * blocks says so (the reverse map would, too), and the repair is refused
+ * with nothing changed. */
+static void t_repair_interior_and_leaf(void **state)
+{
+	(void)state;
+	const size_t size = 16 << 20;
+	struct vbas_dev *d = mem_pool(size, BS, 8);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	static uint8_t blk[BS];
+	struct vbas_vol *v;
+	assert_ok(vbas_vol_create(p, "x", 512 * BS));
+	assert_ok(vbas_vol_open(p, "x", &v));
+	for (uint64_t i = 0; i < 200; i++) {
+		memset(blk, (int)(i + 1), BS);
+		assert_ok(vbas_pwrite(v, blk, BS, 2 * i * BS, 0));
+	}
+	assert_ok(vbas_flush(p));
+	static struct lvl_nodes ln;
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	pthread_mutex_lock(&p->lock);
+	assert_ok(vol_get(p, v->id, &rec));
+	vol_map_tree(p, v->id, &rec, &t);
+	struct bt_check_cbs cbs = { .report = ignore, .node_cb = lvl_cb, .arg = &ln };
+	assert_ok(bt_check(&t, &cbs, NULL, NULL));
+	pthread_mutex_unlock(&p->lock);
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	size_t i = 0;
+	while (i < ln.n && (ln.level[i] != 1 || ln.v[i] == le64_get(rec.root)))
+		i++;
+	assert_true(i < ln.n);
+	uint8_t *img = vbas_memdev_image(d);
+	uint64_t parent = ln.v[i];
+	unsigned n = le16_get(((struct vbas_node_hdr *)(img + parent * BS))->nrecs);
+	uint64_t child = ld_le64(img + parent * BS + 64 + (n - 1) * 24 + 8);
+	memset(img + parent * BS, 0, BS);
+	memset(img + child * BS, 0, BS);
+	uint8_t *before = malloc(size);
+	memcpy(before, img, size);
+	p = open_repair(d);
+	struct problems pr = { "", 0 };
+	struct vbas_repair_stats st;
+	assert_int_equal(vbas_repair(p, 0, note, &pr, &st), -EUCLEAN);
+	/* Caught by the volume's count of mapped blocks, or else by the
+	 * reverse map. */
+	assert_true(st.unrepairable > 0);
+	if (!strstr(vbas_errmsg(), "still missing") && !strstr(pr.text, "its tree maps"))
+		fail_msg("repair of node %llu and its leaf %llu: %s\n%s", (unsigned long long)parent,
+			 (unsigned long long)child, vbas_errmsg(), pr.text);
+	vbas_close(p);
+	if (memcmp(before, vbas_memdev_image(d), size))
+		fail_msg("a refused repair changed the pool");
+	free(before);
+	dev_destroy(d);
 }
 
 /* What a tree of N records built in order takes: every level counted,
@@ -791,6 +856,7 @@ int main(void)
 		cmocka_unit_test(t_repair_refuses_mapping_damage),
 		cmocka_unit_test(t_repair_leaf),
 		cmocka_unit_test(t_repair_crash),
+		cmocka_unit_test(t_repair_interior_and_leaf),
 		cmocka_unit_test(t_repair_sound),
 		cmocka_unit_test(t_nodes_for),
 	};
