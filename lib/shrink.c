@@ -299,7 +299,7 @@ static int closure(struct shrink *S, uint64_t *lo, uint64_t *hi)
 static int copy_data(struct shrink *S)
 {
 	struct vbas_pool *p = S->p;
-	size_t chunk = 1u << 20;
+	size_t chunk = 8u << 20;
 	void *buf;
 	if (posix_memalign(&buf, 4096, chunk))
 		return -ENOMEM;

@@ -2212,7 +2212,7 @@ static int cmd_grow(const struct args *a)
 static void print_shrunk(const struct args *a, const struct vbas_pool_info *i,
 			 const struct vbas_shrink_stats *st)
 {
-	char h[32], h2[32];
+	char h[32], h2[32], h3[32];
 	if (a->seen & O_JSON) {
 		json_started = 1;
 		printf("{\"size\":%" PRIu64 ",\"available\":%" PRIu64 ",\"moved_data\":%" PRIu64
@@ -2223,7 +2223,7 @@ static void print_shrunk(const struct args *a, const struct vbas_pool_info *i,
 	printf("%s: %" PRIu64 " bytes (%s), %s available; moved %s of data and %" PRIu64
 	       " metadata blocks in %" PRIu64 " commit(s)\n", a->pos[0], i->size,
 	       human(i->size, h, sizeof(h)), human(i->available, h2, sizeof(h2)),
-	       human(st->data_blocks * i->block_size, h2, sizeof(h2)), st->nodes, st->steps);
+	       human(st->data_blocks * i->block_size, h3, sizeof(h3)), st->nodes, st->steps);
 }
 
 static int cmd_resize_pool(const struct args *a)
