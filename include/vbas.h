@@ -149,6 +149,9 @@ struct vbas_pool_info {
 	uint32_t rmap;            /* 1: the pool keeps a reverse map */
 	uint64_t shrink_to;       /* a shrink in progress: its target in bytes
 	                             (0: none) */
+	uint32_t intents;         /* reflinks, dedupes and unshares under way
+	                             (finished at the next read-write open if a
+	                             crash cuts them short) */
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 

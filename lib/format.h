@@ -76,14 +76,39 @@ struct vbas_sb {
 	                            allocated at or past it, and what lies there
 	                            is being moved below it */
 	vbas_le64 reserved[12];  /* zero */
+	/* With VBAS_SBF_INTENTS (all zero without): operations that span
+	 * commits, with their progress as of this commit (lib/intent.c). */
+	struct vbas_intent {
+		vbas_le32 type;      /* VBAS_INTENT_*; 0: a free slot (all zero) */
+		vbas_le32 pad;       /* zero */
+		vbas_le64 gen;       /* the generation it began in */
+		vbas_le64 arg[6];    /* per type, below */
+	} intents[3];
+};
+/* The slots of vbas_sb.intents. */
+#define VBAS_INTENT_SLOTS    3u
+/* Intents and their arguments (blocks; DONE: how far it got).
+ * REFLINK: make [dl, dl+n) of volume did map what [sl, sl+n) of volume
+ *   sid maps (vbas_reflink, and a dedupe once its ranges compared equal):
+ *   arg = sid, sl, did, dl, n, done.
+ * UNSHARE: private copies of the shared blocks of [lblk, lblk+n) of
+ *   volume vid: arg = vid, lblk, n, done, 0, 0. */
+enum vbas_intent_type {
+	VBAS_INTENT_REFLINK = 1,
+	VBAS_INTENT_UNSHARE = 2,
+	VBAS_INTENT_TYPE_MAX = 2
 };
 /* The pool keeps a reverse map (format 5). */
 #define VBAS_SBF_RMAP        0x1u
 /* A shrink is in progress (shrink_to); a vbas that does not know the flag
  * refuses the pool rather than allocate where the shrink is emptying. */
 #define VBAS_SBF_SHRINK      0x2u
-#define VBAS_SBF_KNOWN       (VBAS_SBF_RMAP | VBAS_SBF_SHRINK)
-_Static_assert(sizeof(struct vbas_sb) == 272, "vbas_sb size");
+/* An intent slot is in use: a vbas that does not know them would not
+ * finish what they describe. */
+#define VBAS_SBF_INTENTS     0x4u
+#define VBAS_SBF_KNOWN       (VBAS_SBF_RMAP | VBAS_SBF_SHRINK | VBAS_SBF_INTENTS)
+_Static_assert(sizeof(struct vbas_intent) == 64, "vbas_intent size");
+_Static_assert(sizeof(struct vbas_sb) == 464, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
 _Static_assert(sizeof(struct vbas_sb) <= VBAS_SB_BYTES, "vbas_sb fits");
 

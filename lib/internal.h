@@ -147,6 +147,11 @@ struct vbas_pool {
 	char broken_msg[512];
 	int dirty;                 /* changes since the last commit */
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
+	/* Operations that span commits (intent.c), as they stand in this
+	 * transaction; written to the superblock by every commit. */
+	struct vbas_intent intents[VBAS_INTENT_SLOTS];
+	int intent_busy[VBAS_INTENT_SLOTS];   /* a running operation holds it */
+	pthread_cond_t intent_cond;           /* a slot came free */
 	int shrinks;               /* vbas_pool_shrink calls running */
 	int shrink_stop;           /* vbas_pool_shrink_stop: they return */
 	struct vol_state *open_vols;
@@ -176,6 +181,8 @@ struct vbas_tunables {
 	int fsmap_walk;            /* tests only: fsmap walks the trees even with a
 	                              reverse map (to compare the two answers) */
 	uint64_t shrink_step;      /* blocks a shrink moves before it commits */
+	int unshare_commit;        /* tests only: an unshare commits after each
+	                              chunk, as another thread's flush may */
 	int early_punch;           /* tests only, a bug on purpose: punch the data
 	                              blocks a commit frees before its superblock
 	                              is written (the crash tests must catch it) */
@@ -352,6 +359,21 @@ void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);
 void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
 		  struct vbas_btree *t);
 int vol_resume_deletes(struct vbas_pool *p);
+
+/* intent.c: operations that span commits, in the superblock's slots. */
+const char *intents_invalid(const struct vbas_sb *sb);
+/* A free slot for an operation of TYPE with ARG (waits, dropping the pool
+ * lock, while all are held): *SLOT. */
+int intent_take(struct vbas_pool *p, unsigned type, const uint64_t arg[6], int *slot);
+/* Its progress: ARG[IDX] = VAL, in the running transaction. */
+void intent_set(struct vbas_pool *p, int slot, unsigned idx, uint64_t val);
+/* Done (or given up): the slot is free from the next commit on. */
+void intent_drop(struct vbas_pool *p, int slot);
+/* At open: finish what the last commit's intents describe. */
+int intents_replay(struct vbas_pool *p);
+/* share.c: the rest of a reflink or an unshare (intent SLOT's ARG). */
+int share_resume_reflink(struct vbas_pool *p, int slot, const uint64_t a[6]);
+int share_resume_unshare(struct vbas_pool *p, int slot, const char *name, const uint64_t a[6]);
 
 /* shrink.c: go on with a shrink a crash or an error left (at open). */
 int shrink_resume(struct vbas_pool *p);

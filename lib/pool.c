@@ -209,6 +209,8 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		return r;
 	}
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->intent_cond, NULL);
+	memcpy(p->intents, p->sb.intents, sizeof(p->intents));
 	p->dev = dev;
 	p->bs = le32_get(p->sb.block_size);
 	p->bshift = (unsigned)__builtin_ctz(p->bs);
@@ -256,6 +258,9 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		if (!r)
 			r = txn_commit(p);
 		pthread_mutex_unlock(&p->lock);
+		/* Operations a crash cut short are finished. */
+		if (!r)
+			r = intents_replay(p);
 		if (r)
 			goto fail;
 		/* A shrink that did not finish goes on.  If it cannot (no room
@@ -270,6 +275,7 @@ fail:
 	owed_free(p);
 	cache_destroy(p->cache);
 	space_free(p);
+	pthread_cond_destroy(&p->intent_cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -329,6 +335,7 @@ int vbas_close(struct vbas_pool *p)
 	space_free(p);
 	if (p->own_dev)
 		dev_destroy(p->dev);
+	pthread_cond_destroy(&p->intent_cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -395,6 +402,8 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->expendable_floor = p->exp_floor;
 	info->rmap = (uint32_t)p->sp.rmap_on;
 	info->shrink_to = p->sp.limit * p->bs;
+	for (unsigned i = 0; i < VBAS_INTENT_SLOTS; i++)
+		info->intents += !!le32_get(p->intents[i].type);
 	pthread_mutex_unlock(&p->lock);
 	return e;
 }

@@ -159,7 +159,7 @@ static int step_room(struct vbas_pool *p, uint64_t did, struct vbas_vol_rec *dr,
  * Pool lock and both range locks held.  Commits may happen along the way:
  * each shows a prefix of the range shared and every count exact. */
 static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64_t did,
-			  uint64_t dl, uint64_t n, int *nospace)
+			  uint64_t dl, uint64_t n, int *nospace, int slot, uint64_t base)
 {
 	/* A batch at a time: the source's extents looked up, the
 	 * destination's range unmapped in one go, the extents inserted and
@@ -331,8 +331,46 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 		if (r)
 			break;
 		done += span;
+		/* The intent's progress, in the batch's transaction. */
+		if (slot >= 0)
+			intent_set(p, slot, 5, base + done);
 		r = txn_maybe_commit(p);
 	}
+	return r;
+}
+
+/* Reflink [sl, sl+n) of SID to [dl, dl+n) of DID under an intent (pool
+ * lock and range locks held): a crash between its commits is finished
+ * at the next open.  A failure other than ENOSPC leaves the pool
+ * read-only (txn_fail), the intent as last committed. */
+static int reflink_intent(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64_t did,
+			  uint64_t dl, uint64_t n)
+{
+	const uint64_t arg[6] = { sid, sl, did, dl, n, 0 };
+	int slot, nospace = 0;
+	int r = intent_take(p, VBAS_INTENT_REFLINK, arg, &slot);
+	if (r)
+		return r;
+	r = reflink_locked(p, sid, sl, did, dl, n, &nospace, slot, 0);
+	if (r && !nospace) {
+		txn_fail(p, r);
+		p->intent_busy[slot] = 0;
+		pthread_cond_broadcast(&p->intent_cond);
+		return r;
+	}
+	intent_drop(p, slot);
+	return r;
+}
+
+int share_resume_reflink(struct vbas_pool *p, int slot, const uint64_t a[6])
+{
+	int nospace = 0;
+	pthread_mutex_lock(&p->lock);
+	int r = reflink_locked(p, a[0], a[1] + a[5], a[2], a[3] + a[5], a[4] - a[5], &nospace,
+			       slot, a[5]);
+	if (r && !nospace)
+		txn_fail(p, r);
+	pthread_mutex_unlock(&p->lock);
 	return r;
 }
 
@@ -346,12 +384,8 @@ int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint
 	if (dst->pool != p)
 		return vbas_err(-EXDEV, "reflink: the volumes are in different pools");
 	r = share_begin(src, soff, dst, doff, &len, "reflink", &tr);
-	if (!r) {
-		int nospace = 0;
-		r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0], &nospace);
-		if (r && !nospace)
-			txn_fail(p, r);
-	}
+	if (!r)
+		r = reflink_intent(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
 	unlock_two(p, &tr);
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -425,13 +459,8 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	pthread_mutex_lock(&p->lock);
 	if (!r && equal) {
 		r = txn_writable(p, "dedupe");
-		if (!r) {
-			int nospace = 0;
-			r = reflink_locked(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0],
-					   &nospace);
-			if (r && !nospace)
-				txn_fail(p, r);
-		}
+		if (!r)
+			r = reflink_intent(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
 		if (!r)
 			*same = 1;
 	}
@@ -468,34 +497,18 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	return r;
 }
 
-int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
+/* Private copies of the shared blocks of [off, off+len) of VOL, under
+ * intent SLOT (its progress: BASE blocks before OFF). */
+static int unshare_range(struct vbas_vol *vol, uint64_t off, uint64_t len, int slot,
+			 uint64_t base)
 {
 	struct vbas_pool *p = vol->pool;
-	struct vbas_vol_info info;
 	struct vbas_resv *resv = NULL;
 	void *buf = NULL;
-	uint64_t need;
-	int r;
-	vbas_err_clear();
-	r = vbas_vol_info(vol, &info);
-	if (r)
-		return r;
-	if (info.flags & VBAS_VOL_READONLY)
-		return vbas_err(-EROFS, "unshare: the volume is a snapshot (read-only)");
-	if ((off | len) & (p->bs - 1))
-		return vbas_err(-EINVAL, "unshare: range %" PRIu64 "+%" PRIu64 " is not aligned to the "
-				"block size (%u)", off, len, p->bs);
-	if (off >= info.size)
-		return vbas_err(-ERANGE, "unshare: offset %" PRIu64 " is past the end of the volume "
-				"(%" PRIu64 " bytes)", off, info.size);
-	if (len == 0)
-		len = info.size - off;
-	if (len > info.size - off)
-		return vbas_err(-ERANGE, "unshare: range %" PRIu64 "+%" PRIu64 " is past the end of "
-				"the volume (%" PRIu64 " bytes)", off, len, info.size);
+	uint64_t need, start = off;
 	/* All or nothing in space: claim a copy of every shared block first. */
 	uint64_t meta;
-	r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need, &meta);
+	int r = count_shared(vol, off >> p->bshift, len >> p->bshift, &need, &meta);
 	if (r || !need)
 		return r;
 	r = resv_new(p, need, meta, &resv);
@@ -527,14 +540,79 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		if (!r)
 			r = e;
 		off += m.length;
+		/* Progress: a commit that came with map_end may lag it by this
+		 * chunk, which a replay unshares again (a no-op). */
+		if (!r) {
+			pthread_mutex_lock(&p->lock);
+			intent_set(p, slot, 3, base + ((off - start) >> p->bshift));
+			if (vbas_tun.unshare_commit)
+				r = txn_commit(p);
+			pthread_mutex_unlock(&p->lock);
+		}
 	}
 	free(buf);
 	vbas_resv_put(resv);
-	if (!r) {
-		pthread_mutex_lock(&p->lock);
-		r = txn_maybe_commit(p);
-		pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+int share_resume_unshare(struct vbas_pool *p, int slot, const char *name, const uint64_t a[6])
+{
+	struct vbas_vol *vol;
+	int r = vbas_vol_open(p, name, &vol);
+	if (r)
+		return r;
+	r = unshare_range(vol, (a[1] + a[3]) << p->bshift, (a[2] - a[3]) << p->bshift, slot, a[3]);
+	int e = vbas_vol_close(vol);
+	return r ? r : e;
+}
+
+int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vbas_vol_info info;
+	int r;
+	vbas_err_clear();
+	r = vbas_vol_info(vol, &info);
+	if (r)
+		return r;
+	if (info.flags & VBAS_VOL_READONLY)
+		return vbas_err(-EROFS, "unshare: the volume is a snapshot (read-only)");
+	if ((off | len) & (p->bs - 1))
+		return vbas_err(-EINVAL, "unshare: range %" PRIu64 "+%" PRIu64 " is not aligned to the "
+				"block size (%u)", off, len, p->bs);
+	if (off >= info.size)
+		return vbas_err(-ERANGE, "unshare: offset %" PRIu64 " is past the end of the volume "
+				"(%" PRIu64 " bytes)", off, info.size);
+	if (len == 0)
+		len = info.size - off;
+	if (len > info.size - off)
+		return vbas_err(-ERANGE, "unshare: range %" PRIu64 "+%" PRIu64 " is past the end of "
+				"the volume (%" PRIu64 " bytes)", off, len, info.size);
+	/* An intent for the whole range: a crash between the commits of its
+	 * chunks is finished at the next open. */
+	const uint64_t arg[6] = { vol->id, off >> p->bshift, len >> p->bshift, 0, 0, 0 };
+	int slot;
+	pthread_mutex_lock(&p->lock);
+	r = txn_writable(p, "unshare");
+	if (!r)
+		r = intent_take(p, VBAS_INTENT_UNSHARE, arg, &slot);
+	pthread_mutex_unlock(&p->lock);
+	if (r)
+		return r;
+	r = unshare_range(vol, off, len, slot, 0);
+	pthread_mutex_lock(&p->lock);
+	if (p->broken) {
+		/* Back to the last commit, its intent with it: finished at the
+		 * next open. */
+		p->intent_busy[slot] = 0;
+		pthread_cond_broadcast(&p->intent_cond);
+	} else {
+		intent_drop(p, slot);
+		int e = txn_maybe_commit(p);
+		if (!r)
+			r = e;
 	}
+	pthread_mutex_unlock(&p->lock);
 	return r;
 }
 

@@ -91,7 +91,7 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 	if (le64_get(sb->next_vol_id) == 0 || le64_get(sb->next_vol_id) >= VBAS_OWNER_REFC ||
 	    le64_get(sb->nvolumes) >= le64_get(sb->next_vol_id))
 		return "bad volume counters";
-	return NULL;
+	return intents_invalid(sb);
 }
 
 static int read_slot(struct vbas_dev *dev, uint64_t off, struct vbas_sb *sb)
@@ -192,6 +192,7 @@ void txn_fail(struct vbas_pool *p, int err)
 	p->nblocks = p->env.nblocks = le64_get(p->sb.nblocks);
 	p->low_water = le16_get(p->sb.low_water);
 	p->exp_floor = le16_get(p->sb.exp_floor);
+	memcpy(p->intents, p->sb.intents, sizeof(p->intents));
 	p->dirty = 0;
 }
 
@@ -243,8 +244,13 @@ int txn_commit(struct vbas_pool *p)
 	sb.next_vol_id = le64_mk(p->next_vol_id);
 	sb.nvolumes = le64_mk(p->nvolumes);
 	sb.nblocks = le64_mk(p->nblocks);
-	sb.flags = le32_mk((le32_get(sb.flags) & ~VBAS_SBF_SHRINK) |
-			   (p->sp.limit ? VBAS_SBF_SHRINK : 0));
+	int intents = 0;
+	for (unsigned i = 0; i < VBAS_INTENT_SLOTS; i++) {
+		sb.intents[i] = p->intents[i];
+		intents |= !!le32_get(p->intents[i].type);
+	}
+	sb.flags = le32_mk((le32_get(sb.flags) & ~(VBAS_SBF_SHRINK | VBAS_SBF_INTENTS)) |
+			   (p->sp.limit ? VBAS_SBF_SHRINK : 0) | (intents ? VBAS_SBF_INTENTS : 0));
 	sb.shrink_to = le64_mk(p->sp.limit);
 	sb.low_water = le16_mk((uint16_t)p->low_water);
 	sb.exp_floor = le16_mk((uint16_t)p->exp_floor);

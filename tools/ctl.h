@@ -192,7 +192,8 @@ static inline int ctl_split_reply(char *reply, int *err)
 	X(metadata_used) X(free) X(reserved) X(metadata_reserve) X(volumes) X(mapped) \
 	X(sharing_saves) X(generation) X(cache_blocks) X(reserved_metadata) \
 	X(reserved_metadata_granted) X(reserved_metadata_used) X(reserved_ranges) \
-	X(reserved_owed) X(available) X(low_water) X(expendable_floor) X(rmap) X(shrink_to)
+	X(reserved_owed) X(available) X(low_water) X(expendable_floor) X(rmap) X(shrink_to) \
+	X(intents)
 
 static inline void ctl_put_info(FILE *f, const struct vbas_pool_info *i)
 {

@@ -918,7 +918,7 @@ static int cmd_info(const struct args *a)
 		       ",\"cache_blocks\":%u,\"mapped\":%" PRIu64 ",\"sharing_saves\":%" PRIu64
 		       ",\"available\":%" PRIu64 ",\"reserved_ranges\":%" PRIu64
 		       ",\"reserved_owed\":%" PRIu64 ",\"low_water\":%s,\"expendable_floor\":%s"
-		       ",\"rmap\":%s,\"shrink_to\":%" PRIu64 "}\n",
+		       ",\"rmap\":%s,\"shrink_to\":%" PRIu64 ",\"intents\":%u}\n",
 		       i.size, i.block_size, i.data_used, i.metadata_used, i.free, i.volumes,
 		       i.total_blocks, i.reserved, i.reserved_metadata, i.reserved_metadata_granted,
 		       i.reserved_metadata_used, i.metadata_reserve,
@@ -926,7 +926,7 @@ static int cmd_info(const struct args *a)
 		       i.cache_blocks, i.mapped, i.sharing_saves, i.available, i.reserved_ranges,
 		       i.reserved_owed, permille_json(i.low_water, pm1, sizeof(pm1)),
 		       permille_json(i.expendable_floor, pm2, sizeof(pm2)),
-		       i.rmap ? "true" : "false", i.shrink_to);
+		       i.rmap ? "true" : "false", i.shrink_to, i.intents);
 	} else {
 		const struct { const char *k; uint64_t v; int bytes; } rows[] = {
 			{ "size", i.size, 1 },
@@ -964,6 +964,9 @@ static int cmd_info(const struct args *a)
 			printf("%-17s %20" PRIu64 "  %s (unfinished: 'resize-pool' goes on, or "
 			       "--cancel)\n", "shrinking to", i.shrink_to,
 			       human(i.shrink_to, h, sizeof(h)));
+		if (i.intents)
+			printf("%-17s %20u  (reflinks, dedupes or unshares under way; finished at "
+			       "the next read-write open)\n", "intents", i.intents);
 	}
 	return pool ? close_pool(a, pool, 0) : 0;
 }

@@ -880,15 +880,15 @@ check_ctl "list: an error from the server is said" 1 \
 	"^vbas: list: $L: something broke \(through the server\)" \
 	'5\tsomething broke' "$VBAS" list $L
 check_ctl "info through a control channel: a whole answer is printed" 0 '^volumes +3$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0 0\n' "$VBAS" info $L
 check_ctl "info through a control channel: the settings" 0 '^low water +80%$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0 0\n' "$VBAS" info $L
 check_ctl "info through a control channel: the reverse map" 0 '^reverse map +yes$' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0 0\n' "$VBAS" info $L
 check_ctl "info through a control channel: an unfinished shrink" 0 '^shrinking to +8388608 ' \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 8388608\n' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 8388608 0\n' "$VBAS" info $L
 check_ctl "info: an answer cut short is refused" 1 "cut short or not one this vbas reads" \
-	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1' "$VBAS" info $L
+	'0\t 1 2 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1 0' "$VBAS" info $L
 check_ctl "info: a number past 32 bits for a 32-bit figure is refused" 1 \
 	"cut short or not one this vbas reads" \
 	'0\t 1 4294967296 3 4 5 6 7 8 3 10 11 12 13 14 15 16 17 18 19 800 25 1\n' "$VBAS" info $L

@@ -653,8 +653,16 @@ static void t_superblock_fields(void **state)
 		{ offsetof(struct vbas_sb, exp_floor), 2, 65535, "bad space settings" },
 		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_SHRINK,
 		  "a shrink's target outside the pool" },
-		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | 0x4, "unknown feature flags" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | 0x8, "unknown feature flags" },
 		{ offsetof(struct vbas_sb, shrink_to), 8, 100, "a shrink's target without a shrink" },
+		{ offsetof(struct vbas_sb, intents), 4, 9, "an intent of an unknown type" },
+		{ offsetof(struct vbas_sb, intents), 4, VBAS_INTENT_REFLINK,
+		  "a reflink intent with bad volumes" },
+		{ offsetof(struct vbas_sb, intents) + 64, 4, VBAS_INTENT_UNSHARE,
+		  "an unshare intent with a bad volume" },
+		{ offsetof(struct vbas_sb, intents) + 16, 8, 1, "a free intent slot that is not zero" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_INTENTS,
+		  "intent slots and the intents flag disagree" },
 	};
 	for (size_t i = 0; i < sizeof(sbc) / sizeof(sbc[0]); i++) {
 		uint8_t *img = fresh();
