@@ -16,8 +16,8 @@
  * any number may be under way), and a shrink its target in the superblock
  * (it only has one); both are resumed at open too (volume.c, shrink.c).
  *
- * Three slots: an operation that finds them all held waits for one, its
- * range locks held but no change made (the holders need nothing it has).
+ * Three slots: an operation that finds them all held waits for one before
+ * it takes its range locks (the holders may be waiting for those).
  */
 #include "internal.h"
 
@@ -58,18 +58,12 @@ const char *intents_invalid(const struct vbas_sb *sb)
 	return NULL;
 }
 
-int intent_take(struct vbas_pool *p, unsigned type, const uint64_t arg[6], int *slot)
+int intent_reserve(struct vbas_pool *p, int *slot)
 {
 	for (;;) {
 		for (unsigned i = 0; i < VBAS_INTENT_SLOTS; i++) {
 			if (p->intent_busy[i] || le32_get(p->intents[i].type))
 				continue;
-			struct vbas_intent *x = &p->intents[i];
-			memset(x, 0, sizeof(*x));
-			x->type = le32_mk(type);
-			x->gen = le64_mk(p->gen + 1);
-			for (int k = 0; k < 6; k++)
-				x->arg[k] = le64_mk(arg[k]);
 			p->intent_busy[i] = 1;
 			*slot = (int)i;
 			return 0;
@@ -78,6 +72,24 @@ int intent_take(struct vbas_pool *p, unsigned type, const uint64_t arg[6], int *
 			return vbas_err(-EROFS, "%s", p->broken_msg);
 		pthread_cond_wait(&p->intent_cond, &p->lock);
 	}
+}
+
+void intent_begin(struct vbas_pool *p, int slot, unsigned type, const uint64_t arg[6])
+{
+	struct vbas_intent *x = &p->intents[slot];
+	memset(x, 0, sizeof(*x));
+	x->type = le32_mk(type);
+	x->gen = le64_mk(p->gen + 1);
+	for (int k = 0; k < 6; k++)
+		x->arg[k] = le64_mk(arg[k]);
+}
+
+int intent_take(struct vbas_pool *p, unsigned type, const uint64_t arg[6], int *slot)
+{
+	int r = intent_reserve(p, slot);
+	if (!r)
+		intent_begin(p, *slot, type, arg);
+	return r;
 }
 
 void intent_set(struct vbas_pool *p, int slot, unsigned idx, uint64_t val)
@@ -89,9 +101,10 @@ void intent_set(struct vbas_pool *p, int slot, unsigned idx, uint64_t val)
 void intent_drop(struct vbas_pool *p, int slot)
 {
 	/* Written by the next commit, with the last batch. */
+	if (le32_get(p->intents[slot].type))
+		p->dirty = 1;
 	memset(&p->intents[slot], 0, sizeof(p->intents[slot]));
 	p->intent_busy[slot] = 0;
-	p->dirty = 1;
 	pthread_cond_broadcast(&p->intent_cond);
 }
 

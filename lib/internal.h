@@ -362,8 +362,11 @@ int vol_resume_deletes(struct vbas_pool *p);
 
 /* intent.c: operations that span commits, in the superblock's slots. */
 const char *intents_invalid(const struct vbas_sb *sb);
-/* A free slot for an operation of TYPE with ARG (waits, dropping the pool
- * lock, while all are held): *SLOT. */
+/* A free slot (waits, dropping the pool lock, while all are held; never
+ * with range locks held): *SLOT, then filled by intent_begin. */
+int intent_reserve(struct vbas_pool *p, int *slot);
+void intent_begin(struct vbas_pool *p, int slot, unsigned type, const uint64_t arg[6]);
+/* Both. */
 int intent_take(struct vbas_pool *p, unsigned type, const uint64_t arg[6], int *slot);
 /* Its progress: ARG[IDX] = VAL, in the running transaction. */
 void intent_set(struct vbas_pool *p, int slot, unsigned idx, uint64_t val);

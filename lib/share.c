@@ -98,14 +98,20 @@ static int check_share_args(struct vbas_vol *src, uint64_t soff, struct vbas_vol
  * (source shared, destination exclusive), then the checks again, since
  * sizes or flags may have changed while we waited.  Returns with the pool
  * lock held, whatever the result; TR's locks are held if it was reached. */
+/* The pool lock (held on return), an intent slot (*SLOT; -1 if none was
+ * taken) and the two ranges' locks, in that order: nobody waits for a
+ * slot with range locks held. */
 static int share_begin(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint64_t doff,
-		       uint64_t *len, const char *what, struct two_ranges *tr)
+		       uint64_t *len, const char *what, struct two_ranges *tr, int *slot)
 {
 	struct vbas_pool *p = src->pool;
 	pthread_mutex_lock(&p->lock);
+	*slot = -1;
 	int r = txn_writable(p, what);
 	if (!r)
 		r = check_share_args(src, soff, dst, doff, len, what);
+	if (!r)
+		r = intent_reserve(p, slot);
 	if (r)
 		return r;
 	tr->start[0] = soff >> p->bshift;
@@ -343,15 +349,13 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
  * lock and range locks held): a crash between its commits is finished
  * at the next open.  A failure other than ENOSPC leaves the pool
  * read-only (txn_fail), the intent as last committed. */
-static int reflink_intent(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64_t did,
-			  uint64_t dl, uint64_t n)
+static int reflink_intent(struct vbas_pool *p, int slot, uint64_t sid, uint64_t sl,
+			  uint64_t did, uint64_t dl, uint64_t n)
 {
 	const uint64_t arg[6] = { sid, sl, did, dl, n, 0 };
-	int slot, nospace = 0;
-	int r = intent_take(p, VBAS_INTENT_REFLINK, arg, &slot);
-	if (r)
-		return r;
-	r = reflink_locked(p, sid, sl, did, dl, n, &nospace, slot, 0);
+	int nospace = 0;
+	intent_begin(p, slot, VBAS_INTENT_REFLINK, arg);
+	int r = reflink_locked(p, sid, sl, did, dl, n, &nospace, slot, 0);
 	if (r && !nospace) {
 		txn_fail(p, r);
 		p->intent_busy[slot] = 0;
@@ -383,9 +387,12 @@ int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint
 	vbas_err_clear();
 	if (dst->pool != p)
 		return vbas_err(-EXDEV, "reflink: the volumes are in different pools");
-	r = share_begin(src, soff, dst, doff, &len, "reflink", &tr);
+	int slot;
+	r = share_begin(src, soff, dst, doff, &len, "reflink", &tr, &slot);
 	if (!r)
-		r = reflink_intent(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+		r = reflink_intent(p, slot, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+	else if (slot >= 0)
+		intent_drop(p, slot);
 	unlock_two(p, &tr);
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -440,7 +447,8 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	*same = 0;
 	if (dst->pool != p)
 		return vbas_err(-EXDEV, "dedupe: the volumes are in different pools");
-	r = share_begin(src, soff, dst, doff, &len, "dedupe", &tr);
+	int slot;
+	r = share_begin(src, soff, dst, doff, &len, "dedupe", &tr, &slot);
 	pthread_mutex_unlock(&p->lock);
 	/* Compare with both ranges locked, a bounded buffer at a time. */
 	if (!r && (posix_memalign((void **)&a, 4096, chunk) || posix_memalign((void **)&b, 4096, chunk)))
@@ -459,11 +467,15 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	pthread_mutex_lock(&p->lock);
 	if (!r && equal) {
 		r = txn_writable(p, "dedupe");
-		if (!r)
-			r = reflink_intent(p, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+		if (!r) {
+			r = reflink_intent(p, slot, src->id, tr.start[0], dst->id, tr.start[1], tr.n[0]);
+			slot = -1;
+		}
 		if (!r)
 			*same = 1;
 	}
+	if (slot >= 0)
+		intent_drop(p, slot);      /* not equal, or no reflink */
 	unlock_two(p, &tr);
 	pthread_mutex_unlock(&p->lock);
 	return r;

@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,12 +249,82 @@ static void t_unshare_crash(void **state)
 	dev_destroy(base);
 }
 
+/* More operations at once than there are slots: five unshares of clones
+ * of one snapshot (each holds its slot across its chunks, the pool lock
+ * let go between them): the others wait for a slot, and all finish. */
+struct sharer {
+	struct vbas_pool *p;
+	char name[16];
+	int r;
+	char msg[200];
+};
+
+static void *sharer_main(void *arg)
+{
+	struct sharer *s = arg;
+	struct vbas_vol *v;
+	if (!(s->r = vbas_vol_open(s->p, s->name, &v))) {
+		s->r = vbas_unshare(v, 0, 0);
+		vbas_vol_close(v);
+	}
+	if (s->r)
+		snprintf(s->msg, sizeof(s->msg), "%s", vbas_errmsg());
+	return NULL;
+}
+
+static void t_slots(void **state)
+{
+	(void)state;
+	static uint8_t img[256 * BS], buf[256 * BS];
+	struct vbas_dev *d = mem_pool(16 * MiB, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	struct rng r = { test_seed(84) };
+	struct vbas_vol *v;
+	assert_ok(vbas_vol_create(p, "u", sizeof(img)));
+	rng_fill(&r, img, sizeof(img));
+	assert_ok(vbas_vol_open(p, "u", &v));
+	for (int odd = 0; odd < 2; odd++)
+		for (uint64_t b = (uint64_t)odd; b < sizeof(img) / BS; b += 2)
+			assert_ok(vbas_pwrite(v, img + b * BS, BS, b * BS, 0));
+	vbas_vol_close(v);
+	assert_ok(vbas_vol_snapshot(p, "u", "u-snap", 0));
+	enum { N = 5 };
+	struct sharer sh[N];
+	pthread_t th[N];
+	for (int i = 0; i < N; i++) {
+		sh[i] = (struct sharer){ .p = p };
+		snprintf(sh[i].name, sizeof(sh[i].name), "c%d", i);
+		assert_ok(vbas_vol_snapshot(p, "u-snap", sh[i].name, VBAS_SNAP_WRITABLE));
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, sharer_main, &sh[i]), 0);
+	for (int i = 0; i < N; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < N; i++)
+		if (sh[i].r)
+			fail_msg("unshare of %s: %d %s", sh[i].name, sh[i].r, sh[i].msg);
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.intents, 0);
+	assert_check_clean(p);
+	for (int i = 0; i < N; i++) {
+		struct vbas_vol_usage u;
+		vread(p, sh[i].name, buf, sizeof(buf));
+		assert_memory_equal(buf, img, sizeof(buf));
+		assert_ok(vbas_vol_usage(p, sh[i].name, &u));
+		assert_int_equal(u.shared, 0);
+	}
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(t_reflink_crash),
 		cmocka_unit_test(t_dedupe_crash),
 		cmocka_unit_test(t_unshare_crash),
+		cmocka_unit_test(t_slots),
 	};
 	return RUN("intent", tests);
 }
