@@ -202,7 +202,7 @@ static void t_crash(void **state)
 	assert_true(st.steps > 3);
 	assert_ok(vbas_close(p));
 	dev_destroy(d);
-	uint64_t every = total / test_ops(120) + 1;
+	uint64_t every = total / test_ops(80) + 1;
 	unsigned shrunk = 0, old = 0, runs = 0;
 	for (uint64_t at = 0; at <= total; at += every) {
 		unsigned mode = modes[runs % 4];
