@@ -837,27 +837,39 @@ int bt_leaf_get(struct vbas_btree *t, const void *key, struct bt_leaf *out)
 	return 0;
 }
 
+/* Repair: a fresh node at BLKNO over whatever the block holds, with the
+ * header its parents expect (TXID, OWNER, LEVEL, N items), pinned and
+ * dirty in *OUT. */
+static int node_in_place(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
+			 unsigned level, unsigned n, struct cblock **out)
+{
+	cache_forget(t->env->cache, blkno);
+	int r = cache_new(t->env->cache, blkno, out);
+	if (r)
+		return r;
+	struct vbas_node_hdr *h = (*out)->data;
+	h->magic = le32_mk(VBAS_NODE_MAGIC);
+	h->blkno = le64_mk(blkno);
+	h->txid = le64_mk(txid);
+	h->owner = le64_mk(owner);
+	memcpy(h->uuid, t->env->uuid, 16);
+	h->level = le16_mk((uint16_t)level);
+	h->nrecs = le16_mk((uint16_t)n);
+	h->tree_type = le16_mk(t->ops->tree_type);
+	cache_dirty(*out);
+	return 0;
+}
+
 int bt_write_leaf(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint64_t owner,
 		  const void *recs, unsigned n)
 {
 	struct cblock *b;
 	if (n == 0 || n > bt_leaf_cap(t))
 		return vbas_err(-EINVAL, "%s tree: a leaf of %u records", t->ops->name, n);
-	cache_forget(t->env->cache, blkno);
-	int r = cache_new(t->env->cache, blkno, &b);
+	int r = node_in_place(t, blkno, txid, owner, 0, n, &b);
 	if (r)
 		return r;
-	struct vbas_node_hdr *h = b->data;
-	h->magic = le32_mk(VBAS_NODE_MAGIC);
-	h->blkno = le64_mk(blkno);
-	h->txid = le64_mk(txid);
-	h->owner = le64_mk(owner);
-	memcpy(h->uuid, t->env->uuid, 16);
-	h->level = le16_mk(0);
-	h->nrecs = le16_mk((uint16_t)n);
-	h->tree_type = le16_mk(t->ops->tree_type);
 	memcpy(leaf_rec(t, b->data, 0), recs, (size_t)n * rec_size(t));
-	cache_dirty(b);
 	put(t, b);
 	return 0;
 }
@@ -870,26 +882,15 @@ int bt_write_interior(struct vbas_btree *t, uint64_t blkno, uint64_t txid, uint6
 	if (t->ops->overlapping || !level || n == 0 || n > bt_int_cap(t))
 		return vbas_err(-EINVAL, "%s tree: an interior node of %u entries at level %u",
 				t->ops->name, n, level);
-	cache_forget(t->env->cache, blkno);
-	int r = cache_new(t->env->cache, blkno, &b);
+	int r = node_in_place(t, blkno, txid, owner, level, n, &b);
 	if (r)
 		return r;
-	struct vbas_node_hdr *h = b->data;
-	h->magic = le32_mk(VBAS_NODE_MAGIC);
-	h->blkno = le64_mk(blkno);
-	h->txid = le64_mk(txid);
-	h->owner = le64_mk(owner);
-	memcpy(h->uuid, t->env->uuid, 16);
-	h->level = le16_mk((uint16_t)level);
-	h->nrecs = le16_mk((uint16_t)n);
-	h->tree_type = le16_mk(t->ops->tree_type);
 	for (unsigned i = 0; i < n; i++) {
 		uint8_t *e = ent(t, b->data, i);
 		memcpy(e, (const uint8_t *)keys + (size_t)i * t->ops->key_size, t->ops->key_size);
 		st_le64(e + ent_size(t) - VBAS_PTR_BYTES, child[i]);
 		st_le64(e + ent_size(t) - 8, ctxid[i]);
 	}
-	cache_dirty(b);
 	put(t, b);
 	return 0;
 }

@@ -60,6 +60,45 @@ struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes)
 	return p;
 }
 
+const unsigned crash_modes[4] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
+				  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
+
+static struct vbas_pool *open_flags(struct vbas_dev *d, unsigned flags)
+{
+	struct vbas_open_opts oo = { .cache_bytes = 1 << 20, .flags = flags };
+	struct vbas_pool *p = NULL;
+	assert_ok(vbas_open_dev(d, &oo, &p));
+	return p;
+}
+
+uint64_t crash_writes(struct vbas_dev *base, unsigned flags,
+		      void (*op)(struct vbas_pool *, void *), void *arg)
+{
+	struct vbas_dev *d = vbas_memdev_clone(base);
+	struct vbas_pool *p = open_flags(d, flags);
+	uint64_t w0 = vbas_memdev_writes(d);
+	op(p, arg);
+	uint64_t n = vbas_memdev_writes(d) - w0;
+	vbas_close(p);
+	dev_destroy(d);
+	return n;
+}
+
+struct vbas_dev *crash_run(struct vbas_dev *base, unsigned flags, uint64_t at, unsigned mode,
+			   uint64_t seed, void (*op)(struct vbas_pool *, void *), void *arg)
+{
+	struct vbas_dev *d = vbas_memdev_clone(base);
+	struct vbas_pool *p = open_flags(d, flags);
+	vbas_memdev_arm_crash(d, at, mode, seed);
+	op(p, arg);
+	if (!vbas_memdev_crashed(d))
+		vbas_memdev_crash_now(d, mode, seed);
+	vbas_close(p);
+	struct vbas_dev *s = vbas_memdev_survivor(d);
+	dev_destroy(d);
+	return s;
+}
+
 int wrap_pread(struct vbas_dev *d, void *buf, size_t len, uint64_t off)
 {
 	return dev_pread(((struct wrapdev *)d)->inner, buf, len, off);

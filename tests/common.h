@@ -51,6 +51,17 @@ int wrap_discard(struct vbas_dev *d, uint64_t off, uint64_t len);
 void wrap_destroy(struct vbas_dev *d);       /* destroys INNER, frees W */
 /* W over INNER (its size and alignment), with OPS. */
 void wrap_init(struct wrapdev *w, struct vbas_dev *inner, const struct vbas_dev_ops *ops);
+/* Power lost at a write: the modes the crash loops take in turn, and one
+ * run.  OP runs on a pool opened (OPTS, with a 1 MiB cache) on a copy of
+ * BASE, the power going at its write AT (mode MODE, tearing and
+ * reordering from SEED; at the end if it wrote less); the pool is closed
+ * and the survivor returned (the caller destroys it). */
+extern const unsigned crash_modes[4];
+struct vbas_dev *crash_run(struct vbas_dev *base, unsigned flags, uint64_t at, unsigned mode,
+			   uint64_t seed, void (*op)(struct vbas_pool *, void *), void *arg);
+/* Writes OP makes on a pool opened (FLAGS) on a copy of BASE. */
+uint64_t crash_writes(struct vbas_dev *base, unsigned flags,
+		      void (*op)(struct vbas_pool *, void *), void *arg);
 /* vbas_check must be clean; problems are printed. */
 void assert_check_clean(struct vbas_pool *p);
 /* cmocka group runner with TAP output. */

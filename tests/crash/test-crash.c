@@ -973,11 +973,6 @@ static uint64_t scenario(uint64_t seed, uint64_t at, unsigned mode, const struct
 	return writes;
 }
 
-static const unsigned crash_modes[] = {
-	VBAS_CRASH_DROP, VBAS_CRASH_REORDER | VBAS_CRASH_DROP,
-	VBAS_CRASH_TEAR | VBAS_CRASH_DROP | VBAS_CRASH_REORDER, 0,
-};
-
 static struct stats crash_sweep(uint64_t seed, const struct simcfg *cfg, uint64_t points)
 {
 	const int nops = 150;

@@ -15,9 +15,6 @@
 #define NBLK 1100u                 /* blocks of the range shared: 550
                                       extents, two batches of a reflink */
 
-static const unsigned modes[] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
-				  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
-
 static void vread(struct vbas_pool *p, const char *name, uint8_t *buf, uint64_t len)
 {
 	struct vbas_vol *v;
@@ -78,6 +75,11 @@ static int run_op(struct vbas_pool *p, enum op op)
 	return r;
 }
 
+static void run_op_any(struct vbas_pool *p, void *arg)
+{
+	(void)run_op(p, *(enum op *)arg);
+}
+
 static void crash_share(enum op op, uint64_t seed)
 {
 	static uint8_t img_s[NBLK * BS], img_d[NBLK * BS], buf[NBLK * BS];
@@ -109,16 +111,8 @@ static void crash_share(enum op op, uint64_t seed)
 	uint64_t every = total / test_ops(20) + 1;
 	unsigned whole = 0, none = 0, replayed = 0, runs = 0;
 	for (uint64_t at = 0; at <= total; at += every) {
-		unsigned mode = modes[runs++ % 4];
-		d = vbas_memdev_clone(base);
-		p = open_mem(d, 1 << 20);
-		vbas_memdev_arm_crash(d, at, mode, 3 + at);
-		(void)run_op(p, op);
-		if (!vbas_memdev_crashed(d))
-			vbas_memdev_crash_now(d, mode, 3 + at);
-		vbas_close(p);
-		struct vbas_dev *s = vbas_memdev_survivor(d);
-		dev_destroy(d);
+		struct vbas_dev *s = crash_run(base, 0, at, crash_modes[runs++ % 4], 3 + at,
+					       run_op_any, &op);
 		replayed += pending(s) > 0;
 		p = open_mem(s, 1 << 20);              /* finishes what was under way */
 		assert_ok(vbas_pool_info(p, &b));
@@ -174,6 +168,12 @@ static int unshare_v(struct vbas_pool *p)
 	return r;
 }
 
+static void unshare_any(struct vbas_pool *p, void *arg)
+{
+	(void)arg;
+	(void)unshare_v(p);
+}
+
 /* Unshare of a volume a snapshot shares whole, with a commit after each
  * chunk (as another thread's flush may make: one thread's unshare is one
  * transaction, its chunks holding their metadata room): after a power cut
@@ -212,16 +212,8 @@ static void t_unshare_crash(void **state)
 	uint64_t every = total / test_ops(20) + 1;
 	unsigned all = 0, untouched = 0, replayed = 0, runs = 0;
 	for (uint64_t at = 0; at <= total; at += every) {
-		unsigned mode = modes[runs++ % 4];
-		d = vbas_memdev_clone(base);
-		p = open_mem(d, 1 << 20);
-		vbas_memdev_arm_crash(d, at, mode, 9 + at);
-		(void)unshare_v(p);
-		if (!vbas_memdev_crashed(d))
-			vbas_memdev_crash_now(d, mode, 9 + at);
-		vbas_close(p);
-		struct vbas_dev *s = vbas_memdev_survivor(d);
-		dev_destroy(d);
+		struct vbas_dev *s = crash_run(base, 0, at, crash_modes[runs++ % 4], 9 + at,
+					       unshare_any, NULL);
 		replayed += pending(s) > 0;
 		p = open_mem(s, 1 << 20);
 		assert_check_clean(p);

@@ -99,37 +99,26 @@ static void t_build(void **state)
 	free(walked.r);
 }
 
+static void build_op(struct vbas_pool *p, void *arg)
+{
+	(void)arg;
+	(void)vbas_pool_rmap_build(p);
+}
+
 /* Power lost at every write of the build: the pool opens either without
  * a reverse map or with a whole one, checked clean, its data intact. */
 static void t_build_crash(void **state)
 {
 	(void)state;
 	static struct img m;
-	static const unsigned modes[] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
-					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 	struct vbas_dev *base = mem_pool_flags(16 << 20, VBAS_FORMAT_NO_RMAP);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
 	img_populate(p, &m, test_seed(32));
 	assert_ok(vbas_close(p));
-	struct vbas_dev *d = vbas_memdev_clone(base);
-	p = open_mem(d, 1 << 20);
-	uint64_t w0 = vbas_memdev_writes(d);
-	assert_ok(vbas_pool_rmap_build(p));
-	uint64_t total = vbas_memdev_writes(d) - w0;
-	assert_ok(vbas_close(p));
-	dev_destroy(d);
+	uint64_t total = crash_writes(base, 0, build_op, NULL);
 	unsigned with = 0, without = 0;
 	for (uint64_t at = 0; at <= total; at++) {
-		d = vbas_memdev_clone(base);
-		p = open_mem(d, 1 << 20);
-		vbas_memdev_arm_crash(d, at, modes[at % 4], 5 + at);
-		int r = vbas_pool_rmap_build(p);
-		if (!vbas_memdev_crashed(d))
-			vbas_memdev_crash_now(d, modes[at % 4], 5 + at);
-		(void)r;
-		vbas_close(p);
-		struct vbas_dev *s = vbas_memdev_survivor(d);
-		dev_destroy(d);
+		struct vbas_dev *s = crash_run(base, 0, at, crash_modes[at % 4], 5 + at, build_op, NULL);
 		p = open_mem(s, 1 << 20);
 		struct vbas_pool_info pi;
 		assert_ok(vbas_pool_info(p, &pi));
@@ -562,14 +551,18 @@ static void t_repair_refuses_mapping_damage(void **state)
 	dev_destroy(d);
 }
 
+static void repair_op(struct vbas_pool *p, void *arg)
+{
+	(void)arg;
+	(void)vbas_repair(p, 0, NULL, NULL, NULL);
+}
+
 /* Power lost at every write of a repair: the survivor is the damaged pool
  * (and a repair then mends it) or the repaired one. */
 static void t_repair_crash(void **state)
 {
 	(void)state;
 	static struct img m;
-	static const unsigned modes[] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
-					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 	struct vbas_dev *base = mem_pool(16 << 20, BS, 8);
 	struct vbas_pool *p = open_mem(base, 1 << 20);
 	img_populate(p, &m, test_seed(45));
@@ -577,24 +570,11 @@ static void t_repair_crash(void **state)
 	static struct nodes ns;
 	tree_nodes(base, 0, &ns);
 	vbas_memdev_image(base)[ns.v[0] * BS + 100] ^= 0x01;     /* the root */
-	struct vbas_dev *d = vbas_memdev_clone(base);
-	p = open_repair(d);
-	uint64_t w0 = vbas_memdev_writes(d);
-	assert_ok(vbas_repair(p, 0, NULL, NULL, NULL));
-	uint64_t total = vbas_memdev_writes(d) - w0;
-	assert_ok(vbas_close(p));
-	dev_destroy(d);
+	uint64_t total = crash_writes(base, VBAS_OPEN_REPAIR, repair_op, NULL);
 	unsigned repaired = 0, again = 0;
 	for (uint64_t at = 0; at <= total; at++) {
-		d = vbas_memdev_clone(base);
-		p = open_repair(d);
-		vbas_memdev_arm_crash(d, at, modes[at % 4], 11 + at);
-		(void)vbas_repair(p, 0, NULL, NULL, NULL);
-		if (!vbas_memdev_crashed(d))
-			vbas_memdev_crash_now(d, modes[at % 4], 11 + at);
-		vbas_close(p);
-		struct vbas_dev *s = vbas_memdev_survivor(d);
-		dev_destroy(d);
+		struct vbas_dev *s = crash_run(base, VBAS_OPEN_REPAIR, at, crash_modes[at % 4], 11 + at,
+					       repair_op, NULL);
 		p = open_repair(s);
 		struct vbas_repair_stats st;
 		assert_ok(vbas_repair(p, 0, NULL, NULL, &st));

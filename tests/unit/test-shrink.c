@@ -180,43 +180,34 @@ static void t_refusals(void **state)
 /* Power lost at every write of a shrink made of many steps: the
  * survivor opens (going on with the shrink, or back at the old size if
  * the target never landed), checks clean and reads back every byte. */
+static void shrink_op(struct vbas_pool *p, void *arg)
+{
+	struct vbas_shrink_stats *st = arg;
+	int r = vbas_pool_shrink(p, 8 * MiB, st);
+	if (st)
+		assert_ok(r);
+}
+
 static void t_crash(void **state)
 {
 	(void)state;
 	static struct img m;
-	static const unsigned modes[] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
-					  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 	struct vbas_dev *base = high_pool(16 * MiB, 7 * MiB, &m, test_seed(63));
 	uint64_t target = 8 * MiB;
 	uint64_t step0 = vbas_tun.shrink_step;
 	vbas_tun.shrink_step = 64;
-	struct vbas_dev *d = vbas_memdev_clone(base);
-	struct vbas_pool *p = open_mem(d, 1 << 20);
-	uint64_t w0 = vbas_memdev_writes(d);
 	struct vbas_shrink_stats st;
-	assert_ok(vbas_pool_shrink(p, target, &st));
-	uint64_t total = vbas_memdev_writes(d) - w0;
+	uint64_t total = crash_writes(base, 0, shrink_op, &st);
 	fprintf(stderr, "# %llu data blocks, %llu nodes moved in %llu steps\n",
 		(unsigned long long)st.data_blocks, (unsigned long long)st.nodes,
 		(unsigned long long)st.steps);
 	assert_true(st.steps > 3);
-	assert_ok(vbas_close(p));
-	dev_destroy(d);
 	uint64_t every = total / test_ops(80) + 1;
 	unsigned shrunk = 0, old = 0, runs = 0;
 	for (uint64_t at = 0; at <= total; at += every) {
-		unsigned mode = modes[runs % 4];
-		runs++;
-		d = vbas_memdev_clone(base);
-		p = open_mem(d, 1 << 20);
-		vbas_memdev_arm_crash(d, at, mode, 7 + at);
-		(void)vbas_pool_shrink(p, target, NULL);
-		if (!vbas_memdev_crashed(d))
-			vbas_memdev_crash_now(d, mode, 7 + at);
-		vbas_close(p);
-		struct vbas_dev *s = vbas_memdev_survivor(d);
-		dev_destroy(d);
-		p = open_mem(s, 1 << 20);
+		struct vbas_dev *s = crash_run(base, 0, at, crash_modes[runs++ % 4], 7 + at,
+					       shrink_op, NULL);
+		struct vbas_pool *p = open_mem(s, 1 << 20);
 		struct vbas_pool_info pi;
 		assert_ok(vbas_pool_info(p, &pi));
 		assert_int_equal(pi.shrink_to, 0);
