@@ -13,7 +13,13 @@
 #   --no-nbd          skip it
 #   --nbd-time SEC    seconds per NBD test (default 3)
 #   --nbd-size SIZE   the NBD working set (default 1G)
-# --sharing-only, --space-only and --rmap-only run no NBD benchmark either.
+#   --scale-only      run only the scale benchmark (bench/scale.c: 100,000
+#                     volumes, 10,000 snapshots of a 1,000,000-extent
+#                     volume, commit cost; about 2 minutes)
+#   --no-scale        skip it
+#   --scale-big       add its 10^7-extent check (a few minutes more)
+# --sharing-only, --space-only and --rmap-only run no NBD or scale
+# benchmark either.
 #
 # The NBD benchmark (bench/nbd.sh, after the others) serves a vbas volume,
 # a raw file and a qcow2 image over NBD and runs fio against each; it
@@ -41,6 +47,9 @@ fi
 sharing=1
 nbd=1
 nbd_only=0
+scale=1
+scale_only=0
+scale_big=
 nbd_time=3
 nbd_size=1G
 n=$#
@@ -51,6 +60,9 @@ while [ $n -gt 0 ]; do
 	case $a in
 	--nbd-only) nbd_only=1 ;;
 	--no-nbd) nbd=0 ;;
+	--scale-only) scale_only=1 ;;
+	--no-scale) scale=0 ;;
+	--scale-big) scale_big=--big ;;
 	--nbd-time|--nbd-size)
 		if [ $n = 0 ]; then
 			echo "run.sh: $a needs a value" >&2
@@ -62,7 +74,7 @@ while [ $n -gt 0 ]; do
 	*)
 		case $a in
 		--no-sharing) sharing=0 ;;
-		--sharing-only|--space-only|--rmap-only) nbd=0 ;;
+		--sharing-only|--space-only|--rmap-only) nbd=0; scale=0 ;;
 		esac
 		set -- "$@" "$a" ;;
 	esac
@@ -77,8 +89,21 @@ if [ $nbd_only = 1 ]; then
 		exit 2
 	fi
 	sharing=0
+	scale=0
 fi
-if [ $nbd_only = 0 ] && [ ! -x "$bin" ]; then
+if [ $scale_only = 1 ]; then
+	if [ $scale = 0 ] || [ $nbd_only = 1 ] || [ $# -gt 0 ]; then
+		echo "run.sh: --scale-only runs the scale benchmark alone (no other options)" >&2
+		exit 2
+	fi
+	nbd=0
+	sharing=0
+fi
+if [ $scale = 1 ] && [ ! -x "$build/bench/scale" ]; then
+	echo "run.sh: $build/bench/scale not found (make it first)" >&2
+	exit 1
+fi
+if [ $nbd_only = 0 ] && [ $scale_only = 0 ] && [ ! -x "$bin" ]; then
 	echo "run.sh: $bin not found (make $bin first)" >&2
 	exit 1
 fi
@@ -201,10 +226,17 @@ fi
 # In the background and waited for, so that a signal reaches the trap at
 # once (which stops the benchmark, then unmounts).
 rc=0
-if [ $nbd_only = 0 ]; then
+if [ $nbd_only = 0 ] && [ $scale_only = 0 ]; then
 	"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
 		--vbas-cli "$build/vbas" ${xfs_opt:+"$xfs_opt"} ${xfs_opt:+"$xfs_arg"} \
 		$xfs_scratch "$@" &
+	pid=$!
+	wait "$pid" || rc=$?
+	pid=
+	[ $rc = 0 ] || exit $rc
+fi
+if [ $scale = 1 ]; then
+	"$build/bench/scale" --dir "$dir" --vbas-cli "$build/vbas" $scale_big &
 	pid=$!
 	wait "$pid" || rc=$?
 	pid=

@@ -152,6 +152,10 @@ struct vbas_pool_info {
 	uint32_t intents;         /* reflinks, dedupes and unshares under way
 	                             (finished at the next read-write open if a
 	                             crash cuts them short) */
+	uint64_t dirty_blocks;    /* metadata blocks changed since the last
+	                             commit and not yet written (the cache
+	                             writes some early when it is full): what
+	                             the next commit writes */
 };
 int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -502,7 +506,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 enum vbas_fsmap_kind {
 	VBAS_FSMAP_FREE = 1,       /* no owner */
 	VBAS_FSMAP_SUPERBLOCK,     /* blocks 0 and 1 */
-	VBAS_FSMAP_VOLTAB,         /* a node of the volume table */
+	VBAS_FSMAP_VOLTAB,         /* a node of the volume table (or its name index) */
 	VBAS_FSMAP_REFCOUNT,       /* a node of the refcount tree */
 	VBAS_FSMAP_MAPPING,        /* a node of VOLUME's mapping tree */
 	VBAS_FSMAP_DATA,           /* data VOLUME reads at LOGICAL */

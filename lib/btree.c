@@ -282,7 +282,7 @@ static int node_get(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level
 		char from[64] = "the superblock";
 		if (parent)
 			snprintf(from, sizeof(from), "metadata block %" PRIu64, parent);
-		else if (t->owner < VBAS_OWNER_REFC)
+		else if (t->owner < VBAS_VOL_ID_LIMIT)
 			snprintf(from, sizeof(from), "the record of volume id %" PRIu64, t->owner);
 		return vbas_err(-EIO, "%s tree: metadata block %" PRIu64 " was written by transaction %"
 				PRIu64 ", but %s expects transaction %" PRIu64 " there (a lost "
@@ -1484,6 +1484,57 @@ static int overlap_walk(struct vbas_btree *t, uint64_t blk, uint64_t txid, int l
 	}
 	put(t, b);
 	return r;
+}
+
+/* The private part of the subtree at BLK (as overlap_walk), from START
+ * (NULL: all) on. */
+static int private_walk(struct vbas_btree *t, uint64_t blk, uint64_t txid, int level,
+			const uint8_t *klo, const uint8_t *khi, uint64_t parent, const void *start,
+			uint64_t share_gen, bt_rec_cb cb, void *arg)
+{
+	struct cblock *b;
+	uint8_t rec[BT_MAX_REC], chi[BT_MAX_KEY], clo[BT_MAX_KEY];
+	int r;
+	if (txid != t->env->txid && txid <= share_gen) {
+		uint32_t rc;
+		r = t->env->refcount(t->env->ctx, blk, &rc);
+		if (r)
+			return r;
+		if (rc > 1)
+			return 0;                    /* shared, and all below it */
+	}
+	r = node_get_in(t, blk, txid, level, klo, khi, parent, &b);
+	if (r)
+		return r;
+	void *d = b->data;
+	unsigned n = n_recs(d), i = 0;
+	if (start && n_level(d))
+		i = child_index(t, d, start);
+	else if (start) {
+		int exact;
+		i = leaf_pos(t, d, start, &exact);
+	}
+	for (; i < n && !r; i++) {
+		if (n_level(d)) {
+			memcpy(clo, ent(t, d, i), t->ops->key_size);
+			r = private_walk(t, ent_child(t, d, i), ent_ctxid(t, d, i), (int)n_level(d) - 1,
+					 clo, child_hi(t, d, i, khi, chi), blk, start, share_gen, cb, arg);
+			start = NULL;                /* the next children lie past it */
+		} else {
+			memcpy(rec, leaf_rec(t, d, i), rec_size(t));
+			r = cb(arg, rec);
+		}
+	}
+	put(t, b);
+	return r;
+}
+
+int bt_iter_private(struct vbas_btree *t, const void *start, uint64_t share_gen, bt_rec_cb cb,
+		    void *arg)
+{
+	if (!t->root)
+		return 0;
+	return private_walk(t, t->root, t->root_txid, -1, NULL, NULL, 0, start, share_gen, cb, arg);
 }
 
 int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,

@@ -203,6 +203,12 @@ int bt_node_info(struct bt_env *env, uint64_t blk, uint16_t *type, uint64_t *own
  * tree. */
 typedef int (*bt_rec_cb)(void *arg, const void *rec);
 int bt_iter(struct vbas_btree *t, const void *start, bt_rec_cb cb, void *arg);
+/* As bt_iter, but only the records of leaves no other tree holds: every
+ * node on their path has reference count one (nodes written after
+ * SHARE_GEN, the last transaction the tree was shared in, or in the
+ * running one, are known to).  A shared subtree is skipped unread. */
+int bt_iter_private(struct vbas_btree *t, const void *start, uint64_t share_gen, bt_rec_cb cb,
+		    void *arg);
 /* Records whose [key, high key] overlaps [LO, HI] (overlapping trees). */
 int bt_query_overlap(struct vbas_btree *t, const void *lo, const void *hi,
 		     bt_rec_cb cb, void *arg);

@@ -28,8 +28,18 @@ struct vbas_cache {
 	struct cblock lru;            /* sentinel */
 	struct cblock *freelist;      /* unused entries with buffers */
 	struct slab *slabs;
-	uint64_t hits, misses, writebacks;
+	uint64_t hits, misses, writebacks, writeback_ios;
+	/* cache_writeback: the dirty blocks in block order, and a buffer a
+	 * run of adjacent ones is gathered into for one device write. */
+	struct cblock **wb;
+	size_t wb_cap;
+	void *run;
+	size_t run_blocks;
 };
+
+/* The longest run cache_writeback writes with one call: 1 MiB (at least
+ * one block). */
+#define WB_RUN_BYTES (1u << 20)
 
 static size_t hslot(const struct vbas_cache *c, uint64_t blkno)
 {
@@ -103,6 +113,8 @@ void cache_destroy(struct vbas_cache *c)
 		free(s);
 	}
 	free(c->hash);
+	free(c->wb);
+	free(c->run);
 	free(c);
 }
 
@@ -140,6 +152,7 @@ static int write_block(struct vbas_cache *c, struct cblock *b)
 				(unsigned long long)b->blkno);
 	b->dirty = 0;
 	c->writebacks++;
+	c->writeback_ios++;
 	return 0;
 }
 
@@ -263,14 +276,77 @@ void cache_forget(struct vbas_cache *c, uint64_t blkno)
 		b->dirty = 0;
 }
 
+static int cmp_blkno(const void *a, const void *b)
+{
+	uint64_t x = (*(struct cblock *const *)a)->blkno, y = (*(struct cblock *const *)b)->blkno;
+	return x < y ? -1 : x > y;
+}
+
+/* Every dirty block to the device, in block order, each run of adjacent
+ * blocks (up to WB_RUN_BYTES) gathered into one write: a commit's nodes,
+ * allocated near each other, cost a few large writes instead of one
+ * synchronous write per node.  Without the memory for that, one write a
+ * block, as before. */
 int cache_writeback(struct vbas_cache *c)
 {
+	size_t n = 0;
 	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
-		if (b->dirty) {
-			int r = write_block(c, b);
-			if (r)
-				return r;
+		n += b->dirty != 0;
+	if (n > c->wb_cap) {
+		struct cblock **wb = realloc(c->wb, n * sizeof(*wb));
+		if (wb) {
+			c->wb = wb;
+			c->wb_cap = n;
 		}
+	}
+	if (!c->run) {
+		size_t rb = WB_RUN_BYTES / c->bs ? WB_RUN_BYTES / c->bs : 1;
+		if (!posix_memalign(&c->run, 4096, rb * c->bs))
+			c->run_blocks = rb;
+	}
+	if (n > c->wb_cap || !c->run) {
+		for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
+			if (b->dirty) {
+				int r = write_block(c, b);
+				if (r)
+					return r;
+			}
+		return make_room(c);
+	}
+	n = 0;
+	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
+		if (b->dirty)
+			c->wb[n++] = b;
+	qsort(c->wb, n, sizeof(*c->wb), cmp_blkno);
+	for (size_t i = 0; i < n;) {
+		size_t k = 1;
+		while (i + k < n && k < c->run_blocks && c->wb[i + k]->blkno == c->wb[i]->blkno + k)
+			k++;
+		int r;
+		if (k == 1) {
+			r = write_block(c, c->wb[i]);
+		} else {
+			for (size_t j = 0; j < k; j++) {
+				struct cblock *b = c->wb[i + j];
+				c->v.prepare_write(c->v.ctx, b->blkno, b->data);
+				memcpy((char *)c->run + j * c->bs, b->data, c->bs);
+			}
+			r = dev_pwrite(c->dev, c->run, k * c->bs, c->wb[i]->blkno * (uint64_t)c->bs);
+			if (r)
+				r = vbas_err(r, "write of metadata blocks %llu-%llu failed",
+					     (unsigned long long)c->wb[i]->blkno,
+					     (unsigned long long)(c->wb[i]->blkno + k - 1));
+			for (size_t j = 0; !r && j < k; j++) {
+				c->wb[i + j]->dirty = 0;
+				c->writebacks++;
+			}
+			if (!r)
+				c->writeback_ios++;
+		}
+		if (r)
+			return r;
+		i += k;
+	}
 	return make_room(c);
 }
 
@@ -297,4 +373,5 @@ void cache_stats(struct vbas_cache *c, struct cache_stats *st)
 	st->hits = c->hits;
 	st->misses = c->misses;
 	st->writebacks = c->writebacks;
+	st->writeback_ios = c->writeback_ios;
 }

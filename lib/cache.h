@@ -53,6 +53,7 @@ void cache_drop_all(struct vbas_cache *c);
 struct cache_stats {
 	size_t blocks, max_blocks, dirty, pinned;
 	uint64_t hits, misses, writebacks;
+	uint64_t writeback_ios;       /* device writes they took (runs gathered) */
 };
 void cache_stats(struct vbas_cache *c, struct cache_stats *st);
 

@@ -65,8 +65,12 @@ struct ck {
 	unsigned depth;
 	/* volumes */
 	uint64_t *vids;
+	uint64_t *vhash;         /* names_hash of each one's name */
 	char (*vnames)[VBAS_NAME_MAX + 1];
 	size_t nv, capv;
+	/* the name index's records: hash, id */
+	uint64_t (*nkeys)[2];
+	size_t nn, capn;
 	uint64_t max_id;
 };
 
@@ -254,11 +258,14 @@ static int vol_rec_cb(void *arg, const void *rec)
 		if (ids)
 			c->vids = ids;
 		void *nm = ids ? realloc(c->vnames, n * sizeof(*c->vnames)) : NULL;
-		if (!ids || !nm) {
+		if (nm)
+			c->vnames = nm;
+		uint64_t *vh = nm ? realloc(c->vhash, n * sizeof(*vh)) : NULL;
+		if (!ids || !nm || !vh) {
 			c->oom = 1;
 			return -ENOMEM;
 		}
-		c->vnames = nm;
+		c->vhash = vh;
 		c->capv = n;
 	}
 	c->vids[c->nv] = le64_get(r->k.id);
@@ -267,6 +274,7 @@ static int vol_rec_cb(void *arg, const void *rec)
 		nl = VBAS_NAME_MAX;
 	memcpy(c->vnames[c->nv], r->v.name, nl);
 	c->vnames[c->nv][nl] = 0;
+	c->vhash[c->nv] = names_hash((const char *)r->v.name, nl);
 	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
 		c->vnames[c->nv][0] = 0;      /* its name is free for reuse */
 	c->nv++;
@@ -456,6 +464,52 @@ static void dup_names(struct ck *c)
 	free(v);
 }
 
+static int name_rec_cb(void *arg, const void *rec)
+{
+	struct ck *c = arg;
+	const struct vbas_name_key *k = rec;
+	if (c->nn == c->capn) {
+		size_t n = c->capn ? c->capn * 2 : 64;
+		void *nk = realloc(c->nkeys, n * sizeof(*c->nkeys));
+		if (!nk) {
+			c->oom = 1;
+			return -ENOMEM;
+		}
+		c->nkeys = nk;
+		c->capn = n;
+	}
+	c->nkeys[c->nn][0] = le64_get(k->hash);
+	c->nkeys[c->nn][1] = le64_get(k->id);
+	c->nn++;
+	return 0;
+}
+
+/* The name index against the volume table: each record names a volume
+ * whose name has its hash, and there are as many records as volumes (the
+ * tree's keys are unique, so that is one each). */
+static void check_names(struct ck *c)
+{
+	for (size_t k = 0; k < c->nn; k++) {
+		uint64_t h = c->nkeys[k][0], id = c->nkeys[k][1];
+		size_t lo = 0, hi = c->nv;    /* the ids come in order */
+		while (lo < hi) {
+			size_t mid = lo + (hi - lo) / 2;
+			if (c->vids[mid] < id)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == c->nv || c->vids[lo] != id)
+			problem(c, "name index: volume id %" PRIu64 " is in it, but not in the volume "
+				"table", id);
+		else if (c->vhash[lo] != h)
+			problem(c, "name index: volume id %" PRIu64 " is filed under hash %016" PRIx64
+				", not its name's (%016" PRIx64 ")", id, h, c->vhash[lo]);
+	}
+	if (c->nn != c->nv)
+		problem(c, "name index: %zu records for %zu volumes", c->nn, c->nv);
+}
+
 /* Compare the references found with the refcount tree. */
 static void compare_counts(struct ck *c)
 {
@@ -508,6 +562,8 @@ static void ck_free(struct ck *c)
 	free(c->rrc);
 	free(c->vids);
 	free(c->vnames);
+	free(c->vhash);
+	free(c->nkeys);
 	rmap_set_free(&c->fw);
 	rmap_set_free(&c->rm);
 	seen_free(&c->seen);
@@ -544,6 +600,17 @@ static int walk_trees(struct ck *c, const struct bt_check_cbs *cbs_in, unsigned 
 			return r;
 	} else if (!p->sp.rmap_on && p->sp.rmap.root) {
 		problem(c, "the pool keeps no reverse map, but has a root for one");
+	}
+	/* Name index. */
+	if (p->names_on) {
+		cbs.rec_cb = name_rec_cb;
+		r = bt_check(&p->names, &cbs, NULL, NULL);
+		if (r < 0 && r != -EUCLEAN)
+			return r;
+		if (!c->oom)
+			check_names(c);
+	} else if (p->names.root) {
+		problem(c, "the pool keeps no name index, but has a root for one");
 	}
 	dup_names(c);
 	/* Each volume's mapping tree. */

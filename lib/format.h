@@ -75,7 +75,10 @@ struct vbas_sb {
 	vbas_le64 shrink_to;     /* a shrink's target, in blocks: nothing is
 	                            allocated at or past it, and what lies there
 	                            is being moved below it */
-	vbas_le64 reserved[12];  /* zero */
+	/* With VBAS_SBF_NAMES (zero without): */
+	vbas_le64 names_root;    /* name index, 0 = empty */
+	vbas_le64 names_root_txid;  /* transaction that wrote names_root */
+	vbas_le64 reserved[10];  /* zero */
 	/* With VBAS_SBF_INTENTS (all zero without): operations that span
 	 * commits, with their progress as of this commit (lib/intent.c). */
 	struct vbas_intent {
@@ -106,7 +109,10 @@ enum vbas_intent_type {
 /* An intent slot is in use: a vbas that does not know them would not
  * finish what they describe. */
 #define VBAS_SBF_INTENTS     0x4u
-#define VBAS_SBF_KNOWN       (VBAS_SBF_RMAP | VBAS_SBF_SHRINK | VBAS_SBF_INTENTS)
+/* The pool keeps a name index (names_root): a vbas that does not know it
+ * would add and delete volumes without it. */
+#define VBAS_SBF_NAMES       0x8u
+#define VBAS_SBF_KNOWN       (VBAS_SBF_RMAP | VBAS_SBF_SHRINK | VBAS_SBF_INTENTS | VBAS_SBF_NAMES)
 _Static_assert(sizeof(struct vbas_intent) == 64, "vbas_intent size");
 _Static_assert(sizeof(struct vbas_sb) == 464, "vbas_sb size");
 _Static_assert(offsetof(struct vbas_sb, voltab_root) == 64, "vbas_sb.voltab_root");
@@ -118,6 +124,7 @@ enum vbas_tree_type {
 	VBAS_TREE_REFC   = 2,    /* physical start -> struct vbas_refc_val */
 	VBAS_TREE_MAP    = 3,    /* logical block -> struct vbas_map_val */
 	VBAS_TREE_RMAP   = 4,    /* struct vbas_rmap_key -> struct vbas_rmap_val */
+	VBAS_TREE_NAMES  = 5,    /* struct vbas_name_key, no value */
 	VBAS_TREE_TEST   = 15,   /* unit tests only */
 	VBAS_TREE_TEST_OVERLAP = 16,
 	VBAS_TREE_TYPE_MAX
@@ -128,6 +135,9 @@ enum vbas_tree_type {
 #define VBAS_OWNER_VOLTAB    (~0ull - 1)
 #define VBAS_OWNER_REFC      (~0ull - 2)
 #define VBAS_OWNER_RMAP      (~0ull - 3)
+#define VBAS_OWNER_NAMES     (~0ull - 4)
+/* Volume ids lie in [1, VBAS_VOL_ID_LIMIT). */
+#define VBAS_VOL_ID_LIMIT    VBAS_OWNER_NAMES
 
 struct vbas_node_hdr {
 	vbas_le32 csum;          /* crc32c(salt, bytes [4, block size)) */
@@ -214,6 +224,15 @@ struct vbas_rmap_val {
 };
 _Static_assert(sizeof(struct vbas_rmap_key) == 28, "vbas_rmap_key");
 _Static_assert(sizeof(struct vbas_rmap_val) == 4, "vbas_rmap_val");
+
+/* Name index (VBAS_SBF_NAMES): one record per volume not being deleted,
+ * sorted by (hash, id); HASH is lib/names.c's names_hash of the name's
+ * bytes (FNV-1a 64, then splitmix64's finaliser). */
+struct vbas_name_key {
+	vbas_le64 hash;
+	vbas_le64 id;
+};
+_Static_assert(sizeof(struct vbas_name_key) == 16, "vbas_name_key");
 
 /* Volume table. */
 #define VBAS_VOLF_READONLY   0x1u

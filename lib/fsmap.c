@@ -448,6 +448,7 @@ static int rm_node(struct fm *f, uint64_t blk)
 		return r;
 	switch (type) {
 	case VBAS_TREE_VOLTAB:
+	case VBAS_TREE_NAMES:              /* the volume table's name index */
 		return fm_put(f, blk, 1, VBAS_FSMAP_VOLTAB, level, 0, 0);
 	case VBAS_TREE_REFC:
 		return fm_put(f, blk, 1, VBAS_FSMAP_REFCOUNT, level, 0, 0);
@@ -609,6 +610,9 @@ static int walk(struct fm *f)
 	cbs.rec_cb = fm_vol_rec;
 	r = bt_check(&p->voltab, &cbs, NULL, NULL);
 	if (r)
+		return r;
+	cbs.rec_cb = NULL;
+	if (p->names_on && (r = bt_check(&p->names, &cbs, NULL, NULL)))
 		return r;
 	f->kind = VBAS_FSMAP_REFCOUNT;
 	cbs.rec_cb = NULL;

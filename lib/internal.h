@@ -138,6 +138,8 @@ struct vbas_pool {
 	struct vbas_sb sb;         /* as last committed */
 	uint64_t gen;              /* generation of the last commit */
 	struct vbas_btree voltab;
+	struct vbas_btree names;   /* the name index (names.c) */
+	int names_on;              /* kept (VBAS_SBF_NAMES): else lookups walk */
 	struct vbas_space sp;
 	uint64_t next_vol_id;
 	uint64_t nvolumes;
@@ -146,6 +148,8 @@ struct vbas_pool {
 	int repair_mode;           /* VBAS_OPEN_REPAIR, until vbas_repair is done */
 	char broken_msg[512];
 	int dirty;                 /* changes since the last commit */
+	int data_dirty;            /* data written (vbas_map_end of a write) since
+	                              the last device flush */
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
 	/* Operations that span commits (intent.c), as they stand in this
 	 * transaction; written to the superblock by every commit. */
@@ -183,6 +187,8 @@ struct vbas_tunables {
 	uint64_t shrink_step;      /* blocks a shrink moves before it commits */
 	int unshare_commit;        /* tests only: an unshare commits after each
 	                              chunk, as another thread's flush may */
+	uint64_t names_hash_mask;  /* tests only: fewer hash bits, to make the name
+	                              index's hashes collide (~0: all of them) */
 	int early_punch;           /* tests only, a bug on purpose: punch the data
 	                              blocks a commit frees before its superblock
 	                              is written (the crash tests must catch it) */
@@ -338,6 +344,17 @@ int rmap_query(struct vbas_pool *p, uint64_t lo, uint64_t hi,
 /* What the rmap should hold, from a walk of every mapping tree (each
  * leaf once): sorted, counts summed. */
 int rmap_collect(struct vbas_pool *p, struct rmap_set *out);
+
+/* names.c: the name index. */
+extern const struct vbas_btree_ops names_ops;
+uint64_t names_hash(const char *name, size_t len);
+void names_init(struct vbas_pool *p);
+int names_add(struct vbas_pool *p, uint64_t id, const char *name);
+int names_del(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
+/* 0 with ID (and REC), -ENOENT, or an error reading the trees. */
+int names_find(struct vbas_pool *p, const char *name, uint64_t *id, struct vbas_vol_rec *rec);
+int names_build(struct vbas_pool *p);
+unsigned names_voltab_levels(struct vbas_pool *p);
 
 /* txn.c */
 int txn_commit(struct vbas_pool *p);

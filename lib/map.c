@@ -758,6 +758,8 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 	if ((map->priv_state & 3) != 1 && (map->priv_state & 3) != 2)
 		return vbas_err(-EINVAL, "map_end: not a mapping from vbas_map_begin");
 	pthread_mutex_lock(&p->lock);
+	if (write && done && !error)
+		p->data_dirty = 1;         /* the next flush must reach the device */
 	if (map->type == VBAS_IOMAP_NEW) {
 		uint64_t inblk = map->offset - (map->priv_blk << p->bshift), used = 0;
 		if (!error && done) {

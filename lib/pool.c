@@ -71,7 +71,7 @@ static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint3
 	sb.block_size = le32_mk(bs);
 	sb.nblocks = le64_mk(nblocks);
 	sb.max_fanout = le32_mk(fanout);
-	sb.flags = le32_mk(flags & VBAS_FORMAT_NO_RMAP ? 0 : VBAS_SBF_RMAP);
+	sb.flags = le32_mk((flags & VBAS_FORMAT_NO_RMAP ? 0 : VBAS_SBF_RMAP) | VBAS_SBF_NAMES);
 	sb.next_vol_id = le64_mk(1);
 	sb.ctime = le64_mk((uint64_t)time(NULL));
 	sb.csum = le32_mk(sb_csum(&sb));
@@ -234,6 +234,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->env.types[VBAS_TREE_REFC] = &refc_ops;
 	p->env.types[VBAS_TREE_MAP] = &map_ops;
 	p->env.types[VBAS_TREE_RMAP] = &rmap_ops;
+	p->env.types[VBAS_TREE_NAMES] = &names_ops;
 	bt_node_validator(&p->validator, &p->env);
 	uint64_t cb = o->cache_bytes ? o->cache_bytes : VBAS_CACHE_DEFAULT;
 	r = cache_create(dev, p->bs, (size_t)(cb / p->bs), &p->validator, &p->cache);
@@ -245,6 +246,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->voltab.owner = VBAS_OWNER_VOLTAB;
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
+	names_init(p);
 	r = space_load(p);
 	if (!r && (le32_get(p->sb.flags) & VBAS_SBF_SHRINK))
 		r = space_set_limit(p, le64_get(p->sb.shrink_to));
@@ -257,6 +259,8 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		r = vol_resume_deletes(p);
 		if (!r)
 			r = txn_commit(p);
+		if (!r)
+			r = names_build(p);   /* a pool made before the index */
 		pthread_mutex_unlock(&p->lock);
 		/* Operations a crash cut short are finished. */
 		if (!r)
@@ -392,6 +396,7 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->generation = p->gen;
 	cache_stats(p->cache, &cs);
 	info->cache_blocks = (uint32_t)cs.max_blocks;
+	info->dirty_blocks = cs.dirty;
 	info->reserved_metadata = p->sp.resv_meta * p->bs;
 	info->reserved_metadata_granted = p->sp.resv_meta_granted * p->bs;
 	info->reserved_metadata_used = p->sp.resv_meta_used * p->bs;

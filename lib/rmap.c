@@ -106,7 +106,7 @@ static int rmap_check_rec(const struct bt_env *env, const void *rec, char *why, 
 	if (r.pblk < VBAS_FIRST_BLOCK || r.pblk >= env->nblocks || r.len > env->nblocks - r.pblk)
 		return snprintf(why, len, "blocks %" PRIu64 "+%u outside the pool (%" PRIu64
 				" blocks)", r.pblk, r.len, env->nblocks), -EUCLEAN;
-	if (r.owner == 0 || r.owner >= VBAS_OWNER_RMAP)
+	if (r.owner == 0 || r.owner >= VBAS_VOL_ID_LIMIT)
 		return snprintf(why, len, "owner %" PRIu64 " is not a volume id", r.owner), -EUCLEAN;
 	if (r.lblk + r.len < r.lblk)
 		return snprintf(why, len, "logical blocks %" PRIu64 "+%u wrap around", r.lblk,

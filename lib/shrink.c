@@ -211,6 +211,9 @@ static int move_node(struct shrink *S, uint64_t blk, int *changed)
 	case VBAS_TREE_VOLTAB:
 		r = bt_relocate(&p->voltab, key, level, blk, &S->mv, &found, &shared);
 		break;
+	case VBAS_TREE_NAMES:
+		r = bt_relocate(&p->names, key, level, blk, &S->mv, &found, &shared);
+		break;
 	case VBAS_TREE_REFC:
 		r = bt_relocate(&p->sp.refc, key, level, blk, &S->mv, &found, &shared);
 		break;

@@ -476,12 +476,12 @@ static unsigned rmap_levels(struct vbas_pool *p)
  * the mapping tree's height. */
 static uint64_t op_meta_fwd(struct vbas_pool *p, unsigned hm)
 {
-	unsigned hr = 0, hv = 0;
-	if (bt_height(&p->sp.refc, &hr) || bt_height(&p->voltab, &hv))
+	unsigned hr = 0;
+	if (bt_height(&p->sp.refc, &hr))
 		return 64;
 	/* Each tree's path shadowed, a split at every level, and the
 	 * refcount tree changed for a few records: generous. */
-	return 2 * (2 * hm + 3 * hr + hv + 4);
+	return 2 * (2 * hm + 3 * hr + names_voltab_levels(p) + 3);
 }
 
 

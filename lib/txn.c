@@ -64,6 +64,9 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 		return "a reverse map in a format older than 5";
 	if (!rmap && (le64_get(sb->rmap_root) || le64_get(sb->rmap_root_txid)))
 		return "a reverse map root without the reverse map";
+	if (!(le32_get(sb->flags) & VBAS_SBF_NAMES) &&
+	    (le64_get(sb->names_root) || le64_get(sb->names_root_txid)))
+		return "a name index root without the name index";
 	if (le16_get(sb->low_water) > 1000 || le16_get(sb->exp_floor) > 1000)
 		return "bad space settings";
 	int shrink = !!(le32_get(sb->flags) & VBAS_SBF_SHRINK);
@@ -76,11 +79,11 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 	if (fan && (fan < 4 || fan > 65535))
 		return "bad max_fanout";
 	uint64_t nb = le64_get(sb->nblocks), gen = le64_get(sb->generation);
-	uint64_t roots[3] = { le64_get(sb->voltab_root), le64_get(sb->refc_root),
-			      le64_get(sb->rmap_root) };
-	uint64_t txids[3] = { le64_get(sb->voltab_root_txid), le64_get(sb->refc_root_txid),
-			      le64_get(sb->rmap_root_txid) };
-	for (int i = 0; i < 3; i++) {
+	uint64_t roots[4] = { le64_get(sb->voltab_root), le64_get(sb->refc_root),
+			      le64_get(sb->rmap_root), le64_get(sb->names_root) };
+	uint64_t txids[4] = { le64_get(sb->voltab_root_txid), le64_get(sb->refc_root_txid),
+			      le64_get(sb->rmap_root_txid), le64_get(sb->names_root_txid) };
+	for (int i = 0; i < 4; i++) {
 		if (roots[i] && (roots[i] < VBAS_FIRST_BLOCK || roots[i] >= nb))
 			return "tree root outside the pool";
 		if (!roots[i] != !txids[i] || txids[i] > gen)
@@ -88,7 +91,7 @@ static const char *sb_invalid(const struct vbas_sb *sb, uint64_t slot, uint64_t 
 	}
 	if (le64_get(sb->data_used) > nb || le64_get(sb->meta_used) > nb - le64_get(sb->data_used))
 		return "more blocks used than the pool holds";
-	if (le64_get(sb->next_vol_id) == 0 || le64_get(sb->next_vol_id) >= VBAS_OWNER_REFC ||
+	if (le64_get(sb->next_vol_id) == 0 || le64_get(sb->next_vol_id) >= VBAS_VOL_ID_LIMIT ||
 	    le64_get(sb->nvolumes) >= le64_get(sb->next_vol_id))
 		return "bad volume counters";
 	return intents_invalid(sb);
@@ -187,6 +190,7 @@ void txn_fail(struct vbas_pool *p, int err)
 	space_abort(p);
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
+	names_init(p);
 	p->next_vol_id = le64_get(p->sb.next_vol_id);
 	p->nvolumes = le64_get(p->sb.nvolumes);
 	p->nblocks = p->env.nblocks = le64_get(p->sb.nblocks);
@@ -219,10 +223,19 @@ int txn_commit(struct vbas_pool *p)
 		return vbas_err(-EROFS, "commit: %s", p->broken_msg);
 	if (!p->dirty) {
 		/* Nothing new in metadata; data written in place still needs
-		 * to reach stable storage. */
+		 * to reach stable storage.  With no data written either since
+		 * the last flush, there is nothing to wait for: no device
+		 * flush at all (a client that flushes often, idle or not,
+		 * costs nothing). */
+		if (!p->data_dirty)
+			return 0;
+		p->data_dirty = 0;
 		r = dev_flush(p->dev);
+		if (r)
+			p->data_dirty = 1;
 		return r ? vbas_err(r, "flush: %s", strerror(-r)) : 0;
 	}
+	p->data_dirty = 0;            /* the commit's flushes carry it */
 	r = space_drain(p);
 	if (r)
 		goto fail;
@@ -233,6 +246,10 @@ int txn_commit(struct vbas_pool *p)
 	sb.refc_root = le64_mk(p->sp.refc.root);
 	sb.voltab_root_txid = le64_mk(p->voltab.root_txid);
 	sb.refc_root_txid = le64_mk(p->sp.refc.root_txid);
+	sb.flags = le32_mk((le32_get(sb.flags) & ~VBAS_SBF_NAMES) |
+			   (p->names_on ? VBAS_SBF_NAMES : 0));
+	sb.names_root = le64_mk(p->names_on ? p->names.root : 0);
+	sb.names_root_txid = le64_mk(p->names_on ? p->names.root_txid : 0);
 	if (p->sp.rmap_on) {
 		sb.flags = le32_mk(le32_get(sb.flags) | VBAS_SBF_RMAP);
 		sb.version = le32_mk(VBAS_FORMAT_VERSION);
@@ -301,6 +318,7 @@ struct vbas_tunables vbas_tun = {
 	.txn_big_meta = 262144,
 	.usage_batch = 4096,
 	.shrink_step = 8192,
+	.names_hash_mask = ~0ull,
 };
 
 int txn_maybe_commit(struct vbas_pool *p)

@@ -17,7 +17,7 @@ static int voltab_check_rec(const struct bt_env *env, const void *rec, char *why
 	const struct vbas_voltab_rec *r = rec;
 	unsigned nl = le16_get(r->v.name_len);
 	uint64_t id = le64_get(r->k.id);
-	if (id == 0 || id >= VBAS_OWNER_REFC)
+	if (id == 0 || id >= VBAS_VOL_ID_LIMIT)
 		return snprintf(why, len, "bad volume id"), -EUCLEAN;
 	if (nl == 0 || nl > VBAS_NAME_MAX)
 		return snprintf(why, len, "name length %u", nl), -EUCLEAN;
@@ -227,6 +227,12 @@ int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
 	int r = check_name(name);
 	if (r)
 		return r;
+	if (p->names_on) {
+		r = names_find(p, name, id, rec);
+		if (r == -ENOENT)
+			return vbas_err(-ENOENT, "volume '%s' not found", name);
+		return r;
+	}
 	r = bt_iter(&p->voltab, NULL, name_cb, &f);
 	if (r < 0)
 		return r;
@@ -350,6 +356,8 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	memcpy(r.v.name, name, strlen(name));
 	e = bt_insert(&p->voltab, &r);
 	if (!e)
+		e = names_add(p, id, name);
+	if (!e)
 		e = space_drain(p);
 	if (e) {
 		txn_fail(p, e);
@@ -368,10 +376,12 @@ out:
  * the cursor. */
 static uint64_t delete_step_meta(struct vbas_pool *p, uint64_t budget)
 {
-	unsigned hv = 0;
-	if (bt_height(&p->voltab, &hv))
-		hv = 8;
-	return space_cow_meta(p, budget) + 2 * (hv + 2);
+	/* The record saved each step (its path shadowed, maybe split), and
+	 * at the end its removal from the name index (a path shadowed). */
+	unsigned hv = 0, hn = 0;
+	if (bt_height(&p->voltab, &hv) || bt_height(&p->names, &hn))
+		hv = hn = 8;
+	return space_cow_meta(p, budget) + 2 * (hv + 2) + hn;
 }
 
 /* Release the mapping tree of volume ID (marked DELETING) and remove its
@@ -431,6 +441,8 @@ static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 	}
 	st_le64(k, id);
 	e = bt_delete(&p->voltab, k, NULL);
+	if (!e)
+		e = names_del(p, id, &rec);
 	if (!e)
 		e = space_drain(p);
 	if (!e) {
@@ -791,6 +803,8 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	srec.share_gen = le64_mk(gen);
 	e = bt_insert(&p->voltab, &r);
 	if (!e)
+		e = names_add(p, id, name);
+	if (!e)
 		e = vol_put(p, sid, &srec);
 	if (!e && root)
 		e = p->env.inc_meta(p->env.ctx, root);
@@ -814,8 +828,14 @@ out:
 	return e;
 }
 
-/* Usage: walk the mapping tree; a record under a shared node is shared
- * whole, any other is split by the reference counts of its blocks.  The
+/* Usage: a block the volume maps is its alone (exclusive) when it has
+ * one reference and the leaf that holds it is held by this tree alone,
+ * through nodes of count one up to the root; every other mapped block is
+ * shared.  So the walk reads only the private part of the tree (a shared
+ * subtree is skipped unread, as bt_iter_private does) and splits its
+ * records by the counts of their blocks; shared is what the volume's
+ * record says it maps less that.  A snapshot nobody has written since
+ * costs one refcount lookup, however much it maps.  The
  * walk reads vbas_tun.usage_batch records per hold of the pool lock and
  * lets go between batches, so that the I/O of a served pool does not wait
  * for a walk of a whole large volume (about 50 ms per GiB of 4 KiB
@@ -825,8 +845,7 @@ out:
 struct usage_ctx {
 	struct vbas_pool *p;
 	struct vbas_btree *t;
-	uint64_t share_gen;
-	uint64_t excl, shared;
+	uint64_t excl;
 	uint64_t end;            /* the volume's size in blocks */
 	uint64_t left;           /* records this batch may still read */
 	uint64_t next;           /* the logical block to go on from after a pause */
@@ -837,7 +856,6 @@ static int usage_cb(void *arg, const void *rec)
 	struct usage_ctx *u = arg;
 	const struct vbas_map_rec *m = rec;
 	uint64_t pb = le64_get(m->v.pblk), n = le32_get(m->v.len);
-	int sh;
 	if (!u->left) {
 		u->next = le64_get(m->k.lblk);
 		return USAGE_PAUSE;
@@ -847,22 +865,13 @@ static int usage_cb(void *arg, const void *rec)
 		return vbas_err(-EUCLEAN, "volume id %" PRIu64 ": extent at block %" PRIu64 " runs "
 				"past the volume's end (%" PRIu64 " blocks)", u->t->owner,
 				le64_get(m->k.lblk), u->end);
-	int e = bt_path_shared(u->t, &m->k, u->share_gen, &sh);
-	if (e)
-		return e;
-	if (sh) {
-		u->shared += n;
-		return 0;
-	}
 	while (n) {
 		uint32_t rc;
 		uint64_t run;
-		e = space_refcount_run(u->p, pb, n, &rc, &run);
+		int e = space_refcount_run(u->p, pb, n, &rc, &run);
 		if (e)
 			return e;
-		if (rc > 1)
-			u->shared += run;
-		else
+		if (rc == 1)
 			u->excl += run;
 		pb += run;
 		n -= run;
@@ -889,11 +898,10 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 		if (!e) {
 			struct vbas_map_key k = { le64_mk(u.next) };
 			first_id = id;
-			u.share_gen = le64_get(rec.share_gen);
 			u.end = le64_get(rec.size) >> p->bshift;
 			u.left = vbas_tun.usage_batch ? vbas_tun.usage_batch : 1;
 			vol_map_tree(p, id, &rec, &t);
-			e = bt_iter(&t, &k, usage_cb, &u);
+			e = bt_iter_private(&t, &k, le64_get(rec.share_gen), usage_cb, &u);
 		}
 		pthread_mutex_unlock(&p->lock);
 		if (e != USAGE_PAUSE)
@@ -904,8 +912,11 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 		e = 0;
 	if (!e) {
 		usage->mapped = le64_get(rec.mapped) * p->bs;
+		uint64_t mapped = le64_get(rec.mapped);
+		if (u.excl > mapped)        /* written between batches */
+			u.excl = mapped;
 		usage->exclusive = u.excl * p->bs;
-		usage->shared = u.shared * p->bs;
+		usage->shared = (mapped - u.excl) * p->bs;
 	}
 	return e;
 }

@@ -279,6 +279,8 @@ static inline int ctl_get_list(const char *s, struct vol_list *l)
 	for (uint64_t i = 0; i < n; i++) {
 		if (ctl_get_vol(&s, &v, &u))
 			return -EPROTO;
+		if (l->n && v.id <= l->v[l->n - 1].id)
+			return -EPROTO;          /* in id order, each once */
 		if (vol_list_add(l, &v, &u))
 			return -ENOMEM;
 	}

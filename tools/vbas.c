@@ -1016,14 +1016,21 @@ static int cmd_create(const struct args *a)
 	return close_pool(a, pool, rc);
 }
 
-/* The name of volume ID in L, or NULL (none, or deleted). */
+/* The name of volume ID in L, or NULL (none, or deleted).  L comes in id
+ * order (the volume table's), so a binary search: listing 100,000
+ * volumes with their origins stays O(n log n). */
 static const char *list_name(const struct vol_list *l, uint64_t id)
 {
-	if (!id)
-		return NULL;
-	for (size_t i = 0; i < l->n; i++)
-		if (l->v[i].id == id)
-			return l->v[i].name;
+	size_t lo = 0, hi = l->n;
+	while (id && lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (l->v[mid].id == id)
+			return l->v[mid].name;
+		if (l->v[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 

@@ -33,7 +33,7 @@ struct nodes {
 	unsigned level[4096];
 	unsigned n;
 };
-static struct nodes map_a, refc, voltab;
+static struct nodes map_a, refc, voltab, nameidx;
 
 static void on_alarm(int sig)
 {
@@ -148,6 +148,7 @@ static int setup(void **state)
 	walk(&t, &map_a);
 	walk(&p->sp.refc, &refc);
 	walk(&p->voltab, &voltab);
+	walk(&p->names, &nameidx);
 	assert_check_clean(p);
 	assert_ok(vbas_close(p));
 	pristine = malloc(POOL);
@@ -273,7 +274,8 @@ static struct outcome run_all(const uint8_t *img, uint64_t blk)
 	struct vbas_vol *v[NVOL] = { NULL };
 	for (unsigned i = 0; i < NVOL; i++) {
 		struct vbas_vol_usage u;
-		note(&o, vbas_vol_usage(p, names[i], &u), blk, "usage");
+		r = vbas_vol_usage(p, names[i], &u);
+		note(&o, r == -ENOENT ? -EUCLEAN : r, blk, "usage");
 		r = vbas_vol_open(p, names[i], &v[i]);
 		if (r) {
 			note(&o, r == -ENOENT ? -EUCLEAN : r, blk, "open volume");
@@ -343,7 +345,7 @@ static uint8_t *fresh(void)
 
 /* ---- The cases --------------------------------------------------------- */
 
-enum tree { T_MAP, T_REFC, T_VOLTAB };
+enum tree { T_MAP, T_REFC, T_VOLTAB, T_NAMES };
 
 struct mcase {
 	const char *what;
@@ -361,7 +363,7 @@ enum {
 	INT_KEY_UP, INT_KEY_ORDER, INT_CHILD_SIBLING, INT_CHILD_SB, INT_CHILD_PAST,
 	INT_CHILD_TXID, INT_NRECS0, LEAF_PAST_SIZE, REFC_LEN0, REFC_PAST, REFC_OVERLAP, VOL_NAMELEN_FFFF,
 	VOL_NAMELEN_300, VOL_NAMELEN_0, VOL_ROOT_PAST, VOL_ROOT_TXID, LEAF_FLAGS, VOL_RESV_PAST,
-	VOL_OWED_PAST, VOL_EXPENDABLE_RW,
+	VOL_OWED_PAST, VOL_EXPENDABLE_RW, NAMES_HASH, NAMES_ID,
 };
 
 static const struct mcase cases[] = {
@@ -411,6 +413,14 @@ static const struct mcase cases[] = {
 	 * nobody agreed to lose. */
 	{ "volume table: an expendable volume that is not a snapshot", T_VOLTAB, 0, 1,
 	  VOL_EXPENDABLE_RW },
+	{ "name index: older version (lost write)", T_NAMES, 0, 1, NODE_STALE },
+	{ "name index: written one transaction earlier", T_NAMES, 0, 1, NODE_OLD_TXID },
+	{ "name index: unknown tree type", T_NAMES, 0, 1, NODE_TYPE },
+	{ "name index: record count past the capacity", T_NAMES, 0, 1, LEAF_NRECS },
+	/* The index no longer finds the names (opens fail, "not found"),
+	 * or finds ids the volume table lacks: check names both. */
+	{ "name index: hashes changed", T_NAMES, 0, 2, NAMES_HASH },
+	{ "name index: ids past the volumes", T_NAMES, 0, 2, NAMES_ID },
 };
 
 static uint64_t ld(const uint8_t *x) { return ld_le64(x); }
@@ -583,6 +593,14 @@ static int mutate(uint8_t *img, uint64_t blk, const struct mcase *c)
 			st_le64(v + offsetof(struct vbas_vol_rec, owed), ~0ull);
 		}
 		break;
+	case NAMES_HASH:
+		for (unsigned i = 0; i < nr; i++)
+			st_le64(n + HDRB + 16 * i, ld(n + HDRB + 16 * i) ^ 1);
+		break;
+	case NAMES_ID:
+		for (unsigned i = 0; i < nr; i++)
+			st_le64(n + HDRB + 16 * i + 8, 1000 + i);
+		break;
 	case VOL_EXPENDABLE_RW:
 		for (unsigned i = 0; i < nr; i++) {
 			uint8_t *f = VOLREC(n, i) + 8 + offsetof(struct vbas_vol_rec, flags);
@@ -599,7 +617,8 @@ static int mutate(uint8_t *img, uint64_t blk, const struct mcase *c)
 
 static void run_case(const struct mcase *c)
 {
-	const struct nodes *ns = c->tree == T_MAP ? &map_a : c->tree == T_REFC ? &refc : &voltab;
+	const struct nodes *ns = c->tree == T_MAP ? &map_a : c->tree == T_REFC ? &refc :
+				 c->tree == T_VOLTAB ? &voltab : &nameidx;
 	for (unsigned skip = 0; skip < ns->n; skip++) {
 		unsigned seen = 0;
 		uint64_t blk = 0;
@@ -651,9 +670,14 @@ static void t_superblock_fields(void **state)
 		{ offsetof(struct vbas_sb, next_vol_id), 8, 0, "bad volume counters" },
 		{ offsetof(struct vbas_sb, low_water), 2, 1001, "bad space settings" },
 		{ offsetof(struct vbas_sb, exp_floor), 2, 65535, "bad space settings" },
-		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_SHRINK,
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_NAMES | VBAS_SBF_SHRINK,
 		  "a shrink's target outside the pool" },
-		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | 0x8, "unknown feature flags" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_NAMES | 0x10,
+		  "unknown feature flags" },
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP,
+		  "a name index root without the name index" },
+		{ offsetof(struct vbas_sb, names_root), 8, POOL / BS, "tree root outside the pool" },
+		{ offsetof(struct vbas_sb, names_root_txid), 8, 0, "tree root of a bad transaction" },
 		{ offsetof(struct vbas_sb, shrink_to), 8, 100, "a shrink's target without a shrink" },
 		{ offsetof(struct vbas_sb, intents), 4, 9, "an intent of an unknown type" },
 		{ offsetof(struct vbas_sb, intents), 4, VBAS_INTENT_REFLINK,
@@ -661,7 +685,7 @@ static void t_superblock_fields(void **state)
 		{ offsetof(struct vbas_sb, intents) + 64, 4, VBAS_INTENT_UNSHARE,
 		  "an unshare intent with a bad volume" },
 		{ offsetof(struct vbas_sb, intents) + 16, 8, 1, "a free intent slot that is not zero" },
-		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_INTENTS,
+		{ offsetof(struct vbas_sb, flags), 4, VBAS_SBF_RMAP | VBAS_SBF_NAMES | VBAS_SBF_INTENTS,
 		  "intent slots and the intents flag disagree" },
 	};
 	for (size_t i = 0; i < sizeof(sbc) / sizeof(sbc[0]); i++) {

@@ -474,7 +474,14 @@ static void t_buffered(void **state)
 struct countdev {
 	struct wrapdev w;
 	int big_writes;
+	int flushes;
 };
+
+static int c_flush(struct vbas_dev *d)
+{
+	((struct countdev *)d)->flushes++;
+	return wrap_flush(d);
+}
 
 static int c_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 {
@@ -484,7 +491,7 @@ static int c_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 }
 
 static const struct vbas_dev_ops count_ops = {
-	.name = "count", .pread = wrap_pread, .pwrite = c_pwrite, .flush = wrap_flush,
+	.name = "count", .pread = wrap_pread, .pwrite = c_pwrite, .flush = c_flush,
 	.discard = wrap_discard, .destroy = wrap_destroy,
 };
 
@@ -497,6 +504,55 @@ static void expect_reads(struct vbas_vol *v, const uint8_t *want, size_t len)
 		if (got[i] != want[i])
 			fail_msg("byte %zu: read %#x, wrote %#x", i, got[i], want[i]);
 	free(got);
+}
+
+/* A flush with nothing written since the last one costs no device flush;
+ * an overwrite in place (no metadata change) costs one, a commit two. */
+static void t_idle_flush(void **state)
+{
+	struct countdev *c = calloc(1, sizeof(*c));
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	uint8_t a[4096], b[4096];
+	(void)state;
+	assert_non_null(c);
+	memset(a, 0xa5, sizeof(a));
+	wrap_init(&c->w, mem_pool(32 << 20, 4096, 0), &count_ops);
+	p = open_mem(&c->w.d, 0);
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_pwrite(v, a, sizeof(a), 0, 0));
+	c->flushes = 0;
+	assert_ok(vbas_flush(p));                 /* a commit */
+	assert_int_equal(c->flushes, 2);
+	for (int i = 0; i < 10; i++)
+		assert_ok(vbas_flush(p));         /* nothing new */
+	assert_int_equal(c->flushes, 2);
+	assert_ok(vbas_pread(v, b, sizeof(b), 0));
+	assert_ok(vbas_flush(p));                 /* a read changes nothing */
+	assert_int_equal(c->flushes, 2);
+	memset(a, 0x5a, sizeof(a));
+	assert_ok(vbas_pwrite(v, a, sizeof(a), 0, 0));   /* in place */
+	assert_ok(vbas_flush(p));
+	assert_int_equal(c->flushes, 3);
+	assert_ok(vbas_flush(p));
+	assert_int_equal(c->flushes, 3);
+	memset(a, 0x3c, sizeof(a));
+	assert_ok(vbas_pwrite(v, a, sizeof(a), 0, VBAS_IO_FUA));   /* FUA: its own flush */
+	assert_int_equal(c->flushes, 4);
+	assert_ok(vbas_flush(p));
+	assert_int_equal(c->flushes, 4);
+	assert_ok(vbas_pread(v, b, sizeof(b), 0));
+	assert_memory_equal(a, b, sizeof(a));
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	p = open_mem(&c->w.d, 0);
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_pread(v, b, sizeof(b), 0));
+	assert_memory_equal(a, b, sizeof(a));
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	dev_destroy(&c->w.d);
 }
 
 /* One write over a range that snapshots and small writes have cut into
@@ -679,6 +735,7 @@ int main(void)
 		cmocka_unit_test(t_extents_and_zeroes),
 		cmocka_unit_test(t_sharing_bad_input),
 		cmocka_unit_test(t_write_over_pieces),
+		cmocka_unit_test(t_idle_flush),
 		cmocka_unit_test(t_prealloc),
 		cmocka_unit_test(t_buffered),
 		cmocka_unit_test(t_flush_eintr),
