@@ -120,29 +120,13 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-/* A vbas call failed: say which, with the library's message. */
-#define V(call) do {                                                          \
-		int r_ = (call);                                              \
-		if (r_)                                                       \
-			die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call,  \
-			    strerror(-r_), vbas_errmsg());                    \
-	} while (0)
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench.h"
 
 /* splitmix64: fixed seed, same sequence for raw and vbas. */
 static uint64_t rng_s;
 static uint64_t rng_next(void)
 {
-	uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return splitmix(&rng_s);
 }
 
 static void *xalloc_aligned(size_t len)

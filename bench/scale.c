@@ -62,12 +62,7 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-#define V(call) do {                                                          \
-		int r_ = (call);                                              \
-		if (r_)                                                       \
-			die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call,  \
-			    strerror(-r_), vbas_errmsg());                    \
-	} while (0)
+#include "bench.h"
 
 static void on_signal(int sig)
 {
@@ -77,20 +72,10 @@ static void on_signal(int sig)
 	raise(sig);
 }
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static uint64_t rng_s = 0x5ca1e;
 static uint64_t rng_next(void)
 {
-	uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return splitmix(&rng_s);
 }
 
 static void line(const char *name, double v, const char *unit)
