@@ -289,6 +289,7 @@ for build in "${builds[@]}"; do
 	done
 	queue sys "$build/cli" tests/cli/test-cli.sh "$build"
 	queue sys "$build/cli-hostile" tests/cli/test-hostile.sh "$build"
+	queue sys "$build/cli-huge" tests/cli/test-huge.sh "$build"
 	if grep -qa __asan_init "$build/vbas"; then
 		# The sanitizer build has no plugin: nbdkit, which is not built
 		# with ASan, cannot dlopen an ASan-built one.  Only the checks of
