@@ -581,6 +581,8 @@ struct vbas_repair_stats {
 	                               reverse map (or that would be) */
 	uint32_t interior_rebuilt;  /* unreadable mapping interior nodes rebuilt
 	                               from the nodes below that lost their parent */
+	uint32_t names_rebuilt;     /* 1: the name index was (or would be) rebuilt
+	                               from the volume table */
 };
 int vbas_repair(struct vbas_pool *pool, unsigned flags,
 		void (*cb)(const char *msg, void *arg), void *arg,

@@ -569,7 +569,7 @@ static void ck_free(struct ck *c)
 	seen_free(&c->seen);
 }
 
-enum { CK_REFC = PIC_REFC, CK_RMAP = PIC_RMAP };
+enum { CK_REFC = PIC_REFC, CK_RMAP = PIC_RMAP, CK_NAMES = PIC_NAMES };
 
 /* Walk the volume table, every mapping tree and, as WHAT says, the
  * refcount tree and the reverse map: every reference to a block into
@@ -602,14 +602,14 @@ static int walk_trees(struct ck *c, const struct bt_check_cbs *cbs_in, unsigned 
 		problem(c, "the pool keeps no reverse map, but has a root for one");
 	}
 	/* Name index. */
-	if (p->names_on) {
+	if (p->names_on && (what & CK_NAMES)) {
 		cbs.rec_cb = name_rec_cb;
 		r = bt_check(&p->names, &cbs, NULL, NULL);
 		if (r < 0 && r != -EUCLEAN)
 			return r;
 		if (!c->oom)
 			check_names(c);
-	} else if (p->names.root) {
+	} else if (!p->names_on && p->names.root) {
 		problem(c, "the pool keeps no name index, but has a root for one");
 	}
 	dup_names(c);
@@ -695,7 +695,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		txn_fail(p, r);
 		goto out;
 	}
-	r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP);
+	r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP | CK_NAMES);
 	if (r < 0)
 		goto out;
 	if (!c.oom) {
@@ -727,6 +727,26 @@ out:
 }
 
 /* ---- The reference picture, for repair ----------------------------------- */
+
+int check_names_ok(struct vbas_pool *p, int *ok)
+{
+	struct ck c = { .p = p };
+	struct bt_check_cbs cbs = { .report = report_cb, .rec_cb = vol_rec_cb, .arg = &c };
+	*ok = 1;
+	if (!p->names_on)
+		return 0;
+	int r = bt_check(&p->voltab, &cbs, NULL, NULL);
+	if (r >= 0 || r == -EUCLEAN) {
+		cbs.rec_cb = name_rec_cb;
+		r = bt_check(&p->names, &cbs, NULL, NULL);
+	}
+	if (!c.oom && (r >= 0 || r == -EUCLEAN || r == -EBADMSG || r == -EIO))
+		check_names(&c);
+	*ok = !c.oom && r >= 0 && !c.st.problems;
+	ck_free(&c);
+	vbas_err_clear();
+	return c.oom ? -ENOMEM : 0;
+}
 
 int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 		  void (*cb)(const char *, void *), void *arg)

@@ -310,8 +310,13 @@ struct pic {
 };
 #define PIC_REFC 1u
 #define PIC_RMAP 2u
+#define PIC_NAMES 4u               /* the name index's nodes (vbas_check: and
+                                      its records against the volume table) */
 int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 		  void (*cb)(const char *, void *), void *arg);
+/* Whether the name index can be read and matches the volume table (1
+ * also when the pool keeps none), for repair. */
+int check_names_ok(struct vbas_pool *p, int *ok);
 void pic_free(struct pic *pc);
 
 /* space.c, for repair: a new refcount tree holding RUNS (what the last
@@ -354,6 +359,9 @@ int names_del(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
 /* 0 with ID (and REC), -ENOENT, or an error reading the trees. */
 int names_find(struct vbas_pool *p, const char *name, uint64_t *id, struct vbas_vol_rec *rec);
 int names_build(struct vbas_pool *p);
+/* Repair: a new index in place of the old (whose nodes the caller keeps
+ * from the allocator), in the running transaction. */
+int names_rebuild(struct vbas_pool *p);
 unsigned names_voltab_levels(struct vbas_pool *p);
 
 /* txn.c */

@@ -181,6 +181,26 @@ static int build_cb(void *arg, const void *rec)
 	return b->err ? 1 : 0;
 }
 
+/* A record per volume into the (empty) index. */
+static int fill(struct vbas_pool *p)
+{
+	struct build_ctx b = { .p = p };
+	p->dirty = 1;
+	int e = bt_iter(&p->voltab, NULL, build_cb, &b);
+	if (!e)
+		e = b.err;
+	if (e == -EEXIST)
+		e = vbas_err(-EUCLEAN, "name index: two volume records with one id");
+	return e;
+}
+
+int names_rebuild(struct vbas_pool *p)
+{
+	p->names.root = p->names.root_txid = 0;
+	int e = fill(p);
+	return e ? vbas_err_ctx(e, "rebuilding the name index") : 0;
+}
+
 /* Pool lock held, the pool writable.  Records go in as the volume table
  * is walked (the tree grows as any does, its nodes allocated as metadata),
  * then one commit sets VBAS_SBF_NAMES: a crash before it leaves the pool
@@ -197,13 +217,7 @@ int names_build(struct vbas_pool *p)
 			   "building the name index");
 	if (e)
 		return e;
-	struct build_ctx b = { .p = p };
-	p->dirty = 1;
-	e = bt_iter(&p->voltab, NULL, build_cb, &b);
-	if (!e)
-		e = b.err;
-	if (e == -EEXIST)
-		e = vbas_err(-EUCLEAN, "name index: two volume records with one id");
+	e = fill(p);
 	if (!e)
 		e = space_drain(p);
 	if (e) {

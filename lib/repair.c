@@ -124,6 +124,21 @@ static int tree_matches(struct vbas_pool *p, struct vbas_btree *t, const struct 
 	return 0;
 }
 
+/* The nodes of T that can be read go to sp.exclude (what the last commit
+ * holds, kept from the allocator until the commit). */
+static int exclude_nodes(struct vbas_pool *p, struct vbas_btree *t)
+{
+	struct cmp c = { .p = p, .exclude = 1 };
+	struct bt_check_cbs cbs = { .report = cmp_report, .node_cb = cmp_node, .arg = &c };
+	int r = bt_check(t, &cbs, NULL, NULL);
+	if (c.err)
+		return c.err;
+	if (r && r != -EUCLEAN && r != -EBADMSG && r != -EIO)
+		return r;
+	vbas_err_clear();
+	return 0;
+}
+
 static uint64_t nodes_for(struct vbas_pool *p, const struct vbas_btree_ops *ops, uint64_t recs)
 {
 	struct vbas_btree t = { .ops = ops, .env = &p->env };
@@ -456,9 +471,16 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 			     "with VBAS_OPEN_REPAIR and repair first)");
 		goto out;
 	}
+	/* The name index is derived from the volume table as the reverse
+	 * map is from the leaves: one that cannot be read or does not match
+	 * is rebuilt, and counts in the pictures only if it stays. */
+	int names_ok;
+	if ((r = check_names_ok(p, &names_ok)))
+		goto out;
+	unsigned nf = names_ok ? PIC_NAMES : 0;
 	/* The forward trees: the truth, which must be whole.  Leaves that
 	 * cannot be read come back from the reverse map first. */
-	r = check_picture(p, 0, &a, NULL, NULL);
+	r = check_picture(p, nf, &a, NULL, NULL);
 	if (r)
 		goto out;
 	/* Rounds: an interior node rebuilt may uncover unreadable nodes
@@ -480,14 +502,14 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 		if (!fixed || dry || !interior)
 			break;
 		pic_free(&a);
-		r = check_picture(p, 0, &a, NULL, NULL);
+		r = check_picture(p, nf, &a, NULL, NULL);
 		if (r)
 			goto out;
 	}
 	if (a.problems) {
 		/* Again, to name what is left. */
 		pic_free(&a);
-		r = check_picture(p, 0, &a, forward_problem, &R);
+		r = check_picture(p, nf, &a, forward_problem, &R);
 		if (r)
 			goto out;
 	}
@@ -516,7 +538,7 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 		}
 		if (rmap_ok) {
 			/* The reverse map stays: its nodes are references too. */
-			if ((r = check_picture(p, PIC_RMAP, &b, NULL, NULL)))
+			if ((r = check_picture(p, PIC_RMAP | nf, &b, NULL, NULL)))
 				goto out;
 			use = &b;
 		}
@@ -524,7 +546,8 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	/* The refcount tree against everything, its own nodes included: a
 	 * problem reading it is one more than the forward trees had. */
 	struct pic all = { 0 };
-	r = check_picture(p, PIC_REFC | (rmap_ok && p->sp.rmap_on ? PIC_RMAP : 0), &all, NULL, NULL);
+	r = check_picture(p, PIC_REFC | (rmap_ok && p->sp.rmap_on ? PIC_RMAP : 0) | nf, &all, NULL,
+			  NULL);
 	if (!r)
 		r = tree_matches(p, &p->sp.refc, &all, 0, 0, &refc_ok);
 	uint64_t data = 0, meta = 0;
@@ -538,9 +561,11 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	data = meta = 0;
 	for (size_t i = 0; i < use->n; i++)
 		*(use->v[i].type == VBAS_BT_DATA ? &data : &meta) += use->v[i].len;
-	/* A new reverse map is counted in a new refcount tree. */
+	/* A new reverse map or name index is counted in a new refcount
+	 * tree. */
 	st.rmap_rebuilt = !rmap_ok;
-	st.refcount_rebuilt = !refc_ok || !rmap_ok;
+	st.names_rebuilt = !names_ok;
+	st.refcount_rebuilt = !refc_ok || !rmap_ok || !names_ok;
 	if (!st.refcount_rebuilt && (st.leaves_rebuilt || st.interior_rebuilt)) {
 		p->repair_mode = 0;
 		p->dirty = 1;
@@ -565,12 +590,17 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	else if (!rmap_ok)
 		say(&R, "the refcount tree %s to count the new reverse map's nodes",
 		    dry ? "would be rebuilt" : "is rebuilt");
+	if (!names_ok)
+		say(&R, "the name index does not match the volume table (or cannot be read): "
+		    "%s from it (%" PRIu64 " volumes), and counted in a new refcount tree",
+		    dry ? "it would be rebuilt" : "rebuilt", p->nvolumes);
 	if (dry)
 		goto out;
 	/* Room: the new trees, beside everything the last commit holds. */
 	uint64_t used = data + meta + p->sp.refc_nodes + (rmap_ok ? 0 : p->sp.rmap_nodes);
 	uint64_t need = 2 * (nodes_for(p, &refc_ops, use->n + 2 * a.fw.n / 8 + 64) +
-			     (rmap_ok ? 0 : nodes_for(p, &rmap_ops, a.fw.n))) + 64;
+			     (rmap_ok ? 0 : nodes_for(p, &rmap_ops, a.fw.n)) +
+			     (names_ok ? 0 : nodes_for(p, &names_ops, p->nvolumes))) + 64;
 	uint64_t usable = p->nblocks - VBAS_FIRST_BLOCK;
 	if (used + need > usable) {
 		r = vbas_err(-ENOSPC, "repair: the new trees may need %" PRIu64 " blocks and %" PRIu64
@@ -585,10 +615,14 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 		goto out;
 	if (!rmap_ok && (r = tree_matches(p, &p->sp.rmap, &a, 1, 1, &ok)))
 		goto out;
+	if (!names_ok && (r = exclude_nodes(p, &p->names)))
+		goto out;
 	vbas_err_clear();
 	r = space_rebuild_refc(p, use->v, use->n);
 	if (!r && !rmap_ok)
 		r = rmap_load(p, &a.fw);
+	if (!r && !names_ok)
+		r = names_rebuild(p);
 	if (r) {
 		txn_fail(p, r);
 		goto out;

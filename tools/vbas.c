@@ -1920,11 +1920,11 @@ static int cmd_repair(const struct args *a)
 	if (o.json) {
 		printf("],\"dry_run\":%s,\"refcount_rebuilt\":%s,\"rmap_rebuilt\":%s,"
 		       "\"refcount_records\":%" PRIu64 ",\"rmap_records\":%" PRIu64
-		       ",\"leaves_rebuilt\":%u,\"interior_rebuilt\":%u"
+		       ",\"leaves_rebuilt\":%u,\"interior_rebuilt\":%u,\"names_rebuilt\":%s"
 		       ",\"unrepairable\":%" PRIu64 ",\"clean\":%s", dry ? "true" : "false",
 		       st.refcount_rebuilt ? "true" : "false", st.rmap_rebuilt ? "true" : "false",
 		       st.refcount_records, st.rmap_records, st.leaves_rebuilt, st.interior_rebuilt,
-		       st.unrepairable,
+		       st.names_rebuilt ? "true" : "false", st.unrepairable,
 		       !r && !dry ? (clean ? "true" : "false") : "null");
 		if (r) {
 			printf(",\"error\":");
@@ -3293,11 +3293,12 @@ static const struct cmd cmds[] = {
 	  "  -n, --no-modify         open read-only: finish nothing, write nothing\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "repair", cmd_repair, O_DRY_RUN | O_JSON | O_CACHE, 1, 1, "POOL [--dry-run] [--json]",
-	  "rebuild the refcount tree and the reverse map from the mapping trees",
+	  "rebuild the refcount tree, the reverse map and the name index",
 	  "The volume table and the mapping trees say which blocks the pool uses;\n"
-	  "the refcount tree only counts them and the reverse map only mirrors the\n"
-	  "mapping records, so when either is damaged or disagrees with them (vbas\n"
-	  "check says so), repair rebuilds it from a walk of the rest, as one new\n"
+	  "the refcount tree only counts them, the reverse map only mirrors the\n"
+	  "mapping records and the name index the volume table, so when one is\n"
+	  "damaged or disagrees with them (vbas check says so), repair rebuilds it\n"
+	  "from a walk of the rest, as one new\n"
 	  "commit: a crash before it lands leaves the pool as it was, and repair\n"
 	  "can run again.  Prints what it finds and does, then checks the result.\n"
 	  "A mapping-tree leaf that cannot be read is rebuilt in place from the\n"
@@ -3309,6 +3310,7 @@ static const struct cmd cmds[] = {
 	  "exit 1).  The pool must not be served or open elsewhere.  The JSON\n"
 	  "object has the keys messages, dry_run, refcount_rebuilt, rmap_rebuilt,\n"
 	  "refcount_records, rmap_records, leaves_rebuilt, interior_rebuilt,\n"
+	  "names_rebuilt (the name index, rebuilt from the volume table),\n"
 	  "unrepairable (problems not repaired), clean (check after it; null for a\n"
 	  "dry run) and, if it failed, error.\n\n"
 	  "Options:\n"

@@ -208,6 +208,117 @@ static void t_build_crash(void **state)
 	dev_destroy(base);
 }
 
+/* The blocks of the name index's nodes, leaves first. */
+struct nodes {
+	uint64_t v[256];
+	unsigned level[256];
+	size_t n;
+};
+
+static int node_cb(void *arg, uint64_t blk, unsigned level)
+{
+	struct nodes *ns = arg;
+	if (ns->n < 256) {
+		ns->v[ns->n] = blk;
+		ns->level[ns->n++] = level;
+	}
+	return 0;
+}
+
+static void index_nodes(struct vbas_dev *d, struct nodes *ns)
+{
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	struct bt_check_cbs cbs = { .node_cb = node_cb, .arg = ns };
+	ns->n = 0;
+	assert_ok(bt_check(&p->names, &cbs, NULL, NULL));
+	assert_ok(vbas_close(p));
+}
+
+static struct vbas_pool *open_repair(struct vbas_dev *d)
+{
+	struct vbas_open_opts oo = { .cache_bytes = 1 << 20, .flags = VBAS_OPEN_REPAIR };
+	struct vbas_pool *p = NULL;
+	assert_ok(vbas_open_dev(d, &oo, &p));
+	return p;
+}
+
+enum damage { D_CHECKSUM, D_HASH, D_ID };
+
+/* A leaf of the index damaged: unreadable (a checksum that fails), or
+ * read fine but wrong (a hash that is not the name's, an id the volume
+ * table lacks; checksum sealed again).  check names it, lookups fail or
+ * miss; repair rebuilds the index from the volume table, and then every
+ * name is found again. */
+static void damaged(enum damage how)
+{
+	struct vbas_dev *d = mem_pool(64 * MiB, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	churn(p, 1500);
+	assert_ok(vbas_close(p));
+	struct nodes ns;
+	index_nodes(d, &ns);
+	uint64_t leaf = 0;
+	for (size_t i = 0; i < ns.n && !leaf; i++)
+		if (ns.level[i] == 0)
+			leaf = ns.v[i];
+	assert_true(leaf != 0);
+	uint8_t *n = vbas_memdev_image(d) + leaf * BS;
+	uint8_t *rec = n + sizeof(struct vbas_node_hdr);
+	if (how == D_CHECKSUM) {
+		rec[3] ^= 0x40;
+	} else {
+		if (how == D_HASH)
+			st_le64(rec, ld_le64(rec) ^ 1);
+		else
+			st_le64(rec + 8, 999999);
+		st_le32(n, vbas_crc32c(VBAS_SALT_NODE, n + 4, BS - 4));
+	}
+	struct vbas_open_opts ro = { .cache_bytes = 1 << 20, .flags = VBAS_OPEN_RDONLY };
+	assert_ok(vbas_open_dev(d, &ro, &p));
+	struct vbas_check_stats cs;
+	assert_int_equal(vbas_check(p, NULL, NULL, &cs), -EUCLEAN);
+	assert_true(cs.problems > 0);
+	assert_ok(vbas_close(p));
+	p = open_repair(d);
+	struct vbas_repair_stats st;
+	assert_ok(vbas_repair(p, VBAS_REPAIR_DRY_RUN, NULL, NULL, &st));
+	assert_int_equal(st.names_rebuilt, 1);
+	assert_ok(vbas_repair(p, 0, NULL, NULL, &st));
+	assert_int_equal(st.names_rebuilt, 1);
+	assert_int_equal(st.refcount_rebuilt, 1);
+	assert_int_equal(st.rmap_rebuilt, 0);
+	assert_check_clean(p);
+	verify(p, 1500);
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 1 << 20);
+	assert_check_clean(p);
+	verify(p, 1500);
+	assert_ok(vbas_vol_create(p, "after", BS));        /* usable as ever */
+	assert_ok(vbas_vol_delete(p, "vol-1"));
+	assert_int_equal(vbas_vol_create(p, "vol-2", BS), -EEXIST);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
+static void t_repair_unreadable(void **state)
+{
+	(void)state;
+	damaged(D_CHECKSUM);
+}
+
+static void t_repair_wrong_hash(void **state)
+{
+	(void)state;
+	damaged(D_HASH);
+}
+
+static void t_repair_unknown_id(void **state)
+{
+	(void)state;
+	damaged(D_ID);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,6 +326,9 @@ int main(void)
 		cmocka_unit_test(t_collisions),
 		cmocka_unit_test(t_upgrade),
 		cmocka_unit_test(t_build_crash),
+		cmocka_unit_test(t_repair_unreadable),
+		cmocka_unit_test(t_repair_wrong_hash),
+		cmocka_unit_test(t_repair_unknown_id),
 	};
 	return RUN("names", tests);
 }
