@@ -24,7 +24,7 @@
 #define FZ_NBLOCKS   1024u            /* device: 4 MiB */
 #define FZ_SPARE     0xffffffffu      /* a record kept out of the image */
 #define FZ_REC       (4u + FZ_BS)
-#define FZ_MAX_RECS  192u             /* -max_len = FZ_MAX_RECS * FZ_REC */
+#define FZ_MAX_RECS  320u             /* -max_len = FZ_MAX_RECS * FZ_REC */
 #define FZ_FANOUT    4u               /* max_fanout of the seed pools */
 
 /* Little-endian integers of 1..8 bytes at P. */

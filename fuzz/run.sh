@@ -32,7 +32,7 @@ done
 # FZ_MAX_RECS blocks (fuzz/fuzz.h), sb the first blocks of a device.
 max_len() {
 	case $1 in
-	pool|node) echo $((192 * 4100));;
+	pool|node) echo $((320 * 4100));;
 	sb) echo 65536;;
 	ctl) echo 1100;;
 	esac

@@ -292,6 +292,8 @@ int cache_writeback(struct vbas_cache *c)
 	size_t n = 0;
 	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
 		n += b->dirty != 0;
+	if (!n)
+		return make_room(c);
 	if (n > c->wb_cap) {
 		struct cblock **wb = realloc(c->wb, n * sizeof(*wb));
 		if (wb) {

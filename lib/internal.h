@@ -93,8 +93,13 @@ struct vol_state {
 	struct vol_state *next;
 	uint64_t id;
 	int refs;                  /* open handles */
-	/* Range lock over logical blocks: held ranges, writers exclusive. */
+	/* Range lock over logical blocks: held ranges, writers exclusive.
+	 * A request for the whole volume (snapshot, clone) that waits takes a
+	 * ticket; later requests of threads that hold no range here wait
+	 * behind it (map.c, "Range locks"). */
 	struct rl_range *ranges;
+	struct rl_waiter *whole_waiting;
+	uint64_t tickets;
 	pthread_cond_t rl_cond;
 };
 

@@ -470,12 +470,28 @@ int map_unmap(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec,
 	return r;
 }
 
-/* ---- Range locks ------------------------------------------------------- */
+/* ---- Range locks -------------------------------------------------------
+ *
+ * Readers share, writers exclude, over logical blocks.  Held ranges alone
+ * would let a steady stream of overlapping writers starve a request for
+ * the whole volume (a snapshot waits for a moment when nothing is held),
+ * so such a request, while it waits, takes a ticket, and a later request
+ * waits behind it -- unless its thread already holds a range of this
+ * volume (a second range of a reflink within the volume, a second
+ * mapping of a client): that thread may be what the whole-volume request
+ * waits for, and making it wait in turn would deadlock.  Whole-volume
+ * requests are served in ticket order among themselves. */
 
 struct rl_range {
 	struct rl_range *next;
 	uint64_t start, n;
 	int excl;
+	pthread_t owner;
+};
+
+struct rl_waiter {
+	struct rl_waiter *next;
+	uint64_t ticket;
 };
 
 static int rl_conflict(struct vol_state *vs, uint64_t s, uint64_t n, int excl)
@@ -486,18 +502,53 @@ static int rl_conflict(struct vol_state *vs, uint64_t s, uint64_t n, int excl)
 	return 0;
 }
 
+static int rl_holds_any(struct vol_state *vs)
+{
+	pthread_t self = pthread_self();
+	for (struct rl_range *r = vs->ranges; r; r = r->next)
+		if (pthread_equal(r->owner, self))
+			return 1;
+	return 0;
+}
+
+/* A whole-volume request with a ticket below TICKET waits. */
+static int rl_older_whole(struct vol_state *vs, uint64_t ticket)
+{
+	for (struct rl_waiter *w = vs->whole_waiting; w; w = w->next)
+		if (w->ticket < ticket)
+			return 1;
+	return 0;
+}
+
 /* Called with pool->lock held; waits (dropping it) while a conflicting
- * range is held. */
+ * range is held, or a request for the whole volume waits from before. */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl)
 {
 	struct rl_range *r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	while (rl_conflict(vs, start, n, excl))
+	int whole = excl && start == 0 && n == UINT64_MAX, mine = rl_holds_any(vs);
+	struct rl_waiter me = { .ticket = ++vs->tickets };
+	int queued = 0;
+	while (rl_conflict(vs, start, n, excl) || (!mine && rl_older_whole(vs, me.ticket))) {
+		if (whole && !queued) {
+			me.next = vs->whole_waiting;
+			vs->whole_waiting = &me;
+			queued = 1;
+		}
 		pthread_cond_wait(&vs->rl_cond, &p->lock);
+	}
+	if (queued) {
+		struct rl_waiter **pp = &vs->whole_waiting;
+		while (*pp != &me)
+			pp = &(*pp)->next;
+		*pp = me.next;
+		pthread_cond_broadcast(&vs->rl_cond);
+	}
 	r->start = start;
 	r->n = n;
 	r->excl = excl;
+	r->owner = pthread_self();
 	r->next = vs->ranges;
 	vs->ranges = r;
 	return 0;
@@ -510,7 +561,8 @@ int rl_trylock(struct vol_state *vs, uint64_t start, uint64_t n)
 	struct rl_range *r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 1 };
+	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 1,
+				.owner = pthread_self() };
 	vs->ranges = r;
 	return 0;
 }

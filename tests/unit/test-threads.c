@@ -30,6 +30,9 @@
  *                             ever show the data of a write that failed.
  *  t_enospc_discard_race      the same race made deterministic with a device
  *                             that holds one write at a gate.
+ *  t_fair_range_locks         a snapshot waiting for a held range goes before
+ *                             a newer writer of another range; the holder's
+ *                             own second mapping does not wait behind it.
  *  t_file_reuse_after_discard single-threaded: blocks freed by a discard and
  *                             reused after a commit keep their new data on a
  *                             file pool (the smallest form of a data loss the
@@ -2339,6 +2342,92 @@ static int test_teardown(void **state)
 	return 0;
 }
 
+/* ---- Fair range locks -------------------------------------------------- */
+
+struct fair {
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	pthread_mutex_t mu;
+	int seq, snap_done, writer_got, err;
+};
+
+static void *fair_snap(void *arg)
+{
+	struct fair *f = arg;
+	int r = vbas_vol_snapshot(f->p, "v", "snap", 0);
+	pthread_mutex_lock(&f->mu);
+	f->snap_done = ++f->seq;
+	if (r)
+		f->err = r;
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+static void *fair_writer(void *arg)
+{
+	struct fair *f = arg;
+	struct vbas_iomap m;
+	int r = vbas_map_begin(f->v, 64 * BS, BS, VBAS_MAP_WRITE, NULL, &m);
+	pthread_mutex_lock(&f->mu);
+	f->writer_got = ++f->seq;
+	if (r)
+		f->err = r;
+	pthread_mutex_unlock(&f->mu);
+	if (!r)
+		vbas_map_end(f->v, &m, 0, 0);
+	return NULL;
+}
+
+static int snap_waiting(struct fair *f)
+{
+	pthread_mutex_lock(&f->p->lock);
+	int w = f->v->vs->whole_waiting != NULL;
+	pthread_mutex_unlock(&f->p->lock);
+	return w;
+}
+
+static void t_fair_range_locks(void **state)
+{
+	(void)state;
+	struct fair f = { 0 };
+	struct vbas_dev *d = mem_pool(32 << 20, BS, 0);
+	struct vbas_iomap a, c;
+	pthread_t ts, tw;
+	pthread_mutex_init(&f.mu, NULL);
+	f.p = open_mem(d, 1 << 20);
+	assert_ok(vbas_vol_create(f.p, "v", 1 << 20));
+	assert_ok(vbas_vol_open(f.p, "v", &f.v));
+	/* This thread holds a write mapping of block 0; the snapshot waits
+	 * for it, a ticket taken. */
+	assert_ok(vbas_map_begin(f.v, 0, BS, VBAS_MAP_WRITE, NULL, &a));
+	assert_int_equal(pthread_create(&ts, NULL, fair_snap, &f), 0);
+	for (int i = 0; i < 10000 && !snap_waiting(&f); i++)
+		usleep(1000);
+	assert_true(snap_waiting(&f));
+	/* A writer of another range, newer than the snapshot, waits behind
+	 * it (unfair locks would let it in: nothing held overlaps block 64). */
+	assert_int_equal(pthread_create(&tw, NULL, fair_writer, &f), 0);
+	usleep(50000);
+	pthread_mutex_lock(&f.mu);
+	int early = f.writer_got;
+	pthread_mutex_unlock(&f.mu);
+	assert_int_equal(early, 0);
+	/* The holder's own second mapping does not wait (the snapshot waits
+	 * for this thread: that would deadlock). */
+	assert_ok(vbas_map_begin(f.v, 128 * BS, BS, VBAS_MAP_WRITE, NULL, &c));
+	assert_ok(vbas_map_end(f.v, &c, 0, 0));
+	assert_ok(vbas_map_end(f.v, &a, 0, 0));
+	pthread_join(ts, NULL);
+	pthread_join(tw, NULL);
+	assert_int_equal(f.err, 0);
+	assert_true(f.snap_done > 0 && f.writer_got > f.snap_done);
+	vbas_vol_close(f.v);
+	assert_check_clean(f.p);
+	assert_ok(vbas_close(f.p));
+	dev_destroy(d);
+	pthread_mutex_destroy(&f.mu);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
 
 int main(void)
@@ -2352,6 +2441,7 @@ int main(void)
 		T(t_enospc_overlap),
 		T(t_enospc_discard_race),
 		T(t_file_reuse_after_discard),
+		T(t_fair_range_locks),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("threads", tests, group_setup, group_teardown);
