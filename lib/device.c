@@ -41,8 +41,12 @@ struct bounce {
  * instead of once per write, in extents of that size.  The pool file grows
  * on its file system in those steps, as far as the pool has written.
  * Pieces are remembered for as long as the pool is open; blocks the pool
- * frees are punched out again (file_discard) and not preallocated anew. */
+ * frees are punched out again (file_discard) and not preallocated anew.
+ * The bitmap of pieces covers the first PREALLOC_MAX_PIECES (1 PiB, a
+ * 16 MiB bitmap); a larger pool file writes past that as it would
+ * without the aid (a bitmap for a 1 EiB file would take 16 GiB). */
 #define PREALLOC_SHIFT 23
+#define PREALLOC_MAX_PIECES (1ull << 27)
 
 /* Without O_DIRECT, writes land in the page cache; left there, they pile
  * up until the kernel's dirty limits throttle the writer and the next
@@ -540,6 +544,8 @@ int vbas_dev_open_file(const char *path, unsigned flags, struct vbas_dev **devp)
 		d->size = (uint64_t)st.st_size;
 		if (!d->readonly && d->size) {
 			f->pieces = ((d->size - 1) >> PREALLOC_SHIFT) + 1;
+			if (f->pieces > PREALLOC_MAX_PIECES)
+				f->pieces = PREALLOC_MAX_PIECES;
 			f->prealloc = calloc((f->pieces - 1) / 64 + 1, sizeof(*f->prealloc));
 		}
 	}

@@ -911,8 +911,8 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 	if (e > 0)
 		e = 0;
 	if (!e) {
-		usage->mapped = le64_get(rec.mapped) * p->bs;
 		uint64_t mapped = le64_get(rec.mapped);
+		usage->mapped = mapped * p->bs;
 		if (u.excl > mapped)        /* written between batches */
 			u.excl = mapped;
 		usage->exclusive = u.excl * p->bs;
