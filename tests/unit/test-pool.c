@@ -5,6 +5,7 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,6 +556,57 @@ static void t_idle_flush(void **state)
 	dev_destroy(&c->w.d);
 }
 
+/* Flushes that arrive together after one write share one commit: the
+ * first commits (two device flushes), the others find nothing new. */
+struct flusher {
+	struct vbas_pool *p;
+	pthread_barrier_t *bar;
+	int r;
+};
+
+static void *flush_main(void *arg)
+{
+	struct flusher *f = arg;
+	pthread_barrier_wait(f->bar);
+	f->r = vbas_flush(f->p);
+	return NULL;
+}
+
+static void t_flushes_together(void **state)
+{
+	enum { N = 8 };
+	struct countdev *c = calloc(1, sizeof(*c));
+	struct flusher fl[N];
+	pthread_t th[N];
+	pthread_barrier_t bar;
+	struct vbas_vol *v;
+	uint8_t a[4096];
+	(void)state;
+	assert_non_null(c);
+	memset(a, 0x77, sizeof(a));
+	wrap_init(&c->w, mem_pool(32 << 20, 4096, 0), &count_ops);
+	struct vbas_pool *p = open_mem(&c->w.d, 0);
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_pwrite(v, a, sizeof(a), 8192, 0));
+	c->flushes = 0;
+	pthread_barrier_init(&bar, NULL, N);
+	for (int i = 0; i < N; i++) {
+		fl[i] = (struct flusher){ p, &bar, -1 };
+		assert_int_equal(pthread_create(&th[i], NULL, flush_main, &fl[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(fl[i].r, 0);
+	}
+	pthread_barrier_destroy(&bar);
+	assert_int_equal(c->flushes, 2);
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	dev_destroy(&c->w.d);
+}
+
 /* One write over a range that snapshots and small writes have cut into
  * pieces (shared extents, holes, the edges of the range in shared blocks):
  * the new blocks are written in one device write, every byte reads back
@@ -736,6 +788,7 @@ int main(void)
 		cmocka_unit_test(t_sharing_bad_input),
 		cmocka_unit_test(t_write_over_pieces),
 		cmocka_unit_test(t_idle_flush),
+		cmocka_unit_test(t_flushes_together),
 		cmocka_unit_test(t_prealloc),
 		cmocka_unit_test(t_buffered),
 		cmocka_unit_test(t_flush_eintr),
