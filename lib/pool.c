@@ -259,8 +259,16 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		r = vol_resume_deletes(p);
 		if (!r)
 			r = txn_commit(p);
-		if (!r)
-			r = names_build(p);   /* a pool made before the index */
+		if (!r) {
+			/* A pool made before the index gets it now; a full one
+			 * keeps walking its volume table (nothing changed yet)
+			 * until an open finds the room. */
+			r = names_build(p);
+			if (r == -ENOSPC && !p->broken) {
+				vbas_err_clear();
+				r = 0;
+			}
+		}
 		pthread_mutex_unlock(&p->lock);
 		/* Operations a crash cut short are finished. */
 		if (!r)

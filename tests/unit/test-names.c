@@ -164,6 +164,41 @@ static void t_upgrade(void **state)
 	dev_destroy(d);
 }
 
+/* A pool without the index whose data filled it still gets the index at
+ * its next open: the metadata reserve holds room for it.  (Were even that
+ * gone, the open would go on without one, lookups walking the volume
+ * table, until an open finds the room.) */
+static void t_upgrade_full(void **state)
+{
+	(void)state;
+	struct vbas_dev *d = mem_pool(16 * MiB, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	churn(p, 60);
+	assert_ok(vbas_vol_create(p, "filler", 64 * MiB));
+	struct vbas_vol *v;
+	static uint8_t buf[64 << 10];
+	memset(buf, 0x5c, sizeof(buf));
+	assert_ok(vbas_vol_open(p, "filler", &v));
+	int r = 0;
+	for (uint64_t off = 0; !r && off < 64 * MiB; off += sizeof(buf))
+		r = vbas_pwrite(v, buf, sizeof(buf), off, 0);
+	assert_int_equal(r, -ENOSPC);
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+	strip_index(d);
+	assert_false(has_index(d));
+	p = open_mem(d, 1 << 20);
+	assert_true(p->names_on);
+	verify(p, 60);
+	assert_check_clean(p);
+	assert_ok(vbas_vol_delete(p, "filler"));
+	assert_ok(vbas_vol_create(p, "filler", BS));
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	assert_true(has_index(d));
+	dev_destroy(d);
+}
+
 /* A power cut at every write of the open that builds the index: the
  * survivor has all of it or none, checks clean, and finds every name. */
 static void t_build_crash(void **state)
@@ -325,6 +360,7 @@ int main(void)
 		cmocka_unit_test(t_lookups),
 		cmocka_unit_test(t_collisions),
 		cmocka_unit_test(t_upgrade),
+		cmocka_unit_test(t_upgrade_full),
 		cmocka_unit_test(t_build_crash),
 		cmocka_unit_test(t_repair_unreadable),
 		cmocka_unit_test(t_repair_wrong_hash),
