@@ -125,11 +125,13 @@ fuzz-bin: $(FUZZ_BIN)
 fuzz: fuzz-bin
 	fuzz/run.sh $(FUZZ_O) --time $(FUZZ_TIME) $(FUZZ_ARGS)
 
+# The three builds use every processor (make check is run without -j).
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 check:
 	@scripts/install-deps.sh --check-only >/dev/null 2>&1 || scripts/install-deps.sh
-	$(MAKE) --no-print-directory all tests-bin O=build
-	$(MAKE) --no-print-directory all tests-bin O=build-san SAN=1 OPT=-O1
-	$(MAKE) --no-print-directory fuzz-bin
+	$(MAKE) --no-print-directory -j$(JOBS) all tests-bin O=build
+	$(MAKE) --no-print-directory -j$(JOBS) all tests-bin O=build-san SAN=1 OPT=-O1
+	$(MAKE) --no-print-directory -j$(JOBS) fuzz-bin
 	tests/run-tests.sh build build-san --fuzz $(FUZZ_O)
 
 demo: all
