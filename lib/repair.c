@@ -108,19 +108,30 @@ static int cmp_rmap(void *arg, const void *rec)
 
 /* Whether tree T holds exactly what PC says (its records in order, read
  * without a problem); with EXCLUDE, its nodes go to sp.exclude. */
+/* Walk T with C (records to REC_CB, which may be NULL); *DAMAGED: a
+ * node could not be read or a record was refused. */
+static int cmp_walk(struct vbas_btree *t, struct cmp *c, bt_rec_cb rec_cb, int *damaged)
+{
+	struct bt_check_cbs cbs = { .report = cmp_report, .node_cb = cmp_node, .rec_cb = rec_cb,
+				    .arg = c };
+	int r = bt_check(t, &cbs, NULL, NULL);
+	if (c->err)
+		return c->err;
+	if (r && r != -EUCLEAN && r != -EBADMSG && r != -EIO)
+		return r;
+	vbas_err_clear();
+	*damaged = r != 0;
+	return 0;
+}
+
 static int tree_matches(struct vbas_pool *p, struct vbas_btree *t, const struct pic *pc,
 			int rmap, int exclude, int *ok)
 {
 	struct cmp c = { .p = p, .pc = pc, .exclude = exclude };
-	struct bt_check_cbs cbs = { .report = cmp_report, .node_cb = cmp_node,
-				    .rec_cb = rmap ? cmp_rmap : cmp_refc, .arg = &c };
-	int r = bt_check(t, &cbs, NULL, NULL);
-	if (c.err)
-		return c.err;
-	if (r && r != -EUCLEAN && r != -EBADMSG && r != -EIO)
+	int damaged, r = cmp_walk(t, &c, rmap ? cmp_rmap : cmp_refc, &damaged);
+	if (r)
 		return r;
-	vbas_err_clear();
-	*ok = !r && !c.bad && c.i == (rmap ? pc->fw.n : pc->n);
+	*ok = !damaged && !c.bad && c.i == (rmap ? pc->fw.n : pc->n);
 	return 0;
 }
 
@@ -129,14 +140,8 @@ static int tree_matches(struct vbas_pool *p, struct vbas_btree *t, const struct 
 static int exclude_nodes(struct vbas_pool *p, struct vbas_btree *t)
 {
 	struct cmp c = { .p = p, .exclude = 1 };
-	struct bt_check_cbs cbs = { .report = cmp_report, .node_cb = cmp_node, .arg = &c };
-	int r = bt_check(t, &cbs, NULL, NULL);
-	if (c.err)
-		return c.err;
-	if (r && r != -EUCLEAN && r != -EBADMSG && r != -EIO)
-		return r;
-	vbas_err_clear();
-	return 0;
+	int damaged;
+	return cmp_walk(t, &c, NULL, &damaged);
 }
 
 static uint64_t nodes_for(struct vbas_pool *p, const struct vbas_btree_ops *ops, uint64_t recs)

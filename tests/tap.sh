@@ -35,6 +35,22 @@ run() {
 	return 0
 }
 
+# A sanitizer report on stderr (of the last run) fails any check.
+sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
+
+# expect_ok DESC CMD...: exit 0, nothing from a sanitizer (the NBD tests
+# have their own).
+expect_ok() {
+	local d=$1
+	shift
+	run "$@"
+	if [ "$RC" -eq 0 ] && sanitizer_clean; then
+		pass "$d"
+	else
+		fail "$d" "exit $RC: $*" "stderr: $(cat "$T/err")"
+	fi
+}
+
 # expect_true DESC CMD...: the command (a test, cmp, grep ...) succeeds.
 expect_true() {
 	local d=$1

@@ -54,21 +54,6 @@ MiB=$((1024 * 1024))
 
 . "$TESTS/tap.sh"
 
-# A sanitizer report on stderr fails any check.
-sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
-
-# expect_ok DESC CMD...: exit 0, nothing from a sanitizer.
-expect_ok() {
-	local d=$1
-	shift
-	run "$@"
-	if [ "$RC" -eq 0 ] && sanitizer_clean; then
-		pass "$d"
-	else
-		fail "$d" "exit $RC: $*" "stderr: $(cat "$T/err")"
-	fi
-}
-
 # expect_fail DESC EXIT STDERR_REGEX CMD...: exit status EXIT, stderr's
 # first line "vbas: ..." matching the (extended) regex, nothing on stdout.
 expect_fail() {

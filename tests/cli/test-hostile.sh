@@ -23,7 +23,6 @@ cd "$T"
 LIMIT=60          # seconds any one command may take (a hang fails)
 MiB=$((1024 * 1024))
 
-sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
 
 # A pool with two volumes of three extents each and a snapshot.
 make_pool() {

@@ -31,27 +31,6 @@ trap 'exit 130' INT TERM HUP
 cd "$T"
 . "$TESTS/tap.sh"
 
-sanitizer_clean() { ! grep -Eq 'Sanitizer|runtime error:' "$T/err"; }
-expect_ok() {
-	local d=$1
-	shift
-	run "$@"
-	if [ "$RC" -eq 0 ] && sanitizer_clean; then
-		pass "$d"
-	else
-		fail "$d" "exit $RC: $*" "stderr: $(cat "$T/err")"
-	fi
-}
-expect_fail() {
-	local d=$1 re=$2
-	shift 2
-	run "$@"
-	if [ "$RC" -ne 0 ] && grep -Eq -- "$re" "$T/err" && sanitizer_clean; then
-		pass "$d"
-	else
-		fail "$d" "want failure, stderr ~ /$re/; got exit $RC: $*" "stderr: $(cat "$T/err")"
-	fi
-}
 
 CHECKS=(
 	"16 TiB pool: format" "16 TiB pool: info" "16 TiB pool: writes at both ends of 1 PiB"
