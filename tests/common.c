@@ -60,6 +60,16 @@ struct vbas_pool *open_mem(struct vbas_dev *dev, uint64_t cache_bytes)
 	return p;
 }
 
+int lvl_cb(void *arg, uint64_t blkno, unsigned level)
+{
+	struct lvl_nodes *n = arg;
+	if (n->n < 4096) {
+		n->v[n->n] = blkno;
+		n->level[n->n++] = level;
+	}
+	return 0;
+}
+
 const unsigned crash_modes[4] = { VBAS_CRASH_DROP, VBAS_CRASH_DROP | VBAS_CRASH_REORDER,
 				  VBAS_CRASH_DROP | VBAS_CRASH_REORDER | VBAS_CRASH_TEAR, 0 };
 

@@ -62,6 +62,14 @@ struct vbas_dev *crash_run(struct vbas_dev *base, unsigned flags, uint64_t at, u
 /* Writes OP makes on a pool opened (FLAGS) on a copy of BASE. */
 uint64_t crash_writes(struct vbas_dev *base, unsigned flags,
 		      void (*op)(struct vbas_pool *, void *), void *arg);
+/* Node blocks and levels a walk meets (bt_check's node_cb: lvl_cb),
+ * the first 4096. */
+struct lvl_nodes {
+	uint64_t v[4096];
+	unsigned level[4096];
+	size_t n;
+};
+int lvl_cb(void *arg, uint64_t blkno, unsigned level);
 /* vbas_check must be clean; problems are printed. */
 void assert_check_clean(struct vbas_pool *p);
 /* cmocka group runner with TAP output. */

@@ -243,27 +243,11 @@ static void t_build_crash(void **state)
 	dev_destroy(base);
 }
 
-/* The blocks of the name index's nodes, leaves first. */
-struct nodes {
-	uint64_t v[256];
-	unsigned level[256];
-	size_t n;
-};
-
-static int node_cb(void *arg, uint64_t blk, unsigned level)
-{
-	struct nodes *ns = arg;
-	if (ns->n < 256) {
-		ns->v[ns->n] = blk;
-		ns->level[ns->n++] = level;
-	}
-	return 0;
-}
-
-static void index_nodes(struct vbas_dev *d, struct nodes *ns)
+/* The blocks and levels of the name index's nodes. */
+static void index_nodes(struct vbas_dev *d, struct lvl_nodes *ns)
 {
 	struct vbas_pool *p = open_mem(d, 1 << 20);
-	struct bt_check_cbs cbs = { .node_cb = node_cb, .arg = ns };
+	struct bt_check_cbs cbs = { .node_cb = lvl_cb, .arg = ns };
 	ns->n = 0;
 	assert_ok(bt_check(&p->names, &cbs, NULL, NULL));
 	assert_ok(vbas_close(p));
@@ -290,7 +274,7 @@ static void damaged(enum damage how)
 	struct vbas_pool *p = open_mem(d, 1 << 20);
 	churn(p, 1500);
 	assert_ok(vbas_close(p));
-	struct nodes ns;
+	static struct lvl_nodes ns;
 	index_nodes(d, &ns);
 	uint64_t leaf = 0;
 	for (size_t i = 0; i < ns.n && !leaf; i++)

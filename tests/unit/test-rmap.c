@@ -591,22 +591,6 @@ static void t_repair_crash(void **state)
 	dev_destroy(base);
 }
 
-struct lvl_nodes {
-	uint64_t v[4096];
-	unsigned level[4096];
-	size_t n;
-};
-
-static int lvl_cb(void *arg, uint64_t blkno, unsigned level)
-{
-	struct lvl_nodes *n = arg;
-	if (n->n < 4096) {
-		n->v[n->n] = blkno;
-		n->level[n->n++] = level;
-	}
-	return 0;
-}
-
 /* An unreadable mapping-tree leaf (a byte flipped, or zeroed) of a volume
  * that shares most of its tree with a snapshot and a clone: repair
  * rebuilds it from the reverse map, and every byte of every volume is
