@@ -58,7 +58,7 @@ static int range_cb(void *arg, const void *lo, const void *hi)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct vbas_btree_ops *const all[] = { &voltab_ops, &refc_ops, &map_ops,
-							    &rmap_ops };
+							    &rmap_ops, &names_ops };
 	if (fz_nrecs(size) == 0 || fz_blkno(data, 0) >= FZ_NBLOCKS)
 		return 0;
 	const struct vbas_node_hdr *h0 = (const void *)(data + 4);
