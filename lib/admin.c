@@ -132,6 +132,7 @@ void vbas_pool_on_event(struct vbas_pool *p, void (*fn)(const struct vbas_event 
 void txn_need_v4(struct vbas_pool *p)
 {
 	if (le32_get(p->sb.version) < VBAS_FORMAT_VERSION_4) {
+		txn_wait_io(p);        /* P->SB as its commit leaves it */
 		p->sb.version = le32_mk(VBAS_FORMAT_VERSION_4);
 		p->dirty = 1;
 	}
@@ -139,7 +140,7 @@ void txn_need_v4(struct vbas_pool *p)
 
 int space_make_room(struct vbas_pool *p, uint64_t need, int *expended)
 {
-	if (space_room_free(p, SPACE_DATA) < need && p->sp.freed.total) {
+	if (space_room_free(p, SPACE_DATA) < need && space_freed_total(p)) {
 		/* Blocks freed in this transaction come back at the commit. */
 		int r = txn_commit(p);
 		if (r)

@@ -79,7 +79,7 @@ void intent_begin(struct vbas_pool *p, int slot, unsigned type, const uint64_t a
 	struct vbas_intent *x = &p->intents[slot];
 	memset(x, 0, sizeof(*x));
 	x->type = le32_mk(type);
-	x->gen = le64_mk(p->gen + 1);
+	x->gen = le64_mk(p->env.txid);
 	for (int k = 0; k < 6; k++)
 		x->arg[k] = le64_mk(arg[k]);
 }

@@ -52,6 +52,11 @@ struct vbas_space {
 	                              by allocation): the last commit may map
 	                              these blocks elsewhere, so they are never
 	                              overwritten in place before the commit */
+	/* The same three sets of a transaction sealed and being committed
+	 * while the next one runs (txn.c, "Commits in flight"): its blocks
+	 * stay out of use until its superblock is durable, as FREED's do. */
+	struct extset freed_prev, freed_data_prev, touched_prev;
+	uint64_t freed_above_prev;
 	struct extset kept;        /* freed by commits made while pinned: kept
 	                              from reuse until the last pin goes (a
 	                              reader of the pool file may still use them) */
@@ -152,6 +157,23 @@ struct vbas_pool {
 	int broken;                /* a failed change: read-only until reopen */
 	int repair_mode;           /* VBAS_OPEN_REPAIR, until vbas_repair is done */
 	char broken_msg[512];
+	/* Commits in flight (txn.c): a sealed transaction whose device
+	 * flushes and superblock write run without the pool lock.  At most
+	 * one; CM_LOCK guards IO_DONE and ERR, the pool lock the rest. */
+	struct {
+		int active;           /* sealed, not yet finished */
+		int meta;             /* writes a superblock (else: a data flush) */
+		int io_done, err;
+		char msg[160];        /* what failed */
+		uint64_t seq;
+		struct vbas_sb sb;    /* what it writes */
+	} cm;
+	pthread_mutex_t cm_lock;
+	pthread_cond_t cm_io_cv;      /* (cm_lock) its I/O is done */
+	pthread_cond_t cm_done_cv;    /* (pool lock) a commit finished */
+	uint64_t seq_sealed, seq_done;        /* commits sealed, finished */
+	uint64_t seq_failed;                  /* the last that failed */
+	int err_failed;
 	int dirty;                 /* changes since the last commit */
 	int data_dirty;            /* data written (vbas_map_end of a write) since
 	                              the last device flush */
@@ -283,6 +305,12 @@ uint64_t space_free_blocks(struct vbas_pool *p);/* free incl. freed-this-txn */
  * that space_committed cannot fail. */
 int space_precommit(struct vbas_pool *p);
 void space_committed(struct vbas_pool *p);
+/* The running transaction is sealed for its commit: its freed and touched
+ * sets become the ones in flight. */
+void space_seal(struct vbas_pool *p);
+/* Blocks freed in the running transaction and in a commit in flight: they
+ * come back with the next commit. */
+uint64_t space_freed_total(const struct vbas_pool *p);
 int space_pin(struct vbas_pool *p);
 void space_unpin(struct vbas_pool *p);
 void space_abort(struct vbas_pool *p);
@@ -371,6 +399,11 @@ unsigned names_voltab_levels(struct vbas_pool *p);
 
 /* txn.c */
 int txn_commit(struct vbas_pool *p);
+/* A commit in flight: wait for its I/O (without giving up the pool lock:
+ * that I/O never takes it) and finish it. */
+void txn_wait_io(struct vbas_pool *p);
+/* vbas_flush: group commit, the device flushes outside the pool lock. */
+int txn_flush(struct vbas_pool *p);
 int txn_read_sb(struct vbas_dev *dev, struct vbas_sb *sb, uint32_t *slot_out);
 void txn_fail(struct vbas_pool *p, int err);   /* abandon changes, latch RO */
 int txn_writable(struct vbas_pool *p, const char *what);

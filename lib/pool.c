@@ -210,6 +210,9 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	}
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->intent_cond, NULL);
+	pthread_mutex_init(&p->cm_lock, NULL);
+	pthread_cond_init(&p->cm_io_cv, NULL);
+	pthread_cond_init(&p->cm_done_cv, NULL);
 	memcpy(p->intents, p->sb.intents, sizeof(p->intents));
 	p->dev = dev;
 	p->bs = le32_get(p->sb.block_size);
@@ -288,6 +291,9 @@ fail:
 	cache_destroy(p->cache);
 	space_free(p);
 	pthread_cond_destroy(&p->intent_cond);
+	pthread_cond_destroy(&p->cm_done_cv);
+	pthread_cond_destroy(&p->cm_io_cv);
+	pthread_mutex_destroy(&p->cm_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -348,6 +354,9 @@ int vbas_close(struct vbas_pool *p)
 	if (p->own_dev)
 		dev_destroy(p->dev);
 	pthread_cond_destroy(&p->intent_cond);
+	pthread_cond_destroy(&p->cm_done_cv);
+	pthread_cond_destroy(&p->cm_io_cv);
+	pthread_mutex_destroy(&p->cm_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -355,12 +364,8 @@ int vbas_close(struct vbas_pool *p)
 
 int vbas_flush(struct vbas_pool *p)
 {
-	int r;
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
-	r = p->rdonly ? 0 : txn_commit(p);
-	pthread_mutex_unlock(&p->lock);
-	return r;
+	return txn_flush(p);
 }
 
 int vbas_pool_pin(struct vbas_pool *p, uint64_t *generation)
@@ -368,6 +373,7 @@ int vbas_pool_pin(struct vbas_pool *p, uint64_t *generation)
 	int r;
 	vbas_err_clear();
 	pthread_mutex_lock(&p->lock);
+	txn_wait_io(p);        /* the freed blocks of a commit in flight are kept */
 	r = space_pin(p);
 	if (!r && generation)
 		*generation = p->gen;

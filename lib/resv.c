@@ -86,7 +86,7 @@ uint64_t resv_hold(struct vbas_pool *p, struct vbas_resv *rv, uint64_t need)
 	}
 	if (!need)
 		return 0;
-	if (rv->meta < need && p->sp.freed.total && !p->broken) {
+	if (rv->meta < need && space_freed_total(p) && !p->broken) {
 		/* The blocks earlier steps freed come back at a commit, which
 		 * tops the allowance up.  (A failed commit leaves the pool
 		 * read-only, which the write finds next.) */
@@ -388,7 +388,7 @@ int owed_grow(struct vbas_pool *p, uint64_t n, const char *what)
 	uint64_t t1 = resv_target(p, rv);
 	rv->left -= n;
 	uint64_t meta = t1 > rv->meta ? t1 - rv->meta : 0, need = n + meta;
-	if (space_room_free(p, SPACE_DATA) < need && p->sp.freed.total) {
+	if (space_room_free(p, SPACE_DATA) < need && space_freed_total(p)) {
 		int r = txn_commit(p);
 		if (r)
 			return r;

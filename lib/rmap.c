@@ -412,6 +412,7 @@ int vbas_pool_rmap_build(struct vbas_pool *p)
 		goto out;
 	}
 	p->sp.rmap_on = 1;
+	txn_wait_io(p);                /* P->SB as its commit leaves it */
 	p->sb.version = le32_mk(VBAS_FORMAT_VERSION);
 	p->dirty = 1;
 	r = txn_commit(p);

@@ -152,7 +152,7 @@ static int step_room(struct vbas_pool *p, uint64_t did, struct vbas_vol_rec *dr,
 	uint64_t avail = space_avail(p), keep = p->sp.meta_reserve + p->sp.reserved;
 	if (avail >= keep + need)
 		return 0;
-	if (p->sp.freed.total) {
+	if (space_freed_total(p)) {
 		r = txn_commit(p);
 		return r ? r : 1;
 	}

@@ -10,7 +10,10 @@
  *      (dropped to zero in the running transaction), or free.
  *  S2. A block in FREED is referenced by the last commit and is not handed
  *      out before the next commit is durable; space_committed() empties
- *      FREED after the superblock is on disk.
+ *      FREED after the superblock is on disk.  A commit in flight (txn.c)
+ *      has its own FREED, FREED_PREV, sealed with it: the running
+ *      transaction hands out neither, and counts changed in either
+ *      TOUCHED or TOUCHED_PREV are not overwritten in place.
  *  S3. The allocator hands out only blocks that are free in the tree and
  *      in neither PENDING nor FREED, so a block written before the commit
  *      that maps it is never one the last commit still uses.
@@ -182,6 +185,10 @@ static int env_touched(void *ctx, uint64_t blkno)
 int space_touched(struct vbas_pool *p, uint64_t blk, uint64_t max, uint64_t *run)
 {
 	const struct ext *e = extset_first_overlap(&p->sp.touched, blk, blk + max);
+	const struct ext *e2 = p->sp.touched_prev.n ?
+		extset_first_overlap(&p->sp.touched_prev, blk, blk + max) : NULL;
+	if (!e || (e2 && e2->start < e->start))
+		e = e2;
 	if (e && e->start <= blk) {
 		uint64_t end = e->start + e->len;
 		*run = end - blk < max ? end - blk : max;
@@ -334,6 +341,9 @@ void space_free(struct vbas_pool *p)
 	extset_free(&p->sp.freed);
 	extset_free(&p->sp.freed_data);
 	extset_free(&p->sp.touched);
+	extset_free(&p->sp.freed_prev);
+	extset_free(&p->sp.freed_data_prev);
+	extset_free(&p->sp.touched_prev);
 	extset_free(&p->sp.kept);
 	extset_free(&p->sp.exclude);
 	free(p->sp.q);
@@ -362,11 +372,12 @@ static uint64_t past_limit(const struct vbas_pool *p, uint64_t s, uint64_t n)
 uint64_t space_avail(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
-	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + sp->freed.total +
+	uint64_t busy = sp->data_used + sp->meta_used + sp->pending.total + space_freed_total(p) +
 			sp->kept.total;
 	uint64_t usable = alloc_end(p) - VBAS_FIRST_BLOCK;
 	if (sp->limit) {
-		uint64_t above = (uint64_t)sp->used_above + sp->freed_above + sp->kept_above;
+		uint64_t above = (uint64_t)sp->used_above + sp->freed_above + sp->freed_above_prev +
+				 sp->kept_above;
 		busy = busy > above ? busy - above : 0;
 	}
 	return busy >= usable ? 0 : usable - busy;
@@ -399,7 +410,7 @@ int space_set_limit(struct vbas_pool *p, uint64_t limit)
 	struct vbas_space *sp = &p->sp;
 	sp->limit = limit;
 	sp->used_above = 0;
-	sp->freed_above = sp->kept_above = 0;
+	sp->freed_above = sp->freed_above_prev = sp->kept_above = 0;
 	if (!limit)
 		return 0;
 	struct above_scan a = { p, 0 };
@@ -414,6 +425,7 @@ int space_set_limit(struct vbas_pool *p, uint64_t limit)
 		goto fail;
 	sp->used_above = (int64_t)a.n;
 	sp->freed_above = set_above(p, &sp->freed);
+	sp->freed_above_prev = set_above(p, &sp->freed_prev);
 	sp->kept_above = set_above(p, &sp->kept);
 	return 0;
 fail:
@@ -670,13 +682,12 @@ uint64_t space_room_free(struct vbas_pool *p, enum space_class cls)
 
 int space_room(struct vbas_pool *p, uint64_t need, enum space_class cls, const char *what)
 {
-	struct vbas_space *sp = &p->sp;
 	need += space_cascade(p);
 	for (int tries = 0;; tries++) {
 		if (space_room_free(p, cls) >= need)
 			return 0;
 		/* Blocks freed in this transaction come back at its commit. */
-		if (tries || !sp->freed.total)
+		if (tries || !space_freed_total(p))
 			return vbas_err(-ENOSPC, "%s: the pool is full: its next step may need %" PRIu64
 					" metadata blocks; %" PRIu64 " are free, %" PRIu64 " of them held "
 					"back (%s)", what, need, space_avail(p), room_keep(p, cls),
@@ -724,7 +735,11 @@ static int gap_take(struct vbas_space *sp, uint64_t *pos, uint64_t gend, uint64_
 		const struct ext *e3 = extset_first_overlap(&sp->kept, *pos, gend);
 		const struct ext *e4 = sp->exclude.n ?
 			extset_first_overlap(&sp->exclude, *pos, gend) : NULL;
+		const struct ext *e5 = sp->freed_prev.n ?
+			extset_first_overlap(&sp->freed_prev, *pos, gend) : NULL;
 		const struct ext *e = e1;
+		if (!e || (e5 && e5->start < e->start))
+			e = e5;
 		if (!e || (e2 && e2->start < e->start))
 			e = e2;
 		if (!e || (e3 && e3->start < e->start))
@@ -1098,6 +1113,7 @@ static int apply(struct vbas_pool *p, const struct refc_delta *d)
 						"but it was never handed out", cur);
 		} else if (extset_first_overlap(&p->sp.pending, cur, ge) ||
 			   extset_first_overlap(&p->sp.freed, cur, ge) ||
+			   extset_first_overlap(&p->sp.freed_prev, cur, ge) ||
 			   extset_first_overlap(&p->sp.kept, cur, ge)) {
 			return vbas_err(-EUCLEAN, "block %" PRIu64 " gained a reference while free", cur);
 		}
@@ -1236,20 +1252,55 @@ int space_refcount_run(struct vbas_pool *p, uint64_t blk, uint64_t max, uint32_t
 	return 0;
 }
 
-/* Discard the data blocks freed in the running transaction.  Only once
- * its commit is durable: until then the last commit still maps them, and
- * a crash would bring that commit back with their contents gone. */
+/* Discard the data blocks freed in the transaction sealed for commit.
+ * Only once its commit is durable: until then the last commit still maps
+ * them, and a crash would bring that commit back with their contents
+ * gone. */
 void space_punch_freed(struct vbas_pool *p)
 {
 	struct vbas_space *sp = &p->sp;
-	for (size_t i = 0; i < sp->freed_data.n; i++)
-		dev_discard(p->dev, sp->freed_data.v[i].start * p->bs,
-			    sp->freed_data.v[i].len * p->bs);
+	for (size_t i = 0; i < sp->freed_data_prev.n; i++)
+		dev_discard(p->dev, sp->freed_data_prev.v[i].start * p->bs,
+			    sp->freed_data_prev.v[i].len * p->bs);
 }
 
 int space_precommit(struct vbas_pool *p)
 {
 	return p->sp.pins ? extset_reserve(&p->sp.kept, p->sp.freed.n) : 0;
+}
+
+uint64_t space_freed_total(const struct vbas_pool *p)
+{
+	return p->sp.freed.total + p->sp.freed_prev.total;
+}
+
+static void extset_swap(struct extset *a, struct extset *b)
+{
+	struct extset t = *a;
+	*a = *b;
+	*b = t;
+}
+
+/* The running transaction's sets move to the commit in flight (which has
+ * none: one commit at a time), and the next transaction starts empty. */
+void space_seal(struct vbas_pool *p)
+{
+	struct vbas_space *sp = &p->sp;
+	extset_swap(&sp->freed, &sp->freed_prev);
+	extset_swap(&sp->freed_data, &sp->freed_data_prev);
+	extset_swap(&sp->touched, &sp->touched_prev);
+	extset_clear(&sp->freed);
+	extset_clear(&sp->freed_data);
+	extset_clear(&sp->touched);
+	sp->freed_above_prev = sp->freed_above;
+	sp->freed_above = 0;
+	/* The refcount tree as committed: counted at open, then kept by its
+	 * splits and merges (shadowing replaces a node, it adds none). */
+	sp->refc_nodes = (uint64_t)((int64_t)sp->refc_nodes + sp->refc.grown);
+	sp->refc.grown = 0;
+	sp->rmap_nodes = (uint64_t)((int64_t)sp->rmap_nodes + sp->rmap.grown);
+	sp->rmap.grown = 0;
+	sp->meta_allocs_txn = 0;
 }
 
 /* The commit is durable: blocks freed in it may be used again (S2) unless
@@ -1260,26 +1311,19 @@ void space_committed(struct vbas_pool *p)
 	struct vbas_space *sp = &p->sp;
 	/* Room was made by space_precommit, and a block in FREED is in no
 	 * other set: these cannot fail. */
-	for (size_t i = 0; sp->pins && i < sp->freed.n; i++)
-		(void)extset_add(&sp->kept, sp->freed.v[i].start, sp->freed.v[i].len);
+	for (size_t i = 0; sp->pins && i < sp->freed_prev.n; i++)
+		(void)extset_add(&sp->kept, sp->freed_prev.v[i].start, sp->freed_prev.v[i].len);
 	if (sp->pins)
-		sp->kept_above += sp->freed_above;
-	sp->freed_above = 0;
+		sp->kept_above += sp->freed_above_prev;
+	sp->freed_above_prev = 0;
 	/* Punch the data blocks freed in the transaction just committed,
 	 * before they can be handed out again (S2: that is now). */
 	space_punch_freed(p);
-	extset_clear(&sp->freed_data);
-	extset_clear(&sp->freed);
-	extset_clear(&sp->touched);
+	extset_clear(&sp->freed_data_prev);
+	extset_clear(&sp->freed_prev);
+	extset_clear(&sp->touched_prev);
 	extset_clear(&sp->exclude);
-	/* The refcount tree as committed: counted at open, then kept by its
-	 * splits and merges (shadowing replaces a node, it adds none). */
-	sp->refc_nodes = (uint64_t)((int64_t)sp->refc_nodes + sp->refc.grown);
-	sp->refc.grown = 0;
-	sp->rmap_nodes = (uint64_t)((int64_t)sp->rmap_nodes + sp->rmap.grown);
-	sp->rmap.grown = 0;
 	space_size_reserve(p);
-	sp->meta_allocs_txn = 0;
 	/* The shadows reservations' writes took came back: top them up. */
 	resv_refill(p);
 	ev_space(p);
@@ -1297,6 +1341,10 @@ void space_abort(struct vbas_pool *p)
 	extset_clear(&sp->freed);
 	extset_clear(&sp->freed_data);
 	extset_clear(&sp->touched);
+	extset_clear(&sp->freed_prev);
+	extset_clear(&sp->freed_data_prev);
+	extset_clear(&sp->touched_prev);
+	sp->freed_above_prev = 0;
 	extset_clear(&sp->exclude);
 	sp->qn = sp->qhead = 0;
 	sp->rmap_on = !!(le32_get(p->sb.flags) & VBAS_SBF_RMAP);

@@ -180,6 +180,8 @@ static int write_sb(struct vbas_pool *p, struct vbas_sb *sb)
 
 void txn_fail(struct vbas_pool *p, int err)
 {
+	/* A commit in flight first: if it lands, that is where we go back to. */
+	txn_wait_io(p);
 	if (p->broken)
 		return;
 	snprintf(p->broken_msg, sizeof(p->broken_msg), "a change failed (%s: %s); "
@@ -197,6 +199,7 @@ void txn_fail(struct vbas_pool *p, int err)
 	p->low_water = le16_get(p->sb.low_water);
 	p->exp_floor = le16_get(p->sb.exp_floor);
 	memcpy(p->intents, p->sb.intents, sizeof(p->intents));
+	p->env.txid = p->gen + 1;
 	p->dirty = 0;
 }
 
@@ -212,28 +215,53 @@ int txn_writable(struct vbas_pool *p, const char *what)
 	return 0;
 }
 
-int txn_commit(struct vbas_pool *p)
+/* ---- Commits in flight -------------------------------------------------
+ *
+ * A commit is three steps.  SEAL (pool lock): drain the space map, build
+ * the superblock, write every dirty node, hand the transaction's freed and
+ * touched sets to the commit (space_seal) and start the next transaction
+ * (env.txid = G+2).  I/O (no lock): flush, superblock, flush.  FINISH
+ * (pool lock): the superblock is durable: P->SB and P->GEN move on and the
+ * blocks the commit freed come back (space_committed).
+ *
+ * While the I/O waits for the device, readers and writers go on in
+ * transaction G+2, and T3 holds for it against G and G+1 alike: it hands
+ * out no block in FREED or FREED_PREV (S2), shadows every node G+1 wrote
+ * (their txid is below its own), and overwrites in place no data block
+ * whose count changed in G+1 or G+2.  A crash during the I/O finds G or
+ * G+1, and neither lost a block.
+ *
+ * One commit at a time: a seal waits until the commit in flight finished,
+ * so the superblock slot of G+2 (G's) is written only once G+1 is
+ * durable.  The I/O never takes the pool lock, so a holder of the pool
+ * lock can wait for it (txn_wait_io) without giving the lock up: the code
+ * that commits in the middle of a change (txn_commit) does that, and sees
+ * nobody else's change meanwhile.
+ *
+ * Group commit (txn_flush): a flush needs the commit sealed after its call
+ * if it finds changes or data written since the last seal, else the one in
+ * flight, if any.  Flushes that arrive while a commit is in flight wait for
+ * it; then one of them commits for all of them.
+ */
+
+/* 1: a commit is sealed (P->CM), 0: nothing to commit, or an error (the
+ * pool went back to its last commit, read-only). */
+static int txn_seal(struct vbas_pool *p)
 {
 	struct vbas_sb sb;
 	int r;
 
-	if (p->rdonly)
-		return 0;
-	if (p->broken)
-		return vbas_err(-EROFS, "commit: %s", p->broken_msg);
 	if (!p->dirty) {
 		/* Nothing new in metadata; data written in place still needs
 		 * to reach stable storage.  With no data written either since
-		 * the last flush, there is nothing to wait for: no device
-		 * flush at all (a client that flushes often, idle or not,
-		 * costs nothing). */
+		 * the last seal, there is nothing to wait for: no device flush
+		 * at all (a client that flushes often, idle or not, costs
+		 * nothing). */
 		if (!p->data_dirty)
 			return 0;
 		p->data_dirty = 0;
-		r = dev_flush(p->dev);
-		if (r)
-			p->data_dirty = 1;
-		return r ? vbas_err(r, "flush: %s", strerror(-r)) : 0;
+		p->cm.meta = 0;
+		goto sealed;
 	}
 	p->data_dirty = 0;            /* the commit's flushes carry it */
 	r = space_drain(p);
@@ -279,32 +307,145 @@ int txn_commit(struct vbas_pool *p)
 	r = cache_writeback(p->cache);
 	if (r)
 		goto fail;
-	r = dev_flush(p->dev);
-	if (r) {
-		vbas_err(r, "flush before the superblock: %s", strerror(-r));
-		goto fail;
-	}
-	if (vbas_tun.early_punch)
-		space_punch_freed(p);   /* wrong on purpose, for the tests */
-	r = write_sb(p, &sb);
-	if (r) {
-		vbas_err(r, "superblock write: %s", strerror(-r));
-		goto fail;
-	}
-	r = dev_flush(p->dev);
-	if (r) {
-		vbas_err(r, "flush after the superblock: %s", strerror(-r));
-		goto fail;
-	}
-	p->sb = sb;
-	p->gen++;
-	p->env.txid = p->gen + 1;
+	space_seal(p);
+	p->cm.sb = sb;
+	p->cm.meta = 1;
+	p->env.txid = p->gen + 2;
 	p->dirty = 0;
-	p->commits++;
-	space_committed(p);
-	return 0;
+sealed:
+	p->cm.active = 1;
+	p->cm.io_done = 0;
+	p->cm.err = 0;
+	p->cm.msg[0] = 0;
+	p->cm.seq = ++p->seq_sealed;
+	return 1;
 fail:
 	txn_fail(p, r);
+	return r;
+}
+
+/* The device work of the sealed commit.  Takes no pool lock: nothing it
+ * reads changes before txn_finish. */
+static void txn_io(struct vbas_pool *p)
+{
+	const char *what = p->cm.meta ? "flush before the superblock" : "flush";
+	int r = dev_flush(p->dev);
+	if (!r && p->cm.meta) {
+		if (vbas_tun.early_punch)
+			space_punch_freed(p);   /* wrong on purpose, for the tests */
+		what = "superblock write";
+		r = write_sb(p, &p->cm.sb);
+		if (!r) {
+			what = "flush after the superblock";
+			r = dev_flush(p->dev);
+		}
+	}
+	if (r)
+		snprintf(p->cm.msg, sizeof(p->cm.msg), "%s: %s", what, strerror(-r));
+	pthread_mutex_lock(&p->cm_lock);
+	p->cm.err = r;
+	p->cm.io_done = 1;
+	pthread_cond_broadcast(&p->cm_io_cv);
+	pthread_mutex_unlock(&p->cm_lock);
+}
+
+/* Pool lock held, the I/O done: the commit takes effect, or its failure
+ * does (a failed superblock commit makes the pool read-only; a failed
+ * data flush leaves the data to the next flush). */
+static void txn_finish(struct vbas_pool *p)
+{
+	int r = p->cm.err;
+	p->cm.active = 0;
+	if (r) {
+		p->seq_failed = p->cm.seq;
+		p->err_failed = r;
+		vbas_err(r, "%s", p->cm.msg);
+		if (p->cm.meta)
+			txn_fail(p, r);
+		else
+			p->data_dirty = 1;
+	} else if (p->cm.meta) {
+		p->sb = p->cm.sb;
+		p->gen++;
+		p->commits++;
+		space_committed(p);
+	}
+	p->seq_done = p->cm.seq;
+	pthread_cond_broadcast(&p->cm_done_cv);
+}
+
+void txn_wait_io(struct vbas_pool *p)
+{
+	if (!p->cm.active)
+		return;
+	pthread_mutex_lock(&p->cm_lock);
+	while (!p->cm.io_done)
+		pthread_cond_wait(&p->cm_io_cv, &p->cm_lock);
+	pthread_mutex_unlock(&p->cm_lock);
+	txn_finish(p);
+}
+
+/* The error of commit SEQ, or 0. */
+static int seq_err(struct vbas_pool *p, uint64_t seq)
+{
+	if (!p->seq_failed || p->seq_failed < seq)
+		return 0;
+	if (p->broken)
+		return vbas_err(p->err_failed, "commit: %s", p->broken_msg);
+	return vbas_err(p->err_failed, "flush: the device flush failed (%s); the data "
+			"written since the last flush is not known to be durable",
+			strerror(-p->err_failed));
+}
+
+int txn_commit(struct vbas_pool *p)
+{
+	txn_wait_io(p);
+	if (p->rdonly)
+		return 0;
+	if (p->broken)
+		return vbas_err(-EROFS, "commit: %s", p->broken_msg);
+	int r = txn_seal(p);
+	if (r <= 0)
+		return r;
+	uint64_t seq = p->cm.seq;
+	txn_io(p);
+	txn_finish(p);
+	return p->seq_failed == seq ? p->err_failed : 0;
+}
+
+int txn_flush(struct vbas_pool *p)
+{
+	int r = 0;
+	pthread_mutex_lock(&p->lock);
+	if (p->rdonly)
+		goto out;
+	if (p->broken) {
+		r = vbas_err(-EROFS, "commit: %s", p->broken_msg);
+		goto out;
+	}
+	uint64_t target = p->seq_sealed + !!(p->dirty || p->data_dirty);
+	while (p->seq_done < target) {
+		if (p->cm.active) {
+			pthread_cond_wait(&p->cm_done_cv, &p->lock);
+			continue;
+		}
+		if (p->broken)
+			break;
+		r = txn_seal(p);
+		if (r <= 0)
+			goto out;
+		uint64_t seq = p->cm.seq;
+		pthread_mutex_unlock(&p->lock);
+		txn_io(p);
+		pthread_mutex_lock(&p->lock);
+		if (p->cm.active && p->cm.seq == seq)
+			txn_finish(p);
+	}
+	r = target ? seq_err(p, target) : 0;
+	if (!r && p->broken)
+		r = vbas_err(-EROFS, "commit: %s", p->broken_msg);
+out:
+	pthread_mutex_unlock(&p->lock);
 	return r;
 }
 
@@ -332,7 +473,7 @@ int txn_maybe_commit(struct vbas_pool *p)
 		  sp->meta_allocs_txn > vbas_tun.txn_big_meta;
 	/* Blocks freed in this transaction come back at its commit: commit
 	 * before the next change could find no room for its metadata. */
-	int tight = sp->freed.total &&
+	int tight = space_freed_total(p) &&
 		    space_avail(p) < sp->meta_reserve + sp->reserved + 2 * space_op_meta(p, NULL);
 	if (big || tight)
 		return txn_commit(p);

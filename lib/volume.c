@@ -351,7 +351,7 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	r.k.id = le64_mk(id);
 	r.v.size = le64_mk(size);
 	r.v.ctime = le64_mk((uint64_t)time(NULL));
-	r.v.cgen = le64_mk(p->gen + 1);
+	r.v.cgen = le64_mk(p->env.txid);
 	r.v.name_len = le16_mk((uint16_t)strlen(name));
 	memcpy(r.v.name, name, strlen(name));
 	e = bt_insert(&p->voltab, &r);

@@ -2433,6 +2433,243 @@ static void t_fair_range_locks(void **state)
 	pthread_mutex_destroy(&f.mu);
 }
 
+/* ---- Commits in flight: reads, writes and flushes during a device flush --
+ *
+ * A device whose flush can be held at a gate: the commit that flushes
+ * waits there, its pool lock given up (txn.c, "Commits in flight").  While
+ * it waits: a read and writes complete, later flushes wait and then share
+ * one commit, and the device image as it stands holds the last commit
+ * whole (the writes of the next transaction took no block the commit in
+ * flight frees).  Without the change each of these waited for the flush. */
+struct flushgate {
+	struct wrapdev w;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int armed, arrived, open;
+	uint64_t flushes;
+};
+
+static int fg_flush(struct vbas_dev *d)
+{
+	struct flushgate *g = (struct flushgate *)d;
+	pthread_mutex_lock(&g->mu);
+	g->flushes++;
+	if (g->armed) {
+		g->armed = 0;
+		g->arrived = 1;
+		pthread_cond_broadcast(&g->cv);
+		while (!g->open)
+			pthread_cond_wait(&g->cv, &g->mu);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return wrap_flush(d);
+}
+
+static void fg_destroy(struct vbas_dev *d)
+{
+	struct flushgate *g = (struct flushgate *)d;
+	pthread_mutex_destroy(&g->mu);
+	pthread_cond_destroy(&g->cv);
+	wrap_destroy(d);
+}
+
+static const struct vbas_dev_ops flushgate_ops = {
+	.name = "flushgate", .pread = wrap_pread, .pwrite = wrap_pwrite, .flush = fg_flush,
+	.discard = wrap_discard, .destroy = fg_destroy,
+};
+
+static int fg_wait(struct flushgate *g, int *flag, double secs)
+{
+	struct timespec ts;
+	int ok;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)secs;
+	pthread_mutex_lock(&g->mu);
+	while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &ts) == 0)
+		;
+	ok = *flag;
+	pthread_mutex_unlock(&g->mu);
+	return ok;
+}
+
+struct fg_job {
+	struct flushgate *g;
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	int kind;                  /* 0: flush; 1: the reads and writes below */
+	uint8_t *buf, *want;
+	int res, done;
+};
+
+#define FG_BLOCKS 64
+
+static void *fg_job_main(void *arg)
+{
+	struct fg_job *j = arg;
+	int r = 0;
+	if (j->kind == 0) {
+		r = vbas_flush(j->p);
+	} else {
+		/* Read what the sealed commit holds; allocate 64 new blocks;
+		 * overwrite one in place; change metadata (a new volume; not a
+		 * snapshot of "b", which commits first, its tree being new). */
+		r = vbas_pread(j->v, j->buf, 9 * BS, 0);
+		for (size_t k = 0; !r && k < BS; k++)
+			if (j->buf[k])
+				r = -EILSEQ;
+		if (!r && memcmp(j->buf + BS, j->want + BS, 8 * BS))
+			r = -EILSEQ;
+		if (!r)
+			r = vbas_pwrite(j->v, j->want + 16 * BS, FG_BLOCKS * BS, 16 * BS, 0);
+		if (!r)
+			r = vbas_pwrite(j->v, j->want, BS, 0, 0);
+		if (!r)
+			r = vbas_vol_create(j->p, "c", 1 << 20);
+	}
+	pthread_mutex_lock(&j->g->mu);
+	j->res = r;
+	j->done = 1;
+	pthread_cond_broadcast(&j->g->cv);
+	pthread_mutex_unlock(&j->g->mu);
+	return NULL;
+}
+
+static void t_commit_in_flight(void **state)
+{
+	(void)state;
+	struct flushgate *g = calloc(1, sizeof(*g));
+	struct vbas_dev *mem = mem_pool(64 << 20, BS, 0);
+	struct vbas_vol *a, *b;
+	struct vbas_pool_info pi;
+	struct rng rg = { 42 };
+	uint8_t *d0 = talloc_io(FG_BLOCKS * BS), *want = talloc_io((16 + FG_BLOCKS) * BS);
+	uint8_t *rd = talloc_io((16 + FG_BLOCKS) * BS);
+	pthread_t t[5];
+	struct fg_job jobs[5];
+	assert_non_null(g);
+	wrap_init(&g->w, mem, &flushgate_ops);
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	struct vbas_pool *p = open_mem(&g->w.d, 1 << 20);
+	assert_ok(vbas_vol_create(p, "a", 1 << 20));
+	assert_ok(vbas_vol_create(p, "b", 1 << 20));
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_vol_open(p, "b", &b));
+	rng_fill(&rg, d0, FG_BLOCKS * BS);
+	rng_fill(&rg, want, (16 + FG_BLOCKS) * BS);
+	memset(want + 9 * BS, 0, 7 * BS);
+	assert_ok(vbas_pwrite(a, d0, FG_BLOCKS * BS, 0, 0));
+	assert_ok(vbas_pwrite(b, want + BS, 7 * BS, BS, 0));
+	assert_ok(vbas_pwrite(b, rd, BS, 0, 0));     /* zeros: rewritten in place later */
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_pool_info(p, &pi));
+	uint64_t gen0 = pi.generation;
+	struct vbas_extent ex[3];
+	memset(ex, 0, sizeof(ex));
+	assert_ok(vbas_extents(a, 0, FG_BLOCKS * BS, first_ext_cb, ex));
+	assert_int_equal(ex[0].length, FG_BLOCKS * BS);
+	/* The next commit frees every block of "a" and maps block 8 of "b". */
+	assert_ok(vbas_discard(a, 0, FG_BLOCKS * BS, 0));
+	assert_ok(vbas_pwrite(b, want + 8 * BS, BS, 8 * BS, 0));
+	pthread_mutex_lock(&g->mu);
+	g->armed = 1;
+	g->flushes = 0;
+	pthread_mutex_unlock(&g->mu);
+	memset(jobs, 0, sizeof(jobs));
+	for (int i = 0; i < 5; i++) {
+		jobs[i].g = g;
+		jobs[i].p = p;
+		jobs[i].v = b;
+		jobs[i].buf = talloc_io(9 * BS);
+		jobs[i].want = want;
+	}
+	assert_int_equal(pthread_create(&t[0], NULL, fg_job_main, &jobs[0]), 0);
+	int held = fg_wait(g, &g->arrived, 10);
+	if (!held) {
+		pthread_mutex_lock(&g->mu);
+		g->open = 1;
+		pthread_cond_broadcast(&g->cv);
+		pthread_mutex_unlock(&g->mu);
+		pthread_join(t[0], NULL);
+		fail_msg("the flush never reached the device flush");
+	}
+	/* The commit waits in its device flush.  The reads and writes run,
+	 * the allocator looking first where "a" was (as it does once its
+	 * rover wrapped): it must take none of those blocks. */
+	pthread_mutex_lock(&p->lock);
+	p->sp.data_rover = ex[0].physical / BS;
+	pthread_mutex_unlock(&p->lock);
+	jobs[1].kind = 1;
+	assert_int_equal(pthread_create(&t[1], NULL, fg_job_main, &jobs[1]), 0);
+	int rw_done = fg_wait(g, &jobs[1].done, 10);
+	/* Three more flushes: they wait for the commit in flight. */
+	for (int i = 2; i < 5; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, fg_job_main, &jobs[i]), 0);
+	usleep(100000);
+	pthread_mutex_lock(&g->mu);
+	int early = jobs[0].done + jobs[2].done + jobs[3].done + jobs[4].done;
+	pthread_mutex_unlock(&g->mu);
+	/* Power lost now: the image as it stands (every write kept) holds
+	 * the last commit whole: "a" reads back although the commit in
+	 * flight frees its blocks and 64 blocks were allocated since. */
+	struct vbas_dev *img = vbas_memdev_clone(mem);
+	pthread_mutex_lock(&g->mu);
+	g->open = 1;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	for (int i = 0; i < 5; i++)
+		pthread_join(t[i], NULL);
+	if (!rw_done)
+		fail_msg("a read and writes waited for a commit's device flush");
+	assert_int_equal(jobs[1].res, 0);
+	assert_int_equal(early, 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(jobs[i].res, 0);
+	/* Two commits: the one held and one for the three flushes behind it
+	 * (group commit), two device flushes each. */
+	fprintf(stderr, "# commit in flight: %llu device flushes for 4 vbas_flush calls\n",
+		(unsigned long long)g->flushes);
+	assert_int_equal(g->flushes, 4);
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.generation, gen0 + 2);
+	/* Everything reads back, live and after a reopen. */
+	struct vbas_vol *b1;
+	assert_ok(vbas_vol_snapshot(p, "b", "b1", 0));
+	assert_ok(vbas_pread(b, rd, (16 + FG_BLOCKS) * BS, 0));
+	assert_memory_equal(rd, want, (16 + FG_BLOCKS) * BS);
+	assert_ok(vbas_pread(a, rd, FG_BLOCKS * BS, 0));
+	for (size_t k = 0; k < FG_BLOCKS * BS; k++)
+		assert_int_equal(rd[k], 0);
+	vbas_vol_close(a);
+	vbas_vol_close(b);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	p = open_mem(mem, 1 << 20);
+	assert_ok(vbas_vol_open(p, "b1", &b1));
+	assert_ok(vbas_pread(b1, rd, (16 + FG_BLOCKS) * BS, 0));
+	assert_memory_equal(rd, want, (16 + FG_BLOCKS) * BS);
+	vbas_vol_close(b1);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	/* The image taken during the flush: the commit before it. */
+	p = open_mem(img, 1 << 20);
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.generation, gen0);
+	assert_ok(vbas_vol_open(p, "a", &a));
+	assert_ok(vbas_pread(a, rd, FG_BLOCKS * BS, 0));
+	assert_memory_equal(rd, d0, FG_BLOCKS * BS);
+	vbas_vol_close(a);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(img);
+	dev_destroy(&g->w.d);
+	for (int i = 0; i < 5; i++)
+		tfree(jobs[i].buf);
+	tfree(d0);
+	tfree(want);
+	tfree(rd);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
 
 int main(void)
@@ -2447,6 +2684,7 @@ int main(void)
 		T(t_enospc_discard_race),
 		T(t_file_reuse_after_discard),
 		T(t_fair_range_locks),
+		T(t_commit_in_flight),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("threads", tests, group_setup, group_teardown);
