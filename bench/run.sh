@@ -23,7 +23,10 @@
 #
 # The NBD benchmark (bench/nbd.sh, after the others) serves a vbas volume,
 # a raw file and a qcow2 image over NBD and runs fio against each; it
-# takes about 2.75 minutes, removing its files included.
+# takes about 2.75 minutes, removing its files included.  Then
+# bench/concur.sh (about 2 minutes): warm-cache reads against nbdkit's
+# file plugin, and QD32 latency beside a client that flushes another
+# export every 10 ms, vbas against qemu-nbd qcow2.
 #
 # For the sharing benchmark's XFS column this script makes an XFS file
 # system (reflink=1) in a sparse file in that directory, attaches it to a
@@ -250,6 +253,12 @@ xfs_down
 t_unmount=$(date +%s)
 if [ $nbd = 1 ]; then
 	VBAS_BENCH_DIR=$dir "$nbd_sh" "$build" --time "$nbd_time" --size "$nbd_size" &
+	pid=$!
+	wait "$pid" || rc=$?
+	pid=
+	[ $rc = 0 ] || exit $rc
+	# Warm reads, and latency beside a flushing client (bench/concur.sh).
+	VBAS_BENCH_DIR=$dir sh "$(dirname "$0")/concur.sh" "$build" 5 &
 	pid=$!
 	wait "$pid" || rc=$?
 	pid=

@@ -106,6 +106,10 @@ struct vol_state {
 	struct rl_waiter *whole_waiting;
 	uint64_t tickets;
 	pthread_cond_t rl_cond;
+	/* The volume's record as of VOLTAB_GEN (vol_get_open): a read looks
+	 * it up once, not twice, in the volume table. */
+	struct vbas_vol_rec rec;
+	uint64_t rec_gen;          /* 0: none */
 };
 
 struct vbas_vol {
@@ -148,6 +152,7 @@ struct vbas_pool {
 	struct vbas_sb sb;         /* as last committed */
 	uint64_t gen;              /* generation of the last commit */
 	struct vbas_btree voltab;
+	uint64_t voltab_gen;       /* bumped by every change of a volume record */
 	struct vbas_btree names;   /* the name index (names.c) */
 	int names_on;              /* kept (VBAS_SBF_NAMES): else lookups walk */
 	struct vbas_space sp;
@@ -416,6 +421,8 @@ extern const struct vbas_btree_ops map_ops;
 int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
 		    struct vbas_vol_rec *rec);
 int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec);
+/* The same for an open volume, from its state while no record changed. */
+int vol_get_open(struct vbas_pool *p, struct vol_state *vs, struct vbas_vol_rec *rec);
 int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
 /* Record T's root (block and transaction) in REC. */
 void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);

@@ -641,7 +641,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		if (r)
 			goto out;
 	}
-	r = vol_get(p, vol->id, &rec);
+	r = vol_get_open(p, vol->vs, &rec);
 	if (r)
 		goto out;
 	r = check_range(p, &rec, off, len, write ? "write" : "read");
@@ -658,7 +658,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	if (r)
 		goto out;
 	/* The volume may have changed while we waited. */
-	r = vol_get(p, vol->id, &rec);
+	r = vol_get_open(p, vol->vs, &rec);
 	if (!r)
 		r = check_range(p, &rec, off, len, write ? "write" : "read");
 	if (r) {

@@ -247,6 +247,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	p->voltab.ops = &voltab_ops;
 	p->voltab.env = &p->env;
 	p->voltab.owner = VBAS_OWNER_VOLTAB;
+	p->voltab_gen = 1;
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
 	names_init(p);

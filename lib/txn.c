@@ -192,6 +192,7 @@ void txn_fail(struct vbas_pool *p, int err)
 	space_abort(p);
 	p->voltab.root = le64_get(p->sb.voltab_root);
 	p->voltab.root_txid = le64_get(p->sb.voltab_root_txid);
+	p->voltab_gen++;
 	names_init(p);
 	p->next_vol_id = le64_get(p->sb.next_vol_id);
 	p->nvolumes = le64_get(p->sb.nvolumes);

@@ -180,7 +180,22 @@ int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec)
 	r.k.id = le64_mk(id);
 	r.v = *rec;
 	p->dirty = 1;
+	p->voltab_gen++;
 	return bt_update(&p->voltab, &r);
+}
+
+int vol_get_open(struct vbas_pool *p, struct vol_state *vs, struct vbas_vol_rec *rec)
+{
+	if (vs->rec_gen == p->voltab_gen) {
+		*rec = vs->rec;
+		return 0;
+	}
+	int e = vol_get(p, vs->id, rec);
+	if (!e) {
+		vs->rec = *rec;
+		vs->rec_gen = p->voltab_gen;
+	}
+	return e;
 }
 
 struct name_find {
@@ -354,6 +369,7 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	r.v.cgen = le64_mk(p->env.txid);
 	r.v.name_len = le16_mk((uint16_t)strlen(name));
 	memcpy(r.v.name, name, strlen(name));
+	p->voltab_gen++;
 	e = bt_insert(&p->voltab, &r);
 	if (!e)
 		e = names_add(p, id, name);
@@ -440,6 +456,7 @@ static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 			return e;
 	}
 	st_le64(k, id);
+	p->voltab_gen++;
 	e = bt_delete(&p->voltab, k, NULL);
 	if (!e)
 		e = names_del(p, id, &rec);
@@ -801,6 +818,7 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	r.v.name_len = le16_mk((uint16_t)strlen(name));
 	memcpy(r.v.name, name, strlen(name));
 	srec.share_gen = le64_mk(gen);
+	p->voltab_gen++;
 	e = bt_insert(&p->voltab, &r);
 	if (!e)
 		e = names_add(p, id, name);
