@@ -17,6 +17,7 @@
  */
 #include "internal.h"
 #include "seen.h"
+#include "spool.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -27,41 +28,53 @@
 
 #define MAX_REPORTS 200
 
-struct ref {
-	uint64_t start, len;
+/* A change of the reference count at POS: +1 where a reference begins,
+ * -1 past its end (the rmap's counts: +N, -N). */
+struct ev {
+	uint64_t pos;
+	int32_t d;
 	uint8_t type;
 };
 
+/* A refcount record. */
+struct rrec {
+	uint64_t start, len;
+	uint32_t rc, type;
+};
+
+/* Records that spool through a temporary file: every reference (EVS),
+ * the refcount tree's records (RR), the mapping leaves' records as the
+ * reverse map must hold them (FWS) and its own records (RMS), and the
+ * reverse map's counts (RMEV).  Each keeps at most a quarter of the budget
+ * in memory (ck_budget). */
 struct ck {
 	struct vbas_pool *p;
 	void (*cb)(const char *, void *);
 	void *arg;
 	struct vbas_check_stats st;
-	struct ref *refs;
-	size_t nrefs, caprefs;
+	struct spool evs, rr, fws, rms, rmev;
+	struct rrec last_rr;     /* the refcount record before, for S4 */
+	int have_last_rr;
 	int oom;
+	int err;                 /* a spool failed (its temporary file) */
 	/* per volume being walked */
 	uint64_t vol_id, vol_blocks, vol_mapped, vol_resv;
 	uint64_t owed;           /* summed over live volumes */
 	uint64_t prev_end;
 	/* reverse map: what the leaves say (FW), what it holds (RM) */
-	struct rmap_set fw, rm;
+	struct rmap_set fw;      /* repair's picture: the leaves' records */
 	uint64_t leaf_owner;
 	/* repair: mapping-tree nodes that could not be read */
 	struct pic *pic;
 	int in_map;
-	/* refcount records */
-	struct ref *rrec;
-	uint32_t *rrc;
-	size_t nr, capr;
-	uint64_t rdata, rmeta;
+	uint64_t rdata, rmeta;     /* refcount records' blocks of each type */
 	/* nodes walked: a node reached again through another reference
 	 * (shared by snapshots and clones) counts the reference but is not
 	 * walked twice; what its subtree maps is remembered instead */
 	struct seen_set seen;    /* v[0] blocks its subtree maps, v[1] of those
 	                            in reserved extents, v[2] the end of its
 	                            last extent */
-	struct walk { uint64_t blk, mapped0, resv0; } stack[BT_MAX_DEPTH + 1];
+	struct walk { uint64_t blk, mapped0, resv0; int memo; } stack[BT_MAX_DEPTH + 1];
 	unsigned depth;
 	/* volumes */
 	uint64_t *vids;
@@ -100,20 +113,111 @@ static void report_cb(void *arg, const char *fmt, ...)
 	problem(c, "%s", buf);
 }
 
+/* A spool failed: the walk stops (its message is set). */
+static int ck_fail(struct ck *c, int r)
+{
+	if (!c->err)
+		c->err = r;
+	if (r == -ENOMEM)
+		c->oom = 1;
+	return r;
+}
+
+static int add_ev(struct ck *c, struct spool *s, uint64_t pos, int32_t d, int type)
+{
+	struct ev e;
+	memset(&e, 0, sizeof(e));
+	e.pos = pos;
+	e.d = d;
+	e.type = (uint8_t)type;
+	int r = spool_add(s, &e);
+	return r ? ck_fail(c, r) : 0;
+}
+
 static int add_ref(struct ck *c, uint64_t start, uint64_t len, int type)
 {
-	if (c->nrefs == c->caprefs) {
-		size_t n = c->caprefs ? c->caprefs * 2 : 1024;
-		struct ref *v = realloc(c->refs, n * sizeof(*v));
-		if (!v) {
-			c->oom = 1;
-			return -ENOMEM;
-		}
-		c->refs = v;
-		c->caprefs = n;
+	int r = add_ev(c, &c->evs, start, +1, type);
+	return r ? r : add_ev(c, &c->evs, start + len, -1, type);
+}
+
+static int cmp_ev(const void *a, const void *b)
+{
+	const struct ev *x = a, *y = b;
+	return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static int cmp_rrec(const void *a, const void *b)
+{
+	const struct rrec *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int cmp_rmap_irec(const void *a, const void *b)
+{
+	return rmap_irec_cmp(a, b);
+}
+
+/* Memory for the spools: a quarter of the pool's cache size (1 MiB at
+ * least), shared by the five; reading one takes about as much again for
+ * its runs' buffers.  So a check holds the cache and at most half its size
+ * again for what it counts, whatever the pool's size.  Tests set less. */
+static void ck_spools(struct ck *c)
+{
+	struct cache_stats cs;
+	cache_stats(c->p->cache, &cs);
+	size_t budget = vbas_tun.check_spool ? vbas_tun.check_spool :
+			cs.max_blocks * c->p->bs / 4;
+	if (budget < (1u << 20) && !vbas_tun.check_spool)
+		budget = 1u << 20;
+	spool_init(&c->evs, sizeof(struct ev), cmp_ev, budget / 5);
+	spool_init(&c->rr, sizeof(struct rrec), cmp_rrec, budget / 5);
+	spool_init(&c->fws, sizeof(struct rmap_irec), cmp_rmap_irec, budget / 5);
+	spool_init(&c->rms, sizeof(struct rmap_irec), cmp_rmap_irec, budget / 5);
+	spool_init(&c->rmev, sizeof(struct ev), cmp_ev, budget / 5);
+}
+
+/* Reading a spool in order, one record ahead. */
+struct cur {
+	struct spool *s;
+	int have;
+	union {
+		struct ev e;
+		struct rrec r;
+		struct rmap_irec m;
+	} u;
+};
+
+static int cur_next(struct ck *c, struct cur *k)
+{
+	int r = spool_next(k->s, &k->u);
+	if (r < 0) {
+		k->have = 0;
+		return ck_fail(c, r);
 	}
-	c->refs[c->nrefs++] = (struct ref){ start, len, (uint8_t)type };
+	k->have = r;
 	return 0;
+}
+
+static int cur_start(struct ck *c, struct cur *k, struct spool *s)
+{
+	k->s = s;
+	k->have = 0;
+	int r = spool_rewind(s);
+	return r ? ck_fail(c, r) : cur_next(c, k);
+}
+
+/* The next rmap record with equal keys summed into one: 1, or 0 at the
+ * end (or on an error, in C->ERR). */
+static int cur_sum(struct ck *c, struct cur *k, struct rmap_irec *out)
+{
+	if (!k->have)
+		return 0;
+	*out = k->u.m;
+	for (;;) {
+		if (cur_next(c, k) || !k->have || rmap_irec_cmp(&k->u.m, out))
+			return 1;
+		out->count += k->u.m.count;
+	}
 }
 
 static int node_cb(void *arg, uint64_t blkno, unsigned level)
@@ -129,6 +233,24 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 	int r = add_ref(c, blkno, 1, VBAS_BT_META);
 	if (r)
 		return r;
+	/* Only a node that more than one tree holds can be reached twice:
+	 * the refcount tree says which (a node it counts once but that is
+	 * reached twice is walked twice, and its children's counts then
+	 * differ from the tree's: found all the same).  So what is kept in
+	 * memory grows with the shared nodes, not with all of them. */
+	int memo = 1;
+	if (c->in_map) {
+		uint32_t rc;
+		int type;
+		memo = space_refcount(c->p, blkno, &rc, &type) || rc > 1;
+		vbas_err_clear();
+	}
+	if (!memo) {
+		if (c->depth <= BT_MAX_DEPTH)
+			c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped, c->vol_resv, 0 };
+		c->depth++;
+		return 0;
+	}
 	struct seen *e = seen_get(&c->seen, blkno, &fresh);
 	if (!e) {
 		c->oom = 1;
@@ -151,7 +273,7 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 		return BT_CHECK_SEEN;
 	}
 	if (c->depth <= BT_MAX_DEPTH)
-		c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped, c->vol_resv };
+		c->stack[c->depth] = (struct walk){ blkno, c->vol_mapped, c->vol_resv, 1 };
 	c->depth++;
 	return 0;
 }
@@ -163,7 +285,7 @@ static int node_done(void *arg, uint64_t blkno)
 	if (!c->depth)
 		return 0;
 	c->depth--;
-	if (c->depth > BT_MAX_DEPTH || c->stack[c->depth].blk != blkno)
+	if (c->depth > BT_MAX_DEPTH || c->stack[c->depth].blk != blkno || !c->stack[c->depth].memo)
 		return 0;
 	struct seen *e = seen_get(&c->seen, blkno, &fresh);
 	if (!e) {
@@ -198,9 +320,19 @@ static int map_rec_cb(void *arg, const void *rec)
 	c->vol_mapped += n;
 	if (le32_get(r->v.flags) & VBAS_MAPF_RESERVED)
 		c->vol_resv += n;
-	if (c->p->sp.rmap_on && rmap_set_add(&c->fw, pb, c->leaf_owner, l, (uint32_t)n, 1)) {
-		c->oom = 1;
-		return -ENOMEM;
+	if (c->p->sp.rmap_on) {
+		/* Repair keeps them in memory (its picture); check spools them. */
+		if (c->pic) {
+			if (rmap_set_add(&c->fw, pb, c->leaf_owner, l, (uint32_t)n, 1)) {
+				c->oom = 1;
+				return -ENOMEM;
+			}
+		} else {
+			struct rmap_irec m = { pb, c->leaf_owner, l, (uint32_t)n, 1 };
+			int e = spool_add(&c->fws, &m);
+			if (e)
+				return ck_fail(c, e);
+		}
 	}
 	return add_ref(c, pb, n, VBAS_BT_DATA);
 }
@@ -241,11 +373,8 @@ static int rmap_rec_cb(void *arg, const void *rec)
 	struct rmap_irec ir;
 	rmap_to_irec(rec, &ir);
 	c->st.rmap_records++;
-	if (rmap_set_add(&c->rm, ir.pblk, ir.owner, ir.lblk, ir.len, ir.count)) {
-		c->oom = 1;
-		return -ENOMEM;
-	}
-	return 0;
+	int r = spool_add(&c->rms, &ir);
+	return r ? ck_fail(c, r) : 0;
 }
 
 static int vol_rec_cb(void *arg, const void *rec)
@@ -281,24 +410,6 @@ static int vol_rec_cb(void *arg, const void *rec)
 	return 0;
 }
 
-static int cmp_ref(const void *a, const void *b)
-{
-	const struct ref *x = a, *y = b;
-	return x->start < y->start ? -1 : x->start > y->start;
-}
-
-struct ev {
-	uint64_t pos;
-	int32_t d;
-	uint8_t type;
-};
-
-static int cmp_ev(const void *a, const void *b)
-{
-	const struct ev *x = a, *y = b;
-	return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
 static const char *vol_name(struct ck *c, uint64_t id)
 {
 	for (size_t i = 0; i < c->nv; i++)
@@ -307,73 +418,76 @@ static const char *vol_name(struct ck *c, uint64_t id)
 	return "(no such volume)";
 }
 
-/* R1: the rmap against the leaves, record by record (both sorted). */
+/* R1: the rmap against the leaves, record by record (both sorted); the
+ * rmap's counts go to C->RMEV on the way, for R2 and R3. */
 static void compare_rmap(struct ck *c)
 {
-	size_t i = 0, j = 0;
-	rmap_set_sum(&c->fw);
-	while (i < c->fw.n || j < c->rm.n) {
-		int d = i == c->fw.n ? 1 : j == c->rm.n ? -1 :
-			rmap_irec_cmp(&c->fw.v[i], &c->rm.v[j]);
-		const struct rmap_irec *x = d <= 0 ? &c->fw.v[i] : &c->rm.v[j];
-		int64_t in_leaves = d <= 0 ? c->fw.v[i].count : 0;
-		int64_t in_rmap = d >= 0 ? c->rm.v[j].count : 0;
+	struct cur i, j;
+	struct rmap_irec x, y;
+	if (cur_start(c, &i, &c->fws) || cur_start(c, &j, &c->rms))
+		return;
+	int hx = cur_sum(c, &i, &x), hy = cur_sum(c, &j, &y);
+	while (!c->err && (hx || hy)) {
+		int d = !hx ? 1 : !hy ? -1 : rmap_irec_cmp(&x, &y);
+		const struct rmap_irec *m = d <= 0 ? &x : &y;
+		int64_t in_leaves = d <= 0 ? x.count : 0;
+		int64_t in_rmap = d >= 0 ? y.count : 0;
 		if (in_leaves != in_rmap)
 			problem(c, "blocks %" PRIu64 "+%u (volume %" PRIu64 " '%s' block %" PRIu64
 				"): %" PRId64 " mapping leaf(s) of that volume's lineage hold them, "
-				"the reverse map says %" PRId64, x->pblk, x->len, x->owner,
-				vol_name(c, x->owner), x->lblk, in_leaves, in_rmap);
+				"the reverse map says %" PRId64, m->pblk, m->len, m->owner,
+				vol_name(c, m->owner), m->lblk, in_leaves, in_rmap);
+		if (d >= 0) {
+			int32_t n = y.count > INT32_MAX ? INT32_MAX : (int32_t)y.count;
+			if (add_ev(c, &c->rmev, y.pblk, n, VBAS_BT_DATA) ||
+			    add_ev(c, &c->rmev, y.pblk + y.len, -n, VBAS_BT_DATA))
+				return;
+		}
 		if (d <= 0)
-			i++;
+			hx = cur_sum(c, &i, &x);
 		if (d >= 0)
-			j++;
+			hy = cur_sum(c, &j, &y);
 	}
 }
 
 /* The refcount record at block POS (*RC 0, *TYPE 0: none), records
- * before it passed (*RI), and *NEXT cut to where that answer changes. */
-static void refc_at(const struct ck *c, size_t *ri, uint64_t pos, uint64_t *next, uint32_t *rc,
+ * before it passed (K), and *NEXT cut to where that answer changes. */
+static void refc_at(struct ck *c, struct cur *k, uint64_t pos, uint64_t *next, uint32_t *rc,
 		    int *type)
 {
-	while (*ri < c->nr && c->rrec[*ri].start + c->rrec[*ri].len <= pos)
-		++*ri;
+	while (k->have && k->u.r.start + k->u.r.len <= pos)
+		if (cur_next(c, k))
+			break;
 	*rc = 0;
 	*type = 0;
-	if (*ri < c->nr && c->rrec[*ri].start <= pos) {
-		*rc = c->rrc[*ri];
-		*type = c->rrec[*ri].type;
-		if (c->rrec[*ri].start + c->rrec[*ri].len < *next)
-			*next = c->rrec[*ri].start + c->rrec[*ri].len;
-	} else if (*ri < c->nr && c->rrec[*ri].start < *next) {
-		*next = c->rrec[*ri].start;
+	if (k->have && k->u.r.start <= pos) {
+		*rc = k->u.r.rc;
+		*type = (int)k->u.r.type;
+		if (k->u.r.start + k->u.r.len < *next)
+			*next = k->u.r.start + k->u.r.len;
+	} else if (k->have && k->u.r.start < *next) {
+		*next = k->u.r.start;
 	}
 }
 
 /* R2, R3: the rmap's counts summed per block against the refcount tree. */
 static void compare_rmap_counts(struct ck *c)
 {
-	size_t ne = 2 * c->rm.n;
-	struct ev *ev = malloc((ne ? ne : 1) * sizeof(*ev));
-	if (!ev) {
-		c->oom = 1;
+	struct cur e, rr;
+	if (cur_start(c, &e, &c->rmev) || cur_start(c, &rr, &c->rr))
 		return;
-	}
-	for (size_t i = 0; i < c->rm.n; i++) {
-		int32_t n = c->rm.v[i].count > INT32_MAX ? INT32_MAX : (int32_t)c->rm.v[i].count;
-		ev[2 * i] = (struct ev){ c->rm.v[i].pblk, n, VBAS_BT_DATA };
-		ev[2 * i + 1] = (struct ev){ c->rm.v[i].pblk + c->rm.v[i].len, -n, VBAS_BT_DATA };
-	}
-	qsort(ev, ne, sizeof(*ev), cmp_ev);
-	size_t ei = 0, ri = 0;
 	int64_t sum = 0;
 	uint64_t pos = VBAS_FIRST_BLOCK, end = c->p->nblocks;
-	while (pos < end) {
-		while (ei < ne && ev[ei].pos <= pos)
-			sum += ev[ei++].d;
-		uint64_t next = ei < ne && ev[ei].pos < end ? ev[ei].pos : end;
+	while (pos < end && !c->err) {
+		while (e.have && e.u.e.pos <= pos) {
+			sum += e.u.e.d;
+			if (cur_next(c, &e))
+				return;
+		}
+		uint64_t next = e.have && e.u.e.pos < end ? e.u.e.pos : end;
 		uint32_t rc;
 		int type;
-		refc_at(c, &ri, pos, &next, &rc, &type);
+		refc_at(c, &rr, pos, &next, &rc, &type);
 		if (sum && type == VBAS_BT_META)
 			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are metadata, but the reverse map "
 				"gives them %" PRId64 " data owner(s)", pos, next - pos, sum);
@@ -383,7 +497,6 @@ static void compare_rmap_counts(struct ck *c)
 				rc, sum);
 		pos = next;
 	}
-	free(ev);
 }
 
 static int refc_rec_cb(void *arg, const void *rec)
@@ -396,12 +509,12 @@ static int refc_rec_cb(void *arg, const void *rec)
 	if (s < VBAS_FIRST_BLOCK || s + n > c->p->nblocks)
 		problem(c, "refcount record %" PRIu64 "+%" PRIu64 " lies outside the pool's "
 			"blocks [%u, %" PRIu64 ")", s, n, VBAS_FIRST_BLOCK, c->p->nblocks);
-	if (c->nr) {
-		struct ref *pv = &c->rrec[c->nr - 1];
+	if (c->have_last_rr) {
+		const struct rrec *pv = &c->last_rr;
 		if (pv->start + pv->len > s)
 			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " overlap",
 				pv->start, s);
-		else if (pv->start + pv->len == s && pv->type == t && c->rrc[c->nr - 1] == rc)
+		else if (pv->start + pv->len == s && pv->type == t && pv->rc == rc)
 			problem(c, "refcount records at %" PRIu64 " and %" PRIu64 " should be one "
 				"(same count %u and type)", pv->start, s, rc);
 	}
@@ -409,23 +522,10 @@ static int refc_rec_cb(void *arg, const void *rec)
 		c->rdata += n;
 	else if (t == VBAS_BT_META)
 		c->rmeta += n;
-	if (c->nr == c->capr) {
-		size_t nc = c->capr ? c->capr * 2 : 1024;
-		struct ref *v = realloc(c->rrec, nc * sizeof(*v));
-		uint32_t *w = v ? realloc(c->rrc, nc * sizeof(*w)) : NULL;
-		if (v)
-			c->rrec = v;
-		if (!v || !w) {
-			c->oom = 1;
-			return -ENOMEM;
-		}
-		c->rrc = w;
-		c->capr = nc;
-	}
-	c->rrec[c->nr] = (struct ref){ s, n, (uint8_t)t };
-	c->rrc[c->nr] = rc;
-	c->nr++;
-	return 0;
+	c->last_rr = (struct rrec){ s, n, rc, t };
+	c->have_last_rr = 1;
+	int e = spool_add(&c->rr, &c->last_rr);
+	return e ? ck_fail(c, e) : 0;
 }
 
 static const char *tname(int t)
@@ -510,36 +610,28 @@ static void check_names(struct ck *c)
 		problem(c, "name index: %zu records for %zu volumes", c->nn, c->nv);
 }
 
-/* Compare the references found with the refcount tree. */
+/* Compare the references found with the refcount tree: both as
+ * piecewise-constant functions of the block number, read in order. */
 static void compare_counts(struct ck *c)
 {
-	size_t ne = 2 * c->nrefs;
-	struct ev *ev = malloc((ne ? ne : 1) * sizeof(*ev));
-	if (!ev) {
-		c->oom = 1;
+	struct cur e, rr;
+	if (cur_start(c, &e, &c->evs) || cur_start(c, &rr, &c->rr))
 		return;
-	}
-	for (size_t i = 0; i < c->nrefs; i++) {
-		ev[2 * i] = (struct ev){ c->refs[i].start, +1, c->refs[i].type };
-		ev[2 * i + 1] = (struct ev){ c->refs[i].start + c->refs[i].len, -1, c->refs[i].type };
-	}
-	qsort(ev, ne, sizeof(*ev), cmp_ev);
-	/* Walk both as piecewise-constant functions of the block number. */
-	size_t ei = 0, ri = 0;
 	int64_t cd = 0, cm = 0;
 	uint64_t pos = VBAS_FIRST_BLOCK, end = c->p->nblocks;
-	while (pos < end) {
-		while (ei < ne && ev[ei].pos <= pos) {
-			if (ev[ei].type == VBAS_BT_DATA)
-				cd += ev[ei].d;
+	while (pos < end && !c->err) {
+		while (e.have && e.u.e.pos <= pos) {
+			if (e.u.e.type == VBAS_BT_DATA)
+				cd += e.u.e.d;
 			else
-				cm += ev[ei].d;
-			ei++;
+				cm += e.u.e.d;
+			if (cur_next(c, &e))
+				return;
 		}
-		uint64_t next = ei < ne && ev[ei].pos < end ? ev[ei].pos : end;
+		uint64_t next = e.have && e.u.e.pos < end ? e.u.e.pos : end;
 		uint32_t trc;
 		int ttype;
-		refc_at(c, &ri, pos, &next, &trc, &ttype);
+		refc_at(c, &rr, pos, &next, &trc, &ttype);
 		int64_t found = cd + cm;
 		if (cd && cm)
 			problem(c, "blocks %" PRIu64 "+%" PRIu64 " are used both as data (%" PRId64
@@ -552,20 +644,22 @@ static void compare_counts(struct ck *c)
 				pos, next - pos, tname(ttype), cm ? "metadata" : "data");
 		pos = next;
 	}
-	free(ev);
 }
 
 static void ck_free(struct ck *c)
 {
-	free(c->refs);
-	free(c->rrec);
-	free(c->rrc);
+	if (c->evs.rsize) {          /* (ck_spools made them) */
+		spool_free(&c->evs);
+		spool_free(&c->rr);
+		spool_free(&c->fws);
+		spool_free(&c->rms);
+		spool_free(&c->rmev);
+	}
 	free(c->vids);
 	free(c->vnames);
 	free(c->vhash);
 	free(c->nkeys);
 	rmap_set_free(&c->fw);
-	rmap_set_free(&c->rm);
 	seen_free(&c->seen);
 }
 
@@ -690,6 +784,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 
 	vbas_err_clear();
 	pthread_mutex_lock(&p->lock);
+	ck_spools(&c);
 	r = space_drain(p);
 	if (r) {
 		txn_fail(p, r);
@@ -698,14 +793,15 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP | CK_NAMES);
 	if (r < 0)
 		goto out;
-	if (!c.oom) {
-		if (c.nrefs)
-			qsort(c.refs, c.nrefs, sizeof(*c.refs), cmp_ref);
+	if (!c.oom && !c.err)
 		compare_counts(&c);
-	}
-	if (!c.oom && p->sp.rmap_on) {
+	if (!c.oom && !c.err && p->sp.rmap_on) {
 		compare_rmap(&c);
 		compare_rmap_counts(&c);
+	}
+	if (c.err && !c.oom) {
+		r = c.err;             /* its message is set */
+		goto out;
 	}
 	if (c.rdata != p->sp.data_used)
 		problem(&c, "data blocks in use: counted %" PRIu64 ", the refcount tree holds %" PRIu64,
@@ -756,30 +852,29 @@ int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 				    .node_done = node_done, .leaf_cb = leaf_cb,
 				    .bad_node = bad_node_cb, .arg = &c };
 	memset(out, 0, sizeof(*out));
+	ck_spools(&c);
 	int r = walk_trees(&c, &cbs, what);
 	if (!r && c.oom)
 		r = -ENOMEM;
-	size_t ne = 2 * c.nrefs;
-	struct ev *ev = r ? NULL : malloc((ne ? ne : 1) * sizeof(*ev));
-	if (!r && !ev)
-		r = -ENOMEM;
-	for (size_t i = 0; !r && i < c.nrefs; i++) {
-		ev[2 * i] = (struct ev){ c.refs[i].start, +1, c.refs[i].type };
-		ev[2 * i + 1] = (struct ev){ c.refs[i].start + c.refs[i].len, -1, c.refs[i].type };
-	}
-	if (!r)
-		qsort(ev, ne, sizeof(*ev), cmp_ev);
+	if (!r && c.err)
+		r = c.err;
+	struct cur e;
+	if (!r && cur_start(&c, &e, &c.evs))
+		r = c.err;
 	/* Runs of equal count and type, maximal (as refcount records). */
 	int64_t cd = 0, cm = 0;
-	for (size_t ei = 0; !r && ei < ne;) {
-		uint64_t pos = ev[ei].pos;
-		while (ei < ne && ev[ei].pos == pos) {
-			*(ev[ei].type == VBAS_BT_DATA ? &cd : &cm) += ev[ei].d;
-			ei++;
+	while (!r && e.have) {
+		uint64_t pos = e.u.e.pos;
+		while (e.have && e.u.e.pos == pos) {
+			*(e.u.e.type == VBAS_BT_DATA ? &cd : &cm) += e.u.e.d;
+			if (cur_next(&c, &e)) {
+				r = c.err;
+				break;
+			}
 		}
-		if (ei == ne || (!cd && !cm))
+		if (r || !e.have || (!cd && !cm))
 			continue;
-		uint64_t next = ev[ei].pos;
+		uint64_t next = e.u.e.pos;
 		if (cd && cm) {
 			problem(&c, "blocks %" PRIu64 "+%" PRIu64 " are used both as data and as "
 				"metadata", pos, next - pos);
@@ -810,7 +905,6 @@ int check_picture(struct vbas_pool *p, unsigned what, struct pic *out,
 		}
 		out->v[out->n++] = (struct pic_run){ pos, next - pos, (uint32_t)n, (uint8_t)type };
 	}
-	free(ev);
 	rmap_set_sum(&c.fw);
 	out->fw = c.fw;
 	c.fw = (struct rmap_set){ 0 };

@@ -221,6 +221,8 @@ struct vbas_tunables {
 	                              chunk, as another thread's flush may */
 	uint64_t names_hash_mask;  /* tests only: fewer hash bits, to make the name
 	                              index's hashes collide (~0: all of them) */
+	size_t check_spool;        /* tests only: bytes check keeps in memory for
+	                              its spools (0: the cache's size) */
 	int early_punch;           /* tests only, a bug on purpose: punch the data
 	                              blocks a commit frees before its superblock
 	                              is written (the crash tests must catch it) */

@@ -19,6 +19,17 @@ void rng_fill(struct rng *r, void *buf, size_t len)
 	}
 }
 
+/* VBAS_CHECK_SPOOL=BYTES: every check in this test keeps that little in
+ * memory and spills the rest (lib/spool.c), so that its runs, merges and
+ * temporary file carry every check a suite makes (make check runs the
+ * check-heavy suites so once more: tests/run-tests.sh). */
+__attribute__((constructor)) static void check_spool_env(void)
+{
+	const char *s = getenv("VBAS_CHECK_SPOOL");
+	if (s && *s)
+		vbas_tun.check_spool = (size_t)strtoull(s, NULL, 0);
+}
+
 uint64_t test_seed(uint64_t def)
 {
 	const char *s = getenv("VBAS_SEED");
