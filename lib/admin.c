@@ -120,13 +120,13 @@ void ev_expended(struct vbas_pool *p, const char *name)
 void vbas_pool_on_event(struct vbas_pool *p, void (*fn)(const struct vbas_event *, void *),
 			void *arg)
 {
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	p->ev_fn = fn;
 	p->ev_arg = arg;
 	p->ev_low = p->ev_meta = p->ev_enospc_sent = 0;
 	p->ev_enospc_count = 0;
 	ev_space(p);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }
 
 void txn_need_v4(struct vbas_pool *p)
@@ -165,10 +165,10 @@ int vbas_pool_get(struct vbas_pool *p, struct vbas_pool_settings *s)
 	vbas_err_clear();
 	if (!s)
 		return vbas_err(-EINVAL, "settings: no place for them");
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	s->low_water = p->low_water;
 	s->expendable_floor = p->exp_floor;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return 0;
 }
 
@@ -183,7 +183,7 @@ int vbas_pool_set(struct vbas_pool *p, const struct vbas_pool_settings *s)
 	if (s->expendable_floor > 1000)
 		return vbas_err(-EINVAL, "expendable floor of %u permille: at most 1000 (100%%)",
 				s->expendable_floor);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = txn_writable(p, "settings");
 	if (!r && (p->low_water != s->low_water || p->exp_floor != s->expendable_floor)) {
 		p->low_water = s->low_water;
@@ -195,14 +195,14 @@ int vbas_pool_set(struct vbas_pool *p, const struct vbas_pool_settings *s)
 		r = txn_commit(p);
 		ev_space(p);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
 int vbas_pool_grow(struct vbas_pool *p, uint64_t size)
 {
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = txn_writable(p, "grow");
 	if (r)
 		goto out;
@@ -252,6 +252,6 @@ int vbas_pool_grow(struct vbas_pool *p, uint64_t size)
 		ev_check(p);
 	}
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }

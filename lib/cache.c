@@ -3,6 +3,7 @@
 #include "errmsg.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,6 +20,9 @@ struct slab {
 };
 
 struct vbas_cache {
+	/* Readers look up beside each other under the pool's tree lock held
+	 * for reading (map.c): they meet here, for pins, the LRU and loads. */
+	pthread_mutex_t mu;
 	struct vbas_dev *dev;
 	uint32_t bs;
 	size_t max, count;
@@ -98,6 +102,7 @@ int cache_create(struct vbas_dev *dev, uint32_t block_size, size_t max_blocks,
 	c->max = max_blocks;
 	c->v = *v;
 	c->lru.next = c->lru.prev = &c->lru;
+	pthread_mutex_init(&c->mu, NULL);
 	*cachep = c;
 	return 0;
 }
@@ -115,6 +120,7 @@ void cache_destroy(struct vbas_cache *c)
 	free(c->hash);
 	free(c->wb);
 	free(c->run);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
 
@@ -207,7 +213,7 @@ static void recycle(struct vbas_cache *c, struct cblock *b)
 	c->count--;
 }
 
-int cache_read(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+static int cache_read_l(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
 {
 	struct cblock *b = lookup(c, blkno);
 	int r;
@@ -239,7 +245,7 @@ int cache_read(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
 	return 0;
 }
 
-int cache_new(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+static int cache_new_l(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
 {
 	struct cblock *b = lookup(c, blkno);
 	if (b) {
@@ -261,13 +267,13 @@ int cache_new(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
 	return 0;
 }
 
-void cache_put(struct vbas_cache *c, struct cblock *b)
+static void cache_put_l(struct vbas_cache *c, struct cblock *b)
 {
 	(void)c;
 	b->pins--;
 }
 
-void cache_forget(struct vbas_cache *c, uint64_t blkno)
+static void cache_forget_l(struct vbas_cache *c, uint64_t blkno)
 {
 	struct cblock *b = lookup(c, blkno);
 	if (b && !b->pins)
@@ -287,7 +293,7 @@ static int cmp_blkno(const void *a, const void *b)
  * allocated near each other, cost a few large writes instead of one
  * synchronous write per node.  Without the memory for that, one write a
  * block, as before. */
-int cache_writeback(struct vbas_cache *c)
+static int cache_writeback_l(struct vbas_cache *c)
 {
 	size_t n = 0;
 	for (struct cblock *b = c->lru.next; b != &c->lru; b = b->next)
@@ -352,7 +358,7 @@ int cache_writeback(struct vbas_cache *c)
 	return make_room(c);
 }
 
-void cache_drop_all(struct vbas_cache *c)
+static void cache_drop_all_l(struct vbas_cache *c)
 {
 	struct cblock *b = c->lru.next;
 	while (b != &c->lru) {
@@ -363,7 +369,7 @@ void cache_drop_all(struct vbas_cache *c)
 	}
 }
 
-void cache_stats(struct vbas_cache *c, struct cache_stats *st)
+static void cache_stats_l(struct vbas_cache *c, struct cache_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->blocks = c->count;
@@ -376,4 +382,56 @@ void cache_stats(struct vbas_cache *c, struct cache_stats *st)
 	st->misses = c->misses;
 	st->writebacks = c->writebacks;
 	st->writeback_ios = c->writeback_ios;
+}
+
+int cache_read(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+{
+	pthread_mutex_lock(&c->mu);
+	int r = cache_read_l(c, blkno, out);
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
+int cache_new(struct vbas_cache *c, uint64_t blkno, struct cblock **out)
+{
+	pthread_mutex_lock(&c->mu);
+	int r = cache_new_l(c, blkno, out);
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
+void cache_put(struct vbas_cache *c, struct cblock *b)
+{
+	pthread_mutex_lock(&c->mu);
+	cache_put_l(c, b);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void cache_forget(struct vbas_cache *c, uint64_t blkno)
+{
+	pthread_mutex_lock(&c->mu);
+	cache_forget_l(c, blkno);
+	pthread_mutex_unlock(&c->mu);
+}
+
+int cache_writeback(struct vbas_cache *c)
+{
+	pthread_mutex_lock(&c->mu);
+	int r = cache_writeback_l(c);
+	pthread_mutex_unlock(&c->mu);
+	return r;
+}
+
+void cache_drop_all(struct vbas_cache *c)
+{
+	pthread_mutex_lock(&c->mu);
+	cache_drop_all_l(c);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void cache_stats(struct vbas_cache *c, struct cache_stats *st)
+{
+	pthread_mutex_lock(&c->mu);
+	cache_stats_l(c, st);
+	pthread_mutex_unlock(&c->mu);
 }

@@ -5,7 +5,9 @@
  * Dirty blocks are always copy-on-write copies at addresses that the last
  * commit does not use, so the cache may write them back early to stay
  * within its bound; the commit writes whatever is still dirty.
- * Not thread-safe: the pool's metadata lock covers it. */
+ * Its own mutex makes each call atomic, so that readers holding the pool's
+ * tree lock for reading can look up beside each other; everything else
+ * holds the pool lock as well.  A pinned block is never evicted or moved. */
 #ifndef VBAS_CACHE_H
 #define VBAS_CACHE_H
 

@@ -783,7 +783,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 	int r;
 
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	ck_spools(&c);
 	r = space_drain(p);
 	if (r) {
@@ -815,7 +815,7 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		r = c.st.problems ? vbas_err(-EUCLEAN, "check found %" PRIu64 " problem(s)",
 					    c.st.problems) : 0;
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	ck_free(&c);
 	if (stats)
 		*stats = c.st;

@@ -667,9 +667,9 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 		return vbas_err(-EINVAL, "fsmap: no callback");
 	memset(&f, 0, sizeof(f));
 	f.p = p;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	uint64_t size = p->nblocks << p->bshift;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if ((off | len) & (p->bs - 1)) {
 		return vbas_err(-EINVAL, "fsmap: offset %" PRIu64 " and length %" PRIu64 " must be "
 				"multiples of the block size (%u)", off, len, p->bs);
@@ -679,7 +679,7 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 				"pool (%" PRIu64 " bytes)", off, len, size);
 	f.lo = off >> p->bshift;
 	f.hi = len ? (off + len) >> p->bshift : size >> p->bshift;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = space_drain(p);
 	if (r)
 		txn_fail(p, r);
@@ -687,7 +687,7 @@ int vbas_fsmap(struct vbas_pool *p, uint64_t off, uint64_t len,
 		r = via_rmap(&f);
 	else
 		r = walk(&f);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	seen_free(&f.seen);
 	if (!r && f.oom)
 		r = -ENOMEM;

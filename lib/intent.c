@@ -70,7 +70,7 @@ int intent_reserve(struct vbas_pool *p, int *slot)
 		}
 		if (p->broken)
 			return vbas_err(-EROFS, "%s", p->broken_msg);
-		pthread_cond_wait(&p->intent_cond, &p->lock);
+		pool_cond_wait(&p->intent_cond, p);
 	}
 }
 
@@ -131,7 +131,7 @@ int intents_replay(struct vbas_pool *p)
 {
 	int r = 0;
 	for (unsigned i = 0; !r && i < VBAS_INTENT_SLOTS; i++) {
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		uint32_t t = le32_get(p->intents[i].type);
 		uint64_t a[6];
 		for (int k = 0; k < 6; k++)
@@ -147,7 +147,7 @@ int intents_replay(struct vbas_pool *p)
 		}
 		if (t)
 			p->intent_busy[i] = 1;
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (gone < 0)
 			return gone;
 		if (!t)
@@ -156,7 +156,7 @@ int intents_replay(struct vbas_pool *p)
 			r = share_resume_reflink(p, (int)i, a);
 		else if (!gone)
 			r = share_resume_unshare(p, (int)i, n1, a);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		/* Finished, given up for lack of room (a prefix is done, as an
 		 * ENOSPC says to a caller), or its volume is gone. */
 		if (r == -ENOSPC) {
@@ -167,7 +167,7 @@ int intents_replay(struct vbas_pool *p)
 			intent_drop(p, (int)i);
 		if (!r)
 			r = txn_commit(p);
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (r)
 			return vbas_err_ctx(r, "finishing the %s the last commit began",
 					    t == VBAS_INTENT_REFLINK ? "reflink" : "unshare");

@@ -102,10 +102,11 @@ struct vol_state {
 	 * A request for the whole volume (snapshot, clone) that waits takes a
 	 * ticket; later requests of threads that hold no range here wait
 	 * behind it (map.c, "Range locks"). */
+	pthread_mutex_t rl_mu;     /* guards the range lock (below LOCK) */
 	struct rl_range *ranges;
 	struct rl_waiter *whole_waiting;
 	uint64_t tickets;
-	pthread_cond_t rl_cond;
+	pthread_cond_t rl_cond;    /* (rl_mu) a range was let go */
 	/* The volume's record as of VOLTAB_GEN (vol_get_open): a read looks
 	 * it up once, not twice, in the volume table. */
 	struct vbas_vol_rec rec;
@@ -140,6 +141,11 @@ struct vbas_resv {
 
 struct vbas_pool {
 	pthread_mutex_t lock;      /* all metadata, cache, space */
+	/* The trees as readers see them.  Whoever holds LOCK holds this for
+	 * writing too (pool_lock), except while it waits for something; a
+	 * read's mapping lookup holds it for reading only, without LOCK
+	 * (map.c, "Reads without the pool lock"). */
+	pthread_rwlock_t tree_lock;
 	struct vbas_dev *dev;
 	int own_dev;
 	struct vbas_cache *cache;
@@ -204,6 +210,27 @@ struct vbas_pool {
 	                              room to come back (more than ev_enospc_avail) */
 	uint64_t ev_enospc_avail, ev_enospc_count;
 };
+
+/* The pool lock: LOCK, and TREE_LOCK for writing.  A wait on a condition
+ * gives both up. */
+static inline void pool_lock(struct vbas_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	pthread_rwlock_wrlock(&p->tree_lock);
+}
+
+static inline void pool_unlock(struct vbas_pool *p)
+{
+	pthread_rwlock_unlock(&p->tree_lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static inline void pool_cond_wait(pthread_cond_t *cv, struct vbas_pool *p)
+{
+	pthread_rwlock_unlock(&p->tree_lock);
+	pthread_cond_wait(cv, &p->lock);
+	pthread_rwlock_wrlock(&p->tree_lock);
+}
 
 /* Limits that bound one transaction and one step of a delete.  Tests lower
  * them to put commits (and crash points) inside small deletes; nothing

@@ -46,7 +46,7 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	struct vbas_btree t;
 	struct map_census c = { 0 };
 	int r;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
 		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
@@ -67,7 +67,7 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	map_census_needs(&c, le64_get(rec.owed), needed, &runs);
 	*meta = !r && runs && *needed ?
 		space_write_meta(p, &t, runs, *needed, c.cow.recs) : 0;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -129,9 +129,9 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 	uint64_t meta = 0;
 	/* Count, reserve and write under one range lock, so that nothing
 	 * (a racing discard) opens a hole the reservation does not cover. */
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = rl_lock(p, vol->vs, lblk, nblk, 1);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (r)
 		return r;
 	r = count_needed(vol, lblk, nblk, &needed, &meta);
@@ -162,11 +162,11 @@ int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len, uint64_t off,
 		len -= m.length;
 	}
 	vbas_resv_put(resv);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	rl_unlock(p, vol->vs, lblk, nblk, 1);
 	if (!r)
 		r = txn_maybe_commit(p);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (!r && (flags & VBAS_IO_FUA))
 		r = vbas_flush(p);
 	return r;
@@ -197,7 +197,7 @@ static int zero_reserved(struct vbas_vol *vol, uint64_t lblk, uint64_t n)
 			break;
 		uint64_t take = run < end - cur ? run : end - cur;
 		if (m && (f & VBAS_MAPF_RESERVED)) {
-			pthread_mutex_unlock(&p->lock);
+			pool_unlock(p);
 			if (!sh) {
 				r = dev_zero(p->dev, pb << p->bshift, take << p->bshift);
 			} else {
@@ -212,7 +212,7 @@ static int zero_reserved(struct vbas_vol *vol, uint64_t lblk, uint64_t n)
 					take = im.length >> p->bshift;
 				}
 			}
-			pthread_mutex_lock(&p->lock);
+			pool_lock(p);
 			if (r) {
 				vbas_err_ctx(r, "zeroing the reserved blocks at offset %" PRIu64,
 					     cur << p->bshift);
@@ -238,7 +238,7 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 				"the block size (%u)", off, len, p->bs);
 	if (!len)
 		return 0;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = txn_writable(p, "discard");
 	if (!r)
 		r = vol_get(p, vol->id, &rec);
@@ -278,7 +278,7 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 	}
 	rl_unlock(p, vol->vs, lblk, n, 1);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (!r && (flags & VBAS_IO_FUA))
 		r = vbas_flush(p);
 	return r;
@@ -367,7 +367,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		unsigned n = 0;
 		struct vbas_vol_rec rec;
 		struct vbas_btree t;
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		r = vol_get(p, vol->id, &rec);
 		if (!r) {
 			vol_map_tree(p, vol->id, &rec, &t);
@@ -400,7 +400,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 			off = e;
 			cur = (e + p->bs - 1) >> p->bshift;
 		}
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		for (unsigned i = 0; !r && i < n; i++)
 			r = cb(&batch[i], arg);
 		if (r || !n)

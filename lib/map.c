@@ -520,13 +520,17 @@ static int rl_older_whole(struct vol_state *vs, uint64_t ticket)
 	return 0;
 }
 
-/* Called with pool->lock held; waits (dropping it) while a conflicting
- * range is held, or a request for the whole volume waits from before. */
+/* Called with the pool lock held; waits (giving it up) while a
+ * conflicting range is held, or a request for the whole volume waits from
+ * before.  The range lock has a mutex of its own, RL_MU, taken after the
+ * pool lock (never the other way): a read takes its range without the
+ * pool lock (map_read_fast). */
 int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl)
 {
 	struct rl_range *r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	pthread_mutex_lock(&vs->rl_mu);
 	int whole = excl && start == 0 && n == UINT64_MAX, mine = rl_holds_any(vs);
 	struct rl_waiter me = { .ticket = ++vs->tickets };
 	int queued = 0;
@@ -536,7 +540,11 @@ int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t 
 			vs->whole_waiting = &me;
 			queued = 1;
 		}
-		pthread_cond_wait(&vs->rl_cond, &p->lock);
+		pool_unlock(p);
+		pthread_cond_wait(&vs->rl_cond, &vs->rl_mu);
+		pthread_mutex_unlock(&vs->rl_mu);
+		pool_lock(p);
+		pthread_mutex_lock(&vs->rl_mu);
 	}
 	if (queued) {
 		struct rl_waiter **pp = &vs->whole_waiting;
@@ -551,19 +559,45 @@ int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t 
 	r->owner = pthread_self();
 	r->next = vs->ranges;
 	vs->ranges = r;
+	pthread_mutex_unlock(&vs->rl_mu);
+	return 0;
+}
+
+/* A shared range at once, or -EAGAIN (held, a whole-volume request
+ * waiting, no memory): the reads' way in, without the pool lock. */
+static int rl_read_try(struct vol_state *vs, uint64_t start, uint64_t n)
+{
+	struct rl_range *r = malloc(sizeof(*r));
+	if (!r)
+		return -EAGAIN;
+	pthread_mutex_lock(&vs->rl_mu);
+	if (rl_conflict(vs, start, n, 0) || (vs->whole_waiting && !rl_holds_any(vs))) {
+		pthread_mutex_unlock(&vs->rl_mu);
+		free(r);
+		return -EAGAIN;
+	}
+	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 0,
+				.owner = pthread_self() };
+	vs->ranges = r;
+	pthread_mutex_unlock(&vs->rl_mu);
 	return 0;
 }
 
 int rl_trylock(struct vol_state *vs, uint64_t start, uint64_t n)
 {
-	if (rl_conflict(vs, start, n, 1))
-		return -EBUSY;
 	struct rl_range *r = malloc(sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	pthread_mutex_lock(&vs->rl_mu);
+	if (rl_conflict(vs, start, n, 1)) {
+		pthread_mutex_unlock(&vs->rl_mu);
+		free(r);
+		return -EBUSY;
+	}
 	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 1,
 				.owner = pthread_self() };
 	vs->ranges = r;
+	pthread_mutex_unlock(&vs->rl_mu);
 	return 0;
 }
 
@@ -575,23 +609,27 @@ static struct rl_range **rl_find(struct vol_state *vs, uint64_t start, uint64_t 
 	return pp;
 }
 
+/* With or without the pool lock. */
 void rl_unlock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t n, int excl)
 {
-	struct rl_range **pp = rl_find(vs, start, n, excl), *r = *pp;
 	(void)p;
-	if (r) {
+	pthread_mutex_lock(&vs->rl_mu);
+	struct rl_range **pp = rl_find(vs, start, n, excl), *r = *pp;
+	if (r)
 		*pp = r->next;
-		free(r);
-	}
 	pthread_cond_broadcast(&vs->rl_cond);
+	pthread_mutex_unlock(&vs->rl_mu);
+	free(r);
 }
 
 static void rl_shrink(struct vol_state *vs, uint64_t start, uint64_t n, int excl, uint64_t newn)
 {
+	pthread_mutex_lock(&vs->rl_mu);
 	struct rl_range *r = *rl_find(vs, start, n, excl);
 	if (r)
 		r->n = newn;
 	pthread_cond_broadcast(&vs->rl_cond);
+	pthread_mutex_unlock(&vs->rl_mu);
 }
 
 /* ---- map_begin / map_end ----------------------------------------------- */
@@ -620,6 +658,70 @@ int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned fl
 	return map_begin(vol, off, len, flags, resv, map);
 }
 
+/* ---- Reads without the pool lock ----------------------------------------
+ *
+ * A read's mapping needs three things the pool lock gave it: the volume's
+ * record, a shared range lock (so that no write, discard or delete changes
+ * what it reads until vbas_map_end), and a lookup in the mapping tree.  The
+ * record is the one the volume's state keeps (vol_get_open), the range
+ * lock has its own mutex, and the trees are read under TREE_LOCK held for
+ * reading, which every holder of the pool lock holds for writing while it
+ * may change them (pool_lock; it is let go while it waits: for a range, a
+ * commit's device flushes, a condition).  So reads run beside each other,
+ * and beside a commit waiting for the device, without the pool lock; the
+ * metadata cache has a mutex of its own for the lookups' pins.  Anything
+ * else (the record changed since it was kept, the range held by a writer,
+ * a whole-volume request waiting) takes the way through the pool lock. */
+static int map_read_fast(struct vbas_vol *vol, uint64_t off, uint64_t len,
+			 struct vbas_iomap *map)
+{
+	struct vbas_pool *p = vol->pool;
+	struct vol_state *vs = vol->vs;
+	struct vbas_vol_rec rec;
+	struct vbas_btree t;
+	uint64_t pblk, run;
+	int mapped, r;
+	pthread_rwlock_rdlock(&p->tree_lock);
+	if (vs->rec_gen != p->voltab_gen) {
+		pthread_rwlock_unlock(&p->tree_lock);
+		return -EAGAIN;
+	}
+	rec = vs->rec;
+	r = check_range(p, &rec, off, len, "read");
+	if (r) {
+		pthread_rwlock_unlock(&p->tree_lock);
+		return r;
+	}
+	uint64_t lblk = off >> p->bshift;
+	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
+	if (rl_read_try(vs, lblk, nblk)) {
+		pthread_rwlock_unlock(&p->tree_lock);
+		return -EAGAIN;
+	}
+	vol_map_tree(p, vol->id, &rec, &t);
+	r = map_lookup(p, &t, lblk, &pblk, &run, &mapped);
+	pthread_rwlock_unlock(&p->tree_lock);
+	if (r) {
+		rl_unlock(p, vs, lblk, nblk, 0);
+		return r;
+	}
+	uint64_t n = run < nblk ? run : nblk;
+	uint64_t inblk = off - (lblk << p->bshift);
+	rl_shrink(vs, lblk, nblk, 0, n);
+	map->type = mapped ? VBAS_IOMAP_MAPPED : VBAS_IOMAP_HOLE;
+	map->offset = off;
+	map->length = (n << p->bshift) - inblk;
+	if (map->length > len)
+		map->length = len;
+	map->physical = mapped ? (pblk << p->bshift) + inblk : 0;
+	map->fd = p->dev->fd;
+	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
+	map->priv_blk = lblk;
+	map->priv_nblk = n;
+	map->priv_state = 1;
+	return 0;
+}
+
 int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	      struct vbas_resv *resv, struct vbas_iomap *map)
 {
@@ -635,7 +737,13 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	    ((flags & VBAS_MAP_SPAN) && !(flags & VBAS_MAP_METAHELD)))
 		return vbas_err(-EINVAL, "map: flags %#x: want VBAS_MAP_READ or VBAS_MAP_WRITE", flags);
 	memset(map, 0, sizeof(*map));
-	pthread_mutex_lock(&p->lock);
+	if (flags == VBAS_MAP_READ) {
+		r = map_read_fast(vol, off, len, map);
+		if (r != -EAGAIN)
+			return r;
+		memset(map, 0, sizeof(*map));
+	}
+	pool_lock(p);
 	if (write) {
 		r = txn_writable(p, "write");
 		if (r)
@@ -798,7 +906,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	map->priv_state = (write ? 2 : 1) | (locked ? 4 : 0) |
 			  ((flags & VBAS_MAP_METAHELD) ? 8 : 0);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -809,7 +917,13 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 
 	if ((map->priv_state & 3) != 1 && (map->priv_state & 3) != 2)
 		return vbas_err(-EINVAL, "map_end: not a mapping from vbas_map_begin");
-	pthread_mutex_lock(&p->lock);
+	if (!write && !locked) {
+		/* A read: its range lock is all it holds. */
+		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, 0);
+		map->priv_state = 0;
+		return 0;
+	}
+	pool_lock(p);
 	if (write && done && !error)
 		p->data_dirty = 1;         /* the next flush must reach the device */
 	if (map->type == VBAS_IOMAP_NEW) {
@@ -890,6 +1004,6 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 	if (map->priv_resv)
 		resv_put_locked(map->priv_resv);
 	map->priv_state = 0;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }

@@ -209,6 +209,15 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 		return r;
 	}
 	pthread_mutex_init(&p->lock, NULL);
+	{
+		/* Writers first: a pool lock holder waits for the readers in
+		 * the trees, and new readers wait behind it. */
+		pthread_rwlockattr_t ra;
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&p->tree_lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	pthread_cond_init(&p->intent_cond, NULL);
 	pthread_mutex_init(&p->cm_lock, NULL);
 	pthread_cond_init(&p->cm_io_cv, NULL);
@@ -259,7 +268,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	if (r)
 		goto fail;
 	if (!p->rdonly && !p->repair_mode) {
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		r = vol_resume_deletes(p);
 		if (!r)
 			r = txn_commit(p);
@@ -273,7 +282,7 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 				r = 0;
 			}
 		}
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		/* Operations a crash cut short are finished. */
 		if (!r)
 			r = intents_replay(p);
@@ -295,6 +304,7 @@ fail:
 	pthread_cond_destroy(&p->cm_done_cv);
 	pthread_cond_destroy(&p->cm_io_cv);
 	pthread_mutex_destroy(&p->cm_lock);
+	pthread_rwlock_destroy(&p->tree_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -341,15 +351,15 @@ int vbas_close(struct vbas_pool *p)
 	if (!p)
 		return 0;
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (p->open_vols) {
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		return vbas_err(-EBUSY, "close: volumes are still open");
 	}
 	if (!p->rdonly && !p->broken)
 		r = txn_commit(p);
 	owed_free(p);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	cache_destroy(p->cache);
 	space_free(p);
 	if (p->own_dev)
@@ -358,6 +368,7 @@ int vbas_close(struct vbas_pool *p)
 	pthread_cond_destroy(&p->cm_done_cv);
 	pthread_cond_destroy(&p->cm_io_cv);
 	pthread_mutex_destroy(&p->cm_lock);
+	pthread_rwlock_destroy(&p->tree_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 	return r;
@@ -373,20 +384,20 @@ int vbas_pool_pin(struct vbas_pool *p, uint64_t *generation)
 {
 	int r;
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	txn_wait_io(p);        /* the freed blocks of a commit in flight are kept */
 	r = space_pin(p);
 	if (!r && generation)
 		*generation = p->gen;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
 void vbas_pool_unpin(struct vbas_pool *p)
 {
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	space_unpin(p);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }
 
 int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
@@ -394,7 +405,7 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	struct cache_stats cs;
 	vbas_err_clear();
 	memset(info, 0, sizeof(*info));
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	info->block_size = p->bs;
 	info->size = p->nblocks * p->bs;
 	info->total_blocks = p->nblocks - VBAS_FIRST_BLOCK;
@@ -424,7 +435,7 @@ int vbas_pool_info(struct vbas_pool *p, struct vbas_pool_info *info)
 	info->shrink_to = p->sp.limit * p->bs;
 	for (unsigned i = 0; i < VBAS_INTENT_SLOTS; i++)
 		info->intents += !!le32_get(p->intents[i].type);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 

@@ -139,7 +139,7 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	int r, locked = 0, owed = 0;
 
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = resv_lock(vol, off, len, 0, &rec, &lblk, &n, &locked);
 	if (r)
 		goto out;
@@ -237,10 +237,10 @@ int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		/* Zeros on the device before any commit maps the blocks (the
 		 * commit's flush covers them); the pool lock is not needed:
 		 * the blocks are this call's alone, the range locked. */
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		for (size_t i = 0; !r && i < ne; i++)
 			r = dev_zero(p->dev, ex[i].pblk << p->bshift, ex[i].n << p->bshift);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		if (r) {
 			vbas_err(r, "reserve: zeroing the new blocks on the device failed");
 			for (size_t i = 0; i < ne; i++)
@@ -284,7 +284,7 @@ unhold:
 out:
 	if (locked)
 		rl_unlock(p, vol->vs, lblk, n, 1);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	free(sv.holes);
 	free(ex);
 	return r;
@@ -327,7 +327,7 @@ int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	int r, locked = 0;
 
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = resv_lock(vol, off, len, 1, &rec, &lblk, &n, &locked);
 	if (r)
 		goto out;
@@ -369,7 +369,7 @@ int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len)
 out:
 	if (locked)
 		rl_unlock(p, vol->vs, lblk, n, 1);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 

@@ -462,7 +462,7 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 	vbas_err_clear();
 	if (flags & ~VBAS_REPAIR_DRY_RUN)
 		return vbas_err(-EINVAL, "repair: unknown flags %#x", flags);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (!dry && p->rdonly) {
 		r = vbas_err(-EROFS, "repair: the pool is open read-only");
 		goto out;
@@ -645,7 +645,7 @@ int vbas_repair(struct vbas_pool *p, unsigned flags, void (*cb)(const char *, vo
 out:
 	if (!r && !dry && !st.refcount_rebuilt)
 		p->repair_mode = 0;                  /* sound: usable as it is */
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	pic_free(&a);
 	pic_free(&b);
 	if (stats)

@@ -172,9 +172,9 @@ static int resv_new_locked(struct vbas_pool *p, uint64_t data, uint64_t meta, in
 
 int resv_new(struct vbas_pool *p, uint64_t data, uint64_t meta, struct vbas_resv **rvp)
 {
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = resv_new_locked(p, data, meta, 0, 0, 0, rvp);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -183,13 +183,13 @@ int vbas_reserve(struct vbas_pool *p, uint64_t nblocks, struct vbas_resv **resvp
 	vbas_err_clear();
 	if (!resvp)
 		return vbas_err(-EINVAL, "reserve: no place for the reservation");
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	/* Without a volume, the allowance assumes the tallest mapping tree a
 	 * pool of this size can have. */
 	unsigned hm = space_map_levels(p);
 	uint64_t meta = nblocks ? space_resv_step(p, hm) + space_resv_growth(p, hm, nblocks) : 0;
 	int r = resv_new_locked(p, nblocks, meta, 1, hm, 0, resvp);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -205,7 +205,7 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		return vbas_err(-EINVAL, "reserve: no place for the reservation");
 	if (off + len < off)
 		return vbas_err(-ERANGE, "reserve: range overflows");
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
 		r = vbas_err(-EROFS, "reserve: the volume is a snapshot (read-only)");
@@ -234,15 +234,15 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 		if (!r)
 			r = resv_new_locked(p, data, meta, 1, hm + 1, data ? cow : 0, resvp);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
 void vbas_resv_get(struct vbas_resv *rv)
 {
-	pthread_mutex_lock(&rv->pool->lock);
+	pool_lock(rv->pool);
 	rv->refs++;
-	pthread_mutex_unlock(&rv->pool->lock);
+	pool_unlock(rv->pool);
 }
 
 /* Drop a reference; the caller holds the pool lock. */
@@ -270,17 +270,17 @@ void vbas_resv_put(struct vbas_resv *rv)
 	if (!rv)
 		return;
 	struct vbas_pool *p = rv->pool;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	resv_put_locked(rv);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }
 
 uint64_t vbas_resv_remaining(const struct vbas_resv *rv)
 {
 	uint64_t n;
-	pthread_mutex_lock(&rv->pool->lock);
+	pool_lock(rv->pool);
 	n = rv->left;
-	pthread_mutex_unlock(&rv->pool->lock);
+	pool_unlock(rv->pool);
 	return n;
 }
 
@@ -288,14 +288,14 @@ int vbas_resv_stats(const struct vbas_resv *rv, struct vbas_resv_stats *st)
 {
 	if (!rv || !st)
 		return vbas_err(-EINVAL, "resv_stats: no reservation or no place for the figures");
-	pthread_mutex_lock(&rv->pool->lock);
+	pool_lock(rv->pool);
 	st->data_left = rv->left;
 	st->data_used = rv->data_granted - rv->left;
 	st->meta_held = rv->meta;
 	st->meta_granted = rv->meta_granted;
 	st->meta_used = rv->meta_used;
 	st->meta_short = rv->meta_short;
-	pthread_mutex_unlock(&rv->pool->lock);
+	pool_unlock(rv->pool);
 	return 0;
 }
 

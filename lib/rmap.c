@@ -385,7 +385,7 @@ int vbas_pool_rmap_build(struct vbas_pool *p)
 	struct rmap_set s = { 0 };
 	int r;
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = txn_writable(p, "build the reverse map");
 	if (r)
 		goto out;
@@ -417,7 +417,7 @@ int vbas_pool_rmap_build(struct vbas_pool *p)
 	p->dirty = 1;
 	r = txn_commit(p);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	rmap_set_free(&s);
 	return r;
 }

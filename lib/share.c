@@ -105,7 +105,7 @@ static int share_begin(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst
 		       uint64_t *len, const char *what, struct two_ranges *tr, int *slot)
 {
 	struct vbas_pool *p = src->pool;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	*slot = -1;
 	int r = txn_writable(p, what);
 	if (!r)
@@ -369,12 +369,12 @@ static int reflink_intent(struct vbas_pool *p, int slot, uint64_t sid, uint64_t 
 int share_resume_reflink(struct vbas_pool *p, int slot, const uint64_t a[6])
 {
 	int nospace = 0;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = reflink_locked(p, a[0], a[1] + a[5], a[2], a[3] + a[5], a[4] - a[5], &nospace,
 			       slot, a[5]);
 	if (r && !nospace)
 		txn_fail(p, r);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -394,7 +394,7 @@ int vbas_reflink(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint
 	else if (slot >= 0)
 		intent_drop(p, slot);
 	unlock_two(p, &tr);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -410,13 +410,13 @@ static int read_locked(struct vbas_vol *vol, char *buf, uint64_t len, uint64_t o
 		struct vbas_btree t;
 		uint64_t pb, run, lblk = off >> p->bshift, inblk = off & (p->bs - 1);
 		int mapped;
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		int r = vol_get(p, vol->id, &rec);
 		if (!r) {
 			vol_map_tree(p, vol->id, &rec, &t);
 			r = map_lookup(p, &t, lblk, &pb, &run, &mapped);
 		}
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (r)
 			return r;
 		uint64_t n = len;
@@ -449,7 +449,7 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 		return vbas_err(-EXDEV, "dedupe: the volumes are in different pools");
 	int slot;
 	r = share_begin(src, soff, dst, doff, &len, "dedupe", &tr, &slot);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	/* Compare with both ranges locked, a bounded buffer at a time. */
 	if (!r && (posix_memalign((void **)&a, 4096, chunk) || posix_memalign((void **)&b, 4096, chunk)))
 		r = -ENOMEM;
@@ -464,7 +464,7 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	}
 	free(a);
 	free(b);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (!r && equal) {
 		r = txn_writable(p, "dedupe");
 		if (!r) {
@@ -477,7 +477,7 @@ int vbas_dedupe(struct vbas_vol *src, uint64_t soff, struct vbas_vol *dst, uint6
 	if (slot >= 0)
 		intent_drop(p, slot);      /* not equal, or no reflink */
 	unlock_two(p, &tr);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -495,7 +495,7 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	struct map_census c = { 0 };
 	uint64_t nodes = 0;
 	int r;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = vol_get(p, vol->id, &rec);
 	if (!r) {
 		vol_map_tree(p, vol->id, &rec, &t);
@@ -505,7 +505,7 @@ static int count_shared(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 		r = bt_count_nodes(&t, &nodes);
 	*shared = c.shared;
 	*meta = !r && c.shared_runs ? nodes + space_write_meta(p, &t, 1, c.shared, c.cow.recs) : 0;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -555,11 +555,11 @@ static int unshare_range(struct vbas_vol *vol, uint64_t off, uint64_t len, int s
 		/* Progress: a commit that came with map_end may lag it by this
 		 * chunk, which a replay unshares again (a no-op). */
 		if (!r) {
-			pthread_mutex_lock(&p->lock);
+			pool_lock(p);
 			intent_set(p, slot, 3, base + ((off - start) >> p->bshift));
 			if (vbas_tun.unshare_commit)
 				r = txn_commit(p);
-			pthread_mutex_unlock(&p->lock);
+			pool_unlock(p);
 		}
 	}
 	free(buf);
@@ -604,15 +604,15 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	 * chunks is finished at the next open. */
 	const uint64_t arg[6] = { vol->id, off >> p->bshift, len >> p->bshift, 0, 0, 0 };
 	int slot;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = txn_writable(p, "unshare");
 	if (!r)
 		r = intent_take(p, VBAS_INTENT_UNSHARE, arg, &slot);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (r)
 		return r;
 	r = unshare_range(vol, off, len, slot, 0);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (p->broken) {
 		/* Back to the last commit, its intent with it: finished at the
 		 * next open. */
@@ -624,7 +624,7 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 		if (!r)
 			r = e;
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -700,7 +700,7 @@ int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
 	vbas_err_clear();
 	if (to->pool != p)
 		return vbas_err(-EXDEV, "diff: the volumes are in different pools");
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	r = vol_get(p, from->id, &fr);
 	if (!r)
 		r = vol_get(p, to->id, &tr);
@@ -711,7 +711,7 @@ int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
 		d.end = (fs > ts ? fs : ts) >> p->bshift;
 		r = bt_diff(&ft, &tt, diff_range_cb, &d);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	for (size_t i = 0; !r && i < d.n; i++)
 		r = cb(d.v[2 * i] << p->bshift, d.v[2 * i + 1] << p->bshift, arg);
 	free(d.v);

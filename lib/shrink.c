@@ -571,9 +571,9 @@ static void wait_range(struct shrink *S)
 			rl_unlock(p, vs, S->busy_start, S->busy_n, 1);
 		vol_state_put(p, vs);
 	} else {
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 	}
 }
 
@@ -584,11 +584,11 @@ static int run(struct vbas_pool *p, struct vbas_shrink_stats *st)
 	S.leafbuf = malloc(p->bs);     /* a leaf's records fit in its block */
 	if (!S.leafbuf)
 		return -ENOMEM;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	p->shrinks++;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	for (;;) {
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		if (p->shrink_stop) {
 			r = vbas_err(-ECANCELED, "shrink: stopped; the target stays, and the next "
 				     "read-write open goes on with it");
@@ -604,12 +604,12 @@ static int run(struct vbas_pool *p, struct vbas_shrink_stats *st)
 			if (r == -EAGAIN)
 				wait_range(&S);
 		}
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (r != -EAGAIN && r != -EINPROGRESS) {
-			pthread_mutex_lock(&p->lock);
+			pool_lock(p);
 			if (!--p->shrinks)
 				p->shrink_stop = 0;
-			pthread_mutex_unlock(&p->lock);
+			pool_unlock(p);
 			break;
 		}
 		/* The I/O that waited for the step goes first: a mutex is not
@@ -627,7 +627,7 @@ int vbas_pool_shrink(struct vbas_pool *p, uint64_t size, struct vbas_shrink_stat
 		stats = &st0;
 	memset(stats, 0, sizeof(*stats));
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = txn_writable(p, "shrink");
 	if (r)
 		goto out;
@@ -677,10 +677,10 @@ int vbas_pool_shrink(struct vbas_pool *p, uint64_t size, struct vbas_shrink_stat
 		if (r)
 			goto out;
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return run(p, stats);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 
@@ -693,17 +693,17 @@ int shrink_resume(struct vbas_pool *p)
 
 int vbas_pool_shrink_stop(struct vbas_pool *p)
 {
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (p->shrinks)
 		p->shrink_stop = 1;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return 0;
 }
 
 int vbas_pool_shrink_cancel(struct vbas_pool *p)
 {
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	int r = txn_writable(p, "shrink cancel");
 	if (!r && !p->sp.limit)
 		r = vbas_err(-ENOENT, "shrink cancel: no shrink is in progress");
@@ -713,6 +713,6 @@ int vbas_pool_shrink_cancel(struct vbas_pool *p)
 		p->dirty = 1;
 		r = txn_commit(p);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }

@@ -280,7 +280,8 @@ static int merge_pass(struct spool *s)
 int spool_rewind(struct spool *s)
 {
 	if (!s->sorted) {
-		qsort(s->mem, s->n, s->rsize, s->cmp);
+		if (s->n)
+			qsort(s->mem, s->n, s->rsize, s->cmp);
 		s->sorted = 1;
 	}
 	while (s->nruns > s->fanin) {

@@ -379,10 +379,13 @@ void txn_wait_io(struct vbas_pool *p)
 {
 	if (!p->cm.active)
 		return;
+	/* Readers go on meanwhile: nothing changes the trees (LOCK is kept). */
+	pthread_rwlock_unlock(&p->tree_lock);
 	pthread_mutex_lock(&p->cm_lock);
 	while (!p->cm.io_done)
 		pthread_cond_wait(&p->cm_io_cv, &p->cm_lock);
 	pthread_mutex_unlock(&p->cm_lock);
+	pthread_rwlock_wrlock(&p->tree_lock);
 	txn_finish(p);
 }
 
@@ -417,7 +420,7 @@ int txn_commit(struct vbas_pool *p)
 int txn_flush(struct vbas_pool *p)
 {
 	int r = 0;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	if (p->rdonly)
 		goto out;
 	if (p->broken) {
@@ -427,7 +430,7 @@ int txn_flush(struct vbas_pool *p)
 	uint64_t target = p->seq_sealed + !!(p->dirty || p->data_dirty);
 	while (p->seq_done < target) {
 		if (p->cm.active) {
-			pthread_cond_wait(&p->cm_done_cv, &p->lock);
+			pool_cond_wait(&p->cm_done_cv, p);
 			continue;
 		}
 		if (p->broken)
@@ -436,9 +439,9 @@ int txn_flush(struct vbas_pool *p)
 		if (r <= 0)
 			goto out;
 		uint64_t seq = p->cm.seq;
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		txn_io(p);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		if (p->cm.active && p->cm.seq == seq)
 			txn_finish(p);
 	}
@@ -446,7 +449,7 @@ int txn_flush(struct vbas_pool *p)
 	if (!r && p->broken)
 		r = vbas_err(-EROFS, "commit: %s", p->broken_msg);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return r;
 }
 

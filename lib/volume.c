@@ -319,6 +319,7 @@ void vol_state_put(struct vbas_pool *p, struct vol_state *vs)
 		pp = &(*pp)->next;
 	*pp = vs->next;
 	pthread_cond_destroy(&vs->rl_cond);
+	pthread_mutex_destroy(&vs->rl_mu);
 	free(vs);
 }
 
@@ -354,7 +355,7 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	e = check_size(p, size);
 	if (e)
 		return e;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = txn_writable(p, "create");
 	if (e)
 		goto out;
@@ -383,7 +384,7 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	p->nvolumes++;
 	p->dirty = 1;
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 
@@ -525,7 +526,7 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 	int e;
 
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = txn_writable(p, "delete");
 	if (!e)
 		e = vol_lookup_name(p, name, &id, &rec);
@@ -533,7 +534,7 @@ int vbas_vol_delete(struct vbas_pool *p, const char *name)
 		e = vbas_err(-EBUSY, "volume '%s' is open", name);
 	if (!e)
 		e = vol_delete_locked(p, id, rec, name);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 
@@ -645,7 +646,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 	e = check_size(p, size);
 	if (e)
 		return e;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = txn_writable(p, "resize");
 	if (e)
 		goto out;
@@ -691,7 +692,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 	else
 		e = txn_maybe_commit(p);
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 
@@ -712,7 +713,7 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	e = check_name(name);
 	if (e)
 		return e;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = txn_writable(p, writable ? "clone" : "snapshot");
 	if (e)
 		goto out;
@@ -842,7 +843,7 @@ out:
 		rl_unlock(p, vs, 0, UINT64_MAX, 1);
 		vol_state_put(p, vs);
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 
@@ -907,7 +908,7 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 	vbas_err_clear();
 	memset(usage, 0, sizeof(*usage));
 	for (;;) {
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		e = vol_lookup_name(p, name, &id, &rec);
 		if (!e && first_id && id != first_id)   /* deleted and made anew */
 			e = vbas_err(-ENOENT, "usage of '%s': the volume was deleted", name);
@@ -921,7 +922,7 @@ int vbas_vol_usage(struct vbas_pool *p, const char *name, struct vbas_vol_usage 
 			vol_map_tree(p, id, &rec, &t);
 			e = bt_iter_private(&t, &k, le64_get(rec.share_gen), usage_cb, &u);
 		}
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (e != USAGE_PAUSE)
 			break;
 		sched_yield();   /* let the writers waiting for the lock in */
@@ -960,11 +961,11 @@ int vbas_vol_stat(struct vbas_pool *p, const char *name, struct vbas_vol_info *i
 	uint64_t id;
 	int e;
 	vbas_err_clear();
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = vol_lookup_name(p, name, &id, &rec);
 	if (!e)
 		fill_info(p, id, &rec, info);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return e;
 }
 
@@ -1001,9 +1002,9 @@ int vbas_vol_list(struct vbas_pool *p, int (*cb)(const struct vbas_vol_info *, v
 	int e;
 	vbas_err_clear();
 	/* Collect under the lock, call back outside it. */
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = bt_iter(&p->voltab, NULL, list_cb, &c);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (e >= 0)
 		e = c.err;
 	for (size_t i = 0; !e && i < c.n; i++)
@@ -1021,7 +1022,7 @@ int vbas_vol_open(struct vbas_pool *p, const char *name, struct vbas_vol **volp)
 	v = calloc(1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	e = vol_lookup_name(p, name, &id, NULL);
 	if (!e) {
 		struct vol_state *vs = find_open(p, id);
@@ -1033,6 +1034,7 @@ int vbas_vol_open(struct vbas_pool *p, const char *name, struct vbas_vol **volp)
 			}
 			vs->id = id;
 			pthread_cond_init(&vs->rl_cond, NULL);
+			pthread_mutex_init(&vs->rl_mu, NULL);
 			vs->next = p->open_vols;
 			p->open_vols = vs;
 		}
@@ -1043,7 +1045,7 @@ int vbas_vol_open(struct vbas_pool *p, const char *name, struct vbas_vol **volp)
 		*volp = v;
 	}
 out:
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	if (e)
 		free(v);
 	return e;
@@ -1055,9 +1057,9 @@ int vbas_vol_close(struct vbas_vol *v)
 	if (!v)
 		return 0;
 	p = v->pool;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	vol_state_put(p, v->vs);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	free(v);
 	return 0;
 }
@@ -1067,10 +1069,10 @@ int vbas_vol_info(struct vbas_vol *v, struct vbas_vol_info *info)
 	struct vbas_vol_rec rec;
 	int e;
 	vbas_err_clear();
-	pthread_mutex_lock(&v->pool->lock);
+	pool_lock(v->pool);
 	e = vol_get(v->pool, v->id, &rec);
 	if (!e)
 		fill_info(v->pool, v->id, &rec, info);
-	pthread_mutex_unlock(&v->pool->lock);
+	pool_unlock(v->pool);
 	return e;
 }

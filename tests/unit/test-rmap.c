@@ -230,7 +230,7 @@ static void t_check_catches(void **state)
 		struct vbas_dev *d = vbas_memdev_clone(base);
 		p = open_mem(d, 1 << 20);
 		assert_check_clean(p);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		struct rmap_irec hit = { 0 };
 		struct vbas_rmap_rec rr;
 		uint8_t key[sizeof(struct vbas_rmap_key)];
@@ -252,7 +252,7 @@ static void t_check_catches(void **state)
 			assert_ok(bt_update(&p->sp.rmap, &rr));
 		}
 		p->dirty = 1;
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		assert_ok(vbas_flush(p));
 		assert_ok(vbas_close(p));
 		p = open_mem(d, 1 << 20);
@@ -475,7 +475,7 @@ static void t_repair_wrong_records(void **state)
 	for (int kind = 0; kind < 3; kind++) {
 		struct vbas_dev *d = vbas_memdev_clone(base);
 		p = open_mem(d, 1 << 20);
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		if (kind < 2) {
 			struct vbas_refc_rec rec;
 			uint8_t key[8];
@@ -498,7 +498,7 @@ static void t_repair_wrong_records(void **state)
 			assert_ok(bt_insert(&p->sp.rmap, &rec));
 		}
 		p->dirty = 1;
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		assert_ok(vbas_flush(p));
 		assert_ok(vbas_close(p));
 		p = open_mem(d, 1 << 20);
@@ -525,9 +525,9 @@ static void t_repair_refuses_mapping_damage(void **state)
 	uint64_t root = 0;
 	{
 		struct vbas_vol_rec rec;
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		assert_ok(vol_get(p, v->id, &rec));
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		root = le64_get(rec.root);
 	}
 	vbas_vol_close(v);
@@ -618,12 +618,12 @@ static void t_repair_leaf(void **state)
 		struct vbas_btree t;
 		struct vbas_vol *x;
 		assert_ok(vbas_vol_open(p, vols[k], &x));
-		pthread_mutex_lock(&p->lock);
+		pool_lock(p);
 		assert_ok(vol_get(p, x->id, &rec));
 		vol_map_tree(p, x->id, &rec, &t);
 		struct bt_check_cbs cbs = { .report = ignore, .node_cb = lvl_cb, .arg = &ln[k] };
 		assert_ok(bt_check(&t, &cbs, NULL, NULL));
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		vbas_vol_close(x);
 	}
 	vbas_vol_close(v);
@@ -714,12 +714,12 @@ static void t_repair_interior_and_leaf(void **state)
 	static struct lvl_nodes ln;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	assert_ok(vol_get(p, v->id, &rec));
 	vol_map_tree(p, v->id, &rec, &t);
 	struct bt_check_cbs cbs = { .report = ignore, .node_cb = lvl_cb, .arg = &ln };
 	assert_ok(bt_check(&t, &cbs, NULL, NULL));
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	vbas_vol_close(v);
 	assert_ok(vbas_close(p));
 	size_t i = 0;

@@ -1429,10 +1429,10 @@ static void t_check_spools(void **state)
 	/* One data block counted once too often. */
 	struct vbas_extent ex = { 0 };
 	assert_int_equal(vbas_extents(v, 3998 * 4096, 4096, one_extent, &ex), 1);
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	assert_ok(space_queue(p, ex.physical / 4096, 1, +1, VBAS_BT_DATA, 0));
 	assert_ok(space_drain(p));
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	for (int tiny = 0; tiny < 2; tiny++) {
 		vbas_tun.check_spool = tiny ? 4096 : 0;
 		struct msgs *k = tiny ? &s : &a;

@@ -2384,9 +2384,9 @@ static void *fair_writer(void *arg)
 
 static int snap_waiting(struct fair *f)
 {
-	pthread_mutex_lock(&f->p->lock);
+	pthread_mutex_lock(&f->v->vs->rl_mu);
 	int w = f->v->vs->whole_waiting != NULL;
-	pthread_mutex_unlock(&f->p->lock);
+	pthread_mutex_unlock(&f->v->vs->rl_mu);
 	return w;
 }
 
@@ -2483,7 +2483,9 @@ static int fg_wait(struct flushgate *g, int *flag, double secs)
 	struct timespec ts;
 	int ok;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)secs;
+	long long ns = ts.tv_nsec + (long long)((secs - (double)(time_t)secs) * 1e9);
+	ts.tv_sec += (time_t)secs + (time_t)(ns / 1000000000);
+	ts.tv_nsec = (long)(ns % 1000000000);
 	pthread_mutex_lock(&g->mu);
 	while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &ts) == 0)
 		;
@@ -2596,9 +2598,9 @@ static void t_commit_in_flight(void **state)
 	/* The commit waits in its device flush.  The reads and writes run,
 	 * the allocator looking first where "a" was (as it does once its
 	 * rover wrapped): it must take none of those blocks. */
-	pthread_mutex_lock(&p->lock);
+	pool_lock(p);
 	p->sp.data_rover = ex[0].physical / BS;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	jobs[1].kind = 1;
 	assert_int_equal(pthread_create(&t[1], NULL, fg_job_main, &jobs[1]), 0);
 	int rw_done = fg_wait(g, &jobs[1].done, 10);
@@ -2670,6 +2672,98 @@ static void t_commit_in_flight(void **state)
 	tfree(rd);
 }
 
+/* Reads take no pool lock: with the pool's mutex held by this thread (as
+ * a commit holds it while it waits for the device, or any change while
+ * it works), a read of mapped data, of a hole and of a snapshot completes
+ * in another thread.  A read whose range a writer holds waits for it. */
+struct rd_job {
+	struct flushgate *g;       /* (only its mutex and condition) */
+	struct vbas_vol *v;
+	uint8_t *buf;
+	size_t len;
+	uint64_t off;
+	int res, done;
+};
+
+static void *rd_job_main(void *arg)
+{
+	struct rd_job *j = arg;
+	int r = vbas_pread(j->v, j->buf, j->len, j->off);
+	pthread_mutex_lock(&j->g->mu);
+	j->res = r;
+	j->done = 1;
+	pthread_cond_broadcast(&j->g->cv);
+	pthread_mutex_unlock(&j->g->mu);
+	return NULL;
+}
+
+static void t_read_without_pool_lock(void **state)
+{
+	(void)state;
+	struct flushgate g;
+	struct vbas_dev *d = mem_pool(32 << 20, BS, 0);
+	struct vbas_pool *p = open_mem(d, 1 << 20);
+	struct vbas_vol *v, *s;
+	struct rng rg = { 7 };
+	uint8_t *data = talloc_io(64 * BS), *rd = talloc_io(64 * BS);
+	struct vbas_iomap m;
+	pthread_t t;
+	memset(&g, 0, sizeof(g));
+	pthread_mutex_init(&g.mu, NULL);
+	pthread_cond_init(&g.cv, NULL);
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	rng_fill(&rg, data, 64 * BS);
+	assert_ok(vbas_pwrite(v, data, 32 * BS, 0, 0));
+	assert_ok(vbas_vol_snapshot(p, "v", "s", 0));
+	assert_ok(vbas_vol_open(p, "s", &s));
+	assert_ok(vbas_pwrite(v, data + 32 * BS, 32 * BS, 0, 0));   /* copy on write */
+	/* Warm: the first read of each keeps the volume's record. */
+	assert_ok(vbas_pread(v, rd, BS, 0));
+	assert_ok(vbas_pread(s, rd, BS, 0));
+	struct { struct vbas_vol *v; uint64_t off; const uint8_t *want; } cases[] = {
+		{ v, 0, data + 32 * BS }, { s, 0, data }, { v, 40 * BS, NULL },
+	};
+	for (unsigned i = 0; i < 3; i++) {
+		struct rd_job j = { .g = &g, .v = cases[i].v, .buf = rd, .len = 8 * BS,
+				    .off = cases[i].off };
+		memset(rd, 0xee, 8 * BS);
+		pthread_mutex_lock(&p->lock);
+		assert_int_equal(pthread_create(&t, NULL, rd_job_main, &j), 0);
+		int done = fg_wait(&g, &j.done, 10);
+		pthread_mutex_unlock(&p->lock);
+		pthread_join(t, NULL);
+		if (!done)
+			fail_msg("read %u waited for the pool lock", i);
+		assert_int_equal(j.res, 0);
+		if (cases[i].want) {
+			assert_memory_equal(rd, cases[i].want, 8 * BS);
+		} else {
+			for (size_t k = 0; k < 8 * BS; k++)
+				assert_int_equal(rd[k], 0);
+		}
+	}
+	/* A writer's mapping of blocks 0-3: a read of block 2 waits for it. */
+	assert_ok(vbas_map_begin(v, 0, 4 * BS, VBAS_MAP_WRITE, NULL, &m));
+	struct rd_job j = { .g = &g, .v = v, .buf = rd, .len = BS, .off = 2 * BS };
+	assert_int_equal(pthread_create(&t, NULL, rd_job_main, &j), 0);
+	int early = fg_wait(&g, &j.done, 0.2);
+	assert_ok(vbas_map_end(v, &m, 0, 0));
+	pthread_join(t, NULL);
+	assert_int_equal(early, 0);
+	assert_int_equal(j.res, 0);
+	assert_memory_equal(rd, data + 34 * BS, BS);
+	vbas_vol_close(v);
+	vbas_vol_close(s);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+	pthread_mutex_destroy(&g.mu);
+	pthread_cond_destroy(&g.cv);
+	tfree(data);
+	tfree(rd);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, test_teardown)
 
 int main(void)
@@ -2685,6 +2779,7 @@ int main(void)
 		T(t_file_reuse_after_discard),
 		T(t_fair_range_locks),
 		T(t_commit_in_flight),
+		T(t_read_without_pool_lock),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("threads", tests, group_setup, group_teardown);
