@@ -144,6 +144,7 @@ for u in "nbd+unix:///v?socket=$dir/w.sock" "nbd+unix:///?socket=$dir/f.sock"; d
 		--size=$W --end_fsync=1 >/dev/null 2>"$dir/fio.err" ||
 		{ cat "$dir/fio.err" >&2; fail "fio fill"; }
 done
+sync
 cat "$dir/w.pool" "$dir/raw.img" >/dev/null
 echo
 echo "Warm reads: 4 KiB random reads of a 256 MiB export written at random"

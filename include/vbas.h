@@ -111,7 +111,11 @@ int vbas_close(struct vbas_pool *pool);
 int vbas_pool_pin(struct vbas_pool *pool, uint64_t *generation);
 void vbas_pool_unpin(struct vbas_pool *pool);
 
-/* Commit: every change made before the call is durable when it returns. */
+/* Commit: every change made before the call is durable when it returns.
+ * The device flushes run without the pool's lock: reads, writes and other
+ * calls of other threads go on meanwhile, and flushes that arrive while a
+ * commit is on its way wait for it and share the next one.  With nothing
+ * written since the last flush it costs nothing. */
 int vbas_flush(struct vbas_pool *pool);
 
 struct vbas_pool_info {

@@ -563,20 +563,22 @@ int rl_lock(struct vbas_pool *p, struct vol_state *vs, uint64_t start, uint64_t 
 	return 0;
 }
 
-/* A shared range at once, or -EAGAIN (held, a whole-volume request
- * waiting, no memory): the reads' way in, without the pool lock. */
-static int rl_read_try(struct vol_state *vs, uint64_t start, uint64_t n)
+/* The range at once, or -EBUSY if held (or, for a shared one, a
+ * whole-volume request waits), or -ENOMEM: a read's way in without the
+ * pool lock (shared), and a shrink's that must not wait (exclusive). */
+static int rl_try(struct vol_state *vs, uint64_t start, uint64_t n, int excl)
 {
 	struct rl_range *r = malloc(sizeof(*r));
 	if (!r)
-		return -EAGAIN;
+		return -ENOMEM;
 	pthread_mutex_lock(&vs->rl_mu);
-	if (rl_conflict(vs, start, n, 0) || (vs->whole_waiting && !rl_holds_any(vs))) {
+	if (rl_conflict(vs, start, n, excl) ||
+	    (!excl && vs->whole_waiting && !rl_holds_any(vs))) {
 		pthread_mutex_unlock(&vs->rl_mu);
 		free(r);
-		return -EAGAIN;
+		return -EBUSY;
 	}
-	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 0,
+	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = excl,
 				.owner = pthread_self() };
 	vs->ranges = r;
 	pthread_mutex_unlock(&vs->rl_mu);
@@ -585,20 +587,7 @@ static int rl_read_try(struct vol_state *vs, uint64_t start, uint64_t n)
 
 int rl_trylock(struct vol_state *vs, uint64_t start, uint64_t n)
 {
-	struct rl_range *r = malloc(sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	pthread_mutex_lock(&vs->rl_mu);
-	if (rl_conflict(vs, start, n, 1)) {
-		pthread_mutex_unlock(&vs->rl_mu);
-		free(r);
-		return -EBUSY;
-	}
-	*r = (struct rl_range){ .next = vs->ranges, .start = start, .n = n, .excl = 1,
-				.owner = pthread_self() };
-	vs->ranges = r;
-	pthread_mutex_unlock(&vs->rl_mu);
-	return 0;
+	return rl_try(vs, start, n, 1);
 }
 
 static struct rl_range **rl_find(struct vol_state *vs, uint64_t start, uint64_t n, int excl)
@@ -694,7 +683,7 @@ static int map_read_fast(struct vbas_vol *vol, uint64_t off, uint64_t len,
 	}
 	uint64_t lblk = off >> p->bshift;
 	uint64_t nblk = ((off + len + p->bs - 1) >> p->bshift) - lblk;
-	if (rl_read_try(vs, lblk, nblk)) {
+	if (rl_try(vs, lblk, nblk, 0)) {
 		pthread_rwlock_unlock(&p->tree_lock);
 		return -EAGAIN;
 	}

@@ -2058,28 +2058,46 @@ static void t_enospc_overlap(void **state)
 	run_olap(&c, seed);
 }
 
-/* A device that stops one data write at a gate until told to go on. */
+/* A device that stops one data write (the one that covers GATE_OFF), or
+ * with AT_FLUSH its next flush, at a gate until told to go on. */
 struct gatedev {
 	struct wrapdev w;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint64_t gate_off;
-	int armed, arrived, open;
+	int armed, arrived, open, at_flush;
+	uint64_t flushes;
 };
+
+/* The gate, if armed for this I/O (G->MU held). */
+static void gate_pass(struct gatedev *g)
+{
+	g->armed = 0;
+	g->arrived = 1;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->open)
+		pthread_cond_wait(&g->cv, &g->mu);
+}
 
 static int g_pwrite(struct vbas_dev *d, const void *b, size_t l, uint64_t o)
 {
 	struct gatedev *g = (struct gatedev *)d;
 	pthread_mutex_lock(&g->mu);
-	if (g->armed && o <= g->gate_off && g->gate_off < o + l) {
-		g->armed = 0;
-		g->arrived = 1;
-		pthread_cond_broadcast(&g->cv);
-		while (!g->open)
-			pthread_cond_wait(&g->cv, &g->mu);
-	}
+	if (g->armed && !g->at_flush && o <= g->gate_off && g->gate_off < o + l)
+		gate_pass(g);
 	pthread_mutex_unlock(&g->mu);
 	return wrap_pwrite(d, b, l, o);
+}
+
+static int g_flush(struct vbas_dev *d)
+{
+	struct gatedev *g = (struct gatedev *)d;
+	pthread_mutex_lock(&g->mu);
+	g->flushes++;
+	if (g->armed && g->at_flush)
+		gate_pass(g);
+	pthread_mutex_unlock(&g->mu);
+	return wrap_flush(d);
 }
 
 static void g_destroy(struct vbas_dev *d)
@@ -2091,7 +2109,7 @@ static void g_destroy(struct vbas_dev *d)
 }
 
 static const struct vbas_dev_ops gate_ops = {
-	.name = "gate", .pread = wrap_pread, .pwrite = g_pwrite, .flush = wrap_flush,
+	.name = "gate", .pread = wrap_pread, .pwrite = g_pwrite, .flush = g_flush,
 	.discard = wrap_discard, .destroy = g_destroy,
 };
 
@@ -2100,7 +2118,9 @@ static int gate_wait(struct gatedev *g, int *flag, double secs)
 	struct timespec ts;
 	int ok;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)secs;
+	long long ns = ts.tv_nsec + (long long)((secs - (double)(time_t)secs) * 1e9);
+	ts.tv_sec += (time_t)secs + (time_t)(ns / 1000000000);
+	ts.tv_nsec = (long)(ns % 1000000000);
 	pthread_mutex_lock(&g->mu);
 	while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &ts) == 0)
 		;
@@ -2435,67 +2455,13 @@ static void t_fair_range_locks(void **state)
 
 /* ---- Commits in flight: reads, writes and flushes during a device flush --
  *
- * A device whose flush can be held at a gate: the commit that flushes
- * waits there, its pool lock given up (txn.c, "Commits in flight").  While
+ * The gate device holds a flush: the commit that flushes waits there, its pool lock given up (txn.c, "Commits in flight").  While
  * it waits: a read and writes complete, later flushes wait and then share
  * one commit, and the device image as it stands holds the last commit
  * whole (the writes of the next transaction took no block the commit in
  * flight frees).  Without the change each of these waited for the flush. */
-struct flushgate {
-	struct wrapdev w;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int armed, arrived, open;
-	uint64_t flushes;
-};
-
-static int fg_flush(struct vbas_dev *d)
-{
-	struct flushgate *g = (struct flushgate *)d;
-	pthread_mutex_lock(&g->mu);
-	g->flushes++;
-	if (g->armed) {
-		g->armed = 0;
-		g->arrived = 1;
-		pthread_cond_broadcast(&g->cv);
-		while (!g->open)
-			pthread_cond_wait(&g->cv, &g->mu);
-	}
-	pthread_mutex_unlock(&g->mu);
-	return wrap_flush(d);
-}
-
-static void fg_destroy(struct vbas_dev *d)
-{
-	struct flushgate *g = (struct flushgate *)d;
-	pthread_mutex_destroy(&g->mu);
-	pthread_cond_destroy(&g->cv);
-	wrap_destroy(d);
-}
-
-static const struct vbas_dev_ops flushgate_ops = {
-	.name = "flushgate", .pread = wrap_pread, .pwrite = wrap_pwrite, .flush = fg_flush,
-	.discard = wrap_discard, .destroy = fg_destroy,
-};
-
-static int fg_wait(struct flushgate *g, int *flag, double secs)
-{
-	struct timespec ts;
-	int ok;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	long long ns = ts.tv_nsec + (long long)((secs - (double)(time_t)secs) * 1e9);
-	ts.tv_sec += (time_t)secs + (time_t)(ns / 1000000000);
-	ts.tv_nsec = (long)(ns % 1000000000);
-	pthread_mutex_lock(&g->mu);
-	while (!*flag && pthread_cond_timedwait(&g->cv, &g->mu, &ts) == 0)
-		;
-	ok = *flag;
-	pthread_mutex_unlock(&g->mu);
-	return ok;
-}
-
 struct fg_job {
-	struct flushgate *g;
+	struct gatedev *g;
 	struct vbas_pool *p;
 	struct vbas_vol *v;
 	int kind;                  /* 0: flush; 1: the reads and writes below */
@@ -2539,7 +2505,7 @@ static void *fg_job_main(void *arg)
 static void t_commit_in_flight(void **state)
 {
 	(void)state;
-	struct flushgate *g = calloc(1, sizeof(*g));
+	struct gatedev *g = calloc(1, sizeof(*g));
 	struct vbas_dev *mem = mem_pool(64 << 20, BS, 0);
 	struct vbas_vol *a, *b;
 	struct vbas_pool_info pi;
@@ -2549,7 +2515,7 @@ static void t_commit_in_flight(void **state)
 	pthread_t t[5];
 	struct fg_job jobs[5];
 	assert_non_null(g);
-	wrap_init(&g->w, mem, &flushgate_ops);
+	wrap_init(&g->w, mem, &gate_ops);
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
 	struct vbas_pool *p = open_mem(&g->w.d, 1 << 20);
@@ -2574,6 +2540,7 @@ static void t_commit_in_flight(void **state)
 	assert_ok(vbas_discard(a, 0, FG_BLOCKS * BS, 0));
 	assert_ok(vbas_pwrite(b, want + 8 * BS, BS, 8 * BS, 0));
 	pthread_mutex_lock(&g->mu);
+	g->at_flush = 1;
 	g->armed = 1;
 	g->flushes = 0;
 	pthread_mutex_unlock(&g->mu);
@@ -2586,12 +2553,9 @@ static void t_commit_in_flight(void **state)
 		jobs[i].want = want;
 	}
 	assert_int_equal(pthread_create(&t[0], NULL, fg_job_main, &jobs[0]), 0);
-	int held = fg_wait(g, &g->arrived, 10);
+	int held = gate_wait(g, &g->arrived, 10);
 	if (!held) {
-		pthread_mutex_lock(&g->mu);
-		g->open = 1;
-		pthread_cond_broadcast(&g->cv);
-		pthread_mutex_unlock(&g->mu);
+		gate_open(g);
 		pthread_join(t[0], NULL);
 		fail_msg("the flush never reached the device flush");
 	}
@@ -2603,7 +2567,7 @@ static void t_commit_in_flight(void **state)
 	pool_unlock(p);
 	jobs[1].kind = 1;
 	assert_int_equal(pthread_create(&t[1], NULL, fg_job_main, &jobs[1]), 0);
-	int rw_done = fg_wait(g, &jobs[1].done, 10);
+	int rw_done = gate_wait(g, &jobs[1].done, 10);
 	/* Three more flushes: they wait for the commit in flight. */
 	for (int i = 2; i < 5; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, fg_job_main, &jobs[i]), 0);
@@ -2615,10 +2579,7 @@ static void t_commit_in_flight(void **state)
 	 * the last commit whole: "a" reads back although the commit in
 	 * flight frees its blocks and 64 blocks were allocated since. */
 	struct vbas_dev *img = vbas_memdev_clone(mem);
-	pthread_mutex_lock(&g->mu);
-	g->open = 1;
-	pthread_cond_broadcast(&g->cv);
-	pthread_mutex_unlock(&g->mu);
+	gate_open(g);
 	for (int i = 0; i < 5; i++)
 		pthread_join(t[i], NULL);
 	if (!rw_done)
@@ -2677,7 +2638,7 @@ static void t_commit_in_flight(void **state)
  * it works), a read of mapped data, of a hole and of a snapshot completes
  * in another thread.  A read whose range a writer holds waits for it. */
 struct rd_job {
-	struct flushgate *g;       /* (only its mutex and condition) */
+	struct gatedev *g;       /* (only its mutex and condition) */
 	struct vbas_vol *v;
 	uint8_t *buf;
 	size_t len;
@@ -2700,7 +2661,7 @@ static void *rd_job_main(void *arg)
 static void t_read_without_pool_lock(void **state)
 {
 	(void)state;
-	struct flushgate g;
+	struct gatedev g;
 	struct vbas_dev *d = mem_pool(32 << 20, BS, 0);
 	struct vbas_pool *p = open_mem(d, 1 << 20);
 	struct vbas_vol *v, *s;
@@ -2730,7 +2691,7 @@ static void t_read_without_pool_lock(void **state)
 		memset(rd, 0xee, 8 * BS);
 		pthread_mutex_lock(&p->lock);
 		assert_int_equal(pthread_create(&t, NULL, rd_job_main, &j), 0);
-		int done = fg_wait(&g, &j.done, 10);
+		int done = gate_wait(&g, &j.done, 10);
 		pthread_mutex_unlock(&p->lock);
 		pthread_join(t, NULL);
 		if (!done)
@@ -2747,7 +2708,7 @@ static void t_read_without_pool_lock(void **state)
 	assert_ok(vbas_map_begin(v, 0, 4 * BS, VBAS_MAP_WRITE, NULL, &m));
 	struct rd_job j = { .g = &g, .v = v, .buf = rd, .len = BS, .off = 2 * BS };
 	assert_int_equal(pthread_create(&t, NULL, rd_job_main, &j), 0);
-	int early = fg_wait(&g, &j.done, 0.2);
+	int early = gate_wait(&g, &j.done, 0.2);
 	assert_ok(vbas_map_end(v, &m, 0, 0));
 	pthread_join(t, NULL);
 	assert_int_equal(early, 0);
