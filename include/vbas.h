@@ -279,7 +279,11 @@ struct vbas_vol_info {
 #define VBAS_VOL_READONLY      0x1u   /* a snapshot */
 #define VBAS_VOL_EXPENDABLE    0x2u   /* deleted by the pool to make room */
 
-/* Names are 1..255 bytes, no '/' and no NUL.  Sizes are multiples of the
+/* Names are 1..255 bytes, no '/' and no NUL, not "." or "..".  A new name
+ * (create, snapshot, clone) must also be valid UTF-8 without control
+ * characters (C0, DEL, C1): what NBD export names and JSON carry; -EINVAL
+ * otherwise.  A name an older vbas let through still opens and deletes,
+ * and vbas_check reports it.  Sizes are multiples of the
  * block size, 1 block .. VBAS_VOLUME_SIZE_MAX, and may exceed the pool.
  * create: -EEXIST name taken.  delete/resize/stat/open: -ENOENT unknown.
  * delete: -EBUSY open.  Shrinking frees the blocks past the new end. */

@@ -404,8 +404,19 @@ static int vol_rec_cb(void *arg, const void *rec)
 	memcpy(c->vnames[c->nv], r->v.name, nl);
 	c->vnames[c->nv][nl] = 0;
 	c->vhash[c->nv] = names_hash((const char *)r->v.name, nl);
-	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING)
+	if (le32_get(r->v.flags) & VBAS_VOLF_DELETING) {
 		c->vnames[c->nv][0] = 0;      /* its name is free for reuse */
+	} else {
+		size_t at;
+		const char *why = name_problem((const char *)r->v.name, nl, &at);
+		char shown[4 * VBAS_NAME_MAX + 8];
+		if (why)
+			problem(c, "volume %" PRIu64 ": its name '%s' %s (byte %zu): an older vbas "
+				"allowed it, but NBD export names and JSON cannot carry it; create "
+				"a copy under another name (vbas snapshot or clone) and delete it",
+				le64_get(r->k.id), name_shown((const char *)r->v.name, nl, shown,
+							     sizeof(shown)), why, at);
+	}
 	c->nv++;
 	return 0;
 }

@@ -452,6 +452,10 @@ int vol_lookup_name(struct vbas_pool *p, const char *name, uint64_t *id,
 int vol_get(struct vbas_pool *p, uint64_t id, struct vbas_vol_rec *rec);
 /* The same for an open volume, from its state while no record changed. */
 int vol_get_open(struct vbas_pool *p, struct vol_state *vs, struct vbas_vol_rec *rec);
+/* Why N bytes cannot name a new volume (not UTF-8, a control character;
+ * *AT the byte), or NULL; and a name shown with such bytes as \xNN. */
+const char *name_problem(const char *name, size_t n, size_t *at);
+const char *name_shown(const char *name, size_t n, char *buf, size_t len);
 int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
 /* Record T's root (block and transaction) in REC. */
 void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);

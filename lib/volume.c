@@ -1,6 +1,7 @@
 /* Volumes: the volume table and per-volume mapping trees; create, delete,
  * resize, list, open. */
 #include "internal.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -221,6 +222,41 @@ static int name_cb(void *arg, const void *rec)
 	return 0;
 }
 
+/* Why the N bytes of NAME cannot name a new volume: they are not UTF-8, or
+ * hold a control character (C0, DEL, C1), which no front end carries
+ * (an NBD export name is UTF-8, a JSON string escapes controls, a
+ * terminal acts on them).  NULL if they can.  *AT: the offending byte. */
+const char *name_problem(const char *name, size_t n, size_t *at)
+{
+	const unsigned char *s = (const unsigned char *)name;
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_len(s + i, n - i);
+		*at = i;
+		if (!l)
+			return "is not valid UTF-8";
+		uint32_t c = utf8_cp(s + i, l);
+		if (c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f))
+			return "holds a control character";
+		i += l;
+	}
+	return NULL;
+}
+
+/* NAME with its bytes past ASCII and its controls as \xNN, into BUF. */
+const char *name_shown(const char *name, size_t n, char *buf, size_t len)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 5 < len; i++) {
+		unsigned char ch = (unsigned char)name[i];
+		if (ch < 0x20 || ch >= 0x7f)
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+		else
+			buf[o++] = (char)ch;
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 static int check_name(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
@@ -232,6 +268,23 @@ static int check_name(const char *name)
 		return vbas_err(-EINVAL, "volume name '%s' holds '/'", name);
 	if (!strcmp(name, ".") || !strcmp(name, ".."))
 		return vbas_err(-EINVAL, "volume name '%s' is reserved", name);
+	return 0;
+}
+
+/* A name for a new volume: a name, and one every front end can carry. */
+static int check_new_name(const char *name)
+{
+	int r = check_name(name);
+	if (r)
+		return r;
+	size_t at, n = strlen(name);
+	const char *why = name_problem(name, n, &at);
+	if (why) {
+		char shown[4 * VBAS_NAME_MAX + 8];
+		return vbas_err(-EINVAL, "volume name '%s' %s (byte %zu): a name must be UTF-8 "
+				"without control characters, which NBD export names and JSON "
+				"can carry", name_shown(name, n, shown, sizeof(shown)), why, at);
+	}
 	return 0;
 }
 
@@ -349,7 +402,7 @@ int vbas_vol_create(struct vbas_pool *p, const char *name, uint64_t size)
 	int e;
 
 	vbas_err_clear();
-	e = check_name(name);
+	e = check_new_name(name);
 	if (e)
 		return e;
 	e = check_size(p, size);
@@ -710,7 +763,7 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	int writable = !!(flags & VBAS_SNAP_WRITABLE);
 	if (writable && (flags & VBAS_SNAP_EXPENDABLE))
 		return vbas_err(-EINVAL, "clone: only a snapshot can be expendable");
-	e = check_name(name);
+	e = check_new_name(name);
 	if (e)
 		return e;
 	pool_lock(p);
