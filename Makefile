@@ -29,7 +29,10 @@ endif
 
 # nbdkit's plugin directory: where `make install` puts the plugin and
 # where `vbas serve` looks for it when it is not beside the vbas binary.
-NBDKIT_PLUGINDIR ?= $(shell pkg-config --variable=plugindir nbdkit 2>/dev/null)
+# Where make install puts the plugin, and where an installed vbas serve
+# looks for it: under the prefix, unless set (e.g. to nbdkit's own
+# directory, pkg-config --variable=plugindir nbdkit, for 'nbdkit vbas').
+NBDKIT_PLUGINDIR ?= $(LIBDIR)/nbdkit/plugins
 NBDKIT_CFLAGS   := $(shell pkg-config --cflags nbdkit 2>/dev/null)
 PLUGIN  := $(O)/nbdkit-vbas-plugin.so
 # The sanitizer build has no plugin: nbdkit, which is not built with
@@ -59,8 +62,17 @@ $(O)/%.o: %.c
 $(O)/libvbas.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
-$(O)/libvbas.so: $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libvbas.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# libvbas.so exports what include/vbas.h declares and nothing else: the
+# version script lists every vbas_ function the header declares (comments
+# stripped by the preprocessor); the rest is local.
+$(O)/libvbas.map: include/vbas.h
+	@mkdir -p $(O)
+	{ echo 'VBAS_0 {'; echo '  global:'; \
+	  $(CC) -E -P include/vbas.h | grep -o 'vbas_[a-z0-9_]* *(' | tr -d ' (' | sort -u | \
+	  sed 's/.*/    &;/'; echo '  local: *;'; echo '};'; } > $@
+$(O)/libvbas.so: $(LIB_OBJ) $(O)/libvbas.map
+	$(CC) -shared -Wl,-soname,libvbas.so.0 -Wl,--version-script=$(O)/libvbas.map $(LDFLAGS) \
+		-o $@ $(LIB_OBJ) $(LDLIBS)
 
 # The CLI probes a target for signatures before format (libblkid).
 BLKID_CFLAGS := $(shell pkg-config --cflags blkid 2>/dev/null)
@@ -151,7 +163,6 @@ install: all
 	ln -sf libvbas.so.0 $(DESTDIR)$(LIBDIR)/libvbas.so
 	install -m 644 $(O)/vbas.pc $(DESTDIR)$(LIBDIR)/pkgconfig/vbas.pc
 	install -m 755 $(O)/vbas $(DESTDIR)$(BINDIR)/vbas
-	@[ -n "$(NBDKIT_PLUGINDIR)" ] || { echo "install: nbdkit's plugin directory is unknown (pkg-config nbdkit); set NBDKIT_PLUGINDIR=" >&2; exit 1; }
 	install -d $(DESTDIR)$(NBDKIT_PLUGINDIR)
 	install -m 755 $(PLUGIN) $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vbas-plugin.so
 

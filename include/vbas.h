@@ -596,13 +596,9 @@ int vbas_repair(struct vbas_pool *pool, unsigned flags,
 		void (*cb)(const char *msg, void *arg), void *arg,
 		struct vbas_repair_stats *stats);
 
-/* ---- Testing hooks ---------------------------------------------------- */
-
-/* Open a pool on an in-memory device (see tests/): not for production. */
-struct vbas_dev;
-int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *opts,
-		  struct vbas_pool **poolp);
-int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts);
+/* The library's version, VBAS_VERSION_STRING as it was built: a program
+ * can tell the header it was compiled with from the library it runs. */
+const char *vbas_version(void);
 
 #ifdef __cplusplus
 }

@@ -211,6 +211,12 @@ struct vbas_pool {
 	uint64_t ev_enospc_avail, ev_enospc_count;
 };
 
+/* Testing hooks (tests/, fuzz/): a pool on a device of the caller's, such
+ * as the in-memory one; not exported by libvbas.so. */
+int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *opts,
+		  struct vbas_pool **poolp);
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts);
+
 /* The pool lock: LOCK, and TREE_LOCK for writing.  A wait on a condition
  * gives both up. */
 static inline void pool_lock(struct vbas_pool *p)

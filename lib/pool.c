@@ -374,6 +374,11 @@ int vbas_close(struct vbas_pool *p)
 	return r;
 }
 
+const char *vbas_version(void)
+{
+	return VBAS_VERSION_STRING;
+}
+
 int vbas_flush(struct vbas_pool *p)
 {
 	vbas_err_clear();

@@ -299,6 +299,11 @@ for build in "${builds[@]}"; do
 	queue sys "$build/cli" tests/cli/test-cli.sh "$build"
 	queue sys "$build/cli-hostile" tests/cli/test-hostile.sh "$build"
 	queue sys "$build/cli-huge" tests/cli/test-huge.sh "$build"
+	# The installed library (a program linked against libvbas.so): the
+	# plain build's only, a sanitizer build's needs its runtime.
+	if ! grep -qa __asan_init "$build/vbas"; then
+		queue sys "$build/install" tests/cli/test-install.sh "$build"
+	fi
 	if grep -qa __asan_init "$build/vbas"; then
 		# The sanitizer build has no plugin: nbdkit, which is not built
 		# with ASan, cannot dlopen an ASan-built one.  Only the checks of

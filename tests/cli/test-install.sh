@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The installed library: tests/cli/test-install.sh BUILD_DIR
+#
+# make install into a staging root (DESTDIR) puts every file under the
+# prefix, the nbdkit plugin included; libvbas.so has its SONAME and exports
+# the functions vbas.h declares and nothing else (no bt_, cache_, space_ or
+# test hooks); a program built outside the tree against the installed
+# vbas.pc (pkg-config) links against the installed libvbas.so, reports the
+# library's version, formats a pool, writes a volume and reads it back.
+set -euo pipefail
+
+BUILD=${1:?usage: $0 BUILD_DIR}
+TESTS=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$TESTS/.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+T=$(mktemp -d "${TMPDIR:-/tmp}/vbas-install.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM HUP
+cd "$T"
+. "$TESTS/tap.sh"
+
+P=/usr/local                    # the Makefile's default PREFIX
+S=$T/root$P
+VERSION=$(sed -n 's/.*VBAS_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/vbas.h")
+
+expect_ok "make install into a staging root" make -s -C "$ROOT" install O="$BUILD" DESTDIR="$T/root"
+outside=$(find "$T/root" -mindepth 1 \( -type f -o -type l \) ! -path "$S/*" | head -5)
+if [ -z "$outside" ]; then
+	pass "every file is under the prefix"
+else
+	fail "every file is under the prefix" "outside it: $outside"
+fi
+missing=
+for f in bin/vbas include/vbas.h lib/libvbas.a "lib/libvbas.so.$VERSION" lib/libvbas.so.0 \
+	lib/libvbas.so lib/pkgconfig/vbas.pc lib/nbdkit/plugins/nbdkit-vbas-plugin.so; do
+	[ -e "$S/$f" ] || missing="$missing $f"
+done
+if [ -z "$missing" ]; then
+	pass "the binary, the libraries, the header, vbas.pc and the plugin are installed"
+else
+	fail "the binary, the libraries, the header, vbas.pc and the plugin are installed" \
+		"missing:$missing"
+fi
+expect_true "libvbas.so.0 links to libvbas.so.$VERSION, libvbas.so to libvbas.so.0" \
+	test "$(readlink "$S/lib/libvbas.so.0")" = "libvbas.so.$VERSION" -a \
+	"$(readlink "$S/lib/libvbas.so")" = libvbas.so.0
+expect_true "its SONAME is libvbas.so.0" \
+	bash -c "readelf -d '$S/lib/libvbas.so.$VERSION' | grep -q 'SONAME.*\\[libvbas.so.0\\]'"
+
+# What it exports: defined dynamic symbols, less the version node (type A).
+nm -D --defined-only "$S/lib/libvbas.so.$VERSION" | awk '$2 != "A" { print $3 }' |
+	sed 's/@.*//' | sort -u >exported
+cc -E -P "$S/include/vbas.h" | grep -o 'vbas_[a-z0-9_]* *(' | tr -d ' (' | sort -u >declared
+others=$(grep -v '^vbas_' exported | head -5 || :)
+if [ -z "$others" ] && [ "$(wc -l <exported)" -ge 40 ]; then
+	pass "libvbas.so exports vbas_ functions only ($(wc -l <exported) of them)"
+else
+	fail "libvbas.so exports vbas_ functions only" "others: $others" \
+		"count: $(wc -l <exported)"
+fi
+if cmp -s exported declared; then
+	pass "it exports exactly what vbas.h declares"
+else
+	fail "it exports exactly what vbas.h declares" "$(diff declared exported | head -10)"
+fi
+leaked=$(grep -xE 'vbas_open_dev|vbas_format_dev|vbas_memdev_create|vbas_crc32c|vbas_err' \
+	exported || :)
+if [ -z "$leaked" ]; then
+	pass "no test hook or internal helper is exported"
+else
+	fail "no test hook or internal helper is exported" "exported: $leaked"
+fi
+
+# A program of the library's users, built against the installed tree.
+cat >prog.c <<'EOF'
+#include <stdio.h>
+#include <string.h>
+#include <vbas.h>
+
+int main(int argc, char **argv)
+{
+	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	static char w[65536], r[65536];
+	(void)argc;
+	printf("%s\n", vbas_version());
+	for (size_t i = 0; i < sizeof(w); i++)
+		w[i] = (char)(i * 7 + 3);
+	if (vbas_format(argv[1], &fo) || vbas_open(argv[1], NULL, &p) ||
+	    vbas_vol_create(p, "disk", 1 << 20) || vbas_vol_open(p, "disk", &v) ||
+	    vbas_pwrite(v, w, sizeof(w), 4096, 0) || vbas_pread(v, r, sizeof(r), 4096)) {
+		fprintf(stderr, "prog: %s\n", vbas_errmsg());
+		return 1;
+	}
+	vbas_vol_close(v);
+	if (vbas_close(p)) {
+		fprintf(stderr, "prog: close: %s\n", vbas_errmsg());
+		return 1;
+	}
+	return memcmp(w, r, sizeof(w)) != 0;
+}
+EOF
+export PKG_CONFIG_SYSROOT_DIR=$T/root PKG_CONFIG_PATH=$S/lib/pkgconfig
+run pkg-config --modversion vbas
+expect_true "pkg-config finds the installed vbas.pc, version $VERSION" \
+	test "$RC" = 0 -a "$(cat "$T/out")" = "$VERSION"
+FLAGS=$(pkg-config --cflags --libs vbas)
+expect_ok "a program outside the tree builds against it" \
+	bash -c "cc -Wall -Werror prog.c -o prog $FLAGS"
+run env LD_LIBRARY_PATH="$S/lib" ldd ./prog
+expect_true "it runs against the installed libvbas.so.0" \
+	grep -q "libvbas.so.0 => $S/lib/libvbas.so.0" "$T/out"
+run env LD_LIBRARY_PATH="$S/lib" ./prog "$T/p.pool"
+if [ "$RC" = 0 ] && [ "$(cat "$T/out")" = "$VERSION" ]; then
+	pass "it reports the version, formats, writes and reads back its data"
+else
+	fail "it reports the version, formats, writes and reads back its data" \
+		"exit $RC" "stdout: $(cat "$T/out")" "stderr: $(cat "$T/err")"
+fi
+run "$S/bin/vbas" check "$T/p.pool"
+expect_true "the installed vbas checks the pool it made: clean" test "$RC" = 0
+tap_end
