@@ -1391,18 +1391,75 @@ static const char *file_arg(const struct args *a)
 	return a->npos > 2 && strcmp(a->pos[2], "-") ? a->pos[2] : NULL;
 }
 
+/* All of B[0, N) is zero. */
+static int all_zero(const char *b, size_t n)
+{
+	return !n || (!b[0] && !memcmp(b, b + 1, n - 1));
+}
+
+/* Sparse copies: the pieces of BUF[0, N) that hold data, and the whole
+ * blocks (of BS bytes, counted from volume offset VOFF) that are all zero.
+ * CB gets each maximal run: (offset in BUF, length, zero or not). */
+static int split_zero_blocks(const char *buf, size_t n, uint64_t voff, uint32_t bs,
+			     int (*cb)(void *, size_t, size_t, int), void *arg)
+{
+	size_t i = 0, start = 0;
+	int cur = -1;
+	while (i < n) {
+		size_t into = (size_t)((voff + i) % bs), seg = bs - into;
+		if (seg > n - i)
+			seg = n - i;
+		int z = !into && seg == bs && all_zero(buf + i, bs);
+		if (cur >= 0 && z != cur) {
+			int r = cb(arg, start, i - start, cur);
+			if (r)
+				return r;
+			start = i;
+		}
+		cur = z;
+		i += seg;
+	}
+	return cur >= 0 ? cb(arg, start, i - start, cur) : 0;
+}
+
+struct wr {
+	struct vbas_vol *vol;
+	const char *buf;
+	uint64_t off;          /* volume offset of BUF[0] */
+	int err;               /* the library's error, for lib_fail */
+};
+
+static int wr_piece(void *arg, size_t at, size_t len, int zero)
+{
+	struct wr *w = arg;
+	int r = zero ? vbas_write_zeroes(w->vol, w->off + at, len, 0)
+		     : vbas_pwrite(w->vol, w->buf + at, len, w->off + at, 0);
+	if (r)
+		w->err = r;
+	return r;
+}
+
+/* vbas write: the source's holes (SEEK_HOLE) and its blocks of zeros
+ * become holes of the volume (vbas_write_zeroes: nothing mapped, what
+ * was mapped there let go), the rest is written. */
 static int cmd_write(const struct args *a)
 {
 	const char *file = file_arg(a), *fname = file ? file : "stdin";
 	struct vbas_vol_info info;
+	struct vbas_pool_info pi;
 	struct vbas_pool *pool;
 	struct vbas_vol *vol;
-	uint64_t off = a->offset, total = 0;
+	uint64_t off = a->offset, total = 0, src = 0, src_size = 0;
 	void *buf;
-	int fd = 0, r, rc;
+	int fd = 0, r, rc, holes = 0;
 
 	if (file && (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
 		return fail(a->cmd, file, "%s", strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) == 0) {
+		holes = 1;             /* SEEK_DATA finds its data */
+		src_size = (uint64_t)st.st_size;
+	}
 	if (posix_memalign(&buf, 4096, CHUNK)) {
 		if (file)
 			close(fd);
@@ -1416,8 +1473,54 @@ static int cmd_write(const struct args *a)
 			  PRIu64 " bytes)", off, info.size);
 		goto close;
 	}
+	r = vbas_pool_info(pool, &pi);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		goto close;
+	}
+	if (holes && src_size > info.size - off) {
+		/* (Nothing is written: the whole file is known not to fit.) */
+		rc = fail(a->cmd, a->pos[1], "write of %" PRIu64 " bytes at offset %" PRIu64 " goes "
+			  "past the end of the volume (%" PRIu64 " bytes)", src_size, off, info.size);
+		goto close;
+	}
 	for (;;) {
-		ssize_t n = read_full(fd, buf, CHUNK);
+		ssize_t n;
+		if (holes) {
+			/* A hole of the source up to its next data: zeros. */
+			off_t d = lseek(fd, (off_t)src, SEEK_DATA);
+			if (d < 0 && errno == EINVAL)
+				d = (off_t)src;        /* no SEEK_DATA here: all data */
+			uint64_t data = d < 0 ? src_size : (uint64_t)d;
+			if (d < 0 && errno != ENXIO) {
+				rc = fail(a->cmd, fname, "seek: %s", strerror(errno));
+				break;
+			}
+			if (data > src) {
+				r = vbas_write_zeroes(vol, off, data - src, 0);
+				if (r) {
+					rc = lib_fail(a->cmd, a->pos[0], r);
+					break;
+				}
+				off += data - src;
+				total += data - src;
+				src = data;
+			}
+			if (src >= src_size)
+				break;
+			off_t h = lseek(fd, (off_t)src, SEEK_HOLE);
+			uint64_t want = h < 0 ? src_size - src : (uint64_t)h - src;
+			if (want > CHUNK)
+				want = CHUNK;
+			n = pread(fd, buf, (size_t)want, (off_t)src);
+			if (n == 0) {
+				rc = fail(a->cmd, fname, "read: it ended at %" PRIu64 " bytes, not %"
+					  PRIu64 " (changed while read?)", src, src_size);
+				break;
+			}
+		} else {
+			n = read_full(fd, buf, CHUNK);
+		}
 		if (n < 0) {
 			rc = fail(a->cmd, fname, "read: %s", strerror(errno));
 			break;
@@ -1431,12 +1534,13 @@ static int cmd_write(const struct args *a)
 				  info.size);
 			break;
 		}
-		r = vbas_pwrite(vol, buf, (size_t)n, off, 0);
-		if (r) {
-			rc = lib_fail(a->cmd, a->pos[0], r);
+		struct wr w = { vol, buf, off, 0 };
+		if (split_zero_blocks(buf, (size_t)n, off, pi.block_size, wr_piece, &w)) {
+			rc = lib_fail(a->cmd, a->pos[0], w.err);
 			break;
 		}
 		off += (uint64_t)n;
+		src += (uint64_t)n;
 		total += (uint64_t)n;
 	}
 	/* Commit what was written, even after a failure. */
@@ -1455,6 +1559,24 @@ out:
 	return rc;
 }
 
+struct rd {
+	int fd;
+	const char *buf;
+	int last_zero;
+};
+
+static int rd_piece(void *arg, size_t at, size_t len, int zero)
+{
+	struct rd *o = arg;
+	o->last_zero = zero;
+	if (zero)
+		return lseek(o->fd, (off_t)len, SEEK_CUR) < 0 ? -1 : 0;
+	return write_full(o->fd, o->buf + at, len) < 0 ? -1 : 0;
+}
+
+/* vbas read: into a regular file, the volume's holes and blocks of zeros
+ * are seeked over (the file as sparse as the volume); into a pipe or a
+ * terminal, every byte. */
 static int cmd_read(const struct args *a)
 {
 	const char *file = file_arg(a), *fname = file ? file : "stdout";
@@ -1489,6 +1611,18 @@ static int cmd_read(const struct args *a)
 		rc = fail(a->cmd, file, "%s", strerror(errno));
 		goto close;
 	}
+	/* Into a regular file (not one appended to), blocks of zeros are
+	 * seeked over: the copy is as sparse as the volume. */
+	struct stat st;
+	int fl = fcntl(fd, F_GETFL);
+	int sparse = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && fl >= 0 && !(fl & O_APPEND) &&
+		     lseek(fd, 0, SEEK_CUR) >= 0;
+	int skipped = 0;
+	struct vbas_pool_info pi;
+	if (sparse && (r = vbas_pool_info(pool, &pi))) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
+		goto close;
+	}
 	while (left) {
 		size_t n = left < CHUNK ? (size_t)left : CHUNK;
 		r = vbas_pread(vol, buf, n, off);
@@ -1496,12 +1630,21 @@ static int cmd_read(const struct args *a)
 			rc = lib_fail(a->cmd, a->pos[0], r);
 			break;
 		}
-		if (write_full(fd, buf, n) < 0) {
+		struct rd o = { fd, buf, 0 };
+		if (sparse ? split_zero_blocks(buf, n, off, pi.block_size, rd_piece, &o)
+			   : write_full(fd, buf, n) < 0) {
 			rc = fail(a->cmd, fname, "write: %s", strerror(errno));
 			break;
 		}
+		skipped = sparse && o.last_zero;
 		off += n;
 		left -= n;
+	}
+	/* A hole at the end: the file's size says where it ends. */
+	if (!rc && skipped) {
+		off_t end = lseek(fd, 0, SEEK_CUR);
+		if (end < 0 || ftruncate(fd, end) < 0)
+			rc = fail(a->cmd, fname, "truncate: %s", strerror(errno));
 	}
 	if (file && fd >= 0 && close(fd) < 0 && !rc)
 		rc = fail(a->cmd, file, "close: %s", strerror(errno));
@@ -3124,14 +3267,21 @@ static const struct cmd cmds[] = {
 	  "Reads FILE, or standard input when FILE is absent or '-', to its end and\n"
 	  "writes it at OFF (default 0) in chunks of 1 MiB, then commits.  A chunk\n"
 	  "that would go past the end of the volume or does not fit in the pool is\n"
-	  "not written; what was written before it is committed.\n\n"
+	  "not written; what was written before it is committed (a regular FILE too\n"
+	  "large for the volume is refused whole, before anything is written).\n"
+	  "Sparse: the holes of a regular FILE (SEEK_HOLE) are not read, and they\n"
+	  "and every whole block of zeros become holes of the volume (unmapped,\n"
+	  "whatever was mapped there before), so the volume maps the data only.\n\n"
 	  "Options:\n"
 	  "  -o, --offset OFF        where to start writing (default 0)\n" CACHE_HELP HELP_HELP },
 	{ "read", cmd_read, O_OFFSET | O_LENGTH | O_CACHE, 2, 3,
 	  "POOL NAME [--offset OFF] [--length LEN] [FILE]",
 	  "copy part of a volume to FILE (or standard output)",
 	  "Writes LEN bytes from OFF (default: from 0 to the end of the volume) to\n"
-	  "FILE, or standard output when FILE is absent or '-'.  Holes read as zeros.\n\n"
+	  "FILE, or standard output when FILE is absent or '-'.  Holes read as zeros.\n"
+	  "Into a regular file (not one opened to append), holes and whole blocks of\n"
+	  "zeros are seeked over: the file is as sparse as the volume.  Into a pipe\n"
+	  "or a terminal, every byte.\n\n"
 	  "Options:\n"
 	  "  -o, --offset OFF        where to start reading (default 0)\n"
 	  "  -l, --length LEN        how much to read (default: to the end)\n" CACHE_HELP HELP_HELP },

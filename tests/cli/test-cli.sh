@@ -550,6 +550,52 @@ expect_json "data_used is the sum of mapped" \
 	"d['data_used'] == sum(v['mapped'] for v in json.loads(open('$T/list.json').read()))" \
 	info_and_list $W
 
+# ---- sparse write and read ------------------------------------------------------
+# The source's holes and blocks of zeros become holes; read writes a file as
+# sparse as the volume, and every byte into a pipe.
+SP=sparse.img
+expect_ok "format the sparse pool" "$VBAS" format $SP --size 512M
+expect_ok "create volume s (256M)" "$VBAS" create $SP s --size 256M
+truncate -s 200M src.img
+head -c $MiB /dev/urandom | dd of=src.img bs=1M seek=1 conv=notrunc status=none
+head -c $MiB /dev/urandom | dd of=src.img bs=1M seek=150 conv=notrunc status=none
+dd if=/dev/zero of=src.img bs=1M seek=100 count=3 conv=notrunc status=none
+expect_true "the source: 200M, 5M of it allocated (3M of them zeros)" \
+	test "$(stat -c %s src.img)" = $((200 * MiB)) -a $(($(stat -c %b src.img) * 512)) -ge $((5 * MiB))
+expect_ok "write: a sparse 200M file" "$VBAS" write $SP s src.img
+expect_json "write: only its 2M of data is mapped, not its hole nor its zeros" \
+	"d[0]['mapped'] == 2 * 2**20" "$VBAS" list $SP --json
+expect_ok "read: into a file" "$VBAS" read $SP s out.img --length $((200 * MiB))
+expect_true "read: the file is the source, byte for byte" cmp out.img src.img
+expect_true "read: the file is sparse (2M allocated, give or take a block)" \
+	test $(($(stat -c %b out.img) * 512)) -le $((2 * MiB + 65536))
+expect_true "read: into a pipe, every byte" \
+	bash -c "'$VBAS' read $SP s --length $((200 * MiB)) | cmp - src.img"
+expect_ok "write: 100M of zeros from a pipe over the first MiB of data" \
+	bash -c "head -c 100M /dev/zero | '$VBAS' write $SP s --offset $MiB"
+expect_json "write: zeros map nothing, and unmap what was there" \
+	"d[0]['mapped'] == 2**20" "$VBAS" list $SP --json
+cp src.img want.img
+dd if=/dev/zero of=want.img bs=1M seek=1 count=100 conv=notrunc status=none
+expect_true "read: zeros where the zeros went, the rest as it was" \
+	bash -c "'$VBAS' read $SP s --length $((200 * MiB)) | cmp - want.img"
+# Blocks written in part are written as they are, zeros included.
+{ head -c 10000 /dev/zero; head -c 5000 /dev/urandom; } >part.bin
+expect_ok "write: zeros and data at an unaligned offset" "$VBAS" write $SP s part.bin --offset 1000
+dd if=part.bin of=want.img bs=1 seek=1000 conv=notrunc status=none
+expect_true "read: the unaligned write, byte for byte" \
+	bash -c "'$VBAS' read $SP s --length $((200 * MiB)) | cmp - want.img"
+# (Bytes 1000-15999: blocks 0 and 3 in part, block 2 zeros then data,
+# block 1 all zeros.)
+expect_json "write: its one whole block of zeros is not mapped, the other three are" \
+	"d[0]['mapped'] == 2**20 + 3 * 4096" "$VBAS" list $SP --json
+expect_ok "read: into a file that is appended to (not sparse, every byte)" \
+	bash -c "'$VBAS' read $SP s --length $MiB >>app.img"
+expect_true "read: the appended copy is the first MiB" \
+	bash -c "head -c $MiB want.img | cmp - app.img"
+expect_ok "check: the sparse pool is clean" "$VBAS" check $SP
+rm -f src.img out.img want.img part.bin app.img $SP
+
 # ---- discard ----------------------------------------------------------------
 
 cp d1m exp1m

@@ -1394,7 +1394,7 @@ static void t_check_bad_names(void **state)
 	/* What an older vbas let through, written as it would have. */
 	const char *names[2] = { "a\xff", "b\tc" };
 	for (int i = 0; i < 2; i++) {
-		char tmp[8];
+		char tmp[16];
 		snprintf(tmp, sizeof(tmp), "t%d", i);
 		assert_ok(vbas_vol_create(p, tmp, 1 << 20));
 		assert_ok(vol_lookup_name(p, tmp, &id, &r.v));
