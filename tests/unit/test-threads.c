@@ -2137,6 +2137,16 @@ static void gate_open(struct gatedev *g)
 	pthread_mutex_unlock(&g->mu);
 }
 
+/* A job's result R, and that it is done, under G's mutex; waiters wake. */
+static void gate_note(struct gatedev *g, int *res, int *done, int r)
+{
+	pthread_mutex_lock(&g->mu);
+	*res = r;
+	*done = 1;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
 struct gate_job {
 	struct vbas_vol *v;
 	const void *buf;
@@ -2153,11 +2163,7 @@ static void *gate_job_main(void *arg)
 	struct gate_job *j = arg;
 	int r = j->discard ? vbas_discard(j->v, j->off, j->len, 0)
 			   : vbas_pwrite(j->v, j->buf, j->len, j->off, 0);
-	pthread_mutex_lock(&j->g->mu);
-	j->res = r;
-	j->done = 1;
-	pthread_cond_broadcast(&j->g->cv);
-	pthread_mutex_unlock(&j->g->mu);
+	gate_note(j->g, &j->res, &j->done, r);
 	return NULL;
 }
 
@@ -2494,11 +2500,7 @@ static void *fg_job_main(void *arg)
 		if (!r)
 			r = vbas_vol_create(j->p, "c", 1 << 20);
 	}
-	pthread_mutex_lock(&j->g->mu);
-	j->res = r;
-	j->done = 1;
-	pthread_cond_broadcast(&j->g->cv);
-	pthread_mutex_unlock(&j->g->mu);
+	gate_note(j->g, &j->res, &j->done, r);
 	return NULL;
 }
 
@@ -2650,11 +2652,7 @@ static void *rd_job_main(void *arg)
 {
 	struct rd_job *j = arg;
 	int r = vbas_pread(j->v, j->buf, j->len, j->off);
-	pthread_mutex_lock(&j->g->mu);
-	j->res = r;
-	j->done = 1;
-	pthread_cond_broadcast(&j->g->cv);
-	pthread_mutex_unlock(&j->g->mu);
+	gate_note(j->g, &j->res, &j->done, r);
 	return NULL;
 }
 
