@@ -245,13 +245,31 @@ static int parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
 		}
 		v = v * 10 + d;
 	}
+	/* A decimal fraction of a unit (1.5G), if it comes to whole bytes. */
+	uint64_t frac = 0, den = 1;
+	if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
+		for (p++; *p >= '0' && *p <= '9'; p++) {
+			if (den >= 1000000000000000000ull) {
+				snprintf(why, whylen, "invalid size '%s': too many decimals", s);
+				return -1;
+			}
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			den *= 10;
+		}
+		if (!*p) {
+			snprintf(why, whylen, "invalid size '%s': a fraction needs a unit (K, M, G, "
+				 "T, P or E)", s);
+			return -1;
+		}
+	}
 	if (*p) {
 		const char *u = memchr(units, *p >= 'a' && *p <= 'z' ? *p - 32 : *p, sizeof(units) - 1);
 		const char *rest = p + 1;
 		if (!u || (*rest && strcmp(rest, "iB") && strcmp(rest, "ib") &&
 			   strcmp(rest, "B") && strcmp(rest, "b"))) {
 			if (*p == '.' || *p == ',')
-				snprintf(why, whylen, "invalid size '%s': fractions are not supported", s);
+				snprintf(why, whylen, "invalid size '%s': write a fraction as 1.5G (digits "
+					 "after a point, then a unit)", s);
 			else
 				snprintf(why, whylen, "invalid size '%s': unknown suffix '%s' "
 					 "(use K, M, G, T, P or E)", s, p);
@@ -263,6 +281,17 @@ static int parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
 			return -1;
 		}
 		v <<= shift;
+		unsigned __int128 fb = ((unsigned __int128)frac << shift);
+		if (fb % den) {
+			snprintf(why, whylen, "invalid size '%s': not a whole number of bytes", s);
+			return -1;
+		}
+		uint64_t add = (uint64_t)(fb / den);
+		if (add > UINT64_MAX - v) {
+			snprintf(why, whylen, "invalid size '%s': too large (the limit is 2^64-1)", s);
+			return -1;
+		}
+		v += add;
 	}
 	*out = v;
 	return 0;
@@ -3527,13 +3556,14 @@ static const struct cmd *find_cmd(const char *name)
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: vbas [--cache SIZE] COMMAND [ARGS...]\n"
-		   "       vbas help COMMAND | vbas COMMAND --help | vbas --version\n\n"
+		   "       vbas help COMMAND | vbas COMMAND --help | vbas version | vbas -V\n\n"
 		   "Thin-provisioned volumes in a pool (a file or a block device).\n\n"
 		   "Commands:\n");
 	for (size_t i = 0; i < NCMDS; i++)
 		fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].summary);
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
-		   "(powers of 1024; also k, KiB, KB).\n\n"
+		   "(powers of 1024; also k, KiB, KB), with a decimal fraction if it comes to\n"
+		   "whole bytes (1.5G).\n\n"
 		   "While vbas serve serves a pool, info, list, create, resize, delete,\n"
 		   "snapshot and clone go through the server, and check checks the server's\n"
 		   "last commit; other commands say who holds the pool.\n\n"
@@ -3696,6 +3726,15 @@ static void json_error(const struct cmd *c)
 	puts("}}");
 }
 
+/* The CLI's version, and the library's it runs with when they differ. */
+static void print_version(void)
+{
+	if (strcmp(vbas_version(), VBAS_VERSION_STRING))
+		printf("vbas %s (libvbas %s)\n", VBAS_VERSION_STRING, vbas_version());
+	else
+		printf("vbas %s\n", VBAS_VERSION_STRING);
+}
+
 int main(int argc, char **argv)
 {
 	struct args a = { 0 };
@@ -3710,13 +3749,14 @@ int main(int argc, char **argv)
 
 	/* Global options, up to the command. */
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "+:h", gopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "+:hV", gopts, NULL)) != -1) {
 		switch (ch) {
 		case 'h':
 			usage(stdout);
 			return 0;
+		case 'V':
 		case OPT_VERSION:
-			printf("vbas %s\n", VBAS_VERSION_STRING);
+			print_version();
 			return 0;
 		case OPT_CACHE:
 			gcache = optarg;
@@ -3731,6 +3771,14 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *name = argv[optind];
+	if (!strcmp(name, "version")) {
+		if (optind + 1 < argc) {
+			fprintf(stderr, "vbas: version: takes no arguments\n");
+			return EXIT_USAGE;
+		}
+		print_version();
+		return 0;
+	}
 	if (!strcmp(name, "help")) {
 		if (optind + 1 >= argc) {
 			usage(stdout);

@@ -148,6 +148,10 @@ expect_out "vbas --help prints the usage" '^Usage: vbas' "$VBAS" --help
 expect_out "vbas --help lists every command" 'discard' "$VBAS" --help
 expect_out "vbas help prints the usage" '^Usage: vbas' "$VBAS" help
 expect_out "vbas --version" "^vbas [0-9]+\.[0-9]+\.[0-9]+$" "$VBAS" --version
+expect_out "vbas -V" "^vbas [0-9]+\.[0-9]+\.[0-9]+$" "$VBAS" -V
+expect_out "vbas version" "^vbas [0-9]+\.[0-9]+\.[0-9]+$" "$VBAS" version
+expect_fail "vbas version takes no arguments" 2 "^vbas: version: takes no arguments" \
+	"$VBAS" version x
 for c in $CMDS; do
 	expect_out "vbas $c --help" "^Usage: vbas $c " "$VBAS" "$c" --help
 	expect_out "vbas help $c" "^Usage: vbas $c " "$VBAS" help "$c"
@@ -208,9 +212,17 @@ expect_json "block size 64K" 'd["block_size"] == 65536 and d["size"] == 64*2**20
 expect_ok "format with --block-size 1M" "$VBAS" format p1m.img --size 256M --block-size 1M
 expect_ok "format with a KiB suffix" "$VBAS" format pk.img --size 65536KiB
 expect_json "65536KiB is 64 MiB" 'd["size"] == 64*2**20' "$VBAS" info pk.img --json
+expect_ok "format with a fractional size" "$VBAS" format pf.img --size 1.5M
+expect_json "1.5M is 1,572,864 bytes" 'd["size"] == 1572864' "$VBAS" info pf.img --json
+expect_fail "a fraction that is not whole bytes" 2 \
+	"^vbas: format: --size: invalid size '0.1K': not a whole number of bytes" \
+	"$VBAS" format pf2.img --size 0.1K
+expect_fail "a fraction without a unit" 2 \
+	"^vbas: format: --size: invalid size '1.5': a fraction needs a unit" \
+	"$VBAS" format pf2.img --size 1.5
 expect_ok "format with a lower-case suffix" "$VBAS" format pk.img --size 1g --force
 expect_json "1g is 1 GiB" 'd["size"] == 2**30' "$VBAS" info pk.img --json
-for bad in 12Q "" -5 1.5G 99999999999999999999 16777216T 10KQ " 5" 0x10; do
+for bad in 12Q "" -5 1.5 1. 0.1K 1.99999999999999999999G 99999999999999999999 16777216T 10KQ " 5" 0x10; do
 	expect_fail "format: bad size '$bad'" 2 "^vbas: format: --size: invalid size" \
 		"$VBAS" format bad.img --size "$bad"
 done
@@ -520,8 +532,8 @@ expect_fail "read: length past the end from 0" 1 "past the end" \
 	"$VBAS" read $W v --length 17M
 expect_fail "read: bad --length" 2 "^vbas: read: --length: invalid size '-1'" \
 	"$VBAS" read $W v --length -1
-expect_fail "read: bad --offset" 2 "^vbas: read: --offset: invalid size '1.5K'" \
-	"$VBAS" read $W v --offset 1.5K
+expect_fail "read: bad --offset" 2 "^vbas: read: --offset: invalid size '1,5K'" \
+	"$VBAS" read $W v --offset 1,5K
 expect_fail "read: unknown volume" 1 "^vbas: read: $W: volume 'nope' not found" \
 	"$VBAS" read $W nope
 expect_fail "read: output into a missing directory" 1 "^vbas: read: nodir/out: No such file" \
@@ -1157,8 +1169,8 @@ expect_fail "reflink: unknown source" 1 "^vbas: reflink: $H: volume 'nope' not f
 	"$VBAS" reflink $H nope 0 r2 0 4K
 expect_fail "reflink: a snapshot destination" 1 "^vbas: reflink: $H: .*snapshot \(read-only\)" \
 	"$VBAS" reflink $H r1 0 s1 0 4K
-expect_fail "reflink: a bad offset" 2 "^vbas: reflink: DST_OFFSET: invalid size '1.5K'" \
-	"$VBAS" reflink $H r1 0 r2 1.5K 4K
+expect_fail "reflink: a bad offset" 2 "^vbas: reflink: DST_OFFSET: invalid size '1,5K'" \
+	"$VBAS" reflink $H r1 0 r2 1,5K 4K
 expect_fail "reflink: missing LENGTH" 2 "^vbas: reflink: LENGTH: missing argument" \
 	"$VBAS" reflink $H r1 0 r2 0
 expect_true "failed reflinks changed nothing in r1" same_as r1_exp $H r1 0 $MiB
