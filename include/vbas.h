@@ -290,6 +290,9 @@ struct vbas_vol_info {
 int vbas_vol_create(struct vbas_pool *pool, const char *name, uint64_t size);
 int vbas_vol_delete(struct vbas_pool *pool, const char *name);
 int vbas_vol_resize(struct vbas_pool *pool, const char *name, uint64_t size);
+/* NAME is called NEWNAME from now on (a new name's rules; -EEXIST taken).
+ * Open handles keep working: they hold the volume, not its name. */
+int vbas_vol_rename(struct vbas_pool *pool, const char *name, const char *newname);
 int vbas_vol_stat(struct vbas_pool *pool, const char *name,
 		  struct vbas_vol_info *info);
 /* Calls CB for every volume in id order; a non-zero return from CB stops

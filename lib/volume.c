@@ -749,6 +749,47 @@ out:
 	return e;
 }
 
+int vbas_vol_rename(struct vbas_pool *p, const char *name, const char *newname)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	e = check_new_name(newname);
+	if (e)
+		return e;
+	pool_lock(p);
+	e = txn_writable(p, "rename");
+	if (!e)
+		e = vol_lookup_name(p, name, &id, &rec);
+	if (e || !strcmp(name, newname))
+		goto out;
+	e = new_volume_room(p, newname, "rename to");
+	if (e)
+		goto out;
+	/* The record and its entry in the name index, in one transaction. */
+	size_t nl = strlen(newname);
+	e = names_del(p, id, &rec);
+	if (!e) {
+		memset(rec.name, 0, sizeof(rec.name));
+		memcpy(rec.name, newname, nl);
+		rec.name_len = le16_mk((uint16_t)nl);
+		e = vol_put(p, id, &rec);
+	}
+	if (!e)
+		e = names_add(p, id, newname);
+	if (!e)
+		e = space_drain(p);
+	if (e)
+		txn_fail(p, e);
+	else
+		e = txn_maybe_commit(p);
+out:
+	pool_unlock(p);
+	return e;
+}
+
 int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, unsigned flags)
 {
 	struct vbas_voltab_rec r;

@@ -333,6 +333,12 @@ static int ctl_run(char *req, size_t n, FILE *out)
 		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
 		return 0;
 	}
+	if (!strcmp(f[0], "rename") && nf == 3) {
+		r = vbas_vol_rename(pool, f[1], f[2]);
+		ctl_done(r, what, out, "volume '%s' renamed '%s' by the server; its export is "
+			 "'%s' now", f[1], f[2], f[2]);
+		return 0;
+	}
 	if ((!strcmp(f[0], "create") || !strcmp(f[0], "resize")) && nf == 3) {
 		struct vbas_vol_info info;
 		if (ctl_size(f[2], &size)) {

@@ -2316,6 +2316,21 @@ static int cmd_unreserve(const struct args *a)
 	return reserve_common(a, 1);
 }
 
+/* rename: through the server when it serves the pool (the export's
+ * name changes; connected clients keep their connection). */
+static int cmd_rename(const struct args *a)
+{
+	struct vbas_pool *pool;
+	const char *req[3] = { "rename", a->pos[1], a->pos[2] };
+	int r, rc;
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+		return rc;
+	r = vbas_vol_rename(pool, a->pos[1], a->pos[2]);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	return close_pool(a, pool, rc);
+}
+
 static int cmd_snapshot(const struct args *a)
 {
 	return snapshot_common(a, 0);
@@ -3371,6 +3386,13 @@ static const struct cmd cmds[] = {
 	  "                          reservation for want of room (see 'set'); never\n"
 	  "                          while it is open or exported with clients\n"
 	  CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
+	{ "rename", cmd_rename, O_CACHE, 3, 3, "POOL NAME NEW",
+	  "give volume NAME the name NEW",
+	  "NEW must be free, UTF-8 and without control characters.  Nothing else\n"
+	  "changes: not the volume's id, data, snapshots or reservations.  While\n"
+	  "vbas serve serves the pool, the server renames it: its export is NEW\n"
+	  "from then on, and clients connected to NAME keep their connection.\n\n"
+	  "Options:\n" CACHE_HELP HELP_HELP, "POOL NAME NEW" },
 	{ "clone", cmd_clone, O_NO_RESERVE | O_CACHE, 3, 3, "POOL SOURCE NEW [--no-reserve]",
 	  "make NEW a writable clone of volume SOURCE",
 	  "O(1): NEW shares SOURCE's blocks; either can be written afterwards\n"
@@ -3564,9 +3586,9 @@ static void usage(FILE *f)
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
 		   "(powers of 1024; also k, KiB, KB), with a decimal fraction if it comes to\n"
 		   "whole bytes (1.5G).\n\n"
-		   "While vbas serve serves a pool, info, list, create, resize, delete,\n"
-		   "snapshot and clone go through the server, and check checks the server's\n"
-		   "last commit; other commands say who holds the pool.\n\n"
+		   "While vbas serve serves a pool, info, list, create, resize, rename,\n"
+		   "delete, snapshot and clone go through the server, and check checks the\n"
+		   "server's last commit; other commands say who holds the pool.\n\n"
 		   "Exit status: 0 success, 1 failure (check: problems found), 2 usage error.\n");
 }
 

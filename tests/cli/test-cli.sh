@@ -455,6 +455,29 @@ expect_ok "create: a UTF-8 name" "$VBAS" create $G 'disque-été-日本' --size 
 expect_json "list --json: the UTF-8 name as it is, not escaped byte by byte" \
 	"d[-1]['name'] == 'disque-été-日本'" "$VBAS" list $G --json
 expect_ok "delete the UTF-8 name" "$VBAS" delete $G 'disque-été-日本' --yes
+# rename: the same volume (id, data) under a new name.
+expect_ok "rename: create volume 'old' and write it" \
+	bash -c "'$VBAS' create $G old --size 64K && head -c 8192 /dev/urandom >ren.bin && '$VBAS' write $G old ren.bin"
+OLDID=$(jget "[v['id'] for v in d if v['name'] == 'old'][0]" "$VBAS" list $G --json)
+expect_ok "rename: old to nouveau-é" "$VBAS" rename $G old 'nouveau-é'
+expect_json "rename: the same id under the new name, the old name gone" \
+	"[v['id'] for v in d if v['name'] == 'nouveau-é'] == [$OLDID] and not [v for v in d if v['name'] == 'old']" \
+	"$VBAS" list $G --json
+expect_true "rename: the data is the volume's still" \
+	bash -c "'$VBAS' read $G 'nouveau-é' --length 8192 | cmp - ren.bin"
+expect_fail "rename: an unknown volume" 1 "^vbas: rename: $G: volume 'old' not found" \
+	"$VBAS" rename $G old x
+expect_fail "rename: to a name that is taken" 1 "^vbas: rename: $G: volume 'a' already exists" \
+	"$VBAS" rename $G 'nouveau-é' a
+expect_fail "rename: to a name with a control character" 1 \
+	"^vbas: rename: $G: volume name 'x\\\\x01' holds a control character" \
+	"$VBAS" rename $G 'nouveau-é' $'x\x01'
+expect_fail "rename: to '/'" 1 "^vbas: rename: $G: .*'/'" "$VBAS" rename $G 'nouveau-é' a/b
+expect_fail "rename: a missing argument" 2 "^vbas: rename: NEW: missing" "$VBAS" rename $G 'nouveau-é'
+expect_ok "rename: to its own name changes nothing" "$VBAS" rename $G 'nouveau-é' 'nouveau-é'
+expect_ok "rename: check is clean (the name index follows)" "$VBAS" check $G
+expect_ok "rename: delete it by its new name" "$VBAS" delete $G 'nouveau-é' --yes
+rm -f ren.bin
 expect_fail "create: size not a multiple of the block size" 1 \
 	"^vbas: create: $G: .*5000 is not a multiple of the block size" "$VBAS" create $G c --size 5000
 expect_fail "create: size 0" 1 "^vbas: create: $G: .*must not be 0" "$VBAS" create $G c --size 0

@@ -816,8 +816,14 @@ expect_true "... which names the snapshot's origin and keeps the UTF-8 name as i
 expect_ok "vbas info of a served pool (through the server)" "$VBAS" info "$PL"
 info_of "$PL" >info-on.json
 expect_true "... the same figures as with the server stopped" cmp info-on.json info-off.json
+# rename through the server: the export takes the new name, with its data.
+expect_ok "rename through the server" "$VBAS" rename "$PL" 'a b' 'a-b'
+expect_true "... the export list names it, and not the old name" sh -c \
+	"nbdinfo --list --json 'nbd+unix://?socket=$SOCK' >ren.json && grep -q '\"export-name\": \"a-b\"' ren.json && ! grep -q '\"export-name\": \"a b\"' ren.json"
+expect_true "... and its export reads the volume's data" sh -c \
+	"nbdcopy 'nbd+unix:///a-b?socket=$SOCK' - | head -c $MiB | cmp - src1m.raw"
 expect_ok "delete every volume through the server" sh -c \
-	"'$VBAS' delete -y '$PL' snap && '$VBAS' delete --yes '$PL' 'a b' && '$VBAS' delete --force '$PL' 'été'"
+	"'$VBAS' delete -y '$PL' snap && '$VBAS' delete --yes '$PL' 'a-b' && '$VBAS' delete --force '$PL' 'été'"
 expect_true "list of a served pool with no volumes: []" sh -c "'$VBAS' list '$PL' --json | grep -qx '\[\]'"
 expect_true "... and info counts none" test "$(jget 'd["volumes"]' "$VBAS" info "$PL" --json)" = 0
 stop_server TERM

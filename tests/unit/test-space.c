@@ -1429,6 +1429,42 @@ static void t_check_bad_names(void **state)
 	dev_destroy(d);
 }
 
+/* Rename: an open handle keeps working, the old name is gone, the new one
+ * opens the same data, the name index follows (check), and a crash-free
+ * reopen finds it so. */
+static void t_rename(void **state)
+{
+	struct vbas_dev *d = mem_pool(32ull << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(d, 0);
+	struct vbas_vol *v, *w;
+	char buf[4096], got[4096];
+	(void)state;
+	memset(buf, 0x5a, sizeof(buf));
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	assert_ok(vbas_vol_create(p, "taken", 1 << 20));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_ok(vbas_vol_rename(p, "v", "w"));
+	assert_ok(vbas_pwrite(v, buf, sizeof(buf), 0, 0));      /* the handle still works */
+	assert_int_equal(vbas_vol_open(p, "v", &w), -ENOENT);
+	assert_int_equal(vbas_vol_rename(p, "w", "taken"), -EEXIST);
+	assert_int_equal(vbas_vol_rename(p, "w", "x\xff"), -EINVAL);
+	assert_int_equal(vbas_vol_rename(p, "nope", "y"), -ENOENT);
+	vbas_vol_close(v);
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_close(p));
+	p = open_mem(d, 0);
+	assert_ok(vbas_vol_open(p, "w", &w));
+	assert_ok(vbas_pread(w, got, sizeof(got), 0));
+	assert_memory_equal(got, buf, sizeof(buf));
+	vbas_vol_close(w);
+	struct problems pr = { 0 };
+	struct vbas_check_stats st;
+	assert_ok(vbas_check(p, count_problem, &pr, &st));
+	assert_int_equal(pr.n, 0);
+	assert_ok(vbas_close(p));
+	dev_destroy(d);
+}
+
 /* Check in bounded memory: the same pool checked with the cache's worth of
  * memory for its spools and with 4 KiB (every reference, refcount and
  * reverse-map record going through runs of a temporary file, merged in
@@ -1529,6 +1565,7 @@ int main(void)
 		cmocka_unit_test(t_check_duplicate_names),
 		cmocka_unit_test(t_check_spools),
 		cmocka_unit_test(t_check_bad_names),
+		cmocka_unit_test(t_rename),
 	};
 	return RUN("space", tests);
 }
