@@ -689,6 +689,20 @@ int vol_resume_deletes(struct vbas_pool *p)
 	}
 }
 
+/* The end of a change made under the pool lock: its queued counts
+ * applied and, if it failed, the transaction abandoned; else a commit if
+ * the transaction grew large. */
+static int change_end(struct vbas_pool *p, int e)
+{
+	if (!e)
+		e = space_drain(p);
+	if (e)
+		txn_fail(p, e);
+	else
+		e = txn_maybe_commit(p);
+	return e;
+}
+
 int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 {
 	struct vbas_vol_rec rec;
@@ -738,12 +752,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 		rec.size = le64_mk(size);
 		e = vol_put(p, id, &rec);
 	}
-	if (!e)
-		e = space_drain(p);
-	if (e)
-		txn_fail(p, e);
-	else
-		e = txn_maybe_commit(p);
+	e = change_end(p, e);
 out:
 	pool_unlock(p);
 	return e;
@@ -779,12 +788,7 @@ int vbas_vol_rename(struct vbas_pool *p, const char *name, const char *newname)
 	}
 	if (!e)
 		e = names_add(p, id, newname);
-	if (!e)
-		e = space_drain(p);
-	if (e)
-		txn_fail(p, e);
-	else
-		e = txn_maybe_commit(p);
+	e = change_end(p, e);
 out:
 	pool_unlock(p);
 	return e;
