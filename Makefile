@@ -86,7 +86,7 @@ $(O)/tools/vbas.o: ALLCFLAGS += -DVBAS_NBDKIT_PLUGINDIR='"$(NBDKIT_PLUGINDIR)"' 
 # The plugin carries the library inside; only nbdkit's entry point is
 # exported.
 $(O)/nbdkit/%.o: ALLCFLAGS += $(NBDKIT_CFLAGS)
-$(PLUGIN): $(O)/nbdkit/vbas-plugin.o $(O)/nbdkit/events.o $(O)/libvbas.a
+$(PLUGIN): $(O)/nbdkit/vbas-plugin.o $(O)/nbdkit/events.o $(O)/tools/copy.o $(O)/libvbas.a
 	$(CC) -shared $(LDFLAGS) -Wl,--exclude-libs,ALL -o $@ $^ $(LDLIBS)
 
 $(O)/vbas.pc: vbas.pc.in include/vbas.h

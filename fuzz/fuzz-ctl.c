@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[n] = 0;
 	switch (data[0] & 3) {
 	case 0: {
-		const char *fl[4];
+		const char *fl[CTL_FIELDS];
 		int nf;
 		uint64_t v;
 		char *req = malloc(n ? n : 1);
@@ -42,7 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		memcpy(req, data + 1, n);
 		if (!ctl_split_req(req, n, fl, &nf)) {
-			for (int i = 0; i < nf && i < 4; i++)
+			for (int i = 0; i < nf; i++)
 				if (strlen(fl[i]) >= (size_t)(req + n - fl[i]))
 					abort();
 			if (nf >= 3)

@@ -22,6 +22,7 @@
 
 #include "vbas.h"
 
+#include "../tools/copy.h"
 #include "../tools/ctl.h"
 #include "events.h"
 
@@ -234,12 +235,23 @@ static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static int pin_fd[CTL_MAX_PINS];
 static int npins;
 
-/* A shrink runs in a thread of its own (it takes as long as the data it
- * moves), answering its connection when done; the control thread goes on
- * serving.  One at a time. */
-static pthread_mutex_t shrink_lock = PTHREAD_MUTEX_INITIALIZER;
-static int shrink_running;
-static pthread_t shrink_thread;
+/* Requests that take as long as the data they touch (shrink, write,
+ * reflink, dedupe, unshare, discard) run in a thread of their own, a job,
+ * which answers its connection when done; the control thread goes on
+ * serving.  At most CTL_MAX_JOBS at once, one shrink among them. */
+#define CTL_MAX_JOBS 8
+struct job {
+	int c, fd;             /* the connection; a descriptor passed with it */
+	size_t n;
+	char req[CTL_MAX + 1];
+	int done;              /* its thread has ended: to be joined */
+	pthread_t thread;
+	struct job *next;
+};
+static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct job *jobs;
+static int njobs, shrinking;
+static volatile int jobs_stopping;    /* the server stops: jobs end early */
 
 /* Connections open on volume NAME. */
 static int connections(const char *name)
@@ -286,11 +298,128 @@ static void ctl_list(const char *what, FILE *out)
 	vol_list_free(&l);
 }
 
-/* Run one request (NUL-separated fields in REQ, N bytes); the reply to OUT.
- * Returns 1 if the request took a pin, which the connection now holds. */
-static int ctl_run(char *req, size_t n, FILE *out)
+/* Before each read of a write's source (copy.h): the client's hang-up
+ * (a CLI stopped by a signal) or the server stopping ends the write.  C
+ * is the connection. */
+static int write_before_read(int fd, void *arg)
 {
-	const char *f[4];
+	int c = *(int *)arg;
+	struct pollfd pf[3] = { { .fd = fd, .events = POLLIN }, { .fd = c, .events = 0 },
+				{ .fd = ctl_stop[0], .events = POLLIN } };
+	for (;;) {
+		if (jobs_stopping)
+			return ESHUTDOWN;
+		int k = poll(pf, 3, -1);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return errno;
+		if (pf[1].revents)
+			return ECONNRESET;
+		if (pf[2].revents)
+			return ESHUTDOWN;
+		return 0;       /* the source has data, or its end */
+	}
+}
+
+/* write NAME OFFSET, with the source's descriptor FD: vbas write of a
+ * served pool.  The server copies FD to its end into the volume (copy.c:
+ * the same loop as the CLI's), and commits what it wrote, all or part.
+ * The answer: the bytes written. */
+static void ctl_write(const char *const *f, int nf, int c, int fd, const char *what,
+		      FILE *out)
+{
+	struct vbas_pool_info pi;
+	uint64_t off;
+	if (nf != 3 || fd < 0 || ctl_size(f[2], &off)) {
+		fprintf(out, "%d\twrite: wants a volume, an offset (bytes, decimal) and the "
+			 "source's descriptor", EINVAL);
+		return;
+	}
+	struct copy_in ci = { .fd = fd, .off = off, .before_read = write_before_read, .arg = &c };
+	int r = vbas_vol_open(pool, f[1], &ci.vol);
+	if (!r)
+		r = vbas_pool_info(pool, &pi);
+	if (r) {
+		ctl_done(r, what, out, "");
+	} else {
+		ci.block_size = pi.block_size;
+		if (!copy_in(&ci)) {
+			ctl_done(0, what, out, "%" PRIu64, ci.total);
+		} else {
+			char m[512];
+			const char *lm = vbas_errmsg();
+			if (ci.fault == COPY_LIBRARY)
+				snprintf(m, sizeof(m), "%s", lm && *lm ? lm : strerror(ci.err));
+			else if (ci.fault == COPY_SOURCE)
+				snprintf(m, sizeof(m), "the source: %s", ci.msg);
+			else if (ci.fault == COPY_STOPPED)
+				snprintf(m, sizeof(m), "%s", ci.err == ECONNRESET ?
+					 "the client went away" : ci.err == ESHUTDOWN ?
+					 "the server is stopping" : strerror(ci.err));
+			else
+				snprintf(m, sizeof(m), "%s", ci.msg);
+			/* What was written is committed: the message says how much. */
+			int e = vbas_flush(pool);
+			nbdkit_error("control: %s: %s; %" PRIu64 " bytes written before it%s", what, m,
+				     ci.total, e ? ", not committed" : " and committed");
+			fprintf(out, "%d\t%s", ci.err, m);
+			if (ci.total)
+				fprintf(out, "; %" PRIu64 " bytes at offset %" PRIu64 " were written "
+					 "before the failure%s", ci.total, off,
+					 e ? ", and could not be committed" : "");
+		}
+	}
+	if (ci.vol)
+		vbas_vol_close(ci.vol);
+}
+
+/* reflink and dedupe SRC SRC_OFF DST DST_OFF LEN, unshare and discard NAME
+ * OFF LEN (unshare's LEN 0: to the end).  dedupe answers "SAME BYTES". */
+static void ctl_range(const char *const *f, int nf, const char *what, FILE *out)
+{
+	int two = !strcmp(f[0], "reflink") || !strcmp(f[0], "dedupe");
+	static const int at2[3] = { 2, 4, 5 }, at1[2] = { 2, 3 };
+	uint64_t n[3] = { 0 };
+	int bad = nf != (two ? 6 : 4);
+	for (int i = 0; !bad && i < (two ? 3 : 2); i++)
+		bad = ctl_size(f[two ? at2[i] : at1[i]], &n[i]);
+	if (bad) {
+		fprintf(out, "%d\t%s: wants %s", EINVAL, f[0], two ?
+			 "SRC SRC_OFFSET DST DST_OFFSET LENGTH" : "NAME OFFSET LENGTH");
+		return;
+	}
+	struct vbas_vol *sv = NULL, *dv = NULL;
+	int same = 0, r = vbas_vol_open(pool, f[1], &sv);
+	uint64_t done = n[two ? 2 : 1];
+	if (!r && two)
+		r = strcmp(f[1], f[3]) ? vbas_vol_open(pool, f[3], &dv) : (dv = sv, 0);
+	if (!r && !strcmp(f[0], "reflink"))
+		r = vbas_reflink(sv, n[0], dv, n[1], n[2]);
+	else if (!r && !strcmp(f[0], "dedupe"))
+		r = vbas_dedupe(sv, n[0], dv, n[1], n[2], &same);
+	else if (!r && !strcmp(f[0], "unshare"))
+		r = vbas_unshare(sv, n[0], n[1]);
+	else if (!r)
+		r = vbas_discard(sv, n[0], n[1], 0);
+	if (!r && !done && two) {
+		struct vbas_vol_info info;
+		r = vbas_vol_info(sv, &info);
+		done = !r && n[0] < info.size ? info.size - n[0] : 0;
+	}
+	ctl_done(r, what, out, "%d %" PRIu64, same, same ? done : 0);
+	if (dv && dv != sv)
+		vbas_vol_close(dv);
+	if (sv)
+		vbas_vol_close(sv);
+}
+
+/* Run one request (NUL-separated fields in REQ, N bytes) of connection CONN,
+ * with descriptor FD if one came with it (else -1); the reply to OUT.
+ * Returns 1 if the request took a pin, which the connection now holds. */
+static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
+{
+	const char *f[CTL_FIELDS];
 	char what[600];
 	uint64_t size;
 	int nf, r;
@@ -300,6 +429,19 @@ static int ctl_run(char *req, size_t n, FILE *out)
 	}
 	snprintf(what, sizeof(what), "%s%s%s%s%s", f[0], f[1] ? " " : "", f[1] ? f[1] : "",
 		 f[2] ? " " : "", f[2] ? f[2] : "");
+	if (fd >= 0 && strcmp(f[0], "write")) {
+		fprintf(out, "%d\t%.40s takes no descriptor", EINVAL, f[0]);
+		return 0;
+	}
+	if (!strcmp(f[0], "write")) {
+		ctl_write(f, nf, conn, fd, what, out);
+		return 0;
+	}
+	if (!strcmp(f[0], "reflink") || !strcmp(f[0], "dedupe") || !strcmp(f[0], "unshare") ||
+	    !strcmp(f[0], "discard")) {
+		ctl_range(f, nf, what, out);
+		return 0;
+	}
 	if (!strcmp(f[0], "ping") && nf == 1) {
 		fprintf(out, "0\tvbas %s, pid %d", VBAS_VERSION_STRING, (int)getpid());
 		return 0;
@@ -485,79 +627,106 @@ static int ctl_run(char *req, size_t n, FILE *out)
 	return 0;
 }
 
-static int ctl_answer(int c, char *req, size_t n);
+static int ctl_answer(int c, int fd, char *req, size_t n);
 
-struct shrink_req {
-	int c;
-	size_t n;
-	char req[CTL_MAX + 1];
-};
-
-static void *shrink_main(void *arg)
+static void *job_main(void *arg)
 {
-	struct shrink_req *s = arg;
-	ctl_answer(s->c, s->req, s->n);
-	close(s->c);
-	free(s);
-	pthread_mutex_lock(&shrink_lock);
-	shrink_running = 2;             /* done: joined by the next one or at stop */
-	pthread_mutex_unlock(&shrink_lock);
+	struct job *j = arg;
+	ctl_answer(j->c, j->fd, j->req, j->n);
+	close(j->c);
+	pthread_mutex_lock(&jobs_lock);
+	j->done = 1;
+	if (!memcmp(j->req, "shrink", 7))
+		shrinking = 0;
+	pthread_mutex_unlock(&jobs_lock);
 	return NULL;
 }
 
-/* Hand a shrink to its thread; 2: the connection is the thread's. */
-static int shrink_start(int c, const char *req, size_t n)
+/* Join the jobs that have ended (ALL: every one, waiting).  Under
+ * jobs_lock, which it lets go of while it waits. */
+static void jobs_reap(int all)
+{
+	for (struct job **pj = &jobs; *pj;) {
+		struct job *j = *pj;
+		if (!j->done && !all) {
+			pj = &j->next;
+			continue;
+		}
+		pthread_mutex_unlock(&jobs_lock);
+		pthread_join(j->thread, NULL);
+		pthread_mutex_lock(&jobs_lock);
+		*pj = j->next;
+		njobs--;
+		free(j);
+	}
+}
+
+/* Hand request REQ (N bytes) of connection C, with descriptor FD, to a job
+ * of its own; 2: the connection is the job's (and so is FD), else 0 (FD
+ * closed, the refusal sent). */
+static int job_start(int c, int fd, const char *req, size_t n)
 {
 	static const char busy[] = "16\tshrink: another shrink is running in the server";
+	static const char many[] = "11\tthe server runs 8 long requests already: try again "
+				   "when one is done";
 	static const char oom[] = "12\tthe server is out of memory";
-	pthread_mutex_lock(&shrink_lock);
-	if (shrink_running == 2) {
-		pthread_join(shrink_thread, NULL);
-		shrink_running = 0;
+	int shrink = !memcmp(req, "shrink", 7);
+	const char *no = NULL;
+	pthread_mutex_lock(&jobs_lock);
+	jobs_reap(0);
+	struct job *j = NULL;
+	if (shrink && shrinking)
+		no = busy;
+	else if (njobs == CTL_MAX_JOBS)
+		no = many;
+	else if (!(j = calloc(1, sizeof(*j))))
+		no = oom;
+	if (j) {
+		j->c = c;
+		j->fd = fd;
+		j->n = n;
+		memcpy(j->req, req, n);
+		if (pthread_create(&j->thread, NULL, job_main, j)) {
+			free(j);
+			no = oom;
+		} else {
+			j->next = jobs;
+			jobs = j;
+			njobs++;
+			shrinking |= shrink;
+		}
 	}
-	if (shrink_running) {
-		pthread_mutex_unlock(&shrink_lock);
-		(void)!write(c, busy, sizeof(busy) - 1);
+	pthread_mutex_unlock(&jobs_lock);
+	if (no) {
+		(void)!write(c, no, strlen(no));
+		if (fd >= 0)
+			close(fd);
 		return 0;
 	}
-	struct shrink_req *s = malloc(sizeof(*s));
-	if (s) {
-		s->c = c;
-		s->n = n;
-		memcpy(s->req, req, n);
-	}
-	if (!s || pthread_create(&shrink_thread, NULL, shrink_main, s)) {
-		pthread_mutex_unlock(&shrink_lock);
-		free(s);
-		(void)!write(c, oom, sizeof(oom) - 1);
-		return 0;
-	}
-	shrink_running = 1;
-	pthread_mutex_unlock(&shrink_lock);
 	return 2;
 }
 
-/* The server stops: a shrink still running stops after its step (its
- * target stays in the pool, and the next open goes on with it). */
-static void shrink_shutdown(void)
+/* The server stops: jobs end early (a shrink after its step: its target
+ * stays in the pool, and the next open goes on with it; a write after its
+ * chunk, committing what it wrote), and are joined. */
+static void jobs_shutdown(void)
 {
-	pthread_mutex_lock(&shrink_lock);
-	int running = shrink_running;
-	shrink_running = 0;
-	pthread_mutex_unlock(&shrink_lock);
-	if (!running)
-		return;
-	vbas_pool_shrink_stop(pool);
-	pthread_join(shrink_thread, NULL);
+	jobs_stopping = 1;
+	pthread_mutex_lock(&jobs_lock);
+	if (shrinking)
+		vbas_pool_shrink_stop(pool);
+	jobs_reap(1);
+	pthread_mutex_unlock(&jobs_lock);
 }
 
-/* One client: read its request (to EOF, bounded, with a timeout), run it,
- * answer.  Returns 1 if the connection holds a pin now: the caller keeps
- * it open; 2 if a thread took it over. */
+/* One client: read its request (to EOF, bounded, with a timeout), and a
+ * descriptor sent with it, run it, answer.  Returns 1 if the connection
+ * holds a pin now: the caller keeps it open; 2 if a job took it over. */
 static int ctl_serve(int c)
 {
 	char req[CTL_MAX + 1];
 	size_t n = 0;
+	int fd = -1;
 	struct timeval tv = { .tv_sec = 5 };
 	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -568,9 +737,29 @@ static int ctl_serve(int c)
 	for (;;) {
 		char sink[4096];
 		int full = n == sizeof(req);
-		ssize_t k = full ? read(c, sink, sizeof(sink)) : read(c, req + n, sizeof(req) - n);
+		union { struct cmsghdr h; char b[CMSG_SPACE(4 * sizeof(int))]; } cm;
+		struct iovec iov = { .iov_base = full ? sink : req + n,
+				     .iov_len = full ? sizeof(sink) : sizeof(req) - n };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+				     .msg_controllen = sizeof(cm.b) };
+		ssize_t k = recvmsg(c, &mh, MSG_CMSG_CLOEXEC);
 		if (k < 0 && errno == EINTR)
 			continue;
+		/* Descriptors: the first one kept, any other closed. */
+		for (struct cmsghdr *h = k >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; h;
+		     h = CMSG_NXTHDR(&mh, h)) {
+			if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t nfd = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < nfd; i++) {
+				int d;
+				memcpy(&d, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+				if (fd < 0)
+					fd = d;
+				else
+					close(d);
+			}
+		}
 		if (k <= 0)
 			break;
 		if (full && (dropped += (size_t)k) > (64u << 10))
@@ -578,14 +767,17 @@ static int ctl_serve(int c)
 		if (!full)
 			n += (size_t)k;
 	}
-	if (n < sizeof(req) && n >= 7 && !memcmp(req, "shrink", 7))
-		return shrink_start(c, req, n);
-	return ctl_answer(c, req, n);
+	static const char *const long_ones[] = { "shrink", "write", "reflink", "dedupe",
+						 "unshare", "discard" };
+	for (size_t i = 0; n < sizeof(req) && i < sizeof(long_ones) / sizeof(long_ones[0]); i++)
+		if (n > strlen(long_ones[i]) && !memcmp(req, long_ones[i], strlen(long_ones[i]) + 1))
+			return job_start(c, fd, req, n);
+	return ctl_answer(c, fd, req, n);
 }
 
-/* Run request REQ (N bytes) of connection C and answer it; 1 if C holds
- * a pin now. */
-static int ctl_answer(int c, char *req, size_t n)
+/* Run request REQ (N bytes) of connection C, with descriptor FD (-1:
+ * none; closed here), and answer it; 1 if C holds a pin now. */
+static int ctl_answer(int c, int fd, char *req, size_t n)
 {
 	char *reply = NULL;
 	size_t rl = 0;
@@ -593,13 +785,17 @@ static int ctl_answer(int c, char *req, size_t n)
 	if (!out) {
 		static const char oom[] = "12\tthe server is out of memory";
 		(void)!write(c, oom, sizeof(oom) - 1);
+		if (fd >= 0)
+			close(fd);
 		return 0;
 	}
 	int pinned = 0;
 	if (n > CTL_MAX)
 		fprintf(out, "%d\trequest longer than %d bytes", EPROTO, CTL_MAX);
 	else
-		pinned = ctl_run(req, n, out);
+		pinned = ctl_run(req, n, c, fd, out);
+	if (fd >= 0)
+		close(fd);
 	if (fclose(out)) {
 		static const char oom[] = "12\tthe server ran out of memory for its answer "
 					  "(the request may have been carried out)";
@@ -722,6 +918,7 @@ static void ctl_shutdown(void)
 	if (write(ctl_stop[1], "x", 1) != 1)
 		nbdkit_error("control: stopping: %m");
 	pthread_join(ctl_thread, NULL);
+	jobs_shutdown();
 	close(ctl_fd);
 	close(ctl_stop[0]);
 	close(ctl_stop[1]);
@@ -735,7 +932,6 @@ static void ctl_shutdown(void)
 static void close_pool(void)
 {
 	ctl_shutdown();
-	shrink_shutdown();
 	ev_stop();
 	if (!pool)
 		return;

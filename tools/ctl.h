@@ -32,6 +32,17 @@
  *   shrink-cancel        vbas_pool_shrink_cancel
  *   set      KEY PERMILLE  a space setting: low_water or expendable_floor
  *   reserve  NAME OFF LEN / unreserve NAME OFF LEN   (LEN 0: to the end)
+ *   reflink  SRC SRC_OFF DST DST_OFF LEN / dedupe (the same; answered
+ *            "SAME BYTES": 1 and the bytes deduped, or "0 0")
+ *   unshare  NAME OFF LEN (LEN 0: to the end) / discard NAME OFF LEN
+ *   write    NAME OFF    with the source's descriptor (SCM_RIGHTS, sent
+ *                        with the request's bytes): the server copies it
+ *                        to its end into the volume; answered with the
+ *                        bytes written
+ *   pin                  see docs/nbd.md; the connection holds the pin
+ * shrink, write, reflink, dedupe, unshare and discard run in a thread of
+ * their own (the plugin's jobs); a descriptor with any other request is
+ * refused.
  * snapshot and clone take a fourth field: "noreserve", "expendable" (a
  * snapshot), or both joined by a comma.
  * Every change is committed before the reply.
@@ -147,18 +158,23 @@ static inline int ctl_num(const char **s, uint64_t *v)
 	return 0;
 }
 
+/* The most fields a request has (reflink: the command and five). */
+#define CTL_FIELDS 6
+
 /* A request (N bytes at REQ) split into its NUL-ended fields: F[0] the
- * command, then its arguments; *NF fields, counting at most 4.  -1 if it
- * is not a request (empty, or its last field is not ended by a NUL). */
-static inline int ctl_split_req(const char *req, size_t n, const char *f[4], int *nf)
+ * command, then its arguments; *NF fields.  -1 if it is not a request
+ * (empty, its last field not ended by a NUL, or more than CTL_FIELDS
+ * fields). */
+static inline int ctl_split_req(const char *req, size_t n, const char *f[CTL_FIELDS], int *nf)
 {
+	size_t i = 0;
 	*nf = 0;
-	memset(f, 0, 4 * sizeof(f[0]));
-	for (size_t i = 0; i < n && *nf < 4; ++*nf) {
-		f[*nf] = req + i;
+	memset(f, 0, CTL_FIELDS * sizeof(f[0]));
+	while (i < n && *nf < CTL_FIELDS) {
+		f[(*nf)++] = req + i;
 		i += strnlen(req + i, n - i) + 1;
 	}
-	return n == 0 || req[n - 1] != '\0' || *nf == 0 ? -1 : 0;
+	return n == 0 || i < n || req[n - 1] != '\0' || *nf == 0 ? -1 : 0;
 }
 
 /* A size in bytes as the CLI sends it: decimal digits only. */

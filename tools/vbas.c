@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "vbas.h"
+#include "copy.h"
 #include "ctl.h"
 #include "json.h"
 
@@ -43,7 +44,6 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE   2
-#define CHUNK        (1u << 20)       /* bytes per read/write call */
 #define MAX_POS      6                /* positional arguments, at most */
 
 /* ---- Options ----------------------------------------------------------- */
@@ -125,6 +125,7 @@ struct args {
 	unsigned seen;                /* O_* given */
 	uint64_t size, block_size, offset, length, cache, autoextend, start, physical;
 	int size_plus;                /* --size +SIZE: relative (grow) */
+	int size_minus;               /* --size -SIZE: relative (shrink) */
 	const char *socket, *port, *bind;   /* serve's string options */
 	const char *low_water, *floor, *on_event;
 	int npos;
@@ -496,23 +497,110 @@ static int open_pool(const struct args *a, unsigned flags, struct vbas_pool **po
 	return 0;
 }
 
-/* Close (commit) POOL; the exit status is RC unless closing fails. */
+/* A served pool read beside its server: the connection that holds the
+ * server's pin (docs/nbd.md, "Reading a served pool"), from
+ * open_pool_reading to close_pool; -1 if none. */
+static int served_pin = -1;
+
+static int ctl_pin(const char *pool, uint64_t *gen, char *msg, size_t mlen, int *err);
+static int open_pinned(const struct args *a, uint64_t gen, struct vbas_pool **pool,
+		       uint64_t *opened);
+
+/* Open the pool read-only: beside a read-only server (which shares the
+ * lock), or, if a server holds it, its last commit under a pin of that
+ * server (held in served_pin until close_pool).  *GEN (if GEN is not
+ * NULL) is the pinned generation, 0 when not pinned. */
+static int open_pool_reading(const struct args *a, struct vbas_pool **pool, uint64_t *gen)
+{
+	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = VBAS_OPEN_RDONLY };
+	char why[CTL_MAX + 64];
+	uint64_t g = 0;
+	int err, pin, rc, r = vbas_open(a->pos[0], &o, pool);
+	if (gen)
+		*gen = 0;
+	if (r != -EBUSY)
+		return r ? lib_fail(a->cmd, a->pos[0], r) : 0;
+	pin = ctl_pin(a->pos[0], &g, why, sizeof(why), &err);
+	if (pin == -2) {
+		last_errno = err;
+		return fail(a->cmd, a->pos[0], "%s (through the server)", why);
+	}
+	/* No server: says who holds it (or opens it, if the holder has just
+	 * let go). */
+	if (pin == -1)
+		return open_pool(a, VBAS_OPEN_RDONLY, pool);
+	rc = open_pinned(a, g, pool, &g);
+	if (rc) {
+		close(pin);
+		return rc;
+	}
+	served_pin = pin;
+	if (gen)
+		*gen = g;
+	return 0;
+}
+
+/* The pin of a served pool read beside its server is still held: the
+ * server has not closed the connection (it sends nothing more). */
+static int pin_held(int pin)
+{
+	struct pollfd pf = { .fd = pin, .events = POLLIN };
+	return poll(&pf, 1, 0) == 0;
+}
+
+/* Close (commit) POOL; the exit status is RC unless closing fails.  A
+ * served pool's pin is let go; if it was lost on the way (the server
+ * stopped), what was read may be wrong, and that is the exit status. */
 static int close_pool(const struct args *a, struct vbas_pool *pool, int rc)
 {
 	int r = vbas_close(pool);
 	if (r) {
 		lib_fail(a->cmd, a->pos[0], r);
-		return rc ? rc : EXIT_RUNTIME;
+		rc = rc ? rc : EXIT_RUNTIME;
+	}
+	if (served_pin >= 0) {
+		if (!pin_held(served_pin) && !rc) {
+			last_errno = ESTALE;
+			rc = fail(a->cmd, a->pos[0], "the server went away while this ran, and "
+				  "with it the pin on its last commit: what was read may be wrong; "
+				  "run it again");
+		}
+		close(served_pin);
+		served_pin = -1;
 	}
 	return rc;
 }
 
-/* Open POOL and volume NAME (pos[0], pos[1]) with its info. */
-static int open_vol(const struct args *a, unsigned flags, struct vbas_pool **pool,
-		    struct vbas_vol **vol, struct vbas_vol_info *info)
+static int open_or_ask_server(const struct args *a, unsigned flags, const char *const *req,
+			      int n, struct vbas_pool **pool, int *rc, char **body);
+
+/* Open the pool for a command on volumes: FLAGS VBAS_OPEN_RDONLY, a
+ * served pool is read beside its server (open_pool_reading); else, if REQ
+ * is not NULL, a served pool's server is asked to do the command (REQ, N
+ * fields): then *POOL is NULL, and *BODY its answer.  Returns the exit
+ * status. */
+static int open_for(const struct args *a, unsigned flags, const char *const *req, int n,
+		    struct vbas_pool **pool, char **body)
 {
-	int r, rc = open_pool(a, flags, pool);
-	if (rc)
+	int rc;
+	*pool = NULL;
+	if (flags == VBAS_OPEN_RDONLY)
+		return open_pool_reading(a, pool, NULL);
+	if (!req)
+		return open_pool(a, flags, pool);
+	if (open_or_ask_server(a, flags, req, n, pool, &rc, body))
+		*pool = NULL;
+	return rc;
+}
+
+/* Open POOL and volume NAME (pos[0], pos[1]) with its info (open_for: the
+ * server may do the command instead, and *POOL is NULL then). */
+static int open_vol(const struct args *a, unsigned flags, const char *const *req, int n,
+		    char **body, struct vbas_pool **pool, struct vbas_vol **vol,
+		    struct vbas_vol_info *info)
+{
+	int r, rc = open_for(a, flags, req, n, pool, body);
+	if (rc || !*pool)
 		return rc;
 	r = vbas_vol_open(*pool, a->pos[1], vol);
 	if (!r) {
@@ -520,11 +608,8 @@ static int open_vol(const struct args *a, unsigned flags, struct vbas_pool **poo
 		if (r)
 			vbas_vol_close(*vol);
 	}
-	if (r) {
-		rc = lib_fail(a->cmd, a->pos[0], r);
-		vbas_close(*pool);
-		return rc;
-	}
+	if (r)
+		return close_pool(a, *pool, lib_fail(a->cmd, a->pos[0], r));
 	return 0;
 }
 
@@ -784,10 +869,11 @@ static int ctl_connect(const char *pool)
 }
 
 /* Send request FIELDS (N of them) to the server of pool POOL through its
- * control channel (ctl.h).  Returns -1 if there is no server listening;
- * else its errno (0: done), with *MSG its message (malloc'ed; NULL if
- * out of memory). */
-static int ctl_request(const char *pool, const char *const *fields, int n, char **msg)
+ * control channel (ctl.h), and with it descriptor FD if FD >= 0.  Returns
+ * -1 if there is no server listening; else its errno (0: done), with *MSG
+ * its message (malloc'ed; NULL if out of memory). */
+static int ctl_request(const char *pool, const char *const *fields, int n, int pass,
+		       char **msg)
 {
 	char req[CTL_MAX];
 	size_t rl = 0, got = 0, cap = 0;
@@ -803,8 +889,22 @@ static int ctl_request(const char *pool, const char *const *fields, int n, char 
 	int fd = ctl_connect(pool);
 	if (fd < 0)
 		return -1;
+	/* The descriptor goes with the request's bytes (SCM_RIGHTS). */
+	union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } cm;
+	struct iovec iov = { .iov_base = req, .iov_len = rl };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (pass >= 0) {
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.b;
+		mh.msg_controllen = sizeof(cm.b);
+		struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+		h->cmsg_level = SOL_SOCKET;
+		h->cmsg_type = SCM_RIGHTS;
+		h->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(h), &pass, sizeof(int));
+	}
 	/* The reply runs to the server's EOF (a list is a line per volume). */
-	int ok = write(fd, req, rl) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
+	int ok = sendmsg(fd, &mh, MSG_NOSIGNAL) == (ssize_t)rl && !shutdown(fd, SHUT_WR);
 	while (ok) {
 		if (cap - got < 4096) {
 			char *nr = cap < (256u << 20) ? realloc(reply, cap ? 2 * cap : 8192) : NULL;
@@ -834,12 +934,12 @@ static int ctl_request(const char *pool, const char *const *fields, int n, char 
 }
 
 /* Open the pool (FLAGS: vbas_open's); if a server holds it, send REQ (N
- * fields) through its control channel instead.  Returns 0 with *POOL open
- * to do the work here, else 1 with *RC the command's exit status: the
- * server did it (*BODY, if BODY is not NULL, its answer, malloc'ed), or it
- * failed (said). */
-static int open_or_ask_server(const struct args *a, unsigned flags, const char *const *req,
-			      int n, struct vbas_pool **pool, int *rc, char **body)
+ * fields, and descriptor PASS if >= 0) through its control channel
+ * instead.  Returns 0 with *POOL open to do the work here, else 1 with *RC
+ * the command's exit status: the server did it (*BODY, if BODY is not
+ * NULL, its answer, malloc'ed), or it failed (said). */
+static int open_or_ask_server_fd(const struct args *a, unsigned flags, const char *const *req,
+				 int n, int pass, struct vbas_pool **pool, int *rc, char **body)
 {
 	struct vbas_open_opts o = { .cache_bytes = a->cache, .flags = flags };
 	int r = vbas_open(a->pos[0], &o, pool);
@@ -850,11 +950,13 @@ static int open_or_ask_server(const struct args *a, unsigned flags, const char *
 		return 0;
 	if (r == -EBUSY) {
 		char *msg;
-		int e = ctl_request(a->pos[0], req, n, &msg);
+		int e = ctl_request(a->pos[0], req, n, pass, &msg);
 		if (e >= 0) {
-			if (e)
+			if (e) {
 				*rc = fail(a->cmd, a->pos[0], "%s (through the server)",
 					   msg ? msg : strerror(e));
+				last_errno = e;
+			}
 			else if (!msg)
 				*rc = fail(a->cmd, a->pos[0], "%s", strerror(ENOMEM));
 			if (!e && body) {
@@ -871,6 +973,12 @@ static int open_or_ask_server(const struct args *a, unsigned flags, const char *
 	}
 	*rc = lib_fail(a->cmd, a->pos[0], r);
 	return 1;
+}
+
+static int open_or_ask_server(const struct args *a, unsigned flags, const char *const *req,
+			      int n, struct vbas_pool **pool, int *rc, char **body)
+{
+	return open_or_ask_server_fd(a, flags, req, n, -1, pool, rc, body);
 }
 
 /* A permille figure as a percentage: "80%", "12.5%", or "none" for 0;
@@ -962,12 +1070,15 @@ static int cmd_info(const struct args *a)
 			{ "block size", i.block_size, 1 },
 			{ "data used", i.data_used, 1 },
 			{ "metadata used", i.metadata_used, 1 },
-			{ "free", i.free, 1 },
-			{ "metadata reserve", i.metadata_reserve, 1 },
-			{ "reserved", i.reserved, 1 },
-			{ "  for metadata", i.reserved_metadata, 1 },
-			{ "  owed copies", i.reserved_owed, 1 },
-			{ "available", i.available, 1 },
+			/* What writes can have first: the rest of the free
+			 * blocks is held back (available = free - metadata
+			 * reserve - reserved). */
+			{ "free for data", i.available, 1 },
+			{ "free blocks", i.free, 1 },
+			{ "  metadata reserve", i.metadata_reserve, 1 },
+			{ "  reserved", i.reserved, 1 },
+			{ "    for metadata", i.reserved_metadata, 1 },
+			{ "    owed copies", i.reserved_owed, 1 },
 			{ "reserved ranges", i.reserved_ranges, 1 },
 			{ "mapped", i.mapped, 1 },
 			{ "sharing saves", i.sharing_saves, 1 },
@@ -977,24 +1088,24 @@ static int cmd_info(const struct args *a)
 			{ "cache blocks", i.cache_blocks, 0 },
 		};
 		char h[32];
-		printf("%-17s %s\n", "pool", a->pos[0]);
+		printf("%-18s %s\n", "pool", a->pos[0]);
 		for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
 			if (rows[k].bytes)
-				printf("%-17s %20" PRIu64 "  %s\n", rows[k].k, rows[k].v,
+				printf("%-18s %20" PRIu64 "  %s\n", rows[k].k, rows[k].v,
 				       human(rows[k].v, h, sizeof(h)));
 			else
-				printf("%-17s %20" PRIu64 "\n", rows[k].k, rows[k].v);
+				printf("%-18s %20" PRIu64 "\n", rows[k].k, rows[k].v);
 		}
-		printf("%-17s %20s\n", "low water", permille_text(i.low_water, pm1, sizeof(pm1)));
-		printf("%-17s %20s\n", "expendable floor",
+		printf("%-18s %20s\n", "low water", permille_text(i.low_water, pm1, sizeof(pm1)));
+		printf("%-18s %20s\n", "expendable floor",
 		       permille_text(i.expendable_floor, pm2, sizeof(pm2)));
-		printf("%-17s %20s\n", "reverse map", i.rmap ? "yes" : "no");
+		printf("%-18s %20s\n", "reverse map", i.rmap ? "yes" : "no");
 		if (i.shrink_to)
-			printf("%-17s %20" PRIu64 "  %s (unfinished: 'resize-pool' goes on, or "
+			printf("%-18s %20" PRIu64 "  %s (unfinished: 'resize-pool' goes on, or "
 			       "--cancel)\n", "shrinking to", i.shrink_to,
 			       human(i.shrink_to, h, sizeof(h)));
 		if (i.intents)
-			printf("%-17s %20u  (reflinks, dedupes or unshares under way; finished at "
+			printf("%-18s %20u  (reflinks, dedupes or unshares under way; finished at "
 			       "the next read-write open)\n", "intents", i.intents);
 	}
 	return pool ? close_pool(a, pool, 0) : 0;
@@ -1184,10 +1295,25 @@ static int cut_cb(const struct vbas_extent *e, void *arg)
 	return 0;
 }
 
+/* --size SIZE, +SIZE or -SIZE for a volume of CUR bytes into *TO; the
+ * exit status if that is past 0 or 2^64 (said), else 0. */
+static int rel_size(const struct args *a, uint64_t cur, uint64_t *to)
+{
+	*to = a->size_plus ? cur + a->size : a->size_minus ? cur - a->size : a->size;
+	if (a->size_plus && *to < cur)
+		return usage_err(a->cmd, "--size", "+%" PRIu64 " on %" PRIu64 " bytes is past "
+				 "2^64", a->size, cur);
+	if (a->size_minus && a->size >= cur)
+		return usage_err(a->cmd, "--size", "-%" PRIu64 " leaves nothing of volume '%s' (%"
+				 PRIu64 " bytes)", a->size, a->pos[1], cur);
+	return 0;
+}
+
 /* Open the pool (*POOL; NULL if a server holds it) and find out what
- * volume pos[1] holds, and for a new size NEWSIZE below its size what is
- * mapped past it.  Returns 0, or the exit status (said). */
-static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **pool,
+ * volume pos[1] holds, and for a new size *NEWSIZE below its size what is
+ * mapped past it (*NEWSIZE relative, --size +N or -N: made absolute).
+ * Returns 0, or the exit status (said). */
+static int loss_find(const struct args *a, uint64_t *newsize, struct vbas_pool **pool,
 		     struct loss *l)
 {
 	const char *req[1] = { "list" };
@@ -1196,7 +1322,6 @@ static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **
 	char *body;
 	int r, rc;
 	memset(l, 0, sizeof(*l));
-	l->from = newsize;
 	*pool = NULL;
 	if (open_or_ask_server(a, 0, req, 1, pool, &rc, &body)) {
 		struct vol_list vl = { 0 };
@@ -1211,6 +1336,7 @@ static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **
 		for (size_t i = 0; i < vl.n; i++) {
 			if (!strcmp(vl.v[i].name, a->pos[1])) {
 				l->size = vl.v[i].size;
+				rc = rel_size(a, l->size, newsize);
 				l->mapped = l->cut = vl.v[i].mapped;
 				l->readonly = !!(vl.v[i].flags & VBAS_VOL_READONLY);
 				l->served = 1;
@@ -1218,6 +1344,8 @@ static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **
 			}
 		}
 		vol_list_free(&vl);
+		if (rc > 0)
+			return rc;
 		if (rc) {
 			last_errno = ENOENT;
 			return fail(a->cmd, a->pos[0], "volume '%s' not found (through the server)",
@@ -1226,7 +1354,7 @@ static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **
 		struct vbas_pool_info pi;
 		const char *ireq[1] = { "info" };
 		char *msg;
-		int e = ctl_request(a->pos[0], ireq, 1, &msg);
+		int e = ctl_request(a->pos[0], ireq, 1, -1, &msg);
 		if (e >= 0 && !e && msg && !ctl_get_info(msg, &pi))
 			l->bs = pi.block_size;
 		free(msg);
@@ -1241,8 +1369,13 @@ static int loss_find(const struct args *a, uint64_t newsize, struct vbas_pool **
 		r = vbas_vol_open(*pool, a->pos[1], &vol);
 	if (!r) {
 		r = vbas_vol_info(vol, &info);
-		if (!r && newsize < info.size)
-			r = vbas_extents(vol, newsize, info.size - newsize, cut_cb, l);
+		if (!r && (rc = rel_size(a, info.size, newsize))) {
+			vbas_vol_close(vol);
+			return close_pool(a, *pool, rc);
+		}
+		l->from = *newsize;
+		if (!r && *newsize < info.size)
+			r = vbas_extents(vol, *newsize, info.size - *newsize, cut_cb, l);
 		vbas_vol_close(vol);
 	}
 	if (r) {
@@ -1294,7 +1427,7 @@ static int ask_server(const struct args *a, const char *const *req, int n)
 static int ask_server_body(const struct args *a, const char *const *req, int n, char **body)
 {
 	char *msg;
-	int e = ctl_request(a->pos[0], req, n, &msg), rc = 0;
+	int e = ctl_request(a->pos[0], req, n, -1, &msg), rc = 0;
 	if (body) {
 		*body = e ? NULL : msg;
 		if (!e)
@@ -1315,7 +1448,8 @@ static int cmd_delete(const struct args *a)
 	struct vbas_pool *pool;
 	struct loss l;
 	char what[600], h[32];
-	int r, rc = loss_find(a, UINT64_MAX, &pool, &l);
+	uint64_t all = UINT64_MAX;
+	int r, rc = loss_find(a, &all, &pool, &l);
 	if (rc)
 		return rc;
 	snprintf(what, sizeof(what), "delete volume '%s' (%" PRIu64 " bytes) and the %" PRIu64
@@ -1337,40 +1471,43 @@ static int cmd_resize(const struct args *a)
 	char size[24], what[600], h[32];
 	if (!(a->seen & O_SIZE))
 		return usage_err(a->cmd, "--size", "missing (the new size is required)");
-	snprintf(size, sizeof(size), "%" PRIu64, a->size);
-	const char *req[3] = { "resize", a->pos[1], size };
-	int r, rc = loss_find(a, a->size, &pool, &l);
+	if ((a->size_plus || a->size_minus) && !a->size)
+		return usage_err(a->cmd, "--size", "%s0 changes nothing", a->size_plus ? "+" : "-");
+	uint64_t want = a->size;
+	int r, rc = loss_find(a, &want, &pool, &l);
 	if (rc)
 		return rc;
+	snprintf(size, sizeof(size), "%" PRIu64, want);
+	const char *req[3] = { "resize", a->pos[1], size };
 	/* A shrink the library would refuse is not asked about. */
-	if (a->size < l.size && (!a->size || a->size % l.bs || l.readonly)) {
+	if (want < l.size && (!want || want % l.bs || l.readonly)) {
 		last_errno = l.readonly ? EROFS : EINVAL;
 		if (l.readonly)
 			rc = fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)",
 				  a->pos[1]);
-		else if (!a->size)
+		else if (!want)
 			rc = fail(a->cmd, a->pos[0], "volume size must not be 0");
 		else
 			rc = fail(a->cmd, a->pos[0], "volume size %" PRIu64 " is not a multiple of "
-				  "the block size (%u)", a->size, l.bs);
+				  "the block size (%u)", want, l.bs);
 		return pool ? close_pool(a, pool, rc) : rc;
 	}
-	if (a->size >= l.size && (a->seen & O_DRY_RUN)) {
+	if (want >= l.size && (a->seen & O_DRY_RUN)) {
 		printf("would %s volume '%s' from %" PRIu64 " to %" PRIu64 " bytes: nothing is "
-		       "lost; nothing changed (--dry-run)\n", a->size > l.size ? "grow" : "keep",
-		       a->pos[1], l.size, a->size);
+		       "lost; nothing changed (--dry-run)\n", want > l.size ? "grow" : "keep",
+		       a->pos[1], l.size, want);
 		rc = 0;
-	} else if (a->size < l.size && l.served) {
+	} else if (want < l.size && l.served) {
 		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
 			 " bytes, dropping what is mapped past %" PRIu64 " (the server does "
 			 "not say how much: up to the %" PRIu64 " bytes mapped in it, %s)",
-			 a->pos[1], l.size, a->size, a->size, l.mapped,
+			 a->pos[1], l.size, want, want, l.mapped,
 			 human(l.mapped, h, sizeof(h)));
 		rc = confirm(a, what);
-	} else if (a->size < l.size) {
+	} else if (want < l.size) {
 		snprintf(what, sizeof(what), "shrink volume '%s' from %" PRIu64 " to %" PRIu64
 			 " bytes, dropping the %" PRIu64 " bytes mapped past %" PRIu64 " (%s)",
-			 a->pos[1], l.size, a->size, l.cut, a->size, human(l.cut, h, sizeof(h)));
+			 a->pos[1], l.size, want, l.cut, want, human(l.cut, h, sizeof(h)));
 		rc = confirm(a, what);
 	} else {
 		rc = -1;                      /* growing drops nothing */
@@ -1379,39 +1516,8 @@ static int cmd_resize(const struct args *a)
 		return pool ? close_pool(a, pool, rc) : rc;
 	if (!pool)
 		return ask_server(a, req, 3);
-	r = vbas_vol_resize(pool, a->pos[1], a->size);
+	r = vbas_vol_resize(pool, a->pos[1], want);
 	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
-}
-
-/* Read up to LEN bytes from FD, as many as there are before end of file. */
-static ssize_t read_full(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
-static int write_full(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
 }
 
 /* The FILE argument (pos[2]): absent or "-" means stdin/stdout. */
@@ -1420,86 +1526,34 @@ static const char *file_arg(const struct args *a)
 	return a->npos > 2 && strcmp(a->pos[2], "-") ? a->pos[2] : NULL;
 }
 
-/* All of B[0, N) is zero. */
-static int all_zero(const char *b, size_t n)
-{
-	return !n || (!b[0] && !memcmp(b, b + 1, n - 1));
-}
-
-/* Sparse copies: the pieces of BUF[0, N) that hold data, and the whole
- * blocks (of BS bytes, counted from volume offset VOFF) that are all zero.
- * CB gets each maximal run: (offset in BUF, length, zero or not). */
-static int split_zero_blocks(const char *buf, size_t n, uint64_t voff, uint32_t bs,
-			     int (*cb)(void *, size_t, size_t, int), void *arg)
-{
-	size_t i = 0, start = 0;
-	int cur = -1;
-	while (i < n) {
-		size_t into = (size_t)((voff + i) % bs), seg = bs - into;
-		if (seg > n - i)
-			seg = n - i;
-		int z = !into && seg == bs && all_zero(buf + i, bs);
-		if (cur >= 0 && z != cur) {
-			int r = cb(arg, start, i - start, cur);
-			if (r)
-				return r;
-			start = i;
-		}
-		cur = z;
-		i += seg;
-	}
-	return cur >= 0 ? cb(arg, start, i - start, cur) : 0;
-}
-
-struct wr {
-	struct vbas_vol *vol;
-	const char *buf;
-	uint64_t off;          /* volume offset of BUF[0] */
-	int err;               /* the library's error, for lib_fail */
-};
-
-static int wr_piece(void *arg, size_t at, size_t len, int zero)
-{
-	struct wr *w = arg;
-	int r = zero ? vbas_write_zeroes(w->vol, w->off + at, len, 0)
-		     : vbas_pwrite(w->vol, w->buf + at, len, w->off + at, 0);
-	if (r)
-		w->err = r;
-	return r;
-}
-
 /* vbas write: the source's holes (SEEK_HOLE) and its blocks of zeros
  * become holes of the volume (vbas_write_zeroes: nothing mapped, what
  * was mapped there let go), the rest is written. */
 static int cmd_write(const struct args *a)
 {
 	const char *file = file_arg(a), *fname = file ? file : "stdin";
-	struct vbas_vol_info info;
 	struct vbas_pool_info pi;
 	struct vbas_pool *pool;
-	struct vbas_vol *vol;
-	uint64_t off = a->offset, total = 0, src = 0, src_size = 0;
-	void *buf;
-	int fd = 0, r, rc, holes = 0;
+	char offs[24], *body;
+	int fd = 0, r, rc;
 
 	if (file && (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
 		return fail(a->cmd, file, "%s", strerror(errno));
-	struct stat st;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) == 0) {
-		holes = 1;             /* SEEK_DATA finds its data */
-		src_size = (uint64_t)st.st_size;
-	}
-	if (posix_memalign(&buf, 4096, CHUNK)) {
+	/* A served pool: the server reads the source itself, from the
+	 * descriptor passed to it, with the loop below (copy.c). */
+	snprintf(offs, sizeof(offs), "%" PRIu64, a->offset);
+	const char *req[3] = { "write", a->pos[1], offs };
+	if (open_or_ask_server_fd(a, 0, req, 3, fd, &pool, &rc, &body)) {
+		free(body);
 		if (file)
 			close(fd);
-		return fail(a->cmd, fname, "%s", strerror(ENOMEM));
+		return rc;
 	}
-	rc = open_vol(a, 0, &pool, &vol, &info);
-	if (rc)
-		goto out;
-	if (off > info.size) {
-		rc = fail(a->cmd, a->pos[1], "offset %" PRIu64 " is past the end of the volume (%"
-			  PRIu64 " bytes)", off, info.size);
+	struct copy_in c = { .fd = fd, .off = a->offset };
+	rc = 0;
+	r = vbas_vol_open(pool, a->pos[1], &c.vol);
+	if (r) {
+		rc = lib_fail(a->cmd, a->pos[0], r);
 		goto close;
 	}
 	r = vbas_pool_info(pool, &pi);
@@ -1507,82 +1561,22 @@ static int cmd_write(const struct args *a)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 		goto close;
 	}
-	if (holes && src_size > info.size - off) {
-		/* (Nothing is written: the whole file is known not to fit.) */
-		rc = fail(a->cmd, a->pos[1], "write of %" PRIu64 " bytes at offset %" PRIu64 " goes "
-			  "past the end of the volume (%" PRIu64 " bytes)", src_size, off, info.size);
-		goto close;
-	}
-	for (;;) {
-		ssize_t n;
-		if (holes) {
-			/* A hole of the source up to its next data: zeros. */
-			off_t d = lseek(fd, (off_t)src, SEEK_DATA);
-			if (d < 0 && errno == EINVAL)
-				d = (off_t)src;        /* no SEEK_DATA here: all data */
-			uint64_t data = d < 0 ? src_size : (uint64_t)d;
-			if (d < 0 && errno != ENXIO) {
-				rc = fail(a->cmd, fname, "seek: %s", strerror(errno));
-				break;
-			}
-			if (data > src) {
-				r = vbas_write_zeroes(vol, off, data - src, 0);
-				if (r) {
-					rc = lib_fail(a->cmd, a->pos[0], r);
-					break;
-				}
-				off += data - src;
-				total += data - src;
-				src = data;
-			}
-			if (src >= src_size)
-				break;
-			off_t h = lseek(fd, (off_t)src, SEEK_HOLE);
-			uint64_t want = h < 0 ? src_size - src : (uint64_t)h - src;
-			if (want > CHUNK)
-				want = CHUNK;
-			n = pread(fd, buf, (size_t)want, (off_t)src);
-			if (n == 0) {
-				rc = fail(a->cmd, fname, "read: it ended at %" PRIu64 " bytes, not %"
-					  PRIu64 " (changed while read?)", src, src_size);
-				break;
-			}
-		} else {
-			n = read_full(fd, buf, CHUNK);
-		}
-		if (n < 0) {
-			rc = fail(a->cmd, fname, "read: %s", strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		if ((uint64_t)n > info.size - off) {
-			/* Nothing of a chunk that does not fit is written. */
-			rc = fail(a->cmd, a->pos[1], "write of %zd bytes at offset %" PRIu64 " goes "
-				  "past the end of the volume (%" PRIu64 " bytes)", n, off,
-				  info.size);
-			break;
-		}
-		struct wr w = { vol, buf, off, 0 };
-		if (split_zero_blocks(buf, (size_t)n, off, pi.block_size, wr_piece, &w)) {
-			rc = lib_fail(a->cmd, a->pos[0], w.err);
-			break;
-		}
-		off += (uint64_t)n;
-		src += (uint64_t)n;
-		total += (uint64_t)n;
-	}
+	c.block_size = pi.block_size;
+	if (copy_in(&c))
+		rc = c.fault == COPY_LIBRARY ? lib_fail(a->cmd, a->pos[0], -c.err) :
+		     (last_errno = c.err, fail(a->cmd, c.fault == COPY_SOURCE ? fname : a->pos[1],
+					       "%s", c.msg));
 	/* Commit what was written, even after a failure. */
 	r = vbas_flush(pool);
 	if (r && !rc)
 		rc = lib_fail(a->cmd, a->pos[0], r);
-	if (rc && total)
+	if (rc && c.total)
 		fprintf(stderr, "vbas: %s: %s: %" PRIu64 " bytes at offset %" PRIu64
-			" were written before the failure\n", a->cmd, a->pos[1], total, a->offset);
+			" were written before the failure\n", a->cmd, a->pos[1], c.total, a->offset);
 close:
-	rc = close_vol(a, pool, vol, rc);
-out:
-	free(buf);
+	if (c.vol)
+		vbas_vol_close(c.vol);
+	rc = close_pool(a, pool, rc);
 	if (file)
 		close(fd);
 	return rc;
@@ -1616,7 +1610,7 @@ static int cmd_read(const struct args *a)
 	void *buf = NULL;
 	int fd = 1, r, rc;
 
-	rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
+	rc = open_vol(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, &pool, &vol, &info);
 	if (rc)
 		return rc;
 	if (off > info.size) {
@@ -1630,7 +1624,7 @@ static int cmd_read(const struct args *a)
 			  "volume (%" PRIu64 " bytes)", off, left, info.size);
 		goto close;
 	}
-	if (posix_memalign(&buf, 4096, CHUNK)) {
+	if (posix_memalign(&buf, 4096, COPY_CHUNK)) {
 		buf = NULL;
 		rc = fail(a->cmd, fname, "%s", strerror(ENOMEM));
 		goto close;
@@ -1653,7 +1647,7 @@ static int cmd_read(const struct args *a)
 		goto close;
 	}
 	while (left) {
-		size_t n = left < CHUNK ? (size_t)left : CHUNK;
+		size_t n = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
 		r = vbas_pread(vol, buf, n, off);
 		if (r) {
 			rc = lib_fail(a->cmd, a->pos[0], r);
@@ -1693,8 +1687,13 @@ static int cmd_discard(const struct args *a)
 		return usage_err(a->cmd, "--offset", "missing (required)");
 	if (!(a->seen & O_LENGTH))
 		return usage_err(a->cmd, "--length", "missing (required)");
-	rc = open_vol(a, 0, &pool, &vol, &info);
-	if (rc)
+	char off[24], len[24], *body = NULL;
+	snprintf(off, sizeof(off), "%" PRIu64, a->offset);
+	snprintf(len, sizeof(len), "%" PRIu64, a->length);
+	const char *req[4] = { "discard", a->pos[1], off, len };
+	rc = open_vol(a, 0, req, 4, &body, &pool, &vol, &info);
+	free(body);
+	if (rc || !pool)
 		return rc;
 	r = vbas_discard(vol, a->offset, a->length, 0);
 	if (r)
@@ -1730,7 +1729,7 @@ static int cmd_map(const struct args *a)
 	struct vbas_vol_info info;
 	struct vbas_pool *pool;
 	struct vbas_vol *vol;
-	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, &pool, &vol, &info);
+	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, &pool, &vol, &info);
 	if (rc)
 		return rc;
 	if (m.json) {
@@ -1989,34 +1988,16 @@ static int cmd_fsmap(const struct args *a)
 {
 	struct fsmap_out o = { .a = a, .json = !!(a->seen & O_JSON),
 			       .summary = !!(a->seen & O_SUMMARY) };
-	struct vbas_open_opts oo = { .cache_bytes = a->cache, .flags = VBAS_OPEN_RDONLY };
 	struct vbas_pool_info info;
 	struct vbas_pool *pool = NULL;
-	char why[CTL_MAX + 64];
-	uint64_t gen = 0;
-	int pin = -1, r, rc;
+	int r, rc;
 
 	if ((a->seen & O_PHYSICAL) && (a->seen & (O_START | O_LENGTH)))
 		return usage_err(a->cmd, "--physical", "one block: not with --start or --length");
 	if ((a->seen & O_LENGTH) && !a->length)
 		return usage_err(a->cmd, "--length", "must not be 0");
-	r = vbas_open(a->pos[0], &oo, &pool);
-	if (r == -EBUSY) {
-		int err;
-		pin = ctl_pin(a->pos[0], &gen, why, sizeof(why), &err);
-		if (pin == -2)
-			return fail(a->cmd, a->pos[0], "%s (through the server)", why);
-		/* No server: says who holds it (or opens it, if the holder has
-		 * just let go). */
-		rc = pin == -1 ? open_pool(a, VBAS_OPEN_RDONLY, &pool) : open_pinned(a, gen, &pool, &gen);
-		if (rc) {
-			if (pin >= 0)
-				close(pin);
-			return rc;
-		}
-	} else if (r) {
-		return lib_fail(a->cmd, a->pos[0], r);
-	}
+	if ((rc = open_pool_reading(a, &pool, NULL)))
+		return rc;
 	r = vbas_pool_info(pool, &info);
 	uint64_t start = 0, len = 0;
 	if (!r && (a->seen & O_PHYSICAL)) {
@@ -2044,10 +2025,7 @@ static int cmd_fsmap(const struct args *a)
 			json_started = 1;
 	}
 	free(o.sum.v);
-	vbas_close(pool);
-	if (pin >= 0)
-		close(pin);
-	return rc;
+	return close_pool(a, pool, rc);
 }
 
 /* check: read-write when it can (an interrupted delete is finished first),
@@ -2121,7 +2099,7 @@ static int cmd_check(const struct args *a)
 	struct vbas_open_opts o = { .cache_bytes = a->cache };
 	struct vbas_pool_info info;
 	struct vbas_pool *pool = NULL;
-	char *text = NULL, why[CTL_MAX + 64];
+	char *text = NULL;
 	size_t tlen = 0;
 	int ro = !!(a->seen & O_NOMODIFY), pin = -1, r, rc = 0;
 	uint64_t gen = 0;
@@ -2151,25 +2129,10 @@ static int cmd_check(const struct args *a)
 	}
 	if (r == -EBUSY) {
 		/* A server holds it: check its last commit under a pin. */
-		int err;
-		pin = ctl_pin(a->pos[0], &gen, why, sizeof(why), &err);
-		if (pin == -1) {
-			/* No server: says who holds it (or opens it, if the
-			 * holder has just let go). */
-			rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
-			if (rc)
-				return rc;
-			ro = 1;
-		} else if (pin == -2) {
-			return fail(a->cmd, a->pos[0], "%s (through the server)", why);
-		} else {
-			ro = 1;
-			rc = open_pinned(a, gen, &pool, &gen);
-			if (rc) {
-				close(pin);
-				return rc;
-			}
-		}
+		if ((rc = open_pool_reading(a, &pool, &gen)))
+			return rc;
+		ro = 1;
+		pin = served_pin;
 	} else if (r) {
 		return lib_fail(a->cmd, a->pos[0], r);
 	}
@@ -2193,8 +2156,7 @@ static int cmd_check(const struct args *a)
 	if (pin >= 0) {
 		/* The server sends nothing more: readable means it closed the
 		 * connection, so the pin may have gone during the check. */
-		struct pollfd pf = { .fd = pin, .events = POLLIN };
-		if (poll(&pf, 1, 0) != 0) {
+		if (!pin_held(pin)) {
 			rc = fail(a->cmd, a->pos[0], "the server went away during the check, and "
 				  "with it the pin: the result is not valid; check again");
 			if (c.json)
@@ -2233,10 +2195,7 @@ static int cmd_check(const struct args *a)
 		fclose(c.f);
 out:
 	free(text);
-	rc = close_pool(a, pool, rc);
-	if (pin >= 0)
-		close(pin);
-	return rc;
+	return close_pool(a, pool, rc);
 }
 
 /* ---- Sharing ---------------------------------------------------------------- */
@@ -2347,7 +2306,7 @@ static int server_info(const struct args *a, struct vbas_pool_info *i)
 {
 	const char *req[1] = { "info" };
 	char *msg;
-	int e = ctl_request(a->pos[0], req, 1, &msg);
+	int e = ctl_request(a->pos[0], req, 1, -1, &msg);
 	int bad = e != 0 || !msg || ctl_get_info(msg, i);
 	free(msg);
 	return bad ? fail(a->cmd, a->pos[0], "%s", ctl_unreadable) : 0;
@@ -2596,12 +2555,12 @@ static int pos_size(const struct args *a, int i, const char *what, uint64_t *out
 
 /* Open POOL (pos[0]) and the volumes named pos[S] and pos[D]; one handle
  * serves both when they are the same volume. */
-static int open_two(const struct args *a, unsigned flags, int s, int d,
-		    struct vbas_pool **pool, struct vbas_vol **sv, struct vbas_vol **dv,
-		    struct vbas_vol_info *sinfo)
+static int open_two(const struct args *a, unsigned flags, const char *const *req, int n,
+		    char **body, int s, int d, struct vbas_pool **pool, struct vbas_vol **sv,
+		    struct vbas_vol **dv, struct vbas_vol_info *sinfo)
 {
-	int r, rc = open_pool(a, flags, pool);
-	if (rc)
+	int r, rc = open_for(a, flags, req, n, pool, body);
+	if (rc || !*pool)
 		return rc;
 	*sv = *dv = NULL;
 	r = vbas_vol_open(*pool, a->pos[s], sv);
@@ -2617,8 +2576,7 @@ static int open_two(const struct args *a, unsigned flags, int s, int d,
 		rc = lib_fail(a->cmd, a->pos[0], r);
 		if (*sv)
 			vbas_vol_close(*sv);
-		vbas_close(*pool);
-		return rc;
+		return close_pool(a, *pool, rc);
 	}
 	return 0;
 }
@@ -2631,7 +2589,21 @@ static int close_two(const struct args *a, struct vbas_pool *pool, struct vbas_v
 	return close_vol(a, pool, sv, rc);
 }
 
-/* reflink and dedupe: POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH. */
+/* What a dedupe did: SAME, N bytes shared now. */
+static int dedupe_said(const struct args *a, int same, uint64_t n)
+{
+	if (a->seen & O_JSON)
+		json_started = 1, printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n",
+					 same ? "true" : "false", n);
+	else if (same)
+		printf("deduped %" PRIu64 " bytes\n", n);
+	else
+		printf("ranges differ; nothing changed\n");
+	return 0;
+}
+
+/* reflink and dedupe: POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH; on a
+ * served pool, the server does it. */
 static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 {
 	struct vbas_vol_info sinfo;
@@ -2643,9 +2615,28 @@ static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 	if ((rc = pos_size(a, 2, "SRC_OFFSET", &soff)) || (rc = pos_size(a, 4, "DST_OFFSET", &doff)) ||
 	    (rc = pos_size(a, 5, "LENGTH", &len)))
 		return rc;
-	rc = open_two(a, 0, 1, 3, &pool, &sv, &dv, &sinfo);
-	if (rc)
+	char *body = NULL;
+	const char *req[6] = { dedupe ? "dedupe" : "reflink", a->pos[1], a->pos[2], a->pos[3],
+			       a->pos[4], a->pos[5] };
+	char nums[3][24];
+	snprintf(nums[0], sizeof(nums[0]), "%" PRIu64, soff);
+	snprintf(nums[1], sizeof(nums[1]), "%" PRIu64, doff);
+	snprintf(nums[2], sizeof(nums[2]), "%" PRIu64, len);
+	req[2] = nums[0];
+	req[4] = nums[1];
+	req[5] = nums[2];
+	rc = open_two(a, 0, req, 6, &body, 1, 3, &pool, &sv, &dv, &sinfo);
+	if (rc || !pool) {
+		/* The server's answer to a dedupe: "SAME BYTES". */
+		uint64_t n = 0;
+		const char *p = body;
+		if (!rc && dedupe && (!p || ctl_num(&p, &n) || (same = (int)n, ctl_num(&p, &n))))
+			rc = fail(a->cmd, a->pos[0], "%s", ctl_unreadable);
+		else if (!rc && dedupe)
+			rc = dedupe_said(a, same, n);
+		free(body);
 		return rc;
+	}
 	if (!dedupe) {
 		r = vbas_reflink(sv, soff, dv, doff, len);
 		if (r)
@@ -2653,17 +2644,10 @@ static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 		return close_two(a, pool, sv, dv, rc);
 	}
 	r = vbas_dedupe(sv, soff, dv, doff, len, &same);
-	if (r) {
+	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
-	} else {
-		uint64_t n = same ? (len ? len : sinfo.size - soff) : 0;
-		if (a->seen & O_JSON)
-			json_started = 1, printf("{\"same\":%s,\"deduped\":%" PRIu64 "}\n", same ? "true" : "false", n);
-		else if (same)
-			printf("deduped %" PRIu64 " bytes\n", n);
-		else
-			printf("ranges differ; nothing changed\n");
-	}
+	else
+		rc = dedupe_said(a, same, same ? (len ? len : sinfo.size - soff) : 0);
 	return close_two(a, pool, sv, dv, rc);
 }
 
@@ -2682,8 +2666,13 @@ static int cmd_unshare(const struct args *a)
 	struct vbas_vol_info info;
 	struct vbas_pool *pool;
 	struct vbas_vol *vol;
-	int r, rc = open_vol(a, 0, &pool, &vol, &info);
-	if (rc)
+	char off[24], len[24], *body = NULL;
+	snprintf(off, sizeof(off), "%" PRIu64, a->offset);
+	snprintf(len, sizeof(len), "%" PRIu64, (a->seen & O_LENGTH) ? a->length : 0);
+	const char *req[4] = { "unshare", a->pos[1], off, len };
+	int r, rc = open_vol(a, 0, req, 4, &body, &pool, &vol, &info);
+	free(body);
+	if (rc || !pool)
 		return rc;
 	/* Without --length: to the end (the library's LEN 0). */
 	r = vbas_unshare(vol, a->offset, (a->seen & O_LENGTH) ? a->length : 0);
@@ -2720,7 +2709,7 @@ static int cmd_diff(const struct args *a)
 	struct vbas_vol_info finfo;
 	struct vbas_pool *pool;
 	struct vbas_vol *from, *to;
-	int r, rc = open_two(a, VBAS_OPEN_RDONLY, 1, 2, &pool, &from, &to, &finfo);
+	int r, rc = open_two(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, 1, 2, &pool, &from, &to, &finfo);
 	if (rc)
 		return rc;
 	r = vbas_diff(from, to, diff_cb, &d);
@@ -3191,7 +3180,9 @@ static const struct cmd cmds[] = {
 	  "reserved_owed (of reserved: held for copies on write of reserved\n"
 	  "blocks that are shared), the settings low_water and\n"
 	  "expendable_floor (percent, or null for none; see 'set'), and rmap\n"
-	  "(true: the pool keeps a reverse map).\n\n"
+	  "(true: the pool keeps a reverse map).  The text form shows available as\n"
+	  "'free for data', what writes can have, above the free blocks it comes\n"
+	  "from and what is held back of them.\n\n"
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "grow", cmd_grow, O_SIZE | O_JSON | O_CACHE, 1, 1, "POOL --size [+]SIZE [--json]",
@@ -3294,7 +3285,7 @@ static const struct cmd cmds[] = {
 	  "  -f, --force             the same as --yes\n"
 	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
 	{ "resize", cmd_resize, O_SIZE | O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
-	  "POOL NAME --size SIZE [--yes] [--dry-run]",
+	  "POOL NAME --size [+|-]SIZE [--yes] [--dry-run]",
 	  "grow or shrink a volume",
 	  "Shrinking frees the blocks past the new end; growing adds a hole.\n"
 	  "Shrinking drops the data past the new end: on a terminal, asks first,\n"
@@ -3302,7 +3293,9 @@ static const struct cmd cmds[] = {
 	  "where the data lies, the bytes mapped in the volume); otherwise refuses\n"
 	  "unless --yes (or --force) is given.  Growing asks nothing.\n\n"
 	  "Options:\n"
-	  "  -s, --size SIZE         the new size (required)\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "  -s, --size SIZE         the new size (required); +SIZE grows by SIZE,\n"
+	  "                          -SIZE shrinks by SIZE\n"
+	  "  -y, --yes               do not ask (needed when standard input is not\n"
 	  "                          a terminal)\n"
 	  "  -f, --force             the same as --yes\n"
 	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
@@ -3315,7 +3308,10 @@ static const struct cmd cmds[] = {
 	  "large for the volume is refused whole, before anything is written).\n"
 	  "Sparse: the holes of a regular FILE (SEEK_HOLE) are not read, and they\n"
 	  "and every whole block of zeros become holes of the volume (unmapped,\n"
-	  "whatever was mapped there before), so the volume maps the data only.\n\n"
+	  "whatever was mapped there before), so the volume maps the data only.\n"
+	  "On a served pool the server does the copy: FILE (or standard input) is\n"
+	  "passed to it, and if vbas write is stopped, so is the copy, with what\n"
+	  "was written committed.\n\n"
 	  "Options:\n"
 	  "  -o, --offset OFF        where to start writing (default 0)\n" CACHE_HELP HELP_HELP },
 	{ "read", cmd_read, O_OFFSET | O_LENGTH | O_CACHE, 2, 3,
@@ -3325,7 +3321,10 @@ static const struct cmd cmds[] = {
 	  "FILE, or standard output when FILE is absent or '-'.  Holes read as zeros.\n"
 	  "Into a regular file (not one opened to append), holes and whole blocks of\n"
 	  "zeros are seeked over: the file is as sparse as the volume.  Into a pipe\n"
-	  "or a terminal, every byte.\n\n"
+	  "or a terminal, every byte.  On a served pool, reads the server's last\n"
+	  "commit under a pin, as check: a snapshot reads as it was taken, a volume\n"
+	  "that clients are writing as it is being written (snapshot it first for\n"
+	  "a consistent copy).\n\n"
 	  "Options:\n"
 	  "  -o, --offset OFF        where to start reading (default 0)\n"
 	  "  -l, --length LEN        how much to read (default: to the end)\n" CACHE_HELP HELP_HELP },
@@ -3586,9 +3585,11 @@ static void usage(FILE *f)
 	fprintf(f, "\nSIZE, OFF and LEN are bytes, or a number followed by K, M, G, T, P or E\n"
 		   "(powers of 1024; also k, KiB, KB), with a decimal fraction if it comes to\n"
 		   "whole bytes (1.5G).\n\n"
-		   "While vbas serve serves a pool, info, list, create, resize, rename,\n"
-		   "delete, snapshot and clone go through the server, and check checks the\n"
-		   "server's last commit; other commands say who holds the pool.\n\n"
+		   "While vbas serve serves a pool, the commands that change it go through\n"
+		   "the server (write hands it the source), and check, fsmap, map, diff and\n"
+		   "read read the server's last commit beside it (a snapshot as it was\n"
+		   "taken, a volume being written as it is written); format, repair and\n"
+		   "serve say who holds the pool.\n\n"
 		   "Exit status: 0 success, 1 failure (check: problems found), 2 usage error.\n");
 }
 
@@ -3701,10 +3702,14 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 			continue;
 		const char *val = raw[i];
 		if (opt_infos[i].code == 's' && val[0] == '+') {
-			if (strcmp(c->name, "grow") && strcmp(c->name, "resize-pool"))
+			if (strcmp(c->name, "grow") && strcmp(c->name, "resize-pool") &&
+			    strcmp(c->name, "resize"))
 				return usage_err(c->name, "--size", "a relative size ('%s') is for "
-						 "grow only", val);
+						 "grow, resize and resize-pool only", val);
 			a->size_plus = 1;
+			val++;
+		} else if (opt_infos[i].code == 's' && val[0] == '-' && !strcmp(c->name, "resize")) {
+			a->size_minus = 1;
 			val++;
 		}
 		if (parse_size(val, (uint64_t *)((char *)a + opt_infos[i].field), why, sizeof(why)))

@@ -688,6 +688,25 @@ expect_fail "resize: size 0" 1 "must not be 0" "$VBAS" resize --yes $W r --size 
 expect_fail "resize: unknown volume" 1 "^vbas: resize: $W: volume 'nope' not found" \
 	"$VBAS" resize --yes $W nope --size 1M
 expect_fail "resize: missing --size" 2 "^vbas: resize: --size: missing" "$VBAS" resize --yes $W r
+expect_ok "resize --size -99G: shrinks by 99 GiB" "$VBAS" resize --yes $W r --size -99G
+expect_json "r is 1G" '[v["size"] for v in d if v["name"] == "r"] == [2**30]' "$VBAS" list $W --json
+expect_ok "resize --size +1.5M: grows by 1.5 MiB" "$VBAS" resize $W r --size +1.5M
+expect_json "r is 1G + 1.5M" '[v["size"] for v in d if v["name"] == "r"] == [2**30 + 3 * 2**19]' \
+	"$VBAS" list $W --json
+expect_out "resize -s -512K --dry-run: from the size it has" \
+	"^would shrink volume 'r' from 1075314688 to 1074790400 bytes, dropping the 0 bytes" \
+	"$VBAS" resize $W r -s -512K --dry-run
+expect_fail "resize --size -SIZE as large as the volume" 2 \
+	"^vbas: resize: --size: -1075314688 leaves nothing of volume 'r' \(1075314688 bytes\)" \
+	"$VBAS" resize --yes $W r --size -1075314688
+expect_fail "resize --size +0" 2 "^vbas: resize: --size: \+0 changes nothing" "$VBAS" resize $W r --size +0
+expect_fail "resize --size -0" 2 "^vbas: resize: --size: -0 changes nothing" "$VBAS" resize $W r --size -0
+expect_fail "resize --size +SIZE past 2^64" 2 "^vbas: resize: --size: \+.* is past 2\^64" \
+	"$VBAS" resize $W r --size +17179869183G
+expect_fail "resize --size -SIZE of an unknown volume" 1 "^vbas: resize: $W: volume 'nope' not found" \
+	"$VBAS" resize --yes $W nope --size -1M
+expect_fail "resize --size --1M" 2 "^vbas: resize: --size: " "$VBAS" resize --yes $W r --size --1M
+expect_ok "resize r back to 100G" "$VBAS" resize --yes $W r --size 100G
 
 # ---- delete -----------------------------------------------------------------
 
@@ -1399,7 +1418,7 @@ expect_fail "grow: +0 is refused" 2 "^vbas: grow: --size: \+0 adds nothing" "$VB
 expect_fail "grow: a bad size" 2 "^vbas: grow: --size: invalid size" "$VBAS" grow $E --size +12Q
 expect_fail "grow: past what a pool can hold" 1 "^vbas: grow: $E: .*more than a pool can hold" \
 	"$VBAS" grow $E --size +8E
-expect_fail "a relative size is for grow only" 2 "^vbas: create: --size: a relative size \('\+1M'\) is for grow only" \
+expect_fail "a relative size is for grow, resize and resize-pool only" 2 "^vbas: create: --size: a relative size \('\+1M'\) is for grow, resize and resize-pool only" \
 	"$VBAS" create $E w --size +1M
 expect_true "... and the file kept its size" test "$(fsize $E)" -eq $((32 * MiB))
 expect_out "grow --size 48M" "^grow.img: 50331648 bytes \(48\.0 MiB\)" "$VBAS" grow $E --size 48M

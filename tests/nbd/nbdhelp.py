@@ -331,10 +331,13 @@ def ctl_requests(pool):
     say(stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0,
         "the control socket is its owner's alone", oct(os.stat(path).st_mode))
 
-    def ask(req):
+    def ask(req, fds=None):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(path)
-        s.sendall(req)
+        if fds:
+            socket.send_fds(s, [req], fds)
+        else:
+            s.sendall(req)
         s.shutdown(socket.SHUT_WR)
         out = b""
         while True:
@@ -375,9 +378,31 @@ def ctl_requests(pool):
         ("a set past 1000 permille", b"set\0low_water\0" b"1001\0",
          "22\tset: bad setting 'low_water' '1001'"),
         ("ping", b"ping\0", "0\tvbas "),
+        ("seven fields", b"reflink\0a\0" b"0\0b\0" b"0\0" b"1\0x\0", "71\tmalformed request"),
+        ("a reflink without its length", b"reflink\0a\0" b"0\0b\0" b"0\0",
+         "22\treflink: wants SRC SRC_OFFSET DST DST_OFFSET LENGTH"),
+        ("a dedupe with an offset that is not a number", b"dedupe\0a\0x\0b\0" b"0\0" b"1\0",
+         "22\tdedupe: wants SRC"),
+        ("a discard with a length that is not a number", b"discard\0a\0" b"0\0-1\0",
+         "22\tdiscard: wants NAME OFFSET LENGTH"),
+        ("an unshare without its length", b"unshare\0a\0" b"0\0",
+         "22\tunshare: wants NAME OFFSET LENGTH"),
+        ("a write without the source's descriptor", b"write\0a\0" b"0\0",
+         "22\twrite: wants a volume, an offset"),
     ]:
         got = ask(req)
         say(got.startswith(want), "control channel: %s" % desc, repr(got[:120]))
+    with open(os.devnull, "rb") as f:
+        for desc, req, want in [
+            ("a write with an offset that is not a number", b"write\0a\0x\0",
+             "22\twrite: wants a volume, an offset"),
+            ("a descriptor with a request that takes none", b"ping\0",
+             "22\tping takes no descriptor"),
+            ("a write to an unknown volume", b"write\0nosuch\0" b"0\0",
+             "2\tvolume 'nosuch' not found"),
+        ]:
+            got = ask(req, [f.fileno()])
+            say(got.startswith(want), "control channel: %s" % desc, repr(got[:120]))
 
 
 def ctl_socket(pool):

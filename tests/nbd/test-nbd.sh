@@ -312,11 +312,10 @@ expect_true "serve: the snapshot's URI says read-only" \
 
 # ---- The pool is locked while it is served ---------------------------------------------
 
-expect_fail "map on a served pool: in use by vbas serve" 1 \
-	"^vbas: map: $P: pool is in use by 'vbas serve' \\(pid $SRV_PID\\), which serves it over NBD through nbdkit \\(pid $NBDKIT_PID\\)" \
-	"$VBAS" map "$P" img
-expect_fail "write to a served pool fails the same way" 1 "^vbas: write: $P: pool is in use by 'vbas serve'" \
-	"$VBAS" write "$P" img --offset 0 /dev/null
+expect_out "map on a served pool reads the server's last commit" "OFFSET" "$VBAS" map "$P" img
+expect_fail "repair of a served pool: in use by vbas serve" 1 \
+	"^vbas: repair: $P: pool is in use by 'vbas serve' \\(pid $SRV_PID\\), which serves it over NBD through nbdkit \\(pid $NBDKIT_PID\\)" \
+	"$VBAS" repair "$P"
 expect_fail "a second server on the pool fails" 1 "^vbas: serve: $P: pool is in use by 'vbas serve'" \
 	"$VBAS" serve "$P" --socket "$T/second.sock"
 expect_fail "a second server on the same socket fails" 1 "a server is already listening on this socket" \
@@ -989,6 +988,112 @@ expect_true "... which it says on stderr" grep -q \
 expect_out "check -n of a --readonly server" '^clean: .*; read-only$' "$VBAS" check -n "$PP"
 expect_ok "... and the server still serves" nbdinfo "$(uri v)"
 stop_server TERM
+
+# ---- Every command on a served pool ----------------------------------------------------------
+# Reading commands (map, diff, read) read the server's last commit under a
+# pin, as check does; changing ones (write, reflink, dedupe, unshare,
+# discard) are done by the server.  A client writes to another export all
+# along; the diff of two snapshots taken while served is the diff with the
+# server stopped.
+
+PS=$T/served.img
+head -c $((8 * MiB)) /dev/urandom >sv-base.raw
+head -c $((2 * MiB)) /dev/urandom >sv-b.raw
+head -c $((4 * MiB)) sv-base.raw >sv-base4.raw
+head -c $MiB sv-b.raw >sv-b1.raw
+"$VBAS" format "$PS" --size 512M >/dev/null && "$VBAS" create "$PS" v --size 64M >/dev/null &&
+	"$VBAS" write "$PS" v sv-base.raw && "$VBAS" create "$PS" busy --size 16M >/dev/null ||
+	echo "# setting up the served pool failed"
+expect_true "served commands: serve the pool" start_server "$PS" served
+rm -f busy.progress
+$PY "$HELP" cycle-writer "$(uri busy)" busy.progress 2>busy.err &
+BUSY=$!
+PIDS+=("$BUSY")
+for _ in $(seq 200); do [ -s busy.progress ] && break; sleep 0.05; done
+expect_ok "served: snapshot s1" "$VBAS" snapshot "$PS" v s1
+expect_ok "served: a client writes 64 KiB at 1 MiB and 128 KiB at 6 MiB" nbdsh -u "$(uri v)" \
+	-c "h.pwrite(b'\x11' * 65536, 1 << 20)" -c "h.pwrite(b'\x22' * 131072, 6 << 20)" -c "h.flush()"
+expect_ok "served: snapshot s2" "$VBAS" snapshot "$PS" v s2
+expect_ok "served: diff s1 s2" "$VBAS" diff "$PS" s1 s2
+cp "$T/out" sv-diff.served
+expect_true "... names the two written ranges" sh -c \
+	"grep -q '^1048576 ' sv-diff.served && grep -q '^6291456 ' sv-diff.served && test \$(wc -l <sv-diff.served) -eq 2"
+expect_ok "served: diff --json" "$VBAS" diff "$PS" s1 s2 --json
+expect_ok "served: map s2" "$VBAS" map "$PS" s2
+cp "$T/out" sv-map.served
+expect_ok "served: read s2 into a file" "$VBAS" read "$PS" s2 sv-s2.raw
+expect_ok "... which the export reads the same" sh -c "nbdcopy '$(uri s2)' - | cmp - sv-s2.raw"
+expect_ok "served: read s1 through a pipe: the data from before" \
+	sh -c "'$VBAS' read '$PS' s1 --length 8M | cmp - sv-base.raw"
+# A sparse file: 2 MiB of data at 1 MiB, the rest a hole, over what is there.
+$PY -c "import os; f = os.open('sv-sparse.raw', os.O_WRONLY | os.O_CREAT | os.O_TRUNC); os.ftruncate(f, 8 << 20); os.pwrite(f, open('sv-b.raw', 'rb').read(), 1 << 20)"
+expect_ok "served: write a sparse file at 16 MiB (the server reads it)" \
+	"$VBAS" write "$PS" v --offset 16M sv-sparse.raw
+expect_ok "... the export reads it back" sh -c \
+	"nbdcopy '$(uri v)' - | tail -c +$((16 * MiB + 1)) | head -c $((8 * MiB)) | cmp - sv-sparse.raw"
+expect_json "... and only its data is mapped" \
+	"[(e['offset'], e['length']) for e in d if 16 << 20 <= e['offset'] < 24 << 20] == [(17 << 20, 2 << 20)]" \
+	"$VBAS" map "$PS" v --json
+expect_ok "served: write from a pipe at 40 MiB" sh -c "cat sv-b.raw | '$VBAS' write '$PS' v --offset 40M"
+expect_ok "... reads back through the pin" sh -c "'$VBAS' read '$PS' v --offset 40M --length 2M | cmp - sv-b.raw"
+expect_out "served: dedupe of the same bytes" "^deduped 2097152 bytes$" "$VBAS" dedupe "$PS" v 17M v 40M 2M
+expect_json "... which are shared now" \
+	"all('shared' in e['flags'] for e in d if 40 << 20 <= e['offset'] < 42 << 20)" "$VBAS" map "$PS" v --json
+expect_ok "served: zeros from a pipe over it" sh -c "head -c 2M /dev/zero | '$VBAS' write '$PS' v --offset 40M"
+expect_true "... leave a hole" is_hole v $((40 * MiB)) $((2 * MiB))
+expect_ok "served: reflink s1 0 v 32M 4M" "$VBAS" reflink "$PS" s1 0 v 32M 4M
+expect_ok "... the export reads s1's bytes there" sh -c \
+	"nbdcopy '$(uri v)' - | tail -c +$((32 * MiB + 1)) | head -c $((4 * MiB)) | cmp - sv-base4.raw"
+expect_json "served: dedupe of different bytes changes nothing" 'd == {"same": False, "deduped": 0}' \
+	"$VBAS" dedupe "$PS" s1 0 v 4M 4M --json
+expect_json "... the reflinked range is shared" \
+	"all('shared' in e['flags'] for e in d if 32 << 20 <= e['offset'] < 36 << 20)" "$VBAS" map "$PS" v --json
+expect_ok "served: unshare it" "$VBAS" unshare "$PS" v --offset 32M --length 4M
+expect_json "... and it is not shared" \
+	"not any('shared' in e['flags'] for e in d if 32 << 20 <= e['offset'] < 36 << 20)" "$VBAS" map "$PS" v --json
+expect_ok "served: discard it" "$VBAS" discard "$PS" v --offset 32M --length 4M
+expect_true "... a hole" is_hole v $((32 * MiB)) $((4 * MiB))
+expect_fail "served: write to a snapshot: refused by the server" 1 \
+	"^vbas: write: $PS: .*snapshot.*\(through the server\)$" "$VBAS" write "$PS" s1 sv-b.raw
+expect_fail "served: reflink from an unknown volume" 1 \
+	"^vbas: reflink: $PS: volume 'nosuch' not found \(through the server\)$" \
+	"$VBAS" reflink "$PS" nosuch 0 v 0 4K
+expect_fail "served: a write past the end says how much was written" 1 \
+	"past the end of the volume.*; 1048576 bytes at offset 66060288 were written before the failure \(through the server\)" \
+	sh -c "cat sv-b.raw | '$VBAS' write '$PS' v --offset 63M"
+expect_fail "served: a sparse file too large is refused before anything is written" 1 \
+	"write of 8388608 bytes at offset 62914560 goes past the end.*\(through the server\)$" \
+	"$VBAS" write "$PS" v --offset 60M sv-sparse.raw
+expect_fail "served: unshare of an unknown volume" 1 "'nosuch' not found \(through the server\)" \
+	"$VBAS" unshare "$PS" nosuch
+# A vbas write killed while the server copies: the server stops at its next
+# read, commits what it wrote and says so.
+rm -f sv.fifo && mkfifo sv.fifo
+"$VBAS" write "$PS" v --offset 48M sv.fifo 2>/dev/null &
+WPID=$!
+PIDS+=("$WPID")
+exec 7>sv.fifo
+head -c $MiB sv-b.raw >&7
+sleep 0.3
+{ kill -KILL "$WPID"; wait "$WPID"; } 2>/dev/null
+head -c $MiB sv-b.raw >&7 2>/dev/null
+said=0
+for _ in $(seq 100); do grep -q "control: write v .*the client went away; 1048576 bytes written" "$T/served.err" && { said=1; break; }; sleep 0.05; done
+exec 7>&-
+expect_true "served: a killed vbas write stops the server's copy, which logs what it wrote" test $said -eq 1
+expect_ok "... and the 1 MiB it read is there" sh -c "'$VBAS' read '$PS' v --offset 48M --length 1M | cmp - sv-b1.raw"
+expect_ok "served: the server still serves" nbdinfo "$(uri v)"
+expect_out "served: check, clean" "^clean: " "$VBAS" check "$PS"
+BUSY_N=$(tail -n 1 busy.progress)
+{ kill "$BUSY"; wait "$BUSY"; } 2>/dev/null
+py_checks "served: the busy client's writes" $PY "$HELP" cycle-check "$(uri busy)" "$BUSY_N"
+stop_server TERM
+expect_true "served: the server stops with status 0" test "$SRV_RC" -eq 0
+expect_ok "stopped: diff s1 s2" "$VBAS" diff "$PS" s1 s2
+expect_true "... the same as while served" cmp "$T/out" sv-diff.served
+expect_ok "stopped: map s2" "$VBAS" map "$PS" s2
+expect_true "... the same as while served" cmp "$T/out" sv-map.served
+expect_out "stopped: check, clean" "^clean" "$VBAS" check "$PS"
 
 # ---- Events, growth and autoextend ----------------------------------------------------------
 
