@@ -79,12 +79,16 @@ enum {
 	O_RMAP = 1 << 27,
 	O_CANCEL = 1 << 28,
 };
+/* (Past 32 bits: seen and opts are 64-bit.) */
+#define O_FORMAT      (1ull << 40)
+#define O_PROGRESS    (1ull << 41)
+#define O_NO_PROGRESS (1ull << 42)
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
        OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
-       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL };
+       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL, OPT_FORMAT = 0x400, OPT_NO_PROGRESS };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -114,6 +118,9 @@ static const struct option long_opts[] = {
 	{ "no-rmap", no_argument, NULL, OPT_NO_RMAP },
 	{ "rmap", no_argument, NULL, OPT_RMAP },
 	{ "cancel", no_argument, NULL, OPT_CANCEL },
+	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "progress", no_argument, NULL, 'p' },
+	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -122,12 +129,12 @@ static const struct option long_opts[] = {
 /* What a command was given, after parsing. */
 struct args {
 	const char *cmd;              /* the command's name, for messages */
-	unsigned seen;                /* O_* given */
+	uint64_t seen;                /* O_* given */
 	uint64_t size, block_size, offset, length, cache, autoextend, start, physical;
 	int size_plus;                /* --size +SIZE: relative (grow) */
 	int size_minus;               /* --size -SIZE: relative (shrink) */
 	const char *socket, *port, *bind;   /* serve's string options */
-	const char *low_water, *floor, *on_event;
+	const char *low_water, *floor, *on_event, *format;
 	int npos;
 	char *pos[MAX_POS];
 };
@@ -135,7 +142,7 @@ struct args {
 struct cmd {
 	const char *name;
 	int (*fn)(const struct args *a);
-	unsigned opts;                /* O_* accepted (O_HELP always) */
+	uint64_t opts;                /* O_* accepted (O_HELP always) */
 	int min_pos, max_pos;
 	const char *synopsis;         /* after "vbas NAME " */
 	const char *summary;          /* one line, for vbas --help */
@@ -1115,6 +1122,63 @@ static int ask_server(const struct args *a, const char *const *req, int n);
 /* The same; *BODY (malloc'ed) the answer, when the request succeeds. */
 static int ask_server_body(const struct args *a, const char *const *req, int n, char **body);
 
+struct overcommit {
+	uint64_t writable;      /* bytes: the sizes of the writable volumes */
+};
+
+static int overcommit_cb(const struct vbas_vol_info *v, void *arg)
+{
+	struct overcommit *o = arg;
+	if (!(v->flags & VBAS_VOL_READONLY))
+		o->writable += v->size;
+	return 0;
+}
+
+/* After a new writable volume: a note on stderr when the writable volumes
+ * add up to more than the pool holds for data (thin provisioning over
+ * commits: their writes may meet ENOSPC), as LVM warns.  POOL is the open
+ * pool, or NULL (served: read beside the server).  Says nothing if it
+ * cannot tell. */
+static void overcommit_note(const struct args *a, struct vbas_pool *pool)
+{
+	struct overcommit o = { 0 };
+	struct vbas_pool_info i;
+	struct vbas_pool *p = pool;
+	char h1[32], h2[32];
+	if (!p) {
+		/* Quietly: a note is not worth an error. */
+		int e = dup(2), nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (e >= 0 && nul >= 0)
+			dup2(nul, 2);
+		int rc = open_pool_reading(a, &p, NULL);
+		if (e >= 0 && nul >= 0)
+			dup2(e, 2);
+		if (e >= 0)
+			close(e);
+		if (nul >= 0)
+			close(nul);
+		if (rc)
+			return;
+	}
+	int r = vbas_pool_info(p, &i);
+	if (!r)
+		r = vbas_vol_list(p, overcommit_cb, &o);
+	if (!pool) {
+		vbas_close(p);
+		if (served_pin >= 0)
+			close(served_pin);
+		served_pin = -1;
+	}
+	uint64_t room = i.total_blocks * i.block_size;
+	if (r || o.writable <= room)
+		return;
+	fprintf(stderr, "vbas: %s: %s: note: the writable volumes add up to %s, more than the "
+		"%s the pool holds (%" PRIu64 " > %" PRIu64 " bytes): it is over-committed, "
+		"and writes fail with ENOSPC once it is full (see 'vbas info', 'vbas set "
+		"--low-water', 'vbas grow')\n", a->cmd, a->pos[0], human(o.writable, h1, sizeof(h1)),
+		human(room, h2, sizeof(h2)), o.writable, room);
+}
+
 static int cmd_create(const struct args *a)
 {
 	struct vbas_pool *pool;
@@ -1127,6 +1191,8 @@ static int cmd_create(const struct args *a)
 	const char *dreq[2] = { "delete", a->pos[1] };
 	int r, rc;
 	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL)) {
+		if (!rc && !(a->seen & O_RESERVE))
+			overcommit_note(a, NULL);
 		if (rc || !(a->seen & O_RESERVE))
 			return rc;
 		/* A thick volume, or none. */
@@ -1153,6 +1219,9 @@ static int cmd_create(const struct args *a)
 					a->pos[0], a->pos[1]);
 		}
 	}
+	/* (A thick volume has its space: it over-commits nothing.) */
+	if (!rc && !(a->seen & O_RESERVE))
+		overcommit_note(a, pool);
 	return close_pool(a, pool, rc);
 }
 
@@ -1520,6 +1589,91 @@ static int cmd_resize(const struct args *a)
 	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
+/* ---- Progress and stopping --------------------------------------------------- */
+
+/* A progress line on stderr for a long copy: on a terminal, or with
+ * --progress; never with --no-progress.  Redrawn at most 5 times a second
+ * ("\r"), ended by a newline. */
+struct progress {
+	int on;
+	const char *what;       /* "write", "read" */
+	uint64_t total;         /* bytes, 0 if not known (a pipe) */
+	struct timespec start, last;
+	int drawn;
+};
+
+static double secs_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void progress_start(struct progress *p, const struct args *a, const char *what,
+			   uint64_t total)
+{
+	memset(p, 0, sizeof(*p));
+	p->on = (a->seen & O_PROGRESS) || (!(a->seen & O_NO_PROGRESS) && isatty(2));
+	p->what = what;
+	p->total = total;
+	clock_gettime(CLOCK_MONOTONIC, &p->start);
+	p->last = p->start;
+}
+
+static void progress_draw(struct progress *p, uint64_t done, int last)
+{
+	char h1[32], h2[32], h3[32];
+	if (!p->on || (!last && p->drawn && secs_since(&p->last) < 0.2))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	double s = secs_since(&p->start);
+	uint64_t rate = s > 0 ? (uint64_t)((double)done / s) : 0;
+	if (p->total)
+		fprintf(stderr, "\r%s: %5.1f%%  %s of %s  %s/s ", p->what,
+			100.0 * (double)done / (double)p->total, human(done, h1, sizeof(h1)),
+			human(p->total, h2, sizeof(h2)), human(rate, h3, sizeof(h3)));
+	else
+		fprintf(stderr, "\r%s: %s  %s/s ", p->what, human(done, h1, sizeof(h1)),
+			human(rate, h3, sizeof(h3)));
+	fprintf(stderr, "\033[K%s", last ? "\n" : "");
+	fflush(stderr);
+	p->drawn = 1;
+}
+
+/* SIGINT, SIGTERM or SIGHUP during a copy: it stops at its next chunk,
+ * keeps (commits) what is done and says so. */
+static volatile sig_atomic_t stop_sig;
+
+static void on_stop_signal(int sig)
+{
+	stop_sig = sig;
+}
+
+static void stop_signals(int on)
+{
+	struct sigaction sa = { .sa_handler = on ? on_stop_signal : SIG_DFL };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+struct write_watch {
+	struct progress *p;
+	uint64_t start;         /* the volume offset the copy began at */
+	const uint64_t *off;    /* where it is now */
+};
+
+/* copy_in's hook before each read of the source: the progress line, and
+ * a stop signal ends the copy. */
+static int write_before_read(int fd, void *arg)
+{
+	struct write_watch *w = arg;
+	(void)fd;
+	progress_draw(w->p, *w->off - w->start, 0);
+	return stop_sig ? EINTR : 0;
+}
+
 /* The FILE argument (pos[2]): absent or "-" means stdin/stdout. */
 static const char *file_arg(const struct args *a)
 {
@@ -1550,6 +1704,13 @@ static int cmd_write(const struct args *a)
 		return rc;
 	}
 	struct copy_in c = { .fd = fd, .off = a->offset };
+	struct progress pr;
+	struct stat st;
+	struct write_watch ww = { &pr, a->offset, &c.off };
+	progress_start(&pr, a, "write", fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ?
+		       (uint64_t)st.st_size : 0);
+	c.before_read = write_before_read;
+	c.arg = &ww;
 	rc = 0;
 	r = vbas_vol_open(pool, a->pos[1], &c.vol);
 	if (r) {
@@ -1562,7 +1723,16 @@ static int cmd_write(const struct args *a)
 		goto close;
 	}
 	c.block_size = pi.block_size;
-	if (copy_in(&c))
+	stop_signals(1);
+	r = copy_in(&c);
+	if (pr.drawn)
+		progress_draw(&pr, c.total, 1);
+	/* (A signal from the terminal may have stopped the source as well:
+	 * its end is no proof of a whole copy.) */
+	if ((r && c.fault == COPY_STOPPED) || (!r && stop_sig))
+		rc = (last_errno = EINTR, fail(a->cmd, a->pos[1], "stopped by %s",
+					       strsignal(stop_sig)));
+	else if (r)
 		rc = c.fault == COPY_LIBRARY ? lib_fail(a->cmd, a->pos[0], -c.err) :
 		     (last_errno = c.err, fail(a->cmd, c.fault == COPY_SOURCE ? fname : a->pos[1],
 					       "%s", c.msg));
@@ -1570,9 +1740,14 @@ static int cmd_write(const struct args *a)
 	r = vbas_flush(pool);
 	if (r && !rc)
 		rc = lib_fail(a->cmd, a->pos[0], r);
+	stop_signals(0);
 	if (rc && c.total)
 		fprintf(stderr, "vbas: %s: %s: %" PRIu64 " bytes at offset %" PRIu64
-			" were written before the failure\n", a->cmd, a->pos[1], c.total, a->offset);
+			" were written before the %s%s\n", a->cmd, a->pos[1], c.total, a->offset,
+			stop_sig ? "stop" : "failure", r ? ", and could not be committed" :
+			stop_sig ? ", and are committed; the rest of the volume is as it was" : "");
+	else if (rc && stop_sig)
+		fprintf(stderr, "vbas: %s: %s: nothing was written\n", a->cmd, a->pos[1]);
 close:
 	if (c.vol)
 		vbas_vol_close(c.vol);
@@ -1646,8 +1821,19 @@ static int cmd_read(const struct args *a)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 		goto close;
 	}
+	struct progress pr;
+	uint64_t want = left;
+	progress_start(&pr, a, "read", want);
+	stop_signals(1);
 	while (left) {
 		size_t n = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
+		progress_draw(&pr, want - left, 0);
+		if (stop_sig) {
+			rc = (last_errno = EINTR, fail(a->cmd, a->pos[1], "stopped by %s after %"
+						       PRIu64 " of %" PRIu64 " bytes", strsignal(stop_sig),
+						       want - left, want));
+			break;
+		}
 		r = vbas_pread(vol, buf, n, off);
 		if (r) {
 			rc = lib_fail(a->cmd, a->pos[0], r);
@@ -1663,6 +1849,9 @@ static int cmd_read(const struct args *a)
 		off += n;
 		left -= n;
 	}
+	stop_signals(0);
+	if (pr.drawn)
+		progress_draw(&pr, want - left, 1);
 	/* A hole at the end: the file's size says where it ends. */
 	if (!rc && skipped) {
 		off_t end = lseek(fd, 0, SEEK_CUR);
@@ -2217,11 +2406,16 @@ static int snapshot_common(const struct args *a, unsigned flags)
 			       a->pos[2], how };
 	int r, rc;
 	if (open_or_ask_server(a, 0, req, (a->seen & (O_NO_RESERVE | O_EXPENDABLE)) ? 4 : 3,
-			       &pool, &rc, NULL))
+			       &pool, &rc, NULL)) {
+		if (!rc && (flags & VBAS_SNAP_WRITABLE))
+			overcommit_note(a, NULL);
 		return rc;
+	}
 	r = vbas_vol_snapshot(pool, a->pos[1], a->pos[2], flags);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
+	else if (flags & VBAS_SNAP_WRITABLE)
+		overcommit_note(a, pool);
 	return close_pool(a, pool, rc);
 }
 
@@ -2802,6 +2996,297 @@ static int find_plugin(char *buf, size_t len, char *why, size_t wlen)
 	return -1;
 }
 
+/* nbdkit: $VBAS_NBDKIT, else on $PATH; into BUF.  The exit status if it
+ * is not there (said), else 0. */
+static int find_nbdkit(const struct args *a, char *buf, size_t len)
+{
+	const char *nenv = getenv("VBAS_NBDKIT");
+	if (nenv && *nenv)
+		snprintf(buf, len, "%s", nenv);
+	else if (find_in_path("nbdkit", buf, len))
+		snprintf(buf, len, "nbdkit");
+	if (!is_exec(buf))
+		return fail(a->cmd, "nbdkit", "not found%s (install nbdkit: scripts/install-deps.sh)",
+			    nenv && *nenv ? " at $VBAS_NBDKIT" : " in $PATH");
+	return 0;
+}
+
+/* Run ARGV (argv[0] looked up on $PATH) and wait for it; its standard
+ * output into *OUT (malloc'ed, NUL-ended) if OUT is not NULL.  Its exit
+ * status (128 + N for signal N), or -1 with errno if it could not run. */
+static int run_wait(const char *const *argv, char **out)
+{
+	int p[2] = { -1, -1 }, status;
+	size_t got = 0, cap = 0;
+	char *buf = NULL;
+	if (out && pipe2(p, O_CLOEXEC))
+		return -1;
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		if (out)
+			close(p[0]), close(p[1]);
+		errno = e;
+		return -1;
+	}
+	if (pid == 0) {
+		if (out)
+			dup2(p[1], 1);
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "vbas: %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (out) {
+		close(p[1]);
+		for (;;) {
+			if (cap - got < 4096) {
+				char *nb = cap < (64u << 20) ? realloc(buf, cap ? 2 * cap : 8192) : NULL;
+				if (!nb)
+					break;
+				buf = nb;
+				cap = cap ? 2 * cap : 8192;
+			}
+			ssize_t k = read(p[0], buf + got, cap - 1 - got);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				break;
+			got += (size_t)k;
+		}
+		close(p[0]);
+		if (buf)
+			buf[got] = 0;
+		*out = buf;
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A number after "KEY": in qemu-img's JSON S; -1 if there is none. */
+static int json_u64(const char *s, const char *key, uint64_t *v)
+{
+	const char *k = s ? strstr(s, key) : NULL;
+	if (!k)
+		return -1;
+	k += strlen(key);
+	while (*k == ' ' || *k == ':')
+		k++;
+	return ctl_num(&k, v);
+}
+
+/* The image formats import and export take: what qemu-img reads and
+ * writes for virtual disks (the names are qemu-img's). */
+static const char *const image_formats[] = { "raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi",
+					     "qed", NULL };
+
+static int image_format_ok(const char *f)
+{
+	for (int i = 0; image_formats[i]; i++)
+		if (!strcmp(f, image_formats[i]))
+			return 1;
+	return 0;
+}
+
+/* Show progress: --progress, or on a terminal unless --no-progress. */
+static int want_progress(const struct args *a, int fd)
+{
+	return (a->seen & O_PROGRESS) || (!(a->seen & O_NO_PROGRESS) && isatty(fd));
+}
+
+/* import and export: qemu-img convert against a private NBD export of the
+ * volume, which nbdkit serves on a socket of its own for as long as the
+ * command runs (its captive mode, --run): qemu-img does the image format,
+ * and its reads of holes and writes of zeros keep the copy sparse. */
+static int convert_through_nbdkit(const struct args *a, int rdonly, const char *script,
+				  const char *format, const char *file)
+{
+	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], why[PATH_MAX + 200];
+	char poolarg[PATH_MAX + 8], cachearg[48], name[3 * VBAS_NAME_MAX + 1];
+	int rc = find_nbdkit(a, nbdkit, sizeof(nbdkit));
+	if (rc)
+		return rc;
+	if (find_plugin(plugin, sizeof(plugin), why, sizeof(why)))
+		return fail(a->cmd, PLUGIN_FILE, "%s", why);
+	if (!realpath(a->pos[0], pool))
+		return fail(a->cmd, a->pos[0], "%s", strerror(errno));
+	FILE *f = fmemopen(name, sizeof(name), "w");
+	if (!f)
+		return fail(a->cmd, a->pos[0], "%s", strerror(errno));
+	uri_put(f, a->pos[1], NULL);
+	fputc(0, f);
+	fclose(f);
+	snprintf(poolarg, sizeof(poolarg), "pool=%s", pool);
+	snprintf(cachearg, sizeof(cachearg), "cache=%" PRIu64, a->cache);
+	/* The names go through the environment: no quoting in SCRIPT. */
+	setenv("VBAS_EXPORT", name, 1);
+	setenv("VBAS_FILE", file, 1);
+	setenv("VBAS_FORMAT", format, 1);
+	setenv("VBAS_PROGRESS", want_progress(a, 1) ? "-p" : "", 1);
+	const char *argv[16];
+	int n = 0;
+	argv[n++] = nbdkit;
+	argv[n++] = "--exit-with-parent";
+	argv[n++] = "-U";
+	argv[n++] = "-";
+	if (rdonly)
+		argv[n++] = "-r";
+	argv[n++] = plugin;
+	argv[n++] = poolarg;
+	if (a->seen & O_CACHE)
+		argv[n++] = cachearg;
+	if (rdonly)
+		argv[n++] = "readonly=true";
+	argv[n++] = "--run";
+	argv[n++] = script;
+	argv[n] = NULL;
+	int st = run_wait(argv, NULL);
+	if (st < 0)
+		return fail(a->cmd, nbdkit, "%s", strerror(errno));
+	if (st)
+		return fail(a->cmd, file, "qemu-img convert failed (exit status %d; its message "
+			    "is above)", st);
+	return 0;
+}
+
+/* vbas import POOL NAME FILE: a disk image into a volume, created at the
+ * image's size if it does not exist. */
+static int cmd_import(const struct args *a)
+{
+	const char *file = a->pos[2];
+	struct vbas_pool_info pi;
+	struct vbas_vol_info vi;
+	struct vbas_pool *pool;
+	uint64_t vsize = 0;
+	char *js = NULL, fmt[16] = "", h[32];
+	int r, rc, created = 0;
+
+	if ((a->seen & O_FORMAT) && !image_format_ok(a->format))
+		return usage_err(a->cmd, "--format", "unknown format '%s' (raw, qcow2, vmdk, vhdx, "
+				 "vpc, vdi or qed)", a->format);
+	if (access(file, R_OK))
+		return fail(a->cmd, file, "%s", strerror(errno));
+	/* What qemu-img makes of the file: its format and its size. */
+	const char *info[8] = { "qemu-img", "info", "--output=json" };
+	int n = 3;
+	if (a->seen & O_FORMAT)
+		info[n++] = "-f", info[n++] = a->format;
+	info[n++] = file;
+	info[n] = NULL;
+	int st = run_wait(info, &js);
+	if (st) {
+		free(js);
+		return st < 0 ? fail(a->cmd, "qemu-img", "%s (install qemu-utils: "
+				     "scripts/install-deps.sh)", strerror(errno))
+			      : fail(a->cmd, file, "qemu-img info failed (its message is above)");
+	}
+	const char *fk = js ? strstr(js, "\"format\": \"") : NULL;
+	if (fk)
+		sscanf(fk + 11, "%15[a-z0-9]", fmt);
+	if (json_u64(js, "\"virtual-size\"", &vsize) || !*fmt) {
+		free(js);
+		return fail(a->cmd, file, "qemu-img info gave no format or size");
+	}
+	free(js);
+	if (!image_format_ok(fmt))
+		return fail(a->cmd, file, "a %s image: import takes raw, qcow2, vmdk, vhdx, vpc, "
+			    "vdi or qed", fmt);
+	if (!vsize)
+		return fail(a->cmd, file, "the image is empty (0 bytes)");
+
+	/* The volume: made at the image's size, or one that holds it. */
+	rc = open_pool(a, 0, &pool);
+	if (rc)
+		return rc;
+	r = vbas_pool_info(pool, &pi);
+	if (!r) {
+		r = vbas_vol_stat(pool, a->pos[1], &vi);
+		if (r == -ENOENT) {
+			uint64_t size = (vsize + pi.block_size - 1) / pi.block_size * pi.block_size;
+			r = vbas_vol_create(pool, a->pos[1], size);
+			created = !r;
+		} else if (!r && (vi.flags & VBAS_VOL_READONLY)) {
+			last_errno = EROFS;
+			return close_pool(a, pool, fail(a->cmd, a->pos[0], "volume '%s' is a snapshot "
+							 "(read-only)", a->pos[1]));
+		} else if (!r && vi.size < vsize) {
+			last_errno = EFBIG;
+			return close_pool(a, pool, fail(a->cmd, a->pos[0], "volume '%s' holds %" PRIu64
+							 " bytes, less than the image's %" PRIu64
+							 " (resize it, or import into a new volume)",
+							 a->pos[1], vi.size, vsize));
+		}
+	}
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	rc = close_pool(a, pool, 0);
+	if (rc)
+		return rc;
+	/* A new volume reads as zeros: qemu-img need not write any. */
+	rc = convert_through_nbdkit(a, 0, created ?
+		"exec qemu-img convert $VBAS_PROGRESS -n --target-is-zero -f \"$VBAS_FORMAT\" "
+		"-O raw \"$VBAS_FILE\" \"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"" :
+		"exec qemu-img convert $VBAS_PROGRESS -n -f \"$VBAS_FORMAT\" -O raw \"$VBAS_FILE\" "
+		"\"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"", fmt, file);
+	if (rc && created) {
+		/* Nothing half-imported is left behind under the name. */
+		if (!open_pool(a, 0, &pool)) {
+			r = vbas_vol_delete(pool, a->pos[1]);
+			close_pool(a, pool, 0);
+			fprintf(stderr, "vbas: %s: %s: volume '%s' %s\n", a->cmd, a->pos[0], a->pos[1],
+				r ? "was created for the import and could not be deleted" :
+				    "created for the import is deleted again");
+		}
+		return rc;
+	}
+	if (rc)
+		return rc;
+	rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_stat(pool, a->pos[1], &vi);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	printf("imported %s (%s, %" PRIu64 " bytes) into %svolume '%s': %" PRIu64 " bytes "
+	       "mapped (%s)\n", file, fmt, vsize, created ? "new " : "", a->pos[1], vi.mapped,
+	       human(vi.mapped, h, sizeof(h)));
+	return close_pool(a, pool, 0);
+}
+
+/* vbas export POOL NAME FILE: a volume into a disk image. */
+static int cmd_export(const struct args *a)
+{
+	const char *file = a->pos[2];
+	const char *fmt = (a->seen & O_FORMAT) ? a->format : "raw";
+	struct vbas_vol_info vi;
+	struct vbas_pool *pool;
+	struct stat st;
+	int r, rc;
+
+	if (!image_format_ok(fmt))
+		return usage_err(a->cmd, "--format", "unknown format '%s' (raw, qcow2, vmdk, vhdx, "
+				 "vpc, vdi or qed)", fmt);
+	if (!(a->seen & O_FORCE) && lstat(file, &st) == 0)
+		return fail(a->cmd, file, "exists (--force replaces it)");
+	rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	if (rc)
+		return rc;
+	r = vbas_vol_stat(pool, a->pos[1], &vi);
+	rc = close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
+	if (rc)
+		return rc;
+	rc = convert_through_nbdkit(a, 1,
+		"exec qemu-img convert $VBAS_PROGRESS -f raw -O \"$VBAS_FORMAT\" "
+		"\"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\" \"$VBAS_FILE\"", fmt, file);
+	if (!rc)
+		printf("exported volume '%s' (%" PRIu64 " bytes) to %s (%s)\n", a->pos[1], vi.size,
+		       file, fmt);
+	return rc;
+}
+
 /* Check the unix socket path: a stale socket (nobody listening) is
  * removed; a live one or another kind of file is an error (into WHY). */
 static int socket_free(const char *path, char *why, size_t wlen)
@@ -2973,16 +3458,8 @@ static int cmd_serve(const struct args *a)
 	}
 
 	/* nbdkit and the plugin. */
-	const char *nenv = getenv("VBAS_NBDKIT");
-	if (nenv && *nenv)
-		snprintf(nbdkit, sizeof(nbdkit), "%s", nenv);
-	else if (find_in_path("nbdkit", nbdkit, sizeof(nbdkit)))
-		snprintf(nbdkit, sizeof(nbdkit), "nbdkit");
-	if (!is_exec(nbdkit)) {
-		rc = fail(a->cmd, "nbdkit", "not found%s (install nbdkit: scripts/install-deps.sh)",
-			  nenv && *nenv ? " at $VBAS_NBDKIT" : " in $PATH");
+	if ((rc = find_nbdkit(a, nbdkit, sizeof(nbdkit))))
 		goto out;
-	}
 	if (find_plugin(plugin, sizeof(plugin), why, sizeof(why))) {
 		rc = fail(a->cmd, PLUGIN_FILE, "%s", why);
 		goto out;
@@ -3142,6 +3619,10 @@ out:
 
 /* ---- Help and dispatch ------------------------------------------------------ */
 
+#define PROGRESS_HELP \
+	"  -p, --progress          a progress line on stderr (default: when stderr is\n" \
+	"                          a terminal)\n" \
+	"      --no-progress       none, even on a terminal\n"
 #define CACHE_HELP "      --cache SIZE        metadata cache size (default 64M)\n"
 #define HELP_HELP  "  -h, --help              show this help\n"
 
@@ -3299,7 +3780,8 @@ static const struct cmd cmds[] = {
 	  "                          a terminal)\n"
 	  "  -f, --force             the same as --yes\n"
 	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
-	{ "write", cmd_write, O_OFFSET | O_CACHE, 2, 3, "POOL NAME [--offset OFF] [FILE]",
+	{ "write", cmd_write, O_OFFSET | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 2, 3,
+	  "POOL NAME [--offset OFF] [--progress] [FILE]",
 	  "copy FILE (or standard input) into a volume",
 	  "Reads FILE, or standard input when FILE is absent or '-', to its end and\n"
 	  "writes it at OFF (default 0) in chunks of 1 MiB, then commits.  A chunk\n"
@@ -3311,11 +3793,14 @@ static const struct cmd cmds[] = {
 	  "whatever was mapped there before), so the volume maps the data only.\n"
 	  "On a served pool the server does the copy: FILE (or standard input) is\n"
 	  "passed to it, and if vbas write is stopped, so is the copy, with what\n"
-	  "was written committed.\n\n"
+	  "was written committed.  SIGINT, SIGTERM or SIGHUP stop the copy at its\n"
+	  "next chunk: what was written is committed and said, the rest of the\n"
+	  "volume is as it was, and the exit status is 1.\n\n"
 	  "Options:\n"
-	  "  -o, --offset OFF        where to start writing (default 0)\n" CACHE_HELP HELP_HELP },
-	{ "read", cmd_read, O_OFFSET | O_LENGTH | O_CACHE, 2, 3,
-	  "POOL NAME [--offset OFF] [--length LEN] [FILE]",
+	  "  -o, --offset OFF        where to start writing (default 0)\n"
+	  PROGRESS_HELP CACHE_HELP HELP_HELP },
+	{ "read", cmd_read, O_OFFSET | O_LENGTH | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 2, 3,
+	  "POOL NAME [--offset OFF] [--length LEN] [--progress] [FILE]",
 	  "copy part of a volume to FILE (or standard output)",
 	  "Writes LEN bytes from OFF (default: from 0 to the end of the volume) to\n"
 	  "FILE, or standard output when FILE is absent or '-'.  Holes read as zeros.\n"
@@ -3324,10 +3809,41 @@ static const struct cmd cmds[] = {
 	  "or a terminal, every byte.  On a served pool, reads the server's last\n"
 	  "commit under a pin, as check: a snapshot reads as it was taken, a volume\n"
 	  "that clients are writing as it is being written (snapshot it first for\n"
-	  "a consistent copy).\n\n"
+	  "a consistent copy).  SIGINT, SIGTERM or SIGHUP stop it at its next chunk\n"
+	  "(exit status 1, saying how far it came).\n\n"
 	  "Options:\n"
 	  "  -o, --offset OFF        where to start reading (default 0)\n"
-	  "  -l, --length LEN        how much to read (default: to the end)\n" CACHE_HELP HELP_HELP },
+	  "  -l, --length LEN        how much to read (default: to the end)\n"
+	  PROGRESS_HELP CACHE_HELP HELP_HELP },
+	{ "import", cmd_import, O_FORMAT | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 3, 3,
+	  "POOL NAME FILE [--format FMT] [--progress]",
+	  "copy a disk image (qcow2, vmdk, vhdx, raw, ...) into a volume",
+	  "Creates volume NAME at the image's virtual size (rounded up to the block\n"
+	  "size) unless it exists; an existing one must hold the image, and what\n"
+	  "it held there is overwritten.  qemu-img convert does the copy, against\n"
+	  "a private NBD export of the volume (nbdkit with this pool, on a socket\n"
+	  "of its own, for as long as the copy runs): only the image's data is\n"
+	  "written, so the volume maps what the image allocates, and a new volume\n"
+	  "gets no zeros written at all.  If the copy fails, a volume made for it\n"
+	  "is deleted again.  The pool must not be served (stop the server, or\n"
+	  "qemu-img convert into the server's export yourself).\n\n"
+	  "Options:\n"
+	  "      --format FMT        the image's format: raw, qcow2, vmdk, vhdx, vpc,\n"
+	  "                          vdi or qed (default: what qemu-img finds)\n"
+	  "  -p, --progress          show qemu-img's progress (default on a terminal)\n"
+	  "      --no-progress       do not\n" CACHE_HELP HELP_HELP, "POOL NAME FILE" },
+	{ "export", cmd_export, O_FORMAT | O_FORCE | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 3, 3,
+	  "POOL NAME FILE [--format FMT] [--force] [--progress]",
+	  "copy a volume into a disk image (raw by default, qcow2, vmdk, vhdx, ...)",
+	  "qemu-img convert writes FILE in FMT from a private read-only NBD export\n"
+	  "of the volume; the volume's holes stay holes (sparse raw, unallocated\n"
+	  "clusters).  FILE must not exist unless --force.  The pool must not be\n"
+	  "served (snapshot the volume through the server, stop it, export).\n\n"
+	  "Options:\n"
+	  "      --format FMT        raw (default), qcow2, vmdk, vhdx, vpc, vdi or qed\n"
+	  "  -f, --force             replace FILE if it exists\n"
+	  "  -p, --progress          show qemu-img's progress (default on a terminal)\n"
+	  "      --no-progress       do not\n" CACHE_HELP HELP_HELP, "POOL NAME FILE" },
 	{ "discard", cmd_discard, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
 	  "POOL NAME --offset OFF --length LEN",
 	  "unmap a block-aligned range: it reads as zeros and its blocks are freed",
@@ -3602,7 +4118,7 @@ static void cmd_help(const struct cmd *c)
 /* The options' codes, bits and names; those with a value parse as sizes. */
 static const struct opt_info {
 	int code;
-	unsigned bit;
+	uint64_t bit;
 	const char *name;
 	size_t field;         /* offset of the size value in struct args, or 0 */
 	size_t sfield;        /* offset of the string value in struct args, or 0 */
@@ -3634,6 +4150,9 @@ static const struct opt_info {
 	{ OPT_NO_RMAP, O_NO_RMAP, "--no-rmap", 0 },
 	{ OPT_RMAP, O_RMAP, "--rmap", 0 },
 	{ OPT_CANCEL, O_CANCEL, "--cancel", 0 },
+	{ OPT_FORMAT, O_FORMAT, "--format", 0, offsetof(struct args, format) },
+	{ 'p', O_PROGRESS, "--progress", 0 },
+	{ OPT_NO_PROGRESS, O_NO_PROGRESS, "--no-progress", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
@@ -3680,7 +4199,7 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	a->cmd = c->name;
 	opterr = 0;
 	optind = 0;                          /* restart getopt */
-	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:nhy", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:nhyp", long_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			return bad_opt(c->name, ch, argv);
 		const struct opt_info *o = find_opt(ch);

@@ -409,7 +409,15 @@ expect_true "not-a-pool file is untouched" test "$(fsize junk.img)" -eq $((1 * M
 G=thin.img
 expect_ok "format a 1G pool" "$VBAS" format $G --size 1G
 expect_ok "create a 10G volume on a 1G pool" "$VBAS" create $G a --size 10G
+expect_true "... notes that the pool is over-committed" grep -q \
+	-E "^vbas: create: $G: note: the writable volumes add up to 10.0 GiB, more than the [0-9.]+ [MG]iB the pool holds: it is over-committed" "$T/err"
 expect_ok "create a second 10G volume" "$VBAS" create $G b --size 10G
+expect_true "... 20 GiB now" grep -q "note: the writable volumes add up to 20.0 GiB" "$T/err"
+O=over.img
+expect_ok "no note while the volumes fit" sh -c "'$VBAS' format $O --size 64M >/dev/null && '$VBAS' create $O a --size 32M 2>over.err && test ! -s over.err"
+expect_ok "... nor for a snapshot (read-only: it writes nothing)" sh -c "'$VBAS' snapshot $O a s 2>over.err && test ! -s over.err"
+expect_ok "a clone that over-commits the pool" "$VBAS" clone $O a c
+expect_true "... notes it" grep -q "^vbas: clone: $O: note: the writable volumes add up to 64.0 MiB, more than the" "$T/err"
 expect_json "list --json: two volumes" \
 	'[v["name"] for v in d] == ["a", "b"] and [v["size"] for v in d] == [10*2**30]*2 and [v["mapped"] for v in d] == [0, 0]' \
 	"$VBAS" list $G --json
@@ -780,6 +788,64 @@ else
 	pass "delete and resize on a terminal # SKIP needs script (util-linux)"
 	"$VBAS" delete --yes $W c
 fi
+
+# ---- progress, and a copy stopped by a signal -------------------------------------------
+
+PG=progress.img
+random_file p24m $((24 * MiB))
+"$VBAS" format $PG --size 256M >/dev/null && "$VBAS" create $PG v --size 64M || echo "# progress pool failed"
+if command -v script >/dev/null; then
+	tty "$VBAS" write $PG v p24m
+	expect_true "write on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^write: 100.0%  24.0 MiB of 24.0 MiB'"
+	tty "$VBAS" read $PG v --length 24M p.out
+	expect_true "read on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^read: 100.0%  24.0 MiB of 24.0 MiB'"
+	expect_true "... and the data" cmp p.out p24m
+	tty "$VBAS" write $PG v p24m --no-progress
+	expect_true "--no-progress: none on a terminal" sh -c "[ $RC -eq 0 ] && ! grep -q 'write:' '$T/out'"
+else
+	fail "progress on a terminal" "script (util-linux) is missing"
+fi
+expect_ok "write with stderr to a file" "$VBAS" write $PG v p24m
+expect_true "... shows no progress" test ! -s "$T/err"
+expect_ok "write --progress with stderr to a file" "$VBAS" write $PG v p24m --progress
+expect_true "... shows it" grep -q "write: 100.0%  24.0 MiB of 24.0 MiB" "$T/err"
+expect_ok "write -p from a pipe (size unknown): bytes and rate" sh -c "cat p24m | '$VBAS' write $PG v -p"
+expect_true "... 24.0 MiB" grep -q "write: 24.0 MiB  " "$T/err"
+# SIGINT while vbas write waits on a pipe: it stops, commits the 2 MiB it
+# has and says so; the rest of the volume keeps what it held.
+rm -f p.fifo && mkfifo p.fifo
+"$VBAS" write $PG v --offset 32M p.fifo 2>p.err &
+PW=$!
+exec 7>p.fifo
+head -c $((2 * MiB)) p24m >&7
+sleep 0.5
+kill -INT $PW
+sleep 0.1
+exec 7>&-
+PW_RC=0
+wait $PW || PW_RC=$?
+expect_true "write stopped by SIGINT: exit status 1" test $PW_RC -eq 1
+expect_true "... says so" grep -q "^vbas: write: v: stopped by Interrupt$" p.err
+expect_true "... and what it kept" grep -q "^vbas: write: v: 2097152 bytes at offset 33554432 were written before the stop, and are committed; the rest of the volume is as it was$" p.err
+head -c $((2 * MiB)) p24m >p2m
+expect_true "... which is there" same_as p2m $PG v $((32 * MiB)) $((2 * MiB))
+expect_true "... and the volume before it is as it was" same_as p24m $PG v 0 $((24 * MiB))
+expect_out "... the pool checks clean" "^clean" "$VBAS" check $PG
+# SIGTERM while vbas read waits on a slow reader of its output.
+rm -f r.fifo && mkfifo r.fifo
+"$VBAS" read $PG v r.fifo 2>r.err &
+PR=$!
+exec 8<r.fifo
+head -c $MiB <&8 >/dev/null
+kill -TERM $PR
+cat <&8 >/dev/null
+exec 8<&-
+PR_RC=0
+wait $PR || PR_RC=$?
+expect_true "read stopped by SIGTERM: exit status 1" test $PR_RC -eq 1
+expect_true "... says how far it came" grep -Eq "^vbas: read: v: stopped by Terminated after [0-9]+ of 67108864 bytes$" r.err
 expect_ok "a volume to cut and delete with --force and -y" sh -c "'$VBAS' create $W c --size 4M && '$VBAS' write $W c c1m"
 expect_ok "resize --force shrinks without asking" "$VBAS" resize $W c --size 512K --force </dev/null
 expect_ok "resize grows without asking" "$VBAS" resize $W c --size 1M </dev/null

@@ -1095,6 +1095,90 @@ expect_ok "stopped: map s2" "$VBAS" map "$PS" s2
 expect_true "... the same as while served" cmp "$T/out" sv-map.served
 expect_out "stopped: check, clean" "^clean" "$VBAS" check "$PS"
 
+# ---- import and export: qemu-img convert against a private export ------------------------
+# A 64 MiB image with 3 MiB of data (three random MiB) and 1 MiB written
+# as zeros, in raw, qcow2 and vmdk: each comes in mapping its data only,
+# reads back byte for byte, and goes out as sparse as it came.
+
+PI=$T/import.img
+"$VBAS" format "$PI" --size 256M >/dev/null || echo "# format of the import pool failed"
+$PY - <<'EOF'
+import os
+f = os.open("im-src.raw", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+os.ftruncate(f, 64 << 20)
+for off in (0, 10 << 20, 40 << 20):
+    os.pwrite(f, os.urandom(1 << 20), off)
+os.pwrite(f, bytes(1 << 20), 20 << 20)
+EOF
+qemu-img convert -f raw -O qcow2 im-src.raw im-src.qcow2 && qemu-img convert -f raw -O vmdk im-src.raw im-src.vmdk ||
+	echo "# qemu-img convert of the sources failed"
+mapped_of() { jget "[v['mapped'] for v in d if v['name'] == '$2'][0]" "$VBAS" list "$1" --json; }
+expect_out "import a raw image into a new volume" \
+	"^imported im-src.raw \(raw, 67108864 bytes\) into new volume 'r1': 3145728 bytes mapped \(3.0 MiB\)$" \
+	"$VBAS" import "$PI" r1 im-src.raw
+expect_true "... it maps the data only (3 MiB)" test "$(mapped_of "$PI" r1)" -eq $((3 * MiB))
+expect_ok "... and reads back byte for byte" sh -c "'$VBAS' read '$PI' r1 | cmp - im-src.raw"
+expect_out "import a qcow2 image (its format found by qemu-img)" "^imported im-src.qcow2 \(qcow2, 67108864 bytes\)" \
+	"$VBAS" import "$PI" q1 im-src.qcow2
+expect_true "... it maps the data only" test "$(mapped_of "$PI" q1)" -eq $((3 * MiB))
+expect_ok "... and reads back byte for byte" sh -c "'$VBAS' read '$PI' q1 | cmp - im-src.raw"
+expect_ok "import a vmdk image with --format vmdk" "$VBAS" import "$PI" k1 im-src.vmdk --format vmdk
+expect_ok "... reads back byte for byte" sh -c "'$VBAS' read '$PI' k1 | cmp - im-src.raw"
+expect_true "... it maps the data only" test "$(mapped_of "$PI" k1)" -eq $((3 * MiB))
+expect_ok "export to qcow2" "$VBAS" export "$PI" q1 im-out.qcow2 --format qcow2
+expect_ok "... qemu-img compares it equal to the source" qemu-img compare -f raw -F qcow2 im-src.raw im-out.qcow2
+expect_true "... its clusters hold the data only (under 4 MiB allocated)" \
+	test "$($PY -c 'import json, sys; print(json.load(sys.stdin)["actual-size"])' < <(qemu-img info --output=json im-out.qcow2))" -lt $((4 * MiB))
+expect_ok "export to raw (the default)" "$VBAS" export "$PI" r1 im-out.raw
+expect_ok "... byte for byte" cmp im-src.raw im-out.raw
+expect_true "... sparse: 3 MiB allocated" test "$(du -k im-out.raw | cut -f1)" -le 3200
+expect_ok "... imported again into a volume with other data over the image's holes" sh -c \
+	"'$VBAS' create '$PI' old --size 80M && head -c 80M /dev/urandom | '$VBAS' write '$PI' old && '$VBAS' import '$PI' old im-out.raw"
+expect_ok "... its first 64 MiB read as the image" sh -c "'$VBAS' read '$PI' old --length 64M | cmp - im-src.raw"
+expect_fail "export to a file that exists: refused" 1 "^vbas: export: im-out.raw: exists \(--force replaces it\)$" \
+	"$VBAS" export "$PI" r1 im-out.raw
+expect_ok "... replaced with --force" "$VBAS" export "$PI" k1 im-out.raw --force
+expect_ok "... byte for byte" cmp im-src.raw im-out.raw
+expect_fail "import: an unknown --format" 2 "^vbas: import: --format: unknown format 'qcow3'" \
+	"$VBAS" import "$PI" x im-src.raw --format qcow3
+expect_fail "export: an unknown --format" 2 "^vbas: export: --format: unknown format 'iso'" \
+	"$VBAS" export "$PI" r1 im-x --format iso
+expect_fail "import: no such file" 1 "^vbas: import: nosuch.qcow2: No such file or directory$" \
+	"$VBAS" import "$PI" x nosuch.qcow2
+expect_fail "import: a raw file said to be qcow2" 1 "^vbas: import: im-src.raw: qemu-img info failed" \
+	"$VBAS" import "$PI" x im-src.raw --format qcow2
+expect_fail "import: into a volume smaller than the image" 1 \
+	"^vbas: import: $PI: volume 'small' holds 1048576 bytes, less than the image's 67108864" \
+	sh -c "'$VBAS' create '$PI' small --size 1M && '$VBAS' import '$PI' small im-src.qcow2"
+expect_fail "import: into a snapshot" 1 "^vbas: import: $PI: volume 'r1s' is a snapshot" \
+	sh -c "'$VBAS' snapshot '$PI' r1 r1s && '$VBAS' import '$PI' r1s im-src.raw"
+expect_fail "export: an unknown volume" 1 "^vbas: export: $PI: volume 'nosuch' not found" \
+	"$VBAS" export "$PI" nosuch im-x.raw
+expect_true "... and wrote no file" test ! -e im-x.raw
+# Too much data for the pool: qemu-img fails, and the volume made for it goes.
+"$VBAS" format "$T/import-small.img" --size 32M >/dev/null
+expect_fail "import: an image with more data than the pool holds fails" 1 \
+	"^vbas: import: im-big.raw: qemu-img convert failed" \
+	sh -c "head -c 48M /dev/urandom >im-big.raw && '$VBAS' import '$T/import-small.img' big im-big.raw"
+expect_true "... and says the volume made for it is deleted" \
+	grep -q "volume 'big' created for the import is deleted again" "$T/err"
+expect_json "... which it is" 'd == []' "$VBAS" list "$T/import-small.img" --json
+expect_out "... and the pool checks clean" "^clean" "$VBAS" check "$T/import-small.img"
+# Progress: qemu-img's, on a terminal or with --progress; none in a pipe.
+if command -v script >/dev/null; then
+	script -qec "'$VBAS' import '$PI' p1 im-src.qcow2" /dev/null >im-tty.out 2>&1
+	expect_true "import on a terminal shows progress" grep -q '(100.00/100%)' im-tty.out
+	script -qec "'$VBAS' import '$PI' p2 im-src.qcow2 --no-progress" /dev/null >im-tty2.out 2>&1
+	expect_true "... not with --no-progress" sh -c "grep -q '^imported' im-tty2.out && ! grep -q '/100%)' im-tty2.out"
+else
+	fail "import progress on a terminal" "script (util-linux) is missing"
+fi
+expect_ok "import into a pipe" sh -c "'$VBAS' import '$PI' p3 im-src.qcow2 | cat >im-pipe.out"
+expect_true "... shows no progress" sh -c "grep -q '^imported' im-pipe.out && ! grep -q '%)' im-pipe.out"
+expect_ok "export --progress into a pipe shows it" sh -c "'$VBAS' export '$PI' p3 im-p.raw -p | cat >im-pipe.out"
+expect_true "... (qemu-img's)" grep -q '(100.00/100%)' im-pipe.out
+expect_out "the import pool checks clean" "^clean" "$VBAS" check "$PI"
+
 # ---- Events, growth and autoextend ----------------------------------------------------------
 
 # ev_count TAG EVENT: event lines of that name in server TAG's output.
