@@ -2,7 +2,8 @@
 # The documentation against the binary: tests/cli/test-docs.sh BUILD_DIR
 #
 # - docs/man/vbas.8 and docs/man/libvbas.3 render with man -l (MANWIDTH=80)
-#   and groff -man -ww without a warning, and no line is wider than 80;
+#   and groff -man -ww without a warning, no line is wider than 80, and
+#   their .TH says the version vbas.h does;
 # - vbas.8 has a section (.SS NAME) for every command 'vbas help' lists
 #   and for no other, whose synopsis is the usage line of 'vbas NAME
 #   --help' and whose option list is the options that help lists;
@@ -61,6 +62,14 @@ print("\n".join([l for l in open(sys.argv[1], encoding="utf-8").read().splitline
 		fail "$name: no rendered line wider than 80 columns" "$wide"
 	fi
 done
+
+VERSION=$(sed -n 's/.*VBAS_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/vbas.h")
+th=$(grep -h '^\.TH ' "$MAN8" "$MAN3" | grep -c "\"vbas $VERSION\"" || :)
+if [ "$th" = 2 ]; then
+	pass "both pages say vbas $VERSION (.TH), as vbas.h does"
+else
+	fail "both pages say vbas $VERSION (.TH), as vbas.h does" "$(grep -h '^\.TH ' "$MAN8" "$MAN3")"
+fi
 
 # ---- vbas.8 against vbas help --------------------------------------------------
 
