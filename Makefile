@@ -155,7 +155,9 @@ demo: all
 	scripts/demo.sh $(O)
 
 # make bench BENCH_ARGS=--sharing-only (or --no-sharing, --nbd-only, --no-nbd,
-# --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh)
+# --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh).  Writes
+# $(O)/bench.log, the results file $(O)/bench.tsv (bench/results.sh) and,
+# with gnuplot, its plot $(O)/bench.png (bench/plot.sh; docs/bench.md).
 bench: all $(BENCH_BIN)
 	bench/run.sh $(O) $(BENCH_ARGS)
 

@@ -11,7 +11,9 @@
 #   the header's prototype, and no other, and describes each one;
 # - scripts/vbas-completion.bash, sourced in bash, completes a command
 #   prefix, an option prefix, the volume names of a pool made here, and
-#   nothing (quietly) for a pool that does not exist.
+#   nothing (quietly) for a pool that does not exist;
+# - bench/results.sh turns "bench:" lines into the results file that
+#   bench/plot.sh draws.
 # A few seconds; TAP, as tests/tap.sh.
 set -euo pipefail
 
@@ -243,4 +245,48 @@ expect_completion "a pool that does not exist: nothing, quietly" "" delete nonex
 expect_completion "a file that is not a pool: nothing, quietly" "" delete vmfile v
 expect_completion "an unknown command: nothing, quietly" "" frobnicate p.pool v
 
+# ---- Benchmark results ---------------------------------------------------------------
+
+cat >bench.log <<'EOF'
+bench: seq_write_1m_raw 458.9 MiB/s
+bench: seq_write_1m_vbas 1278.2 MiB/s
+bench: seq_write_1m_ratio 2.785 x
+bench: share_snapshot_cli_vbas_1000000 1.223 ms
+bench: share_cp_reflink_xfs_1000000 17036.6 ms
+bench: share_qemu_img_snapshot_qcow2_1000000 216.781 ms
+bench: nbd_rr4k_qd1_vbas 8726.1 iops
+bench: nbd_rr4k_qd1_vpc 8032.0 iops
+bench: nbd_rr4k_qd1_file 6969.7 iops
+bench: nbd_rr4k_qd1_cpu_vbas 20.5 us/op
+bench: nbd_rr4k_qd1_vbas_file 1.252 x
+bench: nbd_sw1m_snap_vbas 674.6 MiB/s
+bench: nbd_sw1m_snap_qcow2 183.4 MiB/s
+EOF
+run sh "$ROOT/bench/results.sh" bench.log
+if [ "$RC" = 0 ] && python3 - "$T/out" <<'EOF'
+import sys
+rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1]) if not l.startswith('#')]
+head, rows = rows[0], rows[1:]
+assert head == ['group', 'test', 'peer', 'vbas', 'peer_value', 'unit', 'ratio'], head
+got = {(r[0], r[1], r[2]): (float(r[3]), float(r[4]), r[5], float(r[6])) for r in rows}
+def near(a, b): return abs(a - b) <= 0.0015 * max(abs(a), abs(b))
+want = {
+    ('library', '1M seq write', 'raw file'): (1278.2, 458.9, 'MiB/s', 1278.2 / 458.9),
+    ('sharing', 'snapshot (CLI), 1M extents', 'XFS cp --reflink'): (1.223, 17036.6, 'ms', 17036.6 / 1.223),
+    ('sharing', 'snapshot (CLI), 1M extents', 'qemu-img snapshot'): (1.223, 216.781, 'ms', 216.781 / 1.223),
+    ('nbd', '4K rand read QD1', 'nbdkit file'): (8726.1, 6969.7, 'IOPS', 8726.1 / 6969.7),
+    ('nbd', '4K rand read QD1', 'nbdkit file, vbas --buffered'): (8032.0, 6969.7, 'IOPS', 8032.0 / 6969.7),
+    ('nbd', '1M seq write snap', 'qemu-nbd qcow2'): (674.6, 183.4, 'MiB/s', 674.6 / 183.4),
+}
+assert set(got) == set(want), sorted(set(got) ^ set(want))
+for k, w in want.items():
+    g = got[k]
+    assert near(g[0], w[0]) and near(g[1], w[1]) and g[2] == w[2] and near(g[3], w[3]), (k, g, w)
+EOF
+then
+	pass "bench/results.sh: a row per test and peer, the ratio vbas's speed over the peer's"
+else
+	fail "bench/results.sh: a row per test and peer, the ratio vbas's speed over the peer's" \
+		"exit $RC" "$(head -20 "$T/out")" "$(cat "$T/err")"
+fi
 tap_end
