@@ -7,12 +7,17 @@
 #   make fuzz       each libFuzzer harness for FUZZ_TIME seconds (default 300;
 #                   docs/fuzzing.md), built by make fuzz-bin into build-fuzz/
 #   make install    PREFIX=/usr/local DESTDIR=  (the plugin goes to nbdkit's
-#                   plugin directory, NBDKIT_PLUGINDIR=)
+#                   plugin directory, NBDKIT_PLUGINDIR=; the man pages to
+#                   MANDIR, the bash completion to BASHCOMPDIR)
 
 PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+# Where bash-completion loads completions from by command name.
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 O       ?= build
 SAN     ?=
 
@@ -150,7 +155,9 @@ demo: all
 	scripts/demo.sh $(O)
 
 # make bench BENCH_ARGS=--sharing-only (or --no-sharing, --nbd-only, --no-nbd,
-# --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh)
+# --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh).  Writes
+# $(O)/bench.log, the results file $(O)/bench.tsv (bench/results.sh) and,
+# with gnuplot, its plot $(O)/bench.png (bench/plot.sh; docs/bench.md).
 bench: all $(BENCH_BIN)
 	bench/run.sh $(O) $(BENCH_ARGS)
 
@@ -165,6 +172,10 @@ install: all
 	install -m 755 $(O)/vbas $(DESTDIR)$(BINDIR)/vbas
 	install -d $(DESTDIR)$(NBDKIT_PLUGINDIR)
 	install -m 755 $(PLUGIN) $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-vbas-plugin.so
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(BASHCOMPDIR)
+	install -m 644 docs/man/vbas.8 $(DESTDIR)$(MANDIR)/man8/vbas.8
+	install -m 644 docs/man/libvbas.3 $(DESTDIR)$(MANDIR)/man3/libvbas.3
+	install -m 644 scripts/vbas-completion.bash $(DESTDIR)$(BASHCOMPDIR)/vbas
 
 clean:
 	rm -rf build build-san $(FUZZ_O)

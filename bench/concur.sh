@@ -22,7 +22,10 @@
 # that stops the other client's I/O.
 #
 # Target (issue 14): the p99 with the flushing client within 2x of the
-# p99 without.  The files live in a fresh
+# p99 without.  At the end, "bench: KEY VALUE UNIT" lines carry the
+# figures (bench/results.sh): concur_warm_qdN_{vpc,file} (IOPS) and
+# concur_MODE_{alone,flush}_{rp99,wp99,iops}_SERVER (MODE direct or
+# buffered, SERVER vbas or qcow2; latency in us).  The files live in a fresh
 # directory under $VBAS_BENCH_DIR (default /var/tmp), removed at the end,
 # also on failure; every server is stopped.
 set -eu
@@ -123,6 +126,14 @@ run() {
 		"$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" \
 		"$(echo "$7 $2" | awk '{ print $1 / $2 }')" \
 		"$(echo "$9 $4" | awk '{ print $1 / $2 }')" "$flushes"
+	# NAME is "SERVER MODE".
+	printf "bench: concur_%s_%s_%s_%s %s %s\n" \
+		"${name#* }" alone rp99 "${name% *}" "$2" us \
+		"${name#* }" alone wp99 "${name% *}" "$4" us \
+		"${name#* }" alone iops "${name% *}" "$5" iops \
+		"${name#* }" flush rp99 "${name% *}" "$7" us \
+		"${name#* }" flush wp99 "${name% *}" "$9" us \
+		"${name#* }" flush iops "${name% *}" "${10}" iops >>"$dir/bench"
 }
 
 # ---- 1. Warm reads -----------------------------------------------------------
@@ -160,6 +171,7 @@ for qd in 1 32; do
 		set -- "$@" "$(grep '^3;' "$dir/r.out" | awk -F';' '{ printf "%.0f", $8 }')"
 	done
 	printf "QD%-4s %10s %10s %6.2fx\n" $qd "$1" "$2" "$(echo "$1 $2" | awk '{ print $1 / $2 }')"
+	printf "bench: concur_warm_qd%s_%s %s iops\n" $qd vpc "$1" $qd file "$2" >>"$dir/bench"
 done
 kill -TERM $wpid $fpid
 wait $wpid $fpid || :
@@ -223,3 +235,7 @@ if [ $qcow = 1 ]; then
 else
 	echo "qcow2    skipped: no qemu-nbd, qemu-img or setpriv"
 fi
+
+# The figures, machine-readable (bench/results.sh).
+echo
+cat "$dir/bench"

@@ -28,6 +28,14 @@
 # file plugin, and QD32 latency beside a client that flushes another
 # export every 10 ms, vbas against qemu-nbd qcow2.
 #
+# Everything the benchmarks print on standard output is also written to
+# BUILD_DIR/bench.log.  At the end, bench/results.sh turns its "bench:"
+# lines into BUILD_DIR/bench.tsv (a row per test and peer: the two figures
+# and vbas's speed over the peer's), and bench/plot.sh draws that as
+# BUILD_DIR/bench.png with gnuplot (scripts/install-deps.sh --bench
+# installs gnuplot-nox; without it, no plot).  docs/bench.md says how a
+# run's figures and plot become the documentation's.
+#
 # For the sharing benchmark's XFS column this script makes an XFS file
 # system (reflink=1) in a sparse file in that directory, attaches it to a
 # loop device and mounts it there; all of which is undone at the end, also
@@ -115,6 +123,9 @@ dir=
 loop=
 mnt=
 pid=
+tee_pid=
+done_ok=0
+log=$build/bench.log
 t_bench=
 t_unmount=
 t_nbd=
@@ -159,6 +170,27 @@ cleanup() {
 		[ -n "$t_nbd" ] && printf ' NBD benchmark %d s,' $((t_nbd - t_unmount))
 		printf ' clean-up %d s\n' $((t_end - ${t_nbd:-${t_unmount:-$t_end}}))
 	fi
+	# The log is whole once tee has copied the last line (it ends when
+	# the last writer closes the fifo; one left behind is given 5 s).
+	if [ -n "$tee_pid" ]; then
+		exec 1>&3 3>&-
+		i=0
+		while running "$tee_pid" && [ $i -lt 50 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		kill "$tee_pid" 2>/dev/null
+		wait "$tee_pid" 2>/dev/null
+	fi
+	if [ $done_ok = 1 ]; then
+		sh "$here/results.sh" "$log" >"$build/bench.tsv"
+		echo "run.sh: results in $build/bench.tsv ($(grep -vc '^#' "$build/bench.tsv") rows, with the header)"
+		if ! command -v gnuplot >/dev/null 2>&1; then
+			echo "run.sh: no gnuplot, no plot (scripts/install-deps.sh --bench installs gnuplot-nox)"
+		elif ! sh "$here/plot.sh" "$build/bench.tsv" "$build/bench.png"; then
+			echo "run.sh: no plot drawn" >&2
+		fi
+	fi
 }
 # Unmount the XFS and detach its loop device, if they are there.
 xfs_down() {
@@ -186,6 +218,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 dir=$(mktemp -d "$base/vbas-bench.XXXXXX")
+here=$(dirname "$0")
+
+# Standard output through tee into the log (-i: a Ctrl-C leaves tee to
+# copy what the clean-up prints); the C benchmarks' a line at a time, as
+# on a terminal (stdbuf -oL, which execs them: $pid stays theirs).
+mkfifo "$dir/out"
+tee -i "$log" <"$dir/out" &
+tee_pid=$!
+exec 3>&1 >"$dir/out"
 
 # A loop-mounted XFS with reflink for the sharing comparison.  8 GiB,
 # sparse: the files on it are metadata and a few MiB of data.
@@ -230,7 +271,7 @@ fi
 # once (which stops the benchmark, then unmounts).
 rc=0
 if [ $nbd_only = 0 ] && [ $scale_only = 0 ]; then
-	"$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
+	stdbuf -oL "$bin" --dir "$dir" --size 1G --time 8 --extents 1000000 --cache 16M \
 		--vbas-cli "$build/vbas" ${xfs_opt:+"$xfs_opt"} ${xfs_opt:+"$xfs_arg"} \
 		$xfs_scratch "$@" &
 	pid=$!
@@ -239,7 +280,7 @@ if [ $nbd_only = 0 ] && [ $scale_only = 0 ]; then
 	[ $rc = 0 ] || exit $rc
 fi
 if [ $scale = 1 ]; then
-	"$build/bench/scale" --dir "$dir" --vbas-cli "$build/vbas" $scale_big &
+	stdbuf -oL "$build/bench/scale" --dir "$dir" --vbas-cli "$build/vbas" $scale_big &
 	pid=$!
 	wait "$pid" || rc=$?
 	pid=
@@ -258,10 +299,11 @@ if [ $nbd = 1 ]; then
 	pid=
 	[ $rc = 0 ] || exit $rc
 	# Warm reads, and latency beside a flushing client (bench/concur.sh).
-	VBAS_BENCH_DIR=$dir sh "$(dirname "$0")/concur.sh" "$build" 5 &
+	VBAS_BENCH_DIR=$dir sh "$here/concur.sh" "$build" 5 &
 	pid=$!
 	wait "$pid" || rc=$?
 	pid=
 	t_nbd=$(date +%s)
 fi
+[ $rc = 0 ] && done_ok=1
 exit $rc

@@ -303,6 +303,9 @@ for build in "${builds[@]}"; do
 	# plain build's only, a sanitizer build's needs its runtime.
 	if ! grep -qa __asan_init "$build/vbas"; then
 		queue sys "$build/install" tests/cli/test-install.sh "$build"
+		# The man pages and the bash completion against the binary
+		# (a few seconds; the plain build's, as the pages are one).
+		queue cpu "$build/docs" tests/cli/test-docs.sh "$build"
 	fi
 	if grep -qa __asan_init "$build/vbas"; then
 		# The sanitizer build has no plugin: nbdkit, which is not built

@@ -6,7 +6,10 @@
 # the functions vbas.h declares and nothing else (no bt_, cache_, space_ or
 # test hooks); a program built outside the tree against the installed
 # vbas.pc (pkg-config) links against the installed libvbas.so, reports the
-# library's version, formats a pool, writes a volume and reads it back.
+# library's version, formats a pool, writes a volume and reads it back.  The
+# man pages vbas(8) and libvbas(3) are in PREFIX/share/man, where man finds
+# them by name, and the bash completion in
+# PREFIX/share/bash-completion/completions/vbas, where it loads.
 set -euo pipefail
 
 BUILD=${1:?usage: $0 BUILD_DIR}
@@ -32,15 +35,34 @@ else
 fi
 missing=
 for f in bin/vbas include/vbas.h lib/libvbas.a "lib/libvbas.so.$VERSION" lib/libvbas.so.0 \
-	lib/libvbas.so lib/pkgconfig/vbas.pc lib/nbdkit/plugins/nbdkit-vbas-plugin.so; do
+	lib/libvbas.so lib/pkgconfig/vbas.pc lib/nbdkit/plugins/nbdkit-vbas-plugin.so \
+	share/man/man8/vbas.8 share/man/man3/libvbas.3 share/bash-completion/completions/vbas; do
 	[ -e "$S/$f" ] || missing="$missing $f"
 done
 if [ -z "$missing" ]; then
-	pass "the binary, the libraries, the header, vbas.pc and the plugin are installed"
+	pass "the binary, the libraries, the header, vbas.pc, the plugin, the man pages and the completion are installed"
 else
-	fail "the binary, the libraries, the header, vbas.pc and the plugin are installed" \
+	fail "the binary, the libraries, the header, vbas.pc, the plugin, the man pages and the completion are installed" \
 		"missing:$missing"
 fi
+# The man pages by name from the installed tree (man -M: that tree only).
+for mp in "8 vbas" "3 libvbas"; do
+	set -- $mp
+	if ! command -v man >/dev/null; then
+		skip "man $1 $2 renders from PREFIX/share/man" "no man (install-deps: man-db)"
+		continue
+	fi
+	MANWIDTH=80 man --warnings -M "$S/share/man" "$1" "$2" >man.out 2>man.err || echo "exit $?" >>man.err
+	if [ ! -s man.err ] && head -1 man.out | grep -qi "^$2($1)"; then
+		pass "man $1 $2 renders from PREFIX/share/man, no warnings"
+	else
+		fail "man $1 $2 renders from PREFIX/share/man, no warnings" "$(head -5 man.err)" \
+			"$(head -3 man.out)"
+	fi
+done
+run bash -c '. "$1" && complete -p vbas' bash "$S/share/bash-completion/completions/vbas"
+expect_true "the installed completion loads in bash and completes vbas" \
+	grep -q -- '-F _vbas vbas' "$T/out"
 expect_true "libvbas.so.0 links to libvbas.so.$VERSION, libvbas.so to libvbas.so.0" \
 	test "$(readlink "$S/lib/libvbas.so.0")" = "libvbas.so.$VERSION" -a \
 	"$(readlink "$S/lib/libvbas.so")" = libvbas.so.0
