@@ -3657,11 +3657,13 @@ static const struct cmd cmds[] = {
 	  "metadata_reserve, generation, cache_blocks, mapped (summed over every\n"
 	  "volume), sharing_saves (mapped - data_used: what sharing saves),\n"
 	  "available (free for new data: free less the metadata reserve and what\n"
-	  "reservations hold), reserved_ranges (bytes of reserved ranges, in use)\n"
+	  "reservations hold), reserved_ranges (bytes of reserved ranges, in use),\n"
 	  "reserved_owed (of reserved: held for copies on write of reserved\n"
 	  "blocks that are shared), the settings low_water and\n"
-	  "expendable_floor (percent, or null for none; see 'set'), and rmap\n"
-	  "(true: the pool keeps a reverse map).  The text form shows available as\n"
+	  "expendable_floor (percent, or null for none; see 'set'), rmap\n"
+	  "(true: the pool keeps a reverse map), shrink_to (a shrink under way:\n"
+	  "its target in bytes; 0: none) and intents (reflinks, dedupes or\n"
+	  "unshares a crash cut short, finished at the next read-write open).  The text form shows available as\n"
 	  "'free for data', what writes can have, above the free blocks it comes\n"
 	  "from and what is held back of them.\n\n"
 	  "Options:\n"
@@ -3731,7 +3733,9 @@ static const struct cmd cmds[] = {
 	{ "create", cmd_create, O_SIZE | O_RESERVE | O_CACHE, 2, 2,
 	  "POOL NAME --size SIZE [--reserve]",
 	  "create a thin (or, with --reserve, thick) volume",
-	  "NAME is 1 to 255 bytes without '/'.  SIZE is a multiple of the block\n"
+	  "NAME is 1 to 255 bytes of UTF-8 without '/' or control characters, and\n"
+	  "not '.' or '..' (every front end carries it as it is: an NBD export\n"
+	  "name, a JSON string).  SIZE is a multiple of the block\n"
 	  "size and may exceed the pool: blocks are allocated as they are written.\n"
 	  "With --reserve the whole volume is reserved at once (see 'reserve'): no\n"
 	  "write to it can ever fail for want of space; if the pool cannot hold it,\n"
@@ -3936,7 +3940,7 @@ static const struct cmd cmds[] = {
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
 	{ "unshare", cmd_unshare, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
-	  "POOL NAME [--offset OFF --length LEN]",
+	  "POOL NAME [--offset OFF] [--length LEN]",
 	  "give the shared blocks of a volume's range private copies",
 	  "The range (block-aligned) is the whole volume by default.  All or\n"
 	  "nothing in space: fails before changing anything if the copies do not\n"
