@@ -82,11 +82,15 @@ $(O)/libvbas.so: $(LIB_OBJ) $(O)/libvbas.map
 # The CLI probes a target for signatures before format (libblkid).
 BLKID_CFLAGS := $(shell pkg-config --cflags blkid 2>/dev/null)
 BLKID_LIBS   := $(shell pkg-config --libs blkid 2>/dev/null || echo -lblkid)
+# Its tables: libsmartcols (util-linux's, as lsblk's).
+SCOLS_CFLAGS := $(shell pkg-config --cflags smartcols 2>/dev/null)
+SCOLS_LIBS   := $(shell pkg-config --libs smartcols 2>/dev/null || echo -lsmartcols)
 
 $(O)/vbas: $(CLI_OBJ) $(O)/libvbas.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(BLKID_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(BLKID_LIBS) $(SCOLS_LIBS)
 
 $(O)/tools/vbas.o: ALLCFLAGS += -DVBAS_NBDKIT_PLUGINDIR='"$(NBDKIT_PLUGINDIR)"' $(BLKID_CFLAGS)
+$(O)/tools/table.o: ALLCFLAGS += $(SCOLS_CFLAGS)
 
 # The plugin carries the library inside; only nbdkit's entry point is
 # exported.

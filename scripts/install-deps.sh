@@ -7,6 +7,7 @@
 # What each is for:
 #   gcc make libc6-dev pkg-config   the build
 #   libblkid-dev                    vbas format's signature probe
+#   libsmartcols-dev                the CLI's tables (list, map, diff, fsmap)
 #   nbdkit nbdkit-plugin-dev        the plugin, vbas serve, the NBD tests
 #   libcmocka-dev                   unit, model and crash tests
 #   python3 python3-libnbd          the shell tests' JSON checks, nbdsh
@@ -19,7 +20,7 @@
 set -eu
 pkgs="gcc make libc6-dev pkg-config libcmocka-dev python3 python3-libnbd
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils fio
-      fuse3 libblkid-dev xfsprogs e2fsprogs util-linux man-db
+      fuse3 libblkid-dev libsmartcols-dev xfsprogs e2fsprogs util-linux man-db
       clang libclang-rt-14-dev"
 bench_pkgs="gnuplot-nox"
 check=0

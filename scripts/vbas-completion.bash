@@ -13,7 +13,7 @@
 #   - file names for POOL and FILE (and --socket's PATH), commands for
 #     --on-event's CMD;
 #   - the pool's volume names for NAME, SOURCE, SRC, DST, FROM and TO, from
-#     'vbas list --json POOL', quietly: a pool that does not open (missing,
+#     'vbas list -o name --json POOL', quietly: a pool that does not open (missing,
 #     not a pool, in use) completes nothing.
 # Which argument is which comes from the usage line of 'vbas CMD --help'.
 # tests/cli/test-docs.sh drives _vbas with COMP_WORDS and COMP_CWORD.
@@ -114,8 +114,8 @@ _vbas_usage()
 # PREFIX, one per line, into REPLY (errors ignored: nothing).
 _vbas_volumes()
 {
-	local json name out= i c h re='"name":"(([^"\\]|\\.)*)"'
-	json=$("$1" list --json -- "$2" 2>/dev/null) || json=
+	local json name out= i c h re='"name": ?"(([^"\\]|\\.)*)"'
+	json=$("$1" list -o name --json -- "$2" 2>/dev/null) || json=
 	while [[ $json =~ $re ]]; do
 		json=${json#*"${BASH_REMATCH[0]}"}
 		h=${BASH_REMATCH[1]}

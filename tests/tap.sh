@@ -62,6 +62,10 @@ expect_true() {
 	fi
 }
 
+# A table's JSON ({"vbas_format": N, ROWS: [...]}, tools/table.h) is
+# its rows for jget and expect_json (d); the wrapper has tests of its own.
+JSON_ROWS='d = next(v for k, v in d.items() if k != "vbas_format") if isinstance(d, dict) and "vbas_format" in d and len(d) == 2 else d'
+
 # jget EXPR CMD...: a value from the command's JSON output, the parsed
 # value being d ("" on error).
 jget() {
@@ -69,7 +73,8 @@ jget() {
 	shift
 	"$@" 2>/dev/null | python3 -c 'import json, sys
 d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
+exec(sys.argv[2])
+print(eval(sys.argv[1]))' "$expr" "$JSON_ROWS" 2>/dev/null || true
 }
 
 # expect_json DESC PY_EXPR CMD...: exit 0, stdout is JSON, and the Python
@@ -79,7 +84,8 @@ print(eval(sys.argv[1]))' "$expr" 2>/dev/null || true
 json_holds() {
 	python3 -c 'import json, sys
 d = json.load(open(sys.argv[1]))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$1" 2>"$T/pyerr"
+exec(sys.argv[3])
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$T/out" "$1" "$JSON_ROWS" 2>"$T/pyerr"
 }
 
 expect_json() {

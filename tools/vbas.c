@@ -13,6 +13,7 @@
 #include "copy.h"
 #include "ctl.h"
 #include "json.h"
+#include "table.h"
 
 #include <blkid.h>
 #include <ctype.h>
@@ -22,6 +23,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -83,12 +85,19 @@ enum {
 #define O_FORMAT      (1ull << 40)
 #define O_PROGRESS    (1ull << 41)
 #define O_NO_PROGRESS (1ull << 42)
+#define O_OUTPUT      (1ull << 43)
+#define O_NOHEADINGS  (1ull << 44)
+#define O_RAW         (1ull << 45)
+#define O_BYTES       (1ull << 46)
+/* The options of a command that prints a table (table.h). */
+#define O_TABLE       (O_JSON | O_OUTPUT | O_NOHEADINGS | O_RAW | O_BYTES)
 
 /* Long-only options get codes above the char range. */
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
        OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
-       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL, OPT_FORMAT = 0x400, OPT_NO_PROGRESS };
+       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL, OPT_FORMAT = 0x400, OPT_NO_PROGRESS, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW,
+       OPT_BYTES };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -121,6 +130,10 @@ static const struct option long_opts[] = {
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "progress", no_argument, NULL, 'p' },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+	{ "output", required_argument, NULL, OPT_OUTPUT },
+	{ "noheadings", no_argument, NULL, OPT_NOHEADINGS },
+	{ "raw", no_argument, NULL, OPT_RAW },
+	{ "bytes", no_argument, NULL, OPT_BYTES },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -134,7 +147,7 @@ struct args {
 	int size_plus;                /* --size +SIZE: relative (grow) */
 	int size_minus;               /* --size -SIZE: relative (shrink) */
 	const char *socket, *port, *bind;   /* serve's string options */
-	const char *low_water, *floor, *on_event, *format;
+	const char *low_water, *floor, *on_event, *format, *output;
 	int npos;
 	char *pos[MAX_POS];
 };
@@ -306,22 +319,6 @@ static int parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
 }
 
 /* "1.5 GiB": bytes in binary units, for people. */
-static const char *human(uint64_t v, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-	unsigned i = 0;
-	double d = (double)v;
-	while (d >= 1023.95 && i < 6) {
-		d /= 1024;
-		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%" PRIu64 " B", v);
-	else
-		snprintf(buf, len, "%.1f %s", d, units[i]);
-	return buf;
-}
-
 /* ---- JSON and text output ------------------------------------------------ */
 
 /* NAME for a terminal: control bytes and backslashes as \xNN / \\. */
@@ -1243,52 +1240,59 @@ static const char *list_name(const struct vol_list *l, uint64_t id)
 	return NULL;
 }
 
-static void print_list_text(const struct vol_list *l)
-{
-	char **names = calloc(l->n ? l->n : 1, sizeof(*names));
-	int wn = 4, wid = 2, ws = 4, wm = 6, we = 9, wsh = 6, wr = 8;
-	char buf[32], h1[32], h2[32];
+/* The columns of vbas list. */
+enum { L_NAME, L_ID, L_SIZE, L_MAPPED, L_DATA, L_EXCL, L_SHARED, L_RESERVED, L_OWED, L_RO,
+       L_EXPENDABLE, L_ORIGIN, L_NCOLS };
+static const struct col_def list_cols[L_NCOLS] = {
+	[L_NAME] = { "NAME", "name", COL_STR, 1, NULL, NULL, "the volume's name" },
+	[L_ID] = { "ID", "id", COL_NUM, 1, NULL, NULL, "its id (fsmap and check name it)" },
+	[L_SIZE] = { "SIZE", "size", COL_SIZE, 1, NULL, NULL, "its size" },
+	[L_MAPPED] = { "MAPPED", "mapped", COL_SIZE, 1, NULL, NULL, "bytes mapped (written)" },
+	[L_DATA] = { "DATA%", "data_percent", COL_PCT, 1, NULL, NULL, "mapped / size" },
+	[L_EXCL] = { "EXCLUSIVE", "exclusive", COL_SIZE, 1, NULL, NULL,
+		     "bytes mapped to blocks of its own" },
+	[L_SHARED] = { "SHARED", "shared", COL_SIZE, 1, NULL, NULL,
+		       "bytes mapped to blocks shared with others" },
+	[L_RESERVED] = { "RESERVED", "reserved", COL_SIZE, 1, NULL, NULL,
+			 "bytes of reserved ranges" },
+	[L_OWED] = { "OWED", "owed", COL_SIZE, 0, NULL, NULL,
+		     "held for copies on write of its reserved ranges" },
+	[L_RO] = { "RO", "readonly", COL_BOOL, 1, "ro", "rw",
+		   "ro: a snapshot (ex: an expendable one)" },
+	[L_EXPENDABLE] = { "EXPENDABLE", "expendable", COL_BOOL, 0, "yes", "no",
+			   "a snapshot the pool may delete for room" },
+	[L_ORIGIN] = { "ORIGIN", "origin", COL_STR, 1, NULL, NULL,
+		       "its snapshot's or clone's source, if it exists" },
+};
 
-	for (size_t i = 0; names && i < l->n; i++) {
-		names[i] = text_name(l->v[i].name);
-		int n = names[i] ? (int)strlen(names[i]) : 0;
-		if (n > wn)
-			wn = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].id)) > wid)
-			wid = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].size)) > ws)
-			ws = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].mapped)) > wm)
-			wm = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->u[i].exclusive)) > we)
-			we = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->u[i].shared)) > wsh)
-			wsh = n;
-		if ((n = snprintf(buf, sizeof(buf), "%" PRIu64, l->v[i].reserved)) > wr)
-			wr = n;
-	}
-	printf("%-*s  %*s  %*s %11s  %*s %11s  %*s  %*s  %*s  %-2s  %s\n", wn, "NAME", wid, "ID",
-	       ws, "SIZE", "", wm, "MAPPED", "", we, "EXCLUSIVE", wsh, "SHARED", wr, "RESERVED",
-	       "RO", "ORIGIN");
-	for (size_t i = 0; i < l->n; i++) {
-		const struct vbas_vol_info *v = &l->v[i];
-		const char *origin = list_name(l, v->origin);
-		char *otext = origin ? text_name(origin) : NULL;
-		snprintf(h1, sizeof(h1), "(%s)", human(v->size, buf, sizeof(buf)));
-		snprintf(h2, sizeof(h2), "(%s)", human(v->mapped, buf, sizeof(buf)));
-		printf("%-*s  %*" PRIu64 "  %*" PRIu64 " %-11s  %*" PRIu64 " %-11s  %*" PRIu64
-		       "  %*" PRIu64 "  %*" PRIu64 "  %-2s  %s\n", wn,
-		       names && names[i] ? names[i] : v->name, wid, v->id, ws, v->size, h1,
-		       wm, v->mapped, h2, we, l->u[i].exclusive, wsh, l->u[i].shared,
-		       wr, v->reserved,
-		       (v->flags & VBAS_VOL_EXPENDABLE) ? "ex" :
-		       (v->flags & VBAS_VOL_READONLY) ? "ro" : "rw",
-		       otext ? otext : origin ? origin : "-");
-		free(otext);
-	}
-	for (size_t i = 0; names && i < l->n; i++)
-		free(names[i]);
-	free(names);
+/* The flags table_open takes from -o's companions. */
+static unsigned table_flags(const struct args *a)
+{
+	return ((a->seen & O_JSON) ? TABLE_JSON : 0) | ((a->seen & O_BYTES) ? TABLE_BYTES : 0) |
+	       ((a->seen & O_RAW) ? TABLE_RAW : 0) |
+	       ((a->seen & O_NOHEADINGS) ? TABLE_NOHEADINGS : 0);
+}
+
+/* table_open with the command's options: the exit status if -o is bad. */
+static int table_for(const struct args *a, struct table *tb, const char *rows,
+		     const struct col_def *defs, int n, unsigned more)
+{
+	char why[512];
+	if (table_open(tb, rows, defs, n, (a->seen & O_OUTPUT) ? a->output : NULL,
+		       table_flags(a) | more, why, sizeof(why)))
+		return usage_err(a->cmd, "--output", "%s", why);
+	return 0;
+}
+
+/* Print TB and free it; the exit status. */
+static int table_done(const struct args *a, struct table *tb, int rc)
+{
+	if (!rc && table_print(tb, stdout))
+		rc = fail(a->cmd, a->pos[0], "printing the table: %s", strerror(errno ? errno : EIO));
+	else if (!rc && (a->seen & O_JSON))
+		json_started = 1;
+	table_free(tb);
+	return rc;
 }
 
 static int cmd_list(const struct args *a)
@@ -1312,31 +1316,28 @@ static int cmd_list(const struct args *a)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 		goto out;
 	}
-	if (a->seen & O_JSON) {
-		json_started = 1;
-		putchar('[');
-		for (size_t i = 0; i < l.n; i++) {
-			const char *origin = list_name(&l, l.v[i].origin);
-			fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
-			json_str(stdout, l.v[i].name);
-			printf(",\"id\":%" PRIu64 ",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64
-			       ",\"exclusive\":%" PRIu64 ",\"shared\":%" PRIu64 ",\"origin\":",
-			       l.v[i].id, l.v[i].size, l.v[i].mapped, l.u[i].exclusive,
-			       l.u[i].shared);
-			if (origin)
-				json_str(stdout, origin);
-			else
-				fputs("null", stdout);
-			printf(",\"readonly\":%s,\"reserved\":%" PRIu64 ",\"owed\":%" PRIu64
-			       ",\"expendable\":%s}",
-			       (l.v[i].flags & VBAS_VOL_READONLY) ? "true" : "false",
-			       l.v[i].reserved, l.v[i].owed,
-			       (l.v[i].flags & VBAS_VOL_EXPENDABLE) ? "true" : "false");
-		}
-		puts("]");
-	} else {
-		print_list_text(&l);
+	struct table tb;
+	if ((rc = table_for(a, &tb, "volumes", list_cols, L_NCOLS, 0)))
+		goto out;
+	for (size_t i = 0; i < l.n && !rc; i++) {
+		const struct vbas_vol_info *v = &l.v[i];
+		struct libscols_line *ln = table_line(&tb);
+		if (table_str(&tb, ln, L_NAME, v->name) || table_u64(&tb, ln, L_ID, v->id) ||
+		    table_u64(&tb, ln, L_SIZE, v->size) || table_u64(&tb, ln, L_MAPPED, v->mapped) ||
+		    table_pct(&tb, ln, L_DATA, v->mapped, v->size) ||
+		    table_u64(&tb, ln, L_EXCL, l.u[i].exclusive) ||
+		    table_u64(&tb, ln, L_SHARED, l.u[i].shared) ||
+		    table_u64(&tb, ln, L_RESERVED, v->reserved) ||
+		    table_u64(&tb, ln, L_OWED, v->owed) ||
+		    /* (In text, RO says "ex" for an expendable snapshot.) */
+		    ((a->seen & O_JSON) ? table_bool(&tb, ln, L_RO, !!(v->flags & VBAS_VOL_READONLY))
+		     : table_str(&tb, ln, L_RO, (v->flags & VBAS_VOL_EXPENDABLE) ? "ex" :
+						 (v->flags & VBAS_VOL_READONLY) ? "ro" : "rw")) ||
+		    table_bool(&tb, ln, L_EXPENDABLE, !!(v->flags & VBAS_VOL_EXPENDABLE)) ||
+		    table_str(&tb, ln, L_ORIGIN, list_name(&l, v->origin)))
+			rc = fail(a->cmd, a->pos[0], "%s", strerror(ENOMEM));
 	}
+	rc = table_done(a, &tb, rc);
 out:
 	vol_list_free(&l);
 	return pool ? close_pool(a, pool, rc) : rc;
@@ -1409,7 +1410,6 @@ static int loss_find(const struct args *a, uint64_t *newsize, struct vbas_pool *
 				l->mapped = l->cut = vl.v[i].mapped;
 				l->readonly = !!(vl.v[i].flags & VBAS_VOL_READONLY);
 				l->served = 1;
-				rc = 0;
 			}
 		}
 		vol_list_free(&vl);
@@ -1890,47 +1890,50 @@ static int cmd_discard(const struct args *a)
 	return close_vol(a, pool, vol, rc);
 }
 
-struct map_out {
-	int json, n;
+/* The columns of vbas map. */
+enum { M_OFFSET, M_LENGTH, M_PHYSICAL, M_SHARED, M_RESERVED, M_NCOLS };
+static const struct col_def map_cols[M_NCOLS] = {
+	[M_OFFSET] = { "OFFSET", "offset", COL_OFFSET, 1, NULL, NULL, "where the extent starts" },
+	[M_LENGTH] = { "LENGTH", "length", COL_SIZE, 1, NULL, NULL, "its length" },
+	[M_PHYSICAL] = { "PHYSICAL", "physical", COL_OFFSET, 1, NULL, NULL,
+			 "where its data is in the pool" },
+	[M_SHARED] = { "SHARED", "shared", COL_BOOL, 1, "shared", "-",
+		       "its blocks are shared with another volume" },
+	[M_RESERVED] = { "RESERVED", "reserved", COL_BOOL, 1, "reserved", "-",
+			 "in a reserved range" },
 };
 
 static int map_cb(const struct vbas_extent *e, void *arg)
 {
-	struct map_out *m = arg;
-	int sh = !!(e->flags & VBAS_EXTENT_SHARED), rs = !!(e->flags & VBAS_EXTENT_RESERVED);
-	if (m->json) {
-		printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"physical\":%" PRIu64
-		       ",\"flags\":[%s%s%s]}", m->n ? "," : "", e->offset, e->length, e->physical,
-		       sh ? "\"shared\"" : "", sh && rs ? "," : "", rs ? "\"reserved\"" : "");
-	} else {
-		char h[32];
-		printf("%20" PRIu64 "  %20" PRIu64 " %-11s %20" PRIu64 "  %s\n", e->offset,
-		       e->length, human(e->length, h, sizeof(h)), e->physical,
-		       sh && rs ? "shared,reserved" : sh ? "shared" : rs ? "reserved" : "-");
-	}
-	m->n++;
+	struct table *tb = arg;
+	struct libscols_line *ln = table_line(tb);
+	if (table_u64(tb, ln, M_OFFSET, e->offset) || table_u64(tb, ln, M_LENGTH, e->length) ||
+	    table_u64(tb, ln, M_PHYSICAL, e->physical) ||
+	    table_bool(tb, ln, M_SHARED, !!(e->flags & VBAS_EXTENT_SHARED)) ||
+	    table_bool(tb, ln, M_RESERVED, !!(e->flags & VBAS_EXTENT_RESERVED)) ||
+	    table_row_done(tb))
+		return -ENOMEM;
 	return 0;
 }
 
 static int cmd_map(const struct args *a)
 {
-	struct map_out m = { .json = !!(a->seen & O_JSON) };
 	struct vbas_vol_info info;
 	struct vbas_pool *pool;
 	struct vbas_vol *vol;
-	int r, rc = open_vol(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, &pool, &vol, &info);
+	struct table tb;
+	int r, rc = table_for(a, &tb, "extents", map_cols, M_NCOLS, TABLE_STREAM);
 	if (rc)
 		return rc;
-	if (m.json) {
-		json_started = 1;
-		putchar('[');
-	} else
-		printf("%20s  %20s %-11s %20s  %s\n", "OFFSET", "LENGTH", "", "PHYSICAL", "FLAGS");
-	r = vbas_extents(vol, 0, info.size, map_cb, &m);
-	if (m.json)
-		puts("]");
+	rc = open_vol(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, &pool, &vol, &info);
+	if (rc) {
+		table_free(&tb);
+		return rc;
+	}
+	r = vbas_extents(vol, 0, info.size, map_cb, &tb);
 	if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
+	rc = table_done(a, &tb, rc);
 	return close_vol(a, pool, vol, rc);
 }
 
@@ -2049,11 +2052,30 @@ struct fsmap_sum {
 	size_t nv, cap;
 };
 
+/* The columns of vbas fsmap. */
+enum { F_PHYSICAL, F_LENGTH, F_OWNER, F_LEVEL, F_VOLUME_ID, F_LOGICAL, F_VOLUME, F_NCOLS };
+static const struct col_def fsmap_cols[F_NCOLS] = {
+	[F_PHYSICAL] = { "PHYSICAL", "physical", COL_OFFSET, 1, NULL, NULL,
+			 "where the range starts in the pool" },
+	[F_LENGTH] = { "LENGTH", "length", COL_SIZE, 1, NULL, NULL, "its length" },
+	[F_OWNER] = { "OWNER", "owner", COL_STR, 1, NULL, NULL,
+		      "data, mapping-tree, free, superblock, ...", 13 },
+	[F_LEVEL] = { "LEVEL", "level", COL_NUM, 1, NULL, NULL,
+		      "a tree node's level (0: a leaf)", 5 },
+	[F_VOLUME_ID] = { "VOLUME_ID", "volume_id", COL_NUM, 0, NULL, NULL,
+			  "the id of VOLUME" },
+	[F_LOGICAL] = { "LOGICAL", "logical", COL_OFFSET, 1, NULL, NULL,
+			"data: where it is in the volume" },
+	[F_VOLUME] = { "VOLUME", "volume", COL_STR, 1, NULL, NULL,
+		       "the volume whose data or mapping tree it is" },
+};
+
 struct fsmap_out {
 	const struct args *a;
 	int json, summary;
 	size_t n;
 	struct fsmap_sum sum;
+	struct table tb;
 	int oom;
 };
 
@@ -2083,44 +2105,19 @@ static int fsmap_cb(const struct vbas_fsmap_rec *x, void *arg)
 		*(x->kind == VBAS_FSMAP_DATA ? &o->sum.v[i].data : &o->sum.v[i].nodes) += x->length;
 		return 0;
 	}
-	if (o->json) {
-		printf("%s{\"physical\":%" PRIu64 ",\"length\":%" PRIu64 ",\"owner\":\"%s\"",
-		       o->n ? "," : "[", x->physical, x->length, fsmap_kinds[x->kind]);
-		if ((x->kind >= VBAS_FSMAP_VOLTAB && x->kind <= VBAS_FSMAP_MAPPING) ||
-		    x->kind == VBAS_FSMAP_RMAP)
-			printf(",\"level\":%u", x->level);
-		if (x->kind == VBAS_FSMAP_MAPPING || x->kind == VBAS_FSMAP_DATA) {
-			printf(",\"volume\":");
-			json_str(stdout, x->name);
-			printf(",\"volume_id\":%" PRIu64, x->volume);
-		}
-		if (x->kind == VBAS_FSMAP_DATA)
-			printf(",\"logical\":%" PRIu64, x->logical);
-		putchar('}');
-	} else {
-		char *nm = x->name[0] ? text_name(x->name) : NULL;
-		const char *name = nm ? nm : x->name;
-		if (!o->n)
-			printf("%20s %16s  %s\n", "PHYSICAL", "LENGTH", "OWNER");
-		printf("%20" PRIu64 " %16" PRIu64 "  ", x->physical, x->length);
-		switch (x->kind) {
-		case VBAS_FSMAP_DATA:
-			printf("data of '%s' at %" PRIu64 "\n", name, x->logical);
-			break;
-		case VBAS_FSMAP_MAPPING:
-			printf("mapping tree of '%s', level %u\n", name, x->level);
-			break;
-		case VBAS_FSMAP_VOLTAB:
-		case VBAS_FSMAP_REFCOUNT:
-		case VBAS_FSMAP_RMAP:
-			printf("%s, level %u\n", x->kind == VBAS_FSMAP_VOLTAB ? "volume table" :
-			       x->kind == VBAS_FSMAP_RMAP ? "reverse map" : "refcount tree", x->level);
-			break;
-		default:
-			printf("%s\n", x->kind == VBAS_FSMAP_FREE ? "free" : "superblocks");
-		}
-		free(nm);
-	}
+	struct table *tb = &o->tb;
+	struct libscols_line *ln = table_line(tb);
+	int lv = (x->kind >= VBAS_FSMAP_VOLTAB && x->kind <= VBAS_FSMAP_MAPPING) ||
+		 x->kind == VBAS_FSMAP_RMAP;
+	int vol = x->kind == VBAS_FSMAP_MAPPING || x->kind == VBAS_FSMAP_DATA;
+	if (table_u64(tb, ln, F_PHYSICAL, x->physical) || table_u64(tb, ln, F_LENGTH, x->length) ||
+	    table_str(tb, ln, F_OWNER, fsmap_kinds[x->kind]) ||
+	    (lv ? table_u64(tb, ln, F_LEVEL, x->level) : table_none(tb, ln, F_LEVEL)) ||
+	    (vol ? table_u64(tb, ln, F_VOLUME_ID, x->volume) : table_none(tb, ln, F_VOLUME_ID)) ||
+	    (x->kind == VBAS_FSMAP_DATA ? table_u64(tb, ln, F_LOGICAL, x->logical)
+					: table_none(tb, ln, F_LOGICAL)) ||
+	    table_str(tb, ln, F_VOLUME, vol ? x->name : NULL) || table_row_done(tb))
+		return o->oom = 1, -ENOMEM;
 	o->n++;
 	return 0;
 }
@@ -2185,8 +2182,15 @@ static int cmd_fsmap(const struct args *a)
 		return usage_err(a->cmd, "--physical", "one block: not with --start or --length");
 	if ((a->seen & O_LENGTH) && !a->length)
 		return usage_err(a->cmd, "--length", "must not be 0");
-	if ((rc = open_pool_reading(a, &pool, NULL)))
+	if (o.summary && (a->seen & (O_OUTPUT | O_NOHEADINGS | O_RAW | O_BYTES)))
+		return usage_err(a->cmd, "--summary", "a summary, not a table: no -o, --noheadings, "
+				 "--raw or --bytes");
+	if (!o.summary && (rc = table_for(a, &o.tb, "ranges", fsmap_cols, F_NCOLS, TABLE_STREAM)))
 		return rc;
+	if ((rc = open_pool_reading(a, &pool, NULL))) {
+		table_free(&o.tb);
+		return rc;
+	}
 	r = vbas_pool_info(pool, &info);
 	uint64_t start = 0, len = 0;
 	if (!r && (a->seen & O_PHYSICAL)) {
@@ -2208,11 +2212,11 @@ static int cmd_fsmap(const struct args *a)
 			rc = lib_fail(a->cmd, a->pos[0], o.oom ? -ENOMEM : r);
 		else if (o.summary)
 			fsmap_summary(&o);
-		else if (o.json)
-			printf("%s\n", o.n ? "]" : "[]");
 		if (!rc && o.json)
 			json_started = 1;
 	}
+	if (!o.summary)
+		rc = table_done(a, &o.tb, rc);
 	free(o.sum.v);
 	return close_pool(a, pool, rc);
 }
@@ -2875,52 +2879,41 @@ static int cmd_unshare(const struct args *a)
 	return close_vol(a, pool, vol, rc);
 }
 
-struct diff_out {
-	uint64_t (*r)[2];
-	size_t n, cap;
+/* The columns of vbas diff. */
+enum { D_OFFSET, D_LENGTH, D_NCOLS };
+static const struct col_def diff_cols[D_NCOLS] = {
+	[D_OFFSET] = { "OFFSET", "offset", COL_OFFSET, 1, NULL, NULL, "where the range starts" },
+	[D_LENGTH] = { "LENGTH", "length", COL_SIZE, 1, NULL, NULL, "its length" },
 };
 
 static int diff_cb(uint64_t off, uint64_t len, void *arg)
 {
-	struct diff_out *d = arg;
-	if (d->n == d->cap) {
-		size_t nc = d->cap ? 2 * d->cap : 64;
-		uint64_t (*nr)[2] = realloc(d->r, nc * sizeof(*nr));
-		if (!nr)
-			return -ENOMEM;
-		d->r = nr;
-		d->cap = nc;
-	}
-	d->r[d->n][0] = off;
-	d->r[d->n][1] = len;
-	d->n++;
+	struct table *tb = arg;
+	struct libscols_line *ln = table_line(tb);
+	if (table_u64(tb, ln, D_OFFSET, off) || table_u64(tb, ln, D_LENGTH, len) ||
+	    table_row_done(tb))
+		return -ENOMEM;
 	return 0;
 }
 
 static int cmd_diff(const struct args *a)
 {
-	struct diff_out d = { 0 };
 	struct vbas_vol_info finfo;
 	struct vbas_pool *pool;
 	struct vbas_vol *from, *to;
-	int r, rc = open_two(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, 1, 2, &pool, &from, &to, &finfo);
+	struct table tb;
+	int r, rc = table_for(a, &tb, "ranges", diff_cols, D_NCOLS, TABLE_STREAM);
 	if (rc)
 		return rc;
-	r = vbas_diff(from, to, diff_cb, &d);
-	if (r) {
-		rc = lib_fail(a->cmd, a->pos[0], r);
-	} else if (a->seen & O_JSON) {
-		json_started = 1;
-		putchar('[');
-		for (size_t i = 0; i < d.n; i++)
-			printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64 "}", i ? "," : "",
-			       d.r[i][0], d.r[i][1]);
-		puts("]");
-	} else {
-		for (size_t i = 0; i < d.n; i++)
-			printf("%" PRIu64 " %" PRIu64 "\n", d.r[i][0], d.r[i][1]);
+	rc = open_two(a, VBAS_OPEN_RDONLY, NULL, 0, NULL, 1, 2, &pool, &from, &to, &finfo);
+	if (rc) {
+		table_free(&tb);
+		return rc;
 	}
-	free(d.r);
+	r = vbas_diff(from, to, diff_cb, &tb);
+	if (r)
+		rc = lib_fail(a->cmd, a->pos[0], r);
+	rc = table_done(a, &tb, rc);
 	return close_two(a, pool, from, to, rc);
 }
 
@@ -3619,6 +3612,18 @@ out:
 
 /* ---- Help and dispatch ------------------------------------------------------ */
 
+/* The tables' options and what they print (table.h). */
+#define TABLE_ABOUT \
+	"Sizes are human (2.0 GiB) unless --bytes; offsets are bytes.  --json\n" \
+	"prints the same rows as an object {\"vbas_format\": 1, ROWS: [...]} with a\n" \
+	"key per column (sizes in bytes, null for none).\n\n"
+#define TABLE_HELP \
+	"  -o, --output COLS       the columns, by name or JSON key: \"A,B\", or\n" \
+	"                          \"+A,B\" to add to the default ones\n" \
+	"      --noheadings        no header line\n" \
+	"      --raw               columns separated by one blank, not aligned\n" \
+	"      --bytes             sizes in bytes\n" \
+	"      --json              print JSON\n"
 #define PROGRESS_HELP \
 	"  -p, --progress          a progress line on stderr (default: when stderr is\n" \
 	"                          a terminal)\n" \
@@ -3743,22 +3748,19 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "  -s, --size SIZE         the volume's size (required)\n"
 	  "      --reserve           reserve all of it (a thick volume)\n" CACHE_HELP HELP_HELP },
-	{ "list", cmd_list, O_JSON | O_CACHE, 1, 1, "POOL [--json]",
+	{ "list", cmd_list, O_TABLE | O_CACHE, 1, 1,
+	  "POOL [-o COLS] [--noheadings] [--raw] [--bytes] [--json]",
 	  "list the volumes",
-	  "The JSON form is an array of {\"name\", \"id\", \"size\", \"mapped\", \"exclusive\",\n"
-	  "\"shared\", \"origin\", \"readonly\", \"reserved\", \"owed\", \"expendable\"};\n"
-	  "sizes in bytes.\n"
-	  "mapped = exclusive +\n"
-	  "shared: exclusive blocks are the volume's alone (deleting it frees them),\n"
-	  "shared ones are also used by another volume or at another offset.  origin\n"
-	  "is the name of the volume this one is a snapshot or clone of, or null\n"
-	  "(none, or deleted); readonly is true for a snapshot.  reserved is the\n"
-	  "bytes of its reserved ranges, owed what the pool holds for their copies\n"
-	  "on write where they are shared; expendable is true for a snapshot the\n"
-	  "pool may delete to make room.  The text table shows the same, RO as\n"
-	  "ro/rw (ex: an expendable snapshot) and ORIGIN as '-' for none.\n\n"
+	  "A table like lvs's, one row per volume (the columns are below).  mapped\n"
+	  "= exclusive + shared: exclusive blocks are the volume's alone (deleting\n"
+	  "it frees them), shared ones are also used by another volume or at\n"
+	  "another offset.  origin is the volume this one is a snapshot or clone\n"
+	  "of ('-', JSON null: none, or deleted).  reserved is the bytes of its\n"
+	  "reserved ranges, owed what the pool holds for their copies on write\n"
+	  "where they are shared; expendable: a snapshot the pool may delete to\n"
+	  "make room.\n\n" TABLE_ABOUT
 	  "Options:\n"
-	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
+	  TABLE_HELP CACHE_HELP HELP_HELP },
 	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
 	  "POOL NAME [--yes] [--dry-run]",
 	  "delete a volume and free its blocks",
@@ -3881,13 +3883,14 @@ static const struct cmd cmds[] = {
 	  "  -o, --offset OFF        start of the range, a multiple of the block size\n"
 	  "  -l, --length LEN        length of the range, a multiple of the block size\n"
 	  CACHE_HELP HELP_HELP },
-	{ "map", cmd_map, O_JSON | O_CACHE, 2, 2, "POOL NAME [--json]",
+	{ "map", cmd_map, O_TABLE | O_CACHE, 2, 2,
+	  "POOL NAME [-o COLS] [--noheadings] [--raw] [--bytes] [--json]",
 	  "list a volume's mapped extents",
-	  "The JSON form is an array of {\"offset\", \"length\", \"physical\", \"flags\"}\n"
-	  "in bytes; flags holds \"shared\" for a block shared with another volume, and\n"
-	  "\"reserved\" for one in a reserved range.\n\n"
-	  "Options:\n"
-	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP },
+	  "One row per extent, in offset order: where it is in the volume and in\n"
+	  "the pool, whether its blocks are shared with another volume, whether it\n"
+	  "is in a reserved range.  Printed as found, 4,096 rows at a time: memory\n"
+	  "does not grow with the extents.\n\n" TABLE_ABOUT
+	  "Options:\n" TABLE_HELP CACHE_HELP HELP_HELP },
 	{ "snapshot", cmd_snapshot, O_NO_RESERVE | O_EXPENDABLE | O_CACHE, 3, 3,
 	  "POOL SOURCE NEW [--no-reserve] [--expendable]",
 	  "make NEW a read-only snapshot of volume SOURCE",
@@ -3949,8 +3952,9 @@ static const struct cmd cmds[] = {
 	  "  -o, --offset OFF        start of the range (default 0)\n"
 	  "  -l, --length LEN        length of the range (default: to the end)\n"
 	  CACHE_HELP HELP_HELP },
-	{ "fsmap", cmd_fsmap, O_START | O_LENGTH | O_PHYSICAL | O_SUMMARY | O_JSON | O_CACHE, 1, 1,
-	  "POOL [--start OFF] [--length LEN] [--physical OFF] [--summary] [--json]",
+	{ "fsmap", cmd_fsmap, O_START | O_LENGTH | O_PHYSICAL | O_SUMMARY | O_TABLE | O_CACHE, 1, 1,
+	  "POOL [--start OFF] [--length LEN] [--physical OFF] [--summary] [-o COLS]\n"
+	  "       [--noheadings] [--raw] [--bytes] [--json]",
 	  "show who uses each block of a physical range (like xfs_io fsmap)",
 	  "Prints, in physical order, every owner of every block of the range (the\n"
 	  "whole pool by default; block-aligned): data, with each volume that reads\n"
@@ -3959,32 +3963,31 @@ static const struct cmd cmds[] = {
 	  "refcount tree, the reverse map and each volume's mapping tree, the\n"
 	  "superblocks, and free runs.  --physical OFF answers for the one block that holds byte OFF (a\n"
 	  "bad sector: which volumes and offsets it breaks).  --summary adds up the\n"
-	  "bytes per owner instead.  The JSON form is an array of {\"physical\",\n"
-	  "\"length\", \"owner\" (free, superblock, volume-table, refcount-tree,\n"
-	  "reverse-map, mapping-tree, data), \"level\" (nodes), \"volume\",\n"
-	  "\"volume_id\" and \"logical\" (data)}; with --summary an object {\"free\",\n"
+	  "bytes per owner instead: with --json an object {\"free\",\n"
 	  "\"superblock\", \"volume_table\", \"refcount_tree\", \"reverse_map\",\n"
 	  "\"volumes\": [{\"name\", \"id\", \"data\", \"mapping_tree\"}]}.  Read-only;\n"
 	  "a served pool as of the server's last commit (under a pin, as check).\n"
 	  "With the pool's reverse map it reads only what the range holds (an\n"
 	  "interval query, and a lookup per volume that may see each record);\n"
-	  "without one (format --no-rmap) it reads every tree (docs/rmap.md).\n\n"
+	  "without one (format --no-rmap) it reads every tree (docs/rmap.md).\n"
+	  "Printed as found, 4,096 rows at a time.\n\n" TABLE_ABOUT
 	  "Options:\n"
 	  "      --start OFF         the first byte of the range (default 0)\n"
 	  "  -l, --length LEN        its length (default: to the end of the pool)\n"
 	  "      --physical OFF      the block holding byte OFF\n"
 	  "      --summary           bytes per owner\n"
-	  "      --json              print JSON\n" CACHE_HELP HELP_HELP, "POOL" },
-	{ "diff", cmd_diff, O_JSON | O_CACHE, 3, 3, "POOL FROM TO [--json]",
+	  TABLE_HELP CACHE_HELP HELP_HELP, "POOL" },
+	{ "diff", cmd_diff, O_TABLE | O_CACHE, 3, 3,
+	  "POOL FROM TO [-o COLS] [--noheadings] [--raw] [--bytes]\n"
+	  "       [--json]",
 	  "list the ranges where volume TO differs from FROM",
 	  "Compares the mappings of two volumes of one lineage (a snapshot and its\n"
 	  "origin, say): each maximal block-aligned range where TO maps another\n"
 	  "block than FROM, or a hole against a block.  Shared parts are skipped,\n"
-	  "so the work grows with the changes, not the size.  Prints one\n"
-	  "\"OFFSET LENGTH\" line per range, in bytes; the JSON form is an array\n"
-	  "of {\"offset\", \"length\"}.\n\n"
-	  "Options:\n"
-	  "      --json              print a JSON array\n" CACHE_HELP HELP_HELP,
+	  "so the work grows with the changes, not the size.  One row per range;\n"
+	  "for a script, --raw --bytes --noheadings prints \"OFFSET LENGTH\" lines\n"
+	  "in bytes.\n\n" TABLE_ABOUT
+	  "Options:\n" TABLE_HELP CACHE_HELP HELP_HELP,
 	  "POOL FROM TO" },
 	{ "check", cmd_check, O_JSON | O_CACHE | O_NOMODIFY, 1, 1, "POOL [--no-modify] [--json]",
 	  "verify every invariant of the pool",
@@ -4115,8 +4118,18 @@ static void usage(FILE *f)
 
 static void cmd_help(const struct cmd *c)
 {
+	static const struct { const char *cmd; const struct col_def *defs; int n; } tables[] = {
+		{ "list", list_cols, L_NCOLS }, { "map", map_cols, M_NCOLS },
+		{ "diff", diff_cols, D_NCOLS }, { "fsmap", fsmap_cols, F_NCOLS },
+	};
 	printf("Usage: vbas %s %s\n\n%c%s.\n\n%s", c->name, c->synopsis,
 	       toupper((unsigned char)c->summary[0]), c->summary + 1, c->details);
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		if (strcmp(c->name, tables[i].cmd))
+			continue;
+		printf("\nColumns (-o NAME, or its JSON key):\n");
+		table_help(stdout, tables[i].defs, tables[i].n);
+	}
 }
 
 /* The options' codes, bits and names; those with a value parse as sizes. */
@@ -4157,6 +4170,10 @@ static const struct opt_info {
 	{ OPT_FORMAT, O_FORMAT, "--format", 0, offsetof(struct args, format) },
 	{ 'p', O_PROGRESS, "--progress", 0 },
 	{ OPT_NO_PROGRESS, O_NO_PROGRESS, "--no-progress", 0 },
+	{ OPT_OUTPUT, O_OUTPUT, "--output", 0, offsetof(struct args, output) },
+	{ OPT_NOHEADINGS, O_NOHEADINGS, "--noheadings", 0 },
+	{ OPT_RAW, O_RAW, "--raw", 0 },
+	{ OPT_BYTES, O_BYTES, "--bytes", 0 },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };
@@ -4206,6 +4223,9 @@ static int parse_args(const struct cmd *c, int argc, char **argv, struct args *a
 	while ((ch = getopt_long(argc, argv, ":s:b:fo:l:nhyp", long_opts, NULL)) != -1) {
 		if (ch == '?' || ch == ':')
 			return bad_opt(c->name, ch, argv);
+		/* -o is --output for a command with a table (none has --offset). */
+		if (ch == 'o' && (c->opts & O_OUTPUT))
+			ch = OPT_OUTPUT;
 		const struct opt_info *o = find_opt(ch);
 		if (!(o->bit & (c->opts | O_HELP)))
 			return usage_err(c->name, o->name, "not an option of '%s'", c->name);
@@ -4290,6 +4310,9 @@ int main(int argc, char **argv)
 	struct args a = { 0 };
 	const char *gcache = NULL;
 	int ch, rc;
+	/* The character set only (the tables show UTF-8 names as they are on
+	 * a UTF-8 terminal): numbers keep their C form. */
+	setlocale(LC_CTYPE, "");
 	static const struct option gopts[] = {
 		{ "cache", required_argument, NULL, OPT_CACHE },
 		{ "help", no_argument, NULL, 'h' },

@@ -128,7 +128,7 @@ write_pipe() { cat "$4" | "$VBAS" write "$1" "$2" --offset "$3" -; }
 map_merged() {
 	"$VBAS" map "$1" "$2" --json | python3 -c 'import json, sys
 out = []
-for e in json.load(sys.stdin):
+for e in json.load(sys.stdin)["extents"]:
     if out and out[-1]["offset"] + out[-1]["length"] == e["offset"]:
         out[-1]["length"] += e["length"]
     else:
@@ -410,7 +410,7 @@ G=thin.img
 expect_ok "format a 1G pool" "$VBAS" format $G --size 1G
 expect_ok "create a 10G volume on a 1G pool" "$VBAS" create $G a --size 10G
 expect_true "... notes that the pool is over-committed" grep -q \
-	-E "^vbas: create: $G: note: the writable volumes add up to 10.0 GiB, more than the [0-9.]+ [MG]iB the pool holds: it is over-committed" "$T/err"
+	-E "^vbas: create: $G: note: the writable volumes add up to 10.0 GiB, more than the [0-9.]+ [MG]iB the pool holds \(10737418240 > [0-9]+ bytes\): it is over-committed" "$T/err"
 expect_ok "create a second 10G volume" "$VBAS" create $G b --size 10G
 expect_true "... 20 GiB now" grep -q "note: the writable volumes add up to 20.0 GiB" "$T/err"
 O=over.img
@@ -425,7 +425,25 @@ expect_json "list --json: distinct increasing ids" \
 	'len(d) == 2 and 0 < d[0]["id"] < d[1]["id"]' "$VBAS" list $G --json
 expect_json "info counts the volumes" 'd["volumes"] == 2 and d["data_used"] == 0' \
 	"$VBAS" info $G --json
-expect_out "list: text table" '^a +[0-9]+ +10737418240 \(10\.0 GiB\) +0 ' "$VBAS" list $G
+expect_out "list: text table, sizes human" '^a +[0-9]+ +10\.0 GiB +0 B +0\.0% +0 B +0 B +0 B +rw +-$' "$VBAS" list $G
+expect_out "list --bytes: sizes in bytes" '^a +[0-9]+ +10737418240 +0 +0\.0% ' "$VBAS" list $G --bytes
+expect_out "list -o name,size --raw --noheadings --bytes" '^a 10737418240$' \
+	"$VBAS" list $G -o name,size --raw --noheadings --bytes
+expect_out "list -o +owed: the defaults and OWED" '^NAME +ID +SIZE +MAPPED +DATA% +EXCLUSIVE +SHARED +RESERVED +RO +ORIGIN +OWED$' \
+	"$VBAS" list $G -o +owed
+expect_out "list --output takes JSON keys too" '^NAME +DATA%$' "$VBAS" list $G --output name,data_percent
+# (expect_json and jget see a table's rows: the object itself is read here.)
+json_raw() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$@"; }
+"$VBAS" list $G --json >list-raw.json
+expect_true "list --json: vbas_format 1 and the rows under volumes" json_raw list-raw.json \
+	'd["vbas_format"] == 1 and list(d) == ["vbas_format", "volumes"] and [v["name"] for v in d["volumes"]] == ["a", "b"]'
+expect_json "list -o name --json: that column only" 'd == [{"name": "a"}, {"name": "b"}]' "$VBAS" list $G -o name --json
+expect_fail "list -o with an unknown column" 2 \
+	"^vbas: list: --output: unknown column 'nope' \(columns: NAME ID SIZE MAPPED DATA% EXCLUSIVE SHARED RESERVED OWED RO EXPENDABLE ORIGIN\)$" \
+	"$VBAS" list $G -o name,nope
+expect_fail "list -o ''" 2 "^vbas: list: --output: no columns$" "$VBAS" list $G -o ''
+expect_fail "--raw is not an option of create" 2 "^vbas: create: --raw: not an option of 'create'" \
+	"$VBAS" create $G c --size 1M --raw
 expect_out "list: text header" '^NAME +ID +SIZE +MAPPED' "$VBAS" list $G
 expect_stderr "create: a duplicate name" "vbas: create: $G: volume 'a' already exists" \
 	"$VBAS" create $G a --size 4K
@@ -590,7 +608,7 @@ expect_json "mapped is unchanged" "[v['mapped'] for v in d if v['name'] == 'v'] 
 expect_json "free went down by what was written" \
 	"d['free'] < $FREE0 and $FREE0 - d['free'] >= d['data_used']" "$VBAS" info $W --json
 expect_json "data_used is the sum of mapped" \
-	"d['data_used'] == sum(v['mapped'] for v in json.loads(open('$T/list.json').read()))" \
+	"d['data_used'] == sum(v['mapped'] for v in json.loads(open('$T/list.json').read())['volumes'])" \
 	info_and_list $W
 
 # ---- sparse write and read ------------------------------------------------------
@@ -651,11 +669,15 @@ expect_json "map --json: extents after writes and discard" \
 	'sorted((e["offset"], e["length"]) for e in d) == [(0, 262144), (524288, 524288), (2101248, 16384), (4194304, 3145728 + 4096)]' \
 	map_merged $W v
 expect_json "map --json: sorted, block-aligned, inside the pool, no flags" \
-	'all(e["offset"] % 4096 == 0 and e["length"] % 4096 == 0 and e["length"] > 0 and e["physical"] % 4096 == 0 and 0 < e["physical"] < 64*2**20 and e["flags"] == [] for e in d) and [e["offset"] for e in d] == sorted(e["offset"] for e in d)' \
+	'all(e["offset"] % 4096 == 0 and e["length"] % 4096 == 0 and e["length"] > 0 and e["physical"] % 4096 == 0 and 0 < e["physical"] < 64*2**20 and not e["shared"] and not e["reserved"] for e in d) and [e["offset"] for e in d] == sorted(e["offset"] for e in d)' \
 	"$VBAS" map $W v --json
 expect_json "map --json: total length is mapped" \
 	"sum(e['length'] for e in d) == $MAPV - 262144" "$VBAS" map $W v --json
-expect_out "map: text output" '^ +0 +262144 ' "$VBAS" map $W v
+expect_out "map: text output" '^ +0 +256\.0 KiB +[0-9]+ +- +-$' "$VBAS" map $W v
+expect_out "map --bytes --raw --noheadings" '^0 262144 [0-9]+ - -$' "$VBAS" map $W v --bytes --raw --noheadings
+"$VBAS" map $W v --json >map-raw.json
+expect_true "map --json: vbas_format and extents" json_raw map-raw.json \
+	'd["vbas_format"] == 1 and list(d) == ["vbas_format", "extents"] and list(d["extents"][0]) == ["offset", "length", "physical", "shared", "reserved"]'
 expect_ok "create an empty volume e" "$VBAS" create $W e --size 1M
 expect_json "map of an empty volume" 'd == []' "$VBAS" map $W e --json
 expect_fail "discard: unaligned offset" 1 "^vbas: discard: $W: .*not aligned" \
@@ -1044,7 +1066,7 @@ check_ctl() {  # check_ctl DESC WANT_RC STDERR_RE|STDOUT_RE REPLY CMD...
 	fi
 }
 check_ctl "list through a control channel: a whole answer is printed" 0 \
-	'^x +7 +4096 \(4\.0 KiB\) +0 \(0 B\) +0 +0 +0 +rw +-$' \
+	'^x +7 +4\.0 KiB +0 B +0\.0% +0 B +0 B +0 B +rw +-$' \
 	'0\t1\n7 4096 0 0 0 0 0 0 0 78\n' "$VBAS" list $L
 expect_true "... and the request was 'list' and nothing more" \
 	test "$(od -An -c "$T/ctl.req" | tr -s ' ')" = " l i s t \\0"
@@ -1141,7 +1163,7 @@ expect_json "list: mapped == exclusive + shared, all exclusive before a snapshot
 	"$VBAS" list $H --json
 expect_ok "snapshot o as s1" "$VBAS" snapshot $H o s1
 expect_json "list --json: the keys, in order" \
-	'list(d[0]) == ["name", "id", "size", "mapped", "exclusive", "shared", "origin", "readonly", "reserved", "owed", "expendable"]' \
+	'list(d[0]) == ["name", "id", "size", "mapped", "data_percent", "exclusive", "shared", "reserved", "owed", "readonly", "expendable", "origin"]' \
 	"$VBAS" list $H --json
 expect_json "after a snapshot: shared == mapped for both, nothing exclusive" \
 	"$USAGE_OK and [(v['name'], v['mapped'], v['shared'], v['exclusive']) for v in d] == [('o', 2**20, 2**20, 0), ('s1', 2**20, 2**20, 0)]" \
@@ -1150,7 +1172,7 @@ expect_json "s1: origin o, read-only; o: no origin, writable" \
 	"[(v['name'], v['origin'], v['readonly']) for v in d] == [('o', None, False), ('s1', 'o', True)]" \
 	"$VBAS" list $H --json
 expect_out "list: text shows RO and ORIGIN" '^s1 .* ro +o$' "$VBAS" list $H
-expect_out "list: text header has the new columns" '^NAME +ID +SIZE +MAPPED +EXCLUSIVE +SHARED +RESERVED +RO +ORIGIN$' \
+expect_out "list: text header has the new columns" '^NAME +ID +SIZE +MAPPED +DATA% +EXCLUSIVE +SHARED +RESERVED +RO +ORIGIN$' \
 	"$VBAS" list $H
 random_file n64k $((64 * KiB))
 expect_ok "write 64K at 128K into the origin" "$VBAS" write $H o --offset 128K n64k
@@ -1168,9 +1190,37 @@ expect_out "info: text shows mapped" '^mapped +2097152 ' "$VBAS" info $H
 
 # diff: exactly the written range, block-aligned.
 expect_ok "diff s1 o" "$VBAS" diff $H s1 o
-expect_true "diff text: exactly the written range" test "$(cat "$T/out")" = "131072 65536"
+expect_true "diff text: a header and exactly the written range" \
+	test "$(tr -s ' ' <"$T/out")" = "$(printf ' OFFSET LENGTH\n 131072 64.0 KiB')"
+expect_ok "diff --raw --bytes --noheadings" "$VBAS" diff $H s1 o --raw --bytes --noheadings
+expect_true "... OFFSET LENGTH lines in bytes" test "$(cat "$T/out")" = "131072 65536"
 expect_json "diff --json: exactly the written range" 'd == [{"offset": 131072, "length": 65536}]' \
 	"$VBAS" diff $H s1 o --json
+"$VBAS" diff $H s1 o --json >diff-raw.json
+expect_true "diff --json: vbas_format and ranges" json_raw diff-raw.json \
+	'd == {"vbas_format": 1, "ranges": [{"offset": 131072, "length": 65536}]}'
+# A table printed 4,096 rows at a time: 5,000 extents (4 KiB of data every
+# 8 KiB) print as one table, aligned, and as one JSON array.
+python3 -c "
+import os
+f = os.open('x5000', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+os.ftruncate(f, 5000 * 8192)
+for i in range(5000):
+    os.pwrite(f, b'\x5a' * 4096, i * 8192)
+"
+expect_ok "5,000 extents: write them" sh -c "'$VBAS' create $H many --size 40000K && '$VBAS' write $H many x5000"
+"$VBAS" map $H many --json >many.json
+expect_true "map --json of 5,000 extents, in two chunks: one valid array, every extent once, in order" \
+	json_raw many.json 'list(d) == ["vbas_format", "extents"] and [(e["offset"], e["length"]) for e in d["extents"]] == [(i * 8192, 4096) for i in range(5000)]'
+expect_ok "map of 5,000 extents in text" "$VBAS" map $H many
+expect_true "... a header and 5,000 rows, every line as wide as the header" python3 -c '
+import sys
+lines = open(sys.argv[1]).read().split("\n")[:-1]
+sys.exit(0 if len(lines) == 5001 and lines[0].split() == ["OFFSET", "LENGTH", "PHYSICAL", "SHARED", "RESERVED"] and len(set(len(l.rstrip()) - len(l.rstrip().split()[-1]) for l in lines[1:])) == 1 else 1)' "$T/out"
+expect_ok "map --raw --noheadings of 5,000 extents" "$VBAS" map $H many --raw --noheadings --bytes
+expect_true "... 5,000 lines, the 4,097th as the 4,096th" sh -c \
+	"test \$(wc -l <'$T/out') -eq 5000 && sed -n 4097p '$T/out' | grep -qx '33554432 4096 [0-9]* - -'"
+expect_ok "delete it" "$VBAS" delete --yes $H many
 random_file d100 100
 expect_ok "an unaligned 100-byte write at 300K+10 into o" "$VBAS" write $H o --offset $((300 * KiB + 10)) d100
 expect_json "diff --json: the unaligned write shows as its whole block" \
@@ -1249,9 +1299,9 @@ patched r2_exp r2d $((512 * KiB)) r1part
 expect_true "r2 reads r1's range there, the rest unchanged" same_as r2_exp $H r2 0 $MiB
 expect_true "r1 is unchanged" same_as r1d $H r1 0 $MiB
 expect_json "r2's reflinked range is shared" \
-	'[e for e in d if e["offset"] <= 524288 < e["offset"] + e["length"]][0]["flags"] == ["shared"]' \
+	'[e for e in d if e["offset"] <= 524288 < e["offset"] + e["length"]][0]["shared"]' \
 	"$VBAS" map $H r2 --json
-expect_out "map text marks shared extents" '^ +524288 +[0-9]+ .* shared$' "$VBAS" map $H r2
+expect_out "map text marks shared extents" '^ +524288 +[0-9.]+ [KMG]iB +[0-9]+ shared +-$' "$VBAS" map $H r2
 expect_ok "reflink within one volume: r1 0..64K to 896K" "$VBAS" reflink $H r1 0 r1 896K 64K
 head -c $((64 * KiB)) r1d >r1head
 patched r1_exp r1d $((896 * KiB)) r1head
@@ -1295,13 +1345,13 @@ expect_ok "the same 64K into e1 at 0 and e2 at 128K" \
 	sh -c "'$VBAS' write $H e1 dd64k && '$VBAS' write $H e2 --offset 128K dd64k"
 random_file e1x $((4 * KiB))
 expect_ok "different bytes in e1 at 64K" "$VBAS" write $H e1 --offset 64K e1x
-expect_json "e2 has no shared extent before dedupe" 'all(e["flags"] == [] for e in d)' \
+expect_json "e2 has no shared extent before dedupe" 'not any(e["shared"] for e in d)' \
 	"$VBAS" map $H e2 --json
 USED_DD=$(jget 'd["data_used"]' "$VBAS" info $H --json)
 expect_out "dedupe of equal ranges prints the bytes deduped" '^deduped 65536 bytes$' \
 	"$VBAS" dedupe $H e1 0 e2 128K 64K
 expect_json "map --json of the destination shows shared" \
-	'[e["flags"] for e in d if e["offset"] == 131072] == [["shared"]]' "$VBAS" map $H e2 --json
+	'[e["shared"] for e in d if e["offset"] == 131072] == [True]' "$VBAS" map $H e2 --json
 expect_json "dedupe freed 64K" "d['data_used'] == $USED_DD - 65536" "$VBAS" info $H --json
 expect_true "e2 still reads the same bytes" same_as dd64k $H e2 $((128 * KiB)) $((64 * KiB))
 cp e1x e1x_exp
@@ -1317,14 +1367,14 @@ expect_json "nothing became shared at e2 0" '[e for e in d if e["offset"] == 0] 
 expect_fail "dedupe into a snapshot fails" 1 "^vbas: dedupe: $H: .*read-only" \
 	"$VBAS" dedupe $H o 0 s1 0 4K
 expect_ok "unshare e2" "$VBAS" unshare $H e2
-expect_json "after unshare no extent of e2 is shared" 'd != [] and all(e["flags"] == [] for e in d)' \
+expect_json "after unshare no extent of e2 is shared" 'd != [] and not any(e["shared"] for e in d)' \
 	"$VBAS" map $H e2 --json
 expect_true "e2's data is intact" same_as dd64k $H e2 $((128 * KiB)) $((64 * KiB))
 expect_json "e2 is all exclusive" "[(v['exclusive'], v['shared']) for v in d if v['name'] == 'e2'] == [(65536, 0)]" \
 	"$VBAS" list $H --json
 expect_ok "unshare a range of the clone c2" "$VBAS" unshare $H c2 --offset 256K --length 256K
 expect_json "c2's 256K..512K no longer shared, the rest still is" \
-	'all(e["flags"] == [] for e in d if 262144 <= e["offset"] < 524288) and any(e["flags"] == ["shared"] for e in d if e["offset"] >= 524288)' \
+	'not any(e["shared"] for e in d if 262144 <= e["offset"] < 524288) and any(e["shared"] for e in d if e["offset"] >= 524288)' \
 	"$VBAS" map $H c2 --json
 expect_true "c2's data is intact" same_as c2_exp $H c2 0 $MiB
 expect_fail "unshare of a snapshot fails" 1 "^vbas: unshare: $H: .*read-only" "$VBAS" unshare $H s1
@@ -1371,7 +1421,7 @@ expect_json "list: the thick volume is mapped and reserved whole, owes nothing" 
 	"$VBAS" list $R --json
 expect_true "the thick volume reads as zeros" same_as <(zeros $((4 * MiB))) $R thick 0 $((4 * MiB))
 expect_json "map: the thick volume's extents are all reserved" \
-	"sum(e['length'] for e in d) == 4*2**20 and all(e['flags'] == ['reserved'] for e in d)" \
+	"sum(e['length'] for e in d) == 4*2**20 and all(e['reserved'] and not e['shared'] for e in d)" \
 	"$VBAS" map $R thick --json
 expect_out "map: the text form says reserved" ' reserved$' "$VBAS" map $R thick
 expect_json "info: reserved_ranges 4 MiB; available below free" \
@@ -1540,7 +1590,7 @@ expect_ok "fsmap: a's first 64K rewritten (copy on write)" "$VBAS" write $F a n6
 # offset; data blocks shared three ways are named three times.
 "$VBAS" map $F a --json >a.map && "$VBAS" map $F a-snap --json >s.map && "$VBAS" map $F b --json >b.map
 expect_json "fsmap --json names every mapped block of every volume, and no more" \
-	'{(r["volume"], r["physical"] + o, r["logical"] + o) for r in d if r["owner"] == "data" for o in range(0, r["length"], 4096)} == {(v, e["physical"] + o, e["offset"] + o) for v, f in (("a", "a.map"), ("a-snap", "s.map"), ("b", "b.map")) for e in json.load(open(f)) for o in range(0, e["length"], 4096)}' \
+	'{(r["volume"], r["physical"] + o, r["logical"] + o) for r in d if r["owner"] == "data" for o in range(0, r["length"], 4096)} == {(v, e["physical"] + o, e["offset"] + o) for v, f in (("a", "a.map"), ("a-snap", "s.map"), ("b", "b.map")) for e in json.load(open(f))["extents"] for o in range(0, e["length"], 4096)}' \
 	"$VBAS" fsmap $F --json
 expect_json "fsmap: records in physical order, covering the pool" \
 	'all(d[i]["physical"] <= d[i+1]["physical"] for i in range(len(d)-1)) and max(r["physical"] + r["length"] for r in d) == 16*2**20' \
@@ -1554,7 +1604,12 @@ PR=$(jget '[e["physical"] for e in d if e["offset"] == 1048576][0]' "$VBAS" map 
 expect_json "fsmap --physical: a reflinked block names a, a-snap and b at their offsets" \
 	"sorted((r['volume'], r['logical']) for r in d) == [('a-snap', 0), ('b', 1048576)]" \
 	"$VBAS" fsmap $F --physical $PR --json
-expect_out "fsmap: text names the owner" "^ +$PR +4096  data of 'a-snap' at 0$" "$VBAS" fsmap $F --physical $PR
+expect_out "fsmap: text names the owner" "^ +$PR +4\.0 KiB data +- +0 a-snap$" "$VBAS" fsmap $F --physical $PR
+expect_json "fsmap --json: a data row has every key, level null" \
+	'all(list(r) == ["physical", "length", "owner", "level", "volume_id", "logical", "volume"] for r in d) and d[0]["level"] is None and d[0]["logical"] == 0 and d[0]["volume"] == "a-snap"' \
+	"$VBAS" fsmap $F --physical $PR --json
+expect_fail "fsmap --summary -o: refused" 2 "^vbas: fsmap: --summary: a summary, not a table" \
+	"$VBAS" fsmap $F --summary -o owner
 expect_json "fsmap --summary --json: data per volume" \
 	'[(v["name"], v["data"]) for v in d["volumes"]] == [("a", 2**20), ("a-snap", 2**20), ("b", 262144)] and d["superblock"] == 8192' \
 	"$VBAS" fsmap $F --summary --json
@@ -1595,7 +1650,7 @@ expect_json "rmap: check is three-way, clean, with a record per distinct extent"
 	'd["clean"] and d["rmap_records"] == d["extents"] == 4' "$VBAS" check $F --json
 expect_out "rmap: check's text counts the records" "^clean: .* reverse-map records" "$VBAS" check $F
 expect_json "rmap: fsmap from the reverse map names the same data as the walk did" \
-	'[r for r in d if r["owner"] == "data"] == [r for r in json.load(open("rmap-walk.json")) if r["owner"] == "data"]' \
+	'[r for r in d if r["owner"] == "data"] == [r for r in json.load(open("rmap-walk.json"))["ranges"] if r["owner"] == "data"]' \
 	"$VBAS" fsmap $F --json
 expect_json "rmap: fsmap --summary counts its nodes" 'd["reverse_map"] >= 4096' \
 	"$VBAS" fsmap $F --summary --json

@@ -86,7 +86,7 @@ ok=1
 "$VBAS" write "$P" big --offset $((PiB - 4 * 1024 * 1024)) b.bin 2>"$T/err" || ok=0
 phys=$("$VBAS" map "$P" big --json 2>/dev/null | python3 -c '
 import json, sys
-print(max(e["physical"] for e in json.load(sys.stdin)))' || echo 0)
+print(max(e["physical"] for e in json.load(sys.stdin)["extents"]))' || echo 0)
 [ "$phys" -ge $((15 * TiB)) ] || ok=0
 same b.bin "$P" big $((PiB - 4 * 1024 * 1024)) || ok=0
 echo "# the highest physical offset of 'big': $phys"
@@ -132,7 +132,7 @@ same a.bin "$Q" edge 0 || ok=0
 # The allocator starts data 1/32 into the pool: block numbers past 2^32.
 phys=$("$VBAS" map "$Q" edge --json 2>/dev/null | python3 -c '
 import json, sys
-print(max(e["physical"] for e in json.load(sys.stdin)))' || echo 0)
+print(max(e["physical"] for e in json.load(sys.stdin)["extents"]))' || echo 0)
 echo "# the highest physical offset of 'edge': $phys"
 [ "$phys" -ge $(((1 << 32) * 4096)) ] || ok=0
 if [ $ok = 1 ]; then pass "1 EiB pool: the largest volume, its last block"; else
