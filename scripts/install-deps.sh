@@ -6,6 +6,9 @@ pkgs="gcc make libc6-dev pkg-config libcmocka-dev python3 python3-libnbd
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils fio
       libfuse3-dev fuse3 liburing-dev libblkid-dev xfsprogs e2fsprogs util-linux
       clang libclang-rt-14-dev"
+# vbas serve as a service, in the NBD tests: certtool (TLS certificates),
+# systemd-socket-activate, systemd-escape and systemd-analyze.
+pkgs="$pkgs gnutls-bin systemd"
 missing=()
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
