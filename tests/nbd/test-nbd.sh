@@ -303,19 +303,20 @@ expect_fail "serve: an empty --default-export" 2 '^vbas: serve: --default-export
 expect_fail "serve: --default-export names no volume" 1 \
 	"^vbas: serve: --default-export: p0.img has no volume 'nosuch' \(volumes: 'v'\)" \
 	"$VBAS" serve p0.img --socket s.sock --default-export nosuch
-# Socket activation: LISTEN_PID is the process that exec's vbas.
+# Socket activation: LISTEN_PID is the process that exec's vbas.  (Under
+# timeout: a vbas that took these for good would serve on port 10809.)
 expect_fail "serve: socket activation with LISTEN_FDS not a number" 1 \
 	'^vbas: serve: socket activation: LISTEN_FDS=abc: not a number of sockets' \
-	sh -c 'export LISTEN_PID=$$ LISTEN_FDS=abc; exec "$0" serve p0.img' "$VBAS"
+	timeout 10 sh -c 'export LISTEN_PID=$$ LISTEN_FDS=abc; exec "$0" serve p0.img' "$VBAS"
 expect_fail "serve: socket activation with LISTEN_PID not a number" 1 \
 	'^vbas: serve: socket activation: LISTEN_PID=x1: not a process id' \
-	sh -c 'export LISTEN_PID=x1 LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
+	timeout 10 sh -c 'export LISTEN_PID=x1 LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
 expect_fail "serve: socket activation with descriptor 3 not a socket" 1 \
 	'^vbas: serve: socket activation: LISTEN_FDS=1: descriptor 3 is not a listening socket' \
-	sh -c 'exec 3<keys.psk; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
+	timeout 10 sh -c 'exec 3<keys.psk; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
 expect_fail "serve: socket activation and --socket" 2 \
 	'^vbas: serve: --socket: not with socket activation' \
-	$PY -c 'import os, socket, sys
+	timeout 10 $PY -c 'import os, socket, sys
 s = socket.socket(socket.AF_UNIX); s.bind("act.sock"); s.listen(1)
 s.fileno() == 3 or os.dup2(s.fileno(), 3); os.set_inheritable(3, True)
 os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
@@ -422,6 +423,7 @@ expect_ok "resize through the server" "$VBAS" resize svc.img new --size 8M
 expect_ok "rename the default export through the server" "$VBAS" rename svc.img b b2
 expect_ok "delete through the server" "$VBAS" delete --yes svc.img new-clone
 line_wait "$T/svc-events.log" '^volume_deleted$'
+line_wait "$T/dflt.out" '^\{"event":"volume_deleted",'
 expect_true "... one event each, in order, with origin, old_name and sizes" $PY -c 'import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 got = [(e["event"], e["volume"], e.get("origin"), e.get("old_name"), e.get("volume_size")) for e in ev]
@@ -535,9 +537,10 @@ else
 	ACT=$!
 	PIDS+=("$ACT")
 	for _ in $(seq 100); do [ -S "$ASOCK" ] && break; sleep 0.05; done
-	expect_true "nothing runs before the first connection" sh -c "! grep -q '^serving' act.out"
+	expect_ok "nothing runs before the first connection: the pool is free" "$VBAS" info svc.img
 	expect_true "the first connection starts vbas serve, which serves it (nbdkit took the socket)" \
 		test "$(export_of "$ASOCK" '')" = "a 1048576"
+	line_wait act.out '^stop with'     # printed once it sees nbdkit's pid file
 	expect_true "vbas serve prints the URIs of the socket it was given (percent-encoded)" \
 		grep -Fqx "nbd+unix:///a?socket=$AQ  (default export)" act.out
 	expect_ok "a write through the activated socket" nbdcopy src1m.raw "nbd+unix:///new?socket=$AQ"
