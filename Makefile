@@ -158,6 +158,19 @@ check:
 demo: all
 	scripts/demo.sh $(O)
 
+# The systemd units of vbas serve (scripts/systemd): vbas-serve@.socket
+# listens, vbas-serve@.service runs $(BINDIR)/vbas serve at the first
+# connection (socket activation).  Under the prefix unless set.
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: install-systemd
+install-systemd:
+	install -d $(DESTDIR)$(SYSTEMD_UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' scripts/systemd/vbas-serve@.service.in \
+		> $(DESTDIR)$(SYSTEMD_UNITDIR)/vbas-serve@.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/vbas-serve@.service
+	install -m 644 scripts/systemd/vbas-serve@.socket $(DESTDIR)$(SYSTEMD_UNITDIR)/vbas-serve@.socket
+.PHONY: install-systemd
+
 # make bench BENCH_ARGS=--sharing-only (or --no-sharing, --nbd-only, --no-nbd,
 # --nbd-time SEC, ...: bench/run.sh; the NBD part is bench/nbd.sh).  Writes
 # $(O)/bench.log, the results file $(O)/bench.tsv (bench/results.sh) and,

@@ -1,4 +1,6 @@
-/* The served pool's events: see events.h.
+/* The served pool's events: see events.h.  Besides the library's, the
+ * control channel's changes to the volumes (ev_volume: volume_created,
+ * volume_deleted, ...) go through the same queue, in order with them.
  *
  * The library calls ev_cb with the pool's lock held, in the thread of the
  * change that caused the event: it only queues a copy.  One thread takes
@@ -41,8 +43,15 @@ struct ev_config ev_conf = { .log_fd = -1 };
 
 struct ev_item {
 	struct ev_item *next;
-	struct vbas_event ev;
+	struct vbas_event ev;            /* the volume's name in ev.name */
 	time_t when;
+	/* A change to the volumes through the control channel (ev_volume):
+	 * its event name, else NULL (the library's event). */
+	const char *vol_event;
+	const char *other_key;           /* "origin", "old_name" or NULL */
+	char other[VBAS_NAME_MAX + 1];
+	int has_size;
+	uint64_t vol_size;
 };
 
 static struct vbas_pool *ev_pool;
@@ -73,17 +82,19 @@ static const char *ev_name(enum vbas_event_type t)
 	return "unknown";
 }
 
-/* Pool lock held: copy, queue, return. */
-static void ev_cb(const struct vbas_event *ev, void *arg)
+static const char *item_name(const struct ev_item *it)
 {
-	(void)arg;
-	struct ev_item *it = malloc(sizeof(*it));
+	return it->vol_event ? it->vol_event : ev_name(it->ev.type);
+}
+
+/* Queue IT (NULL: count a loss). */
+static void enqueue(struct ev_item *it)
+{
 	pthread_mutex_lock(&q_lock);
 	if (!it) {
 		q_lost++;
 	} else {
 		it->next = NULL;
-		it->ev = *ev;
 		it->when = time(NULL);
 		*q_tail = it;
 		q_tail = &it->next;
@@ -92,18 +103,62 @@ static void ev_cb(const struct vbas_event *ev, void *arg)
 	pthread_mutex_unlock(&q_lock);
 }
 
-/* The event as one JSON line (malloc'ed; NULL: no memory). */
-static char *ev_json(const struct vbas_event *ev, time_t when, const char *extra)
+/* Pool lock held: copy, queue, return. */
+static void ev_cb(const struct vbas_event *ev, void *arg)
 {
+	(void)arg;
+	struct ev_item *it = calloc(1, sizeof(*it));
+	if (it)
+		it->ev = *ev;
+	enqueue(it);
+}
+
+/* The control thread, after the change was committed (the pool's lock
+ * not held): the pool's figures now, and the volume. */
+void ev_volume(const char *event, const char *name, const char *other_key, const char *other,
+	       const uint64_t *vol_size)
+{
+	struct vbas_pool_info pi;
+	if (!running)
+		return;
+	struct ev_item *it = calloc(1, sizeof(*it));
+	if (it) {
+		it->vol_event = event;
+		snprintf(it->ev.name, sizeof(it->ev.name), "%s", name);
+		if (other_key) {
+			it->other_key = other_key;
+			snprintf(it->other, sizeof(it->other), "%s", other);
+		}
+		if (vol_size) {
+			it->has_size = 1;
+			it->vol_size = *vol_size;
+		}
+		if (!vbas_pool_info(ev_pool, &pi)) {
+			uint64_t total = pi.total_blocks, avail = pi.available / pi.block_size;
+			if (total)
+				it->ev.use = (uint32_t)((total - (avail < total ? avail : total)) * 1000 /
+							total);
+			it->ev.low_water = pi.low_water;
+			it->ev.size = pi.size;
+			it->ev.available = pi.available;
+		}
+	}
+	enqueue(it);
+}
+
+/* The event as one JSON line (malloc'ed; NULL: no memory). */
+static char *ev_json(const struct ev_item *it, const char *extra)
+{
+	const struct vbas_event *ev = &it->ev;
 	char *buf = NULL, ts[32];
 	size_t len = 0;
 	struct tm tm;
 	FILE *f = open_memstream(&buf, &len);
 	if (!f)
 		return NULL;
-	gmtime_r(&when, &tm);
+	gmtime_r(&it->when, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	fprintf(f, "{\"event\":\"%s\",\"time\":\"%s\",\"pool\":", ev_name(ev->type), ts);
+	fprintf(f, "{\"event\":\"%s\",\"time\":\"%s\",\"pool\":", item_name(it), ts);
 	json_str(f, ev_path);
 	fprintf(f, ",\"use\":%u.%u,\"low_water\":", ev->use / 10, ev->use % 10);
 	if (ev->low_water)
@@ -111,12 +166,18 @@ static char *ev_json(const struct vbas_event *ev, time_t when, const char *extra
 	else
 		fputs("null", f);
 	fprintf(f, ",\"size\":%" PRIu64 ",\"available\":%" PRIu64, ev->size, ev->available);
-	if (ev->type == VBAS_EVENT_ENOSPC)
+	if (!it->vol_event && ev->type == VBAS_EVENT_ENOSPC)
 		fprintf(f, ",\"needed\":%" PRIu64 ",\"count\":%" PRIu64, ev->needed, ev->count);
-	if (ev->type == VBAS_EVENT_EXPENDED) {
+	if (it->vol_event || ev->type == VBAS_EVENT_EXPENDED) {
 		fputs(",\"volume\":", f);
 		json_str(f, ev->name);
 	}
+	if (it->other_key) {
+		fprintf(f, ",\"%s\":", it->other_key);
+		json_str(f, it->other);
+	}
+	if (it->has_size)
+		fprintf(f, ",\"volume_size\":%" PRIu64, it->vol_size);
 	if (extra)
 		fputs(extra, f);
 	fputs("}\n", f);
@@ -180,13 +241,13 @@ static void own_event(const char *type, const char *why)
 	free(buf);
 }
 
-/* Run on_event for EV (its JSON line LINE), and wait for it. */
-static void run_command(const struct vbas_event *ev, const char *line)
+/* Run on_event for IT (its JSON line LINE), and wait for it. */
+static void run_command(const struct ev_item *it, const char *line)
 {
 	char e_type[64], e_json[4096], e_pool[4200];
 	char *envp[512];
 	size_t n = 0;
-	snprintf(e_type, sizeof(e_type), "VBAS_EVENT=%s", ev_name(ev->type));
+	snprintf(e_type, sizeof(e_type), "VBAS_EVENT=%s", item_name(it));
 	snprintf(e_json, sizeof(e_json), "VBAS_EVENT_JSON=%.*s", (int)strcspn(line, "\n"), line);
 	snprintf(e_pool, sizeof(e_pool), "VBAS_POOL=%s", ev_path);
 	envp[n++] = e_type;
@@ -213,10 +274,10 @@ static void run_command(const struct vbas_event *ev, const char *line)
 	cmd_pid = 0;
 	if (WIFEXITED(st) && WEXITSTATUS(st))
 		nbdkit_error("on_event: '%s' exited with status %d for event %s", ev_conf.on_event,
-			     WEXITSTATUS(st), ev_name(ev->type));
+			     WEXITSTATUS(st), item_name(it));
 	else if (WIFSIGNALED(st))
 		nbdkit_error("on_event: '%s' killed by signal %d for event %s", ev_conf.on_event,
-			     WTERMSIG(st), ev_name(ev->type));
+			     WTERMSIG(st), item_name(it));
 }
 
 /* Grow by one step if the pool is a file whose file system has the step
@@ -313,13 +374,14 @@ static void *ev_main(void *arg)
 		char extra[64] = "";
 		if (lost)
 			snprintf(extra, sizeof(extra), ",\"lost_before\":%lu", lost);
-		char *line = ev_json(&it->ev, it->when, lost ? extra : NULL);
+		char *line = ev_json(it, lost ? extra : NULL);
 		if (line && ev_conf.log_fd >= 0)
 			put_line(line);
 		if (line && ev_conf.on_event && !q_stop)
-			run_command(&it->ev, line);
-		nbdkit_debug("vbas: event %s", ev_name(it->ev.type));
-		if (it->ev.type == VBAS_EVENT_LOW_WATER && ev_conf.autoextend && !q_stop)
+			run_command(it, line);
+		nbdkit_debug("vbas: event %s", item_name(it));
+		if (!it->vol_event && it->ev.type == VBAS_EVENT_LOW_WATER && ev_conf.autoextend &&
+		    !q_stop)
 			grow_to_mark();
 		free(line);
 		free(it);

@@ -24,6 +24,13 @@ int ev_open_log(void);
 int ev_start(struct vbas_pool *pool, const char *path);
 /* Stop it, after the events queued so far are handled. */
 void ev_stop(void);
+/* A change to the volumes made through the control channel, committed:
+ * EVENT (volume_created, ...) of volume NAME, with "OTHER_KEY":OTHER
+ * (origin, old_name) unless OTHER_KEY is NULL, and volume_size unless
+ * VOL_SIZE is NULL.  Queued behind the pool's events; nothing if the
+ * thread is not running (no events=, on_event= or autoextend=). */
+void ev_volume(const char *event, const char *name, const char *other_key, const char *other,
+	       const uint64_t *vol_size);
 /* A write failed with ENOSPC: grow the pool by the step if autoextend is
  * on and the file system has room (or another thread just did).  1: try
  * the write again; 0: do not. */

@@ -7,7 +7,8 @@
  * exits) and closed, committing, in .cleanup (or .unload).  Each
  * connection opens the volume its export name names (.open) and closes it
  * (.close).  A control thread, started in .after_fork, takes snapshots
- * and clones for the CLI while the pool is served (tools/ctl.h).
+ * and clones for the CLI while the pool is served (tools/ctl.h), and
+ * announces each change to the volumes as an event (events.h).
  * Snapshots are exported read-only.  Data goes through the
  * library's vbas_pread/vbas_pwrite/vbas_discard/vbas_write_zeroes: see
  * docs/nbd.md for why, and for how errors map to NBD errors.
@@ -56,6 +57,11 @@ static int pool_direct = 1;          /* direct=: O_DIRECT (else the page cache) 
 static struct vbas_pool *pool;
 static int final_commit_failed;       /* close_pool could not commit */
 static uint32_t pool_bs;             /* the pool's block size */
+/* default_export=: the volume a client asking for "" gets; "" for none
+ * (then the only volume).  It follows a rename through the control
+ * channel, so it is read and written under its lock. */
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+static char default_name[VBAS_NAME_MAX + 1];
 
 /* Open handles, so that the pool can be closed at exit: nbdkit does not
  * call .close on connections that are still open when it shuts down (it
@@ -151,6 +157,15 @@ static int vbas_nbd_config(const char *key, const char *value)
 		ev_conf.on_event = value;
 		return 0;
 	}
+	if (!strcmp(key, "default_export")) {
+		if (!*value || strlen(value) > VBAS_NAME_MAX) {
+			nbdkit_error("default_export=%s: %s", value, *value ? "longer than a volume "
+				     "name can be" : "empty name");
+			return -1;
+		}
+		snprintf(default_name, sizeof(default_name), "%s", value);
+		return 0;
+	}
 	if (!strcmp(key, "autoextend")) {
 		int64_t v = nbdkit_parse_size(value);
 		if (v < 0)
@@ -172,7 +187,8 @@ static int vbas_nbd_config(const char *key, const char *value)
 		return 0;
 	}
 	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "
-		     "readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE)",
+		     "readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE, "
+		     "default_export=NAME)",
 		     key);
 	return -1;
 }
@@ -190,6 +206,8 @@ static int vbas_nbd_config_complete(void)
 	}
 	return ev_open_log();
 }
+
+static int default_missing(void);
 
 /* Before nbdkit forks into the background, so that the user sees why a
  * pool cannot be served (no such file, in use, corrupt).  The library
@@ -216,6 +234,11 @@ static int vbas_nbd_get_ready(void)
 		return -1;
 	}
 	pool_bs = info.block_size;
+	if (*default_name && default_missing()) {
+		vbas_close(pool);
+		pool = NULL;
+		return -1;
+	}
 	nbdkit_debug("vbas: opened %s: %" PRIu64 " volumes, block size %u%s%s", pool_path,
 		     info.volumes, pool_bs, pool_rdonly ? ", read-only" : "",
 		     pool_direct ? "" : ", through the page cache");
@@ -265,8 +288,9 @@ static int connections(const char *name)
 }
 
 /* The reply to a request that ran: R from the library (and then a commit,
- * so that the change is durable when the client hears of it). */
-static void ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
+ * so that the change is durable when the client hears of it).  Returns 0
+ * if it was done and committed. */
+static int ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
 {
 	if (!r)
 		r = vbas_flush(pool);
@@ -274,7 +298,7 @@ static void ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
 		const char *m = vbas_errmsg();
 		nbdkit_error("control: %s: %s", what, m && *m ? m : strerror(-r));
 		fprintf(out, "%d\t%s", -r, m && *m ? m : strerror(-r));
-		return;
+		return r;
 	}
 	va_list ap;
 	fputs("0\t", out);
@@ -282,6 +306,26 @@ static void ctl_done(int r, const char *what, FILE *out, const char *fmt, ...)
 	vfprintf(out, fmt, ap);
 	va_end(ap);
 	nbdkit_debug("vbas: control: %s", what);
+	return 0;
+}
+
+/* A change to the volumes, committed: the event that announces it (with
+ * the volume's size unless it is gone), and the default export follows
+ * a rename.  nbdkit's list_exports and .open ask the pool each time, so
+ * clients see the change at once. */
+static void announce(const char *event, const char *name, const char *other_key,
+		     const char *other)
+{
+	struct vbas_vol_info info;
+	int sized = strcmp(event, "volume_deleted") && strcmp(event, "volume_renamed") &&
+		    !vbas_vol_stat(pool, name, &info);
+	if (!strcmp(event, "volume_renamed")) {
+		pthread_mutex_lock(&default_lock);
+		if (!strcmp(default_name, other))
+			snprintf(default_name, sizeof(default_name), "%s", name);
+		pthread_mutex_unlock(&default_lock);
+	}
+	ev_volume(event, name, other_key, other, sized ? &info.size : NULL);
 }
 
 /* Every volume and its usage, for vbas list (ctl_put_vol). */
@@ -472,13 +516,16 @@ static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
 			return 0;
 		}
 		r = vbas_vol_snapshot(pool, f[1], f[2], flags);
-		ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]);
+		if (!ctl_done(r, what, out, "%s '%s' of '%s' taken by the server", f[0], f[2], f[1]))
+			announce(flags & VBAS_SNAP_WRITABLE ? "clone_created" : "snapshot_created",
+				 f[2], "origin", f[1]);
 		return 0;
 	}
 	if (!strcmp(f[0], "rename") && nf == 3) {
 		r = vbas_vol_rename(pool, f[1], f[2]);
-		ctl_done(r, what, out, "volume '%s' renamed '%s' by the server; its export is "
-			 "'%s' now", f[1], f[2], f[2]);
+		if (!ctl_done(r, what, out, "volume '%s' renamed '%s' by the server; its export is "
+			      "'%s' now", f[1], f[2], f[2]))
+			announce("volume_renamed", f[2], "old_name", f[1]);
 		return 0;
 	}
 	if ((!strcmp(f[0], "create") || !strcmp(f[0], "resize")) && nf == 3) {
@@ -489,8 +536,9 @@ static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
 		}
 		if (!strcmp(f[0], "create")) {
 			r = vbas_vol_create(pool, f[1], size);
-			ctl_done(r, what, out, "volume '%s' created by the server; it is an "
-				 "export now", f[1]);
+			if (!ctl_done(r, what, out, "volume '%s' created by the server; it is an "
+				      "export now", f[1]))
+				announce("volume_created", f[1], NULL, NULL);
 			return 0;
 		}
 		/* NBD tells a connected client its export's size once: a
@@ -505,8 +553,9 @@ static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
 		}
 		if (!r)
 			r = vbas_vol_resize(pool, f[1], size);
-		ctl_done(r, what, out, "volume '%s' resized by the server%s", f[1],
-			 c ? " (connected clients see the new size when they connect again)" : "");
+		if (!ctl_done(r, what, out, "volume '%s' resized by the server%s", f[1],
+			      c ? " (connected clients see the new size when they connect again)" : ""))
+			announce("volume_resized", f[1], NULL, NULL);
 		return 0;
 	}
 	if ((!strcmp(f[0], "reserve") || !strcmp(f[0], "unreserve")) && nf == 4) {
@@ -598,7 +647,8 @@ static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
 			return 0;
 		}
 		r = vbas_vol_delete(pool, f[1]);
-		ctl_done(r, what, out, "volume '%s' deleted by the server", f[1]);
+		if (!ctl_done(r, what, out, "volume '%s' deleted by the server", f[1]))
+			announce("volume_deleted", f[1], NULL, NULL);
 		return 0;
 	}
 	if (!strcmp(f[0], "pin")) {
@@ -1071,13 +1121,41 @@ static int vbas_nbd_list_exports(int readonly, int is_tls, struct nbdkit_exports
 	return 0;
 }
 
-/* The default export (the empty name) is the pool's only volume; with
- * none or several, "" stays, and .open says which names there are. */
+/* default_export= names no volume: said (with the names there are), 1. */
+static int default_missing(void)
+{
+	struct vbas_vol_info info;
+	struct names nm = { 0 };
+	char name[VBAS_NAME_MAX + 1];
+	pthread_mutex_lock(&default_lock);
+	snprintf(name, sizeof(name), "%s", default_name);
+	pthread_mutex_unlock(&default_lock);
+	int r = vbas_vol_stat(pool, name, &info);
+	if (r != -ENOENT && r != -EINVAL)
+		return 0;      /* there (or another error, which .open will meet) */
+	if (!walk_names(&nm)) {
+		nbdkit_error("default_export=%s: the pool has no such volume (%s%s)", name,
+			     nm.n ? "volumes: " : "it has no volumes", nm.n ? nm.list : "");
+		free(nm.list);
+	}
+	return 1;
+}
+
+/* The default export (the empty name): default_export=, else the pool's
+ * only volume; with none or several, "" stays, and .open says which names
+ * there are. */
 static const char *vbas_nbd_default_export(int readonly, int is_tls)
 {
 	struct names nm = { 0 };
+	const char *def = NULL;
 	(void)readonly;
 	(void)is_tls;
+	pthread_mutex_lock(&default_lock);
+	if (*default_name)
+		def = nbdkit_strdup_intern(default_name);
+	pthread_mutex_unlock(&default_lock);
+	if (def)
+		return def;
 	if (walk_names(&nm))
 		return NULL;
 	free(nm.list);
@@ -1116,8 +1194,12 @@ static void *vbas_nbd_open(int readonly)
 	if (r == -ENOENT || r == -EINVAL) {
 		struct names nm = { 0 };
 		if (!walk_names(&nm)) {
-			nbdkit_error("unknown export '%s': the pool has no such volume (%s%s)", name,
-				     nm.n ? "volumes: " : "it has no volumes", nm.n ? nm.list : "");
+			pthread_mutex_lock(&default_lock);
+			int def = !strcmp(name, default_name);
+			pthread_mutex_unlock(&default_lock);
+			nbdkit_error("unknown export '%s': the pool has no such volume (%s%s)%s", name,
+				     nm.n ? "volumes: " : "it has no volumes", nm.n ? nm.list : "",
+				     def ? " (the default export)" : "");
 			free(nm.list);
 		}
 		nbdkit_set_error(ENOENT);
@@ -1348,7 +1430,9 @@ static struct nbdkit_plugin plugin = {
 		       "on_event=CMD   run CMD with /bin/sh -c per event ($VBAS_EVENT,\n"
 		       "               $VBAS_EVENT_JSON, $VBAS_POOL)\n"
 		       "autoextend=SIZE  grow a pool file by SIZE at its low-water mark and\n"
-		       "               when a write finds it full (if the host has room)",
+		       "               when a write finds it full (if the host has room)\n"
+		       "default_export=NAME  the volume a client asking for no name gets\n"
+		       "               (default: the only volume)",
 	.magic_config_key = "pool",
 	.get_ready = vbas_nbd_get_ready,
 	.after_fork = vbas_nbd_after_fork,

@@ -22,6 +22,9 @@ pkgs="gcc make libc6-dev pkg-config libcmocka-dev python3 python3-libnbd
       nbdkit nbdkit-plugin-dev libnbd-bin qemu-utils fio
       fuse3 libblkid-dev libsmartcols-dev xfsprogs e2fsprogs util-linux man-db
       clang libclang-rt-14-dev"
+# vbas serve as a service, in the NBD tests: certtool (TLS certificates),
+# systemd-socket-activate, systemd-escape and systemd-analyze.
+pkgs="$pkgs gnutls-bin systemd"
 bench_pkgs="gnuplot-nox"
 check=0
 for a in "$@"; do

@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <locale.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -80,6 +81,12 @@ enum {
 	O_NO_RMAP = 1 << 26,
 	O_RMAP = 1 << 27,
 	O_CANCEL = 1 << 28,
+	/* serve's TLS and default export (past bit 31: seen is 64 bits) */
+	O_TLS = 1ull << 29,
+	O_TLS_PSK = 1ull << 30,
+	O_TLS_CERTS = 1ull << 31,
+	O_TLS_VERIFY = 1ull << 32,
+	O_DEFAULT_EXPORT = 1ull << 33,
 };
 /* (Past 32 bits: seen and opts are 64-bit.) */
 #define O_FORMAT      (1ull << 40)
@@ -96,8 +103,9 @@ enum {
 enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONLY, OPT_BIND,
        OPT_BUFFERED, OPT_DRY_RUN, OPT_RESERVE, OPT_NO_RESERVE, OPT_LOW_WATER, OPT_FLOOR,
        OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
-       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL, OPT_FORMAT = 0x400, OPT_NO_PROGRESS, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW,
-       OPT_BYTES };
+       OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL,
+       OPT_TLS, OPT_TLS_PSK, OPT_TLS_CERTS, OPT_TLS_VERIFY, OPT_DEFAULT_EXPORT,
+       OPT_FORMAT, OPT_NO_PROGRESS, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW, OPT_BYTES };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -134,6 +142,11 @@ static const struct option long_opts[] = {
 	{ "noheadings", no_argument, NULL, OPT_NOHEADINGS },
 	{ "raw", no_argument, NULL, OPT_RAW },
 	{ "bytes", no_argument, NULL, OPT_BYTES },
+	{ "tls", required_argument, NULL, OPT_TLS },
+	{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+	{ "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
+	{ "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY },
+	{ "default-export", required_argument, NULL, OPT_DEFAULT_EXPORT },
 	{ "no-modify", no_argument, NULL, 'n' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -148,6 +161,7 @@ struct args {
 	int size_minus;               /* --size -SIZE: relative (shrink) */
 	const char *socket, *port, *bind;   /* serve's string options */
 	const char *low_water, *floor, *on_event, *format, *output;
+	const char *tls, *tls_psk, *tls_certs, *default_export;   /* serve's */
 	int npos;
 	char *pos[MAX_POS];
 };
@@ -3337,24 +3351,51 @@ static int parse_port(const char *s, unsigned *port)
 	return 0;
 }
 
-static void print_uris(const struct args *a, const struct vol_list *l, const char *sock,
-		       const char *host, unsigned port)
+/* Where the server listens and what a client needs, for the URIs. */
+struct endpoint {
+	const char *sock;          /* a unix socket, else TCP at HOST:PORT */
+	const char *host;
+	unsigned port;
+	int tls;                   /* --tls-psk or --tls-certificates */
+	const char *psk_user;      /* the first user of the PSK file */
+	const char *psk_file;      /* absolute */
+	const char *certs;         /* absolute */
+};
+
+/* One NBD URI per volume, as libnbd reads them: nbd+unix:///NAME?socket=
+ * or nbd://HOST:PORT/NAME; with TLS nbds, the PSK user and file or the
+ * certificates' directory (which holds the CA's certificate). */
+static void print_uris(const struct args *a, const struct vol_list *l, const struct endpoint *e)
 {
+	const char *host = e->host;
+	if (host && (!strcmp(host, "0.0.0.0") || !strcmp(host, "::")))
+		host = "localhost";
 	for (size_t i = 0; i < l->n; i++) {
-		if (sock) {
-			fputs("nbd+unix:///", stdout);
-			uri_put(stdout, l->v[i].name, NULL);
-			fputs("?socket=", stdout);
-			uri_put(stdout, sock, "/");
-		} else {
-			printf("nbd://%s%s%s:%u/", strchr(host, ':') ? "[" : "", host,
-			       strchr(host, ':') ? "]" : "", port);
-			uri_put(stdout, l->v[i].name, NULL);
+		const char *sep = "?";
+		printf("nbd%s%s://", e->tls ? "s" : "", e->sock ? "+unix" : "");
+		if (e->psk_user) {
+			uri_put(stdout, e->psk_user, NULL);
+			putchar('@');
 		}
-		if (l->v[i].flags & VBAS_VOL_READONLY)
-			fputs("  (snapshot, read-only)", stdout);
-		else if (a->seen & O_READONLY)
-			fputs("  (read-only)", stdout);
+		if (!e->sock)
+			printf("%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
+			       strchr(host, ':') ? "]" : "", e->port);
+		putchar('/');
+		uri_put(stdout, l->v[i].name, NULL);
+		if (e->sock) {
+			fputs("?socket=", stdout);
+			uri_put(stdout, e->sock, "/");
+			sep = "&";
+		}
+		if (e->psk_file || e->certs) {
+			printf("%s%s=", sep, e->psk_file ? "tls-psk-file" : "tls-certificates");
+			uri_put(stdout, e->psk_file ? e->psk_file : e->certs, "/");
+		}
+		int def = (a->seen & O_DEFAULT_EXPORT) && !strcmp(l->v[i].name, a->default_export);
+		int snap = l->v[i].flags & VBAS_VOL_READONLY;
+		const char *ro = snap ? "snapshot, read-only" : (a->seen & O_READONLY) ? "read-only" : "";
+		if (def || *ro)
+			printf("  (%s%s%s)", def ? "default export" : "", def && *ro ? ", " : "", ro);
 		putchar('\n');
 	}
 }
@@ -3372,20 +3413,194 @@ static void pump_events(int fd)
 	fflush(stdout);
 }
 
+/* The PSK file of --tls-psk: lines USER:HEXKEY (psktool's format, which
+ * GnuTLS reads only when a client connects, so a bad file would show as
+ * clients refused).  0, with the first user in USER; -1 with the reason
+ * in WHY. */
+static int psk_check(const char *path, char *user, size_t ulen, char *why, size_t wlen)
+{
+	struct stat st;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int lineno = 0, keys = 0, rc = 0;
+	FILE *f = fopen(path, "re");
+	if (!f || fstat(fileno(f), &st)) {
+		snprintf(why, wlen, "%s", strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, wlen, "not a regular file");
+		fclose(f);
+		return -1;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = 0;
+		if (!len)
+			continue;
+		char *colon = strchr(line, ':');
+		size_t hex = colon ? strspn(colon + 1, "0123456789abcdefABCDEF") : 0;
+		if (!colon || colon == line || !hex || hex % 2 || colon[1 + hex]) {
+			snprintf(why, wlen, "line %d is not USER:HEXKEY (a name, a colon and the key "
+				 "in an even number of hex digits; 'psktool -u USER -p FILE' makes "
+				 "one)", lineno);
+			rc = -1;
+			break;
+		}
+		if (!keys++)
+			snprintf(user, ulen, "%.*s", (int)(colon - line), line);
+	}
+	if (!rc && !keys) {
+		snprintf(why, wlen, "no keys in it (lines USER:HEXKEY; 'psktool -u USER -p FILE' "
+			 "makes one)");
+		rc = -1;
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/* The directory of --tls-certificates: nbdkit's server-cert.pem and
+ * server-key.pem, and ca-cert.pem to check clients' certificates with
+ * (--tls-verify-peer).  0, or -1 with the reason in WHY. */
+static int certs_check(const char *dir, int verify, char *why, size_t wlen)
+{
+	static const char *const need[] = { "server-cert.pem", "server-key.pem", "ca-cert.pem" };
+	struct stat st;
+	if (stat(dir, &st)) {
+		snprintf(why, wlen, "%s", strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(why, wlen, "not a directory");
+		return -1;
+	}
+	for (int i = 0; i < (verify ? 3 : 2); i++) {
+		char f[PATH_MAX + 32];
+		snprintf(f, sizeof(f), "%s/%s", dir, need[i]);
+		if (access(f, R_OK)) {
+			snprintf(why, wlen, "%s: %s (nbdkit needs server-cert.pem and "
+				 "server-key.pem there%s: see nbdkit-tls(1))", need[i], strerror(errno),
+				 verify ? ", and ca-cert.pem to check clients with" : "");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Socket activation (systemd's .socket units, systemd-socket-activate):
+ * LISTEN_PID is this process and LISTEN_FDS listening sockets are open
+ * from descriptor 3 on.  Returns their number; 0 if not activated (the
+ * variables of another process are removed, so that nbdkit does not see
+ * them); -1 with the reason in WHY. */
+#define LISTEN_FDS_START 3
+static int listen_fds(char *why, size_t wlen)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	char *end;
+	if (!pid || !fds)
+		return 0;
+	errno = 0;
+	long p = strtol(pid, &end, 10);
+	if (errno || end == pid || *end || p <= 0) {
+		snprintf(why, wlen, "LISTEN_PID=%s: not a process id", pid);
+		return -1;
+	}
+	if (p != getpid()) {
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDS");
+		unsetenv("LISTEN_FDNAMES");
+		return 0;
+	}
+	errno = 0;
+	long n = strtol(fds, &end, 10);
+	if (errno || end == fds || *end || n < 1 || n > 64) {
+		snprintf(why, wlen, "LISTEN_FDS=%s: not a number of sockets (1 to 64)", fds);
+		return -1;
+	}
+	for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + n; fd++) {
+		struct stat st;
+		int listening = 0;
+		socklen_t sl = sizeof(listening);
+		if (fstat(fd, &st) || !S_ISSOCK(st.st_mode) ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) || !listening) {
+			snprintf(why, wlen, "LISTEN_FDS=%s: descriptor %d is not a listening socket",
+				 fds, fd);
+			return -1;
+		}
+	}
+	return (int)n;
+}
+
+/* Where the activated socket FD listens, into E (the strings in SOCK and
+ * HOST); -1 if it is nothing a URI can name (an abstract unix socket). */
+static int endpoint_of(int fd, struct endpoint *e, char *sock, size_t slen, char *host,
+		       size_t hlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char port[16];
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
+		return -1;
+	if (ss.ss_family == AF_UNIX) {
+		struct sockaddr_un *su = (struct sockaddr_un *)&ss;
+		size_t n = sl - offsetof(struct sockaddr_un, sun_path);
+		if (!n || !su->sun_path[0] || n >= slen)
+			return -1;
+		memcpy(sock, su->sun_path, n);
+		sock[n] = 0;
+		e->sock = sock;
+		return 0;
+	}
+	if ((ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, (socklen_t)hlen, port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV))
+		return -1;
+	e->sock = NULL;
+	e->host = host;
+	e->port = (unsigned)atoi(port);
+	return 0;
+}
+
+/* "a, b, c" (at most 20 names) for messages; malloc'ed, NULL: no memory. */
+static char *name_list(const struct vol_list *l)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	for (size_t i = 0; i < l->n && i < 20; i++)
+		fprintf(f, "%s'%s'", i ? ", " : "", l->v[i].name);
+	if (l->n > 20)
+		fputs(", ...", f);
+	if (fclose(f)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
 static int cmd_serve(const struct args *a)
 {
 	struct vol_list l = { 0 };
+	struct endpoint ep = { 0 };
 	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], sock[PATH_MAX];
 	char tmpdir[PATH_MAX], pidfile[PATH_MAX + 16], why[PATH_MAX + 200];
 	char poolarg[PATH_MAX + 8], cachearg[48], portarg[16], autoarg[48], evlog[48];
-	char *evarg = NULL;
+	char psk[PATH_MAX], psk_user[256] = "", certs[PATH_MAX], tlsarg[PATH_MAX + 32];
+	char *evarg = NULL, *defarg = NULL;
 	int evp[2] = { -1, -1 };
-	const char *host = "localhost";
+	const char *host = "localhost", *tls = NULL;
 	unsigned port = 10809;
 	struct vbas_pool *vp;
 	sigset_t set, old;
 	pid_t child;
-	int r, rc, status = 0, have_sock = 0;
+	int r, rc, status = 0, have_sock = 0, nfds;
 
 	/* The arguments first: nothing happens on bad ones. */
 	if ((a->seen & O_SOCKET) && (a->seen & O_PORT))
@@ -3424,6 +3639,65 @@ static int cmd_serve(const struct args *a)
 		return usage_err(a->cmd, "--on-event", "empty command");
 	if ((a->seen & O_AUTOEXTEND) && !a->autoextend)
 		return usage_err(a->cmd, "--autoextend", "the step must be more than 0");
+	if ((a->seen & O_TLS_PSK) && (a->seen & O_TLS_CERTS))
+		return usage_err(a->cmd, "--tls-psk and --tls-certificates", "give one of them, not "
+				 "both (pre-shared keys or X.509 certificates)");
+	if ((a->seen & O_TLS_PSK) && !*a->tls_psk)
+		return usage_err(a->cmd, "--tls-psk", "empty file name");
+	if ((a->seen & O_TLS_CERTS) && !*a->tls_certs)
+		return usage_err(a->cmd, "--tls-certificates", "empty directory name");
+	if ((a->seen & O_TLS_VERIFY) && !(a->seen & O_TLS_CERTS))
+		return usage_err(a->cmd, "--tls-verify-peer", "only with --tls-certificates (clients "
+				 "then need a certificate signed by its ca-cert.pem)");
+	if (a->seen & O_TLS) {
+		if (strcmp(a->tls, "on") && strcmp(a->tls, "require"))
+			return usage_err(a->cmd, "--tls", "invalid mode '%s': 'require' (clients must "
+					 "use TLS, the default) or 'on' (they may)", a->tls);
+		if (!(a->seen & (O_TLS_PSK | O_TLS_CERTS)))
+			return usage_err(a->cmd, "--tls", "needs --tls-psk FILE or --tls-certificates "
+					 "DIR (the keys to use)");
+	}
+	if ((a->seen & O_DEFAULT_EXPORT) && !*a->default_export)
+		return usage_err(a->cmd, "--default-export", "empty name (the default export is "
+				 "the volume a client that asks for no name gets)");
+	nfds = listen_fds(why, sizeof(why));
+	if (nfds < 0)
+		return fail(a->cmd, "socket activation", "%s", why);
+	if (nfds && (a->seen & (O_SOCKET | O_PORT | O_BIND)))
+		return usage_err(a->cmd, (a->seen & O_SOCKET) ? "--socket" :
+				 (a->seen & O_PORT) ? "--port" : "--bind",
+				 "not with socket activation (LISTEN_FDS: the listening sockets "
+				 "come from systemd)");
+
+	/* TLS: the files exist and are what nbdkit needs, before anything. */
+	if (a->seen & O_TLS_PSK) {
+		struct stat st;
+		if (!realpath(a->tls_psk, psk))
+			return fail(a->cmd, "--tls-psk", "%s: %s", a->tls_psk, strerror(errno));
+		if (psk_check(psk, psk_user, sizeof(psk_user), why, sizeof(why)))
+			return fail(a->cmd, "--tls-psk", "%s: %s", a->tls_psk, why);
+		if (!stat(psk, &st) && (st.st_mode & 044))
+			fprintf(stderr, "vbas: serve: warning: --tls-psk: %s is readable by other users "
+				"(mode %04o): whoever reads it can connect (chmod 600 it)\n", a->tls_psk,
+				(unsigned)(st.st_mode & 07777));
+		ep.psk_user = psk_user;
+		ep.psk_file = psk;
+	}
+	if (a->seen & O_TLS_CERTS) {
+		if (!realpath(a->tls_certs, certs))
+			return fail(a->cmd, "--tls-certificates", "%s: %s", a->tls_certs,
+				    strerror(errno));
+		if (certs_check(certs, !!(a->seen & O_TLS_VERIFY), why, sizeof(why)))
+			return fail(a->cmd, "--tls-certificates", "%s: %s", a->tls_certs, why);
+		/* With --tls-verify-peer, a client names its own directory
+		 * (with its certificate): the URIs leave it out. */
+		if (!(a->seen & O_TLS_VERIFY))
+			ep.certs = certs;
+	}
+	if (a->seen & (O_TLS_PSK | O_TLS_CERTS)) {
+		ep.tls = 1;
+		tls = (a->seen & O_TLS) && !strcmp(a->tls, "on") ? "--tls=on" : "--tls=require";
+	}
 
 	/* The pool: it exists, is a pool, is not in use; its volumes. */
 	rc = open_pool(a, VBAS_OPEN_RDONLY, &vp);
@@ -3439,6 +3713,18 @@ static int cmd_serve(const struct args *a)
 		rc = fail(a->cmd, a->pos[0], "the pool has no volumes to serve (create one with "
 			  "'vbas create')");
 		goto out;
+	}
+	if (a->seen & O_DEFAULT_EXPORT) {
+		size_t i = 0;
+		while (i < l.n && strcmp(l.v[i].name, a->default_export))
+			i++;
+		if (i == l.n) {
+			char *names = name_list(&l);
+			rc = fail(a->cmd, "--default-export", "%s has no volume '%s' (volumes: %s)",
+				  a->pos[0], a->default_export, names ? names : "?");
+			free(names);
+			goto out;
+		}
 	}
 	if (!realpath(a->pos[0], pool)) {
 		rc = fail(a->cmd, a->pos[0], "%s", strerror(errno));
@@ -3469,7 +3755,7 @@ static int cmd_serve(const struct args *a)
 	snprintf(poolarg, sizeof(poolarg), "pool=%s", pool);
 	snprintf(cachearg, sizeof(cachearg), "cache=%" PRIu64, a->cache);
 	snprintf(portarg, sizeof(portarg), "%u", port);
-	const char *argv[24];
+	const char *argv[32];
 	int n = 0;
 	argv[n++] = nbdkit;
 	argv[n++] = "-f";                      /* foreground: we wait for it */
@@ -3478,7 +3764,11 @@ static int cmd_serve(const struct args *a)
 	argv[n++] = pidfile;
 	if (a->seen & O_READONLY)
 		argv[n++] = "-r";
-	if (have_sock) {
+	if (nfds) {
+		/* Socket activation: nbdkit takes the sockets (LISTEN_PID is
+		 * set to its pid in the child) and must not be told where to
+		 * listen. */
+	} else if (have_sock) {
 		argv[n++] = "-U";
 		argv[n++] = sock;
 	} else {
@@ -3486,6 +3776,14 @@ static int cmd_serve(const struct args *a)
 		argv[n++] = portarg;
 		argv[n++] = "-i";
 		argv[n++] = host;
+	}
+	if (tls) {
+		argv[n++] = tls;
+		snprintf(tlsarg, sizeof(tlsarg), "%s=%s", ep.psk_file ? "--tls-psk" : "--tls-certificates",
+			 ep.psk_file ? ep.psk_file : certs);
+		argv[n++] = tlsarg;
+		if (a->seen & O_TLS_VERIFY)
+			argv[n++] = "--tls-verify-peer";
 	}
 	argv[n++] = plugin;
 	argv[n++] = poolarg;
@@ -3495,6 +3793,14 @@ static int cmd_serve(const struct args *a)
 		argv[n++] = "readonly=true";
 	if (a->seen & O_BUFFERED)
 		argv[n++] = "direct=false";
+	if (a->seen & O_DEFAULT_EXPORT) {
+		if (asprintf(&defarg, "default_export=%s", a->default_export) < 0) {
+			defarg = NULL;
+			rc = fail(a->cmd, "--default-export", "%s", strerror(ENOMEM));
+			goto rmtmp;
+		}
+		argv[n++] = defarg;
+	}
 	/* Events come back through a pipe, printed on our stdout (nbdkit may
 	 * close its own). */
 	if (!(a->seen & O_READONLY)) {
@@ -3537,6 +3843,14 @@ static int cmd_serve(const struct args *a)
 		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (evp[1] >= 0)
 			fcntl(evp[1], F_SETFD, 0);
+		if (nfds) {
+			/* The sockets are nbdkit's now: LISTEN_PID names it. */
+			char pid[24];
+			snprintf(pid, sizeof(pid), "%d", (int)getpid());
+			setenv("LISTEN_PID", pid, 1);
+			for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + nfds; fd++)
+				fcntl(fd, F_SETFD, 0);
+		}
 		execv(nbdkit, (char *const *)argv);
 		fprintf(stderr, "vbas: serve: %s: %s\n", nbdkit, strerror(errno));
 		_exit(127);
@@ -3569,11 +3883,24 @@ static int cmd_serve(const struct args *a)
 			struct stat st;
 			if (stat(pidfile, &st) == 0 && st.st_size > 0) {
 				ready = 1;
-				printf("serving %s over NBD with nbdkit (pid %d); %zu export%s:\n",
-				       a->pos[0], (int)child, l.n, l.n == 1 ? "" : "s");
-				print_uris(a, &l, have_sock ? sock : NULL,
-					   !strcmp(host, "0.0.0.0") || !strcmp(host, "::") ? "localhost" : host,
-					   port);
+				printf("serving %s over NBD with nbdkit (pid %d)%s; %zu export%s:\n",
+				       a->pos[0], (int)child, !tls ? "" : !strcmp(tls, "--tls=on") ?
+				       ", TLS on (clients may use it)" : ", TLS required", l.n,
+				       l.n == 1 ? "" : "s");
+				if (!nfds) {
+					ep.sock = have_sock ? sock : NULL;
+					ep.host = host;
+					ep.port = port;
+					print_uris(a, &l, &ep);
+				}
+				for (int fd = LISTEN_FDS_START; fd < LISTEN_FDS_START + nfds; fd++) {
+					char asock[PATH_MAX], ahost[NI_MAXHOST];
+					if (endpoint_of(fd, &ep, asock, sizeof(asock), ahost, sizeof(ahost)))
+						printf("(socket activation: descriptor %d, an address no URI "
+						       "names)\n", fd);
+					else
+						print_uris(a, &l, &ep);
+				}
 				printf("stop with Ctrl-C or SIGTERM: the pool is committed and closed\n");
 				fflush(stdout);
 			}
@@ -3606,6 +3933,7 @@ out:
 	if (evp[1] >= 0)
 		close(evp[1]);
 	free(evarg);
+	free(defarg);
 	vol_list_free(&l);
 	return rc;
 }
@@ -4045,19 +4373,26 @@ static const struct cmd cmds[] = {
 	  "      --dry-run           say what would be rebuilt; change nothing\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
 	{ "serve", cmd_serve, O_SOCKET | O_PORT | O_READONLY | O_BIND | O_CACHE | O_BUFFERED |
-	  O_ON_EVENT | O_AUTOEXTEND, 1, 1,
+	  O_ON_EVENT | O_AUTOEXTEND | O_TLS | O_TLS_PSK | O_TLS_CERTS | O_TLS_VERIFY |
+	  O_DEFAULT_EXPORT, 1, 1,
 	  "POOL [--socket PATH | --port N [--bind ADDR]] [--readonly] [--buffered]\n"
+	  "                  [--tls-psk FILE | --tls-certificates DIR [--tls-verify-peer]]\n"
+	  "                  [--tls on|require] [--default-export NAME]\n"
 	  "                  [--on-event CMD] [--autoextend STEP] [--cache SIZE]",
 	  "serve every volume as an NBD export (nbdkit, in the foreground)",
 	  "Runs nbdkit with the vbas plugin (nbdkit-vbas-plugin.so, looked for beside\n"
 	  "this vbas binary, then in nbdkit's plugin directory; $VBAS_NBDKIT_PLUGIN\n"
 	  "overrides) until it is stopped.  Each volume is an export named after\n"
 	  "it; snapshots are read-only.  Once nbdkit listens, prints one NBD URI per\n"
-	  "volume (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME).  SIGINT\n"
+	  "volume (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME; nbds with\n"
+	  "TLS, with what a client on this host needs to connect).  SIGINT\n"
 	  "(Ctrl-C), SIGTERM or SIGHUP stops nbdkit, which commits and closes the\n"
 	  "pool.  While the pool is served, the commands that change it go through\n"
 	  "the server, check, fsmap, map, diff and read read its last commit, and\n"
 	  "format, repair, import, export and a second serve fail (it is locked).\n"
+	  "Started by systemd socket activation (LISTEN_FDS, LISTEN_PID: the units\n"
+	  "vbas-serve@.socket and .service), nbdkit serves on the sockets it was\n"
+	  "given, and --socket, --port and --bind are refused.\n"
 	  "Events are printed on stdout as one JSON object per line, each with the\n"
 	  "keys event, time, pool, use and low_water (percent), size and available\n"
 	  "(bytes): low_water and low_water_clear (use crossed the pool's low-water\n"
@@ -4065,12 +4400,28 @@ static const struct cmd cmds[] = {
 	  "metadata_reserve_clear (the room for new data fell to the metadata\n"
 	  "reserve, or rose again), enospc (a write or reservation was refused;\n"
 	  "with needed and count, once until room comes back), expended (an\n"
-	  "expendable snapshot was deleted; with volume), grown, and\n"
-	  "autoextend_refused (with reason).\n\n"
+	  "expendable snapshot was deleted; with volume), grown,\n"
+	  "autoextend_refused (with reason), and the changes to the volumes made\n"
+	  "through the server, with volume: volume_created, snapshot_created and\n"
+	  "clone_created (with volume_size; the latter two with origin),\n"
+	  "volume_resized (with volume_size), volume_renamed (with old_name) and\n"
+	  "volume_deleted.\n\n"
 	  "Options:\n"
 	  "      --socket PATH       listen on a unix socket (a stale one is replaced)\n"
 	  "      --port N            listen on TCP port N (default: 10809)\n"
 	  "      --bind ADDR         the address to listen on with TCP (default: localhost)\n"
+	  "      --tls-psk FILE      TLS with the pre-shared keys of FILE (lines\n"
+	  "                          USER:HEXKEY, as psktool makes them); clients give\n"
+	  "                          a user and its key\n"
+	  "      --tls-certificates DIR  TLS with X.509 certificates: DIR holds\n"
+	  "                          server-cert.pem, server-key.pem and ca-cert.pem\n"
+	  "      --tls-verify-peer   clients must show a certificate signed by\n"
+	  "                          DIR/ca-cert.pem\n"
+	  "      --tls MODE          require (the default with a key: clients without\n"
+	  "                          TLS are refused) or on (they may choose)\n"
+	  "      --default-export NAME  the volume a client gets when it asks for no\n"
+	  "                          export name (default: the only volume, if there\n"
+	  "                          is one)\n"
 	  "      --readonly          serve every volume read-only (the pool is opened\n"
 	  "                          read-only: read-only commands may run beside it)\n"
 	  "      --buffered          data through the page cache, written back in the\n"
@@ -4174,6 +4525,12 @@ static const struct opt_info {
 	{ OPT_NOHEADINGS, O_NOHEADINGS, "--noheadings", 0 },
 	{ OPT_RAW, O_RAW, "--raw", 0 },
 	{ OPT_BYTES, O_BYTES, "--bytes", 0 },
+	{ OPT_TLS, O_TLS, "--tls", 0, offsetof(struct args, tls) },
+	{ OPT_TLS_PSK, O_TLS_PSK, "--tls-psk", 0, offsetof(struct args, tls_psk) },
+	{ OPT_TLS_CERTS, O_TLS_CERTS, "--tls-certificates", 0, offsetof(struct args, tls_certs) },
+	{ OPT_TLS_VERIFY, O_TLS_VERIFY, "--tls-verify-peer", 0 },
+	{ OPT_DEFAULT_EXPORT, O_DEFAULT_EXPORT, "--default-export", 0,
+	  offsetof(struct args, default_export) },
 	{ 'n', O_NOMODIFY, "--no-modify", 0 },
 	{ 'h', O_HELP, "--help", 0 },
 };

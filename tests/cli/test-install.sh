@@ -63,6 +63,25 @@ done
 run bash -c '. "$1" && complete -p vbas' bash "$S/share/bash-completion/completions/vbas"
 expect_true "the installed completion loads in bash and completes vbas" \
 	grep -q -- '-F _vbas vbas' "$T/out"
+# The systemd units of vbas serve: under the prefix, the service running
+# the installed vbas; systemd-analyze verify reads them (the binary the
+# staged one, no man pages looked for).
+U=$S/lib/systemd/system
+expect_true "the systemd units vbas-serve@.service and .socket are installed" \
+	test -f "$U/vbas-serve@.service" -a -f "$U/vbas-serve@.socket"
+expect_true "vbas-serve@.service runs \$PREFIX/bin/vbas serve with the pool from the instance" \
+	grep -qx "ExecStart=$P/bin/vbas serve \$VBAS_SERVE_OPTS %f" "$U/vbas-serve@.service"
+if command -v systemd-analyze >/dev/null; then
+	mkdir units
+	sed "s|^ExecStart=$P/bin/vbas|ExecStart=$S/bin/vbas|" "$U/vbas-serve@.service" >units/vbas-serve@.service
+	cp "$U/vbas-serve@.socket" units/
+	run systemd-analyze verify --man=no "$T/units/vbas-serve@srv-pool.img.service" \
+		"$T/units/vbas-serve@srv-pool.img.socket"
+	expect_true "systemd-analyze verify finds nothing to say about them" \
+		test "$RC" = 0 -a ! -s "$T/err"
+else
+	skip "systemd-analyze verify of the units" "no systemd-analyze (systemd)"
+fi
 expect_true "libvbas.so.0 links to libvbas.so.$VERSION, libvbas.so to libvbas.so.0" \
 	test "$(readlink "$S/lib/libvbas.so.0")" = "libvbas.so.$VERSION" -a \
 	"$(readlink "$S/lib/libvbas.so")" = libvbas.so.0

@@ -243,6 +243,84 @@ expect_fail "serve: --on-event with --readonly" 2 '^vbas: serve: --on-event: not
 	"$VBAS" serve p0.img --socket s.sock --readonly --on-event true
 expect_fail "serve: --autoextend with --readonly" 2 '^vbas: serve: --autoextend: not with --readonly' \
 	"$VBAS" serve p0.img --socket s.sock --readonly --autoextend 1G
+# TLS, the default export and socket activation: what is wrong is said
+# before the pool is opened or nbdkit runs.
+printf 'alice:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >keys.psk
+chmod 600 keys.psk
+mkdir -p emptydir
+printf 'alice\n' >nokey.psk
+printf 'alice:%s\n\nbob:abc\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >oddkey.psk
+: >empty.psk
+expect_fail "serve: --tls-psk names no file" 1 '^vbas: serve: --tls-psk: nosuch.psk: No such file or directory' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk nosuch.psk
+expect_fail "serve: --tls-psk names a directory" 1 '^vbas: serve: --tls-psk: emptydir: not a regular file' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk emptydir
+expect_fail "serve: --tls-psk: a line without a key" 1 \
+	'^vbas: serve: --tls-psk: nokey.psk: line 1 is not USER:HEXKEY .*psktool' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk nokey.psk
+expect_fail "serve: --tls-psk: an odd number of hex digits" 1 \
+	'^vbas: serve: --tls-psk: oddkey.psk: line 3 is not USER:HEXKEY' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk oddkey.psk
+expect_fail "serve: --tls-psk: an empty file" 1 '^vbas: serve: --tls-psk: empty.psk: no keys in it' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk empty.psk
+expect_fail "serve: an empty --tls-psk" 2 '^vbas: serve: --tls-psk: empty file name' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk ''
+cp keys.psk open.psk
+chmod 644 open.psk
+expect_fail "serve: a PSK file others may read: a warning" 1 \
+	'^vbas: serve: warning: --tls-psk: open.psk is readable by other users \(mode 0644\)' \
+	"$VBAS" serve p00.img --socket s.sock --tls-psk open.psk
+expect_true "... and none for a file of mode 0600" \
+	sh -c "! '$VBAS' serve p00.img --socket s.sock --tls-psk keys.psk 2>&1 | grep -q warning"
+expect_fail "serve: --tls-psk and --tls-certificates" 2 \
+	'^vbas: serve: --tls-psk and --tls-certificates: give one of them, not both' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk keys.psk --tls-certificates emptydir
+expect_fail "serve: --tls-certificates names nothing" 1 \
+	'^vbas: serve: --tls-certificates: nosuch: No such file or directory' \
+	"$VBAS" serve p0.img --socket s.sock --tls-certificates nosuch
+expect_fail "serve: --tls-certificates names a file" 1 '^vbas: serve: --tls-certificates: keys.psk: not a directory' \
+	"$VBAS" serve p0.img --socket s.sock --tls-certificates keys.psk
+expect_fail "serve: --tls-certificates: no server certificate in it" 1 \
+	'^vbas: serve: --tls-certificates: emptydir: server-cert.pem: No such file or directory \(nbdkit needs' \
+	"$VBAS" serve p0.img --socket s.sock --tls-certificates emptydir
+mkdir -p nocadir
+: >nocadir/server-cert.pem
+: >nocadir/server-key.pem
+expect_fail "serve: --tls-verify-peer: no ca-cert.pem to check clients with" 1 \
+	'^vbas: serve: --tls-certificates: nocadir: ca-cert.pem: No such file or directory' \
+	"$VBAS" serve p0.img --socket s.sock --tls-certificates nocadir --tls-verify-peer
+expect_fail "serve: an empty --tls-certificates" 2 '^vbas: serve: --tls-certificates: empty directory name' \
+	"$VBAS" serve p0.img --socket s.sock --tls-certificates ''
+expect_fail "serve: --tls-verify-peer without certificates" 2 \
+	'^vbas: serve: --tls-verify-peer: only with --tls-certificates' \
+	"$VBAS" serve p0.img --socket s.sock --tls-psk keys.psk --tls-verify-peer
+expect_fail "serve: --tls with a bad mode" 2 "^vbas: serve: --tls: invalid mode 'off': 'require'" \
+	"$VBAS" serve p0.img --socket s.sock --tls off --tls-psk keys.psk
+expect_fail "serve: --tls without keys" 2 '^vbas: serve: --tls: needs --tls-psk FILE or --tls-certificates DIR' \
+	"$VBAS" serve p0.img --socket s.sock --tls require
+expect_fail "serve: an empty --default-export" 2 '^vbas: serve: --default-export: empty name' \
+	"$VBAS" serve p0.img --socket s.sock --default-export ''
+expect_fail "serve: --default-export names no volume" 1 \
+	"^vbas: serve: --default-export: p0.img has no volume 'nosuch' \(volumes: 'v'\)" \
+	"$VBAS" serve p0.img --socket s.sock --default-export nosuch
+# Socket activation: LISTEN_PID is the process that exec's vbas.  (Under
+# timeout: a vbas that took these for good would serve on port 10809.)
+expect_fail "serve: socket activation with LISTEN_FDS not a number" 1 \
+	'^vbas: serve: socket activation: LISTEN_FDS=abc: not a number of sockets' \
+	timeout 10 sh -c 'export LISTEN_PID=$$ LISTEN_FDS=abc; exec "$0" serve p0.img' "$VBAS"
+expect_fail "serve: socket activation with LISTEN_PID not a number" 1 \
+	'^vbas: serve: socket activation: LISTEN_PID=x1: not a process id' \
+	timeout 10 sh -c 'export LISTEN_PID=x1 LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
+expect_fail "serve: socket activation with descriptor 3 not a socket" 1 \
+	'^vbas: serve: socket activation: LISTEN_FDS=1: descriptor 3 is not a listening socket' \
+	timeout 10 sh -c 'exec 3<keys.psk; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" serve p0.img' "$VBAS"
+expect_fail "serve: socket activation and --socket" 2 \
+	'^vbas: serve: --socket: not with socket activation' \
+	timeout 10 $PY -c 'import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind("act.sock"); s.listen(1)
+s.fileno() == 3 or os.dup2(s.fileno(), 3); os.set_inheritable(3, True)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(sys.argv[1], [sys.argv[1], "serve", "p0.img", "--socket", "s.sock"])' "$VBAS"
 expect_true "bad arguments leave no socket behind" test ! -e s.sock
 
 if [ "$ARGS_ONLY" -eq 1 ]; then
@@ -259,8 +337,15 @@ expect_fail "plugin: direct= takes a boolean" 1 'could not decipher boolean \(ma
 expect_fail "plugin: readonly= takes a boolean" 1 'could not decipher boolean \(perhaps\)' \
 	nbdkit "$PLUGIN" pool=p0.img readonly=perhaps --run true
 expect_fail "plugin: an unknown parameter is named, with the ones it takes" 1 \
-	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE\)" \
+	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE, default_export=NAME\)" \
 	nbdkit "$PLUGIN" pool=p0.img frob=1 --run true
+expect_fail "plugin: default_export= names no volume" 1 \
+	"default_export=nosuch: the pool has no such volume \(volumes: v\)" \
+	nbdkit "$PLUGIN" pool=p0.img default_export=nosuch --run true
+expect_fail "plugin: an empty default_export=" 1 "default_export=: empty name" \
+	nbdkit "$PLUGIN" pool=p0.img default_export= --run true
+expect_out "plugin: default_export=v serves v to a client asking for no name" '^1048576$' \
+	nbdkit -U - "$PLUGIN" pool=p0.img default_export=v --run 'nbdinfo --size "$uri"'
 expect_fail "plugin: pool= is required" 1 'pool=FILE is required' nbdkit "$PLUGIN" direct=false --run true
 expect_ok "plugin: direct=false serves" nbdkit "$PLUGIN" pool=p0.img direct=false --run 'nbdinfo --size "$uri"'
 
@@ -292,6 +377,179 @@ expect_ok "the TCP export reads" nbdcopy "nbd://localhost:$PORT/v" tcp.raw
 expect_true "... what the pool holds" cmp src1m.raw tcp.raw
 stop_server TERM
 expect_true "the TCP server stops with status 0" test "$SRV_RC" -eq 0
+
+# ---- As a service: the default export, announcements, TLS, socket activation ---------
+
+"$VBAS" format svc.img --size 64M >/dev/null && "$VBAS" create svc.img a --size 1M &&
+	"$VBAS" create svc.img b --size 2M && "$VBAS" write svc.img a src1m.raw ||
+	echo "# making svc.img failed"
+# line_wait FILE REGEX: until a line of FILE matches (5 s at most).
+line_wait() {
+	for _ in $(seq 100); do grep -Eq -- "$2" "$1" && return; sleep 0.05; done
+}
+# sock_q PATH: PATH percent-encoded for a URI's socket= (a backslash is %5C).
+sock_q() { $PY -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe="/"))' "$1"; }
+# export_of SOCKET NAME: the export a client asking for NAME gets, and its size.
+export_of() {
+	nbdinfo --json "nbd+unix:///$2?socket=$(sock_q "$1")" | $PY -c 'import json, sys
+e = json.load(sys.stdin)["exports"][0]
+print(e["export-name"], e["export-size"])'
+}
+# list_of SOCKET: "NAME DESCRIPTION" per export, from nbdinfo --list.
+list_of() {
+	nbdinfo --list --json "nbd+unix:///?socket=$1" | $PY -c 'import json, sys
+for e in sorted(json.load(sys.stdin)["exports"], key=lambda e: e["export-name"]):
+    print(e["export-name"], e.get("description", "")[:25])'
+}
+expect_true "serve --default-export b" start_server svc.img dflt --default-export b \
+	--on-event "echo \"\$VBAS_EVENT\" >>'$T/svc-events.log'"
+expect_true "... its URI says it is the default export" \
+	grep -qx "nbd+unix:///b?socket=$SOCK  (default export)" "$T/dflt.out"
+expect_true "a client asking for no export name gets b" test "$(export_of "$SOCK" '')" = "b 2097152"
+expect_true "... and one asking for a gets a" test "$(export_of "$SOCK" a)" = "a 1048576"
+list_of "$SOCK" >list0
+expect_true "nbdinfo --list before: a and b" test "$(cut -d' ' -f1 list0 | tr '\n' ' ')" = "a b "
+# Each change through the control channel: one event line, and the next
+# nbdinfo --list shows it.
+expect_ok "create through the server, while served" "$VBAS" create svc.img new --size 4M
+line_wait "$T/dflt.out" '^\{"event":"volume_created",'
+expect_true "... one volume_created event, with the volume and its size" \
+	grep -q '^{"event":"volume_created",.*"pool":"'"$T"'/svc.img".*"volume":"new","volume_size":4194304}$' "$T/dflt.out"
+expect_true "... nbdinfo --list shows it, described" sh -c "nbdinfo --list 'nbd+unix:///?socket=$SOCK' |
+	grep -A1 -x 'export=\"new\":' | grep -q 'description: vbas volume'"
+expect_ok "snapshot through the server" "$VBAS" snapshot svc.img new new-snap
+expect_ok "clone through the server" "$VBAS" clone svc.img new-snap new-clone
+expect_ok "resize through the server" "$VBAS" resize svc.img new --size 8M
+expect_ok "rename the default export through the server" "$VBAS" rename svc.img b b2
+expect_ok "delete through the server" "$VBAS" delete --yes svc.img new-clone
+line_wait "$T/svc-events.log" '^volume_deleted$'
+line_wait "$T/dflt.out" '^\{"event":"volume_deleted",'
+expect_true "... one event each, in order, with origin, old_name and sizes" $PY -c 'import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+got = [(e["event"], e["volume"], e.get("origin"), e.get("old_name"), e.get("volume_size")) for e in ev]
+want = [("volume_created", "new", None, None, 4 << 20),
+        ("snapshot_created", "new-snap", "new", None, 4 << 20),
+        ("clone_created", "new-clone", "new-snap", None, 4 << 20),
+        ("volume_resized", "new", None, None, 8 << 20),
+        ("volume_renamed", "b2", None, "b", None),
+        ("volume_deleted", "new-clone", None, None, None)]
+ok = got == want and all(e["pool"] == sys.argv[2] and e["size"] == 64 << 20 and "use" in e and
+                         "available" in e for e in ev)
+sys.exit(0 if ok else "%s" % got)' "$T/dflt.out" "$T/svc.img"
+expect_true "... and --on-event ran for each, in order" test "$(tr '\n' ' ' <"$T/svc-events.log")" = \
+	"volume_created snapshot_created clone_created volume_resized volume_renamed volume_deleted "
+list_of "$SOCK" >list1
+expect_true "nbdinfo --list after: the new volume, its snapshot, the rename, not the deleted clone" \
+	test "$(tr '\n' '|' <list1)" = "a vbas volume|b2 vbas volume|new vbas volume|new-snap vbas snapshot (read-only)|"
+expect_true "the default export followed the rename: b2" test "$(export_of "$SOCK" '')" = "b2 2097152"
+expect_ok "delete the default export through the server" "$VBAS" delete --yes svc.img b2
+expect_fail "... then a client asking for no name is refused" 1 'server replied with error' \
+	nbdinfo "nbd+unix:///?socket=$SOCK"
+expect_true "... and the server log says the default export is gone" \
+	grep -q "unknown export 'b2': the pool has no such volume (volumes: a, new, new-snap) (the default export)" "$T/dflt.err"
+stop_server TERM
+expect_true "the server stopped cleanly" test "$SRV_RC" -eq 0
+
+# TLS with pre-shared keys (the key file made by hand: psktool's format).
+expect_true "serve --tls-psk" start_server svc.img psk --tls-psk keys.psk
+expect_true "... it says TLS is required" grep -q '^serving svc.img .*, TLS required; 3 exports:$' "$T/psk.out"
+expect_true "... its URIs name the user and the key file" \
+	grep -qx "nbds+unix://alice@/a?socket=$SOCK&tls-psk-file=$T/keys.psk" "$T/psk.out"
+expect_out "a client with the key (the printed URI) reads the export" '^1048576$' \
+	nbdinfo --size "nbds+unix://alice@/a?socket=$SOCK&tls-psk-file=$T/keys.psk"
+expect_ok "... and its data" nbdcopy "nbds+unix://alice@/a?socket=$SOCK&tls-psk-file=$T/keys.psk" psk.raw
+expect_true "... what the pool holds" cmp src1m.raw psk.raw
+expect_fail "a client without TLS is refused" 1 'server requires TLS encryption first' nbdinfo --size "$(uri a)"
+printf 'alice:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >wrong.psk
+expect_fail "a client with another key is refused" 1 'gnutls_handshake' \
+	nbdinfo --size "nbds+unix://alice@/a?socket=$SOCK&tls-psk-file=$T/wrong.psk"
+stop_server TERM
+expect_true "serve --tls on --tls-psk" start_server svc.img pskon --tls on --tls-psk keys.psk
+expect_true "... it says TLS is on" grep -q '^serving svc.img .*, TLS on (clients may use it); 3 exports:$' "$T/pskon.out"
+expect_out "--tls on: a client without TLS is served" '^1048576$' nbdinfo --size "$(uri a)"
+expect_out "--tls on: a client with TLS too" '^1048576$' \
+	nbdinfo --size "nbds+unix://alice@/a?socket=$SOCK&tls-psk-file=$T/keys.psk"
+stop_server TERM
+
+# TLS with X.509 certificates (certtool, gnutls-bin: ECDSA keys, quick).
+mk_certs() {
+	mkdir -p pki client &&
+	certtool --generate-privkey --key-type=ecdsa --outfile pki/ca-key.pem &&
+	printf 'cn = vbas test CA\nca\ncert_signing_key\nexpiration_days = 2\n' >pki/ca.info &&
+	certtool --generate-self-signed --load-privkey pki/ca-key.pem --template pki/ca.info \
+		--outfile pki/ca-cert.pem &&
+	certtool --generate-privkey --key-type=ecdsa --outfile pki/server-key.pem &&
+	printf 'cn = localhost\ndns_name = localhost\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' \
+		>pki/server.info &&
+	certtool --generate-certificate --load-ca-certificate pki/ca-cert.pem \
+		--load-ca-privkey pki/ca-key.pem --load-privkey pki/server-key.pem \
+		--template pki/server.info --outfile pki/server-cert.pem &&
+	certtool --generate-privkey --key-type=ecdsa --outfile client/client-key.pem &&
+	printf 'cn = client\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n' >pki/client.info &&
+	certtool --generate-certificate --load-ca-certificate pki/ca-cert.pem \
+		--load-ca-privkey pki/ca-key.pem --load-privkey client/client-key.pem \
+		--template pki/client.info --outfile client/client-cert.pem &&
+	cp pki/ca-cert.pem client/
+}
+if ! command -v certtool >/dev/null; then
+	skip "TLS with certificates" "no certtool (gnutls-bin: scripts/install-deps.sh)"
+elif ! mk_certs >certs.log 2>&1; then
+	fail "TLS with certificates: certtool made the certificates" "$(tail -5 certs.log)"
+else
+	expect_true "serve --tls-certificates" start_server svc.img x509 --tls-certificates pki
+	expect_true "... its URIs name the directory (it holds the CA's certificate)" \
+		grep -qx "nbds+unix:///a?socket=$SOCK&tls-certificates=$T/pki" "$T/x509.out"
+	expect_out "a client checking the server's certificate reads the export" '^1048576$' \
+		nbdinfo --size "nbds+unix:///a?socket=$SOCK&tls-certificates=$T/pki"
+	expect_fail "a client without TLS is refused" 1 'server requires TLS encryption first' \
+		nbdinfo --size "$(uri a)"
+	stop_server TERM
+	expect_true "serve --tls-certificates --tls-verify-peer" start_server svc.img peer \
+		--tls-certificates pki --tls-verify-peer
+	expect_true "... its URIs leave the server's directory out" \
+		grep -qx "nbds+unix:///a?socket=$SOCK" "$T/peer.out"
+	expect_out "a client with a certificate signed by the CA is served" '^1048576$' \
+		nbdinfo --size "nbds+unix:///a?socket=$SOCK&tls-certificates=$T/client"
+	expect_fail "a client without a certificate is refused" 1 '.' \
+		nbdinfo --size "nbds+unix:///a?socket=$SOCK&tls-certificates=$T/pki"
+	stop_server TERM
+	mkdir -p badpki
+	cp pki/server-key.pem pki/ca-cert.pem badpki/
+	echo garbage >badpki/server-cert.pem
+	expect_fail "a certificate nbdkit cannot load: nbdkit says so and vbas serve fails" 1 \
+		'loading server certificate and key.*server-cert.pem' \
+		"$VBAS" serve svc.img --socket bad.sock --tls-certificates badpki
+fi
+
+# Socket activation, as vbas-serve@.socket does it: the instance is the
+# pool's path escaped, %f unescapes it; systemd-socket-activate listens
+# and starts vbas serve at the first connection.
+if ! command -v systemd-socket-activate >/dev/null || ! command -v systemd-escape >/dev/null; then
+	skip "socket activation" "no systemd-socket-activate (systemd: scripts/install-deps.sh)"
+else
+	inst=$(systemd-escape --path "$T/svc.img")
+	expect_true "the instance name unescapes to the pool's path (%f)" \
+		test "$(systemd-escape --path --unescape "$inst")" = "$T/svc.img"
+	ASOCK=$T/$inst.sock                # with \x2d for each '-' of the path
+	AQ=$(sock_q "$ASOCK")
+	systemd-socket-activate -l "$ASOCK" "$VBAS" serve --default-export a \
+		"$(systemd-escape --path --unescape "$inst")" >act.out 2>act.err &
+	ACT=$!
+	PIDS+=("$ACT")
+	for _ in $(seq 100); do [ -S "$ASOCK" ] && break; sleep 0.05; done
+	expect_ok "nothing runs before the first connection: the pool is free" "$VBAS" info svc.img
+	expect_true "the first connection starts vbas serve, which serves it (nbdkit took the socket)" \
+		test "$(export_of "$ASOCK" '')" = "a 1048576"
+	line_wait act.out '^stop with'     # printed once it sees nbdkit's pid file
+	expect_true "vbas serve prints the URIs of the socket it was given (percent-encoded)" \
+		grep -Fqx "nbd+unix:///a?socket=$AQ  (default export)" act.out
+	expect_ok "a write through the activated socket" nbdcopy src1m.raw "nbd+unix:///new?socket=$AQ"
+	expect_ok "... reads back" sh -c "nbdcopy 'nbd+unix:///new?socket=$AQ' - | head -c $MiB | cmp - src1m.raw"
+	kill -TERM "$ACT"
+	wait "$ACT"
+	expect_true "SIGTERM stops it cleanly" test "$?" -eq 0 -a "$(tail -n 1 act.out)" = "stopped: $T/svc.img committed and closed"
+	expect_out "the pool is clean" '^clean' "$VBAS" check svc.img
+fi
 
 # ---- A pool with volumes for every client -----------------------------------------
 
