@@ -53,6 +53,10 @@
 static const char *pool_path;        /* pool=, absolute */
 static uint64_t cache_bytes;         /* cache=, 0: the library's default */
 static int pool_rdonly;              /* readonly=: open the pool read-only */
+/* pinned=GEN: the pool is served by another process, which a client holds
+ * a pin of at generation GEN (docs/nbd.md, "Reading a served pool"): open
+ * it beside that server, read-only, at its newest commit (GEN or later). */
+static uint64_t pool_pinned;
 static int pool_direct = 1;          /* direct=: O_DIRECT (else the page cache) */
 static struct vbas_pool *pool;
 static int final_commit_failed;       /* close_pool could not commit */
@@ -149,6 +153,17 @@ static int vbas_nbd_config(const char *key, const char *value)
 		ev_conf.log = value;
 		return 0;
 	}
+	if (!strcmp(key, "pinned")) {
+		char *end;
+		errno = 0;
+		unsigned long long g = strtoull(value, &end, 10);
+		if (errno || end == value || *end || !g) {
+			nbdkit_error("pinned=%s: a generation, a decimal number above 0", value);
+			return -1;
+		}
+		pool_pinned = g;
+		return 0;
+	}
 	if (!strcmp(key, "on_event")) {
 		if (!*value) {
 			nbdkit_error("on_event=: empty command");
@@ -199,6 +214,10 @@ static int vbas_nbd_config_complete(void)
 		nbdkit_error("pool=FILE is required: the vbas pool to serve");
 		return -1;
 	}
+	if (pool_pinned && !pool_rdonly) {
+		nbdkit_error("pinned= reads a served pool: only with readonly=true");
+		return -1;
+	}
 	if (pool_rdonly && (ev_conf.autoextend || ev_conf.on_event || ev_conf.log)) {
 		nbdkit_error("events=, on_event= and autoextend= are for a pool served for "
 			     "writing, not with readonly=true");
@@ -217,9 +236,30 @@ static int vbas_nbd_get_ready(void)
 {
 	struct vbas_open_opts o = { .cache_bytes = cache_bytes,
 				    .flags = (pool_rdonly ? VBAS_OPEN_RDONLY : 0) |
+					     (pool_pinned ? VBAS_OPEN_PINNED : 0) |
 					     (pool_direct ? 0 : VBAS_OPEN_NO_DIRECT) };
 	struct vbas_pool_info info;
 	int r = vbas_open(pool_path, &o, &pool);
+	/* Pinned: only a superblock being written as it was read gives an
+	 * older commit than the pin's; open again then. */
+	for (int tries = 0; !r && pool_pinned && tries < 50; tries++) {
+		r = vbas_pool_info(pool, &info);
+		if (r || info.generation >= pool_pinned)
+			break;
+		vbas_close(pool);
+		pool = NULL;
+		usleep(10000);
+		r = vbas_open(pool_path, &o, &pool);
+	}
+	if (!r && pool_pinned && (r = vbas_pool_info(pool, &info)) == 0 &&
+	    info.generation < pool_pinned) {
+		nbdkit_error("%s: the newest commit on the device is %" PRIu64 ", older than the "
+			     "pinned %" PRIu64 " (is the file the one served?)", pool_path,
+			     info.generation, pool_pinned);
+		vbas_close(pool);
+		pool = NULL;
+		return -1;
+	}
 	if (r) {
 		const char *m = vbas_errmsg();
 		nbdkit_error("%s: %s", pool_path, m && *m ? m : strerror(-r));
@@ -1423,6 +1463,8 @@ static struct nbdkit_plugin plugin = {
 	.config_help = "pool=FILE      (required) the vbas pool (a file or block device)\n"
 		       "cache=SIZE     metadata cache size (default 64M)\n"
 		       "readonly=BOOL  open the pool read-only (use with nbdkit -r)\n"
+		       "pinned=GEN     with readonly=true: a pool another server serves, at\n"
+		       "               its last commit, which the caller holds a pin of\n"
 		       "direct=BOOL    O_DIRECT I/O to the pool (default true); false: through\n"
 		       "               the page cache, written back in the background (flush\n"
 		       "               still commits and syncs)\n"

@@ -3109,10 +3109,10 @@ static int want_progress(const struct args *a, int fd)
  * command runs (its captive mode, --run): qemu-img does the image format,
  * and its reads of holes and writes of zeros keep the copy sparse. */
 static int convert_through_nbdkit(const struct args *a, int rdonly, const char *script,
-				  const char *format, const char *file)
+				  const char *format, const char *file, uint64_t pinned)
 {
 	char nbdkit[PATH_MAX], plugin[PATH_MAX], pool[PATH_MAX], why[PATH_MAX + 200];
-	char poolarg[PATH_MAX + 8], cachearg[48], name[3 * VBAS_NAME_MAX + 1];
+	char poolarg[PATH_MAX + 8], cachearg[48], name[3 * VBAS_NAME_MAX + 1], genarg[48];
 	int rc = find_nbdkit(a, nbdkit, sizeof(nbdkit));
 	if (rc)
 		return rc;
@@ -3147,6 +3147,12 @@ static int convert_through_nbdkit(const struct args *a, int rdonly, const char *
 		argv[n++] = cachearg;
 	if (rdonly)
 		argv[n++] = "readonly=true";
+	if (pinned) {
+		/* A served pool: its last commit, under the pin this process
+		 * holds (docs/nbd.md, "Reading a served pool"). */
+		snprintf(genarg, sizeof(genarg), "pinned=%" PRIu64, pinned);
+		argv[n++] = genarg;
+	}
 	argv[n++] = "--run";
 	argv[n++] = script;
 	argv[n] = NULL;
@@ -3159,24 +3165,11 @@ static int convert_through_nbdkit(const struct args *a, int rdonly, const char *
 	return 0;
 }
 
-/* vbas import POOL NAME FILE: a disk image into a volume, created at the
- * image's size if it does not exist. */
-static int cmd_import(const struct args *a)
+/* What import learns of the image from qemu-img info: FMT (its format,
+ * or the one --format names) and *VSIZE.  The exit status, said. */
+static int image_info(const struct args *a, const char *file, char fmt[16], uint64_t *vsize)
 {
-	const char *file = a->pos[2];
-	struct vbas_pool_info pi;
-	struct vbas_vol_info vi;
-	struct vbas_pool *pool;
-	uint64_t vsize = 0;
-	char *js = NULL, fmt[16] = "", h[32];
-	int r, rc, created = 0;
-
-	if ((a->seen & O_FORMAT) && !image_format_ok(a->format))
-		return usage_err(a->cmd, "--format", "unknown format '%s' (raw, qcow2, vmdk, vhdx, "
-				 "vpc, vdi or qed)", a->format);
-	if (access(file, R_OK))
-		return fail(a->cmd, file, "%s", strerror(errno));
-	/* What qemu-img makes of the file: its format and its size. */
+	char *js = NULL;
 	const char *info[8] = { "qemu-img", "info", "--output=json" };
 	int n = 3;
 	if (a->seen & O_FORMAT)
@@ -3191,9 +3184,10 @@ static int cmd_import(const struct args *a)
 			      : fail(a->cmd, file, "qemu-img info failed (its message is above)");
 	}
 	const char *fk = js ? strstr(js, "\"format\": \"") : NULL;
+	*fmt = 0;
 	if (fk)
 		sscanf(fk + 11, "%15[a-z0-9]", fmt);
-	if (json_u64(js, "\"virtual-size\"", &vsize) || !*fmt) {
+	if (json_u64(js, "\"virtual-size\"", vsize) || !*fmt) {
 		free(js);
 		return fail(a->cmd, file, "qemu-img info gave no format or size");
 	}
@@ -3201,69 +3195,195 @@ static int cmd_import(const struct args *a)
 	if (!image_format_ok(fmt))
 		return fail(a->cmd, file, "a %s image: import takes raw, qcow2, vmdk, vhdx, vpc, "
 			    "vdi or qed", fmt);
-	if (!vsize)
+	if (!*vsize)
 		return fail(a->cmd, file, "the image is empty (0 bytes)");
+	return 0;
+}
 
-	/* The volume: made at the image's size, or one that holds it. */
-	rc = open_pool(a, 0, &pool);
+/* Can volume INFO (RC: vbas_vol_stat's) take an image of VSIZE bytes?  0
+ * (or -ENOENT: it is to be made), else the exit status, said. */
+static int import_target(const struct args *a, int r, const struct vbas_vol_info *vi,
+			 uint64_t vsize)
+{
+	if (r == -ENOENT)
+		return -ENOENT;
+	if (r)
+		return lib_fail(a->cmd, a->pos[0], r);
+	if (vi->flags & VBAS_VOL_READONLY) {
+		last_errno = EROFS;
+		return fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)", a->pos[1]);
+	}
+	if (vi->size < vsize) {
+		last_errno = EFBIG;
+		return fail(a->cmd, a->pos[0], "volume '%s' holds %" PRIu64 " bytes, less than the "
+			    "image's %" PRIu64 " (resize it, or import into a new volume)", a->pos[1],
+			    vi->size, vsize);
+	}
+	return 0;
+}
+
+/* import into a served pool: qemu-img writes the image as a sparse raw
+ * file in $TMPDIR (or /var/tmp), which goes to the server as vbas write's
+ * source does (its data only).  *CREATED: a volume was made for it. */
+static int import_served(const struct args *a, const char *fmt, uint64_t vsize, int *created)
+{
+	struct vbas_vol_info vi;
+	struct vbas_pool *pool;
+	char tmp[PATH_MAX], size[24], *body = NULL;
+	int rc = open_pool_reading(a, &pool, NULL), r;
 	if (rc)
 		return rc;
-	r = vbas_pool_info(pool, &pi);
-	if (!r) {
-		r = vbas_vol_stat(pool, a->pos[1], &vi);
-		if (r == -ENOENT) {
-			uint64_t size = (vsize + pi.block_size - 1) / pi.block_size * pi.block_size;
-			r = vbas_vol_create(pool, a->pos[1], size);
-			created = !r;
-		} else if (!r && (vi.flags & VBAS_VOL_READONLY)) {
-			last_errno = EROFS;
-			return close_pool(a, pool, fail(a->cmd, a->pos[0], "volume '%s' is a snapshot "
-							 "(read-only)", a->pos[1]));
-		} else if (!r && vi.size < vsize) {
-			last_errno = EFBIG;
-			return close_pool(a, pool, fail(a->cmd, a->pos[0], "volume '%s' holds %" PRIu64
-							 " bytes, less than the image's %" PRIu64
-							 " (resize it, or import into a new volume)",
-							 a->pos[1], vi.size, vsize));
-		}
-	}
-	if (r)
-		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	r = vbas_vol_stat(pool, a->pos[1], &vi);
+	uint32_t bs = 4096;
+	struct vbas_pool_info pi;
+	if (!vbas_pool_info(pool, &pi))
+		bs = pi.block_size;
 	rc = close_pool(a, pool, 0);
 	if (rc)
 		return rc;
-	/* A new volume reads as zeros: qemu-img need not write any. */
-	rc = convert_through_nbdkit(a, 0, created ?
-		"exec qemu-img convert $VBAS_PROGRESS -n --target-is-zero -f \"$VBAS_FORMAT\" "
-		"-O raw \"$VBAS_FILE\" \"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"" :
-		"exec qemu-img convert $VBAS_PROGRESS -n -f \"$VBAS_FORMAT\" -O raw \"$VBAS_FILE\" "
-		"\"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"", fmt, file);
+	rc = import_target(a, r, &vi, vsize);
+	if (rc > 0)
+		return rc;
+	if (rc == -ENOENT) {
+		snprintf(size, sizeof(size), "%" PRIu64, (vsize + bs - 1) / bs * bs);
+		const char *req[3] = { "create", a->pos[1], size };
+		if ((rc = ask_server(a, req, 3)))
+			return rc;
+		*created = 1;
+	}
+	const char *td = getenv("TMPDIR");
+	snprintf(tmp, sizeof(tmp), "%s/vbas-import.XXXXXX", td && *td ? td : "/var/tmp");
+	int fd = mkstemp(tmp);
+	if (fd < 0)
+		return fail(a->cmd, tmp, "%s", strerror(errno));
+	const char *conv[10] = { "qemu-img", "convert" };
+	int n = 2;
+	if (want_progress(a, 1))
+		conv[n++] = "-p";
+	conv[n++] = "-f", conv[n++] = fmt, conv[n++] = "-O", conv[n++] = "raw";
+	conv[n++] = a->pos[2];
+	conv[n++] = tmp;
+	conv[n] = NULL;
+	int st = run_wait(conv, NULL);
+	if (st) {
+		rc = st < 0 ? fail(a->cmd, "qemu-img", "%s", strerror(errno))
+			    : fail(a->cmd, a->pos[2], "qemu-img convert failed (exit status %d; "
+				   "its message is above)", st);
+	} else {
+		/* qemu-img wrote the file anew: read it from the start. */
+		close(fd);
+		fd = open(tmp, O_RDONLY | O_CLOEXEC);
+		const char *req[3] = { "write", a->pos[1], "0" };
+		if (fd < 0)
+			rc = fail(a->cmd, tmp, "%s", strerror(errno));
+		else if (open_or_ask_server_fd(a, 0, req, 3, fd, &pool, &rc, &body))
+			free(body);
+		else
+			rc = close_pool(a, pool, fail(a->cmd, a->pos[0], "the server went away "
+						      "(nothing written)"));
+	}
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return rc;
+}
+
+/* vbas import POOL NAME FILE: a disk image into a volume, created at the
+ * image's size if it does not exist. */
+static int cmd_import(const struct args *a)
+{
+	const char *file = a->pos[2];
+	struct vbas_pool_info pi;
+	struct vbas_vol_info vi;
+	struct vbas_pool *pool;
+	uint64_t vsize = 0;
+	char fmt[16] = "", h[32];
+	int r, rc, created = 0, served = 0;
+
+	if ((a->seen & O_FORMAT) && !image_format_ok(a->format))
+		return usage_err(a->cmd, "--format", "unknown format '%s' (raw, qcow2, vmdk, vhdx, "
+				 "vpc, vdi or qed)", a->format);
+	if (access(file, R_OK))
+		return fail(a->cmd, file, "%s", strerror(errno));
+	if ((rc = image_info(a, file, fmt, &vsize)))
+		return rc;
+
+	/* The volume: made at the image's size, or one that holds it. */
+	struct vbas_open_opts oo = { .cache_bytes = a->cache };
+	r = vbas_open(a->pos[0], &oo, &pool);
+	if (r == -EBUSY) {
+		/* A server: through it.  Another holder: who (open_pool says),
+		 * or the pool, if it has just let go. */
+		const char *ping[1] = { "ping" };
+		char *msg = NULL;
+		served = ctl_request(a->pos[0], ping, 1, -1, &msg) == 0;
+		free(msg);
+		if (!served && (rc = open_pool(a, 0, &pool)))
+			return rc;
+		r = 0;
+	}
+	if (r)
+		return lib_fail(a->cmd, a->pos[0], r);
+	if (served) {
+		rc = import_served(a, fmt, vsize, &created);
+	} else {
+		r = vbas_pool_info(pool, &pi);
+		if (!r) {
+			rc = import_target(a, vbas_vol_stat(pool, a->pos[1], &vi), &vi, vsize);
+			if (rc > 0)
+				return close_pool(a, pool, rc);
+			if (rc == -ENOENT) {
+				uint64_t size = (vsize + pi.block_size - 1) / pi.block_size *
+						pi.block_size;
+				r = vbas_vol_create(pool, a->pos[1], size);
+				created = !r;
+			}
+		}
+		if (r)
+			return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+		rc = close_pool(a, pool, 0);
+		if (rc)
+			return rc;
+		/* A new volume reads as zeros: qemu-img need not write any. */
+		rc = convert_through_nbdkit(a, 0, created ?
+			"exec qemu-img convert $VBAS_PROGRESS -n --target-is-zero -f \"$VBAS_FORMAT\" "
+			"-O raw \"$VBAS_FILE\" \"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"" :
+			"exec qemu-img convert $VBAS_PROGRESS -n -f \"$VBAS_FORMAT\" -O raw "
+			"\"$VBAS_FILE\" \"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\"", fmt, file, 0);
+	}
 	if (rc && created) {
 		/* Nothing half-imported is left behind under the name. */
-		if (!open_pool(a, 0, &pool)) {
+		const char *dreq[2] = { "delete", a->pos[1] };
+		char *msg = NULL;
+		if (served) {
+			r = ctl_request(a->pos[0], dreq, 2, -1, &msg) ? -EIO : 0;
+			free(msg);
+		} else if (!(r = open_pool(a, 0, &pool) ? -EIO : 0)) {
 			r = vbas_vol_delete(pool, a->pos[1]);
 			close_pool(a, pool, 0);
-			fprintf(stderr, "vbas: %s: %s: volume '%s' %s\n", a->cmd, a->pos[0], a->pos[1],
-				r ? "was created for the import and could not be deleted" :
-				    "created for the import is deleted again");
 		}
+		fprintf(stderr, "vbas: %s: %s: volume '%s' %s\n", a->cmd, a->pos[0], a->pos[1],
+			r ? "was created for the import and could not be deleted" :
+			    "created for the import is deleted again");
 		return rc;
 	}
 	if (rc)
 		return rc;
-	rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	rc = open_pool_reading(a, &pool, NULL);
 	if (rc)
 		return rc;
 	r = vbas_vol_stat(pool, a->pos[1], &vi);
 	if (r)
 		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
 	printf("imported %s (%s, %" PRIu64 " bytes) into %svolume '%s': %" PRIu64 " bytes "
-	       "mapped (%s)\n", file, fmt, vsize, created ? "new " : "", a->pos[1], vi.mapped,
-	       human(vi.mapped, h, sizeof(h)));
+	       "mapped (%s)%s\n", file, fmt, vsize, created ? "new " : "", a->pos[1], vi.mapped,
+	       human(vi.mapped, h, sizeof(h)), served ? ", through the server" : "");
 	return close_pool(a, pool, 0);
 }
 
-/* vbas export POOL NAME FILE: a volume into a disk image. */
+/* vbas export POOL NAME FILE: a volume into a disk image.  A served pool
+ * is read as of the server's last commit, under its pin, which this
+ * process holds while nbdkit reads. */
 static int cmd_export(const struct args *a)
 {
 	const char *file = a->pos[2];
@@ -3271,6 +3391,7 @@ static int cmd_export(const struct args *a)
 	struct vbas_vol_info vi;
 	struct vbas_pool *pool;
 	struct stat st;
+	uint64_t gen = 0;
 	int r, rc;
 
 	if (!image_format_ok(fmt))
@@ -3278,19 +3399,27 @@ static int cmd_export(const struct args *a)
 				 "vpc, vdi or qed)", fmt);
 	if (!(a->seen & O_FORCE) && lstat(file, &st) == 0)
 		return fail(a->cmd, file, "exists (--force replaces it)");
-	rc = open_pool(a, VBAS_OPEN_RDONLY, &pool);
+	rc = open_pool_reading(a, &pool, &gen);
 	if (rc)
 		return rc;
 	r = vbas_vol_stat(pool, a->pos[1], &vi);
+	/* (The pin, if any, stays held: nbdkit reads under it.) */
+	int pin = served_pin;
+	served_pin = -1;
 	rc = close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
-	if (rc)
-		return rc;
-	rc = convert_through_nbdkit(a, 1,
-		"exec qemu-img convert $VBAS_PROGRESS -f raw -O \"$VBAS_FORMAT\" "
-		"\"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\" \"$VBAS_FILE\"", fmt, file);
 	if (!rc)
-		printf("exported volume '%s' (%" PRIu64 " bytes) to %s (%s)\n", a->pos[1], vi.size,
-		       file, fmt);
+		rc = convert_through_nbdkit(a, 1,
+			"exec qemu-img convert $VBAS_PROGRESS -f raw -O \"$VBAS_FORMAT\" "
+			"\"nbd+unix:///$VBAS_EXPORT?socket=$unixsocket\" \"$VBAS_FILE\"", fmt, file,
+			pin >= 0 ? gen : 0);
+	if (!rc && pin >= 0 && !pin_held(pin))
+		rc = fail(a->cmd, a->pos[0], "the server went away while this ran, and with it the "
+			  "pin on its last commit: %s may be wrong; export again", file);
+	if (pin >= 0)
+		close(pin);
+	if (!rc)
+		printf("exported volume '%s' (%" PRIu64 " bytes) to %s (%s)%s\n", a->pos[1], vi.size,
+		       file, fmt, pin >= 0 ? ", the server's last commit" : "");
 	return rc;
 }
 
@@ -4159,8 +4288,10 @@ static const struct cmd cmds[] = {
 	  "of its own, for as long as the copy runs): only the image's data is\n"
 	  "written, so the volume maps what the image allocates, and a new volume\n"
 	  "gets no zeros written at all.  If the copy fails, a volume made for it\n"
-	  "is deleted again.  The pool must not be served (stop the server, or\n"
-	  "qemu-img convert into the server's export yourself).\n\n"
+	  "is deleted again.  On a served pool, qemu-img writes the image as a\n"
+	  "sparse raw file in $TMPDIR (default /var/tmp), which the server copies\n"
+	  "into the volume as vbas write's source (its data only): that needs room\n"
+	  "for the image's data there.\n\n"
 	  "Options:\n"
 	  "      --format FMT        the image's format: raw, qcow2, vmdk, vhdx, vpc,\n"
 	  "                          vdi or qed (default: what qemu-img finds)\n"
@@ -4171,8 +4302,9 @@ static const struct cmd cmds[] = {
 	  "copy a volume into a disk image (raw by default, qcow2, vmdk, vhdx, ...)",
 	  "qemu-img convert writes FILE in FMT from a private read-only NBD export\n"
 	  "of the volume; the volume's holes stay holes (sparse raw, unallocated\n"
-	  "clusters).  FILE must not exist unless --force.  The pool must not be\n"
-	  "served (snapshot the volume through the server, stop it, export).\n\n"
+	  "clusters).  FILE must not exist unless --force.  On a served pool it\n"
+	  "reads the server's last commit under a pin, as read does: export a\n"
+	  "snapshot for a consistent image of a volume in use.\n\n"
 	  "Options:\n"
 	  "      --format FMT        raw (default), qcow2, vmdk, vhdx, vpc, vdi or qed\n"
 	  "  -f, --force             replace FILE if it exists\n"
@@ -4389,7 +4521,7 @@ static const struct cmd cmds[] = {
 	  "(Ctrl-C), SIGTERM or SIGHUP stops nbdkit, which commits and closes the\n"
 	  "pool.  While the pool is served, the commands that change it go through\n"
 	  "the server, check, fsmap, map, diff and read read its last commit, and\n"
-	  "format, repair, import, export and a second serve fail (it is locked).\n"
+	  "format, repair and a second serve fail (it is locked).\n"
 	  "Started by systemd socket activation (LISTEN_FDS, LISTEN_PID: the units\n"
 	  "vbas-serve@.socket and .service), nbdkit serves on the sockets it was\n"
 	  "given, and --socket, --port and --bind are refused.\n"

@@ -570,7 +570,8 @@ expect_true "serve: the snapshot's URI says read-only" \
 
 # ---- The pool is locked while it is served ---------------------------------------------
 
-expect_out "map on a served pool reads the server's last commit" "OFFSET" "$VBAS" map "$P" img
+expect_json "map on a served pool reads the server's last commit (nothing written yet)" 'd == []' \
+	"$VBAS" map "$P" img --json
 expect_fail "repair of a served pool: in use by vbas serve" 1 \
 	"^vbas: repair: $P: pool is in use by 'vbas serve' \\(pid $SRV_PID\\), which serves it over NBD through nbdkit \\(pid $NBDKIT_PID\\)" \
 	"$VBAS" repair "$P"
