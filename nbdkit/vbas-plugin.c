@@ -203,7 +203,7 @@ static int vbas_nbd_config(const char *key, const char *value)
 	}
 	nbdkit_error("unknown parameter '%s' (the vbas plugin takes pool=FILE, cache=SIZE, "
 		     "readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE, "
-		     "default_export=NAME)",
+		     "default_export=NAME, pinned=GEN)",
 		     key);
 	return -1;
 }

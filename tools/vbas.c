@@ -760,7 +760,7 @@ static int has_pool_magic(int fd)
  * signature libblkid knows, any other data, or a file longer than the
  * new pool.  Returns 0 if the target may be formatted, else the exit
  * status (said). */
-static int format_refuses(const struct args *a, uint32_t bs)
+static int format_refuses(const struct args *a, uint64_t want, uint32_t bs)
 {
 	const char *path = a->pos[0];
 	char sigs[1024];
@@ -814,10 +814,10 @@ static int format_refuses(const struct args *a, uint32_t bs)
 		return fail(a->cmd, path, "holds data (a non-zero byte at offset %" PRIu64 ") that "
 			    "is neither a known signature nor a vbas pool: use --force to "
 			    "overwrite it", where);
-	if (S_ISREG(st.st_mode) && a->size / bs * bs < size)
+	if (S_ISREG(st.st_mode) && want / bs * bs < size)
 		return fail(a->cmd, path, "is %" PRIu64 " bytes, more than --size %" PRIu64
 			    ": formatting would cut it short (use --force)", size,
-			    a->size / bs * bs);
+			    want / bs * bs);
 	return 0;
 }
 
@@ -826,9 +826,26 @@ static int cmd_format(const struct args *a)
 	struct vbas_format_opts o = { 0 };
 	char h[32];
 
-	if (!(a->seen & O_SIZE))
-		return usage_err(a->cmd, "--size", "missing (the pool's size is required)");
-	if (a->size == 0)
+	/* Without --size, a block device's own size. */
+	uint64_t size = a->size;
+	struct stat st;
+	int blk = !stat(a->pos[0], &st) && S_ISBLK(st.st_mode);
+	if (!(a->seen & O_SIZE) && !blk)
+		return usage_err(a->cmd, "--size", "missing (required for a file; a block device's "
+				 "own size is taken when it is not given)");
+	if (!(a->seen & O_SIZE)) {
+		int fd = open(a->pos[0], O_RDONLY | O_CLOEXEC);
+		off_t end = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
+		if (fd < 0 || end < 0) {
+			int e = errno;
+			if (fd >= 0)
+				close(fd);
+			return fail(a->cmd, a->pos[0], "its size: %s", strerror(e));
+		}
+		close(fd);
+		size = (uint64_t)end;
+	}
+	if (size == 0)
 		return usage_err(a->cmd, "--size", "the pool's size must not be 0");
 	if (a->seen & O_BLOCK_SIZE) {
 		if (a->block_size == 0 || a->block_size > UINT32_MAX)
@@ -836,32 +853,31 @@ static int cmd_format(const struct args *a)
 					 "two from 4K to 1M", a->block_size);
 		o.block_size = (uint32_t)a->block_size;
 	}
-	o.size = a->size;
+	o.size = size;
 	o.flags = (a->seen & O_FORCE) ? VBAS_FORMAT_FORCE : 0;
 	if (a->seen & O_NO_RMAP)
 		o.flags |= VBAS_FORMAT_NO_RMAP;
 	uint32_t bs = o.block_size ? o.block_size : VBAS_BLOCK_SIZE_DEFAULT;
-	struct stat st;
-	if (!stat(a->pos[0], &st) && S_ISBLK(st.st_mode)) {
+	if (blk && (a->seen & O_SIZE)) {
 		int fd = open(a->pos[0], O_RDONLY | O_CLOEXEC);
 		off_t end = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
 		if (fd >= 0)
 			close(fd);
-		if (end >= 0 && a->size > (uint64_t)end) {
+		if (end >= 0 && size > (uint64_t)end) {
 			last_errno = ENOSPC;
 			return fail(a->cmd, a->pos[0], "the device holds %" PRIu64 " bytes, less "
-				    "than --size %" PRIu64, (uint64_t)end, a->size);
+				    "than --size %" PRIu64, (uint64_t)end, size);
 		}
 	}
 	if (!(a->seen & O_FORCE) && !(bs & (bs - 1))) {
-		int rc = format_refuses(a, bs);
+		int rc = format_refuses(a, size, bs);
 		if (rc)
 			return rc;
 	}
 	int r = vbas_format(a->pos[0], &o);
 	if (r)
 		return lib_fail(a->cmd, a->pos[0], r);
-	printf("formatted %s: %s, block size %u\n", a->pos[0], human(a->size, h, sizeof(h)),
+	printf("formatted %s: %s, block size %u\n", a->pos[0], human(size, h, sizeof(h)),
 	       bs);
 	return 0;
 }
@@ -4090,7 +4106,7 @@ out:
 
 static const struct cmd cmds[] = {
 	{ "format", cmd_format, O_SIZE | O_BLOCK_SIZE | O_FORCE | O_NO_RMAP, 1, 1,
-	  "POOL --size SIZE [--block-size SIZE] [--no-rmap] [--force]",
+	  "POOL [--size SIZE] [--block-size SIZE] [--no-rmap] [--force]",
 	  "create a pool in a file (created if missing) or a block device",
 	  "Without --force, refuses a target that holds anything: a vbas pool, a\n"
 	  "signature libblkid recognises (file system, partition table, LVM, RAID,\n"
@@ -4102,7 +4118,8 @@ static const struct cmd cmds[] = {
 	  "target as it was.  The pool keeps a reverse map (who uses each block:\n"
 	  "fsmap, the three-way check) unless --no-rmap says otherwise.\n\n"
 	  "Options:\n"
-	  "  -s, --size SIZE         the pool's size (required)\n"
+	  "  -s, --size SIZE         the pool's size (required for a file; a block\n"
+	  "                          device's own size by default)\n"
 	  "  -b, --block-size SIZE   a power of two from 4K to 1M (default 4K)\n"
 	  "      --no-rmap           keep no reverse map: writes do a little less\n"
 	  "                          work, fsmap reads every tree ('set --rmap'\n"

@@ -228,7 +228,9 @@ for bad in 12Q "" -5 1.5 1. 0.1K 1.99999999999999999999G 99999999999999999999 16
 done
 expect_fail "format: size 0" 2 "^vbas: format: --size: .*must not be 0" \
 	"$VBAS" format bad.img --size 0
-expect_fail "format: missing --size" 2 "^vbas: format: --size: missing" "$VBAS" format bad.img
+expect_fail "format: missing --size (a file)" 2 \
+	"^vbas: format: --size: missing \(required for a file; a block device's own size is taken when it is not given\)" \
+	"$VBAS" format bad.img
 expect_true "bad sizes create no file" test ! -e bad.img
 expect_fail "format: pool too small" 1 "^vbas: format: small.img: .*needs at least.*No space left" \
 	"$VBAS" format small.img --size 64K
@@ -350,6 +352,9 @@ if [ "$(id -u)" -eq 0 ] && command -v losetup >/dev/null && LOOP=$(losetup --fin
 	expect_true "... and mounts" sh -c "mount '$LOOP' '$T/mnt' && umount '$T/mnt'"
 	expect_ok "format --force overwrites the loop device" "$VBAS" format "$LOOP" --size 64M --force
 	expect_out "... with a clean pool" '^clean' "$VBAS" check "$LOOP"
+	expect_out "format --force of the device without --size: its own size" \
+		"^formatted $LOOP: 64.0 MiB, block size 4096$" "$VBAS" format "$LOOP" --force
+	expect_json "... the pool covers the device" 'd["size"] == 64 * 2**20' "$VBAS" info "$LOOP" --json
 	expect_true "detach the loop device" losetup -d "$LOOP"
 else
 	pass "format of a loop device # SKIP needs root and losetup"

@@ -337,7 +337,7 @@ expect_fail "plugin: direct= takes a boolean" 1 'could not decipher boolean \(ma
 expect_fail "plugin: readonly= takes a boolean" 1 'could not decipher boolean \(perhaps\)' \
 	nbdkit "$PLUGIN" pool=p0.img readonly=perhaps --run true
 expect_fail "plugin: an unknown parameter is named, with the ones it takes" 1 \
-	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE, default_export=NAME\)" \
+	"unknown parameter 'frob' \(the vbas plugin takes pool=FILE, cache=SIZE, readonly=BOOL, direct=BOOL, events=FILE, on_event=CMD, autoextend=SIZE, default_export=NAME, pinned=GEN\)" \
 	nbdkit "$PLUGIN" pool=p0.img frob=1 --run true
 expect_fail "plugin: default_export= names no volume" 1 \
 	"default_export=nosuch: the pool has no such volume \(volumes: v\)" \
@@ -347,6 +347,12 @@ expect_fail "plugin: an empty default_export=" 1 "default_export=: empty name" \
 expect_out "plugin: default_export=v serves v to a client asking for no name" '^1048576$' \
 	nbdkit -U - "$PLUGIN" pool=p0.img default_export=v --run 'nbdinfo --size "$uri"'
 expect_fail "plugin: pool= is required" 1 'pool=FILE is required' nbdkit "$PLUGIN" direct=false --run true
+expect_fail "plugin: pinned= without readonly=true" 1 'pinned= reads a served pool: only with readonly=true' \
+	nbdkit "$PLUGIN" pool=p0.img pinned=5 --run true
+expect_fail "plugin: pinned= not a generation" 1 'pinned=x: a generation, a decimal number above 0' \
+	nbdkit -r "$PLUGIN" pool=p0.img readonly=true pinned=x --run true
+expect_fail "plugin: pinned= past the pool's newest commit" 1 'the newest commit on the device is [0-9]+, older than the pinned 999999' \
+	nbdkit -r "$PLUGIN" pool=p0.img readonly=true pinned=999999 --run true
 expect_ok "plugin: direct=false serves" nbdkit "$PLUGIN" pool=p0.img direct=false --run 'nbdinfo --size "$uri"'
 
 # ---- One volume: the default export; --readonly; TCP ----------------------------------
@@ -1437,6 +1443,36 @@ expect_true "... shows no progress" sh -c "grep -q '^imported' im-pipe.out && ! 
 expect_ok "export --progress into a pipe shows it" sh -c "'$VBAS' export '$PI' p3 im-p.raw -p | cat >im-pipe.out"
 expect_true "... (qemu-img's)" grep -q '(100.00/100%)' im-pipe.out
 expect_out "the import pool checks clean" "^clean" "$VBAS" check "$PI"
+# On a served pool: import goes through a sparse raw file the server
+# copies in; export reads the server's last commit under a pin.
+expect_true "import and export: serve the import pool" start_server "$PI" imp
+expect_out "import into a served pool: through the server" \
+	"^imported im-src.qcow2 \(qcow2, 67108864 bytes\) into new volume 'sq': 3145728 bytes mapped \(3.0 MiB\), through the server$" \
+	env TMPDIR="$T" "$VBAS" import "$PI" sq im-src.qcow2
+expect_ok "... its export reads the image" sh -c "nbdcopy '$(uri sq)' - | cmp - im-src.raw"
+expect_true "... and the temporary file is gone" sh -c "! ls '$T'/vbas-import.* 2>/dev/null | grep -q ."
+expect_ok "... snapshot it through the server" "$VBAS" snapshot "$PI" sq sq-1
+expect_out "export of the served snapshot: the server's last commit" \
+	"^exported volume 'sq-1' \(67108864 bytes\) to im-served.qcow2 \(qcow2\), the server's last commit$" \
+	"$VBAS" export "$PI" sq-1 im-served.qcow2 --format qcow2
+expect_ok "... equal to the source" qemu-img compare -f raw -F qcow2 im-src.raw im-served.qcow2
+expect_ok "import into the served volume again, over a client's writes" sh -c \
+	"nbdsh -u '$(uri sq)' -c 'h.pwrite(b\"\\x77\" * 65536, 5 << 20)' -c 'h.flush()' && '$VBAS' import '$PI' sq im-src.raw"
+expect_ok "... the export reads the image again (the hole written over)" sh -c "nbdcopy '$(uri sq)' - | cmp - im-src.raw"
+expect_fail "import into a served pool: a snapshot refused" 1 "^vbas: import: $PI: volume 'sq-1' is a snapshot" \
+	"$VBAS" import "$PI" sq-1 im-src.raw
+stop_server TERM
+expect_true "... the server stops with status 0" test "$SRV_RC" -eq 0
+expect_true "import into a served pool too small: serve it (with a volume to serve)" sh -c \
+	"'$VBAS' create '$T/import-small.img' keep --size 1M" && start_server "$T/import-small.img" imps
+expect_fail "... the server's write fails for room" 1 "No space|ENOSPC|full" \
+	env TMPDIR="$T" "$VBAS" import "$T/import-small.img" big im-big.raw
+expect_true "... and the volume made for it is deleted again" \
+	grep -q "volume 'big' created for the import is deleted again" "$T/err"
+expect_json "... which the served pool's list shows" '[v["name"] for v in d] == ["keep"]' \
+	"$VBAS" list "$T/import-small.img" --json
+stop_server TERM
+expect_out "... and the pool checks clean" "^clean" "$VBAS" check "$T/import-small.img"
 
 # ---- Events, growth and autoextend ----------------------------------------------------------
 
