@@ -293,6 +293,19 @@ int vbas_vol_resize(struct vbas_pool *pool, const char *name, uint64_t size);
 /* NAME is called NEWNAME from now on (a new name's rules; -EEXIST taken).
  * Open handles keep working: they hold the volume, not its name. */
 int vbas_vol_rename(struct vbas_pool *pool, const char *name, const char *newname);
+/* Make writable volume NAME equal to SNAP, a snapshot of it: O(1), NAME
+ * shares SNAP's mapping tree (and takes its size) from now on, and the
+ * tree it had is released as a delete releases it (in steps; a crash
+ * resumes them at open).  NAME keeps its id, its name and its snapshots.
+ * -EINVAL: SNAP is not a snapshot of NAME; -EROFS: NAME is a snapshot;
+ * -EBUSY: NAME is open; -ENOTSUP: either has reserved ranges (unreserve
+ * first). */
+int vbas_vol_rollback(struct vbas_pool *pool, const char *name, const char *snap);
+/* Protect volume NAME from writes (READONLY 1: it becomes read-only, as a
+ * snapshot is) or let it be written again (0: a snapshot becomes a
+ * writable volume, no longer expendable).  -EBUSY: made read-only while
+ * open; -ENOTSUP: it has reserved ranges.  Nothing to do is 0. */
+int vbas_vol_set_readonly(struct vbas_pool *pool, const char *name, int readonly);
 int vbas_vol_stat(struct vbas_pool *pool, const char *name,
 		  struct vbas_vol_info *info);
 /* Calls CB for every volume in id order; a non-zero return from CB stops
@@ -566,6 +579,21 @@ struct vbas_check_stats {
 int vbas_check(struct vbas_pool *pool,
 	       void (*cb)(const char *problem, void *arg), void *arg,
 	       struct vbas_check_stats *stats);
+
+/* ---- Progress ----------------------------------------------------------- */
+
+/* CB hears how far the long calls on POOL have come: vbas_vol_delete and
+ * vbas_vol_rollback (bytes of the volume released: DONE of TOTAL, its
+ * size), vbas_unshare (bytes of the range) and vbas_check (tree nodes
+ * walked, of the metadata blocks in use).  It is called from the calling
+ * thread between steps, with the pool's lock held: it must not call the
+ * library.  A nonzero return stops the call at that step, which returns
+ * -EINTR having kept what it did: a delete's volume is gone from the list
+ * and the rest of its blocks are freed by the next delete or open; an
+ * unshare's range is unshared up to there; a check says nothing of the
+ * pool.  CB NULL: none. */
+void vbas_pool_progress(struct vbas_pool *pool,
+			int (*cb)(void *arg, uint64_t done, uint64_t total), void *arg);
 
 /* ---- Repair ------------------------------------------------------------ */
 

@@ -225,7 +225,11 @@ static int node_cb(void *arg, uint64_t blkno, unsigned level)
 	struct ck *c = arg;
 	int fresh;
 	(void)level;
-	c->st.nodes++;
+	if (!(++c->st.nodes & 255)) {
+		int e = pool_progress(c->p, "check", c->st.nodes, c->p->sp.meta_used);
+		if (e)
+			return e;
+	}
 	if (blkno >= c->p->nblocks) {
 		problem(c, "tree node %" PRIu64 " is past the end of the pool", blkno);
 		return 0;
@@ -801,7 +805,9 @@ int vbas_check(struct vbas_pool *p, void (*cb)(const char *, void *), void *arg,
 		txn_fail(p, r);
 		goto out;
 	}
-	r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP | CK_NAMES);
+	r = pool_progress(p, "check", 0, p->sp.meta_used);
+	if (!r)
+		r = walk_trees(&c, &cbs, CK_REFC | CK_RMAP | CK_NAMES);
 	if (r < 0)
 		goto out;
 	if (!c.oom && !c.err)

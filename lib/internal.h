@@ -189,6 +189,9 @@ struct vbas_pool {
 	int data_dirty;            /* data written (vbas_map_end of a write) since
 	                              the last device flush */
 	int deletes_stopped;       /* a delete stopped with ENOSPC: resume it */
+	/* vbas_pool_progress: told how far long calls have come. */
+	int (*progress)(void *arg, uint64_t done, uint64_t total);
+	void *progress_arg;
 	/* Operations that span commits (intent.c), as they stand in this
 	 * transaction; written to the superblock by every commit. */
 	struct vbas_intent intents[VBAS_INTENT_SLOTS];
@@ -467,6 +470,15 @@ int vol_put(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec);
 void vol_set_root(struct vbas_vol_rec *rec, const struct vbas_btree *t);
 void vol_map_tree(struct vbas_pool *p, uint64_t id, const struct vbas_vol_rec *rec,
 		  struct vbas_btree *t);
+/* A long call's progress (vbas_pool_progress): -EINTR (said, WHAT
+ * stopped) if the caller's callback asks it to stop. */
+static inline int pool_progress(struct vbas_pool *p, const char *what, uint64_t done,
+				uint64_t total)
+{
+	if (!p->progress || !p->progress(p->progress_arg, done < total ? done : total, total))
+		return 0;
+	return vbas_err(-EINTR, "%s: stopped by the caller", what);
+}
 int vol_resume_deletes(struct vbas_pool *p);
 
 /* intent.c: operations that span commits, in the superblock's slots. */

@@ -49,7 +49,7 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 	pool_lock(p);
 	r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
-		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
+		r = vbas_err(-EROFS, "write: the volume is read-only (a snapshot, or set read-only)");
 	/* Blocks freed earlier come back first if room is short: the write
 	 * itself does not commit between its steps. */
 	if (!r)
@@ -243,7 +243,7 @@ int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flag
 	if (!r)
 		r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
-		r = vbas_err(-EROFS, "discard: the volume is a snapshot (read-only)");
+		r = vbas_err(-EROFS, "discard: the volume is read-only (a snapshot, or set read-only)");
 	if (!r && (off >= le64_get(rec.size) || len > le64_get(rec.size) - off))
 		r = vbas_err(-ERANGE, "discard: range %" PRIu64 "+%" PRIu64 " is past the end of "
 			     "the volume (%" PRIu64 " bytes)", off, len, le64_get(rec.size));
@@ -321,7 +321,7 @@ int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned
 	if (r)
 		return r;
 	if (info.flags & VBAS_VOL_READONLY)
-		return vbas_err(-EROFS, "write zeroes: the volume is a snapshot (read-only)");
+		return vbas_err(-EROFS, "write zeroes: the volume is read-only (a snapshot, or set read-only)");
 	if (off >= info.size || len > info.size - off)
 		return vbas_err(-ERANGE, "write zeroes: range %" PRIu64 "+%" PRIu64 " is past the end "
 				"of the volume (%" PRIu64 " bytes)", off, len, info.size);

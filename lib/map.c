@@ -745,7 +745,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	if (r)
 		goto out;
 	if (write && (le32_get(rec.flags) & VBAS_VOLF_READONLY)) {
-		r = vbas_err(-EROFS, "write: the volume is a snapshot (read-only)");
+		r = vbas_err(-EROFS, "write: the volume is read-only (a snapshot, or set read-only)");
 		goto out;
 	}
 	uint64_t lblk = off >> p->bshift;

@@ -398,6 +398,14 @@ int vbas_pool_pin(struct vbas_pool *p, uint64_t *generation)
 	return r;
 }
 
+void vbas_pool_progress(struct vbas_pool *p, int (*cb)(void *, uint64_t, uint64_t), void *arg)
+{
+	pool_lock(p);
+	p->progress = cb;
+	p->progress_arg = arg;
+	pool_unlock(p);
+}
+
 void vbas_pool_unpin(struct vbas_pool *p)
 {
 	pool_lock(p);

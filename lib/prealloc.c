@@ -54,7 +54,7 @@ static int resv_args(struct vbas_pool *p, const struct vbas_vol_rec *rec, uint64
 {
 	uint64_t size = le64_get(rec->size);
 	if (le32_get(rec->flags) & VBAS_VOLF_READONLY)
-		return vbas_err(-EROFS, "%s: the volume is a snapshot (read-only)", what);
+		return vbas_err(-EROFS, "%s: the volume is read-only (a snapshot, or set read-only)", what);
 	if (!len)
 		return vbas_err(-EINVAL, "%s: length 0", what);
 	if (off + len < off || off >= size || len > size - off)

@@ -208,7 +208,7 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
 	pool_lock(p);
 	int r = vol_get(p, vol->id, &rec);
 	if (!r && (le32_get(rec.flags) & VBAS_VOLF_READONLY))
-		r = vbas_err(-EROFS, "reserve: the volume is a snapshot (read-only)");
+		r = vbas_err(-EROFS, "reserve: the volume is read-only (a snapshot, or set read-only)");
 	if (!r && !len)
 		r = vbas_err(-EINVAL, "reserve: length 0");
 	if (!r && (off >= le64_get(rec.size) || len > le64_get(rec.size) - off))

@@ -90,7 +90,7 @@ static int check_share_args(struct vbas_vol *src, uint64_t soff, struct vbas_vol
 		return vbas_err(-EINVAL, "%s: ranges %" PRIu64 "+%" PRIu64 " and %" PRIu64 "+%" PRIu64
 				" of one volume overlap", what, soff, *len, doff, *len);
 	if (le32_get(dr.flags) & VBAS_VOLF_READONLY)
-		return vbas_err(-EROFS, "%s: the destination is a snapshot (read-only)", what);
+		return vbas_err(-EROFS, "%s: the destination is read-only (a snapshot, or set read-only)", what);
 	return 0;
 }
 
@@ -559,6 +559,8 @@ static int unshare_range(struct vbas_vol *vol, uint64_t off, uint64_t len, int s
 			intent_set(p, slot, 3, base + ((off - start) >> p->bshift));
 			if (vbas_tun.unshare_commit)
 				r = txn_commit(p);
+			if (!r && off < end)
+				r = pool_progress(p, "unshare", off - start, len);
 			pool_unlock(p);
 		}
 	}
@@ -588,7 +590,7 @@ int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len)
 	if (r)
 		return r;
 	if (info.flags & VBAS_VOL_READONLY)
-		return vbas_err(-EROFS, "unshare: the volume is a snapshot (read-only)");
+		return vbas_err(-EROFS, "unshare: the volume is read-only (a snapshot, or set read-only)");
 	if ((off | len) & (p->bs - 1))
 		return vbas_err(-EINVAL, "unshare: range %" PRIu64 "+%" PRIu64 " is not aligned to the "
 				"block size (%u)", off, len, p->bs);

@@ -495,6 +495,13 @@ static int finish_delete(struct vbas_pool *p, uint64_t id, int *stopped)
 		}
 		if (e)
 			return e;
+		/* Told how far; asked to stop, the volume stays marked (its
+		 * cursor as saved) for the next delete or open. */
+		if (pool_progress(p, "delete", ld_le64(cursor) << p->bshift, le64_get(rec.size))) {
+			*stopped = 1;
+			p->deletes_stopped = 1;
+			return -EINTR;
+		}
 		e = bt_drop(&t, cursor, budget, &done);
 		if (e)
 			return e;
@@ -721,7 +728,7 @@ int vbas_vol_resize(struct vbas_pool *p, const char *name, uint64_t size)
 	if (e)
 		goto out;
 	if (le32_get(rec.flags) & VBAS_VOLF_READONLY) {
-		e = vbas_err(-EROFS, "volume '%s' is a snapshot (read-only)", name);
+		e = vbas_err(-EROFS, "volume '%s' is read-only (a snapshot, or set read-only)", name);
 		goto out;
 	}
 	uint64_t old = le64_get(rec.size);
@@ -794,6 +801,37 @@ out:
 	return e;
 }
 
+/* Volume SID (record *REC, named NAME) is about to have its tree's root
+ * shared by one more volume.  Nodes are shared only once committed: a node
+ * written in the running transaction is changed in place, which must never
+ * show through in another volume; so if the tree changed in this
+ * transaction (its root is then new), commit first (*REC reread).  And the
+ * root's count is 32 bits: one that is full refuses here, before anything
+ * has changed (apply would fail the transaction instead). */
+static int root_to_share(struct vbas_pool *p, uint64_t sid, struct vbas_vol_rec *rec,
+			 const char *name)
+{
+	uint64_t root = le64_get(rec->root);
+	int e = 0;
+	if (!root)
+		return 0;
+	if (le64_get(rec->root_txid) == p->env.txid) {
+		e = txn_commit(p);
+		if (!e)
+			e = vol_get(p, sid, rec);
+		if (e)
+			return e;
+		root = le64_get(rec->root);
+	}
+	uint32_t rc;
+	int type;
+	e = space_refcount(p, root, &rc, &type);
+	if (!e && rc == UINT32_MAX)
+		e = vbas_err(-EMLINK, "volume '%s': its tree's root (block %" PRIu64 ") has %u "
+			     "references, the most a block can have", name, root, rc);
+	return e;
+}
+
 int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, unsigned flags)
 {
 	struct vbas_voltab_rec r;
@@ -836,34 +874,10 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	e = new_volume_room(p, name, "snapshot");
 	if (e)
 		goto out;
-	/* Nodes are shared only once committed: a node written in the running
-	 * transaction is changed in place, which must never show through in
-	 * another volume.  If the source's tree changed in this transaction
-	 * (its root is then new), commit first. */
+	e = root_to_share(p, sid, &srec, src);
+	if (e)
+		goto out;
 	uint64_t root = le64_get(srec.root);
-	if (root) {
-		if (le64_get(srec.root_txid) == p->env.txid) {
-			e = txn_commit(p);
-			if (e)
-				goto out;
-			e = vol_get(p, sid, &srec);
-			if (e)
-				goto out;
-		}
-	}
-	/* The new volume is one more reference to the root: a count is 32
-	 * bits, and one that is full refuses it here, before anything has
-	 * changed (apply would fail the transaction instead). */
-	if (root) {
-		uint32_t rc;
-		int type;
-		e = space_refcount(p, root, &rc, &type);
-		if (!e && rc == UINT32_MAX)
-			e = vbas_err(-EMLINK, "volume '%s': its tree's root (block %" PRIu64 ") "
-				     "has %u references, the most a block can have", src, root, rc);
-		if (e)
-			goto out;
-	}
 	/* Reserved blocks shared are copies on write to come: the source (if
 	 * writable) and a clone each owe all of theirs, held now or refused
 	 * before anything changed (unless VBAS_SNAP_NORESERVE).  O(1): the
@@ -941,6 +955,136 @@ out:
 		rl_unlock(p, vs, 0, UINT64_MAX, 1);
 		vol_state_put(p, vs);
 	}
+	pool_unlock(p);
+	return e;
+}
+
+int vbas_vol_rollback(struct vbas_pool *p, const char *name, const char *snap)
+{
+	struct vbas_vol_rec rec, srec;
+	struct vbas_voltab_rec d;
+	uint64_t id, sid, did;
+	int e, stopped = 0;
+
+	vbas_err_clear();
+	pool_lock(p);
+	e = txn_writable(p, "rollback");
+	if (!e)
+		e = vol_lookup_name(p, name, &id, &rec);
+	if (!e)
+		e = vol_lookup_name(p, snap, &sid, &srec);
+	if (e)
+		goto out;
+	if (le32_get(rec.flags) & VBAS_VOLF_READONLY) {
+		e = vbas_err(-EROFS, "volume '%s' is read-only (a snapshot): roll back a writable "
+			     "volume", name);
+		goto out;
+	}
+	if (!(le32_get(srec.flags) & VBAS_VOLF_READONLY) || le64_get(srec.origin) != id) {
+		e = vbas_err(-EINVAL, "'%s' is not a snapshot of '%s'", snap, name);
+		goto out;
+	}
+	if (find_open(p, id)) {
+		e = vbas_err(-EBUSY, "volume '%s' is open", name);
+		goto out;
+	}
+	if (le64_get(rec.resv_blocks) || le64_get(srec.resv_blocks) || le64_get(rec.owed)) {
+		e = vbas_err(-ENOTSUP, "rollback of '%s' to '%s': reserved ranges are not rolled "
+			     "back; unreserve them first", name, snap);
+		goto out;
+	}
+	/* Deletes an earlier ENOSPC stopped go on first: they free space. */
+	if (p->deletes_stopped && (e = vol_resume_deletes(p)))
+		goto out;
+	/* (As for a snapshot: one more reference to SNAP's root.) */
+	e = root_to_share(p, sid, &srec, snap);
+	if (e)
+		goto out;
+	uint64_t root = le64_get(srec.root);
+	/* A record, the index entry and the first delete step. */
+	e = space_room(p, 2 * delete_step_meta(p, 1), SPACE_FREE, "rollback");
+	if (e)
+		goto out;
+	/* The tree NAME had goes to a record of its own, marked DELETING
+	 * (under NAME, which lookups of a deleting record do not see), and
+	 * is released as a delete releases a volume's. */
+	uint64_t gen = p->env.txid;
+	memset(&d, 0, sizeof(d));
+	did = p->next_vol_id;
+	d.k.id = le64_mk(did);
+	d.v = rec;
+	d.v.flags = le32_mk(le32_get(rec.flags) | VBAS_VOLF_DELETING);
+	d.v.del_cursor = le64_mk(0);
+	rec.root = srec.root;
+	rec.root_txid = srec.root_txid;
+	rec.mapped = srec.mapped;
+	rec.size = srec.size;
+	rec.share_gen = le64_mk(gen);
+	srec.share_gen = le64_mk(gen);
+	p->voltab_gen++;
+	e = bt_insert(&p->voltab, &d);
+	if (!e)
+		e = names_add(p, did, name);
+	if (!e)
+		e = vol_put(p, id, &rec);
+	if (!e)
+		e = vol_put(p, sid, &srec);
+	if (!e && root)
+		e = p->env.inc_meta(p->env.ctx, root);
+	if (!e)
+		e = space_drain(p);
+	if (e) {
+		txn_fail(p, e);
+		goto out;
+	}
+	p->next_vol_id++;
+	p->nvolumes++;
+	p->dirty = 1;
+	e = finish_delete(p, did, &stopped);
+	if (!e)
+		e = space_drain(p);
+	if (e && stopped)
+		/* NAME is rolled back; what it had is freed by the next
+		 * delete or open. */
+		e = txn_maybe_commit(p);
+	else if (e)
+		txn_fail(p, e);
+	else
+		e = txn_maybe_commit(p);
+out:
+	pool_unlock(p);
+	return e;
+}
+
+int vbas_vol_set_readonly(struct vbas_pool *p, const char *name, int readonly)
+{
+	struct vbas_vol_rec rec;
+	uint64_t id;
+	int e;
+
+	vbas_err_clear();
+	pool_lock(p);
+	e = txn_writable(p, readonly ? "set read-only" : "set writable");
+	if (!e)
+		e = vol_lookup_name(p, name, &id, &rec);
+	if (e)
+		goto out;
+	uint32_t fl = le32_get(rec.flags);
+	if (!!(fl & VBAS_VOLF_READONLY) == !!readonly)
+		goto out;
+	if (readonly && find_open(p, id)) {
+		e = vbas_err(-EBUSY, "volume '%s' is open: close it before making it read-only",
+			     name);
+		goto out;
+	}
+	if (le64_get(rec.resv_blocks) || le64_get(rec.owed)) {
+		e = vbas_err(-ENOTSUP, "volume '%s' has reserved ranges: unreserve them first", name);
+		goto out;
+	}
+	fl = readonly ? fl | VBAS_VOLF_READONLY : fl & ~(VBAS_VOLF_READONLY | VBAS_VOLF_EXPENDABLE);
+	rec.flags = le32_mk(fl);
+	e = change_end(p, vol_put(p, id, &rec));
+out:
 	pool_unlock(p);
 	return e;
 }

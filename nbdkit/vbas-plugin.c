@@ -679,6 +679,35 @@ static int ctl_run(char *req, size_t n, int conn, int fd, FILE *out)
 		ctl_done(r, what, out, "%s set by the server", f[1]);
 		return 0;
 	}
+	if ((!strcmp(f[0], "rollback") && nf == 3) || (!strcmp(f[0], "readonly") && nf == 3)) {
+		/* rollback NAME SNAP; readonly NAME 1|0.  Clients of the
+		 * export would see its data change under them (or their
+		 * writes refused): not while they are connected. */
+		int ro = !strcmp(f[0], "readonly"), c = connections(f[1]);
+		if (ro && strcmp(f[2], "0") && strcmp(f[2], "1")) {
+			fprintf(out, "%d	readonly: '%.40s' is not 0 or 1", EINVAL, f[2]);
+			return 0;
+		}
+		if (c && (!ro || !strcmp(f[2], "1"))) {
+			fprintf(out, "%d	volume '%s' has %d client connection(s) to its export: "
+				 "disconnect them before %s", EBUSY, f[1], c,
+				 ro ? "making it read-only" : "rolling it back");
+			return 0;
+		}
+		if (ro) {
+			r = vbas_vol_set_readonly(pool, f[1], f[2][0] == '1');
+			if (!ctl_done(r, what, out, "volume '%s' made %s by the server", f[1],
+				      f[2][0] == '1' ? "read-only" : "writable"))
+				announce(f[2][0] == '1' ? "volume_protected" : "volume_unprotected",
+					 f[1], NULL, NULL);
+		} else {
+			r = vbas_vol_rollback(pool, f[1], f[2]);
+			if (!ctl_done(r, what, out, "volume '%s' rolled back to '%s' by the server",
+				      f[1], f[2]))
+				announce("volume_rolled_back", f[1], "snapshot", f[2]);
+		}
+		return 0;
+	}
 	if (!strcmp(f[0], "delete") && nf == 2) {
 		int c = connections(f[1]);
 		if (c) {

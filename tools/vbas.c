@@ -96,6 +96,7 @@ enum {
 #define O_NOHEADINGS  (1ull << 44)
 #define O_RAW         (1ull << 45)
 #define O_BYTES       (1ull << 46)
+#define O_WRITABLE    (1ull << 47)
 /* The options of a command that prints a table (table.h). */
 #define O_TABLE       (O_JSON | O_OUTPUT | O_NOHEADINGS | O_RAW | O_BYTES)
 
@@ -105,7 +106,8 @@ enum { OPT_JSON = 256, OPT_CACHE, OPT_VERSION, OPT_SOCKET, OPT_PORT, OPT_READONL
        OPT_EXPENDABLE, OPT_ON_EVENT, OPT_AUTOEXTEND, OPT_START, OPT_PHYSICAL, OPT_SUMMARY,
        OPT_NO_RMAP, OPT_RMAP, OPT_CANCEL,
        OPT_TLS, OPT_TLS_PSK, OPT_TLS_CERTS, OPT_TLS_VERIFY, OPT_DEFAULT_EXPORT,
-       OPT_FORMAT, OPT_NO_PROGRESS, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW, OPT_BYTES };
+       OPT_FORMAT, OPT_NO_PROGRESS, OPT_OUTPUT, OPT_NOHEADINGS, OPT_RAW, OPT_BYTES,
+       OPT_WRITABLE };
 
 static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -142,6 +144,7 @@ static const struct option long_opts[] = {
 	{ "noheadings", no_argument, NULL, OPT_NOHEADINGS },
 	{ "raw", no_argument, NULL, OPT_RAW },
 	{ "bytes", no_argument, NULL, OPT_BYTES },
+	{ "writable", no_argument, NULL, OPT_WRITABLE },
 	{ "tls", required_argument, NULL, OPT_TLS },
 	{ "tls-psk", required_argument, NULL, OPT_TLS_PSK },
 	{ "tls-certificates", required_argument, NULL, OPT_TLS_CERTS },
@@ -1145,6 +1148,127 @@ static int cmd_info(const struct args *a)
 	return pool ? close_pool(a, pool, 0) : 0;
 }
 
+/* ---- Progress and stopping --------------------------------------------------- */
+
+/* A progress line on stderr for a long copy: on a terminal, or with
+ * --progress; never with --no-progress.  Redrawn at most 5 times a second
+ * ("\r"), ended by a newline. */
+struct progress {
+	int on;
+	const char *what;       /* "write", "read" */
+	uint64_t total;         /* bytes, 0 if not known (a pipe) */
+	uint64_t last_done;     /* as last drawn */
+	const char *count;      /* the units if not bytes (check's) */
+	struct timespec start, last;
+	int drawn;
+};
+
+static double secs_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void progress_start(struct progress *p, const struct args *a, const char *what,
+			   uint64_t total)
+{
+	memset(p, 0, sizeof(*p));
+	p->on = (a->seen & O_PROGRESS) || (!(a->seen & O_NO_PROGRESS) && isatty(2));
+	p->what = what;
+	p->total = total;
+	clock_gettime(CLOCK_MONOTONIC, &p->start);
+	p->last = p->start;
+}
+
+static void progress_draw(struct progress *p, uint64_t done, int last)
+{
+	char h1[32], h2[32], h3[32];
+	if (!p->on || (!last && p->drawn && secs_since(&p->last) < 0.2))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &p->last);
+	p->last_done = done;
+	double s = secs_since(&p->start);
+	uint64_t rate = s > 0 ? (uint64_t)((double)done / s) : 0;
+	if (p->count)
+		fprintf(stderr, "\r%s: %5.1f%%  %" PRIu64 " of %" PRIu64 " %s ", p->what,
+			p->total ? 100.0 * (double)done / (double)p->total : 0.0, done, p->total,
+			p->count);
+	else if (p->total)
+		fprintf(stderr, "\r%s: %5.1f%%  %s of %s  %s/s ", p->what,
+			100.0 * (double)done / (double)p->total, human(done, h1, sizeof(h1)),
+			human(p->total, h2, sizeof(h2)), human(rate, h3, sizeof(h3)));
+	else
+		fprintf(stderr, "\r%s: %s  %s/s ", p->what, human(done, h1, sizeof(h1)),
+			human(rate, h3, sizeof(h3)));
+	fprintf(stderr, "\033[K%s", last ? "\n" : "");
+	fflush(stderr);
+	p->drawn = 1;
+}
+
+/* SIGINT, SIGTERM or SIGHUP during a copy: it stops at its next chunk,
+ * keeps (commits) what is done and says so. */
+static volatile sig_atomic_t stop_sig;
+
+static void on_stop_signal(int sig)
+{
+	stop_sig = sig;
+}
+
+static void stop_signals(int on)
+{
+	struct sigaction sa = { .sa_handler = on ? on_stop_signal : SIG_DFL };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+struct write_watch {
+	struct progress *p;
+	uint64_t start;         /* the volume offset the copy began at */
+	const uint64_t *off;    /* where it is now */
+};
+
+/* copy_in's hook before each read of the source: the progress line, and
+ * a stop signal ends the copy. */
+static int write_before_read(int fd, void *arg)
+{
+	struct write_watch *w = arg;
+	(void)fd;
+	progress_draw(w->p, *w->off - w->start, 0);
+	return stop_sig ? EINTR : 0;
+}
+
+/* The library's long calls (vbas_pool_progress): the progress line, and
+ * a stop signal asks the call to stop at its next step. */
+static int lib_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct progress *p = arg;
+	p->total = total;
+	progress_draw(p, done, 0);
+	return stop_sig != 0;
+}
+
+static void lib_progress_start(struct progress *p, const struct args *a,
+			       struct vbas_pool *pool, const char *what, uint64_t total)
+{
+	progress_start(p, a, what, total);
+	stop_signals(1);
+	vbas_pool_progress(pool, lib_progress, p);
+}
+
+static void lib_progress_end(struct progress *p, struct vbas_pool *pool, int r)
+{
+	vbas_pool_progress(pool, NULL, NULL);
+	stop_signals(0);
+	if (p->drawn) {
+		if (!r)
+			p->last_done = p->total;
+		progress_draw(p, p->last_done, 1);
+	}
+}
+
 static int ask_server(const struct args *a, const char *const *req, int n);
 /* The same; *BODY (malloc'ed) the answer, when the request succeeds. */
 static int ask_server_body(const struct args *a, const char *const *req, int n, char **body);
@@ -1541,6 +1665,64 @@ static int ask_server_body(const struct args *a, const char *const *req, int n, 
 	return rc;
 }
 
+struct lost {
+	uint64_t bytes;
+};
+
+static int lost_cb(uint64_t off, uint64_t len, void *arg)
+{
+	(void)off;
+	((struct lost *)arg)->bytes += len;
+	return 0;
+}
+
+/* vbas rollback POOL NAME SNAPSHOT: what differs from the snapshot is
+ * named (a diff, beside a server under its pin), asked about as delete
+ * asks, then the library (or the server) rolls back. */
+static int cmd_rollback(const struct args *a)
+{
+	const char *req[3] = { "rollback", a->pos[1], a->pos[2] };
+	struct vbas_vol *v = NULL, *s = NULL;
+	struct vbas_pool *pool;
+	struct lost l = { 0 };
+	char what[700], h[32];
+	int r, rc = open_pool_reading(a, &pool, NULL);
+	if (rc)
+		return rc;
+	r = vbas_vol_open(pool, a->pos[1], &v);
+	if (!r)
+		r = vbas_vol_open(pool, a->pos[2], &s);
+	if (!r)
+		r = vbas_diff(s, v, lost_cb, &l);
+	if (s)
+		vbas_vol_close(s);
+	if (v)
+		vbas_vol_close(v);
+	rc = close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
+	if (rc)
+		return rc;
+	snprintf(what, sizeof(what), "roll volume '%s' back to '%s', dropping the %" PRIu64
+		 " bytes written since (%s)", a->pos[1], a->pos[2], l.bytes,
+		 human(l.bytes, h, sizeof(h)));
+	rc = confirm(a, what);
+	if (rc >= 0)
+		return rc;
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL)) {
+		if (!rc)
+			printf("volume '%s' rolled back to '%s' (through the server)\n", a->pos[1],
+			       a->pos[2]);
+		return rc;
+	}
+	struct progress pr;
+	lib_progress_start(&pr, a, pool, "rollback", 0);
+	r = vbas_vol_rollback(pool, a->pos[1], a->pos[2]);
+	lib_progress_end(&pr, pool, r);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	printf("volume '%s' rolled back to '%s'\n", a->pos[1], a->pos[2]);
+	return close_pool(a, pool, 0);
+}
+
 static int cmd_delete(const struct args *a)
 {
 	const char *req[2] = { "delete", a->pos[1] };
@@ -1559,7 +1741,15 @@ static int cmd_delete(const struct args *a)
 		return pool ? close_pool(a, pool, rc) : rc;
 	if (!pool)
 		return ask_server(a, req, 2);
+	struct progress pr;
+	lib_progress_start(&pr, a, pool, "delete", l.size);
 	r = vbas_vol_delete(pool, a->pos[1]);
+	lib_progress_end(&pr, pool, r);
+	if (r == -EINTR && stop_sig)
+		return close_pool(a, pool, (last_errno = EINTR,
+			fail(a->cmd, a->pos[1], "stopped by %s: the volume is gone from the list, "
+			     "and what it still holds is freed by the next delete or open",
+			     strsignal(stop_sig))));
 	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
 }
 
@@ -1582,7 +1772,7 @@ static int cmd_resize(const struct args *a)
 	if (want < l.size && (!want || want % l.bs || l.readonly)) {
 		last_errno = l.readonly ? EROFS : EINVAL;
 		if (l.readonly)
-			rc = fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)",
+			rc = fail(a->cmd, a->pos[0], "volume '%s' is read-only (a snapshot, or set read-only)",
 				  a->pos[1]);
 		else if (!want)
 			rc = fail(a->cmd, a->pos[0], "volume size must not be 0");
@@ -1617,91 +1807,6 @@ static int cmd_resize(const struct args *a)
 		return ask_server(a, req, 3);
 	r = vbas_vol_resize(pool, a->pos[1], want);
 	return close_pool(a, pool, r ? lib_fail(a->cmd, a->pos[0], r) : 0);
-}
-
-/* ---- Progress and stopping --------------------------------------------------- */
-
-/* A progress line on stderr for a long copy: on a terminal, or with
- * --progress; never with --no-progress.  Redrawn at most 5 times a second
- * ("\r"), ended by a newline. */
-struct progress {
-	int on;
-	const char *what;       /* "write", "read" */
-	uint64_t total;         /* bytes, 0 if not known (a pipe) */
-	struct timespec start, last;
-	int drawn;
-};
-
-static double secs_since(const struct timespec *t)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
-}
-
-static void progress_start(struct progress *p, const struct args *a, const char *what,
-			   uint64_t total)
-{
-	memset(p, 0, sizeof(*p));
-	p->on = (a->seen & O_PROGRESS) || (!(a->seen & O_NO_PROGRESS) && isatty(2));
-	p->what = what;
-	p->total = total;
-	clock_gettime(CLOCK_MONOTONIC, &p->start);
-	p->last = p->start;
-}
-
-static void progress_draw(struct progress *p, uint64_t done, int last)
-{
-	char h1[32], h2[32], h3[32];
-	if (!p->on || (!last && p->drawn && secs_since(&p->last) < 0.2))
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &p->last);
-	double s = secs_since(&p->start);
-	uint64_t rate = s > 0 ? (uint64_t)((double)done / s) : 0;
-	if (p->total)
-		fprintf(stderr, "\r%s: %5.1f%%  %s of %s  %s/s ", p->what,
-			100.0 * (double)done / (double)p->total, human(done, h1, sizeof(h1)),
-			human(p->total, h2, sizeof(h2)), human(rate, h3, sizeof(h3)));
-	else
-		fprintf(stderr, "\r%s: %s  %s/s ", p->what, human(done, h1, sizeof(h1)),
-			human(rate, h3, sizeof(h3)));
-	fprintf(stderr, "\033[K%s", last ? "\n" : "");
-	fflush(stderr);
-	p->drawn = 1;
-}
-
-/* SIGINT, SIGTERM or SIGHUP during a copy: it stops at its next chunk,
- * keeps (commits) what is done and says so. */
-static volatile sig_atomic_t stop_sig;
-
-static void on_stop_signal(int sig)
-{
-	stop_sig = sig;
-}
-
-static void stop_signals(int on)
-{
-	struct sigaction sa = { .sa_handler = on ? on_stop_signal : SIG_DFL };
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-}
-
-struct write_watch {
-	struct progress *p;
-	uint64_t start;         /* the volume offset the copy began at */
-	const uint64_t *off;    /* where it is now */
-};
-
-/* copy_in's hook before each read of the source: the progress line, and
- * a stop signal ends the copy. */
-static int write_before_read(int fd, void *arg)
-{
-	struct write_watch *w = arg;
-	(void)fd;
-	progress_draw(w->p, *w->off - w->start, 0);
-	return stop_sig ? EINTR : 0;
 }
 
 /* The FILE argument (pos[2]): absent or "-" means stdin/stdout. */
@@ -2375,7 +2480,19 @@ static int cmd_check(const struct args *a)
 		rc = fail(a->cmd, a->pos[0], "%s", strerror(errno));
 		goto out;
 	}
+	struct progress pr;
+	lib_progress_start(&pr, a, pool, "check", 0);
+	pr.count = "metadata blocks";
 	r = vbas_check(pool, check_cb, &c, &st);
+	lib_progress_end(&pr, pool, r && r != -EUCLEAN ? r : 0);
+	if (r == -EINTR && stop_sig) {
+		last_errno = EINTR;
+		rc = fail(a->cmd, a->pos[0], "stopped by %s: the check did not finish, and says "
+			  "nothing of the pool", strsignal(stop_sig));
+		if (c.json)
+			fclose(c.f);
+		goto out;
+	}
 	if (pin >= 0) {
 		/* The server sends nothing more: readable means it closed the
 		 * connection, so the pin may have gone during the check. */
@@ -2710,6 +2827,27 @@ static int cmd_resize_pool(const struct args *a)
 	return close_pool(a, pool, 0);
 }
 
+/* vbas set POOL NAME --readonly|--writable. */
+static int set_volume(const struct args *a)
+{
+	struct vbas_pool *pool;
+	int ro = !!(a->seen & O_READONLY), r, rc;
+	if ((a->seen & (O_LOW_WATER | O_FLOOR | O_RMAP)) || !(a->seen & (O_READONLY | O_WRITABLE)))
+		return usage_err(a->cmd, a->pos[1], "a volume takes --readonly or --writable (the "
+				 "pool's settings go without a NAME)");
+	if ((a->seen & O_READONLY) && (a->seen & O_WRITABLE))
+		return usage_err(a->cmd, "--readonly", "not with --writable");
+	const char *req[3] = { "readonly", a->pos[1], ro ? "1" : "0" };
+	if (open_or_ask_server(a, 0, req, 3, &pool, &rc, NULL))
+		return rc ? rc : (printf("volume '%s' is %s\n", a->pos[1],
+					 ro ? "read-only" : "writable"), 0);
+	r = vbas_vol_set_readonly(pool, a->pos[1], ro);
+	if (r)
+		return close_pool(a, pool, lib_fail(a->cmd, a->pos[0], r));
+	printf("volume '%s' is %s\n", a->pos[1], ro ? "read-only" : "writable");
+	return close_pool(a, pool, 0);
+}
+
 static int cmd_set(const struct args *a)
 {
 	struct vbas_pool_settings s;
@@ -2717,6 +2855,11 @@ static int cmd_set(const struct args *a)
 	uint32_t lw = 0, fl = 0;
 	char v1[16], v2[16];
 	int r, rc;
+	if (a->npos == 2)
+		return set_volume(a);
+	if (a->seen & (O_READONLY | O_WRITABLE))
+		return usage_err(a->cmd, (a->seen & O_READONLY) ? "--readonly" : "--writable",
+				 "a volume's setting: give its NAME");
 	if (!(a->seen & (O_LOW_WATER | O_FLOOR | O_RMAP)))
 		return usage_err(a->cmd, "--low-water", "give --low-water, --expendable-floor "
 				 "or --rmap");
@@ -2894,6 +3037,7 @@ static int cmd_unshare(const struct args *a)
 	struct vbas_vol_info info;
 	struct vbas_pool *pool;
 	struct vbas_vol *vol;
+	struct progress pr;
 	char off[24], len[24], *body = NULL;
 	snprintf(off, sizeof(off), "%" PRIu64, a->offset);
 	snprintf(len, sizeof(len), "%" PRIu64, (a->seen & O_LENGTH) ? a->length : 0);
@@ -2903,8 +3047,15 @@ static int cmd_unshare(const struct args *a)
 	if (rc || !pool)
 		return rc;
 	/* Without --length: to the end (the library's LEN 0). */
+	uint64_t l = (a->seen & O_LENGTH) ? a->length : info.size > a->offset ? info.size - a->offset : 0;
+	lib_progress_start(&pr, a, pool, "unshare", l);
 	r = vbas_unshare(vol, a->offset, (a->seen & O_LENGTH) ? a->length : 0);
-	if (r)
+	lib_progress_end(&pr, pool, r);
+	if (r == -EINTR && stop_sig)
+		rc = (last_errno = EINTR, fail(a->cmd, a->pos[1], "stopped by %s: the range is "
+					       "unshared up to where it came (committed), the rest "
+					       "is still shared", strsignal(stop_sig)));
+	else if (r)
 		rc = lib_fail(a->cmd, a->pos[0], r);
 	return close_vol(a, pool, vol, rc);
 }
@@ -3227,7 +3378,7 @@ static int import_target(const struct args *a, int r, const struct vbas_vol_info
 		return lib_fail(a->cmd, a->pos[0], r);
 	if (vi->flags & VBAS_VOL_READONLY) {
 		last_errno = EROFS;
-		return fail(a->cmd, a->pos[0], "volume '%s' is a snapshot (read-only)", a->pos[1]);
+		return fail(a->cmd, a->pos[0], "volume '%s' is read-only (a snapshot, or set read-only)", a->pos[1]);
 	}
 	if (vi->size < vsize) {
 		last_errno = EFBIG;
@@ -4186,9 +4337,11 @@ static const struct cmd cmds[] = {
 	  "      --cancel            stop an unfinished shrink; the pool keeps its size\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL" },
-	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_RMAP | O_JSON | O_CACHE, 1, 1,
-	  "POOL [--low-water PCT] [--expendable-floor PCT] [--rmap] [--json]",
-	  "change the pool's space settings (stored in the pool)",
+	{ "set", cmd_set, O_LOW_WATER | O_FLOOR | O_RMAP | O_JSON | O_READONLY | O_WRITABLE |
+	  O_CACHE, 1, 2,
+	  "POOL [--low-water PCT] [--expendable-floor PCT] [--rmap] [--json]\n"
+	  "       | POOL NAME --readonly|--writable",
+	  "change the pool's space settings, or protect a volume from writes",
 	  "PCT is a percentage of the pool: 80%, 12.5% (one decimal at most), or\n"
 	  "off.  The low-water mark is the use at which vbas serve reports an\n"
 	  "event, and grows the pool if it runs with --autoextend.  Use is what is\n"
@@ -4201,14 +4354,37 @@ static const struct cmd cmds[] = {
 	  "grow does (--json: the same object).  --rmap builds the reverse map\n"
 	  "of a pool that has none (made with 'format --no-rmap', or by a version\n"
 	  "before format 5): one walk of every tree and one commit; not while the\n"
-	  "pool is served.\n\n"
+	  "pool is served.\n"
+	  "With a volume's NAME: --readonly protects it from writes (as a snapshot\n"
+	  "is; not while it is open, or a client is connected to its export),\n"
+	  "--writable lets it be written again (a snapshot becomes a volume of its\n"
+	  "own, no longer expendable).  A volume with reserved ranges cannot\n"
+	  "change (unreserve them first).\n\n"
 	  "Options:\n"
 	  "      --low-water PCT     the low-water mark (off: none)\n"
+	  "      --readonly          (with NAME) make the volume read-only\n"
+	  "      --writable          (with NAME) make it writable\n"
 	  "      --rmap              build the reverse map\n"
 	  "      --json              print a JSON object\n"
 	  "      --expendable-floor PCT\n"
 	  "                          free room to keep by deleting expendable snapshots\n"
 	  CACHE_HELP HELP_HELP, "POOL" },
+	{ "rollback", cmd_rollback, O_YES | O_FORCE | O_DRY_RUN | O_PROGRESS | O_NO_PROGRESS | O_CACHE,
+	  3, 3, "POOL NAME SNAPSHOT [--yes] [--dry-run] [--progress]",
+	  "make a volume equal to one of its snapshots again",
+	  "O(1): NAME shares SNAPSHOT's blocks (and takes its size) from now on, as\n"
+	  "qemu-img snapshot -a or rbd snap rollback; what it wrote since is freed\n"
+	  "in the background of later commits, as a delete frees.  NAME keeps its\n"
+	  "id and its snapshots.  What is lost is named (the bytes that differ\n"
+	  "from the snapshot) and asked about as 'delete' asks.  Not for a volume\n"
+	  "that is open, or whose export has clients (disconnect them), nor with\n"
+	  "reserved ranges (unreserve first).  Works on a served pool.\n\n"
+	  "Options:\n"
+	  "  -y, --yes               do not ask (needed when standard input is not\n"
+	  "                          a terminal)\n"
+	  "  -f, --force             the same as --yes\n"
+	  "      --dry-run           say what would be lost and change nothing\n"
+	  PROGRESS_HELP CACHE_HELP HELP_HELP, "POOL NAME SNAPSHOT" },
 	{ "create", cmd_create, O_SIZE | O_RESERVE | O_CACHE, 2, 2,
 	  "POOL NAME --size SIZE [--reserve]",
 	  "create a thin (or, with --reserve, thick) volume",
@@ -4235,8 +4411,8 @@ static const struct cmd cmds[] = {
 	  "make room.\n\n" TABLE_ABOUT
 	  "Options:\n"
 	  TABLE_HELP CACHE_HELP HELP_HELP },
-	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
-	  "POOL NAME [--yes] [--dry-run]",
+	{ "delete", cmd_delete, O_YES | O_FORCE | O_DRY_RUN | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 2, 2,
+	  "POOL NAME [--yes] [--dry-run] [--progress]",
 	  "delete a volume and free its blocks",
 	  "Its data is lost (snapshots and clones of it are volumes of their own\n"
 	  "and stay).  On a terminal, asks first, naming the volume and the bytes\n"
@@ -4244,7 +4420,8 @@ static const struct cmd cmds[] = {
 	  "Options:\n" 	  "  -y, --yes               do not ask (needed when standard input is not\n"
 	  "                          a terminal)\n"
 	  "  -f, --force             the same as --yes\n"
-	  "      --dry-run           say what would be lost and change nothing\n" CACHE_HELP HELP_HELP },
+	  "      --dry-run           say what would be lost and change nothing\n"
+	  PROGRESS_HELP CACHE_HELP HELP_HELP },
 	{ "resize", cmd_resize, O_SIZE | O_YES | O_FORCE | O_DRY_RUN | O_CACHE, 2, 2,
 	  "POOL NAME --size [+|-]SIZE [--yes] [--dry-run]",
 	  "grow or shrink a volume",
@@ -4419,8 +4596,8 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP,
 	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
-	{ "unshare", cmd_unshare, O_OFFSET | O_LENGTH | O_CACHE, 2, 2,
-	  "POOL NAME [--offset OFF] [--length LEN]",
+	{ "unshare", cmd_unshare, O_OFFSET | O_LENGTH | O_PROGRESS | O_NO_PROGRESS | O_CACHE, 2, 2,
+	  "POOL NAME [--offset OFF] [--length LEN] [--progress]",
 	  "give the shared blocks of a volume's range private copies",
 	  "The range (block-aligned) is the whole volume by default.  All or\n"
 	  "nothing in space: fails before changing anything if the copies do not\n"
@@ -4428,7 +4605,7 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "  -o, --offset OFF        start of the range (default 0)\n"
 	  "  -l, --length LEN        length of the range (default: to the end)\n"
-	  CACHE_HELP HELP_HELP },
+	  PROGRESS_HELP CACHE_HELP HELP_HELP },
 	{ "fsmap", cmd_fsmap, O_START | O_LENGTH | O_PHYSICAL | O_SUMMARY | O_TABLE | O_CACHE, 1, 1,
 	  "POOL [--start OFF] [--length LEN] [--physical OFF] [--summary] [-o COLS]\n"
 	  "       [--noheadings] [--raw] [--bytes] [--json]",
@@ -4466,7 +4643,8 @@ static const struct cmd cmds[] = {
 	  "in bytes.\n\n" TABLE_ABOUT
 	  "Options:\n" TABLE_HELP CACHE_HELP HELP_HELP,
 	  "POOL FROM TO" },
-	{ "check", cmd_check, O_JSON | O_CACHE | O_NOMODIFY, 1, 1, "POOL [--no-modify] [--json]",
+	{ "check", cmd_check, O_JSON | O_CACHE | O_NOMODIFY | O_PROGRESS | O_NO_PROGRESS, 1, 1,
+	  "POOL [--no-modify] [--json] [--progress]",
 	  "verify every invariant of the pool",
 	  "Prints each problem found.  Exit status 0 if the pool is clean, 1 if not.\n"
 	  "Every block's reference count is recounted from the trees; with a\n"
@@ -4496,7 +4674,7 @@ static const struct cmd cmds[] = {
 	  "print {\"error\": {...}} when they fail before their answer).\n\n"
 	  "Options:\n"
 	  "  -n, --no-modify         open read-only: finish nothing, write nothing\n"
-	  "      --json              print a JSON object\n" CACHE_HELP HELP_HELP },
+	  "      --json              print a JSON object\n" PROGRESS_HELP CACHE_HELP HELP_HELP },
 	{ "repair", cmd_repair, O_DRY_RUN | O_JSON | O_CACHE, 1, 1, "POOL [--dry-run] [--json]",
 	  "rebuild the refcount tree, the reverse map and the name index",
 	  "The volume table and the mapping trees say which blocks the pool uses;\n"
@@ -4674,6 +4852,7 @@ static const struct opt_info {
 	{ OPT_NOHEADINGS, O_NOHEADINGS, "--noheadings", 0 },
 	{ OPT_RAW, O_RAW, "--raw", 0 },
 	{ OPT_BYTES, O_BYTES, "--bytes", 0 },
+	{ OPT_WRITABLE, O_WRITABLE, "--writable", 0 },
 	{ OPT_TLS, O_TLS, "--tls", 0, offsetof(struct args, tls) },
 	{ OPT_TLS_PSK, O_TLS_PSK, "--tls-psk", 0, offsetof(struct args, tls_psk) },
 	{ OPT_TLS_CERTS, O_TLS_CERTS, "--tls-certificates", 0, offsetof(struct args, tls_certs) },

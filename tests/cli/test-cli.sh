@@ -816,6 +816,49 @@ else
 	"$VBAS" delete --yes $W c
 fi
 
+# ---- rollback, and a volume made read-only -----------------------------------------------
+
+RB=rollback.img
+random_file rb4m $((4 * MiB))
+random_file rb1m $MiB
+"$VBAS" format $RB --size 256M >/dev/null && "$VBAS" create $RB v --size 16M && "$VBAS" write $RB v rb4m &&
+	"$VBAS" snapshot $RB v s && "$VBAS" write $RB v --offset 8M rb1m || echo "# rollback pool failed"
+expect_out "rollback --dry-run names what is lost" \
+	"^would roll volume 'v' back to 's', dropping the 1048576 bytes written since \(1\.0 MiB\); nothing changed \(--dry-run\)$" \
+	"$VBAS" rollback $RB v s --dry-run
+expect_fail "rollback without --yes off a terminal: refused" 1 "not done without confirmation" \
+	"$VBAS" rollback $RB v s
+expect_true "... nothing changed" same_as rb1m $RB v $((8 * MiB)) $MiB
+expect_fail "rollback of a snapshot" 1 "^vbas: rollback: $RB: volume 's' is read-only \(a snapshot\): roll back a writable volume$" \
+	"$VBAS" rollback --yes $RB s v
+expect_fail "rollback to a writable volume" 1 "'w' is not a snapshot of 'v'" \
+	sh -c "'$VBAS' create $RB w --size 1M && '$VBAS' rollback --yes $RB v w"
+expect_fail "rollback to an unknown snapshot" 1 "^vbas: rollback: $RB: volume 'nope' not found" \
+	"$VBAS" rollback --yes $RB v nope
+expect_out "rollback --yes" "^volume 'v' rolled back to 's'$" "$VBAS" rollback --yes $RB v s
+expect_true "... v reads as s" same_as rb4m $RB v 0 $((4 * MiB))
+zeros $MiB >rbz1m
+expect_true "... what it wrote since is gone" same_as rbz1m $RB v $((8 * MiB)) $MiB
+expect_json "... it maps what s maps, all shared, and keeps its id" \
+	'[(v["name"], v["id"], v["mapped"], v["shared"]) for v in d] == [("v", 1, 4 * 2**20, 4 * 2**20), ("s", 2, 4 * 2**20, 4 * 2**20), ("w", 3, 0, 0)]' \
+	"$VBAS" list $RB --json
+expect_out "... and the pool checks clean" "^clean" "$VBAS" check $RB
+expect_ok "set v --readonly" "$VBAS" set $RB v --readonly
+expect_fail "... a write is refused" 1 "read-only \(a snapshot, or set read-only\)" "$VBAS" write $RB v rb1m
+expect_out "... list shows it ro" "^v .* ro +-$" "$VBAS" list $RB
+expect_fail "... and it cannot be rolled back" 1 "volume 'v' is read-only" "$VBAS" rollback --yes $RB v s
+expect_ok "set v --writable" "$VBAS" set $RB v --writable
+expect_ok "... writes again" "$VBAS" write $RB v --offset 8M rb1m
+expect_ok "set s --writable: a snapshot becomes a volume of its own" "$VBAS" set $RB s --writable
+expect_ok "... which writes" "$VBAS" write $RB s --offset 12M rb1m
+expect_true "... v is untouched by it" same_as rb4m $RB v 0 $((4 * MiB))
+expect_fail "set NAME with both" 2 "^vbas: set: --readonly: not with --writable" "$VBAS" set $RB v --readonly --writable
+expect_fail "set NAME with neither" 2 "^vbas: set: v: a volume takes --readonly or --writable" "$VBAS" set $RB v
+expect_fail "set --readonly without NAME" 2 "^vbas: set: --readonly: a volume's setting: give its NAME" \
+	"$VBAS" set $RB --readonly
+expect_fail "set of an unknown volume" 1 "^vbas: set: $RB: volume 'nope' not found" "$VBAS" set $RB nope --readonly
+expect_out "the rollback pool checks clean" "^clean" "$VBAS" check $RB
+
 # ---- progress, and a copy stopped by a signal -------------------------------------------
 
 PG=progress.img
@@ -831,6 +874,17 @@ if command -v script >/dev/null; then
 	expect_true "... and the data" cmp p.out p24m
 	tty "$VBAS" write $PG v p24m --no-progress
 	expect_true "--no-progress: none on a terminal" sh -c "[ $RC -eq 0 ] && ! grep -q 'write:' '$T/out'"
+	tty "$VBAS" check $PG
+	expect_true "check on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -Eq '^check: 100.0%  ([0-9]+) of \\1 metadata blocks'"
+	"$VBAS" snapshot $PG v v-snap && "$VBAS" clone $PG v v-clone
+	tty "$VBAS" unshare $PG v-clone
+	expect_true "unshare on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^unshare: 100.0%  64.0 MiB of 64.0 MiB'"
+	tty "$VBAS" delete -y $PG v-clone
+	expect_true "delete on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^delete: 100.0%  64.0 MiB of 64.0 MiB'"
+	"$VBAS" delete -y $PG v-snap
 else
 	fail "progress on a terminal" "script (util-linux) is missing"
 fi
@@ -1236,11 +1290,11 @@ cp o_new2 o_new
 expect_json "diff of a volume against itself is empty" 'd == []' "$VBAS" diff $H o o --json
 
 # Writing a snapshot fails.
-expect_fail "write into a snapshot fails" 1 "^vbas: write: $H: .*snapshot \(read-only\)" \
+expect_fail "write into a snapshot fails" 1 "^vbas: write: $H: .*read-only \(a snapshot, or set read-only\)" \
 	"$VBAS" write $H s1 n64k
-expect_fail "discard of a snapshot fails" 1 "^vbas: discard: $H: .*snapshot \(read-only\)" \
+expect_fail "discard of a snapshot fails" 1 "^vbas: discard: $H: .*read-only \(a snapshot, or set read-only\)" \
 	"$VBAS" discard $H s1 --offset 0 --length 4K
-expect_fail "resize of a snapshot fails" 1 "^vbas: resize: $H: .*snapshot \(read-only\)" \
+expect_fail "resize of a snapshot fails" 1 "^vbas: resize: $H: .*read-only \(a snapshot, or set read-only\)" \
 	"$VBAS" resize --yes $H s1 --size 2M
 expect_true "the snapshot is unchanged after the failures" same_as o1m $H s1 0 $MiB
 expect_json "... and keeps its size" "[v['size'] for v in d if v['name'] == 's1'] == [2**20]" \
@@ -1330,7 +1384,7 @@ expect_fail "reflink: unknown destination" 1 "^vbas: reflink: $H: volume 'nope' 
 	"$VBAS" reflink $H r1 0 nope 0 4K
 expect_fail "reflink: unknown source" 1 "^vbas: reflink: $H: volume 'nope' not found" \
 	"$VBAS" reflink $H nope 0 r2 0 4K
-expect_fail "reflink: a snapshot destination" 1 "^vbas: reflink: $H: .*snapshot \(read-only\)" \
+expect_fail "reflink: a snapshot destination" 1 "^vbas: reflink: $H: .*read-only \(a snapshot, or set read-only\)" \
 	"$VBAS" reflink $H r1 0 s1 0 4K
 expect_fail "reflink: a bad offset" 2 "^vbas: reflink: DST_OFFSET: invalid size '1,5K'" \
 	"$VBAS" reflink $H r1 0 r2 1,5K 4K
@@ -1464,7 +1518,7 @@ expect_ok "snapshot of the thick volume sets its copies aside" "$VBAS" snapshot 
 expect_json "list: thick owes 4 MiB, its snapshot nothing" \
 	"[(v['name'], v['owed']) for v in d if v['name'] in ('thick', 'ts')] == [('thick', 4*2**20), ('ts', 0)]" \
 	"$VBAS" list $R --json
-expect_fail "reserve of a snapshot: read-only" 1 "^vbas: reserve: $R: the volume is a snapshot \(read-only\)" \
+expect_fail "reserve of a snapshot: read-only" 1 "^vbas: reserve: $R: the volume is read-only \(a snapshot, or set read-only\)" \
 	"$VBAS" reserve $R ts
 expect_out "check: clean with reserved ranges and owed copies" '^clean' "$VBAS" check $R
 # Another volume fills the pool; the reserved ranges can still be written.

@@ -1284,7 +1284,7 @@ cp "$T/out" sv-diff.served
 expect_true "... names the two written ranges" sh -c \
 	"grep -q '^1048576 ' sv-diff.served && grep -q '^6291456 ' sv-diff.served && test \$(wc -l <sv-diff.served) -eq 2"
 expect_ok "served: diff --json" "$VBAS" diff "$PS" s1 s2 --json
-expect_ok "served: map s2" "$VBAS" map "$PS" s2
+expect_ok "served: map s2 (where its data is: sharing changes with the rollback below)" "$VBAS" map "$PS" s2 -o offset,length,physical
 cp "$T/out" sv-map.served
 expect_ok "served: read s2 into a file" "$VBAS" read "$PS" s2 sv-s2.raw
 expect_ok "... which the export reads the same" sh -c "nbdcopy '$(uri s2)' - | cmp - sv-s2.raw"
@@ -1347,6 +1347,17 @@ for _ in $(seq 100); do grep -q "control: write v .*the client went away; 104857
 exec 7>&-
 expect_true "served: a killed vbas write stops the server's copy, which logs what it wrote" test $said -eq 1
 expect_ok "... and the 1 MiB it read is there" sh -c "'$VBAS' read '$PS' v --offset 48M --length 1M | cmp - sv-b1.raw"
+expect_fail "served: rollback of a volume a client is connected to" 1 \
+	"volume 'busy' has 1 client connection\\(s\\) to its export: disconnect them before rolling it back \\(through the server\\)" \
+	sh -c "'$VBAS' snapshot '$PS' busy busy-1 && '$VBAS' rollback -y '$PS' busy busy-1"
+expect_fail "served: set --readonly of a volume a client is connected to" 1 \
+	"disconnect them before making it read-only \\(through the server\\)" "$VBAS" set "$PS" busy --readonly
+expect_out "served: rollback of v to s1" "^volume 'v' rolled back to 's1' \\(through the server\\)$" \
+	"$VBAS" rollback -y "$PS" v s1
+expect_ok "... its export reads s1's bytes" sh -c "'$VBAS' read '$PS' s1 >sv-s1.raw && nbdcopy '$(uri v)' - | cmp - sv-s1.raw"
+expect_ok "served: set v --readonly" "$VBAS" set "$PS" v --readonly
+expect_true "... its export is read-only now" sh -c "nbdinfo --json '$(uri v)' | grep -q '\"is_read_only\": true'"
+expect_ok "served: set v --writable" "$VBAS" set "$PS" v --writable
 expect_ok "served: the server still serves" nbdinfo "$(uri v)"
 expect_out "served: check, clean" "^clean: " "$VBAS" check "$PS"
 BUSY_N=$(tail -n 1 busy.progress)
@@ -1356,7 +1367,7 @@ stop_server TERM
 expect_true "served: the server stops with status 0" test "$SRV_RC" -eq 0
 expect_ok "stopped: diff s1 s2" "$VBAS" diff "$PS" s1 s2 --raw --bytes --noheadings
 expect_true "... the same as while served" cmp "$T/out" sv-diff.served
-expect_ok "stopped: map s2" "$VBAS" map "$PS" s2
+expect_ok "stopped: map s2" "$VBAS" map "$PS" s2 -o offset,length,physical
 expect_true "... the same as while served" cmp "$T/out" sv-map.served
 expect_out "stopped: check, clean" "^clean" "$VBAS" check "$PS"
 
@@ -1415,7 +1426,7 @@ expect_fail "import: a raw file said to be qcow2" 1 "^vbas: import: im-src.raw: 
 expect_fail "import: into a volume smaller than the image" 1 \
 	"^vbas: import: $PI: volume 'small' holds 1048576 bytes, less than the image's 67108864" \
 	sh -c "'$VBAS' create '$PI' small --size 1M && '$VBAS' import '$PI' small im-src.qcow2"
-expect_fail "import: into a snapshot" 1 "^vbas: import: $PI: volume 'r1s' is a snapshot" \
+expect_fail "import: into a snapshot" 1 "^vbas: import: $PI: volume 'r1s' is read-only" \
 	sh -c "'$VBAS' snapshot '$PI' r1 r1s && '$VBAS' import '$PI' r1s im-src.raw"
 expect_fail "export: an unknown volume" 1 "^vbas: export: $PI: volume 'nosuch' not found" \
 	"$VBAS" export "$PI" nosuch im-x.raw
@@ -1459,7 +1470,7 @@ expect_ok "... equal to the source" qemu-img compare -f raw -F qcow2 im-src.raw 
 expect_ok "import into the served volume again, over a client's writes" sh -c \
 	"nbdsh -u '$(uri sq)' -c 'h.pwrite(b\"\\x77\" * 65536, 5 << 20)' -c 'h.flush()' && '$VBAS' import '$PI' sq im-src.raw"
 expect_ok "... the export reads the image again (the hole written over)" sh -c "nbdcopy '$(uri sq)' - | cmp - im-src.raw"
-expect_fail "import into a served pool: a snapshot refused" 1 "^vbas: import: $PI: volume 'sq-1' is a snapshot" \
+expect_fail "import into a served pool: a snapshot refused" 1 "^vbas: import: $PI: volume 'sq-1' is read-only" \
 	"$VBAS" import "$PI" sq-1 im-src.raw
 stop_server TERM
 expect_true "... the server stops with status 0" test "$SRV_RC" -eq 0

@@ -507,6 +507,242 @@ static void expect_reads(struct vbas_vol *v, const uint8_t *want, size_t len)
 	free(got);
 }
 
+static void write_vol(struct vbas_pool *p, const char *name, const void *buf, size_t len,
+		      uint64_t off)
+{
+	struct vbas_vol *v;
+	assert_ok(vbas_vol_open(p, name, &v));
+	assert_ok(vbas_pwrite(v, buf, len, off, 0));
+	assert_ok(vbas_vol_close(v));
+}
+
+static void read_equals(struct vbas_pool *p, const char *name, const void *want, size_t len,
+			uint64_t off)
+{
+	static uint8_t got[4 << 20];
+	struct vbas_vol *v;
+	assert_true(len <= sizeof(got));
+	assert_ok(vbas_vol_open(p, name, &v));
+	assert_ok(vbas_pread(v, got, len, off));
+	assert_ok(vbas_vol_close(v));
+	assert_memory_equal(got, want, len);
+}
+
+/* vbas_vol_rollback: the volume reads as its snapshot again, at the
+ * snapshot's size; it keeps its id, its name and its snapshot; what it
+ * had written since is freed; its writes after do not touch the
+ * snapshot; and the bad requests change nothing. */
+static void t_rollback(void **state)
+{
+	(void)state;
+	static uint8_t a[2 << 20], b[2 << 20], c[1 << 20], zero[2 << 20];
+	struct vbas_dev *dev = mem_pool(64 << 20, 4096, 8);
+	struct vbas_pool *p = open_mem(dev, 1 << 20);
+	struct vbas_vol_info vi, si, vi0;
+	struct vbas_pool_info pi0, pi;
+	struct rng r = { test_seed(11) };
+	struct vbas_vol *v;
+	rng_fill(&r, a, sizeof(a));
+	rng_fill(&r, b, sizeof(b));
+	rng_fill(&r, c, sizeof(c));
+	assert_ok(vbas_vol_create(p, "v", 4 << 20));
+	write_vol(p, "v", a, sizeof(a), 0);
+	assert_ok(vbas_vol_snapshot(p, "v", "s", 0));
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_vol_stat(p, "v", &vi0));
+	assert_ok(vbas_pool_info(p, &pi0));
+	/* Written since: half over a, half new; and grown. */
+	write_vol(p, "v", b, sizeof(b), 1 << 20);
+	assert_ok(vbas_vol_resize(p, "v", 8 << 20));
+	/* Bad requests: nothing changes. */
+	assert_ok(vbas_vol_create(p, "w", 1 << 20));
+	assert_ok(vbas_vol_snapshot(p, "w", "ws", 0));
+	assert_int_equal(vbas_vol_rollback(p, "s", "v"), -EROFS);
+	assert_int_equal(vbas_vol_rollback(p, "v", "ws"), -EINVAL);
+	assert_int_equal(vbas_vol_rollback(p, "v", "w"), -EINVAL);
+	assert_int_equal(vbas_vol_rollback(p, "nope", "s"), -ENOENT);
+	assert_int_equal(vbas_vol_rollback(p, "v", "nope"), -ENOENT);
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_int_equal(vbas_vol_rollback(p, "v", "s"), -EBUSY);
+	assert_ok(vbas_vol_close(v));
+	assert_ok(vbas_vol_open(p, "w", &v));
+	assert_ok(vbas_vol_reserve(v, 0, 1 << 20));
+	assert_ok(vbas_vol_close(v));
+	assert_ok(vbas_vol_snapshot(p, "w", "ws2", VBAS_SNAP_NORESERVE));
+	assert_int_equal(vbas_vol_rollback(p, "w", "ws2"), -ENOTSUP);
+	read_equals(p, "v", b, sizeof(b), 1 << 20);
+	/* The rollback. */
+	assert_ok(vbas_vol_rollback(p, "v", "s"));
+	assert_ok(vbas_vol_stat(p, "v", &vi));
+	assert_ok(vbas_vol_stat(p, "s", &si));
+	assert_int_equal(vi.id, vi0.id);
+	assert_int_equal(vi.size, 4 << 20);
+	assert_int_equal(vi.mapped, 2 << 20);
+	assert_false(vi.flags & VBAS_VOL_READONLY);
+	assert_int_equal(si.origin, vi.id);
+	read_equals(p, "v", a, sizeof(a), 0);
+	read_equals(p, "v", zero, sizeof(zero), 2 << 20);
+	read_equals(p, "s", a, sizeof(a), 0);
+	/* What v wrote since the snapshot is freed (ws2's reservation aside,
+	 * the pool holds what it held then, and w's 1 MiB). */
+	assert_ok(vbas_flush(p));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.data_used, pi0.data_used + (1 << 20));
+	assert_check_clean(p);
+	/* v's writes after go to blocks of its own. */
+	write_vol(p, "v", c, sizeof(c), 0);
+	read_equals(p, "s", a, sizeof(a), 0);
+	read_equals(p, "v", c, sizeof(c), 0);
+	read_equals(p, "v", a + sizeof(c), sizeof(a) - sizeof(c), sizeof(c));
+	/* A second rollback to the same snapshot, and after a reopen. */
+	assert_ok(vbas_vol_rollback(p, "v", "s"));
+	assert_ok(vbas_close(p));
+	p = open_mem(dev, 1 << 20);
+	read_equals(p, "v", a, sizeof(a), 0);
+	read_equals(p, "s", a, sizeof(a), 0);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(dev);
+}
+
+/* vbas_vol_set_readonly: a volume protected from writes, and a snapshot
+ * made writable (no longer expendable), its origin untouched. */
+static void t_set_readonly(void **state)
+{
+	(void)state;
+	static uint8_t a[1 << 20], b[1 << 20];
+	struct vbas_dev *dev = mem_pool(64 << 20, 4096, 0);
+	struct vbas_pool *p = open_mem(dev, 1 << 20);
+	struct vbas_vol_info vi;
+	struct vbas_vol *v;
+	struct rng r = { test_seed(12) };
+	rng_fill(&r, a, sizeof(a));
+	rng_fill(&r, b, sizeof(b));
+	assert_ok(vbas_vol_create(p, "v", 4 << 20));
+	write_vol(p, "v", a, sizeof(a), 0);
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_int_equal(vbas_vol_set_readonly(p, "v", 1), -EBUSY);
+	assert_ok(vbas_vol_close(v));
+	assert_ok(vbas_vol_set_readonly(p, "v", 1));
+	assert_ok(vbas_vol_set_readonly(p, "v", 1));
+	assert_ok(vbas_vol_stat(p, "v", &vi));
+	assert_true(vi.flags & VBAS_VOL_READONLY);
+	assert_ok(vbas_vol_open(p, "v", &v));
+	assert_int_equal(vbas_pwrite(v, b, sizeof(b), 0, 0), -EROFS);
+	assert_ok(vbas_vol_close(v));
+	assert_int_equal(vbas_vol_resize(p, "v", 8 << 20), -EROFS);
+	read_equals(p, "v", a, sizeof(a), 0);
+	assert_ok(vbas_vol_set_readonly(p, "v", 0));
+	write_vol(p, "v", b, sizeof(b), 1 << 20);
+	/* An expendable snapshot made writable: a volume of its own. */
+	assert_ok(vbas_vol_snapshot(p, "v", "s", VBAS_SNAP_EXPENDABLE));
+	assert_ok(vbas_vol_set_readonly(p, "s", 0));
+	assert_ok(vbas_vol_stat(p, "s", &vi));
+	assert_false(vi.flags & (VBAS_VOL_READONLY | VBAS_VOL_EXPENDABLE));
+	write_vol(p, "s", b, sizeof(b), 0);
+	read_equals(p, "s", b, sizeof(b), 0);
+	read_equals(p, "v", a, sizeof(a), 0);
+	assert_int_equal(vbas_vol_set_readonly(p, "nope", 1), -ENOENT);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	p = open_mem(dev, 1 << 20);
+	assert_ok(vbas_vol_stat(p, "s", &vi));
+	assert_false(vi.flags & VBAS_VOL_READONLY);
+	read_equals(p, "s", b, sizeof(b), 0);
+	assert_check_clean(p);
+	assert_ok(vbas_close(p));
+	dev_destroy(dev);
+}
+
+struct prog {
+	uint64_t calls, last_done, last_total;
+	int ok;          /* done never goes back, never past total */
+	uint64_t stop_at; /* return 1 at this call (0: never) */
+};
+
+static int prog_cb(void *arg, uint64_t done, uint64_t total)
+{
+	struct prog *g = arg;
+	if (g->calls && done < g->last_done)
+		g->ok = 0;
+	if (done > total)
+		g->ok = 0;
+	g->last_done = done;
+	g->last_total = total;
+	return ++g->calls == g->stop_at;
+}
+
+/* vbas_pool_progress: a delete, an unshare and a check say how far they
+ * have come, in order; asked to stop, each returns -EINTR having kept what
+ * it did (a delete resumed at the next open, an unshare committed up to
+ * where it came) and the pool checks clean. */
+static void t_progress(void **state)
+{
+	(void)state;
+	static uint8_t blk[4096];
+	struct vbas_dev *dev = mem_pool(256 << 20, 4096, 8);
+	struct vbas_pool *p = open_mem(dev, 1 << 20);
+	struct vbas_vol *v;
+	struct vbas_vol_info vi;
+	struct rng r = { test_seed(13) };
+	uint64_t budget = vbas_tun.drop_budget;
+	vbas_tun.drop_budget = 32;
+	/* 2,000 extents each: every other block of 16 MiB. */
+	for (int i = 0; i < 2; i++) {
+		assert_ok(vbas_vol_create(p, i ? "d" : "v", 16 << 20));
+		assert_ok(vbas_vol_open(p, i ? "d" : "v", &v));
+		for (uint64_t b = 0; b < 4096; b += 2) {
+			rng_fill(&r, blk, sizeof(blk));
+			assert_ok(vbas_pwrite(v, blk, sizeof(blk), b * 4096, 0));
+		}
+		assert_ok(vbas_vol_close(v));
+	}
+	assert_ok(vbas_vol_snapshot(p, "v", "s", 0));
+	assert_ok(vbas_vol_snapshot(p, "v", "s2", VBAS_SNAP_WRITABLE));
+	/* A check, to its end, then stopped at its second call. */
+	struct prog g = { .ok = 1 };
+	vbas_pool_progress(p, prog_cb, &g);
+	assert_ok(vbas_check(p, NULL, NULL, NULL));
+	assert_true(g.calls > 1 && g.ok && g.last_total > 0);
+	g = (struct prog){ .ok = 1, .stop_at = 2 };
+	assert_int_equal(vbas_check(p, NULL, NULL, NULL), -EINTR);
+	/* An unshare stopped part way: what it came to is private, what came
+	 * after is still shared. */
+	g = (struct prog){ .ok = 1, .stop_at = 3 };
+	assert_ok(vbas_vol_open(p, "s2", &v));
+	assert_int_equal(vbas_unshare(v, 0, 0), -EINTR);
+	assert_ok(vbas_vol_close(v));
+	assert_true(g.ok && g.last_total == 16 << 20 && g.last_done > 0 &&
+		    g.last_done < 16 << 20);
+	struct vbas_vol_usage u;
+	assert_ok(vbas_vol_usage(p, "s2", &u));
+	assert_true(u.exclusive > 0 && u.shared > 0);
+	/* A delete stopped part way: gone from the list, finished at open. */
+	assert_ok(vbas_flush(p));
+	g = (struct prog){ .ok = 1, .stop_at = 3 };
+	assert_int_equal(vbas_vol_delete(p, "d"), -EINTR);
+	assert_true(g.ok && g.calls == 3 && g.last_total == 16 << 20 && g.last_done > 0);
+	assert_int_equal(vbas_vol_stat(p, "d", &vi), -ENOENT);
+	vbas_pool_progress(p, NULL, NULL);
+	assert_ok(vbas_close(p));
+	p = open_mem(dev, 1 << 20);
+	assert_check_clean(p);
+	/* A delete to its end: told of each step, in order. */
+	g = (struct prog){ .ok = 1 };
+	vbas_pool_progress(p, prog_cb, &g);
+	assert_ok(vbas_vol_delete(p, "s"));
+	assert_ok(vbas_vol_delete(p, "v"));
+	assert_ok(vbas_vol_delete(p, "s2"));
+	assert_true(g.calls > 2 && g.ok);
+	struct vbas_pool_info pi;
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_int_equal(pi.data_used, 0);
+	assert_check_clean(p);
+	vbas_tun.drop_budget = budget;
+	assert_ok(vbas_close(p));
+	dev_destroy(dev);
+}
+
 /* A flush with nothing written since the last one costs no device flush;
  * an overwrite in place (no metadata change) costs one, a commit two. */
 static void t_idle_flush(void **state)
@@ -787,6 +1023,9 @@ int main(void)
 		cmocka_unit_test(t_extents_and_zeroes),
 		cmocka_unit_test(t_sharing_bad_input),
 		cmocka_unit_test(t_write_over_pieces),
+		cmocka_unit_test(t_rollback),
+		cmocka_unit_test(t_set_readonly),
+		cmocka_unit_test(t_progress),
 		cmocka_unit_test(t_idle_flush),
 		cmocka_unit_test(t_flushes_together),
 		cmocka_unit_test(t_prealloc),
