@@ -1815,6 +1815,33 @@ static const char *file_arg(const struct args *a)
 	return a->npos > 2 && strcmp(a->pos[2], "-") ? a->pos[2] : NULL;
 }
 
+/* A disk image written with vbas write is copied byte for byte, its
+ * format's headers and all: most likely a mistake, so a warning (not a
+ * refusal: a volume may hold an image on purpose).  A regular file is
+ * looked at (its first bytes, by pread: nothing is consumed); a pipe is
+ * not. */
+static void image_warning(const struct args *a, int fd, const char *fname)
+{
+	static const struct { const char *magic; size_t len; const char *fmt; } m[] = {
+		{ "QFI\xfb", 4, "qcow2" }, { "KDMV", 4, "vmdk" }, { "vhdxfile", 8, "vhdx" },
+		{ "QED\0", 4, "qed" }, { "conectix", 8, "vpc (vhd)" },
+		{ "<<< Oracle VM VirtualBox Disk Image >>>", 39, "vdi" },
+		{ "# Disk DescriptorFile", 21, "vmdk (descriptor)" },
+	};
+	char head[64];
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode))
+		return;
+	ssize_t n = pread(fd, head, sizeof(head), 0);
+	for (size_t i = 0; n > 0 && i < sizeof(m) / sizeof(m[0]); i++)
+		if ((size_t)n >= m[i].len && !memcmp(head, m[i].magic, m[i].len)) {
+			fprintf(stderr, "vbas: %s: %s: warning: this looks like a %s image: its bytes "
+				"are written as they are, a raw copy of the file ('vbas import' "
+				"converts an image into a volume)\n", a->cmd, fname, m[i].fmt);
+			return;
+		}
+}
+
 /* vbas write: the source's holes (SEEK_HOLE) and its blocks of zeros
  * become holes of the volume (vbas_write_zeroes: nothing mapped, what
  * was mapped there let go), the rest is written. */
@@ -1828,6 +1855,7 @@ static int cmd_write(const struct args *a)
 
 	if (file && (fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
 		return fail(a->cmd, file, "%s", strerror(errno));
+	image_warning(a, fd, fname);
 	/* A served pool: the server reads the source itself, from the
 	 * descriptor passed to it, with the loop below (copy.c). */
 	snprintf(offs, sizeof(offs), "%" PRIu64, a->offset);

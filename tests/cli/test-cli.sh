@@ -645,6 +645,15 @@ cp src.img want.img
 dd if=/dev/zero of=want.img bs=1M seek=1 count=100 conv=notrunc status=none
 expect_true "read: zeros where the zeros went, the rest as it was" \
 	bash -c "'$VBAS' read $SP s --length $((200 * MiB)) | cmp - want.img"
+# A disk image given to write: a warning, and its bytes as they are.
+{ printf 'QFI\373\0\0\0\3'; head -c 65528 /dev/urandom; } >fake.qcow2
+expect_ok "write of a qcow2 image: done" sh -c "'$VBAS' create $SP img --size 1M && '$VBAS' write $SP img fake.qcow2"
+expect_true "... with a warning that names the format and import" grep -q \
+	"^vbas: write: fake.qcow2: warning: this looks like a qcow2 image: its bytes are written as they are, a raw copy of the file ('vbas import' converts an image into a volume)$" "$T/err"
+expect_true "... its bytes as they are" same_as fake.qcow2 $SP img 0 65536
+expect_ok "... from a pipe: no warning (nothing is read ahead)" sh -c "cat fake.qcow2 | '$VBAS' write $SP img"
+expect_ok "... (the volume goes)" "$VBAS" delete -y $SP img
+expect_true "... none" test ! -s "$T/err"
 # Blocks written in part are written as they are, zeros included.
 { head -c 10000 /dev/zero; head -c 5000 /dev/urandom; } >part.bin
 expect_ok "write: zeros and data at an unaligned offset" "$VBAS" write $SP s part.bin --offset 1000
