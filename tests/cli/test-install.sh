@@ -4,7 +4,7 @@
 # make install into a staging root (DESTDIR) puts every file under the
 # prefix, the nbdkit plugin included; libvbas.so has its SONAME and exports
 # the functions vbas.h declares and nothing else (no bt_, cache_, space_ or
-# test hooks); a program built outside the tree against the installed
+# test hooks), and its objects were built with every other symbol hidden; a program built outside the tree against the installed
 # vbas.pc (pkg-config) links against the installed libvbas.so, reports the
 # library's version, formats a pool, writes a volume and reads it back.  The
 # man pages vbas(8) and libvbas(3) are in PREFIX/share/man, where man finds
@@ -84,6 +84,19 @@ if cmp -s exported declared; then
 	pass "it exports exactly what vbas.h declares"
 else
 	fail "it exports exactly what vbas.h declares" "$(diff declared exported | head -10)"
+fi
+# The first fence, without the version script: the archive's objects
+# (built with -fvisibility=hidden) give default visibility to what vbas.h
+# marks VBAS_API and to nothing else.
+readelf -sW "$S/lib/libvbas.a" | awk '($5 == "GLOBAL" || $5 == "WEAK") && $7 != "UND" &&
+	$6 == "DEFAULT" { print $8 }' | sort -u >visible
+nhidden=$(readelf -sW "$S/lib/libvbas.a" | awk '$5 == "GLOBAL" && $7 != "UND" && $6 == "HIDDEN"' |
+	wc -l)
+if cmp -s visible declared && [ "$nhidden" -ge 100 ]; then
+	pass "libvbas.a's objects: what vbas.h declares is visible, the rest ($nhidden) hidden"
+else
+	fail "libvbas.a's objects: what vbas.h declares is visible, the rest hidden" \
+		"hidden: $nhidden" "$(diff declared visible | head -10)"
 fi
 leaked=$(grep -xE 'vbas_open_dev|vbas_format_dev|vbas_memdev_create|vbas_crc32c|vbas_err' \
 	exported || :)
