@@ -64,7 +64,6 @@ struct vbas_format_opts {
 	uint64_t size;          /* pool size; 0 = size of the existing file/device */
 	uint32_t block_size;    /* 0 = VBAS_BLOCK_SIZE_DEFAULT; power of two, 4K..1M */
 	uint32_t flags;         /* VBAS_FORMAT_* */
-	uint32_t max_fanout;    /* testing: cap on records per tree node, 0 = none */
 };
 #define VBAS_FORMAT_FORCE      0x1u   /* overwrite an existing pool */
 #define VBAS_FORMAT_NO_RMAP    0x2u   /* keep no reverse map (fsmap then walks

@@ -212,10 +212,13 @@ struct vbas_pool {
 };
 
 /* Testing hooks (tests/, fuzz/): a pool on a device of the caller's, such
- * as the in-memory one; not exported by libvbas.so. */
+ * as the in-memory one; not exported by libvbas.so.  MAX_FANOUT caps the
+ * records of every tree node (4..65535; 0: as many as fit), so that small
+ * tests grow tall trees; it is kept in the superblock. */
 int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *opts,
 		  struct vbas_pool **poolp);
-int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts);
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts,
+		    uint32_t max_fanout);
 
 /* The pool lock: LOCK, and TREE_LOCK for writing.  A wait on a condition
  * gives both up. */

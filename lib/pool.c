@@ -37,8 +37,6 @@ static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
 		return vbas_err(-EINVAL, "block size %u: must be a power of two from 4K to 1M", *bs);
 	if (o->flags & ~(VBAS_FORMAT_FORCE | VBAS_FORMAT_NO_RMAP))
 		return vbas_err(-EINVAL, "unknown format flags %#x", o->flags);
-	if (o->max_fanout && (o->max_fanout < 4 || o->max_fanout > 65535))
-		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", o->max_fanout);
 	return 0;
 }
 
@@ -89,7 +87,7 @@ static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint3
 	return 0;
 }
 
-int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o, uint32_t max_fanout)
 {
 	uint32_t bs, slot;
 	struct vbas_sb old;
@@ -98,13 +96,15 @@ int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
 	r = check_format_opts(o, &bs);
 	if (r)
 		return r;
+	if (max_fanout && (max_fanout < 4 || max_fanout > 65535))
+		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", max_fanout);
 	if (!(o->flags & VBAS_FORMAT_FORCE) && txn_read_sb(dev, &old, &slot) == 0)
 		return vbas_err(-EEXIST, "the device already holds a vbas pool");
 	uint64_t size = o->size ? o->size : dev->size;
 	if (size > dev->size)
 		return vbas_err(-ENOSPC, "size %" PRIu64 " is larger than the device (%" PRIu64 ")",
 				size, dev->size);
-	return format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
+	return format_dev(dev, bs, size / bs, max_fanout, o->flags);
 }
 
 int vbas_format(const char *path, const struct vbas_format_opts *o)
@@ -175,7 +175,7 @@ int vbas_format(const char *path, const struct vbas_format_opts *o)
 	r = check_nblocks(bs, size / bs);
 	if (r)
 		goto fail;
-	r = format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
+	r = format_dev(dev, bs, size / bs, 0, o->flags);
 	dev_destroy(dev);
 	return r;
 fail:
