@@ -456,14 +456,9 @@ struct vbas_iomap {
 	uint64_t physical;      /* byte address in the device (not for HOLE) */
 	int fd;                 /* the pool's device, for the client's own I/O */
 	uint64_t cow_physical;  /* F_SHARED write: old data of the same range */
-	/* Private to the library. */
-	uint64_t priv_blk;      /* first logical block locked */
-	uint64_t priv_nblk;     /* blocks locked */
-	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
-	uint64_t priv_cow;      /* NEW: nonzero if it replaces shared blocks */
-	struct vbas_resv *priv_resv; /* reservation the blocks came from */
-	uint64_t priv_meta;     /* metadata blocks held back for vbas_map_end */
-	uint32_t priv_state;
+	/* The library's state of the mapping, from vbas_map_begin to
+	 * vbas_map_end: opaque, not to be read or changed. */
+	uint64_t priv[8];
 };
 #define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */
 #define VBAS_IOMAP_F_SHARED 0x2u /* write (NEW): copy-on-write of shared
