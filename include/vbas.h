@@ -13,6 +13,15 @@
  *    or volume from many threads at once.
  *  - Sizes and offsets are bytes.  Volume sizes and discard ranges are
  *    multiples of the pool's block size; reads and writes may be unaligned.
+ *  - Every struct ends in SPARE: room for the fields of later versions, so
+ *    that a struct keeps its size and every offset as it grows (the ABI;
+ *    docs/design.md, "The library's ABI").  A struct the caller passes in
+ *    (the format and open options, the pool settings) must have it zero:
+ *    initialize the whole struct ({ 0 } or a designated initializer, or
+ *    what vbas_pool_get filled) before setting fields; a nonzero SPARE is
+ *    refused with -EINVAL and a message.  A struct the library fills comes
+ *    back with SPARE zeroed.  A field added later means, when zero, what
+ *    the library did before it existed.
  *
  * Errors every function may return besides those listed:
  *  -EINVAL   a bad argument (message says which)
@@ -64,6 +73,7 @@ struct vbas_format_opts {
 	uint64_t size;          /* pool size; 0 = size of the existing file/device */
 	uint32_t block_size;    /* 0 = VBAS_BLOCK_SIZE_DEFAULT; power of two, 4K..1M */
 	uint32_t flags;         /* VBAS_FORMAT_* */
+	uint32_t spare[12];     /* zero */
 };
 #define VBAS_FORMAT_FORCE      0x1u   /* overwrite an existing pool */
 #define VBAS_FORMAT_NO_RMAP    0x2u   /* keep no reverse map (fsmap then walks
@@ -82,6 +92,7 @@ VBAS_API int vbas_format(const char *path, const struct vbas_format_opts *opts);
 struct vbas_open_opts {
 	uint64_t cache_bytes;   /* metadata cache; 0 = VBAS_CACHE_DEFAULT */
 	uint32_t flags;         /* VBAS_OPEN_* */
+	uint32_t spare[13];     /* zero */
 };
 #define VBAS_OPEN_RDONLY       0x1u
 #define VBAS_OPEN_NO_DIRECT    0x2u   /* buffered I/O even where O_DIRECT works */
@@ -169,6 +180,7 @@ struct vbas_pool_info {
 	                             commit and not yet written (the cache
 	                             writes some early when it is full): what
 	                             the next commit writes */
+	uint32_t spare[16];
 };
 VBAS_API int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
@@ -184,6 +196,7 @@ struct vbas_pool_settings {
 	                              snapshots, oldest first (VBAS_SNAP_EXPENDABLE);
 	                              0 = delete them only when a write or a
 	                              reservation would fail for lack of room */
+	uint32_t spare[14];        /* zero (vbas_pool_get fills it so) */
 };
 VBAS_API int vbas_pool_get(struct vbas_pool *pool, struct vbas_pool_settings *settings);
 /* -EINVAL: a figure above 1000. */
@@ -216,6 +229,7 @@ struct vbas_shrink_stats {
 	uint64_t data_blocks;       /* data blocks moved */
 	uint64_t nodes;             /* metadata nodes written for the moves */
 	uint64_t steps;             /* commits */
+	uint32_t spare[10];
 };
 VBAS_API int vbas_pool_shrink(struct vbas_pool *pool, uint64_t size,
 			      struct vbas_shrink_stats *stats);
@@ -260,6 +274,7 @@ struct vbas_event {
 	uint64_t needed;            /* ENOSPC: bytes the refused change needed */
 	uint64_t count;             /* ENOSPC: refusals since the last event */
 	char name[VBAS_NAME_MAX + 1];   /* EXPENDED: the snapshot */
+	uint32_t spare[20];
 };
 /* Call FN (NULL: none) for every event from now on.  Each threshold fires
  * once per crossing, up and down; registering while above the low-water
@@ -285,6 +300,7 @@ struct vbas_vol_info {
 	uint64_t reserved;  /* bytes of its reserved ranges (vbas_vol_reserve) */
 	uint64_t owed;      /* bytes the pool holds for copies on write of
 	                       reserved blocks that are shared */
+	uint32_t spare[18];
 };
 #define VBAS_VOL_READONLY      0x1u   /* a snapshot */
 #define VBAS_VOL_EXPENDABLE    0x2u   /* deleted by the pool to make room */
@@ -346,6 +362,7 @@ VBAS_API int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const ch
  * during the call, else as of the parts walked. */
 struct vbas_vol_usage {
 	uint64_t mapped, exclusive, shared;   /* bytes */
+	uint32_t spare[10];
 };
 VBAS_API int vbas_vol_usage(struct vbas_pool *pool, const char *name,
 			    struct vbas_vol_usage *usage);
@@ -433,6 +450,7 @@ VBAS_API uint64_t vbas_resv_remaining(const struct vbas_resv *resv);   /* data b
 	uint64_t meta_granted;  /* held in all: at the start and by top-ups */
 	uint64_t meta_used;     /* metadata blocks the writes allocated */
 	uint64_t meta_short;
+	uint32_t spare[20];
 };
 VBAS_API int vbas_resv_stats(const struct vbas_resv *resv, struct vbas_resv_stats *st);
 
@@ -459,6 +477,7 @@ struct vbas_iomap {
 	/* The library's state of the mapping, from vbas_map_begin to
 	 * vbas_map_end: opaque, not to be read or changed. */
 	uint64_t priv[8];
+	uint32_t spare[12];
 };
 #define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */
 #define VBAS_IOMAP_F_SHARED 0x2u /* write (NEW): copy-on-write of shared
@@ -509,6 +528,7 @@ struct vbas_extent {
 	uint64_t length;    /* bytes */
 	uint64_t physical;  /* byte address in the device */
 	uint32_t flags;     /* VBAS_EXTENT_* */
+	uint32_t spare[9];
 };
 #define VBAS_EXTENT_SHARED 0x1u
 #define VBAS_EXTENT_RESERVED 0x2u   /* in a reserved range (vbas_vol_reserve) */
@@ -537,6 +557,7 @@ struct vbas_fsmap_rec {
 	uint64_t volume;           /* MAPPING, DATA: the volume's id */
 	uint64_t logical;          /* DATA: byte offset in the volume */
 	char name[VBAS_NAME_MAX + 1];   /* MAPPING, DATA: the volume's name */
+	uint32_t spare[22];
 };
 /* Calls CB for every owner of every block in [OFF, OFF+LEN) (block
  * aligned; LEN 0: to the end of the pool), in physical order, clipped to
@@ -568,6 +589,7 @@ struct vbas_check_stats {
 	uint64_t refcount_records;
 	uint64_t volumes;
 	uint64_t rmap_records;  /* reverse-map records (0: the pool keeps none) */
+	uint32_t spare[20];
 };
 VBAS_API int vbas_check(struct vbas_pool *pool,
 			void (*cb)(const char *problem, void *arg), void *arg,
@@ -600,6 +622,7 @@ struct vbas_repair_stats {
 	                               from the nodes below that lost their parent */
 	uint32_t names_rebuilt;     /* 1: the name index was (or would be) rebuilt
 	                               from the volume table */
+	uint32_t spare[21];
 };
 VBAS_API int vbas_repair(struct vbas_pool *pool, unsigned flags,
 			 void (*cb)(const char *msg, void *arg), void *arg,

@@ -211,6 +211,12 @@ struct vbas_pool {
 	uint64_t ev_enospc_avail, ev_enospc_count;
 };
 
+/* abi.c: 0 if the N words of SPARE, the spare room of a struct the caller
+ * passed in (struct WHAT), are zero, else -EINVAL with a message. */
+int abi_spare_check(const uint32_t *spare, size_t n, const char *what);
+#define SPARE_CHECK(s, what) \
+	abi_spare_check((s)->spare, sizeof((s)->spare) / sizeof((s)->spare[0]), what)
+
 /* Testing hooks (tests/, fuzz/): a pool on a device of the caller's, such
  * as the in-memory one; not exported by libvbas.so.  MAX_FANOUT caps the
  * records of every tree node (4..65535; 0: as many as fit), so that small

@@ -391,6 +391,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 				e = s + (run << p->bshift);
 			if (m) {
 				uint64_t cs = s < off ? off : s;
+				memset(&batch[n], 0, sizeof(batch[n]));
 				batch[n].offset = cs;
 				batch[n].length = e - cs;
 				batch[n].physical = (pb << p->bshift) + (cs - s);

@@ -37,7 +37,7 @@ static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
 		return vbas_err(-EINVAL, "block size %u: must be a power of two from 4K to 1M", *bs);
 	if (o->flags & ~(VBAS_FORMAT_FORCE | VBAS_FORMAT_NO_RMAP))
 		return vbas_err(-EINVAL, "unknown format flags %#x", o->flags);
-	return 0;
+	return SPARE_CHECK(o, "vbas_format_opts");
 }
 
 /* A pool of NBLOCKS blocks of BS bytes is big enough to hold one. */
@@ -185,6 +185,16 @@ fail:
 	return r;
 }
 
+static int check_open_opts(const struct vbas_open_opts *o)
+{
+	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
+			 VBAS_OPEN_REPAIR | VBAS_OPEN_NO_RESUME))
+		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
+	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
+		return vbas_err(-EINVAL, "open: a pinned open is read-only");
+	return SPARE_CHECK(o, "vbas_open_opts");
+}
+
 int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct vbas_pool **poolp)
 {
 	struct vbas_open_opts def = { 0 };
@@ -195,11 +205,9 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	vbas_err_clear();
 	if (!o)
 		o = &def;
-	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
-			 VBAS_OPEN_REPAIR | VBAS_OPEN_NO_RESUME))
-		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
-	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
-		return vbas_err(-EINVAL, "open: a pinned open is read-only");
+	r = check_open_opts(o);
+	if (r)
+		return r;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -322,6 +330,9 @@ int vbas_open(const char *path, const struct vbas_open_opts *o, struct vbas_pool
 		return vbas_err(-EINVAL, "open: no path");
 	if (!o)
 		o = &def;
+	r = check_open_opts(o);     /* before the device is opened */
+	if (r)
+		return r;
 	if (o->flags & VBAS_OPEN_RDONLY)
 		df |= VBAS_DEV_RDONLY;
 	if (o->flags & VBAS_OPEN_NO_DIRECT)
