@@ -435,9 +435,19 @@ VBAS_API int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
 /* End the reservation of [OFF, OFF+LEN) (block aligned, else -EINVAL):
  * the blocks stay mapped with their data; a discard frees them. */
 VBAS_API int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
+/* Reservations are reference counted.  vbas_resv_get adds a reference to
+ * RESV (not NULL) for another holder, such as another thread that writes
+ * with it; vbas_resv_put drops one (NULL: nothing to do), and the last put
+ * gives back to the pool what was not used, data blocks and metadata
+ * allowance.  A mapping made with a reservation holds a reference of its
+ * own from vbas_map_begin to vbas_map_end, so the caller may put its own
+ * while mappings are in flight.  Every reference must be put before
+ * vbas_close of the pool (a reservation lives in the open pool's memory:
+ * a put after the close would touch freed memory). */
 VBAS_API void vbas_resv_get(struct vbas_resv *resv);
 VBAS_API void vbas_resv_put(struct vbas_resv *resv);
-VBAS_API uint64_t vbas_resv_remaining(const struct vbas_resv *resv);   /* data blocks */
+/* The data blocks left in RESV. */
+VBAS_API uint64_t vbas_resv_remaining(const struct vbas_resv *resv);
 	 
 	 /* What a reservation holds and what its writes took, in blocks: the
 	  * over-reservation is META_GRANTED against META_USED (which counts the
