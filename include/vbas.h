@@ -448,14 +448,14 @@ VBAS_API void vbas_resv_get(struct vbas_resv *resv);
 VBAS_API void vbas_resv_put(struct vbas_resv *resv);
 /* The data blocks left in RESV. */
 VBAS_API uint64_t vbas_resv_remaining(const struct vbas_resv *resv);
-	 
-	 /* What a reservation holds and what its writes took, in blocks: the
-	  * over-reservation is META_GRANTED against META_USED (which counts the
-	  * shadow copies each commit frees again, and the refcount tree's churn a
-	  * step pays for).  META_SHORT counts metadata blocks its writes took out
-	  * of room other reservations held: 0 unless a bound was wrong. */
-	 struct vbas_resv_stats {
-		 uint64_t data_left, data_used;
+
+/* What a reservation holds and what its writes took, in blocks: the
+ * over-reservation is META_GRANTED against META_USED (which counts the
+ * shadow copies each commit frees again, and the refcount tree's churn a
+ * step pays for).  META_SHORT counts metadata blocks its writes took out
+ * of room other reservations held: 0 unless a bound was wrong. */
+struct vbas_resv_stats {
+	uint64_t data_left, data_used;
 	uint64_t meta_held;     /* allowance held now */
 	uint64_t meta_granted;  /* held in all: at the start and by top-ups */
 	uint64_t meta_used;     /* metadata blocks the writes allocated */
