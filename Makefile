@@ -64,6 +64,11 @@ $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLCFLAGS) -c -o $@ $<
 
+# The library's objects hide every symbol but those vbas.h marks VBAS_API
+# (the static archive and the tests link them all the same: hidden
+# symbols still resolve between objects of one link).
+$(O)/lib/%.o: ALLCFLAGS += -fvisibility=hidden
+
 $(O)/libvbas.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 

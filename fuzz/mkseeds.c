@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 	 * records it would not fit the harnesses' images; a second, smaller
 	 * workload below makes pools with one. */
 	struct vbas_format_opts fo = { .size = DEV_SIZE, .block_size = FZ_BS,
-				       .max_fanout = FZ_FANOUT, .flags = VBAS_FORMAT_NO_RMAP };
+				       .flags = VBAS_FORMAT_NO_RMAP };
 	struct vbas_open_opts oo = { .cache_bytes = 64 * FZ_BS };
 	struct vbas_pool *p;
 	struct vbas_vol *a, *b, *c;
@@ -163,7 +163,7 @@ int main(int argc, char **argv)
 	struct vbas_dev *d = vbas_memdev_create(DEV_SIZE);
 	if (!d)
 		die("memdev", ENOMEM);
-	OK(vbas_format_dev(d, &fo));
+	OK(vbas_format_dev(d, &fo, FZ_FANOUT));
 	memcpy(prev, vbas_memdev_image(d), DEV_SIZE);
 	seeds(vbas_memdev_image(d), NULL);
 	OK(vbas_open_dev(d, &oo, &p));
@@ -209,7 +209,7 @@ int main(int argc, char **argv)
 		struct vbas_dev *dr = vbas_memdev_create(DEV_SIZE);
 		if (!dr)
 			die("memdev", ENOMEM);
-		OK(vbas_format_dev(dr, &fr));
+		OK(vbas_format_dev(dr, &fr, FZ_FANOUT));
 		memcpy(prev, vbas_memdev_image(dr), DEV_SIZE);
 		OK(vbas_open_dev(dr, &oo, &p));
 		OK(vbas_vol_create(p, "r", 32 * FZ_BS));
@@ -257,7 +257,7 @@ int main(int argc, char **argv)
 		fo.block_size = bs;
 		fo.size = 2 << 20;
 		d = vbas_memdev_create(fo.size);
-		OK(vbas_format_dev(d, &fo));
+		OK(vbas_format_dev(d, &fo, FZ_FANOUT));
 		put(2, vbas_memdev_image(d), 2 * bs);
 		OK(vbas_open_dev(d, &oo, &p));
 		OK(vbas_vol_create(p, "v", 1 << 20));

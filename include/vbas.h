@@ -13,6 +13,15 @@
  *    or volume from many threads at once.
  *  - Sizes and offsets are bytes.  Volume sizes and discard ranges are
  *    multiples of the pool's block size; reads and writes may be unaligned.
+ *  - Every struct ends in SPARE: room for the fields of later versions, so
+ *    that a struct keeps its size and every offset as it grows (the ABI;
+ *    docs/design.md, "The library's ABI").  A struct the caller passes in
+ *    (the format and open options, the pool settings) must have it zero:
+ *    initialize the whole struct ({ 0 } or a designated initializer, or
+ *    what vbas_pool_get filled) before setting fields; a nonzero SPARE is
+ *    refused with -EINVAL and a message.  A struct the library fills comes
+ *    back with SPARE zeroed.  A field added later means, when zero, what
+ *    the library did before it existed.
  *
  * Errors every function may return besides those listed:
  *  -EINVAL   a bad argument (message says which)
@@ -36,6 +45,16 @@ extern "C" {
 
 #define VBAS_VERSION_STRING "0.1.0"
 
+/* What libvbas.so exports: every function declared here, and nothing
+ * else.  The library is built with -fvisibility=hidden, so only what
+ * carries VBAS_API is visible; a version script made from this header
+ * (build/libvbas.map) fences it a second time. */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define VBAS_API __attribute__((visibility("default")))
+#else
+#define VBAS_API
+#endif
+
 struct vbas_pool;
 struct vbas_vol;
 struct vbas_resv;
@@ -54,7 +73,7 @@ struct vbas_format_opts {
 	uint64_t size;          /* pool size; 0 = size of the existing file/device */
 	uint32_t block_size;    /* 0 = VBAS_BLOCK_SIZE_DEFAULT; power of two, 4K..1M */
 	uint32_t flags;         /* VBAS_FORMAT_* */
-	uint32_t max_fanout;    /* testing: cap on records per tree node, 0 = none */
+	uint32_t spare[12];     /* zero */
 };
 #define VBAS_FORMAT_FORCE      0x1u   /* overwrite an existing pool */
 #define VBAS_FORMAT_NO_RMAP    0x2u   /* keep no reverse map (fsmap then walks
@@ -68,11 +87,12 @@ struct vbas_format_opts {
  * check comes before the first write: on failure PATH is as it was (a file
  * the call created is removed).  Other contents are not looked at: the
  * CLI refuses file systems and other data before calling this. */
-int vbas_format(const char *path, const struct vbas_format_opts *opts);
+VBAS_API int vbas_format(const char *path, const struct vbas_format_opts *opts);
 
 struct vbas_open_opts {
 	uint64_t cache_bytes;   /* metadata cache; 0 = VBAS_CACHE_DEFAULT */
 	uint32_t flags;         /* VBAS_OPEN_* */
+	uint32_t spare[13];     /* zero */
 };
 #define VBAS_OPEN_RDONLY       0x1u
 #define VBAS_OPEN_NO_DIRECT    0x2u   /* buffered I/O even where O_DIRECT works */
@@ -95,11 +115,11 @@ struct vbas_open_opts {
 /* Open a pool.  -ENOENT: no such file; -EINVAL/-EUCLEAN: not a vbas pool
  * (bad magic) or no valid superblock; -EBUSY: another opener holds the pool
  * (it is locked for as long as it is open). */
-int vbas_open(const char *path, const struct vbas_open_opts *opts,
-	      struct vbas_pool **poolp);
+VBAS_API int vbas_open(const char *path, const struct vbas_open_opts *opts,
+		       struct vbas_pool **poolp);
 
 /* Commit and close.  Open volume handles must have been closed (-EBUSY). */
-int vbas_close(struct vbas_pool *pool);
+VBAS_API int vbas_close(struct vbas_pool *pool);
 
 /* Pin the pool's metadata as of its last commit, whose generation goes to
  * *GENERATION: until the matching vbas_pool_unpin, no block freed from now
@@ -108,15 +128,15 @@ int vbas_close(struct vbas_pool *pool);
  * process may then read the pool file (VBAS_OPEN_PINNED) at its newest
  * commit and see it whole.  Pins nest; the blocks come back when the last
  * one goes.  While pinned, the pool may run out of space sooner. */
-int vbas_pool_pin(struct vbas_pool *pool, uint64_t *generation);
-void vbas_pool_unpin(struct vbas_pool *pool);
+VBAS_API int vbas_pool_pin(struct vbas_pool *pool, uint64_t *generation);
+VBAS_API void vbas_pool_unpin(struct vbas_pool *pool);
 
 /* Commit: every change made before the call is durable when it returns.
  * The device flushes run without the pool's lock: reads, writes and other
  * calls of other threads go on meanwhile, and flushes that arrive while a
  * commit is on its way wait for it and share the next one.  With nothing
  * written since the last flush it costs nothing. */
-int vbas_flush(struct vbas_pool *pool);
+VBAS_API int vbas_flush(struct vbas_pool *pool);
 
 struct vbas_pool_info {
 	uint64_t size;            /* bytes the pool covers */
@@ -160,8 +180,9 @@ struct vbas_pool_info {
 	                             commit and not yet written (the cache
 	                             writes some early when it is full): what
 	                             the next commit writes */
+	uint32_t spare[16];
 };
-int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
+VBAS_API int vbas_pool_info(struct vbas_pool *pool, struct vbas_pool_info *info);
 
 /* ---- Space settings, growth and events ------------------------------- */
 
@@ -175,17 +196,18 @@ struct vbas_pool_settings {
 	                              snapshots, oldest first (VBAS_SNAP_EXPENDABLE);
 	                              0 = delete them only when a write or a
 	                              reservation would fail for lack of room */
+	uint32_t spare[14];        /* zero (vbas_pool_get fills it so) */
 };
-int vbas_pool_get(struct vbas_pool *pool, struct vbas_pool_settings *settings);
+VBAS_API int vbas_pool_get(struct vbas_pool *pool, struct vbas_pool_settings *settings);
 /* -EINVAL: a figure above 1000. */
-int vbas_pool_set(struct vbas_pool *pool, const struct vbas_pool_settings *settings);
+VBAS_API int vbas_pool_set(struct vbas_pool *pool, const struct vbas_pool_settings *settings);
 
 /* Grow the pool to SIZE bytes (rounded down to whole blocks) and commit:
  * a regular file is extended (sparse); a block device must have grown
  * first (lvextend).  Online: volumes stay open, writes go on.  -EINVAL:
  * smaller than the pool; -ENOSPC: the device holds less than SIZE;
  * -EFBIG: the file system cannot hold a file that large. */
-int vbas_pool_grow(struct vbas_pool *pool, uint64_t size);
+VBAS_API int vbas_pool_grow(struct vbas_pool *pool, uint64_t size);
 
 /* Shrink the pool to SIZE bytes (rounded down to whole blocks): every
  * block in use past the new end, data and metadata, is moved below it,
@@ -207,21 +229,23 @@ struct vbas_shrink_stats {
 	uint64_t data_blocks;       /* data blocks moved */
 	uint64_t nodes;             /* metadata nodes written for the moves */
 	uint64_t steps;             /* commits */
+	uint32_t spare[10];
 };
-int vbas_pool_shrink(struct vbas_pool *pool, uint64_t size, struct vbas_shrink_stats *stats);
+VBAS_API int vbas_pool_shrink(struct vbas_pool *pool, uint64_t size,
+			      struct vbas_shrink_stats *stats);
 /* Stop a shrink that did not finish: the blocks past its target may be
  * allocated again (what was moved stays where it went). */
-int vbas_pool_shrink_cancel(struct vbas_pool *pool);
+VBAS_API int vbas_pool_shrink_cancel(struct vbas_pool *pool);
 /* Make a vbas_pool_shrink running in another thread return -ECANCELED
  * after its current step, its target kept (a server that stops: the next
  * open goes on with it).  0 whether or not one runs. */
-int vbas_pool_shrink_stop(struct vbas_pool *pool);
+VBAS_API int vbas_pool_shrink_stop(struct vbas_pool *pool);
 
 /* Build the reverse map of a pool that has none (formatted with
  * VBAS_FORMAT_NO_RMAP, or by a version before format 5): one walk of every
  * mapping tree and one commit, after which the pool is format 5.  -EEXIST:
  * it has one; -ENOSPC: no room for it. */
-int vbas_pool_rmap_build(struct vbas_pool *pool);
+VBAS_API int vbas_pool_rmap_build(struct vbas_pool *pool);
 
 enum vbas_event_type {
 	VBAS_EVENT_LOW_WATER = 1,   /* use rose to the low-water mark */
@@ -250,17 +274,18 @@ struct vbas_event {
 	uint64_t needed;            /* ENOSPC: bytes the refused change needed */
 	uint64_t count;             /* ENOSPC: refusals since the last event */
 	char name[VBAS_NAME_MAX + 1];   /* EXPENDED: the snapshot */
+	uint32_t spare[20];
 };
 /* Call FN (NULL: none) for every event from now on.  Each threshold fires
  * once per crossing, up and down; registering while above the low-water
  * mark fires LOW_WATER at once.  FN runs with the pool's lock held, in the
  * thread whose change caused the event: it must not call into the library;
  * copy the event and return (hand it to a thread of your own). */
-void vbas_pool_on_event(struct vbas_pool *pool,
-			void (*fn)(const struct vbas_event *ev, void *arg), void *arg);
+VBAS_API void vbas_pool_on_event(struct vbas_pool *pool,
+				 void (*fn)(const struct vbas_event *ev, void *arg), void *arg);
 
 /* Message for the calling thread's last failed vbas call ("" if none). */
-const char *vbas_errmsg(void);
+VBAS_API const char *vbas_errmsg(void);
 
 /* ---- Volumes ---------------------------------------------------------- */
 
@@ -275,6 +300,7 @@ struct vbas_vol_info {
 	uint64_t reserved;  /* bytes of its reserved ranges (vbas_vol_reserve) */
 	uint64_t owed;      /* bytes the pool holds for copies on write of
 	                       reserved blocks that are shared */
+	uint32_t spare[18];
 };
 #define VBAS_VOL_READONLY      0x1u   /* a snapshot */
 #define VBAS_VOL_EXPENDABLE    0x2u   /* deleted by the pool to make room */
@@ -287,12 +313,12 @@ struct vbas_vol_info {
  * block size, 1 block .. VBAS_VOLUME_SIZE_MAX, and may exceed the pool.
  * create: -EEXIST name taken.  delete/resize/stat/open: -ENOENT unknown.
  * delete: -EBUSY open.  Shrinking frees the blocks past the new end. */
-int vbas_vol_create(struct vbas_pool *pool, const char *name, uint64_t size);
-int vbas_vol_delete(struct vbas_pool *pool, const char *name);
-int vbas_vol_resize(struct vbas_pool *pool, const char *name, uint64_t size);
+VBAS_API int vbas_vol_create(struct vbas_pool *pool, const char *name, uint64_t size);
+VBAS_API int vbas_vol_delete(struct vbas_pool *pool, const char *name);
+VBAS_API int vbas_vol_resize(struct vbas_pool *pool, const char *name, uint64_t size);
 /* NAME is called NEWNAME from now on (a new name's rules; -EEXIST taken).
  * Open handles keep working: they hold the volume, not its name. */
-int vbas_vol_rename(struct vbas_pool *pool, const char *name, const char *newname);
+VBAS_API int vbas_vol_rename(struct vbas_pool *pool, const char *name, const char *newname);
 /* Make writable volume NAME equal to SNAP, a snapshot of it: O(1), NAME
  * shares SNAP's mapping tree (and takes its size) from now on, and the
  * tree it had is released as a delete releases it (in steps; a crash
@@ -300,24 +326,24 @@ int vbas_vol_rename(struct vbas_pool *pool, const char *name, const char *newnam
  * -EINVAL: SNAP is not a snapshot of NAME; -EROFS: NAME is a snapshot;
  * -EBUSY: NAME is open; -ENOTSUP: either has reserved ranges (unreserve
  * first). */
-int vbas_vol_rollback(struct vbas_pool *pool, const char *name, const char *snap);
+VBAS_API int vbas_vol_rollback(struct vbas_pool *pool, const char *name, const char *snap);
 /* Protect volume NAME from writes (READONLY 1: it becomes read-only, as a
  * snapshot is) or let it be written again (0: a snapshot becomes a
  * writable volume, no longer expendable).  -EBUSY: made read-only while
  * open; -ENOTSUP: it has reserved ranges.  Nothing to do is 0. */
-int vbas_vol_set_readonly(struct vbas_pool *pool, const char *name, int readonly);
-int vbas_vol_stat(struct vbas_pool *pool, const char *name,
-		  struct vbas_vol_info *info);
+VBAS_API int vbas_vol_set_readonly(struct vbas_pool *pool, const char *name, int readonly);
+VBAS_API int vbas_vol_stat(struct vbas_pool *pool, const char *name,
+			   struct vbas_vol_info *info);
 /* Calls CB for every volume in id order; a non-zero return from CB stops
  * the walk and is returned. */
-int vbas_vol_list(struct vbas_pool *pool,
-		  int (*cb)(const struct vbas_vol_info *info, void *arg),
-		  void *arg);
+VBAS_API int vbas_vol_list(struct vbas_pool *pool,
+			   int (*cb)(const struct vbas_vol_info *info, void *arg),
+			   void *arg);
 
-int vbas_vol_open(struct vbas_pool *pool, const char *name,
-		  struct vbas_vol **volp);
-int vbas_vol_close(struct vbas_vol *vol);
-int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
+VBAS_API int vbas_vol_open(struct vbas_pool *pool, const char *name,
+			   struct vbas_vol **volp);
+VBAS_API int vbas_vol_close(struct vbas_vol *vol);
+VBAS_API int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
 
 /* ---- Sharing ---------------------------------------------------------- */
 
@@ -338,8 +364,8 @@ int vbas_vol_info(struct vbas_vol *vol, struct vbas_vol_info *info);
  * fall below the pool's expendable_floor (vbas_pool_set); never one that
  * is open.  Not with VBAS_SNAP_WRITABLE (-EINVAL). */
 #define VBAS_SNAP_EXPENDABLE   0x4u
-int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
-		      unsigned flags);
+VBAS_API int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
+			       unsigned flags);
 
 /* Exact block usage of one volume: MAPPED = EXCLUSIVE + SHARED.  EXCLUSIVE
  * blocks have no other reference (deleting the volume frees them); SHARED
@@ -349,8 +375,10 @@ int vbas_vol_snapshot(struct vbas_pool *pool, const char *src, const char *name,
  * during the call, else as of the parts walked. */
 struct vbas_vol_usage {
 	uint64_t mapped, exclusive, shared;   /* bytes */
+	uint32_t spare[10];
 };
-int vbas_vol_usage(struct vbas_pool *pool, const char *name, struct vbas_vol_usage *usage);
+VBAS_API int vbas_vol_usage(struct vbas_pool *pool, const char *name,
+			    struct vbas_vol_usage *usage);
 
 /* Share [SRC_OFF, SRC_OFF+LEN) of SRC into DST at DST_OFF (FICLONERANGE):
  * afterwards DST's range reads as SRC's did, and the two share blocks
@@ -362,27 +390,27 @@ int vbas_vol_usage(struct vbas_pool *pool, const char *name, struct vbas_vol_usa
  * like FICLONERANGE, the range may then be shared part way: a prefix, up
  * to a block boundary the message names ("N of M blocks were shared"),
  * with the rest of DST untouched. */
-int vbas_reflink(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
-		 uint64_t dst_off, uint64_t len);
+VBAS_API int vbas_reflink(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
+			  uint64_t dst_off, uint64_t len);
 
 /* Share the range as vbas_reflink does, but only if the bytes are the same
  * (FIDEDUPERANGE): *SAME is 1 and the range is shared, or 0 and nothing
  * changed.  Compares through a bounded buffer, with both ranges locked. */
-int vbas_dedupe(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
-		uint64_t dst_off, uint64_t len, int *same);
+VBAS_API int vbas_dedupe(struct vbas_vol *src, uint64_t src_off, struct vbas_vol *dst,
+			 uint64_t dst_off, uint64_t len, int *same);
 
 /* Give every shared block of [OFF, OFF+LEN) (block-aligned; LEN 0: to the
  * end) a private copy.  All or nothing in space: -ENOSPC before anything
  * changes if the copies do not fit. */
-int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len);
+VBAS_API int vbas_unshare(struct vbas_vol *vol, uint64_t off, uint64_t len);
 
 /* Calls CB for each maximal range, in logical order, where TO reads
  * differently from FROM because its mapping differs (another block, or a
  * hole against a block).  Skips the subtrees the two volumes share, so
  * the work grows with the changes between them, not with their size:
  * meant for volumes of one lineage (a snapshot and its origin). */
-int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
-	      int (*cb)(uint64_t off, uint64_t len, void *arg), void *arg);
+VBAS_API int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
+		       int (*cb)(uint64_t off, uint64_t len, void *arg), void *arg);
 
 /* ---- Reservations ----------------------------------------------------- */
 
@@ -396,16 +424,16 @@ int vbas_diff(struct vbas_vol *from, struct vbas_vol *to,
  * reservation is not tied to a range or a volume.  Reference counted:
  * vbas_resv_put() of the last reference returns what was not used.
  * (docs/design.md, "Reservations", says what is over-reserved, and why.) */
-int vbas_reserve(struct vbas_pool *pool, uint64_t nblocks,
-		 struct vbas_resv **resvp);
+VBAS_API int vbas_reserve(struct vbas_pool *pool, uint64_t nblocks,
+			  struct vbas_resv **resvp);
 /* Reserve what a write of [OFF, OFF+LEN) of VOL needs now: a block for
  * every hole and every shared block (copy on write), the nodes its
  * extents may add, and copies of the shared tree nodes on its paths;
  * nothing if the range is all mapped and unshared.  Sized for that range,
  * as it is at the call; usable for any write, like vbas_reserve's.
  * -EROFS: a snapshot; -ERANGE: past the end; -EINVAL: LEN 0. */
-int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
-		       struct vbas_resv **resvp);
+VBAS_API int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
+				struct vbas_resv **resvp);
 /* Persistent reservation, fallocate mode 0: every later write inside
  * [OFF, OFF+LEN) of VOL succeeds, whatever else happens in the pool, until
  * vbas_vol_unreserve.  Holes get blocks of their own, zeroed on the
@@ -416,13 +444,23 @@ int vbas_reserve_range(struct vbas_vol *vol, uint64_t off, uint64_t len,
  * discard inside it zeroes the blocks and keeps them.  -ENOSPC (nothing
  * changed): not enough room; -EROFS: a snapshot; -ERANGE: past the end;
  * -EINVAL: LEN 0.  Reserving a range reserved already is a no-op. */
-int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
+VBAS_API int vbas_vol_reserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
 /* End the reservation of [OFF, OFF+LEN) (block aligned, else -EINVAL):
  * the blocks stay mapped with their data; a discard frees them. */
-int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
-void vbas_resv_get(struct vbas_resv *resv);
-void vbas_resv_put(struct vbas_resv *resv);
-uint64_t vbas_resv_remaining(const struct vbas_resv *resv);   /* data blocks */
+VBAS_API int vbas_vol_unreserve(struct vbas_vol *vol, uint64_t off, uint64_t len);
+/* Reservations are reference counted.  vbas_resv_get adds a reference to
+ * RESV (not NULL) for another holder, such as another thread that writes
+ * with it; vbas_resv_put drops one (NULL: nothing to do), and the last put
+ * gives back to the pool what was not used, data blocks and metadata
+ * allowance.  A mapping made with a reservation holds a reference of its
+ * own from vbas_map_begin to vbas_map_end, so the caller may put its own
+ * while mappings are in flight.  Every reference must be put before
+ * vbas_close of the pool (a reservation lives in the open pool's memory:
+ * a put after the close would touch freed memory). */
+VBAS_API void vbas_resv_get(struct vbas_resv *resv);
+VBAS_API void vbas_resv_put(struct vbas_resv *resv);
+/* The data blocks left in RESV. */
+VBAS_API uint64_t vbas_resv_remaining(const struct vbas_resv *resv);
 
 /* What a reservation holds and what its writes took, in blocks: the
  * over-reservation is META_GRANTED against META_USED (which counts the
@@ -435,8 +473,9 @@ struct vbas_resv_stats {
 	uint64_t meta_granted;  /* held in all: at the start and by top-ups */
 	uint64_t meta_used;     /* metadata blocks the writes allocated */
 	uint64_t meta_short;
+	uint32_t spare[20];
 };
-int vbas_resv_stats(const struct vbas_resv *resv, struct vbas_resv_stats *st);
+VBAS_API int vbas_resv_stats(const struct vbas_resv *resv, struct vbas_resv_stats *st);
 
 /* ---- The mapping interface -------------------------------------------- */
 
@@ -458,14 +497,10 @@ struct vbas_iomap {
 	uint64_t physical;      /* byte address in the device (not for HOLE) */
 	int fd;                 /* the pool's device, for the client's own I/O */
 	uint64_t cow_physical;  /* F_SHARED write: old data of the same range */
-	/* Private to the library. */
-	uint64_t priv_blk;      /* first logical block locked */
-	uint64_t priv_nblk;     /* blocks locked */
-	uint64_t priv_pblk;     /* first physical block allocated (NEW) */
-	uint64_t priv_cow;      /* NEW: nonzero if it replaces shared blocks */
-	struct vbas_resv *priv_resv; /* reservation the blocks came from */
-	uint64_t priv_meta;     /* metadata blocks held back for vbas_map_end */
-	uint32_t priv_state;
+	/* The library's state of the mapping, from vbas_map_begin to
+	 * vbas_map_end: opaque, not to be read or changed. */
+	uint64_t priv[8];
+	uint32_t spare[12];
 };
 #define VBAS_IOMAP_F_DIRECT 0x1u /* fd is O_DIRECT: align buffers and I/O */
 #define VBAS_IOMAP_F_SHARED 0x2u /* write (NEW): copy-on-write of shared
@@ -483,15 +518,15 @@ struct vbas_iomap {
  * VBAS_IOMAP_F_SHARED: fill from cow_physical), whose old contents stay
  * visible to readers and to every other volume until vbas_map_end().  RESV may be NULL: the write then fails
  * with -ENOSPC when no block is free.  -EROFS: read-only volume. */
-int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len,
-		   unsigned flags, struct vbas_resv *resv,
-		   struct vbas_iomap *map);
+VBAS_API int vbas_map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len,
+			    unsigned flags, struct vbas_resv *resv,
+			    struct vbas_iomap *map);
 
 /* Finish a mapping: ERROR 0 makes a NEW mapping visible (DONE bytes from
  * map->offset were written; the blocks they touch are mapped, the rest are
  * returned); ERROR non-zero abandons it.  Always releases the lock. */
-int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map,
-		 uint64_t done, int error);
+VBAS_API int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map,
+			  uint64_t done, int error);
 
 /* ---- Convenience I/O built on the mapping interface ------------------- */
 
@@ -501,29 +536,30 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map,
 
 /* All-or-nothing in space: pwrite reserves every block it needs first and
  * fails with -ENOSPC having changed nothing.  -ERANGE: past the end. */
-int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off);
-int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len,
-		uint64_t off, unsigned flags);
+VBAS_API int vbas_pread(struct vbas_vol *vol, void *buf, size_t len, uint64_t off);
+VBAS_API int vbas_pwrite(struct vbas_vol *vol, const void *buf, size_t len,
+			 uint64_t off, unsigned flags);
 /* Unmap [off, off+len): block-aligned; the blocks return to the pool. */
-int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len,
-		 unsigned flags);
+VBAS_API int vbas_discard(struct vbas_vol *vol, uint64_t off, uint64_t len,
+			  unsigned flags);
 /* Make [off, off+len) read as zeros; any alignment. */
-int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len,
-		      unsigned flags);
+VBAS_API int vbas_write_zeroes(struct vbas_vol *vol, uint64_t off, uint64_t len,
+			       unsigned flags);
 
 struct vbas_extent {
 	uint64_t offset;    /* logical, bytes */
 	uint64_t length;    /* bytes */
 	uint64_t physical;  /* byte address in the device */
 	uint32_t flags;     /* VBAS_EXTENT_* */
+	uint32_t spare[9];
 };
 #define VBAS_EXTENT_SHARED 0x1u
 #define VBAS_EXTENT_RESERVED 0x2u   /* in a reserved range (vbas_vol_reserve) */
 
 /* Calls CB for each mapped extent overlapping [off, off+len), clipped to
  * it, in logical order.  A non-zero return from CB stops and is returned. */
-int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
-		 int (*cb)(const struct vbas_extent *ext, void *arg), void *arg);
+VBAS_API int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
+			  int (*cb)(const struct vbas_extent *ext, void *arg), void *arg);
 
 /* ---- Who uses a block: fsmap ----------------------------------------- */
 
@@ -544,6 +580,7 @@ struct vbas_fsmap_rec {
 	uint64_t volume;           /* MAPPING, DATA: the volume's id */
 	uint64_t logical;          /* DATA: byte offset in the volume */
 	char name[VBAS_NAME_MAX + 1];   /* MAPPING, DATA: the volume's name */
+	uint32_t spare[22];
 };
 /* Calls CB for every owner of every block in [OFF, OFF+LEN) (block
  * aligned; LEN 0: to the end of the pool), in physical order, clipped to
@@ -558,8 +595,8 @@ struct vbas_fsmap_rec {
  * without one it walks every tree.  Holds the pool's lock while it
  * gathers the answer, and calls CB after letting it go; the answer is
  * held in memory (40 bytes a record) to be put in physical order. */
-int vbas_fsmap(struct vbas_pool *pool, uint64_t off, uint64_t len,
-	       int (*cb)(const struct vbas_fsmap_rec *rec, void *arg), void *arg);
+VBAS_API int vbas_fsmap(struct vbas_pool *pool, uint64_t off, uint64_t len,
+			int (*cb)(const struct vbas_fsmap_rec *rec, void *arg), void *arg);
 
 /* ---- Checking --------------------------------------------------------- */
 
@@ -575,10 +612,11 @@ struct vbas_check_stats {
 	uint64_t refcount_records;
 	uint64_t volumes;
 	uint64_t rmap_records;  /* reverse-map records (0: the pool keeps none) */
+	uint32_t spare[20];
 };
-int vbas_check(struct vbas_pool *pool,
-	       void (*cb)(const char *problem, void *arg), void *arg,
-	       struct vbas_check_stats *stats);
+VBAS_API int vbas_check(struct vbas_pool *pool,
+			void (*cb)(const char *problem, void *arg), void *arg,
+			struct vbas_check_stats *stats);
 
 /* ---- Progress ----------------------------------------------------------- */
 
@@ -592,8 +630,8 @@ int vbas_check(struct vbas_pool *pool,
  * and the rest of its blocks are freed by the next delete or open; an
  * unshare's range is unshared up to there; a check says nothing of the
  * pool.  CB NULL: none. */
-void vbas_pool_progress(struct vbas_pool *pool,
-			int (*cb)(void *arg, uint64_t done, uint64_t total), void *arg);
+VBAS_API void vbas_pool_progress(struct vbas_pool *pool,
+				 int (*cb)(void *arg, uint64_t done, uint64_t total), void *arg);
 
 /* ---- Repair ------------------------------------------------------------ */
 
@@ -622,14 +660,15 @@ struct vbas_repair_stats {
 	                               from the nodes below that lost their parent */
 	uint32_t names_rebuilt;     /* 1: the name index was (or would be) rebuilt
 	                               from the volume table */
+	uint32_t spare[21];
 };
-int vbas_repair(struct vbas_pool *pool, unsigned flags,
-		void (*cb)(const char *msg, void *arg), void *arg,
-		struct vbas_repair_stats *stats);
+VBAS_API int vbas_repair(struct vbas_pool *pool, unsigned flags,
+			 void (*cb)(const char *msg, void *arg), void *arg,
+			 struct vbas_repair_stats *stats);
 
 /* The library's version, VBAS_VERSION_STRING as it was built: a program
  * can tell the header it was compiled with from the library it runs. */
-const char *vbas_version(void);
+VBAS_API const char *vbas_version(void);
 
 #ifdef __cplusplus
 }

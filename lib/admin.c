@@ -165,6 +165,7 @@ int vbas_pool_get(struct vbas_pool *p, struct vbas_pool_settings *s)
 	vbas_err_clear();
 	if (!s)
 		return vbas_err(-EINVAL, "settings: no place for them");
+	memset(s, 0, sizeof(*s));
 	pool_lock(p);
 	s->low_water = p->low_water;
 	s->expendable_floor = p->exp_floor;
@@ -177,6 +178,9 @@ int vbas_pool_set(struct vbas_pool *p, const struct vbas_pool_settings *s)
 	vbas_err_clear();
 	if (!s)
 		return vbas_err(-EINVAL, "settings: none given");
+	int r = SPARE_CHECK(s, "vbas_pool_settings");
+	if (r)
+		return r;
 	if (s->low_water > 1000)
 		return vbas_err(-EINVAL, "low-water mark of %u permille: at most 1000 (100%%)",
 				s->low_water);
@@ -184,7 +188,7 @@ int vbas_pool_set(struct vbas_pool *p, const struct vbas_pool_settings *s)
 		return vbas_err(-EINVAL, "expendable floor of %u permille: at most 1000 (100%%)",
 				s->expendable_floor);
 	pool_lock(p);
-	int r = txn_writable(p, "settings");
+	r = txn_writable(p, "settings");
 	if (!r && (p->low_water != s->low_water || p->exp_floor != s->expendable_floor)) {
 		p->low_water = s->low_water;
 		p->exp_floor = s->expendable_floor;

@@ -214,11 +214,20 @@ struct vbas_pool {
 	uint64_t ev_enospc_avail, ev_enospc_count;
 };
 
+/* abi.c: 0 if the N words of SPARE, the spare room of a struct the caller
+ * passed in (struct WHAT), are zero, else -EINVAL with a message. */
+int abi_spare_check(const uint32_t *spare, size_t n, const char *what);
+#define SPARE_CHECK(s, what) \
+	abi_spare_check((s)->spare, sizeof((s)->spare) / sizeof((s)->spare[0]), what)
+
 /* Testing hooks (tests/, fuzz/): a pool on a device of the caller's, such
- * as the in-memory one; not exported by libvbas.so. */
+ * as the in-memory one; not exported by libvbas.so.  MAX_FANOUT caps the
+ * records of every tree node (4..65535; 0: as many as fit), so that small
+ * tests grow tall trees; it is kept in the superblock. */
 int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *opts,
 		  struct vbas_pool **poolp);
-int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts);
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *opts,
+		    uint32_t max_fanout);
 
 /* The pool lock: LOCK, and TREE_LOCK for writing.  A wait on a condition
  * gives both up. */
@@ -627,6 +636,40 @@ int owed_recount(struct vbas_pool *p);
  * past the first piece, since cow_physical gives the old contents of the
  * first piece only. */
 #define VBAS_MAP_SPAN 0x800u
+/* The library's state of a mapping, from map_begin to vbas_map_end: kept in
+ * the opaque PRIV area of the caller's struct vbas_iomap, and read and
+ * written only through map_priv() (may_alias: PRIV is an array of
+ * uint64_t). */
+struct __attribute__((may_alias)) map_priv {
+	uint64_t blk;              /* first logical block locked */
+	uint64_t nblk;             /* blocks locked */
+	uint64_t pblk;             /* NEW: first physical block allocated */
+	struct vbas_resv *resv;    /* NEW: the reservation the blocks came from */
+	uint64_t meta;             /* NEW: metadata blocks held back for map_end */
+	uint32_t cow;              /* NEW: MP_COW_* (0: it replaces a hole) */
+	uint32_t state;            /* MP_ST_* (0: no mapping) */
+};
+/* map_priv.cow, of a NEW mapping: */
+#define MP_COW_SHARED    0x1u      /* it replaces shared blocks */
+#define MP_COW_RESERVED  0x2u      /* of a reserved range: the new extent is too */
+#define MP_COW_OWED      0x4u      /* its blocks are the volume's owed ones */
+/* map_priv.state: what the mapping holds, for vbas_map_end to let go.
+ * MP_ST_LOCKED: the caller holds the range lock (VBAS_MAP_LOCKED), and
+ * map_end leaves it to it; MP_ST_METAHELD: the caller holds the metadata
+ * room of all its steps (VBAS_MAP_METAHELD), and map_end does not commit
+ * between them. */
+#define MP_ST_READ       0x1u      /* a read: a shared range lock */
+#define MP_ST_WRITE      0x2u      /* a write: an exclusive range lock */
+#define MP_ST_KIND       0x3u      /* (which of the two) */
+#define MP_ST_LOCKED     0x4u
+#define MP_ST_METAHELD   0x8u
+_Static_assert(sizeof(struct map_priv) <= sizeof(((struct vbas_iomap *)0)->priv) &&
+	       _Alignof(struct map_priv) <= _Alignof(uint64_t),
+	       "struct map_priv must fit struct vbas_iomap's priv area");
+static inline struct map_priv *map_priv(struct vbas_iomap *map)
+{
+	return (struct map_priv *)(void *)map->priv;
+}
 /* vbas_map_begin with the internal flags above. */
 int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	      struct vbas_resv *resv, struct vbas_iomap *map);

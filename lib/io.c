@@ -76,9 +76,10 @@ static int count_needed(struct vbas_vol *vol, uint64_t lblk, uint64_t n, uint64_
 static int write_new(struct vbas_vol *vol, struct vbas_iomap *m, const char *src)
 {
 	struct vbas_pool *p = vol->pool;
-	uint64_t inblk = m->offset - (m->priv_blk << p->bshift);
-	uint64_t total = m->priv_nblk << p->bshift;
-	uint64_t base = m->priv_pblk << p->bshift;
+	const struct map_priv *mp = map_priv(m);
+	uint64_t inblk = m->offset - (mp->blk << p->bshift);
+	uint64_t total = mp->nblk << p->bshift;
+	uint64_t base = mp->pblk << p->bshift;
 	int r = 0;
 	if (inblk == 0 && m->length == total)
 		return dev_pwrite(p->dev, src, m->length, base);
@@ -390,6 +391,7 @@ int vbas_extents(struct vbas_vol *vol, uint64_t off, uint64_t len,
 				e = s + (run << p->bshift);
 			if (m) {
 				uint64_t cs = s < off ? off : s;
+				memset(&batch[n], 0, sizeof(batch[n]));
 				batch[n].offset = cs;
 				batch[n].length = e - cs;
 				batch[n].physical = (pb << p->bshift) + (cs - s);

@@ -23,11 +23,6 @@
 
 #define MAX_EXT_LEN 0xffffffffull
 
-/* vbas_iomap.priv_cow of a NEW mapping: */
-#define COW_SHARED   0x1u    /* replaces shared blocks */
-#define COW_RESERVED 0x2u    /* of a reserved range: the new extent is too */
-#define COW_OWED     0x4u    /* its blocks are the volume's owed ones */
-
 struct mext {
 	uint64_t lblk, pblk, len;
 	uint32_t flags;            /* VBAS_MAPF_* */
@@ -665,6 +660,7 @@ static int map_read_fast(struct vbas_vol *vol, uint64_t off, uint64_t len,
 			 struct vbas_iomap *map)
 {
 	struct vbas_pool *p = vol->pool;
+	struct map_priv *mp = map_priv(map);
 	struct vol_state *vs = vol->vs;
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
@@ -705,9 +701,9 @@ static int map_read_fast(struct vbas_vol *vol, uint64_t off, uint64_t len,
 	map->physical = mapped ? (pblk << p->bshift) + inblk : 0;
 	map->fd = p->dev->fd;
 	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
-	map->priv_blk = lblk;
-	map->priv_nblk = n;
-	map->priv_state = 1;
+	mp->blk = lblk;
+	mp->nblk = n;
+	mp->state = MP_ST_READ;
 	return 0;
 }
 
@@ -715,6 +711,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	      struct vbas_resv *resv, struct vbas_iomap *map)
 {
 	struct vbas_pool *p = vol->pool;
+	struct map_priv *mp = map_priv(map);
 	struct vbas_vol_rec rec;
 	struct vbas_btree t;
 	int write = !!(flags & VBAS_MAP_WRITE), r, mapped;
@@ -784,7 +781,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		 * map_end. */
 		map->flags |= VBAS_IOMAP_F_SHARED;
 		map->cow_physical = (pblk << p->bshift) + inblk;
-		map->priv_cow = COW_SHARED | ((xf & VBAS_MAPF_RESERVED) ? COW_RESERVED : 0);
+		mp->cow = MP_COW_SHARED | ((xf & VBAS_MAPF_RESERVED) ? MP_COW_RESERVED : 0);
 	}
 	if (write && (flags & VBAS_MAP_SPAN) &&
 	    (shared || (!mapped && !(flags & VBAS_MAP_NOALLOC)))) {
@@ -800,7 +797,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 			/* (The new extent carries one set of flags.) */
 			if (r || (m2 && !sh2) || xf2 != xf)
 				break;
-			map->priv_cow |= sh2 ? COW_SHARED : 0;
+			mp->cow |= sh2 ? MP_COW_SHARED : 0;
 			n += run2 < last - n ? run2 : last - n;
 		}
 		if (r) {
@@ -838,7 +835,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		struct vbas_resv *ow = p->sp.owed;
 		if (shared && (xf & VBAS_MAPF_RESERVED) && le64_get(rec.owed) && ow && ow->left) {
 			rs = ow;
-			map->priv_cow |= COW_OWED;
+			mp->cow |= MP_COW_OWED;
 			if (cap > le64_get(rec.owed))
 				cap = le64_get(rec.owed);
 			if (flags & VBAS_MAP_METAHELD)
@@ -851,9 +848,9 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 			if (!r) {
 				rs->left -= got;
 				p->sp.reserved -= got;
-				map->priv_resv = rs;
+				mp->resv = rs;
 				rs->refs++;
-				map->priv_meta = held;
+				mp->meta = held;
 			} else if (held) {
 				resv_unhold(p, rs, held, 0, 0);
 			}
@@ -865,7 +862,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 			r = space_alloc(p, hint, n < avail - keep - meta ? n : avail - keep - meta,
 					VBAS_BT_DATA, 0, &pblk, &got);
 			if (!r) {
-				map->priv_meta = meta;
+				mp->meta = meta;
 				p->sp.reserved += meta;
 			}
 		}
@@ -877,7 +874,7 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 		p->sp.data_rover = pblk + got;
 		n = got;
 		map->type = VBAS_IOMAP_NEW;
-		map->priv_pblk = pblk;
+		mp->pblk = pblk;
 	} else {
 		map->type = mapped ? VBAS_IOMAP_MAPPED : VBAS_IOMAP_HOLE;
 	}
@@ -890,10 +887,10 @@ int map_begin(struct vbas_vol *vol, uint64_t off, uint64_t len, unsigned flags,
 	map->physical = map->type == VBAS_IOMAP_HOLE ? 0 : (pblk << p->bshift) + inblk;
 	map->fd = p->dev->fd;
 	map->flags |= p->dev->direct ? VBAS_IOMAP_F_DIRECT : 0;
-	map->priv_blk = lblk;
-	map->priv_nblk = n;
-	map->priv_state = (write ? 2 : 1) | (locked ? 4 : 0) |
-			  ((flags & VBAS_MAP_METAHELD) ? 8 : 0);
+	mp->blk = lblk;
+	mp->nblk = n;
+	mp->state = (write ? MP_ST_WRITE : MP_ST_READ) | (locked ? MP_ST_LOCKED : 0) |
+		    ((flags & VBAS_MAP_METAHELD) ? MP_ST_METAHELD : 0);
 out:
 	pool_unlock(p);
 	return r;
@@ -902,47 +899,49 @@ out:
 int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, int error)
 {
 	struct vbas_pool *p = vol->pool;
-	int write = (map->priv_state & 3) == 2, locked = !!(map->priv_state & 4), r = 0;
+	struct map_priv *mp = map_priv(map);
+	unsigned kind = mp->state & MP_ST_KIND;
+	int write = kind == MP_ST_WRITE, locked = !!(mp->state & MP_ST_LOCKED), r = 0;
 
-	if ((map->priv_state & 3) != 1 && (map->priv_state & 3) != 2)
+	if (kind != MP_ST_READ && kind != MP_ST_WRITE)
 		return vbas_err(-EINVAL, "map_end: not a mapping from vbas_map_begin");
 	if (!write && !locked) {
 		/* A read: its range lock is all it holds. */
-		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, 0);
-		map->priv_state = 0;
+		rl_unlock(p, vol->vs, mp->blk, mp->nblk, 0);
+		mp->state = 0;
 		return 0;
 	}
 	pool_lock(p);
 	if (write && done && !error)
 		p->data_dirty = 1;         /* the next flush must reach the device */
 	if (map->type == VBAS_IOMAP_NEW) {
-		uint64_t inblk = map->offset - (map->priv_blk << p->bshift), used = 0;
+		uint64_t inblk = map->offset - (mp->blk << p->bshift), used = 0;
 		if (!error && done) {
 			if (done > map->length)
 				done = map->length;
 			used = (inblk + done + p->bs - 1) >> p->bshift;
-			if (used > map->priv_nblk)
-				used = map->priv_nblk;
+			if (used > mp->nblk)
+				used = mp->nblk;
 		}
 		if (used && (r = txn_writable(p, "write")))
 			used = 0;
-		uint64_t unused = map->priv_nblk - used;
-		space_unalloc(p, map->priv_pblk + used, unused);
-		if (map->priv_resv && !p->broken) {
-			map->priv_resv->left += unused;
+		uint64_t unused = mp->nblk - used;
+		space_unalloc(p, mp->pblk + used, unused);
+		if (mp->resv && !p->broken) {
+			mp->resv->left += unused;
 			p->sp.reserved += unused;
 		}
 		/* The metadata blocks come out of what was held for them,
 		 * never out of a reservation's data blocks. */
-		struct vbas_resv held = { .pool = p, .refs = 1, .left = map->priv_meta };
+		struct vbas_resv held = { .pool = p, .refs = 1, .left = mp->meta };
 		p->sp.op_resv = &held;
 		uint64_t allocs0 = p->sp.meta_allocs_txn, over0 = p->sp.overdrawn;
 		if (used) {
 			struct vbas_vol_rec rec;
 			struct vbas_btree t;
-			uint32_t xf = (map->priv_cow & COW_RESERVED) ? VBAS_MAPF_RESERVED : 0;
+			uint32_t xf = (mp->cow & MP_COW_RESERVED) ? VBAS_MAPF_RESERVED : 0;
 			r = vol_get(p, vol->id, &rec);
-			if (!r && (map->priv_cow & COW_OWED)) {
+			if (!r && (mp->cow & MP_COW_OWED)) {
 				/* The copies took owed blocks. */
 				uint64_t o = le64_get(rec.owed);
 				rec.owed = le64_mk(o > used ? o - used : 0);
@@ -952,17 +951,17 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 			 * go of them meanwhile).  (The new extent takes the
 			 * place of the old one in the reserved count: the owed
 			 * blocks need not shrink with it meanwhile.) */
-			if (!r && map->priv_cow)
-				r = map_unmap(p, vol->id, &rec, map->priv_blk, used, NULL, NULL,
+			if (!r && mp->cow)
+				r = map_unmap(p, vol->id, &rec, mp->blk, used, NULL, NULL,
 					      MAP_COW);
 			if (!r) {
 				vol_map_tree(p, vol->id, &rec, &t);
-				r = map_insert(&t, map->priv_blk, map->priv_pblk, used, xf);
+				r = map_insert(&t, mp->blk, mp->pblk, used, xf);
 			}
 			if (!r && xf)
 				vol_resv_add(p, &rec, used);
 			if (!r)
-				r = space_queue(p, map->priv_pblk, used, +1, VBAS_BT_DATA, 1);
+				r = space_queue(p, mp->pblk, used, +1, VBAS_BT_DATA, 1);
 			if (!r) {
 				vol_set_root(&rec, &t);
 				rec.mapped = le64_mk(le64_get(rec.mapped) + used);
@@ -977,7 +976,7 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 				txn_fail(p, r);
 		}
 		p->sp.op_resv = NULL;
-		struct vbas_resv *rv = map->priv_resv;
+		struct vbas_resv *rv = mp->resv;
 		if (rv) {
 			/* What the step did not use goes back to the allowance. */
 			resv_unhold(p, rv, held.left,
@@ -985,14 +984,14 @@ int vbas_map_end(struct vbas_vol *vol, struct vbas_iomap *map, uint64_t done, in
 		} else {
 			p->sp.reserved -= held.left;
 		}
-		if (used && !r && !(map->priv_state & 8))
+		if (used && !r && !(mp->state & MP_ST_METAHELD))
 			r = txn_maybe_commit(p);
 	}
 	if (!locked)
-		rl_unlock(p, vol->vs, map->priv_blk, map->priv_nblk, write);
-	if (map->priv_resv)
-		resv_put_locked(map->priv_resv);
-	map->priv_state = 0;
+		rl_unlock(p, vol->vs, mp->blk, mp->nblk, write);
+	if (mp->resv)
+		resv_put_locked(mp->resv);
+	mp->state = 0;
 	pool_unlock(p);
 	return r;
 }

@@ -37,9 +37,7 @@ static int check_format_opts(const struct vbas_format_opts *o, uint32_t *bs)
 		return vbas_err(-EINVAL, "block size %u: must be a power of two from 4K to 1M", *bs);
 	if (o->flags & ~(VBAS_FORMAT_FORCE | VBAS_FORMAT_NO_RMAP))
 		return vbas_err(-EINVAL, "unknown format flags %#x", o->flags);
-	if (o->max_fanout && (o->max_fanout < 4 || o->max_fanout > 65535))
-		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", o->max_fanout);
-	return 0;
+	return SPARE_CHECK(o, "vbas_format_opts");
 }
 
 /* A pool of NBLOCKS blocks of BS bytes is big enough to hold one. */
@@ -89,7 +87,7 @@ static int format_dev(struct vbas_dev *dev, uint32_t bs, uint64_t nblocks, uint3
 	return 0;
 }
 
-int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
+int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o, uint32_t max_fanout)
 {
 	uint32_t bs, slot;
 	struct vbas_sb old;
@@ -98,13 +96,15 @@ int vbas_format_dev(struct vbas_dev *dev, const struct vbas_format_opts *o)
 	r = check_format_opts(o, &bs);
 	if (r)
 		return r;
+	if (max_fanout && (max_fanout < 4 || max_fanout > 65535))
+		return vbas_err(-EINVAL, "max fanout %u: must be 0 or 4..65535", max_fanout);
 	if (!(o->flags & VBAS_FORMAT_FORCE) && txn_read_sb(dev, &old, &slot) == 0)
 		return vbas_err(-EEXIST, "the device already holds a vbas pool");
 	uint64_t size = o->size ? o->size : dev->size;
 	if (size > dev->size)
 		return vbas_err(-ENOSPC, "size %" PRIu64 " is larger than the device (%" PRIu64 ")",
 				size, dev->size);
-	return format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
+	return format_dev(dev, bs, size / bs, max_fanout, o->flags);
 }
 
 int vbas_format(const char *path, const struct vbas_format_opts *o)
@@ -175,7 +175,7 @@ int vbas_format(const char *path, const struct vbas_format_opts *o)
 	r = check_nblocks(bs, size / bs);
 	if (r)
 		goto fail;
-	r = format_dev(dev, bs, size / bs, o->max_fanout, o->flags);
+	r = format_dev(dev, bs, size / bs, 0, o->flags);
 	dev_destroy(dev);
 	return r;
 fail:
@@ -183,6 +183,16 @@ fail:
 	if (!exists)
 		unlink(path);
 	return r;
+}
+
+static int check_open_opts(const struct vbas_open_opts *o)
+{
+	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
+			 VBAS_OPEN_REPAIR | VBAS_OPEN_NO_RESUME))
+		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
+	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
+		return vbas_err(-EINVAL, "open: a pinned open is read-only");
+	return SPARE_CHECK(o, "vbas_open_opts");
 }
 
 int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct vbas_pool **poolp)
@@ -195,11 +205,9 @@ int vbas_open_dev(struct vbas_dev *dev, const struct vbas_open_opts *o, struct v
 	vbas_err_clear();
 	if (!o)
 		o = &def;
-	if (o->flags & ~(VBAS_OPEN_RDONLY | VBAS_OPEN_NO_DIRECT | VBAS_OPEN_PINNED |
-			 VBAS_OPEN_REPAIR | VBAS_OPEN_NO_RESUME))
-		return vbas_err(-EINVAL, "unknown open flags %#x", o->flags);
-	if ((o->flags & VBAS_OPEN_PINNED) && !(o->flags & VBAS_OPEN_RDONLY))
-		return vbas_err(-EINVAL, "open: a pinned open is read-only");
+	r = check_open_opts(o);
+	if (r)
+		return r;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
@@ -322,6 +330,9 @@ int vbas_open(const char *path, const struct vbas_open_opts *o, struct vbas_pool
 		return vbas_err(-EINVAL, "open: no path");
 	if (!o)
 		o = &def;
+	r = check_open_opts(o);     /* before the device is opened */
+	if (r)
+		return r;
 	if (o->flags & VBAS_OPEN_RDONLY)
 		df |= VBAS_DEV_RDONLY;
 	if (o->flags & VBAS_OPEN_NO_DIRECT)

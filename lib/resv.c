@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t resv_target(struct vbas_pool *p, const struct vbas_resv *rv)
 {
@@ -288,6 +289,7 @@ int vbas_resv_stats(const struct vbas_resv *rv, struct vbas_resv_stats *st)
 {
 	if (!rv || !st)
 		return vbas_err(-EINVAL, "resv_stats: no reservation or no place for the figures");
+	memset(st, 0, sizeof(*st));
 	pool_lock(rv->pool);
 	st->data_left = rv->left;
 	st->data_used = rv->data_granted - rv->left;

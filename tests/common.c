@@ -53,13 +53,13 @@ uint64_t test_ops(uint64_t def)
 struct vbas_dev *mem_pool(uint64_t size, uint32_t bs, uint32_t fanout)
 {
 	struct vbas_dev *d = vbas_memdev_create(size);
-	struct vbas_format_opts fo = { .size = size, .block_size = bs, .max_fanout = fanout };
+	struct vbas_format_opts fo = { .size = size, .block_size = bs };
 	/* VBAS_NO_RMAP=1: pools without a reverse map (to tell what it
 	 * changes apart from the rest). */
 	if (getenv("VBAS_NO_RMAP") && atoi(getenv("VBAS_NO_RMAP")))
 		fo.flags |= VBAS_FORMAT_NO_RMAP;
 	assert_non_null(d);
-	assert_ok(vbas_format_dev(d, &fo));
+	assert_ok(vbas_format_dev(d, &fo, fanout));
 	return d;
 }
 

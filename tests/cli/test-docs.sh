@@ -144,7 +144,10 @@ def norm(s):
     s = re.sub(r'\s+', ' ', s).strip()
     return re.sub(r'\s*([(),*])\s*', r'\1', s)
 hdr = {}
-for d in open(sys.argv[1]).read().replace('\n', ' ').split(';'):
+# (Without VBAS_API's attribute: the page shows plain prototypes.)
+text = re.sub(r'__attribute__\s*\(\((?:[^()]|\([^()]*\))*\)\)\s*', '',
+              open(sys.argv[1]).read())
+for d in text.replace('\n', ' ').split(';'):
     d = d.split('}')[-1].strip()
     m = re.match(r'^(?:const\s+)?[\w ]+?\**\s*(vbas_\w+)\s*\(', d)
     if m:

@@ -4,10 +4,14 @@
 # make install into a staging root (DESTDIR) puts every file under the
 # prefix, the nbdkit plugin included; libvbas.so has its SONAME and exports
 # the functions vbas.h declares and nothing else (no bt_, cache_, space_ or
-# test hooks); a program built outside the tree against the installed
+# test hooks), and the objects of libvbas.a were built with every other
+# symbol hidden; a program built outside the tree against the installed
 # vbas.pc (pkg-config) links against the installed libvbas.so, reports the
-# library's version, formats a pool, writes a volume and reads it back.  The
-# man pages vbas(8) and libvbas(3) are in PREFIX/share/man, where man finds
+# library's version, formats a pool, writes a volume and reads it back,
+# with its structs' spare room zeroed (options and settings it passes in)
+# or zeroed by the library (what it fills); a spare word set in the format
+# options, the open options or the settings is refused with -EINVAL and a
+# message that names it.  The man pages vbas(8) and libvbas(3) are in PREFIX/share/man, where man finds
 # them by name, and the bash completion in
 # PREFIX/share/bash-completion/completions/vbas, where it loads.
 set -euo pipefail
@@ -104,6 +108,19 @@ if cmp -s exported declared; then
 else
 	fail "it exports exactly what vbas.h declares" "$(diff declared exported | head -10)"
 fi
+# The first fence, without the version script: the archive's objects
+# (built with -fvisibility=hidden) give default visibility to what vbas.h
+# marks VBAS_API and to nothing else.
+readelf -sW "$S/lib/libvbas.a" | awk '($5 == "GLOBAL" || $5 == "WEAK") && $7 != "UND" &&
+	$6 == "DEFAULT" { print $8 }' | sort -u >visible
+nhidden=$(readelf -sW "$S/lib/libvbas.a" | awk '$5 == "GLOBAL" && $7 != "UND" && $6 == "HIDDEN"' |
+	wc -l)
+if cmp -s visible declared && [ "$nhidden" -ge 100 ]; then
+	pass "libvbas.a's objects: what vbas.h declares is visible, the rest ($nhidden) hidden"
+else
+	fail "libvbas.a's objects: what vbas.h declares is visible, the rest hidden" \
+		"hidden: $nhidden" "$(diff declared visible | head -10)"
+fi
 leaked=$(grep -xE 'vbas_open_dev|vbas_format_dev|vbas_memdev_create|vbas_crc32c|vbas_err' \
 	exported || :)
 if [ -z "$leaked" ]; then
@@ -114,22 +131,72 @@ fi
 
 # A program of the library's users, built against the installed tree.
 cat >prog.c <<'EOF'
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <vbas.h>
 
+/* R is -EINVAL, with a message that names the spare word WORD. */
+static int refused(const char *what, int r, const char *word)
+{
+	if (r != -EINVAL || !strstr(vbas_errmsg(), word)) {
+		fprintf(stderr, "prog: %s: %d (%s), want -EINVAL naming %s\n", what, r,
+			vbas_errmsg(), word);
+		return 1;
+	}
+	printf("refused: %s\n", vbas_errmsg());
+	return 0;
+}
+
+static int zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	while (n--)
+		if (*c++)
+			return 0;
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
-	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_format_opts fo;
+	struct vbas_open_opts oo = { .cache_bytes = 8 << 20, .spare = { 0 } };
+	struct vbas_pool_settings ps;
+	struct vbas_pool_info pi;
 	struct vbas_pool *p;
 	struct vbas_vol *v;
 	static char w[65536], r[65536];
 	(void)argc;
 	printf("%s\n", vbas_version());
+	memset(&fo, 0, sizeof(fo));     /* the whole struct, its spare room too */
+	fo.size = 64 << 20;
 	for (size_t i = 0; i < sizeof(w); i++)
 		w[i] = (char)(i * 7 + 3);
-	if (vbas_format(argv[1], &fo) || vbas_open(argv[1], NULL, &p) ||
-	    vbas_vol_create(p, "disk", 1 << 20) || vbas_vol_open(p, "disk", &v) ||
+	fo.spare[0] = 1;
+	if (refused("format", vbas_format(argv[1], &fo), "vbas_format_opts: spare[0]"))
+		return 1;
+	fo.spare[0] = 0;
+	oo.spare[12] = 0x10;
+	if (vbas_format(argv[1], &fo) ||
+	    refused("open", vbas_open(argv[1], &oo, &p), "vbas_open_opts: spare[12]"))
+		return 1;
+	oo.spare[12] = 0;
+	if (vbas_open(argv[1], &oo, &p) || vbas_pool_get(p, &ps)) {
+		fprintf(stderr, "prog: %s\n", vbas_errmsg());
+		return 1;
+	}
+	ps.low_water = 900;
+	ps.spare[3] = 5;
+	if (refused("set", vbas_pool_set(p, &ps), "vbas_pool_settings: spare[3]"))
+		return 1;
+	ps.spare[3] = 0;
+	memset(&pi, 0xff, sizeof(pi));
+	if (vbas_pool_set(p, &ps) || vbas_pool_info(p, &pi) || pi.low_water != 900 ||
+	    !zero(pi.spare, sizeof(pi.spare))) {
+		fprintf(stderr, "prog: settings or info: %s\n", vbas_errmsg());
+		return 1;
+	}
+	if (vbas_vol_create(p, "disk", 1 << 20) || vbas_vol_open(p, "disk", &v) ||
 	    vbas_pwrite(v, w, sizeof(w), 4096, 0) || vbas_pread(v, r, sizeof(r), 4096)) {
 		fprintf(stderr, "prog: %s\n", vbas_errmsg());
 		return 1;
@@ -153,10 +220,18 @@ run env LD_LIBRARY_PATH="$S/lib" ldd ./prog
 expect_true "it runs against the installed libvbas.so.0" \
 	grep -q "libvbas.so.0 => $S/lib/libvbas.so.0" "$T/out"
 run env LD_LIBRARY_PATH="$S/lib" ./prog "$T/p.pool"
-if [ "$RC" = 0 ] && [ "$(cat "$T/out")" = "$VERSION" ]; then
-	pass "it reports the version, formats, writes and reads back its data"
+if [ "$RC" = 0 ] && [ "$(head -1 "$T/out")" = "$VERSION" ]; then
+	pass "it reports the version, formats, opens, sets, writes and reads back its data"
 else
-	fail "it reports the version, formats, writes and reads back its data" \
+	fail "it reports the version, formats, opens, sets, writes and reads back its data" \
+		"exit $RC" "stdout: $(cat "$T/out")" "stderr: $(cat "$T/err")"
+fi
+# The refusals, each with its message.
+nref=$(grep -c '^refused: struct vbas_[a-z_]*: spare\[[0-9]*\] is 0x[0-9a-f]*, not 0' "$T/out" || :)
+if [ "$RC" = 0 ] && [ "$nref" = 3 ]; then
+	pass "a spare word set in the format or open options or the settings: -EINVAL, named"
+else
+	fail "a spare word set in the format or open options or the settings: -EINVAL, named" \
 		"exit $RC" "stdout: $(cat "$T/out")" "stderr: $(cat "$T/err")"
 fi
 run "$S/bin/vbas" check "$T/p.pool"

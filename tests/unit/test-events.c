@@ -22,6 +22,9 @@ struct evlog {
 static void ev_cb(const struct vbas_event *ev, void *arg)
 {
 	struct evlog *l = arg;
+	/* The spare room comes zeroed (the ABI). */
+	for (size_t i = 0; i < sizeof(ev->spare) / sizeof(ev->spare[0]); i++)
+		assert_int_equal(ev->spare[i], 0);
 	if (l->n < 256)
 		l->ev[l->n] = *ev;
 	l->n++;

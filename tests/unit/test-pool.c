@@ -1,7 +1,8 @@
 /* Pools on real files: format and open errors, the lock against a second
  * opener, filling a thin pool until ENOSPC and going on, SIGKILL during
  * writes, the extent map, writes over ranges cut into pieces, the
- * preallocation of sparse pool files, and pools without O_DIRECT. */
+ * preallocation of sparse pool files, pools without O_DIRECT, and the
+ * spare room of the public structs (the ABI). */
 #include "common.h"
 
 #include <fcntl.h>
@@ -1013,6 +1014,131 @@ static void t_flush_eintr(void **state)
 	free(got);
 }
 
+static int ext_spare_cb(const struct vbas_extent *e, void *arg)
+{
+	int *bad = arg;
+	for (size_t i = 0; i < sizeof(e->spare) / sizeof(e->spare[0]); i++)
+		*bad |= e->spare[i] != 0;
+	return 0;
+}
+
+static int vol_spare_cb(const struct vbas_vol_info *vi, void *arg)
+{
+	int *bad = arg;
+	for (size_t i = 0; i < sizeof(vi->spare) / sizeof(vi->spare[0]); i++)
+		*bad |= vi->spare[i] != 0;
+	return 0;
+}
+
+static int fsmap_spare_cb(const struct vbas_fsmap_rec *f, void *arg)
+{
+	int *bad = arg;
+	for (size_t i = 0; i < sizeof(f->spare) / sizeof(f->spare[0]); i++)
+		*bad |= f->spare[i] != 0;
+	return 0;
+}
+
+#define ALL_ZERO(a) all_zero((a), sizeof(a))
+static int all_zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i])
+			return 0;
+	return 1;
+}
+
+/* The structs' spare room (docs/design.md, "The library's ABI"): a
+ * nonzero word of a struct given to the library is refused with -EINVAL
+ * and a message naming the struct and the word, before anything changes
+ * (a format creates no file, an open does not open one); a struct the
+ * library fills comes back with it zeroed, whatever it held. */
+static void t_abi_spare(void **state)
+{
+	struct vbas_format_opts fo = { .size = 64 << 20 };
+	struct vbas_open_opts oo = { 0 };
+	struct vbas_pool_settings s;
+	struct vbas_pool_info pi;
+	struct vbas_vol_info vi;
+	struct vbas_vol_usage vu;
+	struct vbas_resv_stats rs;
+	struct vbas_check_stats cs;
+	struct vbas_iomap m;
+	struct vbas_resv *resv;
+	struct vbas_pool *p;
+	struct vbas_vol *v;
+	struct stat st;
+	int bad = 0;
+	(void)state;
+
+	fo.spare[11] = 1;
+	assert_int_equal(vbas_format(path("spare.pool"), &fo), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "struct vbas_format_opts: spare[11] is 0x1, not 0"));
+	assert_int_equal(stat(path("spare.pool"), &st), -1);
+	fo.spare[11] = 0;
+	fo.spare[0] = 0x80000000u;
+	assert_int_equal(vbas_format(path("spare.pool"), &fo), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "spare[0] is 0x80000000"));
+	fo.spare[0] = 0;
+	assert_ok(vbas_format(path("spare.pool"), &fo));
+
+	oo.spare[5] = 7;
+	assert_int_equal(vbas_open(path("no-such.pool"), &oo, &p), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "struct vbas_open_opts: spare[5] is 0x7"));
+	assert_int_equal(vbas_open(path("spare.pool"), &oo, &p), -EINVAL);
+	oo.spare[5] = 0;
+	assert_ok(vbas_open(path("spare.pool"), &oo, &p));
+
+	memset(&s, 0xff, sizeof(s));
+	assert_ok(vbas_pool_get(p, &s));
+	assert_true(ALL_ZERO(s.spare));
+	s.low_water = 900;
+	s.spare[13] = 2;
+	assert_int_equal(vbas_pool_set(p, &s), -EINVAL);
+	assert_non_null(strstr(vbas_errmsg(), "struct vbas_pool_settings: spare[13] is 0x2"));
+	assert_ok(vbas_pool_get(p, &s));
+	assert_int_equal(s.low_water, 0);           /* nothing changed */
+	s.low_water = 900;
+	assert_ok(vbas_pool_set(p, &s));            /* get, change, set */
+
+	memset(&pi, 0xff, sizeof(pi));
+	assert_ok(vbas_pool_info(p, &pi));
+	assert_true(ALL_ZERO(pi.spare));
+	assert_int_equal(pi.low_water, 900);
+	assert_ok(vbas_vol_create(p, "v", 1 << 20));
+	memset(&vi, 0xff, sizeof(vi));
+	assert_ok(vbas_vol_stat(p, "v", &vi));
+	assert_true(ALL_ZERO(vi.spare));
+	assert_ok(vbas_vol_list(p, vol_spare_cb, &bad));
+	assert_ok(vbas_vol_open(p, "v", &v));
+	memset(&vi, 0xff, sizeof(vi));
+	assert_ok(vbas_vol_info(v, &vi));
+	assert_true(ALL_ZERO(vi.spare));
+	assert_ok(vbas_reserve_range(v, 0, 8192, &resv));
+	memset(&m, 0xff, sizeof(m));
+	assert_ok(vbas_map_begin(v, 0, 8192, VBAS_MAP_WRITE, resv, &m));
+	assert_true(ALL_ZERO(m.spare));
+	assert_ok(vbas_map_end(v, &m, 0, -EIO));
+	memset(&rs, 0xff, sizeof(rs));
+	assert_ok(vbas_resv_stats(resv, &rs));
+	assert_true(ALL_ZERO(rs.spare));
+	vbas_resv_put(resv);
+	char buf[4096] = { 1 };
+	assert_ok(vbas_pwrite(v, buf, sizeof(buf), 0, 0));
+	assert_ok(vbas_extents(v, 0, 1 << 20, ext_spare_cb, &bad));
+	assert_ok(vbas_fsmap(p, 0, 0, fsmap_spare_cb, &bad));
+	assert_int_equal(bad, 0);
+	memset(&vu, 0xff, sizeof(vu));
+	assert_ok(vbas_vol_usage(p, "v", &vu));
+	assert_true(ALL_ZERO(vu.spare));
+	assert_int_equal(vu.mapped, 4096);
+	memset(&cs, 0xff, sizeof(cs));
+	assert_ok(vbas_check(p, NULL, NULL, &cs));
+	assert_true(ALL_ZERO(cs.spare));
+	vbas_vol_close(v);
+	assert_ok(vbas_close(p));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1031,6 +1157,7 @@ int main(void)
 		cmocka_unit_test(t_prealloc),
 		cmocka_unit_test(t_buffered),
 		cmocka_unit_test(t_flush_eintr),
+		cmocka_unit_test(t_abi_spare),
 	};
 	cmocka_set_message_output(CM_OUTPUT_TAP);
 	return cmocka_run_group_tests_name("pool", tests, setup, teardown);

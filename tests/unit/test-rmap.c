@@ -34,7 +34,7 @@ static struct vbas_dev *mem_pool_flags(uint64_t size, uint32_t flags)
 	struct vbas_dev *d = vbas_memdev_create(size);
 	struct vbas_format_opts fo = { .size = size, .block_size = BS, .flags = flags };
 	assert_non_null(d);
-	assert_ok(vbas_format_dev(d, &fo));
+	assert_ok(vbas_format_dev(d, &fo, 0));
 	return d;
 }
 

@@ -2205,7 +2205,7 @@ static void t_enospc_discard_race(void **state)
 	R.dev = &g->w.d;
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
-	assert_ok(vbas_format_dev(&g->w.d, &fo));
+	assert_ok(vbas_format_dev(&g->w.d, &fo, 0));
 	assert_ok(vbas_open_dev(&g->w.d, &oo, &p));
 	hold(p);
 	assert_ok(vbas_vol_create(p, "v", 4 << 20));
