@@ -25,6 +25,35 @@ say "$vbas" read "$pool" vm1 --offset 1M --length 64M "$work/back.img"
 cmp "$work/disk.img" "$work/back.img" && echo "read back: identical (64 MiB)"
 say "$vbas" list "$pool"
 say "$vbas" map "$pool" vm1
+
+echo
+echo "Snapshots and clones are O(1); diff names what changed since:"
+say "$vbas" snapshot "$pool" vm1 vm1-monday
+head -c 1M /dev/urandom > "$work/patch.img"
+say "$vbas" write "$pool" vm1 --offset 8M "$work/patch.img"
+say "$vbas" diff "$pool" vm1-monday vm1
+say "$vbas" clone "$pool" vm1-monday vm1-test
+say "$vbas" list "$pool" -o name,size,mapped,data%,shared,ro,origin
+
+echo
+echo "Served over NBD: every volume an export; vbas commands go on beside it:"
+sock="$work/nbd.sock"
+"$vbas" serve "$pool" --socket "$sock" > "$work/serve.out" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do grep -q '^stop with' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+cat "$work/serve.out"
+if command -v nbdinfo >/dev/null; then
+	say nbdinfo --list "nbd+unix:///?socket=$sock"
+fi
+say "$vbas" snapshot "$pool" vm1 vm1-tuesday
+say "$vbas" diff "$pool" vm1-monday vm1-tuesday --raw --bytes --noheadings
+say "$vbas" check "$pool"
+kill -TERM $server
+wait $server
+trap 'rm -rf "$work"' EXIT
+echo "server stopped: the pool is committed and closed"
+say "$vbas" delete --yes "$pool" vm1-test
 say "$vbas" discard "$pool" vm1 --offset 1M --length 32M
 say "$vbas" info "$pool"
 
