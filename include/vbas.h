@@ -622,14 +622,15 @@ VBAS_API int vbas_check(struct vbas_pool *pool,
 
 /* CB hears how far the long calls on POOL have come: vbas_vol_delete and
  * vbas_vol_rollback (bytes of the volume released: DONE of TOTAL, its
- * size), vbas_unshare (bytes of the range) and vbas_check (tree nodes
- * walked, of the metadata blocks in use).  It is called from the calling
- * thread between steps, with the pool's lock held: it must not call the
- * library.  A nonzero return stops the call at that step, which returns
- * -EINTR having kept what it did: a delete's volume is gone from the list
- * and the rest of its blocks are freed by the next delete or open; an
- * unshare's range is unshared up to there; a check says nothing of the
- * pool.  CB NULL: none. */
+ * size), vbas_unshare and vbas_reflink (bytes of the range) and vbas_check
+ * (tree nodes walked, of the metadata blocks in use).  It is called from
+ * the calling thread between steps, with the pool's lock held: it must not
+ * call the library.  A nonzero return stops the call at that step, which
+ * returns -EINTR having kept what it did: a delete's volume is gone from
+ * the list and the rest of its blocks are freed by the next delete or
+ * open; an unshare's range is unshared up to there; a check says nothing
+ * of the pool.  A reflink does not stop: it is finished whole.  CB NULL:
+ * none. */
 VBAS_API void vbas_pool_progress(struct vbas_pool *pool,
 				 int (*cb)(void *arg, uint64_t done, uint64_t total), void *arg);
 

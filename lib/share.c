@@ -341,6 +341,10 @@ static int reflink_locked(struct vbas_pool *p, uint64_t sid, uint64_t sl, uint64
 		if (slot >= 0)
 			intent_set(p, slot, 5, base + done);
 		r = txn_maybe_commit(p);
+		/* Told, not asked: a reflink is finished whole (its intent). */
+		if (!r && p->progress && done < n)
+			p->progress(p->progress_arg, (base + done) << p->bshift,
+				    (base + n) << p->bshift);
 	}
 	return r;
 }

@@ -3037,7 +3037,10 @@ static int cmd_reflink_dedupe(const struct args *a, int dedupe)
 		return rc;
 	}
 	if (!dedupe) {
+		struct progress pr;
+		lib_progress_start(&pr, a, pool, "reflink", len ? len : sinfo.size - soff);
 		r = vbas_reflink(sv, soff, dv, doff, len);
+		lib_progress_end(&pr, pool, r);
 		if (r)
 			rc = lib_fail(a->cmd, a->pos[0], r);
 		return close_two(a, pool, sv, dv, rc);
@@ -4606,14 +4609,15 @@ static const struct cmd cmds[] = {
 	  "Options:\n"
 	  "      --no-reserve        do not set copies aside (see 'snapshot')\n"
 	  CACHE_HELP HELP_HELP, "POOL SOURCE NEW" },
-	{ "reflink", cmd_reflink, O_CACHE, 6, 6, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH",
+	{ "reflink", cmd_reflink, O_PROGRESS | O_NO_PROGRESS | O_CACHE, 6, 6,
+	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH [--progress]",
 	  "share a range of SRC into DST (like FICLONERANGE)",
 	  "Afterwards DST's range reads as SRC's does, and the two share blocks\n"
 	  "until either is written.  Offsets and LENGTH are multiples of the block\n"
 	  "size, except that the range may run to the end of SRC; LENGTH 0 means\n"
 	  "to the end of SRC.  SRC and DST may be the same volume if the ranges do\n"
 	  "not overlap.  DST must not be a snapshot.\n\n"
-	  "Options:\n" CACHE_HELP HELP_HELP, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
+	  "Options:\n" PROGRESS_HELP CACHE_HELP HELP_HELP, "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH" },
 	{ "dedupe", cmd_dedupe, O_JSON | O_CACHE, 6, 6,
 	  "POOL SRC SRC_OFFSET DST DST_OFFSET LENGTH [--json]",
 	  "share a range of SRC into DST if the bytes are the same (FIDEDUPERANGE)",

@@ -893,6 +893,20 @@ if command -v script >/dev/null; then
 	tty "$VBAS" delete -y $PG v-clone
 	expect_true "delete on a terminal: a progress line, to 100%" \
 		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^delete: 100.0%  64.0 MiB of 64.0 MiB'"
+	# 5,000 extents: a reflink of them goes in batches, each told.
+	python3 -c "
+import os
+f = os.open('x5000', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+os.ftruncate(f, 5000 * 8192)
+for i in range(5000):
+    os.pwrite(f, b'\\x5a' * 4096, i * 8192)
+"
+	"$VBAS" create $PG frag --size 40000K && "$VBAS" write $PG frag x5000 && "$VBAS" create $PG frag2 --size 40000K
+	tty "$VBAS" reflink $PG frag 0 frag2 0 0
+	expect_true "reflink on a terminal: a progress line, to 100%" \
+		sh -c "[ $RC -eq 0 ] && tr '\\r' '\\n' <'$T/out' | grep -q '^reflink: 100.0%  39.1 MiB of 39.1 MiB'"
+	expect_true "... and the data" sh -c "'$VBAS' read $PG frag2 | cmp - x5000"
+	"$VBAS" delete -y $PG frag && "$VBAS" delete -y $PG frag2
 	"$VBAS" delete -y $PG v-snap
 else
 	fail "progress on a terminal" "script (util-linux) is missing"
