@@ -12,22 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-ssize_t read_full(int fd, char *buf, size_t len)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = read(fd, buf + got, len - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
 int write_full(int fd, const char *buf, size_t len)
 {
 	while (len) {
@@ -121,6 +105,7 @@ static int copy_run(struct copy_in *c, char *buf, uint64_t size)
 				 src_size, c->off, size);
 	for (;;) {
 		ssize_t n;
+		int stop = 0;
 		if (c->before_read && (r = c->before_read(c->fd, c->arg)))
 			return copy_fail(c, COPY_STOPPED, r, NULL);
 		if (holes) {
@@ -151,12 +136,34 @@ static int copy_run(struct copy_in *c, char *buf, uint64_t size)
 						 " bytes, not %" PRIu64 " (changed while read?)", src,
 						 src_size);
 		} else {
-			n = read_full(c->fd, buf, COPY_CHUNK);
+			/* A pipe's chunk comes by read() calls, BEFORE_READ before
+			 * each: a stop is seen while the source is idle, and what
+			 * came in before it is written. */
+			size_t got = 0;
+			int first = 1;
+			n = 0;
+			while (got < COPY_CHUNK) {
+				if (!first && c->before_read && (stop = c->before_read(c->fd, c->arg)))
+					break;
+				first = 0;
+				ssize_t k = read(c->fd, buf + got, COPY_CHUNK - got);
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k < 0) {
+					n = -1;
+					break;
+				}
+				if (k == 0)
+					break;
+				got += (size_t)k;
+			}
+			if (n == 0)
+				n = (ssize_t)got;
 		}
 		if (n < 0)
 			return copy_fail(c, COPY_SOURCE, errno, "read: %s", strerror(errno));
 		if (n == 0)
-			return 0;
+			return stop ? copy_fail(c, COPY_STOPPED, stop, NULL) : 0;
 		if ((uint64_t)n > size - c->off)
 			/* Nothing of a chunk that does not fit is written. */
 			return copy_fail(c, COPY_VOLUME, ENOSPC, "write of %zd bytes at offset %"
@@ -168,6 +175,8 @@ static int copy_run(struct copy_in *c, char *buf, uint64_t size)
 		c->off += (uint64_t)n;
 		src += (uint64_t)n;
 		c->total += (uint64_t)n;
+		if (stop)
+			return copy_fail(c, COPY_STOPPED, stop, NULL);
 	}
 }
 

@@ -17,8 +17,6 @@
 
 #define COPY_CHUNK (1u << 20)    /* bytes per read and write call */
 
-/* Read up to LEN bytes from FD, as many as there are before end of file. */
-COPY_API ssize_t read_full(int fd, char *buf, size_t len);
 COPY_API int write_full(int fd, const char *buf, size_t len);
 
 /* Sparse copies: the pieces of BUF[0, N) that hold data, and the whole
