@@ -832,6 +832,34 @@ static int root_to_share(struct vbas_pool *p, uint64_t sid, struct vbas_vol_rec 
 	return e;
 }
 
+/* Add volume record NR, named NAME, which shares ROOT, the root of volume
+ * SID (whose record SREC is written too): the record, its entry in the
+ * name index and one more reference to ROOT, drained.  A failure fails
+ * the transaction. */
+static int add_sharing_record(struct vbas_pool *p, const struct vbas_voltab_rec *nr,
+			      const char *name, uint64_t sid, const struct vbas_vol_rec *srec,
+			      uint64_t root)
+{
+	p->voltab_gen++;
+	int e = bt_insert(&p->voltab, nr);
+	if (!e)
+		e = names_add(p, le64_get(nr->k.id), name);
+	if (!e)
+		e = vol_put(p, sid, srec);
+	if (!e && root)
+		e = p->env.inc_meta(p->env.ctx, root);
+	if (!e)
+		e = space_drain(p);
+	if (e) {
+		txn_fail(p, e);
+		return e;
+	}
+	p->next_vol_id++;
+	p->nvolumes++;
+	p->dirty = 1;
+	return 0;
+}
+
 int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, unsigned flags)
 {
 	struct vbas_voltab_rec r;
@@ -931,25 +959,11 @@ int vbas_vol_snapshot(struct vbas_pool *p, const char *src, const char *name, un
 	r.v.name_len = le16_mk((uint16_t)strlen(name));
 	memcpy(r.v.name, name, strlen(name));
 	srec.share_gen = le64_mk(gen);
-	p->voltab_gen++;
-	e = bt_insert(&p->voltab, &r);
-	if (!e)
-		e = names_add(p, id, name);
-	if (!e)
-		e = vol_put(p, sid, &srec);
-	if (!e && root)
-		e = p->env.inc_meta(p->env.ctx, root);
-	if (!e)
-		e = space_drain(p);
-	if (e) {
-		txn_fail(p, e);
+	e = add_sharing_record(p, &r, name, sid, &srec, root);
+	if (e)
 		goto out;
-	}
 	if (writable)
 		p->sp.resv_blocks += rb;
-	p->next_vol_id++;
-	p->nvolumes++;
-	p->dirty = 1;
 out:
 	if (vs) {
 		rl_unlock(p, vs, 0, UINT64_MAX, 1);
@@ -1021,25 +1035,14 @@ int vbas_vol_rollback(struct vbas_pool *p, const char *name, const char *snap)
 	rec.size = srec.size;
 	rec.share_gen = le64_mk(gen);
 	srec.share_gen = le64_mk(gen);
-	p->voltab_gen++;
-	e = bt_insert(&p->voltab, &d);
-	if (!e)
-		e = names_add(p, did, name);
-	if (!e)
-		e = vol_put(p, id, &rec);
-	if (!e)
-		e = vol_put(p, sid, &srec);
-	if (!e && root)
-		e = p->env.inc_meta(p->env.ctx, root);
-	if (!e)
-		e = space_drain(p);
+	e = vol_put(p, id, &rec);
 	if (e) {
 		txn_fail(p, e);
 		goto out;
 	}
-	p->next_vol_id++;
-	p->nvolumes++;
-	p->dirty = 1;
+	e = add_sharing_record(p, &d, name, sid, &srec, root);
+	if (e)
+		goto out;
 	e = finish_delete(p, did, &stopped);
 	if (!e)
 		e = space_drain(p);

@@ -389,6 +389,14 @@ def ctl_requests(pool):
          "22\tunshare: wants NAME OFFSET LENGTH"),
         ("a write without the source's descriptor", b"write\0a\0" b"0\0",
          "22\twrite: wants a volume, an offset"),
+        ("a readonly that is not 0 or 1", b"readonly\0a\0" b"2\0",
+         "22\treadonly: '2' is not 0 or 1"),
+        ("a readonly without its value", b"readonly\0a\0",
+         "22\tunknown control request 'readonly'"),
+        ("a rollback without its snapshot", b"rollback\0a\0",
+         "22\tunknown control request 'rollback'"),
+        ("a rollback to an unknown volume", b"rollback\0nosuch\0snap\0",
+         "2\tvolume 'nosuch' not found"),
     ]:
         got = ask(req)
         say(got.startswith(want), "control channel: %s" % desc, repr(got[:120]))
